@@ -1,0 +1,146 @@
+"""Progress and results of a workload: to the log always, and to the resource's status in a cluster.
+
+A workload pod knows which resource it works for from its environment (the operator sets
+REASONOPS_KIND, REASONOPS_NAME, REASONOPS_NAMESPACE and REASONOPS_REVISION). There it patches
+`status.progress` of that resource (throttled to one update per `min_interval` seconds) and, at the end,
+writes its result both to `status.progress.result` and to the container's termination message, from
+which the operator reads it. On a laptop the same calls only log.
+
+    reporter = Reporter.from_env()
+    reporter.update(stage="dedupe", message="kept 9,012 of 10,000")
+    reporter.update(step=10, totalSteps=100, loss="1.234")
+    reporter.finish({"samples": 800})
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import threading
+import time
+from typing import Any, Callable, Optional
+
+log = logging.getLogger("reasonops.progress")
+
+TERMINATION_LOG = "/dev/termination-log"
+MAX_MESSAGE = 1024
+MAX_RESULT_BYTES = 3500  # termination messages are capped at 4096 bytes by the kubelet
+
+PLURALS = {"ReasoningDataset": "reasoningdatasets", "FineTuneJob": "finetunejobs", "EvalRun": "evalruns"}
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _default_patcher(kind: str, name: str, namespace: str) -> Optional[Callable[[dict], None]]:
+    """A function that merge-patches the resource's status, or None outside a cluster."""
+    if not os.path.exists("/var/run/secrets/kubernetes.io/serviceaccount/token") and not os.environ.get(
+        "REASONOPS_STATUS_KUBECONFIG"
+    ):
+        return None
+    from .controller import kube  # imported lazily: workloads on a laptop never need the client
+
+    api = kube.custom_objects(kubeconfig=os.environ.get("REASONOPS_STATUS_KUBECONFIG"))
+    plural = PLURALS[kind]
+
+    def patch(body: dict) -> None:
+        api.patch_namespaced_custom_object_status(
+            "reasonops.io", "v1alpha1", namespace, plural, name, {"status": body}
+        )
+
+    return patch
+
+
+class Reporter:
+    """Reports progress of one workload run (thread-safe, throttled, never raises)."""
+
+    def __init__(
+        self,
+        kind: str | None = None,
+        name: str | None = None,
+        namespace: str | None = None,
+        revision: str | None = None,
+        min_interval: float = 10.0,
+        patcher: Optional[Callable[[dict], None]] = None,
+        termination_log: str = TERMINATION_LOG,
+    ) -> None:
+        self.kind, self.name, self.namespace, self.revision = kind, name, namespace, revision
+        self.min_interval = min_interval
+        self.termination_log = termination_log
+        self._patcher = patcher
+        self._state: dict[str, Any] = {}
+        self._last_sent = 0.0
+        self._pending = False
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> "Reporter":
+        kind, name, ns = (os.environ.get(k) for k in ("REASONOPS_KIND", "REASONOPS_NAME", "REASONOPS_NAMESPACE"))
+        patcher = None
+        if kind in PLURALS and name and ns:
+            try:
+                patcher = _default_patcher(kind, name, ns)
+            except Exception as exc:  # no client, no credentials: progress stays in the log
+                log.warning("progress will not reach the resource status: %s", exc)
+        return cls(kind, name, ns, os.environ.get("REASONOPS_REVISION"), patcher=patcher, **kwargs)
+
+    def update(self, *, force: bool = False, **fields: Any) -> None:
+        """Record progress fields (stage, message, step, loss, ...); send them when the throttle allows."""
+        if "message" in fields and fields["message"] is not None:
+            fields["message"] = str(fields["message"])[:MAX_MESSAGE]
+            log.info("%s%s", f"[{fields.get('stage') or self._state.get('stage') or '-'}] ", fields["message"])
+        with self._lock:
+            self._state.update({k: v for k, v in fields.items() if v is not None})
+            self._pending = True
+            due = force or time.monotonic() - self._last_sent >= self.min_interval
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            if not self._pending:
+                return
+            body = dict(self._state)
+            self._pending = False
+            self._last_sent = time.monotonic()
+        self._send({"progress": self._progress(body)})
+
+    def finish(self, result: dict[str, Any], message: str | None = None) -> None:
+        """Publish the final result: termination message (read by the operator) and status."""
+        compact = json.dumps(result, separators=(",", ":"), sort_keys=True, default=str)
+        if len(compact.encode()) > MAX_RESULT_BYTES:
+            log.warning("result is %d bytes; the termination message keeps only the first %d", len(compact), MAX_RESULT_BYTES)
+        try:
+            if os.path.isdir(os.path.dirname(self.termination_log)) and (
+                os.path.exists(self.termination_log) or self.termination_log != TERMINATION_LOG
+            ):
+                with open(self.termination_log, "w", encoding="utf-8") as fh:
+                    fh.write(compact[:MAX_RESULT_BYTES])
+        except OSError as exc:
+            log.debug("no termination message written: %s", exc)
+        with self._lock:
+            if message:
+                self._state["message"] = message[:MAX_MESSAGE]
+            body = dict(self._state)
+            self._pending = False
+        progress = self._progress(body)
+        progress["result"] = result
+        self._send({"progress": progress})
+
+    def _progress(self, body: dict[str, Any]) -> dict[str, Any]:
+        out = {k: (v if isinstance(v, (int, str, bool, dict, list)) or v is None else str(v)) for k, v in body.items()}
+        if self.revision:
+            out["revision"] = self.revision
+        out["updateTime"] = now_iso()
+        return out
+
+    def _send(self, status: dict[str, Any]) -> None:
+        if self._patcher is None:
+            return
+        try:
+            self._patcher(status)
+        except Exception as exc:  # progress is best effort: never fail the workload because of it
+            log.warning("could not update status of %s/%s: %s", self.namespace, self.name, exc)
