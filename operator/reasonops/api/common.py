@@ -188,6 +188,7 @@ class HistoryEntry(Model):
     reason: Optional[Annotated[str, Field(max_length=128)]] = Field(default=None, description="Why it ended.")
     startTime: Optional[Annotated[str, Field(max_length=64)]] = Field(default=None, description="When it started.")
     completionTime: Optional[Annotated[str, Field(max_length=64)]] = Field(default=None, description="When it ended.")
+    location: Optional[Annotated[str, Field(max_length=1024)]] = Field(default=None, description="Where the revision wrote its output.")
     summary: Optional[Annotated[str, Field(max_length=256)]] = Field(
         default=None, description="The headline number of the revision (samples, loss, accuracy)."
     )

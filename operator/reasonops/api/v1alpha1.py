@@ -281,6 +281,9 @@ class WorkloadProgress(Model):
 
 
 class DatasetOutput(Model):
+    """The latest dataset that was written successfully (kept while a newer revision is in progress)."""
+
+    revision: Optional[Annotated[str, Field(max_length=64)]] = Field(default=None, description="Revision that wrote it.")
     location: Optional[Annotated[str, Field(max_length=1024)]] = Field(default=None, description="Directory of the current revision.")
     contentHash: Optional[Annotated[str, Field(max_length=128)]] = Field(default=None, description="Hash of the written samples.")
     samples: Optional[int] = Field(default=None, description="Samples in the dataset.")
@@ -369,7 +372,7 @@ class FineTuneJobSpec(Model):
         json_schema_extra={
             "x-kubernetes-validations": [
                 {"rule": "has(self.datasetRef) != has(self.dataset)", "message": "set exactly one of datasetRef or dataset"},
-                {"rule": "!has(self.lora) || self.method == 'lora'", "message": "lora is only allowed with method: lora"},
+                {"rule": "!has(self.lora) || (has(self.method) && self.method == 'lora')", "message": "lora is only allowed with method: lora"},
             ]
         }
     )
@@ -418,7 +421,10 @@ class TrainingProgress(WorkloadProgress):
 class FineTuneJobStatus(_StatusBase):
     datasetRevision: Optional[Annotated[str, Field(max_length=64)]] = Field(default=None, description="Dataset revision trained on.")
     datasetLocation: Optional[Annotated[str, Field(max_length=1024)]] = Field(default=None, description="Dataset directory trained on.")
-    modelLocation: Optional[Annotated[str, Field(max_length=1024)]] = Field(default=None, description="The final model directory.")
+    modelLocation: Optional[Annotated[str, Field(max_length=1024)]] = Field(
+        default=None, description="The latest final model directory (kept while a newer revision trains)."
+    )
+    modelRevision: Optional[Annotated[str, Field(max_length=64)]] = Field(default=None, description="Revision that wrote modelLocation.")
     latestCheckpoint: Optional[Annotated[str, Field(max_length=1024)]] = Field(default=None, description="Latest complete checkpoint.")
     lastLoss: Optional[Annotated[str, Field(max_length=32)]] = Field(default=None, description="Latest reported loss.")
     droppedSamples: Optional[int] = Field(default=None, description="Samples dropped or truncated for length.")
@@ -488,6 +494,9 @@ class EvalRunSpec(Model):
     )
     concurrency: Optional[int] = Field(default=None, ge=1, le=4096, description="Requests in flight (default 64).")
     serving: Optional[ServingSpec] = Field(default=None, description="The vLLM server.")
+    output: Optional[Location] = Field(
+        default=None, description="Where responses and reports go (default: next to the FineTuneJob's model)."
+    )
     gates: Optional[list[Gate]] = Field(default=None, max_length=32, description="Minimum scores; all must pass for Passed=True.")
     resources: Optional[Resources] = Field(default=None, description="Compute for the benchmark Job.")
     backoffLimit: Optional[int] = Field(default=None, ge=0, le=100, description="Pod retries (default 2).")
@@ -549,6 +558,8 @@ _AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"
 
 
 class ReasoningDataset(Resource):
+    """Curates a small, verified, long chain-of-thought dataset from problem pools."""
+
     kind_name = "ReasoningDataset"
     plural = "reasoningdatasets"
     short_names = ["rds", "rdataset"]
@@ -564,6 +575,8 @@ class ReasoningDataset(Resource):
 
 
 class FineTuneJob(Resource):
+    """Fine-tunes a base model on a ReasoningDataset (full SFT with DeepSpeed ZeRO-3, or LoRA)."""
+
     kind_name = "FineTuneJob"
     plural = "finetunejobs"
     short_names = ["ftj", "ft"]
@@ -579,6 +592,8 @@ class FineTuneJob(Resource):
 
 
 class EvalRun(Resource):
+    """Serves a model with an OpenAI-compatible API and benchmarks it, with pass/fail gates."""
+
     kind_name = "EvalRun"
     plural = "evalruns"
     short_names = ["er", "eval"]

@@ -1,0 +1,1 @@
+"""The kopf operator that reconciles reasonops resources into Kubernetes workloads."""

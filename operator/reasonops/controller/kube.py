@@ -1,0 +1,127 @@
+"""The one module that talks to the Kubernetes API (everything else builds or decides).
+
+A thin, synchronous layer over the official client's REST machinery, working on plain dicts: create if
+absent, server-side apply, merge patches of objects and of the status subresource, deletion by label.
+The operator calls it from worker threads; the connection pool is sized for that.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Optional
+
+import kubernetes
+from kubernetes.client.rest import ApiException
+
+log = logging.getLogger("reasonops.kube")
+
+FIELD_MANAGER = "reasonops"
+_PLURALS = {
+    "ConfigMap": "configmaps",
+    "Service": "services",
+    "Pod": "pods",
+    "Job": "jobs",
+    "Deployment": "deployments",
+    "ReasoningDataset": "reasoningdatasets",
+    "FineTuneJob": "finetunejobs",
+    "EvalRun": "evalruns",
+}
+_API_VERSIONS = {"ConfigMap": "v1", "Service": "v1", "Pod": "v1", "Job": "batch/v1", "Deployment": "apps/v1"}
+
+
+def load_configuration(kubeconfig: Optional[str] = None, pool_size: int = 32) -> kubernetes.client.Configuration:
+    config = kubernetes.client.Configuration()
+    if kubeconfig or not os.path.exists("/var/run/secrets/kubernetes.io/serviceaccount/token"):
+        kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=config)
+    else:
+        kubernetes.config.load_incluster_config(client_configuration=config)
+    config.connection_pool_maxsize = pool_size
+    return config
+
+
+def custom_objects(kubeconfig: Optional[str] = None) -> kubernetes.client.CustomObjectsApi:
+    return kubernetes.client.CustomObjectsApi(kubernetes.client.ApiClient(load_configuration(kubeconfig, 2)))
+
+
+def _path(api_version: str, kind: str, namespace: str, name: str = "", subresource: str = "") -> str:
+    prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    path = f"{prefix}/namespaces/{namespace}/{_PLURALS[kind]}"
+    if name:
+        path += f"/{name}"
+    if subresource:
+        path += f"/{subresource}"
+    return path
+
+
+class Kube:
+    """Plain-dict CRUD for the objects reasonops owns."""
+
+    def __init__(self, kubeconfig: Optional[str] = None, pool_size: int = 32) -> None:
+        self.api = kubernetes.client.ApiClient(load_configuration(kubeconfig, pool_size))
+
+    def _call(
+        self, method: str, path: str, body: Any = None, query: Optional[list[tuple[str, Any]]] = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        response = self.api.call_api(
+            path, method, query_params=query or [], body=body,
+            header_params={"Accept": "application/json", "Content-Type": content_type},
+            auth_settings=["BearerToken"], _preload_content=False, _return_http_data_only=True,
+            _request_timeout=30,
+        )
+        data = response.data
+        return json.loads(data) if data else {}
+
+    def create(self, obj: dict[str, Any]) -> bool:
+        """Create the object unless it exists; True when it was created."""
+        meta = obj["metadata"]
+        try:
+            self._call("POST", _path(obj["apiVersion"], obj["kind"], meta["namespace"]), obj,
+                       query=[("fieldManager", FIELD_MANAGER)])
+            return True
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply under the reasonops field manager."""
+        meta = obj["metadata"]
+        return self._call(
+            "PATCH", _path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"]), obj,
+            query=[("fieldManager", FIELD_MANAGER), ("force", "true")], content_type="application/apply-patch+yaml",
+        )
+
+    def patch(self, kind: str, namespace: str, name: str, patch: dict[str, Any], api_version: Optional[str] = None) -> dict:
+        return self._call("PATCH", _path(api_version or _API_VERSIONS[kind], kind, namespace, name), patch,
+                          content_type="application/merge-patch+json")
+
+    def patch_status(self, kind: str, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        return self._call(
+            "PATCH", _path("reasonops.io/v1alpha1", kind, namespace, name, "status"), {"status": status},
+            content_type="application/merge-patch+json",
+        )
+
+    def get(self, kind: str, namespace: str, name: str, api_version: Optional[str] = None) -> Optional[dict[str, Any]]:
+        try:
+            return self._call("GET", _path(api_version or _API_VERSIONS.get(kind, "reasonops.io/v1alpha1"), kind, namespace, name))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def delete_by_labels(self, kind: str, namespace: str, selector: str) -> None:
+        """Delete every object of a kind matching the selector (background propagation: pods go too)."""
+        self._call(
+            "DELETE", _path(_API_VERSIONS[kind], kind, namespace),
+            {"propagationPolicy": "Background"}, query=[("labelSelector", selector)],
+        )
+
+    def delete(self, kind: str, namespace: str, name: str) -> None:
+        try:
+            self._call("DELETE", _path(_API_VERSIONS[kind], kind, namespace, name), {"propagationPolicy": "Background"})
+        except ApiException as exc:
+            if exc.status != 404:
+                raise

@@ -1,0 +1,253 @@
+"""Decide, from what was observed, what a resource's children and status should be.
+
+Pure functions (no API calls): `plan_run` turns a resource, its current revision and the observed state of
+its Jobs and pods into a `Plan` — objects to create, Jobs to suspend or resume, old revisions to delete,
+and the status to write. The handlers gather the observations and apply the plan.
+
+The rules that matter most:
+- one Job per revision, named after it, so a restarted operator never creates duplicates;
+- a revision that finished (Succeeded or Failed) stays finished: when its Job is deleted, by hand or by
+  a TTL, nothing is re-run (the history in status remembers it);
+- a new revision supersedes a running one (its Job is deleted, freeing the GPUs);
+- at most `history_limit` past revisions keep their children.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from ..api import common as c
+
+TERMINAL = ("Succeeded", "Failed")
+MAX_HISTORY = 20
+
+
+@dataclass(frozen=True)
+class JobState:
+    name: str
+    revision: str
+    suspended: bool = False
+    active: int = 0
+    ready: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    complete: bool = False
+    failed_reason: Optional[str] = None
+    failed_message: Optional[str] = None
+    start_time: Optional[str] = None
+    completion_time: Optional[str] = None
+    queued: bool = False  # carries Kueue's queue label
+
+
+@dataclass(frozen=True)
+class PodState:
+    name: str
+    job: str
+    phase: str
+    exit_code: Optional[int] = None
+    reason: Optional[str] = None
+    message: Optional[str] = None
+    waiting_reason: Optional[str] = None  # e.g. ImagePullBackOff, CrashLoopBackOff
+
+
+@dataclass
+class Plan:
+    create: list[dict[str, Any]] = field(default_factory=list)
+    suspend_jobs: dict[str, bool] = field(default_factory=dict)  # job name -> desired spec.suspend
+    delete_revisions: list[str] = field(default_factory=list)  # revisions whose children go
+    status: dict[str, Any] = field(default_factory=dict)
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+    result: Optional[dict[str, Any]] = None  # the workload's result, for the current revision
+
+
+def condition(
+    previous: list[dict[str, Any]], type_: str, status: str, reason: str, message: str, generation: Optional[int], now: str
+) -> dict[str, Any]:
+    """A metav1.Condition; lastTransitionTime only moves when the status changes."""
+    old = next((p for p in previous if p.get("type") == type_), None)
+    changed = old is None or old.get("status") != status
+    return {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message[:4096],
+        "lastTransitionTime": now if changed else old.get("lastTransitionTime", now),
+        "observedGeneration": generation,
+    }
+
+
+def parse_result(message: Optional[str]) -> Optional[dict[str, Any]]:
+    """A workload's JSON result from its termination message (None when absent or not JSON)."""
+    if not message:
+        return None
+    try:
+        value = json.loads(message.strip())
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def failure_detail(job: JobState, pods: list[PodState]) -> tuple[str, str]:
+    """Reason and message of a failed revision, from the failing pod when one says why."""
+    failed = [p for p in pods if p.job == job.name and p.phase == "Failed"]
+    for pod in reversed(failed):
+        result = parse_result(pod.message)
+        if result and isinstance(result.get("error"), dict):
+            err = result["error"]
+            return str(err.get("reason") or c.REASON_FAILED), str(err.get("message") or "")
+        if pod.message or pod.exit_code is not None:
+            text = (pod.message or "").strip()
+            detail = f"pod {pod.name} exited with code {pod.exit_code}" + (f" ({pod.reason})" if pod.reason else "")
+            return c.REASON_FAILED, f"{detail}: {text[-1500:]}" if text else detail
+    reason = job.failed_reason or c.REASON_FAILED
+    return reason, job.failed_message or "the Job failed"
+
+
+def job_phase(job: JobState, pods: list[PodState], user_suspended: bool) -> tuple[str, str, str]:
+    """(phase, reason, message) of a revision from its Job and pods."""
+    if job.complete:
+        return "Succeeded", c.REASON_SUCCEEDED, f"Job {job.name} completed"
+    if job.failed_reason:
+        reason, message = failure_detail(job, pods)
+        return "Failed", reason, message
+    if job.suspended:
+        if user_suspended:
+            return "Suspended", c.REASON_SUSPENDED, "spec.suspend is true"
+        if job.queued:
+            return "Pending", c.REASON_QUEUED, f"Job {job.name} waits for admission by Kueue"
+        return "Suspended", c.REASON_SUSPENDED, f"Job {job.name} is suspended"
+    mine = [p for p in pods if p.job == job.name]
+    stuck = next((p for p in mine if p.waiting_reason in ("ImagePullBackOff", "ErrImagePull", "CrashLoopBackOff", "CreateContainerConfigError")), None)
+    if stuck:
+        return "Pending", stuck.waiting_reason or c.REASON_PENDING, f"pod {stuck.name}: {stuck.waiting_reason} {stuck.message or ''}".strip()
+    if any(p.phase == "Running" for p in mine):
+        return "Running", c.REASON_RUNNING, f"Job {job.name} is running ({len([p for p in mine if p.phase == 'Running'])} pods)"
+    return "Pending", c.REASON_PENDING, f"Job {job.name} is waiting for its pods to start"
+
+
+def succeeded_result(job: JobState, pods: list[PodState], progress: dict[str, Any], revision: str) -> dict[str, Any]:
+    """The workload's result: the termination message of a succeeded pod, else what it put in status."""
+    for pod in pods:
+        if pod.job == job.name and pod.phase == "Succeeded":
+            result = parse_result(pod.message)
+            if result is not None:
+                return result
+    if progress.get("revision") == revision and isinstance(progress.get("result"), dict):
+        return progress["result"]
+    return {}
+
+
+def plan_run(
+    *,
+    body: dict[str, Any],
+    revision: str,
+    jobs: list[JobState],
+    pods: list[PodState],
+    build_children: Callable[[bool], list[dict[str, Any]]],
+    job_name: str,
+    history_limit: int,
+    now: str,
+    waiting: Optional[tuple[str, str]] = None,
+    summarize: Callable[[dict[str, Any]], Optional[str]] = lambda r: None,
+    output_location: Optional[str] = None,
+) -> Plan:
+    """The common lifecycle of a revision-based resource (all three kinds)."""
+    meta, spec = body["metadata"], body.get("spec") or {}
+    status = body.get("status") or {}
+    generation = meta.get("generation")
+    user_suspended = bool(spec.get("suspend"))
+    history: list[dict[str, Any]] = [dict(h) for h in status.get("history") or []]
+    entry = next((h for h in history if h.get("revision") == revision), None)
+    job = next((j for j in jobs if j.name == job_name), None)
+    plan = Plan()
+
+    if job is None and entry is not None and entry.get("phase") in TERMINAL:
+        phase, reason, message = entry["phase"], entry.get("reason") or entry["phase"], f"revision {revision} {entry['phase'].lower()}"
+        if entry.get("phase") == "Failed" and status.get("revision") == revision:
+            message = next((x.get("message", message) for x in status.get("conditions") or [] if x.get("type") == c.COND_FAILED), message)
+    elif job is None and waiting is not None:
+        phase, (reason, message) = "Waiting", waiting
+    elif job is None:
+        plan.create = build_children(user_suspended)
+        phase = "Suspended" if user_suspended else "Pending"
+        reason = c.REASON_SUSPENDED if user_suspended else c.REASON_PENDING
+        message = "spec.suspend is true" if user_suspended else f"created Job {job_name} for revision {revision}"
+        plan.events.append(("Normal", "Created", f"Job {job_name} for revision {revision}"))
+    else:
+        if job.suspended != user_suspended and not (job.queued and not user_suspended) and not (job.complete or job.failed_reason):
+            plan.suspend_jobs[job.name] = user_suspended
+        phase, reason, message = job_phase(job, pods, user_suspended)
+        if phase == "Succeeded":
+            plan.result = succeeded_result(job, pods, status.get("progress") or {}, revision)
+
+    # History: the current revision first, then the ones before it.
+    previous_phase = entry.get("phase") if entry else None
+    if entry is None:
+        entry = {"revision": revision}
+        for old in history:
+            if old.get("phase") not in TERMINAL:
+                old.update(phase="Failed", reason="Superseded", completionTime=now)
+        history.insert(0, entry)
+    if not (previous_phase in TERMINAL and job is None):
+        entry["phase"] = phase if phase != "Waiting" else "Pending"
+        entry["reason"] = reason
+        entry["job"] = job_name
+        if job is not None and job.start_time:
+            entry.setdefault("startTime", job.start_time)
+        if phase in TERMINAL:
+            entry.setdefault("completionTime", (job.completion_time if job else None) or now)
+        if output_location:
+            entry["location"] = output_location
+        if plan.result is not None:
+            summary = summarize(plan.result)
+            if summary:
+                entry["summary"] = summary[:256]
+    history = ([entry] + [h for h in history if h is not entry])[:MAX_HISTORY]
+    if previous_phase != entry.get("phase") and entry.get("phase") in TERMINAL:
+        plan.events.append(("Warning" if entry["phase"] == "Failed" else "Normal", reason, message[:1024]))
+    elif previous_phase != entry.get("phase") and previous_phase is not None:
+        plan.events.append(("Normal", reason, message[:1024]))
+
+    # Children of revisions beyond the history limit go; so does a superseded run.
+    live = {j.revision for j in jobs}
+    keep = {h["revision"] for h in history[: history_limit + 1]}
+    superseded = {j.revision for j in jobs if j.revision != revision and not (j.complete or j.failed_reason)}
+    plan.delete_revisions = sorted((live - keep) | superseded)
+
+    conditions = status.get("conditions") or []
+    ready = phase == "Succeeded"
+    progressing = phase in ("Pending", "Running", "Waiting")
+    plan.status = {
+        "observedGeneration": generation,
+        "revision": revision,
+        "phase": phase,
+        "reason": reason,
+        "history": history,
+        "conditions": [
+            condition(conditions, c.COND_READY, "True" if ready else "False", reason, message, generation, now),
+            condition(conditions, c.COND_PROGRESSING, "True" if progressing else "False", reason, message, generation, now),
+            condition(conditions, c.COND_FAILED, "True" if phase == "Failed" else "False", reason if phase == "Failed" else "NotFailed", message if phase == "Failed" else "", generation, now),
+            condition(conditions, c.COND_SUSPENDED, "True" if user_suspended else "False", c.REASON_SUSPENDED if user_suspended else "NotSuspended", "", generation, now),
+        ],
+        "startTime": entry.get("startTime"),
+        "completionTime": entry.get("completionTime"),
+    }
+    return plan
+
+
+def with_condition(status: dict[str, Any], cond: dict[str, Any]) -> None:
+    status["conditions"] = [x for x in status.get("conditions", []) if x["type"] != cond["type"]] + [cond]
+
+
+def evaluate_gates(gates: list[dict[str, Any]], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Compare each gate's minimum with the benchmark's pass@1; a missing score fails the gate."""
+    scores = {r.get("benchmark"): r.get("score") for r in results}
+    out = []
+    for gate in gates:
+        score = scores.get(gate["benchmark"])
+        passed = score is not None and float(score) >= float(gate["minScore"])
+        out.append({"benchmark": gate["benchmark"], "minScore": gate["minScore"], "passed": passed,
+                    **({"score": str(score)} if score is not None else {})})
+    return out

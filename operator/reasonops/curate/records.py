@@ -1,0 +1,102 @@
+"""The records that flow through the curation stages and the per-stage accounting of what was dropped."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("reasonops.curate")
+
+
+@dataclass
+class Chain:
+    """One reasoning chain for a problem: the source solution or a teacher's generation."""
+
+    text: str
+    teacher: str | None = None  # None: the solution that came with the source
+    answer: str | None = None
+    correct: bool | None = None
+    score: float | None = None
+
+
+@dataclass
+class Problem:
+    id: str
+    question: str
+    answer: str | None
+    source: str
+    chains: list[Chain] = field(default_factory=list)
+    solve_rates: dict[str, float] = field(default_factory=dict)  # difficulty stage name -> share solved
+
+    @property
+    def solve_rate(self) -> float | None:
+        """The solve rate of the last difficulty pass (the one that decided last)."""
+        return next(reversed(self.solve_rates.values())) if self.solve_rates else None
+
+    @property
+    def best_chain(self) -> Chain | None:
+        if not self.chains:
+            return None
+        return max(self.chains, key=lambda c: (c.score if c.score is not None else float("-inf"), len(c.text)))
+
+
+def quality_key(problem: Problem) -> tuple:
+    """Sort key of 'better' members of a duplicate cluster (larger is better).
+
+    A problem with a chain beats one without, then one with a reference answer, then one with more
+    correct chains, a higher chain score, and finally a longer chain.
+    """
+    best = problem.best_chain
+    return (
+        best is not None,
+        problem.answer is not None,
+        sum(1 for c in problem.chains if c.correct),
+        best.score if best is not None and best.score is not None else float("-inf"),
+        len(best.text) if best is not None else 0,
+    )
+
+
+@dataclass
+class Drop:
+    id: str
+    reason: str
+    detail: str | None = None
+
+
+@dataclass
+class StageReport:
+    """What one stage kept and dropped, and why."""
+
+    name: str
+    kind: str
+    input: int = 0
+    kept: int = 0
+    drops: list[Drop] = field(default_factory=list)
+    seconds: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dropped(self) -> int:
+        return len(self.drops)
+
+    @property
+    def reasons(self) -> dict[str, int]:
+        return dict(Counter(d.reason for d in self.drops).most_common())
+
+    def drop(self, problem_id: str, reason: str, detail: str | None = None) -> None:
+        self.drops.append(Drop(problem_id, reason, detail))
+
+    def summary(self) -> str:
+        reasons = ", ".join(f"{r}: {n}" for r, n in self.reasons.items())
+        return f"kept {self.kept:,} of {self.input:,}, dropped {self.dropped:,}" + (f" ({reasons})" if reasons else "")
+
+    def to_manifest(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "stage": self.name, "kind": self.kind, "input": self.input, "kept": self.kept,
+            "dropped": self.dropped, "reasons": self.reasons, "seconds": round(self.seconds, 3),
+        }
+        if self.info:
+            out["info"] = self.info
+        return out

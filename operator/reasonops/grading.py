@@ -1,0 +1,401 @@
+"""Answer extraction and equivalence, shared by curation (rejection sampling) and evaluation.
+
+Extraction (`extract_answer`):
+
+- ``kind="math"``: the content of the last ``\\boxed{...}`` (or ``\\fbox{...}``), braces matched, empty boxes
+  skipped (models echo "put your answer within \\boxed{}"); ``\\boxed 5`` without braces is read up to the
+  next space. Without a box, two fallbacks are tried on the last ``FALLBACK_WINDOW`` characters, the last
+  match winning: "final answer is X" / "the answer is X", then a line starting with "Answer: X".
+  Nothing else: the last number in a response is *not* taken as its answer.
+- ``kind="choice"`` (GPQA): a letter A–J, read from the last box, else from "answer is (B)" / "Answer: B".
+
+Equivalence: a fast path first (normalised string equality, exact numeric comparison), which settles
+most items without leaving the process; the rest goes to math-verify. math-verify's own timeouts use
+SIGALRM, which only works in a main thread, so `Grader` runs it in worker processes (each task is the
+main thread of its worker) under an interval timer per item, with a backstop in the parent for workers
+that hang or die. A failure or timeout leaves the item ungraded (``correct=None``) with a reason.
+"""
+
+from __future__ import annotations
+
+import atexit
+import math
+import multiprocessing
+import os
+import re
+import signal
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Iterable, Iterator, Sequence
+
+FALLBACK_WINDOW = 2000
+
+# Reasons of results that are not a plain verdict.
+NO_ANSWER = "no_answer"
+TIMEOUT = "timeout"
+WORKER_LOST = "worker_lost"
+
+
+@dataclass(frozen=True)
+class GradeResult:
+    correct: bool | None  # None: could not be graded (see reason)
+    extracted: str | None
+    reason: str | None = None
+
+
+# ------------------------------------------------------------------------------------------------
+# Extraction
+# ------------------------------------------------------------------------------------------------
+
+_BOX_COMMANDS = ("\\boxed", "\\fbox")
+_FINAL_ANSWER = re.compile(r"(?:final answer|the answer)\s*(?:is|:)\s*:?\s*(.+)", re.IGNORECASE)
+_ANSWER_LINE = re.compile(r"^[\s>*#_]*answer\s*[*_]*\s*:[*_]*\s*(.+)$", re.IGNORECASE | re.MULTILINE)
+_CHOICE_LETTER = re.compile(r"^\(?([A-J])\)?(?:$|[\s.:)])")
+_CHOICE_PHRASE = re.compile(r"answer\s*(?:is|:)\s*:?\s*[*_]*\s*\(?([A-J])\b", re.IGNORECASE)
+
+
+def _braced(text: str, start: int) -> tuple[str, int] | None:
+    """The content of the brace group opening at text[start] and the index after it; None if unclosed."""
+    depth = 0
+    i = start
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\":
+            i += 2  # an escaped character (\{, \}) never opens or closes a group
+            continue
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                return text[start + 1 : i], i + 1
+        i += 1
+    return None
+
+
+def _box_content(text: str, pos: int, command: str) -> str | None:
+    """The argument of the box command at text[pos], or None if it has none (or an empty one)."""
+    i = pos + len(command)
+    if text[i : i + 1].isalpha():  # \boxeds or \fboxed: another command
+        return None
+    while i < len(text) and text[i] == " ":
+        i += 1
+    if text[i : i + 1] == "{":
+        group = _braced(text, i)
+        return group[0].strip() or None if group else None
+    token = re.match(r"[^\s$]+", text[i:])  # \boxed 5
+    return token.group(0) if token and i > pos + len(command) else None
+
+
+def last_boxed(text: str) -> str | None:
+    """The content of the last non-empty, closed \\boxed{} or \\fbox{} of text."""
+    ends = {command: len(text) for command in _BOX_COMMANDS}
+    while True:
+        hits = [(text.rfind(command, 0, ends[command]), command) for command in _BOX_COMMANDS]
+        pos, command = max(hits)
+        if pos < 0:
+            return None
+        content = _box_content(text, pos, command)
+        if content is not None:
+            return content
+        ends[command] = pos
+
+
+def _clean_fallback(value: str) -> str | None:
+    value = re.split(r"(?<=[^\d\\])\.\s|\.$", value.strip(), maxsplit=1)[0]  # first sentence; keep 0.5
+    value = value.strip().strip("*_").strip()
+    for left, right in (("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
+        if value.startswith(left) and value.endswith(right) and len(value) > len(left) + len(right) - 1:
+            value = value[len(left) : len(value) - len(right)].strip()
+    return value or None
+
+
+def _fallback_math(text: str) -> str | None:
+    tail = text[-FALLBACK_WINDOW:]
+    for pattern in (_FINAL_ANSWER, _ANSWER_LINE):
+        matches = list(pattern.finditer(tail))
+        if matches:
+            answer = _clean_fallback(matches[-1].group(1))
+            if answer:
+                return answer
+    return None
+
+
+def _choice_letter(value: str) -> str | None:
+    value = _unwrap_text(value).strip().strip("*_$").strip()
+    match = _CHOICE_LETTER.match(value)
+    return match.group(1).upper() if match else None
+
+
+def extract_answer(text: str, kind: str = "math") -> str | None:
+    """The final answer stated in a response (see the module docstring for the rules), or None."""
+    boxed = last_boxed(text)
+    if kind == "choice":
+        if boxed is not None:
+            return _choice_letter(boxed)
+        matches = list(_CHOICE_PHRASE.finditer(text[-FALLBACK_WINDOW:]))
+        return matches[-1].group(1).upper() if matches else None
+    if kind != "math":
+        raise ValueError(f"unknown answer kind {kind!r} (math or choice)")
+    return boxed if boxed is not None else _fallback_math(text)
+
+
+# ------------------------------------------------------------------------------------------------
+# Fast path: normalised strings and exact numbers
+# ------------------------------------------------------------------------------------------------
+
+_TEXT_COMMANDS = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
+_SPACING = re.compile(r"\\[,;:! ]|\\quad|\\qquad|\\displaystyle|\\left|\\right|\s+")
+_DEGREES = re.compile(r"\^\s*\{?\\circ\}?|°")
+_THOUSANDS = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
+_DECIMAL = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)$")
+_FRACTION = re.compile(r"^([+-]?)\\frac\{([+-]?\d+)\}\{([+-]?\d+)\}$|^([+-]?\d+)/([+-]?\d+)$")
+
+
+def _unwrap_text(value: str) -> str:
+    previous = None
+    while previous != value:
+        previous, value = value, _TEXT_COMMANDS.sub(r"\1", value)
+    return value
+
+
+def normalize(answer: str) -> str:
+    """A canonical spelling for string comparison: no spacing, delimiters, \\text, degree signs or \\dfrac."""
+    value = answer.strip()
+    if len(value) > 1 and value[0] == "$" and value[-1] == "$":
+        value = value.strip("$")
+    value = _unwrap_text(value)
+    value = value.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    value = _DEGREES.sub("", value)
+    value = _SPACING.sub("", value)
+    return value.rstrip(".")
+
+
+def as_number(value: str) -> Fraction | None:
+    """An exact number for a normalised integer, decimal or simple fraction; None for anything else."""
+    if _THOUSANDS.match(value):
+        value = value.replace(",", "")
+    if _DECIMAL.match(value):
+        return Fraction(value)
+    match = _FRACTION.match(value)
+    if not match:
+        return None
+    sign, num, den = (match.group(1), match.group(2), match.group(3)) if match.group(2) else ("", match.group(4), match.group(5))
+    if int(den) == 0:
+        return None
+    return Fraction(int(num), int(den)) * (-1 if sign == "-" else 1)
+
+
+def fast_verdict(extracted: str, gold: str, kind: str = "math") -> bool | None:
+    """True or False when settled without math-verify; None when math-verify must decide."""
+    if kind == "choice":
+        return extracted.strip().upper() == (_choice_letter(gold) or gold.strip().upper())
+    pred, ref = normalize(extracted), normalize(gold)
+    if pred == ref:
+        return True
+    a, b = as_number(pred), as_number(ref)
+    if a is None or b is None:
+        return None
+    if a == b:
+        return True
+    # math-verify rounds floats to 6 decimals: only a clear difference is settled here.
+    return False if abs(a - b) > Fraction(1, 10**4) * max(1, abs(a), abs(b)) else None
+
+
+# ------------------------------------------------------------------------------------------------
+# math-verify under a per-item timer (runs in a main thread: a worker process or the caller's)
+# ------------------------------------------------------------------------------------------------
+
+
+class _ItemTimeout(Exception):
+    pass
+
+
+def _raise_timeout(signum: int, frame: object) -> None:
+    raise _ItemTimeout()
+
+
+def _as_latex(answer: str) -> str:
+    return f"${answer}$" if "$" not in answer else answer
+
+
+def _math_verify(extracted: str, gold: str, timeout: float) -> tuple[bool | None, str | None]:
+    """(verdict, reason) from math-verify, with one interval timer around parsing and verifying."""
+    from math_verify import parse, verify
+
+    previous = signal.signal(signal.SIGALRM, _raise_timeout)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        # math-verify's own SIGALRM timeouts are disabled (None): they would cancel this timer.
+        gold_parsed = parse(_as_latex(gold), parsing_timeout=None)
+        if not gold_parsed:
+            return None, "gold answer not parseable"
+        pred_parsed = parse(_as_latex(extracted), parsing_timeout=None)
+        if not pred_parsed:
+            return False, None
+        return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None)), None
+    except _ItemTimeout:
+        return None, TIMEOUT
+    except Exception as exc:  # a grader bug or a sympy failure must not end the run
+        return None, f"error: {type(exc).__name__}: {exc}"[:200]
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _verify_chunk(chunk: Sequence[tuple[str, str]], timeout: float) -> list[tuple[bool | None, str | None]]:
+    return [_math_verify(extracted, gold, timeout) for extracted, gold in chunk]
+
+
+def _warm_worker() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is handled by the parent
+    _math_verify("1", "1", 30.0)  # import sympy and the LaTeX parser before the first real item
+
+
+def _local_verdict(extracted: str, gold: str, kind: str, timeout: float) -> GradeResult:
+    fast = fast_verdict(extracted, gold, kind)
+    if fast is not None:
+        return GradeResult(fast, extracted)
+    verdict, reason = _math_verify(extracted, gold, timeout)
+    return GradeResult(verdict, extracted, reason)
+
+
+def grade_one(response: str, gold: str, kind: str = "math", timeout: float = 5.0) -> GradeResult:
+    """Grade one response. In the main thread math-verify runs in-process; elsewhere in a shared pool."""
+    extracted = extract_answer(response, kind)
+    if extracted is None:
+        return GradeResult(False, None, NO_ANSWER)
+    if threading.current_thread() is threading.main_thread():
+        return _local_verdict(extracted, gold, kind, timeout)
+    return _shared_grader(timeout).grade([(response, gold, kind)])[0]
+
+
+# ------------------------------------------------------------------------------------------------
+# The process pool
+# ------------------------------------------------------------------------------------------------
+
+
+class Grader:
+    """Grades many responses: extraction and the fast path in-process, math-verify in worker processes.
+
+    The pool starts on the first item that needs math-verify, so a benchmark of integer answers
+    never pays for it. Identical (answer, gold) pairs are verified once.
+    """
+
+    CHUNK = 16
+
+    def __init__(self, workers: int | None = None, timeout: float = 5.0) -> None:
+        self.workers = max(1, workers or os.cpu_count() or 1)
+        self.timeout = timeout
+        self._pool: multiprocessing.pool.Pool | None = None
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> "Grader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.terminate()
+                self._pool.join()
+                self._pool = None
+
+    def grade(self, items: Iterable[tuple[str, str, str]]) -> list[GradeResult]:
+        """Grade (response, gold, kind) triples; the results are in the same order."""
+        results: list[GradeResult | None] = []
+        pending: dict[tuple[str, str], list[int]] = {}
+        for response, gold, kind in items:
+            extracted = extract_answer(response, kind)
+            if extracted is None:
+                results.append(GradeResult(False, None, NO_ANSWER))
+                continue
+            fast = fast_verdict(extracted, gold, kind)
+            if fast is not None:
+                results.append(GradeResult(fast, extracted))
+                continue
+            pending.setdefault((extracted, gold), []).append(len(results))
+            results.append(None)
+        if pending:
+            with self._lock:
+                verdicts = self._verify_all(list(pending))
+            for key, (verdict, reason) in zip(pending, verdicts):
+                for index in pending[key]:
+                    results[index] = GradeResult(verdict, key[0], reason)
+        return results  # type: ignore[return-value]  # every slot is filled above
+
+    def _start(self) -> multiprocessing.pool.Pool:
+        if self._pool is None:
+            # spawn, not fork: the caller may run threads (HTTP clients, progress reporters).
+            context = multiprocessing.get_context("spawn")
+            self._pool = context.Pool(self.workers, initializer=_warm_worker)
+        return self._pool
+
+    def _verify_all(self, pairs: list[tuple[str, str]]) -> list[tuple[bool | None, str | None]]:
+        chunks = [pairs[i : i + self.CHUNK] for i in range(0, len(pairs), self.CHUNK)]
+        pool = self._start()
+        handles = [pool.apply_async(_verify_chunk, (chunk, self.timeout)) for chunk in chunks]
+        out: list[tuple[bool | None, str | None]] = []
+        for chunk, handle in zip(chunks, handles):
+            out.extend(self._collect(chunk, handle))
+        return out
+
+    def _collect(self, chunk: list[tuple[str, str]], handle: multiprocessing.pool.AsyncResult) -> Iterator[tuple[bool | None, str | None]]:
+        # The timer inside the worker bounds each item; this backstop catches a worker stuck in C code or
+        # killed (its task never returns). The pool is replaced and the chunk left ungraded.
+        budget = self.timeout * len(chunk) * self.workers + 60.0
+        try:
+            yield from handle.get(timeout=budget)
+        except multiprocessing.TimeoutError:
+            self.close_pool_locked()
+            yield from [(None, WORKER_LOST)] * len(chunk)
+
+    def close_pool_locked(self) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
+
+
+_SHARED: Grader | None = None
+
+
+def _shared_grader(timeout: float) -> Grader:
+    global _SHARED
+    if _SHARED is None:
+        _SHARED = Grader(workers=1, timeout=timeout)
+        atexit.register(_SHARED.close)
+    return _SHARED
+
+
+# ------------------------------------------------------------------------------------------------
+# Metrics over samples of one problem
+# ------------------------------------------------------------------------------------------------
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k for a problem with n samples of which c are correct: 1 - C(n-c, k) / C(n, k)."""
+    if not 0 < k <= n:
+        raise ValueError(f"k must be in 1..{n}, got {k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def majority_correct(samples: Sequence[GradeResult], k: int) -> bool:
+    """maj@k of one problem: whether the most frequent answer among the first k samples is correct.
+
+    Answers are grouped by their normalised spelling; samples without an answer do not vote; a tie goes
+    to the answer seen first.
+    """
+    votes = [s for s in samples[:k] if s.extracted is not None]
+    if not votes:
+        return False
+    counts = Counter(normalize(s.extracted) for s in votes)  # type: ignore[arg-type]
+    best = max(counts.values())
+    winner = next(s for s in votes if counts[normalize(s.extracted)] == best)  # type: ignore[arg-type]
+    return winner.correct is True

@@ -1,0 +1,175 @@
+"""TrainConfig: everything one training run needs, resolved from a FineTuneJob document.
+
+Precedence: explicit spec fields > the preset (limo, sky-t1, none) > built-in defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional
+
+from ..api.common import decimal
+from ..api.v1alpha1 import LIMO_SYSTEM_PROMPT, FineTuneJobSpec
+from ..errors import WorkloadError
+
+# Recipe defaults (see /docs/recipes.md). Keys are Hyperparameters fields.
+PRESETS: dict[str, dict[str, Any]] = {
+    # LIMO (LLaMA-Factory train_limo.yaml): 32 GPUs x batch 1, no accumulation.
+    "limo": {
+        "learningRate": 5e-6, "epochs": 15, "scheduler": "cosine", "warmupRatio": 0.0, "maxLength": 16384,
+        "globalBatchSize": 32, "microBatchSize": 1, "weightDecay": 0.0, "maxGradNorm": 1.0,
+    },
+    # Sky-T1-32B-Preview; its LoRA variant uses rank 64, alpha 128, lr 1e-4.
+    "sky-t1": {
+        "learningRate": 1e-5, "epochs": 3, "scheduler": "cosine", "warmupRatio": 0.1, "maxLength": 16384,
+        "globalBatchSize": 96, "microBatchSize": 1, "weightDecay": 0.0, "maxGradNorm": 1.0,
+    },
+    "none": {
+        "learningRate": 1e-5, "epochs": 3, "scheduler": "cosine", "warmupRatio": 0.0, "maxLength": 4096,
+        "globalBatchSize": 32, "microBatchSize": 1, "weightDecay": 0.0, "maxGradNorm": 1.0,
+    },
+}
+LORA_PRESETS: dict[str, dict[str, Any]] = {
+    "limo": {"learningRate": 1e-4},
+    "sky-t1": {"learningRate": 1e-4},
+    "none": {"learningRate": 1e-4},
+}
+DEFAULT_SEED = 42
+DEFAULT_LORA = {"rank": 64, "alpha": 128, "dropout": 0.05}
+
+
+@dataclass
+class TrainConfig:
+    """A fully resolved training run. Usable directly: `main(TrainConfig(model=..., dataset=..., output=...))`."""
+
+    model: str  # hub id, local path or fsspec URI
+    dataset: str  # directory (or URI) holding data.jsonl / data.parquet, or such a file
+    output: str  # the revision's output directory: checkpoints/, model/, training_summary.json
+    model_revision: Optional[str] = None
+    name: str = "finetune"
+    revision: str = ""
+    method: Literal["full", "lora"] = "full"
+    preset: str = "limo"
+    learning_rate: float = 5e-6
+    epochs: int = 15
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = 0.0
+    max_length: int = 16384
+    global_batch_size: int = 32
+    micro_batch_size: int = 1
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    seed: int = DEFAULT_SEED
+    overlong: Literal["drop", "truncate"] = "drop"
+    zero_stage: int = 3
+    offload_optimizer: bool = False
+    offload_params: bool = False
+    lora_rank: int = DEFAULT_LORA["rank"]
+    lora_alpha: int = DEFAULT_LORA["alpha"]
+    lora_dropout: float = DEFAULT_LORA["dropout"]
+    lora_target_modules: Optional[list[str]] = None  # None: every linear layer except the output head
+    attention: Literal["flash_attention_2", "sdpa", "eager"] = "flash_attention_2"
+    packing: bool = True
+    gradient_checkpointing: bool = True
+    system_prompt: Optional[str] = LIMO_SYSTEM_PROMPT  # added to samples without a system turn; "" adds none
+    chat_template: Optional[str] = None
+    num_nodes: int = 1
+    gpus_per_node: int = 8
+    checkpoint_every_epochs: Optional[int] = 1
+    checkpoint_every_steps: Optional[int] = None
+    checkpoint_keep: int = 3
+    extra: dict[str, Any] = field(default_factory=dict)  # recorded, not interpreted (e.g. dataset revision)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    def gradient_accumulation(self, world_size: int) -> int:
+        """Micro-steps per optimizer step so that one step sees exactly global_batch_size samples."""
+        per_step = self.micro_batch_size * world_size
+        if self.global_batch_size % per_step:
+            raise WorkloadError(
+                "InvalidSpec",
+                f"globalBatchSize {self.global_batch_size} is not divisible by microBatchSize "
+                f"{self.micro_batch_size} x world size {world_size} = {per_step}; choose a global batch that is a "
+                f"multiple of {per_step}",
+            )
+        return self.global_batch_size // per_step
+
+
+def _location(loc: Optional[dict[str, Any]]) -> Optional[str]:
+    """A spec Location as a path or URI. Volume claims are mounted under REASONOPS_VOLUME_ROOT/<claim>."""
+    if not loc:
+        return None
+    if loc.get("uri"):
+        return loc["uri"]
+    if loc.get("path"):
+        return loc["path"]
+    vol = loc.get("volume") or {}
+    root = os.environ.get("REASONOPS_VOLUME_ROOT", "/mnt/volumes")
+    return os.path.join(root, vol["claimName"], vol.get("path", ""))
+
+
+def config_from_resource(doc: dict[str, Any]) -> TrainConfig:
+    """Turn the workload document of a FineTuneJob (see docs/architecture.md) into a TrainConfig."""
+    spec = FineTuneJobSpec.model_validate(doc["spec"])
+    context = doc.get("context") or {}
+    dataset = context.get("datasetLocation") or _location(spec.dataset.model_dump() if spec.dataset else None)
+    if not dataset:
+        raise WorkloadError("DatasetUnreadable", "no dataset location: neither context.datasetLocation nor spec.dataset is set")
+    if not doc.get("output"):
+        raise WorkloadError("InvalidSpec", "the workload document has no output location")
+
+    preset = spec.preset or "limo"
+    hp = dict(PRESETS[preset])
+    if spec.method == "lora":
+        hp.update(LORA_PRESETS[preset])
+    given = spec.hyperparameters.model_dump(exclude_none=True) if spec.hyperparameters else {}
+    hp.update(given)
+    ds = spec.deepspeed
+    lora = spec.lora
+    ckpt = spec.checkpoints
+    every_steps = ckpt.everySteps if ckpt else None
+    return TrainConfig(
+        model=spec.baseModel.name,
+        model_revision=spec.baseModel.revision,
+        dataset=dataset,
+        output=str(doc["output"]),
+        name=(doc.get("metadata") or {}).get("name", "finetune"),
+        revision=str(doc.get("revision") or ""),
+        method=spec.method,
+        preset=preset,
+        learning_rate=float(decimal(str(hp["learningRate"]))),
+        epochs=int(hp["epochs"]),
+        scheduler=hp["scheduler"],
+        warmup_ratio=float(decimal(str(hp["warmupRatio"]))),
+        max_length=int(hp["maxLength"]),
+        global_batch_size=int(hp["globalBatchSize"]),
+        micro_batch_size=int(hp["microBatchSize"]),
+        weight_decay=float(decimal(str(hp["weightDecay"]))),
+        max_grad_norm=float(decimal(str(hp["maxGradNorm"]))),
+        seed=int(hp.get("seed", DEFAULT_SEED)),
+        overlong=hp.get("overlong", "drop"),
+        zero_stage=3 if ds is None or ds.zeroStage is None else ds.zeroStage,
+        offload_optimizer=bool(ds and ds.offloadOptimizer),
+        offload_params=bool(ds and ds.offloadParams),
+        lora_rank=(lora.rank if lora and lora.rank else DEFAULT_LORA["rank"]),
+        lora_alpha=(lora.alpha if lora and lora.alpha else DEFAULT_LORA["alpha"]),
+        lora_dropout=float(decimal(lora.dropout if lora else None, DEFAULT_LORA["dropout"])),
+        lora_target_modules=list(lora.targetModules) if lora and lora.targetModules else None,
+        attention=spec.attention or "flash_attention_2",
+        packing=True if spec.packing is None else spec.packing,
+        gradient_checkpointing=True if spec.gradientCheckpointing is None else spec.gradientCheckpointing,
+        system_prompt=LIMO_SYSTEM_PROMPT if spec.systemPrompt is None else spec.systemPrompt,
+        chat_template=spec.chatTemplate,
+        num_nodes=spec.numNodes or 1,
+        gpus_per_node=8 if spec.gpusPerNode is None else spec.gpusPerNode,
+        # everySteps replaces the per-epoch schedule; LIMO keeps one checkpoint per epoch.
+        checkpoint_every_epochs=None if every_steps else ((ckpt.everyEpochs if ckpt else None) or 1),
+        checkpoint_every_steps=every_steps,
+        checkpoint_keep=(ckpt.keep if ckpt and ckpt.keep else 3),
+        extra={"datasetRevision": context.get("datasetRevision"), "modelVolume": _location(
+            spec.baseModel.volume.model_dump() if spec.baseModel.volume else None)},
+    )

@@ -1,0 +1,253 @@
+"""Training data: read the curated dataset, tokenise with the chat template, order and batch it.
+
+Loss is computed on assistant tokens only: every other label is IGNORE. With packing, the samples of a
+micro batch are concatenated into one row whose position ids restart at 0 for each sample; the model then
+attends within each sample only (FlashAttention varlen, or a block-diagonal mask with sdpa when
+use_cache=False) and no compute is spent on padding.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional
+
+import torch
+
+from ..errors import WorkloadError
+
+log = logging.getLogger("reasonops.train")
+
+IGNORE = -100
+ROLES = ("system", "user", "assistant")
+DATA_FILES = ("data.jsonl", "data.parquet")
+
+
+@dataclass
+class Sample:
+    input_ids: list[int]
+    labels: list[int]  # IGNORE outside assistant turns
+
+
+@dataclass
+class DataStats:
+    rows: int = 0
+    kept: int = 0
+    bad: int = 0  # no assistant turn, empty, malformed
+    overlong_dropped: int = 0
+    truncated: int = 0
+    tokens: int = 0
+    label_tokens: int = 0
+    lengths: list[int] = field(default_factory=list, repr=False)
+
+    @property
+    def dropped_for_length(self) -> int:
+        return self.overlong_dropped + self.truncated
+
+
+# ----------------------------------------------------------------------------------------- reading
+
+
+def read_rows(location: str) -> list[dict[str, Any]]:
+    """Rows of data.jsonl (or data.parquet) in a directory, or of such a file; local path or fsspec URI."""
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(location)
+        if fs.isdir(path):
+            found = [f"{path.rstrip('/')}/{name}" for name in DATA_FILES if fs.exists(f"{path.rstrip('/')}/{name}")]
+            if not found:
+                raise WorkloadError("DatasetUnreadable", f"{location} holds neither {' nor '.join(DATA_FILES)}")
+            if not fs.exists(f"{path.rstrip('/')}/_COMPLETE"):
+                log.warning("dataset %s has no _COMPLETE marker: it may be partially written", location)
+            path = found[0]
+        elif not fs.exists(path):
+            raise WorkloadError("DatasetUnreadable", f"dataset {location} does not exist")
+        with fs.open(path, "rb") as fh:
+            if path.endswith(".parquet"):
+                import pyarrow.parquet as pq
+
+                return pq.read_table(fh).to_pylist()
+            return _parse_jsonl(fh.read().decode("utf-8"), location)
+    except WorkloadError:
+        raise
+    except Exception as exc:  # permissions, network, corrupt parquet: all mean the data cannot be read
+        raise WorkloadError("DatasetUnreadable", f"cannot read dataset {location}: {type(exc).__name__}: {exc}") from exc
+
+
+def _parse_jsonl(text: str, location: str) -> list[dict[str, Any]]:
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise WorkloadError("DatasetUnreadable", f"{location}: line {number} is not JSON: {exc}") from exc
+    return rows
+
+
+def to_messages(row: Any, system_prompt: Optional[str]) -> Optional[list[dict[str, str]]]:
+    """The row's conversation with the system prompt added when it has no system turn; None if unusable."""
+    if not isinstance(row, dict) or not isinstance(row.get("messages"), list):
+        return None
+    messages = []
+    for turn in row["messages"]:
+        if not isinstance(turn, dict) or turn.get("role") not in ROLES or not isinstance(turn.get("content"), str):
+            return None
+        messages.append({"role": turn["role"], "content": turn["content"]})
+    if not any(m["role"] == "assistant" and m["content"].strip() for m in messages):
+        return None
+    if system_prompt and messages[0]["role"] != "system":
+        messages.insert(0, {"role": "system", "content": system_prompt})
+    return messages
+
+
+# ------------------------------------------------------------------------------------- tokenising
+
+
+def _has_generation_markers(tokenizer: Any) -> bool:
+    template = tokenizer.chat_template or ""
+    return "{% generation %}" in template or "{%- generation %}" in template
+
+
+def tokenize_conversation(tokenizer: Any, messages: list[dict[str, str]]) -> Sample:
+    """Token ids and labels (assistant tokens only) of one conversation."""
+    if _has_generation_markers(tokenizer):
+        enc = tokenizer.apply_chat_template(
+            messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+        )
+        ids = list(enc["input_ids"])
+        mask = list(enc["assistant_masks"])
+        return Sample(ids, [t if m else IGNORE for t, m in zip(ids, mask)])
+    return _tokenize_by_prefixes(tokenizer, messages)
+
+
+def _tokenize_by_prefixes(tokenizer: Any, messages: list[dict[str, str]]) -> Sample:
+    """Assistant spans from rendering the turns before each assistant turn, mapped to tokens by offsets.
+
+    Works for templates without {% generation %} markers as long as rendering is prefix-stable (earlier
+    turns render the same whatever follows), which we check rather than assume.
+    """
+    def render(turns: list[dict[str, str]], prompt: bool) -> str:
+        return tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=prompt)
+
+    text = render(messages, False)
+    spans = []
+    for i, turn in enumerate(messages):
+        if turn["role"] != "assistant":
+            continue
+        start, end = len(render(messages[:i], True)), len(render(messages[: i + 1], False))
+        if not (text.startswith(render(messages[:i], True)) and text.startswith(render(messages[: i + 1], False))):
+            raise WorkloadError(
+                "InvalidSpec",
+                "the chat template does not render conversations prefix-stably, so assistant tokens cannot be "
+                "located; set spec.chatTemplate to a template with {% generation %} markers",
+            )
+        spans.append((start, end))
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = list(enc["input_ids"])
+    labels = [
+        tok if any(s <= off[0] < e for s, e in spans) else IGNORE for tok, off in zip(ids, enc["offset_mapping"])
+    ]
+    return Sample(ids, labels)
+
+
+def prepare_samples(
+    tokenizer: Any,
+    rows: Iterable[Any],
+    *,
+    max_length: int,
+    overlong: str,
+    system_prompt: Optional[str],
+) -> tuple[list[Sample], DataStats]:
+    """Tokenise every row; drop bad rows, drop or truncate over-long ones. Raises EmptyDataset if none is left."""
+    stats = DataStats()
+    samples: list[Sample] = []
+    for row in rows:
+        stats.rows += 1
+        messages = to_messages(row, system_prompt)
+        sample = tokenize_conversation(tokenizer, messages) if messages else None
+        if sample is None or not any(label != IGNORE for label in sample.labels[1:]):
+            stats.bad += 1
+            continue
+        if len(sample.input_ids) > max_length:
+            if overlong == "drop":
+                stats.overlong_dropped += 1
+                continue
+            sample = Sample(sample.input_ids[:max_length], sample.labels[:max_length])
+            if not any(label != IGNORE for label in sample.labels[1:]):
+                stats.overlong_dropped += 1  # the cut removed every assistant token
+                continue
+            stats.truncated += 1
+        samples.append(sample)
+        stats.tokens += len(sample.input_ids)
+        stats.label_tokens += sum(label != IGNORE for label in sample.labels[1:])
+        stats.lengths.append(len(sample.input_ids))
+    stats.kept = len(samples)
+    if not samples:
+        raise WorkloadError(
+            "EmptyDataset",
+            f"no trainable samples among {stats.rows} rows: {stats.bad} without a non-empty assistant turn or "
+            f"malformed, {stats.overlong_dropped} over maxLength {max_length} tokens (overlong: {overlong})",
+        )
+    return samples, stats
+
+
+# ---------------------------------------------------------------------------------- order, batches
+
+
+def steps_per_epoch(num_samples: int, global_batch: int) -> int:
+    return math.ceil(num_samples / global_batch)
+
+
+def epoch_order(num_samples: int, global_batch: int, seed: int, epoch: int) -> list[int]:
+    """Sample indices of one epoch: a permutation seeded by seed+epoch, wrapped around to fill the last step.
+
+    Depends only on its arguments, so a resumed run replays the same order and can skip consumed steps.
+    """
+    generator = torch.Generator().manual_seed(seed + epoch)
+    perm = torch.randperm(num_samples, generator=generator).tolist()
+    total = steps_per_epoch(num_samples, global_batch) * global_batch
+    return list(itertools.islice(itertools.cycle(perm), total))
+
+
+def rank_micro_batches(
+    order: list[int], step_in_epoch: int, global_batch: int, rank: int, world: int, micro: int
+) -> list[list[int]]:
+    """This rank's micro batches (lists of sample indices) of one optimizer step."""
+    step = order[step_in_epoch * global_batch : (step_in_epoch + 1) * global_batch]
+    mine = step[rank::world]
+    return [mine[i : i + micro] for i in range(0, len(mine), micro)]
+
+
+def collate(samples: list[Sample], *, packing: bool, pad_id: int) -> dict[str, torch.Tensor]:
+    """Model inputs of one micro batch: one packed row, or right-padded rows with an attention mask."""
+    if packing:
+        ids = [t for s in samples for t in s.input_ids]
+        # The first token of each sample never is a target: no prediction across sample boundaries.
+        labels = [IGNORE if i == 0 else t for s in samples for i, t in enumerate(s.labels)]
+        positions = [i for s in samples for i in range(len(s.input_ids))]
+        return {
+            "input_ids": torch.tensor([ids]),
+            "labels": torch.tensor([labels]),
+            "position_ids": torch.tensor([positions]),
+        }
+    width = max(len(s.input_ids) for s in samples)
+    ids = torch.full((len(samples), width), pad_id)
+    labels = torch.full((len(samples), width), IGNORE)
+    mask = torch.zeros((len(samples), width), dtype=torch.long)
+    for row, s in enumerate(samples):
+        n = len(s.input_ids)
+        ids[row, :n] = torch.tensor(s.input_ids)
+        labels[row, :n] = torch.tensor(s.labels)
+        mask[row, :n] = 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def target_tokens(batch: dict[str, torch.Tensor]) -> int:
+    """Tokens that contribute to the loss (labels are shifted by one inside the model)."""
+    return int((batch["labels"][:, 1:] != IGNORE).sum())
