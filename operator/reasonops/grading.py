@@ -19,8 +19,11 @@ that hang or die. A failure or timeout leaves the item ungraded (``correct=None`
 from __future__ import annotations
 
 import atexit
+import functools
+import logging
 import math
 import multiprocessing
+import multiprocessing.pool
 import os
 import re
 import signal
@@ -28,7 +31,7 @@ import threading
 from collections import Counter
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 FALLBACK_WINDOW = 2000
 
@@ -168,7 +171,7 @@ def normalize(answer: str) -> str:
         value = value.strip("$")
     value = _unwrap_text(value)
     value = value.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
-    value = _DEGREES.sub("", value)
+    value = _DEGREES.sub("", value).replace("\\$", "")
     value = _SPACING.sub("", value)
     return value.rstrip(".")
 
@@ -209,7 +212,7 @@ def fast_verdict(extracted: str, gold: str, kind: str = "math") -> bool | None:
 # ------------------------------------------------------------------------------------------------
 
 
-class _ItemTimeout(Exception):
+class _ItemTimeout(BaseException):  # BaseException: math-verify swallows Exception
     pass
 
 
@@ -221,10 +224,18 @@ def _as_latex(answer: str) -> str:
     return f"${answer}$" if "$" not in answer else answer
 
 
-def _math_verify(extracted: str, gold: str, timeout: float) -> tuple[bool | None, str | None]:
-    """(verdict, reason) from math-verify, with one interval timer around parsing and verifying."""
+@functools.cache
+def _math_verify_functions() -> tuple[Callable[..., Any], Callable[..., Any]]:
     from math_verify import parse, verify
 
+    # It warns once that its own timeouts are off; they are, on purpose (see _math_verify).
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    return parse, verify
+
+
+def _math_verify(extracted: str, gold: str, timeout: float) -> tuple[bool | None, str | None]:
+    """(verdict, reason) from math-verify, with one interval timer around parsing and verifying."""
+    parse, verify = _math_verify_functions()
     previous = signal.signal(signal.SIGALRM, _raise_timeout)
     signal.setitimer(signal.ITIMER_REAL, timeout)
     try:
@@ -300,10 +311,7 @@ class Grader:
 
     def close(self) -> None:
         with self._lock:
-            if self._pool is not None:
-                self._pool.terminate()
-                self._pool.join()
-                self._pool = None
+            self._discard_pool()
 
     def grade(self, items: Iterable[tuple[str, str, str]]) -> list[GradeResult]:
         """Grade (response, gold, kind) triples; the results are in the same order."""
@@ -337,24 +345,26 @@ class Grader:
 
     def _verify_all(self, pairs: list[tuple[str, str]]) -> list[tuple[bool | None, str | None]]:
         chunks = [pairs[i : i + self.CHUNK] for i in range(0, len(pairs), self.CHUNK)]
-        pool = self._start()
-        handles = [pool.apply_async(_verify_chunk, (chunk, self.timeout)) for chunk in chunks]
         out: list[tuple[bool | None, str | None]] = []
-        for chunk, handle in zip(chunks, handles):
-            out.extend(self._collect(chunk, handle))
+        while chunks:
+            pool = self._start()
+            handles = [pool.apply_async(_verify_chunk, (chunk, self.timeout)) for chunk in chunks]
+            done = 0
+            for chunk, handle in zip(chunks, handles):
+                done += 1
+                # The timer inside the worker bounds each item; this backstop catches a worker stuck in C
+                # code or killed (its task never returns): the chunk stays ungraded, the rest is resubmitted
+                # to a fresh pool. The grace covers worker start-up (imports) on a busy machine.
+                try:
+                    out.extend(handle.get(timeout=self.timeout * len(chunk) + 60.0))
+                except multiprocessing.TimeoutError:
+                    self._discard_pool()
+                    out.extend([(None, WORKER_LOST)] * len(chunk))
+                    break
+            chunks = chunks[done:]
         return out
 
-    def _collect(self, chunk: list[tuple[str, str]], handle: multiprocessing.pool.AsyncResult) -> Iterator[tuple[bool | None, str | None]]:
-        # The timer inside the worker bounds each item; this backstop catches a worker stuck in C code or
-        # killed (its task never returns). The pool is replaced and the chunk left ungraded.
-        budget = self.timeout * len(chunk) * self.workers + 60.0
-        try:
-            yield from handle.get(timeout=budget)
-        except multiprocessing.TimeoutError:
-            self.close_pool_locked()
-            yield from [(None, WORKER_LOST)] * len(chunk)
-
-    def close_pool_locked(self) -> None:
+    def _discard_pool(self) -> None:
         if self._pool is not None:
             self._pool.terminate()
             self._pool.join()

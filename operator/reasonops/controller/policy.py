@@ -182,33 +182,22 @@ def plan_run(
         if phase == "Succeeded":
             plan.result = succeeded_result(job, pods, status.get("progress") or {}, revision)
 
-    # History: the current revision first, then the ones before it.
+    # History: the current revision first, then the ones before it. A revision still waiting for its
+    # inputs has not started and gets no entry.
     previous_phase = entry.get("phase") if entry else None
-    if entry is None:
-        entry = {"revision": revision}
-        for old in history:
-            if old.get("phase") not in TERMINAL:
-                old.update(phase="Failed", reason="Superseded", completionTime=now)
-        history.insert(0, entry)
-    if not (previous_phase in TERMINAL and job is None):
-        entry["phase"] = phase if phase != "Waiting" else "Pending"
-        entry["reason"] = reason
-        entry["job"] = job_name
-        if job is not None and job.start_time:
-            entry.setdefault("startTime", job.start_time)
-        if phase in TERMINAL:
-            entry.setdefault("completionTime", (job.completion_time if job else None) or now)
-        if output_location:
-            entry["location"] = output_location
-        if plan.result is not None:
-            summary = summarize(plan.result)
-            if summary:
-                entry["summary"] = summary[:256]
-    history = ([entry] + [h for h in history if h is not entry])[:MAX_HISTORY]
-    if previous_phase != entry.get("phase") and entry.get("phase") in TERMINAL:
-        plan.events.append(("Warning" if entry["phase"] == "Failed" else "Normal", reason, message[:1024]))
-    elif previous_phase != entry.get("phase") and previous_phase is not None:
-        plan.events.append(("Normal", reason, message[:1024]))
+    if not (phase == "Waiting" and entry is None):
+        if entry is None:
+            entry = {"revision": revision}
+            for old in history:
+                if old.get("phase") not in TERMINAL:
+                    old.update(phase="Failed", reason="Superseded", completionTime=now)
+            history.insert(0, entry)
+        if not (previous_phase in TERMINAL and job is None):
+            _update_entry(entry, phase, reason, job_name, job, now, output_location, plan.result, summarize)
+        history = ([entry] + [h for h in history if h is not entry])[:MAX_HISTORY]
+        if previous_phase != entry.get("phase") and (previous_phase is not None or entry["phase"] in TERMINAL):
+            severity = "Warning" if entry["phase"] == "Failed" else "Normal"
+            plan.events.append((severity, reason, message[:1024]))
 
     # Children of revisions beyond the history limit go; so does a superseded run.
     live = {j.revision for j in jobs}
@@ -231,10 +220,26 @@ def plan_run(
             condition(conditions, c.COND_FAILED, "True" if phase == "Failed" else "False", reason if phase == "Failed" else "NotFailed", message if phase == "Failed" else "", generation, now),
             condition(conditions, c.COND_SUSPENDED, "True" if user_suspended else "False", c.REASON_SUSPENDED if user_suspended else "NotSuspended", "", generation, now),
         ],
-        "startTime": entry.get("startTime"),
-        "completionTime": entry.get("completionTime"),
+        "startTime": (entry or {}).get("startTime"),
+        "completionTime": (entry or {}).get("completionTime"),
     }
     return plan
+
+
+def _update_entry(
+    entry: dict[str, Any], phase: str, reason: str, job_name: str, job: Optional[JobState], now: str,
+    output_location: Optional[str], result: Optional[dict[str, Any]], summarize: Callable[[dict[str, Any]], Optional[str]],
+) -> None:
+    entry.update(phase=phase if phase != "Waiting" else "Pending", reason=reason, job=job_name)
+    if job is not None and job.start_time:
+        entry.setdefault("startTime", job.start_time)
+    if phase in TERMINAL:
+        entry.setdefault("completionTime", (job.completion_time if job else None) or now)
+    if output_location:
+        entry["location"] = output_location
+    summary = summarize(result) if result is not None else None
+    if summary:
+        entry["summary"] = summary[:256]
 
 
 def with_condition(status: dict[str, Any], cond: dict[str, Any]) -> None:

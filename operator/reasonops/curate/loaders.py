@@ -23,8 +23,9 @@ from typing import Any, Iterable, Iterator
 
 from ..api.v1alpha1 import DataSource, FieldMapping
 from ..errors import WorkloadError
+from ..grading import last_boxed
 from .records import Chain, Problem, StageReport
-from .text import last_boxed, normalize
+from .text import normalize
 
 log = logging.getLogger("reasonops.curate")
 

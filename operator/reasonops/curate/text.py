@@ -1,4 +1,4 @@
-"""Text helpers shared by the curation stages: normalisation, \\boxed{} answers, hashed word n-grams.
+"""Text helpers shared by the curation stages: normalisation and hashed word n-grams.
 
 Normalisation is NFKC, but characters whose compatibility form would change a formula's meaning
 (superscripts, subscripts, vulgar fractions, double-struck letters) are first rewritten as LaTeX, so
@@ -12,7 +12,6 @@ hashes are rolled in numpy, so 100k problems take a second or two instead of a P
 
 from __future__ import annotations
 
-import hashlib
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -38,7 +37,6 @@ _SPACES = re.compile(r"[^\S\n]+")
 _SPACE_AROUND_NEWLINE = re.compile(r" *\n *")
 _MANY_NEWLINES = re.compile(r"\n{3,}")
 _WORD = re.compile(r"\w+")
-_BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 
 
 def normalize(text: str) -> str:
@@ -51,31 +49,9 @@ def normalize(text: str) -> str:
     return _MANY_NEWLINES.sub("\n\n", text).strip()
 
 
-def last_boxed(text: str) -> str | None:
-    """Content of the last brace-matched \\boxed{...} (or \\fbox{...}); None when there is none."""
-    for match in reversed(list(_BOXED.finditer(text))):
-        depth, start = 1, match.end()
-        for i in range(start, len(text)):
-            if text[i] == "{":
-                depth += 1
-            elif text[i] == "}":
-                depth -= 1
-                if depth == 0:
-                    content = text[start:i].strip()
-                    if content:
-                        return content
-                    break
-    return None
-
-
 def words(text: str) -> list[str]:
     """Lower-cased word tokens used by dedupe and decontamination (punctuation and LaTeX markup ignored)."""
     return _WORD.findall(text.lower())
-
-
-def dedupe_key(text: str) -> str:
-    """Hash of the word sequence: texts differing only in case, spacing or punctuation share it."""
-    return hashlib.blake2b(" ".join(words(text)).encode(), digest_size=16).hexdigest()
 
 
 def _word_hashes(tokens: Sequence[str]) -> np.ndarray:

@@ -173,3 +173,42 @@ def config_from_resource(doc: dict[str, Any]) -> TrainConfig:
         extra={"datasetRevision": context.get("datasetRevision"), "modelVolume": _location(
             spec.baseModel.volume.model_dump() if spec.baseModel.volume else None)},
     )
+
+
+def deepspeed_config(config: TrainConfig, *, world_size: int, bf16: bool) -> dict[str, Any]:
+    """The DeepSpeed configuration derived from the spec (no "auto" values: everything is decided here)."""
+    zero: dict[str, Any] = {
+        "stage": config.zero_stage,
+        "overlap_comm": True,
+        "contiguous_gradients": True,
+        "reduce_bucket_size": 5e7,
+    }
+    if config.zero_stage == 3:
+        # Gather the partitions into one state dict when saving the final model (what vLLM loads).
+        zero.update(stage3_gather_16bit_weights_on_model_save=True, stage3_prefetch_bucket_size=5e7,
+                    stage3_param_persistence_threshold=1e5)
+    if config.offload_optimizer and config.zero_stage >= 1:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": bf16}
+    if config.offload_params and config.zero_stage == 3:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": bf16}
+    return {
+        "train_batch_size": config.global_batch_size,
+        "train_micro_batch_size_per_gpu": config.micro_batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation(world_size),
+        "gradient_clipping": config.max_grad_norm,
+        "bf16": {"enabled": bf16},
+        "zero_optimization": zero,
+        "optimizer": {
+            "type": "AdamW",
+            "params": {
+                "lr": config.learning_rate,
+                "betas": [0.9, 0.999],
+                "eps": 1e-8,
+                "weight_decay": config.weight_decay,
+                # torch's AdamW needs no compiled op; with optimizer offload DeepSpeed uses its CPU Adam.
+                "torch_adam": not config.offload_optimizer,
+            },
+        },
+        "steps_per_print": 10**9,  # progress is logged by the training loop
+        "wall_clock_breakdown": False,
+    }

@@ -1,0 +1,312 @@
+"""The benchmark registry, shared by EvalRun and by ReasoningDataset decontamination.
+
+Each benchmark names where its problems live on the Hugging Face hub, how to read its rows (both the hub
+layout and the layout of the LIMO evaluation files: ``problem`` or ``question``, float answers such as
+``27.0``, OlympiadBench answers wrapped in ``$…$``), how to prompt for it, how to grade it (``math`` or
+``choice``) and how the LIMO protocol samples it.
+
+Hub revisions are not pinned (``revision=None``): the commits could not be checked from where this
+registry was written, so a run records the revision it asked for, and a user who needs a fixed copy
+passes ``revision=`` (or a file: ``path=`` / ``REASONOPS_BENCHMARK_DIR``).
+
+``demo`` is built in code (a dozen arithmetic word problems with integer answers): the offline demo and
+the tests use it without any download.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import WorkloadError
+
+BENCHMARK_DIR_ENV = "REASONOPS_BENCHMARK_DIR"
+FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
+
+
+@dataclass(frozen=True)
+class BenchmarkItem:
+    id: str
+    question: str
+    answer: str
+    choices: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class HubSource:
+    id: str
+    config: str | None = None
+    split: str = "test"
+    revision: str | None = None
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How the LIMO protocol samples a benchmark: several samples at a temperature, or one greedy."""
+
+    samples: int = 1
+    temperature: float = 0.0
+    top_p: float = 1.0
+
+
+GREEDY = Sampling()
+LIMO_SAMPLED = Sampling(samples=4, temperature=0.6, top_p=0.95)
+
+MATH_PROMPT = "{question}"
+CHOICE_PROMPT = (
+    "{question}\n\n{choices}\n\nAnswer with the letter of the correct choice, "
+    "and put the letter within \\boxed{{}}."
+)
+
+# Field names of the known layouts, first match wins.
+QUESTION_FIELDS = ("problem", "question", "Problem", "Question")
+ANSWER_FIELDS = ("answer", "final_answer", "expected_answer", "Answer")
+ID_FIELDS = ("id", "unique_id", "ID", "idx", "Record ID")
+
+RowReader = Callable[[dict[str, Any], int], BenchmarkItem]
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading rows
+# ------------------------------------------------------------------------------------------------
+
+_UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")
+
+
+def answer_text(value: Any) -> str:
+    """A gold answer as text: 27.0 → "27", lists joined by ", ", math delimiters ($…$) removed."""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(answer_text(v) for v in value)
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return str(int(value))
+    return _UNESCAPED_DOLLAR.sub("", str(value)).strip()
+
+
+def _first(row: dict[str, Any], names: tuple[str, ...], what: str, index: int) -> Any:
+    for name in names:
+        if row.get(name) not in (None, ""):
+            return row[name]
+    raise WorkloadError("BenchmarkUnavailable", f"row {index} has no {what} (looked for {', '.join(names)})")
+
+
+def _row_id(row: dict[str, Any], index: int) -> str:
+    for name in ID_FIELDS:
+        if row.get(name) not in (None, ""):
+            return str(row[name])
+    return str(index)
+
+
+def read_math_row(row: dict[str, Any], index: int) -> BenchmarkItem:
+    return BenchmarkItem(
+        id=_row_id(row, index),
+        question=str(_first(row, QUESTION_FIELDS, "question", index)).strip(),
+        answer=answer_text(_first(row, ANSWER_FIELDS, "answer", index)),
+    )
+
+
+def read_gsm8k_row(row: dict[str, Any], index: int) -> BenchmarkItem:
+    """GSM8K's answer is a worked solution ending in "#### 72"; the gold answer is what follows."""
+    item = read_math_row(row, index)
+    final = item.answer.rsplit("####", 1)[-1].strip().replace(",", "")
+    return BenchmarkItem(id=item.id, question=item.question, answer=final)
+
+
+def read_choice_row(row: dict[str, Any], index: int) -> BenchmarkItem:
+    """A multiple-choice row: either {question, choices, answer: letter} or GPQA's hub layout.
+
+    GPQA lists the correct answer first; the choices are shuffled with a seed derived from the row id so
+    that the letter is fixed for a row but not always A.
+    """
+    if "choices" in row:
+        choices = tuple(str(c).strip() for c in row["choices"])
+        answer = str(_first(row, ANSWER_FIELDS, "answer", index)).strip().upper()
+        question = str(_first(row, QUESTION_FIELDS, "question", index)).strip()
+        return BenchmarkItem(_row_id(row, index), question, answer, choices)
+    correct = str(_first(row, ("Correct Answer",), "correct answer", index)).strip()
+    wrong = [str(row[f"Incorrect Answer {i}"]).strip() for i in (1, 2, 3)]
+    row_id = _row_id(row, index)
+    order = sorted(range(4), key=lambda i: hashlib.sha256(f"{row_id}:{i}".encode()).hexdigest())
+    options = [correct, *wrong]
+    choices = tuple(options[i] for i in order)
+    letter = "ABCD"[order.index(0)]
+    return BenchmarkItem(row_id, str(_first(row, QUESTION_FIELDS, "question", index)).strip(), letter, choices)
+
+
+def _every_row(row: dict[str, Any]) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class BenchmarkDef:
+    name: str
+    description: str
+    hub: HubSource | None
+    kind: str = "math"  # the grading.extract_answer kind
+    prompt: str = MATH_PROMPT
+    limo: Sampling = GREEDY
+    read_row: RowReader = read_math_row
+    # Rows of a hub dataset that belong to the benchmark (some hub sets hold several years).
+    keep_row: Callable[[dict[str, Any]], bool] = _every_row
+
+    def render(self, item: BenchmarkItem) -> str:
+        """The user turn asking the question."""
+        choices = "\n".join(f"{'ABCDEFGHIJ'[i]}) {c}" for i, c in enumerate(item.choices or ()))
+        return self.prompt.format(question=item.question, choices=choices)
+
+
+def _from_2023(row: dict[str, Any]) -> bool:
+    # AI-MO/aimo-validation-amc holds AMC 2022 and 2023; rows without a url (local files) are kept.
+    return "2023" in str(row.get("url", "2023"))
+
+
+REGISTRY: dict[str, BenchmarkDef] = {
+    b.name: b
+    for b in (
+        BenchmarkDef("aime24", "AIME 2024 I and II (30 problems)", HubSource("HuggingFaceH4/aime_2024", split="train"),
+                     limo=LIMO_SAMPLED),
+        BenchmarkDef("aime25", "AIME 2025 I and II (30 problems)", HubSource("yentinglin/aime_2025", split="train"),
+                     limo=LIMO_SAMPLED),
+        BenchmarkDef("amc23", "AMC 2023 (40 problems)", HubSource("AI-MO/aimo-validation-amc", split="train"),
+                     limo=LIMO_SAMPLED, keep_row=_from_2023),
+        BenchmarkDef("math500", "MATH-500 subset of MATH (500 problems)", HubSource("HuggingFaceH4/MATH-500")),
+        BenchmarkDef("olympiadbench", "OlympiadBench math, English, open-ended (675 problems)",
+                     HubSource("Hothan/OlympiadBench", config="OE_TO_maths_en_COMP", split="train")),
+        BenchmarkDef("minerva-math", "Minerva undergraduate STEM math (272 problems)",
+                     HubSource("math-ai/minervamath")),
+        BenchmarkDef("gsm8k", "GSM8K grade-school math, test split (1,319 problems)",
+                     HubSource("openai/gsm8k", config="main"), read_row=read_gsm8k_row),
+        BenchmarkDef("gpqa-diamond", "GPQA Diamond, 4-way multiple choice (198 problems; gated on the hub)",
+                     HubSource("Idavidrein/gpqa", config="gpqa_diamond", split="train"),
+                     kind="choice", prompt=CHOICE_PROMPT, read_row=read_choice_row),
+        BenchmarkDef("demo", "12 built-in arithmetic word problems (no download)", None),
+    )
+}
+
+
+# ------------------------------------------------------------------------------------------------
+# The built-in demo benchmark
+# ------------------------------------------------------------------------------------------------
+
+_DEMO_TEMPLATES: tuple[tuple[str, Callable[[int, int], int]], ...] = (
+    ("Alice has {a} apples and buys {b} more. How many apples does she have now?", lambda a, b: a + b),
+    ("A box holds {a} pencils. How many pencils are in {b} boxes?", lambda a, b: a * b),
+    ("Tom had {a} marbles and gave {b} of them away. How many marbles does he have left?", lambda a, b: a - b),
+    ("A train travels {a} kilometres every hour. How far does it travel in {b} hours?", lambda a, b: a * b),
+)
+
+
+def demo_items() -> list[BenchmarkItem]:
+    """Twelve deterministic word problems with integer answers."""
+    items = []
+    for i in range(12):
+        template, solve = _DEMO_TEMPLATES[i % len(_DEMO_TEMPLATES)]
+        a, b = 10 + 7 * i, 2 + i % 5
+        items.append(BenchmarkItem(id=f"demo-{i}", question=template.format(a=a, b=b), answer=str(solve(a, b))))
+    return items
+
+
+# ------------------------------------------------------------------------------------------------
+# Loading
+# ------------------------------------------------------------------------------------------------
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSONL, JSON (a list, or {"data": [...]}) or Parquet file."""
+    try:
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path).to_pylist()
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".json":
+            data = json.loads(text)
+            return data["data"] if isinstance(data, dict) else data
+        rows = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise WorkloadError("BenchmarkUnavailable", f"{path}:{number}: not JSON: {exc}") from exc
+        return rows
+    except (OSError, ValueError, KeyError) as exc:
+        raise WorkloadError("BenchmarkUnavailable", f"cannot read {path}: {exc}") from exc
+
+
+def _file_in(directory: Path, name: str) -> Path | None:
+    return next((directory / f"{name}{s}" for s in FILE_SUFFIXES if (directory / f"{name}{s}").is_file()), None)
+
+
+def _load_hub(source: HubSource, revision: str | None, cache_dir: str | None) -> list[dict[str, Any]]:
+    import datasets
+
+    dataset = datasets.load_dataset(
+        source.id, source.config, split=source.split, revision=revision or source.revision, cache_dir=cache_dir
+    )
+    return list(dataset)
+
+
+def benchmark_def(name: str) -> BenchmarkDef:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise WorkloadError("UnknownBenchmark", f"no benchmark {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
+
+
+def load_benchmark(
+    name: str,
+    *,
+    path: str | None = None,
+    cache_dir: str | None = None,
+    revision: str | None = None,
+    limit: int | None = None,
+) -> list[BenchmarkItem]:
+    """The problems of a benchmark, in their published order (the first `limit` of them).
+
+    Looked up in order: `path` (a file, or a directory holding <name>.jsonl/.json/.parquet), the directory
+    in $REASONOPS_BENCHMARK_DIR, the built-in demo, then the hub (through `datasets`, which honours
+    HF_HUB_OFFLINE and the cache in `cache_dir`).
+    """
+    definition = benchmark_def(name)
+    looked: list[str] = []
+    rows: list[dict[str, Any]] | None = None
+    if path:
+        candidate = Path(path)
+        file = _file_in(candidate, name) if candidate.is_dir() else candidate if candidate.is_file() else None
+        if file is None:
+            raise WorkloadError("BenchmarkUnavailable", f"{name}: no file at {path} (nor {name}.jsonl/.json/.parquet in it)")
+        rows = read_rows(file)
+    elif os.environ.get(BENCHMARK_DIR_ENV):
+        directory = Path(os.environ[BENCHMARK_DIR_ENV])
+        looked.append(f"{directory}/{name}.jsonl|.json|.parquet (${BENCHMARK_DIR_ENV})")
+        file = _file_in(directory, name)
+        rows = read_rows(file) if file else None
+    if rows is None and name == "demo":
+        items = demo_items()
+        return items[:limit] if limit else items
+    if rows is None:
+        rows = _hub_rows(definition, revision, cache_dir, looked)
+    items = [definition.read_row(row, i) for i, row in enumerate(r for r in rows if definition.keep_row(r))]
+    if not items:
+        raise WorkloadError("BenchmarkUnavailable", f"{name}: no problems found ({'; '.join(looked) or path})")
+    return items[:limit] if limit else items
+
+
+def _hub_rows(definition: BenchmarkDef, revision: str | None, cache_dir: str | None, looked: list[str]) -> list[dict[str, Any]]:
+    assert definition.hub is not None  # only the built-in demo has no hub source
+    hub = definition.hub
+    looked.append(f"hub {hub.id} (config {hub.config}, split {hub.split}, revision {revision or hub.revision or 'latest'})")
+    try:
+        return _load_hub(hub, revision, cache_dir)
+    except Exception as exc:  # datasets raises many types: offline, gated, missing, network
+        raise WorkloadError(
+            "BenchmarkUnavailable",
+            f"{definition.name}: looked at {'; '.join(looked)}: {type(exc).__name__}: {exc}"[:1000]
+            + f". Mount the file and set path (or ${BENCHMARK_DIR_ENV}), or make the hub reachable.",
+        ) from exc

@@ -1,0 +1,143 @@
+"""The `reasonops` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .errors import WorkloadError
+
+
+def _cmd_crds(args: argparse.Namespace) -> int:
+    from .api import crdgen
+
+    targets = [Path(args.output)]
+    chart = Path(args.chart)
+    if chart.is_dir():
+        targets.append(chart / "crds")
+    for path in crdgen.write_all(targets):
+        print(path)
+    return 0
+
+
+def _cmd_operator(args: argparse.Namespace) -> int:
+    import kopf
+
+    argv = ["run", "--standalone", "-m", "reasonops.controller.handlers"]
+    namespaces = args.namespace or [n for n in os.environ.get("REASONOPS_NAMESPACES", "").split(",") if n]
+    argv += [a for n in namespaces for a in ("--namespace", n)] or ["--all-namespaces"]
+    if args.liveness:
+        argv += ["--liveness", args.liveness]
+    if args.verbose:
+        argv.append("--verbose")
+    sys.argv = ["kopf", *argv]
+    from kopf.cli import main as kopf_main  # kopf's own CLI, so its flags behave as documented
+
+    return kopf_main() or 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .runner import run_local
+
+    summaries = run_local(args.file, args.output, only=args.only)
+    for s in summaries:
+        print(f"{s['kind']:<17} {s['name']:<24} revision {s['revision']}  {s['seconds']:>7}s  {s['location']}")
+    return 0
+
+
+def _cmd_workload(args: argparse.Namespace) -> int:
+    from .runner import run_in_pod
+
+    return run_in_pod(args.resource)
+
+
+def _cmd_grade(args: argparse.Namespace) -> int:
+    from .evaluate import grade_main
+
+    return grade_main(args.rest) or 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import main as demo_main
+
+    return demo_main(output=args.output, keep=args.keep) or 0
+
+
+def _cmd_tiny_model(args: argparse.Namespace) -> int:
+    from .tinymodel import build_tiny_model
+
+    print(build_tiny_model(args.out_dir, layers=args.layers, hidden=args.hidden))
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import main as serve_main
+
+    return serve_main(args.rest) or 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reasonops", description="Curate, fine-tune and evaluate reasoning models on Kubernetes.")
+    parser.add_argument("--log-level", default=os.environ.get("REASONOPS_LOG_LEVEL", "INFO"))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="run the whole chain on this machine (no cluster, no GPU, no downloads)")
+    p.add_argument("--output", default="./reasonops-demo", help="directory for the dataset, model and reports")
+    p.add_argument("--keep", action="store_true", help="reuse results of an earlier demo run in --output")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("run", help="run the resources of a YAML file locally, as their pods would")
+    p.add_argument("file")
+    p.add_argument("--output", default="./reasonops-out")
+    p.add_argument("--only", help="run only the resource with this name")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("operator", help="run the operator (kopf)")
+    p.add_argument("--namespace", action="append", help="watch this namespace (repeatable); default all")
+    p.add_argument("--liveness", default=os.environ.get("REASONOPS_LIVENESS", ""), help="e.g. http://0.0.0.0:8081/healthz")
+    p.add_argument("--verbose", action="store_true")
+    p.set_defaults(func=_cmd_operator)
+
+    p = sub.add_parser("crds", help="write the CRDs generated from the API models")
+    p.add_argument("--output", default="crds")
+    p.add_argument("--chart", default="charts/reasonops", help="also write into this chart's crds/ when it exists")
+    p.set_defaults(func=_cmd_crds)
+
+    p = sub.add_parser("workload", help="run the workload of a resource document (pod entry point)")
+    p.add_argument("--resource", default="/etc/reasonops/resource.json")
+    p.set_defaults(func=_cmd_workload)
+
+    p = sub.add_parser("grade", help="score an existing responses file offline", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_grade)
+
+    p = sub.add_parser("serve", help="serve a model directory with a local OpenAI-compatible server (CPU)", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("tiny-model", help="write a tiny random model in Hugging Face format")
+    p.add_argument("out_dir")
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--hidden", type=int, default=64)
+    p.set_defaults(func=_cmd_tiny_model)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except WorkloadError as exc:
+        print(f"error: {exc.reason}: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

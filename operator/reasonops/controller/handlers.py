@@ -1,0 +1,546 @@
+"""kopf handlers: watch the three kinds and their children, reconcile level-based.
+
+Every watch event of a resource, or of one of its Jobs, pods or Deployments, reconciles that resource
+from in-memory indexes (no extra API reads): gather what exists → `policy.plan_run` decides → apply the
+plan. Reconciles of one resource are serialised by a lock; a periodic resync catches anything missed.
+No change-detection handlers are used, so kopf writes no annotations or finalizers on user objects
+(Argo CD sees no drift) and the operator never writes to spec.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import time
+from collections import Counter as _Counter
+from typing import Any, Optional
+
+import kopf
+from pydantic import ValidationError
+
+from ..api import common as c
+from ..api.v1alpha1 import EvalRun, FineTuneJob, ReasoningDataset
+from . import builders as b
+from . import metrics
+from .kube import Kube
+from .policy import JobState, PodState, Plan, evaluate_gates, plan_run, with_condition, condition
+from .settings import Settings
+
+log = logging.getLogger("reasonops.operator")
+GROUP, VERSION = c.GROUP, c.VERSION
+MANAGED = {b.LABEL_MANAGED_BY: b.MANAGED_BY}
+RESYNC_SECONDS = float(os.environ.get("REASONOPS_RESYNC_SECONDS", "60"))
+
+
+class _State:
+    settings: Settings = Settings()
+    kube: Optional[Kube] = None
+    locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+    indexes: dict[str, Any] = {}
+    resync_task: Optional[asyncio.Task] = None
+
+
+STATE = _State()
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+# --- startup ----------------------------------------------------------------------------------
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    STATE.settings = Settings.from_env()
+    STATE.kube = Kube(os.environ.get("REASONOPS_KUBECONFIG"))
+    settings.execution.max_workers = 32
+    settings.posting.level = logging.WARNING  # handler log lines are not events; transitions are
+    settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
+    settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(field="status.kopf.diffbase")
+    settings.watching.server_timeout = int(os.environ.get("REASONOPS_WATCH_TIMEOUT", "300"))
+    settings.watching.client_timeout = settings.watching.server_timeout + 30
+    settings.networking.connect_timeout = 10
+    if os.environ.get("REASONOPS_METRICS", "1") != "0":
+        try:
+            metrics.serve(STATE.settings.metrics_port)
+        except OSError as exc:  # a second operator in the same process (tests): metrics already served
+            log.warning("metrics endpoint not started: %s", exc)
+    STATE.resync_task = asyncio.create_task(_resync_forever())
+
+
+@kopf.on.cleanup()
+async def cleanup(**_: Any) -> None:
+    if STATE.resync_task:
+        STATE.resync_task.cancel()
+
+
+# --- indexes: what exists, kept current by the watches --------------------------------------------
+
+
+def _snapshot(body: Any) -> dict[str, Any]:
+    return json.loads(json.dumps(dict(body), default=str))
+
+
+@kopf.index(GROUP, VERSION, "reasoningdatasets")
+def dataset_index(namespace: str, name: str, body: Any, **_: Any) -> dict:
+    return {(namespace, name): _snapshot(body)}
+
+
+@kopf.index(GROUP, VERSION, "finetunejobs")
+def finetune_index(namespace: str, name: str, body: Any, **_: Any) -> dict:
+    return {(namespace, name): _snapshot(body)}
+
+
+@kopf.index(GROUP, VERSION, "evalruns")
+def eval_index(namespace: str, name: str, body: Any, **_: Any) -> dict:
+    return {(namespace, name): _snapshot(body)}
+
+
+def _job_state(body: Any) -> JobState:
+    spec, status, meta = body.get("spec", {}), body.get("status", {}) or {}, body["metadata"]
+    conds = {x.get("type"): x for x in status.get("conditions") or [] if x.get("status") == "True"}
+    failed = conds.get("Failed")
+    return JobState(
+        name=meta["name"],
+        revision=(meta.get("labels") or {}).get(b.LABEL_REVISION, ""),
+        suspended=bool(spec.get("suspend")),
+        active=status.get("active", 0) or 0,
+        ready=status.get("ready", 0) or 0,
+        succeeded=status.get("succeeded", 0) or 0,
+        failed=status.get("failed", 0) or 0,
+        complete="Complete" in conds,
+        failed_reason=(failed.get("reason") or "Failed") if failed else None,
+        failed_message=failed.get("message") if failed else None,
+        start_time=status.get("startTime"),
+        completion_time=status.get("completionTime"),
+        queued=b.QUEUE_LABEL in (meta.get("labels") or {}),
+    )
+
+
+@kopf.index("batch", "v1", "jobs", labels=MANAGED)
+def job_index(namespace: str, labels: dict, body: Any, **_: Any) -> dict:
+    return {(namespace, labels.get(b.LABEL_KIND), labels.get(b.LABEL_NAME)): _job_state(body)}
+
+
+def _pod_state(body: Any) -> PodState:
+    status = body.get("status") or {}
+    exit_code = reason = message = waiting = None
+    for cs in status.get("containerStatuses") or []:
+        state = cs.get("state") or {}
+        term = state.get("terminated") or (cs.get("lastState") or {}).get("terminated")
+        if term:
+            exit_code, reason, message = term.get("exitCode"), term.get("reason"), term.get("message")
+        if state.get("waiting"):
+            waiting = state["waiting"].get("reason")
+            message = message or state["waiting"].get("message")
+    labels = body["metadata"].get("labels") or {}
+    return PodState(
+        name=body["metadata"]["name"], job=labels.get(b.LABEL_JOB, ""), phase=status.get("phase", "Pending"),
+        exit_code=exit_code, reason=reason, message=message, waiting_reason=waiting,
+    )
+
+
+@kopf.index("", "v1", "pods", labels=MANAGED)
+def pod_index(namespace: str, labels: dict, body: Any, **_: Any) -> dict:
+    if b.LABEL_JOB not in labels:
+        return {}
+    return {(namespace, labels.get(b.LABEL_KIND), labels.get(b.LABEL_NAME)): _pod_state(body)}
+
+
+@kopf.index("apps", "v1", "deployments", labels=MANAGED)
+def deployment_index(namespace: str, labels: dict, body: Any, **_: Any) -> dict:
+    status = body.get("status") or {}
+    return {
+        (namespace, labels.get(b.LABEL_NAME)): {
+            "name": body["metadata"]["name"],
+            "modelRevision": (body["metadata"].get("annotations") or {}).get("reasonops.io/model-revision"),
+            "available": status.get("availableReplicas", 0) or 0,
+            "observed": status.get("observedGeneration") == body["metadata"].get("generation"),
+        }
+    }
+
+
+# --- event handlers: everything funnels into reconcile() -----------------------------------------
+
+
+def _remember(kwargs: dict[str, Any]) -> dict[str, Any]:
+    for key in ("dataset_index", "finetune_index", "eval_index", "job_index", "pod_index", "deployment_index"):
+        STATE.indexes[key] = kwargs[key]
+    return STATE.indexes
+
+
+@kopf.on.event(GROUP, VERSION, "reasoningdatasets")
+async def on_dataset(event: dict, namespace: str, name: str, **kwargs: Any) -> None:
+    if event.get("type") != "DELETED":
+        await reconcile("ReasoningDataset", namespace, name, _remember(kwargs))
+
+
+@kopf.on.event(GROUP, VERSION, "finetunejobs")
+async def on_finetune(event: dict, namespace: str, name: str, **kwargs: Any) -> None:
+    if event.get("type") != "DELETED":
+        await reconcile("FineTuneJob", namespace, name, _remember(kwargs))
+
+
+@kopf.on.event(GROUP, VERSION, "evalruns")
+async def on_eval(event: dict, namespace: str, name: str, **kwargs: Any) -> None:
+    if event.get("type") != "DELETED":
+        await reconcile("EvalRun", namespace, name, _remember(kwargs))
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
+@kopf.on.event("", "v1", "pods", labels=MANAGED)
+@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
+async def on_child(namespace: str, labels: dict, **kwargs: Any) -> None:
+    kind, name = labels.get(b.LABEL_KIND), labels.get(b.LABEL_NAME)
+    if kind in ("ReasoningDataset", "FineTuneJob", "EvalRun") and name:
+        await reconcile(kind, namespace, name, _remember(kwargs))
+
+
+async def _resync_forever() -> None:
+    """Reconcile everything now and then: a safety net for failed applies and missed events."""
+    while True:
+        await asyncio.sleep(RESYNC_SECONDS)
+        indexes = STATE.indexes
+        if not indexes:
+            continue
+        counts: _Counter = _Counter()
+        for kind, key in (("ReasoningDataset", "dataset_index"), ("FineTuneJob", "finetune_index"), ("EvalRun", "eval_index")):
+            for (ns, name), store in list(indexes[key].items()):
+                for body in store:
+                    counts[(kind, (body.get("status") or {}).get("phase") or "Unknown")] += 1
+                try:
+                    await reconcile(kind, ns, name, indexes, cascade=False)
+                except Exception:  # logged in reconcile; keep resyncing the others
+                    pass
+        metrics.set_phase_counts(dict(counts))
+
+
+# --- reconcile -----------------------------------------------------------------------------------
+
+
+def _one(index: Any, key: Any) -> Optional[dict[str, Any]]:
+    store = index.get(key)
+    return next(iter(store), None) if store is not None else None
+
+
+def _all(index: Any, key: Any) -> list[Any]:
+    store = index.get(key)
+    return list(store) if store is not None else []
+
+
+async def reconcile(kind: str, namespace: str, name: str, indexes: dict[str, Any], cascade: bool = True) -> None:
+    lock = STATE.locks.setdefault((kind, namespace, name), asyncio.Lock())
+    async with lock:
+        body = _one(indexes[{"ReasoningDataset": "dataset_index", "FineTuneJob": "finetune_index", "EvalRun": "eval_index"}[kind]], (namespace, name))
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            STATE.locks.pop((kind, namespace, name), None)
+            return
+        started = time.perf_counter()
+        metrics.RECONCILES.labels(kind=kind).inc()
+        try:
+            await RECONCILERS[kind](body, indexes)
+        except Exception as exc:
+            metrics.ERRORS.labels(kind=kind).inc()
+            log.exception("reconcile of %s %s/%s failed: %s", kind, namespace, name, exc)
+            raise
+        finally:
+            metrics.LATENCY.labels(kind=kind).observe(time.perf_counter() - started)
+    if not cascade:
+        return
+    # Dependents follow: datasets feed fine-tunes, fine-tunes feed evaluations.
+    if kind == "ReasoningDataset":
+        for (ns, ft_name), store in list(indexes["finetune_index"].items()):
+            if ns == namespace and any(((x.get("spec") or {}).get("datasetRef") or {}).get("name") == name for x in store):
+                await reconcile("FineTuneJob", ns, ft_name, indexes)
+    elif kind == "FineTuneJob":
+        for (ns, ev_name), store in list(indexes["eval_index"].items()):
+            if ns == namespace and any(((x.get("spec") or {}).get("model") or {}).get("fineTuneJob") == name for x in store):
+                await reconcile("EvalRun", ns, ev_name, indexes)
+
+
+def _observed(indexes: dict[str, Any], kind: str, namespace: str, name: str) -> tuple[list[JobState], list[PodState]]:
+    key = (namespace, kind, name)
+    return _all(indexes["job_index"], key), _all(indexes["pod_index"], key)
+
+
+def _invalid(body: dict[str, Any], error: ValidationError) -> dict[str, Any]:
+    problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()[:5])
+    gen, now = body["metadata"].get("generation"), now_iso()
+    prev = (body.get("status") or {}).get("conditions") or []
+    return {
+        "observedGeneration": gen, "phase": "Failed", "reason": c.REASON_INVALID_SPEC,
+        "conditions": [
+            condition(prev, c.COND_READY, "False", c.REASON_INVALID_SPEC, problems, gen, now),
+            condition(prev, c.COND_FAILED, "True", c.REASON_INVALID_SPEC, problems, gen, now),
+        ],
+    }
+
+
+async def _apply(body: dict[str, Any], kind: str, plan: Plan, status: dict[str, Any]) -> None:
+    """Apply a plan: create children, (un)suspend Jobs, delete old revisions, write status, post events."""
+    kube = STATE.kube
+    assert kube is not None
+    meta = body["metadata"]
+    ns, name = meta["namespace"], meta["name"]
+    for obj in plan.create:  # ConfigMap and Service before the Job that needs them
+        if await asyncio.to_thread(kube.create, obj):
+            metrics.CHILDREN_CREATED.labels(kind=obj["kind"]).inc()
+    for job, suspend in plan.suspend_jobs.items():
+        await asyncio.to_thread(kube.patch, "Job", ns, job, {"spec": {"suspend": suspend}})
+    for revision in plan.delete_revisions:
+        selector = f"{b.LABEL_KIND}={kind},{b.LABEL_NAME}={name[:63]},{b.LABEL_REVISION}={revision}"
+        for child_kind in ("Job", "ConfigMap", "Service"):
+            await asyncio.to_thread(kube.delete_by_labels, child_kind, ns, selector)
+    current = body.get("status") or {}
+    diff = {k: v for k, v in status.items() if current.get(k) != v}
+    if diff:
+        await asyncio.to_thread(kube.patch_status, kind, ns, name, diff)
+    for type_, reason, message in plan.events:
+        kopf.event(body, type=type_, reason=reason, message=message)
+
+
+def _children(plan_status: dict[str, Any], names: list[tuple[str, str]]) -> None:
+    plan_status["children"] = [{"kind": k, "name": n} for k, n in names]
+
+
+# --- ReasoningDataset --------------------------------------------------------------------------
+
+
+async def reconcile_dataset(body: dict[str, Any], indexes: dict[str, Any]) -> None:
+    meta = body["metadata"]
+    try:
+        ds = ReasoningDataset.model_validate(body)
+    except ValidationError as exc:
+        await _apply(body, "ReasoningDataset", Plan(), _invalid(body, exc))
+        return
+    settings = STATE.settings
+    revision = b.revision_of(ds.spec.to_wire())
+    jobs, pods = _observed(indexes, "ReasoningDataset", meta["namespace"], meta["name"])
+    job_name = b.child_name(meta["name"], revision)
+    output = b.dataset_output(ds, revision)
+    plan = plan_run(
+        body=body, revision=revision, jobs=jobs, pods=pods, job_name=job_name, now=now_iso(),
+        history_limit=settings.history_limit, output_location=output,
+        build_children=lambda suspend: b.build_dataset_children(body, ds, revision, settings, {}, suspend),
+        summarize=lambda r: f"{r.get('samples')} samples" if "samples" in r else None,
+    )
+    status = plan.status
+    _children(status, [("ConfigMap", job_name), ("Job", job_name)])
+    if plan.result is not None:
+        result = plan.result
+        status["output"] = {
+            "revision": revision, "location": result.get("location") or output,
+            "contentHash": result.get("contentHash"), "samples": result.get("samples"),
+        }
+        status["output"] = {k: v for k, v in status["output"].items() if v is not None}
+        if result.get("samples") is not None:
+            status["selected"] = int(result["samples"])
+        if isinstance(result.get("stageCounts"), list):
+            status["stageCounts"] = [
+                {"stage": str(s.get("stage"))[:63], "kept": int(s.get("kept", 0)), "dropped": int(s.get("dropped", 0))}
+                for s in result["stageCounts"][:32]
+            ]
+    await _apply(body, "ReasoningDataset", plan, status)
+
+
+# --- FineTuneJob -------------------------------------------------------------------------------
+
+
+def _dataset_input(ft: FineTuneJob, body: dict[str, Any], indexes: dict[str, Any]) -> tuple[Optional[tuple[str, str]], Optional[str], Optional[str]]:
+    """(waiting reason+message, dataset revision, dataset location) of a FineTuneJob."""
+    ns = body["metadata"]["namespace"]
+    status = body.get("status") or {}
+    if ft.spec.dataset is not None:
+        loc = b.location_string(ft.spec.dataset)
+        return None, hashlib.sha256(loc.encode()).hexdigest()[:10], loc
+    ref = ft.spec.datasetRef
+    assert ref is not None
+    unchanged = body["metadata"].get("generation") == status.get("observedGeneration")
+    if ft.spec.retrainPolicy == "Manual" and unchanged and status.get("datasetRevision") and status.get("datasetLocation"):
+        return None, status["datasetRevision"], status["datasetLocation"]
+    ds = _one(indexes["dataset_index"], (ns, ref.name))
+    if ds is None:
+        return (c.REASON_DATASET_NOT_FOUND, f"ReasoningDataset {ref.name!r} does not exist in namespace {ns}"), None, None
+    ds_status = ds.get("status") or {}
+    if ref.revision:
+        entry = next((h for h in ds_status.get("history") or [] if h.get("revision") == ref.revision), None)
+        if entry and entry.get("phase") == "Succeeded" and entry.get("location"):
+            return None, ref.revision, entry["location"]
+        return (c.REASON_WAITING_FOR_DATASET, f"revision {ref.revision} of ReasoningDataset {ref.name!r} has not succeeded"), None, None
+    out = ds_status.get("output") or {}
+    if out.get("location") and out.get("revision"):
+        return None, out["revision"], out["location"]
+    if ds_status.get("phase") == "Failed":
+        detail = next((x.get("message", "") for x in ds_status.get("conditions") or [] if x.get("type") == c.COND_FAILED), "")
+        return (c.REASON_DATASET_FAILED, f"ReasoningDataset {ref.name!r} failed: {detail}"), None, None
+    return (c.REASON_WAITING_FOR_DATASET, f"waiting for ReasoningDataset {ref.name!r} to become Ready ({ds_status.get('reason', 'Pending')})"), None, None
+
+
+async def reconcile_finetune(body: dict[str, Any], indexes: dict[str, Any]) -> None:
+    meta = body["metadata"]
+    try:
+        ft = FineTuneJob.model_validate(body)
+    except ValidationError as exc:
+        await _apply(body, "FineTuneJob", Plan(), _invalid(body, exc))
+        return
+    settings = STATE.settings
+    waiting, ds_revision, ds_location = _dataset_input(ft, body, indexes)
+    revision = b.revision_of(ft.spec.to_wire(), {"dataset": ds_revision})
+    jobs, pods = _observed(indexes, "FineTuneJob", meta["namespace"], meta["name"])
+    job_name = b.child_name(meta["name"], revision)
+    output = b.finetune_output(ft, revision)
+    context = {"datasetLocation": ds_location, "datasetRevision": ds_revision}
+    plan = plan_run(
+        body=body, revision=revision, jobs=jobs, pods=pods, job_name=job_name, now=now_iso(),
+        history_limit=settings.history_limit, waiting=waiting, output_location=f"{output}/model",
+        build_children=lambda suspend: b.build_finetune_children(body, ft, revision, settings, context, suspend),
+        summarize=lambda r: f"loss {r['finalLoss']:.4g}" if isinstance(r.get("finalLoss"), (int, float)) else None,
+    )
+    status = plan.status
+    old = body.get("status") or {}
+    if waiting is None:
+        status.update(datasetRevision=ds_revision, datasetLocation=ds_location)
+        _children(status, [("ConfigMap", job_name), ("Service", job_name), ("Job", job_name)])
+    progress = old.get("progress") or {}
+    if progress.get("revision") == revision:
+        if progress.get("loss") is not None:
+            status["lastLoss"] = str(progress["loss"])[:32]
+            metrics.TRAIN_LOSS.labels(namespace=meta["namespace"], finetunejob=meta["name"]).set(float(progress["loss"]))
+        if progress.get("latestCheckpoint"):
+            status["latestCheckpoint"] = str(progress["latestCheckpoint"])[:1024]
+    if plan.result is not None:
+        result = plan.result
+        status["modelLocation"] = result.get("modelLocation") and _canonical(result["modelLocation"], output) or f"{output}/model"
+        status["modelRevision"] = revision
+        if isinstance(result.get("finalLoss"), (int, float)):
+            status["lastLoss"] = f"{result['finalLoss']:.4f}"
+        if result.get("droppedSamples") is not None:
+            status["droppedSamples"] = int(result["droppedSamples"])
+        if result.get("latestCheckpoint"):
+            status["latestCheckpoint"] = _canonical(str(result["latestCheckpoint"]), output)
+    await _apply(body, "FineTuneJob", plan, status)
+
+
+def _canonical(pod_location: str, output: str) -> str:
+    """Map a path the pod reported (under its output mount) back to the canonical location."""
+    local = b.pod_path(output)
+    return output + pod_location[len(local):] if pod_location.startswith(local) else pod_location
+
+
+# --- EvalRun -----------------------------------------------------------------------------------
+
+
+def _model_input(ev: EvalRun, body: dict[str, Any], indexes: dict[str, Any]) -> tuple[Optional[tuple[str, str]], str, str]:
+    """(waiting reason+message, model revision, model location) of an EvalRun."""
+    ns = body["metadata"]["namespace"]
+    model = ev.spec.model
+    if model.fineTuneJob:
+        ft = _one(indexes["finetune_index"], (ns, model.fineTuneJob))
+        if ft is None:
+            return (c.REASON_MODEL_NOT_FOUND, f"FineTuneJob {model.fineTuneJob!r} does not exist in namespace {ns}"), "", ""
+        st = ft.get("status") or {}
+        if st.get("modelLocation") and st.get("modelRevision"):
+            return None, st["modelRevision"], st["modelLocation"]
+        if st.get("phase") == "Failed":
+            return (c.REASON_MODEL_FAILED, f"FineTuneJob {model.fineTuneJob!r} failed"), "", ""
+        return (c.REASON_WAITING_FOR_MODEL, f"waiting for FineTuneJob {model.fineTuneJob!r} to succeed ({st.get('reason', 'Pending')})"), "", ""
+    if model.name:
+        loc = b.location_string(model.volume, model.name) if model.volume else model.name
+        return None, hashlib.sha256(loc.encode()).hexdigest()[:10], loc
+    assert model.endpoint is not None
+    key = f"{model.endpoint.url}|{model.servedModelName or ''}"
+    return None, hashlib.sha256(key.encode()).hexdigest()[:10], ""
+
+
+async def reconcile_eval(body: dict[str, Any], indexes: dict[str, Any]) -> None:
+    meta = body["metadata"]
+    ns, name = meta["namespace"], meta["name"]
+    try:
+        ev = EvalRun.model_validate(body)
+    except ValidationError as exc:
+        await _apply(body, "EvalRun", Plan(), _invalid(body, exc))
+        return
+    settings = STATE.settings
+    kube = STATE.kube
+    assert kube is not None
+    waiting, model_revision, model_location = _model_input(ev, body, indexes)
+    revision = b.revision_of(ev.spec.to_wire(), {"model": model_revision})
+    endpoint = ev.spec.model.endpoint.url if ev.spec.model.endpoint else None
+    serving = b.serving_enabled(ev.spec) and waiting is None
+    server_ready = False
+    now = now_iso()
+    deployment = _one(indexes["deployment_index"], (ns, name[:63]))
+    if serving:
+        endpoint = b.endpoint_url(ev, settings)
+        if deployment is None or deployment.get("modelRevision") != model_revision:
+            for obj in b.build_eval_server(body, ev, model_location, model_revision, settings):
+                await asyncio.to_thread(kube.apply, obj)
+        else:
+            server_ready = deployment["available"] > 0
+    jobs, pods = _observed(indexes, "EvalRun", ns, name)
+    job_name = b.child_name(name, revision)
+    if waiting is None and serving and ev.spec.backend != "offline" and not server_ready and not any(j.name == job_name for j in jobs):
+        waiting = ("WaitingForServer", f"waiting for the model server {b.server_name(name)} to become ready")
+    context = {
+        "modelLocation": model_location, "modelRevision": model_revision, "endpoint": endpoint or "",
+        "servedModelName": ev.spec.model.servedModelName or (name if serving else model_location),
+    }
+    output = b.location_string(ev.spec.output, name, revision) if ev.spec.output else b.eval_output(ev, revision, model_location)
+    plan = plan_run(
+        body=body, revision=revision, jobs=jobs, pods=pods, job_name=job_name, now=now,
+        history_limit=settings.history_limit, waiting=waiting, output_location=output,
+        build_children=lambda suspend: b.build_eval_children(body, ev, revision, settings, context, suspend),
+        summarize=lambda r: f"accuracy {r['accuracy']:.3f}" if isinstance(r.get("accuracy"), (int, float)) else None,
+    )
+    status = plan.status
+    old = body.get("status") or {}
+    prev_conditions = old.get("conditions") or []
+    status.update(modelRevision=model_revision or None, modelLocation=model_location or None, endpoint=endpoint)
+    if serving:
+        with_condition(status, condition(prev_conditions, c.COND_SERVING, "True" if server_ready else "False",
+                                         "ServerReady" if server_ready else "ServerStarting",
+                                         endpoint if server_ready else "the vLLM server is starting", meta.get("generation"), now))
+    gates = [g.to_wire() for g in ev.spec.gates or []]
+    if plan.result is not None:
+        results = [
+            {k: (str(v) if k in ("score", "truncated") else v) for k, v in r.items() if k in ("benchmark", "score", "problems", "samples", "truncated")}
+            for r in (plan.result.get("results") or [])[:32] if isinstance(r, dict)
+        ]
+        status["results"] = results
+        scores = [float(r["score"]) for r in results if r.get("score") is not None]
+        status["accuracy"] = f"{sum(scores) / len(scores):.4f}" if scores else None
+        for r in results:
+            metrics.EVAL_SCORE.labels(namespace=ns, evalrun=name, benchmark=r["benchmark"]).set(float(r["score"]))
+        outcome = evaluate_gates(gates, results)
+        status["gates"] = outcome or None
+        failed = [g for g in outcome if not g["passed"]]
+        if not gates:
+            passed = ("True", c.REASON_NO_GATES, "no gates configured")
+        elif failed:
+            passed = ("False", c.REASON_GATES_FAILED, "; ".join(f"{g['benchmark']}: {g.get('score', 'missing')} < {g['minScore']}" for g in failed))
+        else:
+            passed = ("True", c.REASON_GATES_PASSED, f"{len(outcome)} gates passed")
+        if ev.spec.serving and ev.spec.serving.keepAfterEval is False and deployment is not None:
+            await asyncio.to_thread(kube.delete, "Deployment", ns, deployment["name"])
+    elif status["phase"] == "Failed":
+        passed = ("False", c.REASON_FAILED, "the evaluation failed")
+    elif old.get("revision") == revision and any(x.get("type") == c.COND_PASSED for x in prev_conditions):
+        passed = None  # keep the verdict of this revision
+    else:
+        passed = ("Unknown", c.REASON_PENDING, "no results yet")
+        status.update(results=None, gates=None, accuracy=None)
+    if passed is not None:
+        with_condition(status, condition(prev_conditions, c.COND_PASSED, *passed, meta.get("generation"), now))
+    else:
+        with_condition(status, next(x for x in prev_conditions if x.get("type") == c.COND_PASSED))
+    if waiting is None:
+        _children(status, [("ConfigMap", job_name), ("Job", job_name)] + ([("Deployment", b.server_name(name)), ("Service", b.server_name(name))] if serving else []))
+    await _apply(body, "EvalRun", plan, status)
+
+
+RECONCILERS = {"ReasoningDataset": reconcile_dataset, "FineTuneJob": reconcile_finetune, "EvalRun": reconcile_eval}

@@ -1,0 +1,491 @@
+"""Model calls shared by curation and evaluation: an OpenAI-compatible HTTP client and vLLM offline.
+
+Both generators take `GenerationRequest`s and return their `Completion`s by request id. Each sample is
+generated on its own (n=1 per call, seed + index as its seed): per-response token counts are then exact
+(OpenAI's `usage` only sums over choices), results do not depend on whether a server honours `n`, a
+restarted run resumes sample by sample, and vLLM fans `n` out into separate sequences anyway, sharing
+the prompt through its prefix cache.
+
+Resume: with a `cache_path`, every finished sample is appended to a JSONL file as it arrives; a later run
+with the same cache skips the samples already there. A cached sample is reused only for the same request
+(same id, model, messages and sampling parameters).
+
+API keys of endpoints come from Secrets the operator exposes to the pod as environment variables, named
+by `api_key_env` (``REASONOPS_API_KEY_<SECRET>_<KEY>``, upper case, other characters as ``_``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import json
+import logging
+import os
+import random
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Protocol
+from urllib.parse import urlparse
+
+from .api.common import SecretKeyRef
+from .api.v1alpha1 import ModelEndpoint, SamplerModel
+from .errors import WorkloadError
+
+log = logging.getLogger("reasonops.llm")
+
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+DEFAULT_CONCURRENCY = 64
+DEFAULT_TIMEOUT = 3600.0
+DEFAULT_MAX_RETRIES = 5
+
+
+@dataclass
+class GenerationRequest:
+    id: str
+    messages: list[dict]
+    n: int = 1
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 1024
+    seed: int | None = None
+
+    def sample_seed(self, index: int) -> int | None:
+        return None if self.seed is None else self.seed + index
+
+
+@dataclass
+class Completion:
+    request_id: str
+    index: int
+    text: str
+    finish_reason: str
+    completion_tokens: int
+    prompt_tokens: int = 0
+
+
+OnResult = Callable[[str, list[Completion]], None]
+
+
+class Generator(Protocol):
+    def generate(self, requests: Iterable[GenerationRequest], *, on_result: OnResult | None = None) -> dict[str, list[Completion]]: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+# ------------------------------------------------------------------------------------------------
+# The resume cache and the bookkeeping both generators share
+# ------------------------------------------------------------------------------------------------
+
+
+def _fingerprint(model: str, request: GenerationRequest) -> str:
+    key = [model, request.messages, request.temperature, request.top_p, request.max_tokens, request.seed]
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class ResponseCache:
+    """An append-only JSONL file of finished samples. A torn last line (a killed pod) is skipped."""
+
+    FSYNC_EVERY = 10.0  # seconds; a flush already survives a killed process, fsync guards a lost node
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._file: Any = None
+        self._last_sync = 0.0
+        self._lock = threading.Lock()
+
+    def load(self) -> dict[tuple[str, str], dict[int, Completion]]:
+        found: dict[tuple[str, str], dict[int, Completion]] = {}
+        if not self.path.exists():
+            return found
+        with self.path.open(encoding="utf-8") as fh:
+            for number, line in enumerate(fh, 1):
+                try:
+                    row = json.loads(line)
+                    fingerprint = row.pop("fp")
+                    completion = Completion(**row)
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    log.warning("%s:%d: skipping an unreadable cache line", self.path, number)
+                    continue
+                found.setdefault((completion.request_id, fingerprint), {})[completion.index] = completion
+        return found
+
+    def append(self, completion: Completion, fingerprint: str) -> None:
+        with self._lock:
+            if self._file is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                torn = self.path.exists() and self.path.stat().st_size > 0 and not self._ends_with_newline()
+                self._file = self.path.open("a", encoding="utf-8")
+                if torn:
+                    self._file.write("\n")
+            self._file.write(json.dumps({**asdict(completion), "fp": fingerprint}, ensure_ascii=False) + "\n")
+            self._file.flush()
+            if time.monotonic() - self._last_sync > self.FSYNC_EVERY:
+                os.fsync(self._file.fileno())
+                self._last_sync = time.monotonic()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+                self._file.close()
+                self._file = None
+
+    def _ends_with_newline(self) -> bool:
+        with self.path.open("rb") as fh:
+            fh.seek(-1, os.SEEK_END)
+            return fh.read(1) == b"\n"
+
+
+class _Collector:
+    """Tracks which samples are missing, records finished ones, and reports finished requests."""
+
+    def __init__(self, model: str, requests: Iterable[GenerationRequest], cache_path: str | Path | None, on_result: OnResult | None) -> None:
+        self.requests = {r.id: r for r in requests}
+        self.fingerprints = {r.id: _fingerprint(model, r) for r in self.requests.values()}
+        self.cache = ResponseCache(cache_path) if cache_path else None
+        self.on_result = on_result
+        cached = self.cache.load() if self.cache else {}
+        self.done: dict[str, dict[int, Completion]] = {
+            rid: dict(cached.get((rid, self.fingerprints[rid]), {})) for rid in self.requests
+        }
+        self.missing = [(r, i) for r in self.requests.values() for i in range(r.n) if i not in self.done[r.id]]
+        if self.cache and len(self.missing) < sum(r.n for r in self.requests.values()):
+            log.info("resuming from %s: %d samples to generate", self.cache.path, len(self.missing))
+
+    def announce_cached(self) -> None:
+        for rid, request in self.requests.items():
+            if len(self.done[rid]) == request.n:
+                self._report(rid)
+
+    def record(self, completion: Completion) -> None:
+        rid = completion.request_id
+        self.done[rid][completion.index] = completion
+        if self.cache:
+            self.cache.append(completion, self.fingerprints[rid])
+        if len(self.done[rid]) == self.requests[rid].n:
+            self._report(rid)
+
+    def results(self) -> dict[str, list[Completion]]:
+        if self.cache:
+            self.cache.close()
+        return {rid: [samples[i] for i in sorted(samples)] for rid, samples in self.done.items()}
+
+    def _report(self, rid: str) -> None:
+        if self.on_result:
+            self.on_result(rid, [self.done[rid][i] for i in sorted(self.done[rid])])
+
+
+# ------------------------------------------------------------------------------------------------
+# OpenAI-compatible endpoints
+# ------------------------------------------------------------------------------------------------
+
+
+def api_base(url: str) -> str:
+    """The API root: the URL as given, with /v1 added when it names only a host (http://host:8000)."""
+    url = url.rstrip("/")
+    return url + "/v1" if urlparse(url).path in ("", "/") else url
+
+
+def _headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def check_endpoint(base_url: str, api_key: str | None = None, timeout: float = 10.0) -> list[str]:
+    """The model ids an endpoint serves; WorkloadError("EndpointUnreachable") at once if it does not answer."""
+    import httpx
+
+    url = f"{api_base(base_url)}/models"
+    try:
+        response = httpx.get(url, headers=_headers(api_key), timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise WorkloadError("EndpointUnreachable", f"cannot reach {url}: {type(exc).__name__}: {exc}") from exc
+    if response.status_code != 200:
+        hint = " (is the URL the API root, e.g. http://host:8000/v1?)" if response.status_code == 404 else ""
+        raise WorkloadError("EndpointUnreachable", f"{url} answered HTTP {response.status_code}{hint}: {response.text[:300]}")
+    try:
+        return [str(m["id"]) for m in response.json()["data"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise WorkloadError("EndpointUnreachable", f"{url} did not return an OpenAI model list: {response.text[:300]}") from exc
+
+
+def _message_text(message: dict[str, Any]) -> str:
+    """The assistant turn; a separate reasoning part (vLLM reasoning parsers, DeepSeek's API) goes first, in think tags."""
+    content = message.get("content") or ""
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    return f"<think>\n{reasoning}\n</think>\n\n{content}" if reasoning else content
+
+
+def _run_coroutine(factory: Callable[[], Any]) -> Any:
+    """Run a coroutine to completion from sync code, in a thread of its own when a loop already runs here."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(factory())
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(factory())).result()
+
+
+class OpenAIGenerator:
+    """Chat completions from an OpenAI-compatible server, `concurrency` requests in flight."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        cache_path: str | Path | None = None,
+        backoff: float = 1.0,
+    ) -> None:
+        self.base_url = api_base(base_url)
+        self.model = model
+        self.api_key = api_key
+        self.concurrency = concurrency
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.cache_path = cache_path
+        self.backoff = backoff  # seconds before the first retry; doubled each time, with jitter, capped
+
+    def generate(self, requests: Iterable[GenerationRequest], *, on_result: OnResult | None = None) -> dict[str, list[Completion]]:
+        collector = _Collector(self.model, requests, self.cache_path, on_result)
+        collector.announce_cached()
+        if collector.missing:
+            _run_coroutine(lambda: self._generate(collector))
+        return collector.results()
+
+    def describe(self) -> dict[str, Any]:
+        """What serves the model, as far as the server says (vLLM and reasonops.serve answer /version)."""
+        import httpx
+
+        info: dict[str, Any] = {"engine": "openai-compatible", "endpoint": self.base_url, "model": self.model}
+        root = self.base_url.removesuffix("/v1")
+        try:
+            models = httpx.get(f"{self.base_url}/models", headers=_headers(self.api_key), timeout=10).json()["data"]
+            entry = next((m for m in models if m.get("id") == self.model), {})
+            info["engine"] = entry.get("owned_by") or info["engine"]
+            version = httpx.get(f"{root}/version", timeout=10)
+            if version.status_code == 200:
+                info.update({k: v for k, v in version.json().items() if k in ("version", "dtype", "engine")})
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            log.debug("no server details from %s: %s", root, exc)
+        info["engineVersion"] = info.pop("version", None)
+        return info
+
+    async def _generate(self, collector: _Collector) -> None:
+        import httpx
+
+        jobs: Iterator[tuple[GenerationRequest, int]] = iter(collector.missing)
+        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+        timeout = httpx.Timeout(self.timeout, connect=min(self.timeout, 30.0))
+        async with httpx.AsyncClient(headers=_headers(self.api_key), limits=limits, timeout=timeout) as client:
+
+            async def worker() -> None:
+                for request, index in jobs:  # one shared iterator: each sample is taken by one worker
+                    collector.record(await self._sample(client, request, index))
+
+            tasks = [asyncio.create_task(worker()) for _ in range(min(self.concurrency, len(collector.missing)))]
+            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            for task in done:
+                task.result()  # re-raise the first failure
+
+    async def _sample(self, client: Any, request: GenerationRequest, index: int) -> Completion:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": request.messages,
+            "n": 1,
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+            "max_tokens": request.max_tokens,
+        }
+        seed = request.sample_seed(index)
+        if seed is not None:
+            body["seed"] = seed
+        data = await self._post(client, body, f"{request.id}#{index}")
+        choice = data["choices"][0]
+        usage = data.get("usage") or {}
+        return Completion(
+            request_id=request.id,
+            index=index,
+            text=_message_text(choice.get("message") or {}),
+            finish_reason=choice.get("finish_reason") or "stop",
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        )
+
+    async def _post(self, client: Any, body: dict[str, Any], what: str) -> dict[str, Any]:
+        import httpx
+
+        url = f"{self.base_url}/chat/completions"
+        failure, unreachable = "", False
+        for attempt in range(self.max_retries + 1):
+            retry_after: float | None = None
+            try:
+                response = await client.post(url, json=body)
+            except httpx.TransportError as exc:  # refused, reset, timed out: worth another try
+                failure = f"{type(exc).__name__}: {exc}"
+                unreachable = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
+            else:
+                if response.status_code == 200:
+                    return response.json()
+                if response.status_code not in RETRYABLE_STATUS:
+                    raise WorkloadError(
+                        "GenerationFailed", f"{url} rejected request {what}: HTTP {response.status_code}: {response.text[:500]}"
+                    )
+                failure, unreachable = f"HTTP {response.status_code}: {response.text[:200]}", False
+                retry_after = _seconds(response.headers.get("retry-after"))
+            if attempt < self.max_retries:
+                await asyncio.sleep(retry_after if retry_after is not None else self._delay(attempt))
+        reason = "EndpointUnreachable" if unreachable else "GenerationFailed"
+        raise WorkloadError(reason, f"{url}: request {what} failed {self.max_retries + 1} times; last: {failure}")
+
+    def _delay(self, attempt: int) -> float:
+        return min(60.0, self.backoff * 2**attempt) * random.uniform(0.5, 1.0)
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date: use our own backoff
+
+
+# ------------------------------------------------------------------------------------------------
+# vLLM in the pod
+# ------------------------------------------------------------------------------------------------
+
+
+class VLLMGenerator:
+    """Offline batch generation with vLLM (GPU images only; imported when first used).
+
+    Samples are submitted in chunks so that the cache, and with it resume, advances during a long run.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        tensor_parallel_size: int = 1,
+        max_model_len: int | None = None,
+        dtype: str = "auto",
+        seed: int = 0,
+        cache_path: str | Path | None = None,
+        chunk_size: int = 1024,
+    ) -> None:
+        self.model = model
+        self.engine_args = {
+            "model": model,
+            "tensor_parallel_size": tensor_parallel_size,
+            "max_model_len": max_model_len,
+            "dtype": dtype,
+            "seed": seed,
+        }
+        self.cache_path = cache_path
+        self.chunk_size = chunk_size
+        self._llm: Any = None
+
+    def generate(self, requests: Iterable[GenerationRequest], *, on_result: OnResult | None = None) -> dict[str, list[Completion]]:
+        collector = _Collector(self.model, requests, self.cache_path, on_result)
+        collector.announce_cached()
+        if collector.missing:
+            vllm, llm = self._engine()
+            for start in range(0, len(collector.missing), self.chunk_size):
+                chunk = collector.missing[start : start + self.chunk_size]
+                params = [
+                    vllm.SamplingParams(
+                        n=1, temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens, seed=r.sample_seed(i)
+                    )
+                    for r, i in chunk
+                ]
+                outputs = llm.chat([r.messages for r, _ in chunk], params, use_tqdm=False)
+                for (request, index), output in zip(chunk, outputs):
+                    sample = output.outputs[0]
+                    collector.record(
+                        Completion(
+                            request_id=request.id,
+                            index=index,
+                            text=sample.text,
+                            finish_reason=sample.finish_reason or "stop",
+                            completion_tokens=len(sample.token_ids),
+                            prompt_tokens=len(output.prompt_token_ids or ()),
+                        )
+                    )
+        return collector.results()
+
+    def describe(self) -> dict[str, Any]:
+        info: dict[str, Any] = {"engine": "vllm", "model": self.model, "dtype": self.engine_args["dtype"]}
+        try:
+            import vllm
+
+            info["engineVersion"] = vllm.__version__
+        except ImportError:
+            info["engineVersion"] = None
+        if self._llm is not None:
+            info["dtype"] = str(self._llm.llm_engine.model_config.dtype).removeprefix("torch.")
+        return info
+
+    def _engine(self) -> tuple[Any, Any]:
+        try:
+            import vllm
+        except ImportError as exc:
+            raise WorkloadError(
+                "EngineUnavailable", "vLLM is not installed here (GPU images only); use an endpoint (backend: server)"
+            ) from exc
+        if self._llm is None:
+            self._llm = vllm.LLM(**{k: v for k, v in self.engine_args.items() if v is not None})
+        return vllm, self._llm
+
+
+# ------------------------------------------------------------------------------------------------
+# From the API
+# ------------------------------------------------------------------------------------------------
+
+
+def api_key_env(ref: SecretKeyRef) -> str:
+    """The environment variable through which the pod receives the API key held in `ref`."""
+    suffix = "".join(c if c.isalnum() else "_" for c in f"{ref.name}_{ref.key}".upper())
+    return f"REASONOPS_API_KEY_{suffix}"
+
+
+def make_generator(
+    sampler: SamplerModel | dict, *, cache_path: str | Path | None = None, endpoint_override: str | None = None
+) -> Generator:
+    """A generator for a SamplerModel: its endpoint (or `endpoint_override`, the URL the operator resolved for
+    an `evalRun` reference) through HTTP, otherwise vLLM in this pod."""
+    spec = sampler if isinstance(sampler, SamplerModel) else SamplerModel.model_validate(sampler)
+    endpoint = spec.endpoint
+    url = endpoint_override or (endpoint.url if endpoint else None)
+    if spec.evalRun and not url:
+        raise WorkloadError("EndpointUnreachable", f"the endpoint of EvalRun {spec.evalRun} was not resolved by the operator")
+    if url is None:
+        return VLLMGenerator(
+            spec.model, tensor_parallel_size=spec.tensorParallelSize or 1, max_model_len=spec.maxModelLen, cache_path=cache_path
+        )
+    api_key = None
+    if endpoint and endpoint.apiKeySecretRef:
+        variable = api_key_env(endpoint.apiKeySecretRef)
+        api_key = os.environ.get(variable)
+        if not api_key:
+            raise WorkloadError(
+                "ApiKeyMissing",
+                f"{variable} is not set (it carries key {endpoint.apiKeySecretRef.key} of Secret {endpoint.apiKeySecretRef.name})",
+            )
+    settings = endpoint or ModelEndpoint(url=url)
+    return OpenAIGenerator(
+        url,
+        spec.model,
+        api_key=api_key,
+        concurrency=settings.concurrency or DEFAULT_CONCURRENCY,
+        timeout=float(settings.timeoutSeconds or DEFAULT_TIMEOUT),
+        max_retries=DEFAULT_MAX_RETRIES if settings.maxRetries is None else settings.maxRetries,
+        cache_path=cache_path,
+    )

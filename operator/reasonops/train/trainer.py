@@ -1,0 +1,385 @@
+"""The training loop: DeepSpeed engine, token-normalised loss, checkpoints, progress, final export."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable, Optional, TypeVar
+
+import torch
+import torch.distributed as dist
+
+from ..errors import WorkloadError
+from ..progress import Reporter
+from . import checkpoints as ckpt
+from .config import TrainConfig, deepspeed_config
+from .data import (
+    DataStats,
+    Sample,
+    collate,
+    epoch_order,
+    prepare_samples,
+    rank_micro_batches,
+    read_rows,
+    steps_per_epoch,
+    target_tokens,
+)
+from .launch import DistInfo, init_distributed, shutdown_distributed
+from .metrics import PrometheusMetrics, Throughput, device_peak_flops, train_flops
+from .modeling import (
+    choose_attention,
+    count_parameters,
+    export_model,
+    is_uri,
+    load_model,
+    load_tokenizer,
+    parameter_groups,
+    resolve_model_dir,
+    training_dtype,
+)
+
+log = logging.getLogger("reasonops.train")
+T = TypeVar("T")
+
+SUMMARY = "training_summary.json"
+RESOLVED_CONFIG = "train_config.json"
+TRAIN_LOG = "train_log.jsonl"  # one line per optimizer step (rank 0)
+SCHEDULERS = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
+
+
+def main(config: TrainConfig, reporter: Optional[Reporter] = None) -> dict[str, Any]:
+    """Train (or resume, or return the finished result of) one run. Every process of the job calls it."""
+    previous = _finished_result(config.output)
+    if previous is not None:
+        log.info("%s already holds a finished model; nothing to do", config.output)
+        return previous
+    info = init_distributed()
+    try:
+        return _train(config, reporter or Reporter(), info)
+    finally:
+        from transformers.integrations import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()
+        shutdown_distributed(info)
+
+
+def _train(config: TrainConfig, reporter: Reporter, info: DistInfo) -> dict[str, Any]:
+    import deepspeed
+    from transformers import get_scheduler, set_seed
+
+    started = time.monotonic()
+    is_main = info.rank == 0
+    gas = config.gradient_accumulation(info.world_size)  # before anything slow: a wrong batch fails at once
+    device = torch.device("cuda", info.local_rank) if info.backend == "nccl" else torch.device("cpu")
+    dtype = training_dtype(device)
+    work = _local_output(config)
+    set_seed(config.seed)
+
+    if is_main:
+        reporter.update(stage="prepare", message=f"resolving base model {config.model}", force=True)
+    scratch = Path(os.environ.get("REASONOPS_SCRATCH") or tempfile.gettempdir()) / "reasonops-train" / (config.revision or config.name)
+    base_dir = _local_rank0_first(info, lambda: resolve_model_dir(config.model, config.model_revision, scratch))
+    tokenizer = _together(info, lambda: load_tokenizer(base_dir, config.chat_template))
+    samples, stats = _together(info, lambda: prepare_samples(
+        tokenizer, read_rows(config.dataset), max_length=config.max_length, overlong=config.overlong,
+        system_prompt=config.system_prompt))
+    per_epoch = steps_per_epoch(len(samples), config.global_batch_size)
+    total_steps = per_epoch * config.epochs
+    if is_main:
+        reporter.update(message=(
+            f"{stats.kept} samples ({stats.tokens} tokens) of {stats.rows} rows: {stats.bad} unusable, "
+            f"{stats.overlong_dropped} dropped and {stats.truncated} truncated for length; {total_steps} steps"
+        ), force=True)
+
+    attention, why = choose_attention(config.attention, device, dtype)
+    log.info("attention: %s (%s); dtype %s; ZeRO stage %d; gradient accumulation %d", attention, why, dtype,
+             config.zero_stage, gas)
+    ds_config = deepspeed_config(config, world_size=info.world_size, bf16=dtype == torch.bfloat16)
+    if config.zero_stage == 3:
+        from transformers.integrations import HfDeepSpeedConfig
+
+        _zero3_loading = HfDeepSpeedConfig(ds_config)  # noqa: F841 - while alive, from_pretrained partitions
+    model = load_model(base_dir, config, dtype=dtype, attention=attention, device=device)
+    n_params = count_parameters(model)
+    warmup = round(config.warmup_ratio * total_steps)
+    engine, _, _, _ = deepspeed.initialize(
+        model=model,
+        model_parameters=parameter_groups(model, config.weight_decay),
+        config=ds_config,
+        lr_scheduler=lambda opt: get_scheduler(SCHEDULERS[config.scheduler], opt, num_warmup_steps=warmup,
+                                               num_training_steps=total_steps),
+    )
+    set_seed(config.seed + info.rank)  # distinct dropout per rank; resumed runs restore RNG from the checkpoint
+
+    root = work / "checkpoints"
+    if is_main:
+        ckpt.remove_incomplete(root)
+    _barrier()
+    state = ckpt.TrainerState()
+    latest = ckpt.latest_checkpoint(root)
+    if latest is not None:
+        state = ckpt.load_checkpoint(engine, latest, rank=info.rank)
+        log.info("resumed from %s at step %d", latest, state.step)
+    resumed_seconds = state.seconds
+    if is_main:
+        _trim_train_log(work / TRAIN_LOG, state.step)
+        (work / RESOLVED_CONFIG).write_text(config.to_json())
+
+    text_config = getattr(model.config, "get_text_config", lambda: model.config)()
+    flops_of = lambda lengths: train_flops(  # noqa: E731
+        n_params, lengths, hidden=text_config.hidden_size, layers=text_config.num_hidden_layers,
+        lora=config.method == "lora")
+    peak = device_peak_flops(device)
+    meter = Throughput(total_steps, state.step, peak * info.world_size if peak else None)
+    prom = PrometheusMetrics.from_env() if is_main else None
+    loop_started = time.monotonic() - state.seconds
+    order: list[int] = []
+
+    while state.step < total_steps:
+        epoch, in_epoch = divmod(state.step, per_epoch)
+        if in_epoch == 0 or not order:
+            order = epoch_order(len(samples), config.global_batch_size, config.seed, epoch)
+        micro = rank_micro_batches(order, in_epoch, config.global_batch_size, info.rank, info.world_size,
+                                   config.micro_batch_size)
+        lr = engine.get_lr()[0]
+        loss, real_tokens, flops = _step(engine, [[samples[i] for i in m] for m in micro], config, tokenizer,
+                                         device, gas, info.world_size, flops_of)
+        state.step, state.epoch = state.step + 1, epoch
+        state.tokens += real_tokens
+        state.last_loss = loss
+        state.seconds = time.monotonic() - loop_started
+        meter.add(real_tokens, flops)
+        latest = _maybe_checkpoint(engine, root, state, config, per_epoch, info.rank) or latest
+        if is_main:
+            _report(reporter, prom, meter, state, total_steps, per_epoch, lr, latest, work)
+
+    if is_main:
+        reporter.update(stage="export", message=f"writing the final model to {config.output}/model", force=True)
+    export_model(engine, config, tokenizer=tokenizer, base_dir=base_dir, dtype=dtype, output=work, rank=info.rank)
+    result = _result(config, state, stats, latest, resumed_seconds + time.monotonic() - started)
+    if is_main:
+        _write_summary(work, config, state, stats, meter, n_params, attention, result)
+        if is_uri(config.output):
+            _upload(work, config.output)
+    _barrier()
+    engine.destroy()
+    return result
+
+
+def _step(
+    engine: Any,
+    micro_batches: list[list[Sample]],
+    config: TrainConfig,
+    tokenizer: Any,
+    device: torch.device,
+    gas: int,
+    world: int,
+    flops_of: Callable[[list[int]], float],
+) -> tuple[float, int, float]:
+    """One optimizer step. The loss is the mean over every target token of the global batch, whatever the
+    split into ranks and micro batches: each micro batch's summed cross-entropy is divided by the global
+    target count (DeepSpeed then divides by the accumulation steps and averages over ranks, which the
+    num_items_in_batch scaling undoes)."""
+    batches = [collate(m, packing=config.packing, pad_id=tokenizer.pad_token_id) for m in micro_batches]
+    lengths = [len(s.input_ids) for m in micro_batches for s in m]
+    totals = torch.tensor([sum(target_tokens(b) for b in batches), sum(lengths), flops_of(lengths)],
+                          dtype=torch.float64, device=device)
+    _all_reduce(totals)
+    targets, real_tokens, flops = totals.tolist()
+    per_micro = targets / (world * gas)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    for batch in batches:
+        out = engine(**{k: v.to(device) for k, v in batch.items()}, use_cache=False, num_items_in_batch=per_micro)
+        engine.backward(out.loss)
+        engine.step()
+        loss_sum += out.loss.detach().double() * per_micro
+    _all_reduce(loss_sum)
+    return float(loss_sum) / targets, int(real_tokens), flops
+
+
+def _maybe_checkpoint(
+    engine: Any, root: Path, state: ckpt.TrainerState, config: TrainConfig, per_epoch: int, rank: int
+) -> Optional[Path]:
+    if config.checkpoint_every_steps:
+        due = state.step % config.checkpoint_every_steps == 0
+    else:
+        end_of_epoch = state.step % per_epoch == 0
+        due = end_of_epoch and (state.step // per_epoch) % (config.checkpoint_every_epochs or 1) == 0
+    if not due:
+        return None
+    return ckpt.save_checkpoint(engine, root, state, rank=rank, keep=config.checkpoint_keep)
+
+
+def _report(
+    reporter: Reporter,
+    prom: Optional[PrometheusMetrics],
+    meter: Throughput,
+    state: ckpt.TrainerState,
+    total_steps: int,
+    per_epoch: int,
+    lr: float,
+    latest: Optional[Path],
+    work: Path,
+) -> None:
+    epoch = state.step / per_epoch
+    tps, mfu, eta = meter.tokens_per_second(), meter.mfu(), meter.eta_seconds(state.step)
+    loss = state.last_loss or 0.0
+    mfu_text = f"{mfu:.1%}" if mfu is not None else "n/a"
+    reporter.update(
+        stage="train",
+        message=f"step {state.step}/{total_steps} epoch {epoch:.2f} loss {loss:.4f} lr {lr:.3g} "
+        f"tokens/s {tps:.0f} mfu {mfu_text} eta {eta}s",
+        step=state.step,
+        totalSteps=total_steps,
+        epoch=f"{epoch:.2f}",
+        loss=f"{loss:.4f}",
+        learningRate=f"{lr:.3g}",
+        tokensPerSecond=f"{tps:.0f}",
+        mfu=f"{mfu:.3f}" if mfu is not None else None,
+        etaSeconds=eta,
+        latestCheckpoint=str(latest) if latest else None,
+    )
+    if prom is not None:
+        prom.set(step=state.step, total_steps=total_steps, epoch=epoch, loss=loss, learning_rate=lr,
+                 tokens_per_second=tps, mfu=mfu, eta_seconds=eta, tokens=state.tokens)
+    with open(work / TRAIN_LOG, "a") as fh:
+        fh.write(json.dumps({"step": state.step, "epoch": round(epoch, 4), "loss": loss, "lr": lr,
+                             "tokens": state.tokens, "tokensPerSecond": round(tps, 1)}) + "\n")
+
+
+# --------------------------------------------------------------------------------- run bookkeeping
+
+
+def _local_output(config: TrainConfig) -> Path:
+    """Where this run writes: the output itself, or for a URI a local staging directory uploaded at the end.
+
+    With a URI output, checkpoints live only on local disk: a restarted pod cannot resume from them.
+    """
+    if not is_uri(config.output):
+        path = Path(config.output)
+    else:
+        base = Path(os.environ.get("REASONOPS_SCRATCH") or tempfile.gettempdir())
+        path = base / "reasonops-train" / (config.revision or config.name) / "output"
+        log.warning("output %s is a URI: checkpoints stay on local disk and do not survive a pod restart",
+                    config.output)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _finished_result(output: str) -> Optional[dict[str, Any]]:
+    """The result of a run that already completed (a retried pod after the final write)."""
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(output)
+        if not fs.exists(f"{path}/{ckpt.MARKER}"):
+            return None
+        with fs.open(f"{path}/{SUMMARY}") as fh:
+            return json.load(fh)["result"]
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def _result(config: TrainConfig, state: ckpt.TrainerState, stats: DataStats, latest: Optional[Path],
+            wall: float) -> dict[str, Any]:
+    return {
+        "modelLocation": f"{config.output.rstrip('/')}/model",
+        "finalLoss": round(state.last_loss, 6) if state.last_loss is not None else None,
+        "steps": state.step,
+        "droppedSamples": stats.dropped_for_length,
+        "truncatedSamples": stats.truncated,
+        "badSamples": stats.bad,
+        "latestCheckpoint": str(latest) if latest else None,
+        "tokens": state.tokens,
+        "wallSeconds": round(wall, 1),
+    }
+
+
+def _write_summary(work: Path, config: TrainConfig, state: ckpt.TrainerState, stats: DataStats,
+                   meter: Throughput, n_params: int, attention: str, result: dict[str, Any]) -> None:
+    summary = {
+        "result": result,
+        "steps": state.step,
+        "epochs": config.epochs,
+        "tokens": state.tokens,
+        "finalLoss": result["finalLoss"],
+        "trainSeconds": round(state.seconds, 1),
+        "tokensPerSecond": round(state.tokens / state.seconds, 1) if state.seconds else None,
+        "lastSessionTokensPerSecond": round(meter.tokens_per_second(), 1),
+        "mfu": meter.mfu(),
+        "parameters": n_params,
+        "attention": attention,
+        "samples": {"rows": stats.rows, "kept": stats.kept, "bad": stats.bad,
+                    "overlongDropped": stats.overlong_dropped, "truncated": stats.truncated,
+                    "tokens": stats.tokens, "targetTokens": stats.label_tokens},
+        "config": asdict(config),
+    }
+    (work / SUMMARY).write_text(json.dumps(summary, indent=2, default=str))
+    ckpt.write_marker(work / "model")
+    ckpt.write_marker(work)  # last: the run is complete
+
+
+def _trim_train_log(path: Path, step: int) -> None:
+    """After a resume, forget log lines of steps that are being redone."""
+    if not path.exists():
+        return
+    lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in lines))
+
+
+def _upload(work: Path, uri: str) -> None:
+    import fsspec
+
+    fs, dest = fsspec.core.url_to_fs(uri)
+    for name in ("model", "adapter"):
+        if (work / name).is_dir():
+            fs.put(str(work / name), f"{dest}/{name}", recursive=True)
+    for name in (RESOLVED_CONFIG, TRAIN_LOG, SUMMARY, ckpt.MARKER):  # the marker last
+        if (work / name).exists():
+            fs.put(str(work / name), f"{dest}/{name}")
+
+
+# ------------------------------------------------------------------------------ collective helpers
+
+
+def _barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def _all_reduce(tensor: torch.Tensor) -> None:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(tensor)
+
+
+def _any_rank_failed(failed: bool) -> bool:
+    flag = torch.tensor([1.0 if failed else 0.0], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    if dist.get_world_size() > 1:
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
+def _together(info: DistInfo, fn: Callable[[], T]) -> T:
+    """Run fn on every rank; if it fails anywhere, fail everywhere (instead of others hanging later)."""
+    error: Optional[WorkloadError] = None
+    value: Any = None
+    try:
+        value = fn()
+    except WorkloadError as exc:
+        error = exc
+    if _any_rank_failed(error is not None):
+        raise error or WorkloadError("PeerFailed", "another rank failed while preparing; see its log")
+    return value
+
+
+def _local_rank0_first(info: DistInfo, fn: Callable[[], T]) -> T:
+    """fn on each node's local rank 0 first (downloads, copies), then on the others (cache hits)."""
+    first = info.local_rank == 0
+    value = _together(info, fn if first else (lambda: None))
+    return _together(info, (lambda: value) if first else fn)

@@ -1,0 +1,110 @@
+"""Shared pytest fixtures.
+
+Cluster tests run against the throwaway control plane of ``hack/cluster.sh`` (etcd, kube-apiserver,
+kube-controller-manager, kube-scheduler and kwok with simulated GPU nodes). Mark them
+``@pytest.mark.cluster`` (``-m "not cluster"`` deselects them) and take one of:
+
+``cluster`` (session)
+    Started on first use with ``hack/cluster.sh up`` (the first run on a machine builds the tools,
+    which takes long) and stopped with ``hack/cluster.sh down`` when the session ends. To reuse a
+    cluster you started yourself, set ``KUBECONFIG_REASONOPS=<its kubeconfig>``; it is left running.
+    Attributes: ``.kubeconfig`` (path, admin in group system:masters), ``.kubectl(*args, check=True,
+    input=None)`` -> ``subprocess.CompletedProcess`` (text, captured), ``.env`` (``os.environ``
+    with ``KUBECONFIG`` set, for subprocesses and kopf), ``.token_kubeconfig(token, path)`` (a
+    kubeconfig that authenticates with a bearer token only, e.g. a ServiceAccount's, to test RBAC).
+
+``namespace`` (function)
+    A fresh namespace ``rt-<random>``; deleted afterwards without waiting.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CLUSTER_SH = ROOT / "hack" / "cluster.sh"
+TOOLS_BIN = Path(os.environ.get("REASONOPS_TOOLS", Path.home() / ".cache" / "reasonops" / "tools")) / "bin"
+KUBECTL = TOOLS_BIN / "kubectl"
+
+
+class KubectlError(subprocess.CalledProcessError):
+    """A failed kubectl call; unlike its base class, the message includes kubectl's stderr."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}\nstderr: {self.stderr}\nstdout: {self.output}"
+
+
+@dataclass(frozen=True)
+class Cluster:
+    kubeconfig: str
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "KUBECONFIG": self.kubeconfig}
+
+    def kubectl(self, *args: str, check: bool = True, input: str | None = None,
+                kubeconfig: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+        cmd = [str(KUBECTL), "--kubeconfig", kubeconfig or self.kubeconfig, *args]
+        proc = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise KubectlError(proc.returncode, cmd, proc.stdout, proc.stderr)
+        return proc
+
+    def token_kubeconfig(self, token: str, path: str | os.PathLike) -> str:
+        """Writes a kubeconfig for this cluster whose only credential is `token`; returns its path.
+
+        (Passing ``--token`` with the admin kubeconfig is not enough: its client certificate is
+        still sent, and the apiserver authenticates the certificate first.)"""
+        view = json.loads(self.kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": view["clusters"],
+            "users": [{"name": "token", "user": {"token": token}}],
+            "contexts": [{"name": "token", "context": {"cluster": view["clusters"][0]["name"], "user": "token"}}],
+            "current-context": "token",
+        }
+        Path(path).write_text(json.dumps(config))  # JSON is valid kubeconfig YAML
+        return str(path)
+
+
+def _cluster_sh(command: str, cluster_dir: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "REASONOPS_CLUSTER_DIR": str(cluster_dir)}
+    return subprocess.run([str(CLUSTER_SH), command], env=env, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory):
+    existing = os.environ.get("KUBECONFIG_REASONOPS")
+    if existing:
+        yield Cluster(kubeconfig=existing)
+        return
+    # A path that does not exist yet; hack/cluster.sh creates (and `down` removes) it.
+    cluster_dir = tmp_path_factory.getbasetemp() / "cluster"
+    proc = _cluster_sh("up", cluster_dir)
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    if proc.returncode != 0 or not lines or not lines[-1].startswith("KUBECONFIG="):
+        _cluster_sh("down", cluster_dir)
+        pytest.fail(f"hack/cluster.sh up failed (exit {proc.returncode}):\n{proc.stderr}\n{proc.stdout}",
+                    pytrace=False)
+    try:
+        yield Cluster(kubeconfig=lines[-1].split("=", 1)[1])
+    finally:
+        down = _cluster_sh("down", cluster_dir)
+        if down.returncode != 0:
+            print(f"hack/cluster.sh down failed:\n{down.stderr}")
+
+
+@pytest.fixture
+def namespace(cluster: Cluster):
+    name = f"rt-{uuid.uuid4().hex[:10]}"
+    cluster.kubectl("create", "namespace", name)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
