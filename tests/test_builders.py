@@ -121,7 +121,13 @@ def test_secrets_are_referenced_never_copied():
     assert env == [{"name": "REASONOPS_API_KEY_OPENAI_TOKEN", "valueFrom": {"secretKeyRef": {"name": "openai", "key": "token"}}}]
 
 
-def test_pod_annotations_come_from_prefixed_resource_annotations():
-    body = _load("evalrun.yaml", "EvalRun")
-    body["metadata"]["annotations"] = {"pod.reasonops.io/sidecar.istio.io/inject": "false", "other": "x"}
-    assert b.pod_annotations(body, SETTINGS) == {"sidecar.istio.io/inject": "false"}
+def test_pod_annotations_and_labels_reach_the_pods_without_a_new_revision():
+    body = _load("reasoningdataset.yaml", "ReasoningDataset")
+    spec = dict(body["spec"])
+    body["spec"]["resources"]["podAnnotations"] = {"sidecar.istio.io/inject": "false"}
+    body["spec"]["resources"]["podLabels"] = {"team": "math"}
+    assert b.revision_of(spec) == b.revision_of(body["spec"])
+    ds = ReasoningDataset.model_validate(body)
+    job = b.build_dataset_children(body, ds, "r", SETTINGS, {}, suspend=False)[1]
+    meta = job["spec"]["template"]["metadata"]
+    assert meta["annotations"] == {"sidecar.istio.io/inject": "false"} and meta["labels"]["team"] == "math"

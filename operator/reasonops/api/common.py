@@ -161,6 +161,12 @@ class Resources(Model):
         default=None, description="Overrides the workload image configured in the operator."
     )
     priorityClassName: Optional[Name] = Field(default=None, description="PriorityClass of the pods.")
+    podAnnotations: Optional[dict[Annotated[str, Field(max_length=253)], Annotated[str, Field(max_length=4096)]]] = Field(
+        default=None, max_length=32, description="Annotations added to the workload pods (e.g. sidecar or scrape settings)."
+    )
+    podLabels: Optional[dict[Annotated[str, Field(max_length=253)], Annotated[str, Field(max_length=63)]]] = Field(
+        default=None, max_length=32, description="Labels added to the workload pods."
+    )
 
 
 class Condition(Model):

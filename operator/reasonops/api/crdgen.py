@@ -19,7 +19,7 @@ from .v1alpha1 import KINDS, Resource
 
 # Lists whose items are named sub-objects: merged by name (server-side apply, strategic merges).
 _NAMED_LISTS = {"sources", "stages", "perturbations", "teachers", "benchmarks", "components"}
-_DROP = {"title", "default", "additionalProperties", "examples"}
+_DROP = {"title", "default", "examples", "propertyNames"}
 
 
 def _resolve(node: Any, defs: dict[str, Any]) -> Any:
@@ -49,6 +49,9 @@ def _structural(node: dict[str, Any], name: str = "") -> dict[str, Any]:
         node["enum"] = [node.pop("const")]
     for key in _DROP:
         node.pop(key, None)
+    extra = node.pop("additionalProperties", None)
+    if isinstance(extra, dict):  # a map such as dict[str, str]
+        node["additionalProperties"] = _structural(extra, name)
     if "enum" in node and "type" not in node:
         node["type"] = "integer" if all(isinstance(v, int) for v in node["enum"]) else "string"
     if node.get("type") == "object" or "properties" in node:
@@ -57,7 +60,8 @@ def _structural(node: dict[str, Any], name: str = "") -> dict[str, Any]:
         node["properties"] = {k: _structural(v, k) for k, v in props.items()}
         if not node["properties"]:
             node.pop("properties")
-            node["x-kubernetes-preserve-unknown-fields"] = True
+            if "additionalProperties" not in node:
+                node["x-kubernetes-preserve-unknown-fields"] = True
     if node.get("type") == "array":
         node["items"] = _structural(node["items"], name)
         if name in _NAMED_LISTS and "name" in node["items"].get("properties", {}):

@@ -26,8 +26,6 @@ LABEL_COMPONENT = "reasonops.io/component"
 LABEL_JOB = "reasonops.io/job"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
-# Annotations of a resource with this prefix are copied, without it, onto its workload pods.
-POD_ANNOTATION_PREFIX = "pod.reasonops.io/"
 
 RESOURCE_FILE = "/etc/reasonops/resource.json"
 PVC_ROOT = "/mnt/pvc"
@@ -93,12 +91,12 @@ def _metadata(body: dict[str, Any], name: str, labels: dict[str, str], annotatio
     return meta
 
 
-def pod_annotations(body: dict[str, Any], settings: Settings) -> dict[str, str]:
-    annotations = dict(settings.pod_annotations)
-    for key, value in (body["metadata"].get("annotations") or {}).items():
-        if key.startswith(POD_ANNOTATION_PREFIX) and len(key) > len(POD_ANNOTATION_PREFIX):
-            annotations[key[len(POD_ANNOTATION_PREFIX):]] = value
-    return annotations
+def pod_annotations(resources: Optional[Resources], settings: Settings) -> dict[str, str]:
+    return {**settings.pod_annotations, **((resources.podAnnotations or {}) if resources else {})}
+
+
+def pod_labels(resources: Optional[Resources]) -> dict[str, str]:
+    return dict(resources.podLabels or {}) if resources else {}
 
 
 def queue_labels(body: dict[str, Any]) -> dict[str, str]:
@@ -278,6 +276,7 @@ def build_job(
     name: str,
     labels: dict[str, str],
     pod_spec: dict[str, Any],
+    resources: Optional[Resources],
     suspend: bool,
     backoff_limit: int,
     active_deadline: Optional[int],
@@ -290,7 +289,7 @@ def build_job(
         "suspend": suspend or bool(queue.get(QUEUE_LABEL)),
         "backoffLimit": backoff_limit,
         "template": {
-            "metadata": {"labels": job_labels, "annotations": pod_annotations(body, settings)},
+            "metadata": {"labels": {**pod_labels(resources), **job_labels}, "annotations": pod_annotations(resources, settings)},
             "spec": pod_spec,
         },
     }
@@ -354,7 +353,7 @@ def build_dataset_children(
         env_from_secrets=[ds.spec.output.credentialsSecretRef] if ds.spec.output.credentialsSecretRef else [],
     )
     job = build_job(
-        body, settings, name=name, labels=labels, pod_spec=pod, suspend=suspend,
+        body, settings, name=name, labels=labels, pod_spec=pod, resources=resources, suspend=suspend,
         backoff_limit=ds.spec.backoffLimit if ds.spec.backoffLimit is not None else 2,
         active_deadline=ds.spec.activeDeadlineSeconds,
     )
@@ -420,7 +419,7 @@ def build_finetune_children(
         subdomain=name,
     )
     job = build_job(
-        body, settings, name=name, labels=labels, pod_spec=pod, suspend=suspend,
+        body, settings, name=name, labels=labels, pod_spec=pod, resources=ft.spec.resources, suspend=suspend,
         backoff_limit=ft.spec.backoffLimit if ft.spec.backoffLimit is not None else 3,
         active_deadline=ft.spec.activeDeadlineSeconds, completions=nnodes,
     )
@@ -506,7 +505,10 @@ def build_eval_server(
             "replicas": serving.replicas if serving and serving.replicas is not None else 1,
             "selector": {"matchLabels": selector},
             "template": {
-                "metadata": {"labels": labels, "annotations": {**pod_annotations(body, settings), "reasonops.io/model-revision": model_revision}},
+                "metadata": {
+                    "labels": {**pod_labels(resources), **labels},
+                    "annotations": {**pod_annotations(resources, settings), "reasonops.io/model-revision": model_revision},
+                },
                 "spec": pod,
             },
         },
@@ -540,7 +542,7 @@ def build_eval_children(
         locations=[output, context.get("modelLocation", "")], configmap=name,
     )
     job = build_job(
-        body, settings, name=name, labels=labels, pod_spec=pod, suspend=suspend,
+        body, settings, name=name, labels=labels, pod_spec=pod, resources=ev.spec.resources, suspend=suspend,
         backoff_limit=ev.spec.backoffLimit if ev.spec.backoffLimit is not None else 2,
         active_deadline=ev.spec.activeDeadlineSeconds,
     )
