@@ -292,10 +292,22 @@ def load_benchmark(
         return items[:limit] if limit else items
     if rows is None:
         rows = _hub_rows(definition, revision, cache_dir, looked)
-    items = [definition.read_row(row, i) for i, row in enumerate(r for r in rows if definition.keep_row(r))]
+    items = _unique_ids([definition.read_row(row, i) for i, row in enumerate(r for r in rows if definition.keep_row(r))])
     if not items:
         raise WorkloadError("BenchmarkUnavailable", f"{name}: no problems found ({'; '.join(looked) or path})")
     return items[:limit] if limit else items
+
+
+def _unique_ids(items: list[BenchmarkItem]) -> list[BenchmarkItem]:
+    """Items with distinct ids: a repeated id gets its position appended (results are keyed by id)."""
+    seen: set[str] = set()
+    out = []
+    for index, item in enumerate(items):
+        if item.id in seen:
+            item = BenchmarkItem(f"{item.id}-{index}", item.question, item.answer, item.choices)
+        seen.add(item.id)
+        out.append(item)
+    return out
 
 
 def _hub_rows(definition: BenchmarkDef, revision: str | None, cache_dir: str | None, looked: list[str]) -> list[dict[str, Any]]:

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The test command. From nothing: a virtual environment with every extra, the control-plane tools
+# (built once from the Go module proxy and cached), then the whole suite; cluster tests start and stop
+# their own throwaway control plane (tests/conftest.py). Extra arguments go to pytest.
+#
+#   hack/test.sh                 # everything
+#   hack/test.sh -m "not cluster" # no control plane
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+if [[ ! -x .venv/bin/python ]]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e '.[dev]'
+
+hack/build-tools.sh >/dev/null
+
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+exec .venv/bin/python -m pytest "$@"
