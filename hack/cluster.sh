@@ -263,7 +263,7 @@ start_apiserver() {  # port etcd-port
 # credentials are not used, so the controllers run as the admin (system:masters).
 start_controller_manager() {  # port
   start kube-controller-manager "$BIN/kube-controller-manager" \
-    --kubeconfig="$KCFG" --authentication-kubeconfig="$KCFG" --authorization-kubeconfig="$KCFG" \
+    --kubeconfig="$KCFG" \
     --bind-address=127.0.0.1 --secure-port="$1" --leader-elect=false \
     --controllers='*,-cloud-node-lifecycle-controller,-node-route-controller,-service-lb-controller' \
     --root-ca-file="$PKI/ca.crt" --service-account-private-key-file="$PKI/sa.key" \
@@ -274,7 +274,7 @@ start_controller_manager() {  # port
 
 start_scheduler() {  # port
   start kube-scheduler "$BIN/kube-scheduler" \
-    --kubeconfig="$KCFG" --authentication-kubeconfig="$KCFG" --authorization-kubeconfig="$KCFG" \
+    --kubeconfig="$KCFG" \
     --bind-address=127.0.0.1 --secure-port="$1" --leader-elect=false --profiling=false
 }
 

@@ -87,6 +87,23 @@ def operator(crds, tmp_path_factory):
     op.stop()
 
 
+@pytest.fixture
+def volumes(operator, namespace):
+    """Claims `data` and `models`, bound to hostPath volumes (kwok never mounts them)."""
+    c = operator.cluster
+    for claim in ("data", "models"):
+        pv = {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"{namespace}-{claim}"},
+              "spec": {"capacity": {"storage": "1Ti"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
+                       "hostPath": {"path": f"/srv/{namespace}/{claim}"},
+                       "claimRef": {"namespace": namespace, "name": claim}}}
+        pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim, "namespace": namespace},
+               "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": f"{namespace}-{claim}",
+                        "resources": {"requests": {"storage": "1Ti"}}}}
+        c.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [pv, pvc]}))
+    yield namespace
+    c.kubectl("delete", "pv", f"{namespace}-data", f"{namespace}-models", "--wait=false", check=False)
+
+
 def wait_for(what: str, fn: Callable[[], Any], timeout: float = 60, op: Operator | None = None) -> Any:
     deadline = time.monotonic() + timeout
     last = None
@@ -95,7 +112,7 @@ def wait_for(what: str, fn: Callable[[], Any], timeout: float = 60, op: Operator
             last = fn()
             if last:
                 return last
-        except subprocess.CalledProcessError as exc:
+        except (subprocess.CalledProcessError, KeyError, IndexError) as exc:  # not there yet
             last = exc
         time.sleep(0.5)
     raise AssertionError(f"timed out waiting for {what}; last: {last}\n{op.log() if op else ''}")
@@ -161,8 +178,8 @@ def evalrun(name: str, ft_name: str, score: float = 0.6) -> dict:
     }
 
 
-def test_dataset_finetune_eval_chain_reconciles_end_to_end(operator, namespace):
-    c, ns = operator.cluster, namespace
+def test_dataset_finetune_eval_chain_reconciles_end_to_end(operator, volumes):
+    c, ns = operator.cluster, volumes
     apply(c, ns, evalrun("ev", "ft"), finetune("ft", "ds"), dataset("ds", result={"samples": 3, "contentHash": "abc", "stageCounts": [{"stage": "select", "kept": 3, "dropped": 0}]}))
 
     ft = wait_for("FineTuneJob waits for its dataset", lambda: get(c, "finetunejob", ns, "ft").get("status", {}).get("reason") in ("WaitingForDataset", "Pending", "Running", "Succeeded") and get(c, "finetunejob", ns, "ft"), op=operator)
@@ -205,8 +222,8 @@ def test_dataset_finetune_eval_chain_reconciles_end_to_end(operator, namespace):
     assert "0.6000" in table and "0.4200" in table
 
 
-def test_gitops_change_retrains_and_reevaluates_and_finished_revisions_stay_finished(operator, namespace):
-    c, ns = operator.cluster, namespace
+def test_gitops_change_retrains_and_reevaluates_and_finished_revisions_stay_finished(operator, volumes):
+    c, ns = operator.cluster, volumes
     apply(c, ns, dataset("ds"), finetune("ft", "ds"), evalrun("ev", "ft", score=0.4))
     ev = wait_for("first evaluation", lambda: cond(get(c, "evalrun", ns, "ev"), "Passed").get("status") == "False" and get(c, "evalrun", ns, "ev"), timeout=90, op=operator)
     assert cond(ev, "Passed")["reason"] == "GatesFailed"
@@ -234,8 +251,8 @@ def test_gitops_change_retrains_and_reevaluates_and_finished_revisions_stay_fini
     assert ds["metadata"]["generation"] == 2 and ft["metadata"]["generation"] == 1
 
 
-def test_manual_retrain_policy_keeps_the_trained_dataset_revision(operator, namespace):
-    c, ns = operator.cluster, namespace
+def test_manual_retrain_policy_keeps_the_trained_dataset_revision(operator, volumes):
+    c, ns = operator.cluster, volumes
     apply(c, ns, dataset("ds"), finetune("ft", "ds", retrainPolicy="Manual"))
     ft = wait_for("trained", lambda: cond(get(c, "finetunejob", ns, "ft"), "Ready").get("status") == "True" and get(c, "finetunejob", ns, "ft"), op=operator)
     changed = dataset("ds")
@@ -247,8 +264,8 @@ def test_manual_retrain_policy_keeps_the_trained_dataset_revision(operator, name
     assert len(items(c, "jobs", ns, "reasonops.io/name=ft")) == 1
 
 
-def test_suspend_and_resume(operator, namespace):
-    c, ns = operator.cluster, namespace
+def test_suspend_and_resume(operator, volumes):
+    c, ns = operator.cluster, volumes
     apply(c, ns, dataset("ds", delay="600s", suspend=True))
     job = wait_for("suspended job", lambda: (j := items(c, "jobs", ns, "reasonops.io/name=ds")) and j[0], op=operator)
     assert job["spec"]["suspend"] is True
@@ -262,8 +279,8 @@ def test_suspend_and_resume(operator, namespace):
     assert get(c, "reasoningdataset", ns, "ds")["metadata"]["generation"] == 3  # only the user's edits
 
 
-def test_kueue_label_creates_the_job_suspended_and_reports_queued(operator, namespace):
-    c, ns = operator.cluster, namespace
+def test_kueue_label_creates_the_job_suspended_and_reports_queued(operator, volumes):
+    c, ns = operator.cluster, volumes
     body = dataset("ds")
     body["metadata"]["labels"] = {"kueue.x-k8s.io/queue-name": "gpu"}
     apply(c, ns, body)
@@ -275,8 +292,8 @@ def test_kueue_label_creates_the_job_suspended_and_reports_queued(operator, name
     wait_for("admitted and done", lambda: get(c, "reasoningdataset", ns, "ds")["status"].get("phase") == "Succeeded", op=operator)
 
 
-def test_a_failed_pod_surfaces_its_reason(operator, namespace):
-    c, ns = operator.cluster, namespace
+def test_a_failed_pod_surfaces_its_reason(operator, volumes):
+    c, ns = operator.cluster, volumes
     error = json.dumps({"error": {"reason": "EmptyDataset", "message": "no problem survived the difficulty filter"}})
     apply(c, ns, dataset("ds", fail=error, backoffLimit=0))
     ds = wait_for("failed", lambda: (d := get(c, "reasoningdataset", ns, "ds"))["status"].get("phase") == "Failed" and d, op=operator)
@@ -291,8 +308,8 @@ def test_a_failed_pod_surfaces_its_reason(operator, namespace):
     assert "no problem survived" in cond(ft, "Ready")["message"]
 
 
-def test_missing_references_give_a_clear_condition(operator, namespace):
-    c, ns = operator.cluster, namespace
+def test_missing_references_give_a_clear_condition(operator, volumes):
+    c, ns = operator.cluster, volumes
     apply(c, ns, finetune("ft", "nope"), evalrun("ev", "missing-ft"))
     ft = wait_for("not found", lambda: (f := get(c, "finetunejob", ns, "ft"))["status"].get("reason") == "DatasetNotFound" and f, op=operator)
     assert "'nope' does not exist" in cond(ft, "Ready")["message"]
@@ -303,8 +320,8 @@ def test_missing_references_give_a_clear_condition(operator, namespace):
     wait_for("trains once the dataset exists", lambda: cond(get(c, "finetunejob", ns, "ft"), "Ready").get("status") == "True", op=operator)
 
 
-def test_cascade_deletion(operator, namespace):
-    c, ns = operator.cluster, namespace
+def test_cascade_deletion(operator, volumes):
+    c, ns = operator.cluster, volumes
     apply(c, ns, dataset("ds", delay="600s"))
     wait_for("job", lambda: items(c, "jobs", ns, "reasonops.io/name=ds"), op=operator)
     assert items(c, "configmaps", ns, "reasonops.io/name=ds")
@@ -312,8 +329,8 @@ def test_cascade_deletion(operator, namespace):
     wait_for("children collected", lambda: not items(c, "jobs", ns, "reasonops.io/name=ds") and not items(c, "configmaps", ns, "reasonops.io/name=ds"), op=operator)
 
 
-def test_restarting_the_operator_mid_flight_creates_no_duplicates(operator, namespace):
-    c, ns = operator.cluster, namespace
+def test_restarting_the_operator_mid_flight_creates_no_duplicates(operator, volumes):
+    c, ns = operator.cluster, volumes
     apply(c, ns, *[dataset(f"ds{i}", delay="600s") for i in range(6)])
     time.sleep(0.5)
     operator.kill()  # mid-reconcile
@@ -327,10 +344,10 @@ def test_restarting_the_operator_mid_flight_creates_no_duplicates(operator, name
     wait_for("statuses", lambda: all(get(c, "reasoningdataset", ns, f"ds{i}").get("status", {}).get("phase") == "Running" for i in range(6)), op=operator)
 
 
-def test_workload_progress_reaches_status(operator, namespace, tmp_path):
+def test_workload_progress_reaches_status(operator, volumes):
     from reasonops.progress import Reporter
 
-    c, ns = operator.cluster, namespace
+    c, ns = operator.cluster, volumes
     apply(c, ns, dataset("ds"), finetune("ft", "ds", resources={"podAnnotations": {"pod-complete.stage.kwok.x-k8s.io/delay": "600s"}}))
     ft = wait_for("training", lambda: (f := get(c, "finetunejob", ns, "ft"))["status"].get("phase") == "Running" and f, op=operator)
     os.environ["REASONOPS_STATUS_KUBECONFIG"] = c.kubeconfig
@@ -347,17 +364,17 @@ def test_workload_progress_reaches_status(operator, namespace, tmp_path):
     assert ft["status"]["progress"]["step"] == 5 and ft["status"]["latestCheckpoint"].endswith("step-5")
 
 
-def test_metrics_endpoint(operator, namespace):
-    apply(operator.cluster, namespace, dataset("ds"))
-    wait_for("reconciled", lambda: get(operator.cluster, "reasoningdataset", namespace, "ds").get("status"), op=operator)
+def test_metrics_endpoint(operator, volumes):
+    apply(operator.cluster, volumes, dataset("ds"))
+    wait_for("reconciled", lambda: get(operator.cluster, "reasoningdataset", volumes, "ds").get("status"), op=operator)
     text = urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5).read().decode()
     assert 'reasonops_reconciles_total{kind="ReasoningDataset"}' in text
     assert "reasonops_reconcile_duration_seconds_bucket" in text
 
 
-def test_examples_reconcile(operator, namespace):
+def test_examples_reconcile(operator, volumes):
     """The shipped examples are accepted by the API server and get their children."""
-    c, ns = operator.cluster, namespace
+    c, ns = operator.cluster, volumes
     for path in sorted((ROOT / "examples").glob("*.yaml")):
         c.kubectl("apply", "-n", ns, "-f", str(path))
     wait_for("dataset job", lambda: items(c, "jobs", ns, "reasonops.io/name=limo-math"), op=operator)

@@ -55,7 +55,7 @@ class GradeResult:
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
 _FINAL_ANSWER = re.compile(r"(?:final answer|the answer)\s*(?:is|:)\s*:?\s*(.+)", re.IGNORECASE)
 _ANSWER_LINE = re.compile(r"^[\s>*#_]*answer\s*[*_]*\s*:[*_]*\s*(.+)$", re.IGNORECASE | re.MULTILINE)
-_CHOICE_LETTER = re.compile(r"^\(?([A-J])\)?(?:$|[\s.:)])")
+_CHOICE_LETTER = re.compile(r"^\(?([A-J])\)?(?:$|[\s.:)])", re.IGNORECASE)
 _CHOICE_PHRASE = re.compile(r"answer\s*(?:is|:)\s*:?\s*[*_]*\s*\(?([A-J])\b", re.IGNORECASE)
 
 

@@ -41,15 +41,12 @@ def _default_patcher(kind: str, name: str, namespace: str) -> Optional[Callable[
         "REASONOPS_STATUS_KUBECONFIG"
     ):
         return None
-    from .controller import kube  # imported lazily: workloads on a laptop never need the client
+    from .controller.kube import Kube  # imported lazily: workloads on a laptop never need the client
 
-    api = kube.custom_objects(kubeconfig=os.environ.get("REASONOPS_STATUS_KUBECONFIG"))
-    plural = PLURALS[kind]
+    client = Kube(os.environ.get("REASONOPS_STATUS_KUBECONFIG"), pool_size=2)
 
-    def patch(body: dict) -> None:
-        api.patch_namespaced_custom_object_status(
-            "reasonops.io", "v1alpha1", namespace, plural, name, {"status": body}
-        )
+    def patch(status: dict) -> None:
+        client.patch_status(kind, namespace, name, status)
 
     return patch
 

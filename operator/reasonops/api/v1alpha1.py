@@ -272,7 +272,7 @@ class StageCount(Model):
 class WorkloadProgress(Model):
     """Progress reported by the running pod (throttled; at most one update per 10 s)."""
 
-    model_config = ConfigDict(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+    model_config = ConfigDict(extra="allow", json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
 
     revision: Optional[Annotated[str, Field(max_length=64)]] = Field(default=None, description="Revision being worked on.")
     stage: Optional[Annotated[str, Field(max_length=63)]] = Field(default=None, description="Current stage.")

@@ -138,6 +138,9 @@ def _pod_state(body: Any) -> PodState:
         if state.get("waiting"):
             waiting = state["waiting"].get("reason")
             message = message or state["waiting"].get("message")
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and not waiting:
+            waiting, message = cond.get("reason") or "Unschedulable", cond.get("message")
     labels = body["metadata"].get("labels") or {}
     return PodState(
         name=body["metadata"]["name"], job=labels.get(b.LABEL_JOB, ""), phase=status.get("phase", "Pending"),
@@ -268,6 +271,11 @@ def _observed(indexes: dict[str, Any], kind: str, namespace: str, name: str) -> 
     return _all(indexes["job_index"], key), _all(indexes["pod_index"], key)
 
 
+def _parse(model: Any, body: dict[str, Any]) -> Any:
+    """Validate what the user wrote; status is the operator's and its pods', never rejected."""
+    return model.model_validate({**body, "status": None})
+
+
 def _invalid(body: dict[str, Any], error: ValidationError) -> dict[str, Any]:
     problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()[:5])
     gen, now = body["metadata"].get("generation"), now_iso()
@@ -314,7 +322,7 @@ def _children(plan_status: dict[str, Any], names: list[tuple[str, str]]) -> None
 async def reconcile_dataset(body: dict[str, Any], indexes: dict[str, Any]) -> None:
     meta = body["metadata"]
     try:
-        ds = ReasoningDataset.model_validate(body)
+        ds = _parse(ReasoningDataset, body)
     except ValidationError as exc:
         await _apply(body, "ReasoningDataset", Plan(), _invalid(body, exc))
         return
@@ -384,7 +392,7 @@ def _dataset_input(ft: FineTuneJob, body: dict[str, Any], indexes: dict[str, Any
 async def reconcile_finetune(body: dict[str, Any], indexes: dict[str, Any]) -> None:
     meta = body["metadata"]
     try:
-        ft = FineTuneJob.model_validate(body)
+        ft = _parse(FineTuneJob, body)
     except ValidationError as exc:
         await _apply(body, "FineTuneJob", Plan(), _invalid(body, exc))
         return
@@ -461,7 +469,7 @@ async def reconcile_eval(body: dict[str, Any], indexes: dict[str, Any]) -> None:
     meta = body["metadata"]
     ns, name = meta["namespace"], meta["name"]
     try:
-        ev = EvalRun.model_validate(body)
+        ev = _parse(EvalRun, body)
     except ValidationError as exc:
         await _apply(body, "EvalRun", Plan(), _invalid(body, exc))
         return

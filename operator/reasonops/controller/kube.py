@@ -41,10 +41,6 @@ def load_configuration(kubeconfig: Optional[str] = None, pool_size: int = 32) ->
     return config
 
 
-def custom_objects(kubeconfig: Optional[str] = None) -> kubernetes.client.CustomObjectsApi:
-    return kubernetes.client.CustomObjectsApi(kubernetes.client.ApiClient(load_configuration(kubeconfig, 2)))
-
-
 def _path(api_version: str, kind: str, namespace: str, name: str = "", subresource: str = "") -> str:
     prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
     path = f"{prefix}/namespaces/{namespace}/{_PLURALS[kind]}"
@@ -65,13 +61,14 @@ class Kube:
         self, method: str, path: str, body: Any = None, query: Optional[list[tuple[str, Any]]] = None,
         content_type: str = "application/json",
     ) -> dict[str, Any]:
-        response = self.api.call_api(
-            path, method, query_params=query or [], body=body,
-            header_params={"Accept": "application/json", "Content-Type": content_type},
-            auth_settings=["BearerToken"], _preload_content=False, _return_http_data_only=True,
-            _request_timeout=30,
+        method, url, headers, body, post = self.api.param_serialize(
+            method=method, resource_path=path, query_params=query or [], body=body,
+            header_params={"Accept": "application/json", "Content-Type": content_type}, auth_settings=["BearerToken"],
         )
-        data = response.data
+        response = self.api.call_api(method, url, header_params=headers, body=body, post_params=post, _request_timeout=30)
+        data = response.read()
+        if not 200 <= response.status < 300:
+            raise ApiException(http_resp=response, body=data.decode(errors="replace") if data else None)
         return json.loads(data) if data else {}
 
     def create(self, obj: dict[str, Any]) -> bool:

@@ -21,6 +21,8 @@ from typing import Any, Callable, Optional
 from ..api import common as c
 
 TERMINAL = ("Succeeded", "Failed")
+# Pod states that will not resolve by waiting: shown as the reason while the revision is pending.
+STUCK = ("ImagePullBackOff", "ErrImagePull", "CrashLoopBackOff", "CreateContainerConfigError", "Unschedulable")
 MAX_HISTORY = 20
 
 
@@ -119,7 +121,7 @@ def job_phase(job: JobState, pods: list[PodState], user_suspended: bool) -> tupl
             return "Pending", c.REASON_QUEUED, f"Job {job.name} waits for admission by Kueue"
         return "Suspended", c.REASON_SUSPENDED, f"Job {job.name} is suspended"
     mine = [p for p in pods if p.job == job.name]
-    stuck = next((p for p in mine if p.waiting_reason in ("ImagePullBackOff", "ErrImagePull", "CrashLoopBackOff", "CreateContainerConfigError")), None)
+    stuck = next((p for p in mine if p.waiting_reason in STUCK), None)
     if stuck:
         return "Pending", stuck.waiting_reason or c.REASON_PENDING, f"pod {stuck.name}: {stuck.waiting_reason} {stuck.message or ''}".strip()
     if any(p.phase == "Running" for p in mine):

@@ -1,12 +1,14 @@
 """Drop problems that overlap evaluation benchmarks (word n-gram overlap of the question text).
 
-A problem is contaminated by a benchmark item when at least `threshold` of the problem's distinct word
-n-grams (default n = 13) also occur in the item. Texts are compared as lower-cased word sequences after
+A problem is contaminated by a benchmark item when they share at least `threshold` (default 0.5) of the
+problem's distinct word n-grams (default n = 13), or of the item's: the second direction catches a
+benchmark question copied whole into a longer problem (e.g. behind an instruction sentence). Texts are compared as lower-cased word sequences after
 the same normalisation as the pool, so case, spacing, punctuation and LaTeX markup do not hide a copy.
 Texts shorter than n words are compared whole:
 
-- an item shorter than n words contaminates a problem that contains its full word sequence, when that
-  sequence makes up at least `threshold` of the problem's words;
+- an item shorter than n words ("Simplify $\\sqrt{242}$.") contaminates a problem that contains its full
+  word sequence and adds fewer than n words of its own (an instruction sentence, say), since such a
+  problem shares no n-gram with anything but the item;
 - a problem shorter than n words is contaminated when its full word sequence occurs in an item.
 
 Every drop names the benchmark item it matched (`benchmark:item-id`) and the share of shared n-grams.
@@ -27,7 +29,7 @@ from ..api.common import decimal
 from ..api.v1alpha1 import DecontaminateStage
 from ..benchmarks import FILE_SUFFIXES, BenchmarkItem, load_benchmark
 from .records import Problem, StageReport
-from .text import Corpus, normalize
+from .text import Corpus, member, normalize, run_starts
 
 log = logging.getLogger("reasonops.curate")
 
@@ -72,7 +74,8 @@ class BenchmarkIndex:
         self.gram_items: dict[int, set[int]] = defaultdict(set)
         for gram, owner in zip(grams.tolist(), owners.tolist()):
             self.gram_items[gram].add(owner)
-        self.gram_keys = np.fromiter(self.gram_items, dtype=np.uint64, count=len(self.gram_items))
+        self.gram_keys = np.sort(np.fromiter(self.gram_items, dtype=np.uint64, count=len(self.gram_items)))
+        self.item_grams = Counter(item for owners in self.gram_items.values() for item in owners)
         # items shorter than n words, by length: hash of the whole word sequence -> items
         self.short_items: dict[int, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
         for i, length in enumerate(self.corpus.lengths.tolist()):
@@ -83,7 +86,7 @@ class BenchmarkIndex:
         """Index of each contaminated question -> its best-matching benchmark item."""
         corpus = Corpus.build(questions)
         found: dict[int, Match] = {}
-        for matches in (self._long(corpus, threshold), self._short_items(corpus, threshold), self._short_problems(corpus)):
+        for matches in (self._long(corpus, threshold), self._short_items(corpus), self._short_problems(corpus)):
             for i, match in matches.items():
                 if i not in found or match.share > found[i].share:
                     found[i] = match
@@ -94,31 +97,30 @@ class BenchmarkIndex:
         return Match(benchmark, entry.id, share)
 
     def _long(self, corpus: Corpus, threshold: float) -> dict[int, Match]:
-        """Problems of at least n words against items of at least n words: share of shared n-grams."""
+        """Problems of at least n words against items of at least n words: the larger share of shared n-grams."""
         grams, docs = corpus.ngrams(self.n, whole_if_shorter=False)
-        hit_docs = np.unique(docs[np.isin(grams, self.gram_keys)])
+        hit_docs = run_starts(docs[member(grams, self.gram_keys)])[0]
         bounds = np.searchsorted(docs, np.stack([hit_docs, hit_docs + 1]))
         found = {}
         for doc, start, end in zip(hit_docs.tolist(), bounds[0].tolist(), bounds[1].tolist()):
             own = set(grams[start:end].tolist())
             shared = Counter(item for gram in own for item in self.gram_items.get(gram, ()))
-            item, count = max(shared.items(), key=lambda kv: (kv[1], -kv[0]))
-            if count / len(own) >= threshold:
-                found[doc] = self._match(item, count / len(own))
+            share, item = max((max(n / len(own), n / self.item_grams[item]), -item) for item, n in shared.items())
+            if share >= threshold:
+                found[doc] = self._match(-item, share)
         return found
 
-    def _short_items(self, corpus: Corpus, threshold: float) -> dict[int, Match]:
-        """Items shorter than n words found whole inside a problem they make up `threshold` of."""
-        found = {}
+    def _short_items(self, corpus: Corpus) -> dict[int, Match]:
+        """Items shorter than n words found whole inside a problem that adds fewer than n words to them."""
+        found: dict[int, Match] = {}
         lengths = corpus.lengths
-        for length, by_hash in self.short_items.items():
-            grams, docs = corpus.ngrams(length, whole_if_shorter=False)
-            keys = np.fromiter(by_hash, dtype=np.uint64, count=len(by_hash))
-            hits = np.isin(grams, keys)
+        for length, grams, docs in corpus.ngram_passes(sorted(self.short_items)):
+            by_hash = self.short_items[length]
+            hits = np.isin(grams, np.fromiter(by_hash, dtype=np.uint64, count=len(by_hash)))
             for gram, doc in zip(grams[hits].tolist(), docs[hits].tolist()):
-                share = length / lengths[doc]
-                if share >= threshold and (doc not in found or share > found[doc].share):
-                    found[doc] = self._match(by_hash[gram][0], float(share))
+                share = float(length / lengths[doc])
+                if lengths[doc] - length < self.n and (doc not in found or share > found[doc].share):
+                    found[doc] = self._match(by_hash[gram][0], share)
         return found
 
     def _short_problems(self, corpus: Corpus) -> dict[int, Match]:

@@ -149,8 +149,8 @@ def _open_files(source: DataSource, location: str) -> tuple[SourceInfo, Iterator
             except Exception as exc:
                 raise WorkloadError("SourceUnavailable", f"source {source.name}: cannot read {path}: {exc}") from exc
             digest.update(path.encode() + b"\0" + data)
+            info.revision = "sha256:" + digest.hexdigest()[:16]  # content hash of the files read so far
             yield from _parse(data, fmt or "jsonl")
-        info.revision = "sha256:" + digest.hexdigest()[:16]  # content hash of the files read
 
     return info, rows()
 

@@ -27,9 +27,19 @@ from dataclasses import dataclass
 from ..api.common import decimal
 from ..api.v1alpha1 import Perturbation
 from ..grading import last_boxed
-from .scoring import DEFAULT_COMPONENTS, keyword_pattern
+from .scoring import DEFAULT_COMPONENTS
 
 DEFAULT_FRACTION = 0.67
+
+
+def keyword_pattern(keywords: list[str] | tuple[str, ...]) -> re.Pattern[str]:
+    """One regex matching any keyword as whole words; longer phrases first so they win over their parts."""
+    ordered = sorted({k.lower() for k in keywords}, key=len, reverse=True)
+    alternatives = "|".join(r"\s+".join(re.escape(part) for part in k.split()) for k in ordered)
+    return re.compile(rf"(?<![\w'-])(?:{alternatives})(?![\w'-])", re.IGNORECASE)
+
+
+
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\\$])")
 _KEYWORDS = keyword_pattern([k for c in DEFAULT_COMPONENTS for k in c.keywords])
 _BOX_START = re.compile(r"\\(?:boxed|fbox)\b")

@@ -11,7 +11,8 @@ exploration    0.25    exploratory keywords per word
 granularity    0.25    connective keywords ("adaptive granularity") per word
 =============  ======  ==========================================================================
 
-Default keywords (case-insensitive, whole words; a space also matches a line break):
+Default keywords (case-insensitive whole words; every occurrence of every keyword counts, so "let me
+check" adds both that phrase and "check"):
 
 - verification: check, checking, verify, verifying, verified, verification, double-check, recheck,
   confirm, confirms, wait, let me check, sanity check, plug back, substitute back, indeed
@@ -32,6 +33,7 @@ names; the others keep their defaults. A weight of "0" switches a component off.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,11 +77,12 @@ def resolve_components(stage: ScoreStage | None) -> list[Component]:
     return resolved
 
 
-def keyword_pattern(keywords: list[str] | tuple[str, ...]) -> re.Pattern[str]:
-    """One regex matching any keyword as whole words; longer phrases first so they win over their parts."""
-    ordered = sorted({k.lower() for k in keywords}, key=len, reverse=True)
-    alternatives = "|".join(r"\s+".join(re.escape(part) for part in k.split()) for k in ordered)
-    return re.compile(rf"(?<![\w'-])(?:{alternatives})(?![\w'-])", re.IGNORECASE)
+_TOKEN = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*")
+
+
+def _tokens(text: str) -> list[str]:
+    """Lower-cased words, keeping "double-check" and "let's" whole, as keywords are written."""
+    return _TOKEN.findall(text.lower())
 
 
 class ChainScorer:
@@ -87,20 +90,26 @@ class ChainScorer:
 
     def __init__(self, components: list[Component]) -> None:
         self.components = components
-        self._keyword_owner: dict[str, list[int]] = {}
+        # keyword phrases as token tuples, indexed by their first token: one dict lookup per word
+        self._phrases: dict[str, list[tuple[tuple[str, ...], int]]] = {}
         for index, component in enumerate(components):
             for keyword in component.keywords:
-                self._keyword_owner.setdefault(" ".join(keyword.lower().split()), []).append(index)
-        self._pattern = keyword_pattern(list(self._keyword_owner)) if self._keyword_owner else None
+                phrase = tuple(_tokens(keyword))
+                if phrase:
+                    self._phrases.setdefault(phrase[0], []).append((phrase, index))
 
     def raw(self, text: str) -> list[float]:
         """Words for elaboration, keyword hits per word for the other components."""
-        length = max(len(text.split()), 1)
+        tokens = _tokens(text)
         counts = [0] * len(self.components)
-        if self._pattern is not None:
-            for match in self._pattern.finditer(text):
-                for index in self._keyword_owner[" ".join(match.group(0).lower().split())]:
-                    counts[index] += 1
+        frequency = Counter(tokens)  # counted in C; phrases are matched only where their first word occurs
+        for first in frequency.keys() & self._phrases.keys():
+            for phrase, index in self._phrases[first]:
+                if len(phrase) == 1:
+                    counts[index] += frequency[first]
+                else:
+                    counts[index] += sum(1 for i, t in enumerate(tokens) if t == first and tuple(tokens[i : i + len(phrase)]) == phrase)
+        length = max(len(tokens), 1)
         return [float(length) if c.name == "elaboration" else counts[i] / length for i, c in enumerate(self.components)]
 
     def scores(self, texts: list[str]) -> np.ndarray:

@@ -147,7 +147,8 @@ def _tokenize_by_prefixes(tokenizer: Any, messages: list[dict[str, str]]) -> Sam
                 "the chat template does not render conversations prefix-stably, so assistant tokens cannot be "
                 "located; set spec.chatTemplate to a template with {% generation %} markers",
             )
-        spans.append((start, end))
+        # Whitespace after the turn's end token is the template's separator, not something to learn.
+        spans.append((start, start + len(text[start:end].rstrip())))
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids = list(enc["input_ids"])
     labels = [

@@ -155,25 +155,24 @@ class DistInfo:
     local_rank: int
     world_size: int
     backend: str
-    created_env: tuple[str, ...] = ()  # variables set for a plain single process, removed by shutdown
 
 
 def init_distributed(timeout_s: Optional[float] = None) -> DistInfo:
     """Join (or, for a plain single process, create) the process group and prove it with an all_reduce.
 
     Runs before the model is loaded so that a broken rendezvous fails in seconds with who/where, not after
-    a 30-minute NCCL timeout. Outside torchrun a one-process group on a free local port is created.
+    a 30-minute NCCL timeout. Outside torchrun a one-process group on a free local port is created and kept
+    (with the RANK/WORLD_SIZE/LOCAL_RANK variables DeepSpeed reads) for later runs in the same process:
+    DeepSpeed caches its groups, so a destroyed and re-created group would break the next run.
     """
     import torch
     import torch.distributed as dist
 
     timeout_s = timeout_s or rendezvous_timeout()
-    created: dict[str, str] = {}
     if not dist.is_initialized():
         if "WORLD_SIZE" not in os.environ:
-            created = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
-                       "MASTER_PORT": str(_free_port())}
-            os.environ.update(created)
+            os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+                              MASTER_PORT=str(_free_port()))
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         local_rank = int(os.environ.get("LOCAL_RANK", 0))
         if backend == "nccl":
@@ -182,21 +181,9 @@ def init_distributed(timeout_s: Optional[float] = None) -> DistInfo:
             dist.init_process_group(backend, timeout=_dt.timedelta(seconds=max(timeout_s, 1800)))
         except Exception as exc:
             raise WorkloadError("RendezvousFailed", _where(f"could not join the process group: {exc}")) from exc
-    info = DistInfo(dist.get_rank(), int(os.environ.get("LOCAL_RANK", 0)), dist.get_world_size(),
-                    dist.get_backend(), tuple(created))
+    info = DistInfo(dist.get_rank(), int(os.environ.get("LOCAL_RANK", 0)), dist.get_world_size(), dist.get_backend())
     _check_all_reduce(info, timeout_s)
     return info
-
-
-def shutdown_distributed(info: DistInfo) -> None:
-    """Undo what init_distributed created for a plain process (torchrun workers exit anyway)."""
-    import torch.distributed as dist
-
-    if info.created_env:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-        for key in info.created_env:
-            os.environ.pop(key, None)
 
 
 def _check_all_reduce(info: DistInfo, timeout_s: float) -> None:

@@ -16,6 +16,8 @@ from .config import TrainConfig
 
 log = logging.getLogger("reasonops.train")
 
+IGNORED_HUB_FILES = ["*.pth", "*.pt", "original/*", "*.gguf", "*.onnx", "*.msgpack", "*.h5"]
+
 
 # --------------------------------------------------------------------------------------- locating
 
@@ -43,7 +45,8 @@ def resolve_model_dir(name: str, revision: Optional[str], scratch: Path) -> Path
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(name, revision=revision))
+        # Only what transformers loads: skip duplicate weight formats some repos also ship.
+        return Path(snapshot_download(name, revision=revision, ignore_patterns=IGNORED_HUB_FILES))
     except Exception as exc:  # not cached offline, unknown repo, gated, network
         offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false")
         hint = " (HF_HUB_OFFLINE is set: only the local cache is searched)" if offline else ""
@@ -97,7 +100,10 @@ def choose_attention(requested: str, device: torch.device, dtype: torch.dtype) -
 def load_tokenizer(model_dir: Path, chat_template: Optional[str]) -> Any:
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    except (OSError, ValueError) as exc:
+        raise WorkloadError("ModelNotFound", f"cannot load the tokenizer of {model_dir}: {exc}") from exc
     if chat_template:
         tokenizer.chat_template = chat_template
     if not tokenizer.chat_template:
@@ -127,10 +133,19 @@ def load_model(model_dir: Path, config: TrainConfig, *, dtype: torch.dtype, atte
         raise WorkloadError("ModelNotFound", f"cannot load the base model from {model_dir}: {exc}") from exc
     model.config.use_cache = False  # a cache breaks packed-sample isolation and wastes memory in training
     if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(model)
     if config.method == "lora":
         model = _add_lora(model, config)
     return model
+
+
+def enable_activation_checkpointing(model: Any) -> None:
+    # Non-reentrant checkpointing works with frozen inputs (LoRA) and ZeRO-3 without extra hooks.
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x name
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def _add_lora(model: Any, config: TrainConfig) -> Any:

@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
 
@@ -30,7 +30,7 @@ from .data import (
     steps_per_epoch,
     target_tokens,
 )
-from .launch import DistInfo, init_distributed, shutdown_distributed
+from .launch import DistInfo, init_distributed
 from .metrics import PrometheusMetrics, Throughput, device_peak_flops, train_flops
 from .modeling import (
     choose_attention,
@@ -66,7 +66,6 @@ def main(config: TrainConfig, reporter: Optional[Reporter] = None) -> dict[str, 
         from transformers.integrations import unset_hf_deepspeed_config
 
         unset_hf_deepspeed_config()
-        shutdown_distributed(info)
 
 
 def _train(config: TrainConfig, reporter: Reporter, info: DistInfo) -> dict[str, Any]:
@@ -74,6 +73,7 @@ def _train(config: TrainConfig, reporter: Reporter, info: DistInfo) -> dict[str,
     from transformers import get_scheduler, set_seed
 
     started = time.monotonic()
+    deepspeed.init_distributed(dist_backend=info.backend)  # adopts our group; its config code needs it
     is_main = info.rank == 0
     gas = config.gradient_accumulation(info.world_size)  # before anything slow: a wrong batch fails at once
     device = torch.device("cuda", info.local_rank) if info.backend == "nccl" else torch.device("cpu")
@@ -148,13 +148,14 @@ def _train(config: TrainConfig, reporter: Reporter, info: DistInfo) -> dict[str,
         micro = rank_micro_batches(order, in_epoch, config.global_batch_size, info.rank, info.world_size,
                                    config.micro_batch_size)
         lr = engine.get_lr()[0]
-        loss, real_tokens, flops = _step(engine, [[samples[i] for i in m] for m in micro], config, tokenizer,
-                                         device, gas, info.world_size, flops_of)
+        done = train_step(engine, [[samples[i] for i in m] for m in micro], packing=config.packing,
+                          pad_id=tokenizer.pad_token_id, device=device, gas=gas, world=info.world_size,
+                          flops_of=flops_of)
         state.step, state.epoch = state.step + 1, epoch
-        state.tokens += real_tokens
-        state.last_loss = loss
+        state.tokens += done.tokens
+        state.last_loss = done.loss
         state.seconds = time.monotonic() - loop_started
-        meter.add(real_tokens, flops)
+        meter.add(done.tokens, done.flops)
         latest = _maybe_checkpoint(engine, root, state, config, per_epoch, info.rank) or latest
         if is_main:
             _report(reporter, prom, meter, state, total_steps, per_epoch, lr, latest, work)
@@ -172,26 +173,38 @@ def _train(config: TrainConfig, reporter: Reporter, info: DistInfo) -> dict[str,
     return result
 
 
-def _step(
+@dataclass(frozen=True)
+class StepResult:
+    loss: float  # mean cross-entropy over every target token of the global batch
+    tokens: int  # real tokens, all ranks
+    processed: int  # tokens including padding, all ranks
+    flops: float  # useful model FLOPs (real tokens), all ranks
+
+
+def train_step(
     engine: Any,
     micro_batches: list[list[Sample]],
-    config: TrainConfig,
-    tokenizer: Any,
+    *,
+    packing: bool,
+    pad_id: int,
     device: torch.device,
     gas: int,
     world: int,
     flops_of: Callable[[list[int]], float],
-) -> tuple[float, int, float]:
-    """One optimizer step. The loss is the mean over every target token of the global batch, whatever the
-    split into ranks and micro batches: each micro batch's summed cross-entropy is divided by the global
-    target count (DeepSpeed then divides by the accumulation steps and averages over ranks, which the
-    num_items_in_batch scaling undoes)."""
-    batches = [collate(m, packing=config.packing, pad_id=tokenizer.pad_token_id) for m in micro_batches]
+) -> StepResult:
+    """One optimizer step over this rank's micro batches (every rank calls it with its share).
+
+    The loss is the mean over every target token of the global batch, whatever the split into ranks and
+    micro batches: each micro batch's summed cross-entropy is divided by the global target count scaled by
+    world x gas, which DeepSpeed's division by the accumulation steps and averaging over ranks then undo.
+    """
+    batches = [collate(m, packing=packing, pad_id=pad_id) for m in micro_batches]
     lengths = [len(s.input_ids) for m in micro_batches for s in m]
-    totals = torch.tensor([sum(target_tokens(b) for b in batches), sum(lengths), flops_of(lengths)],
-                          dtype=torch.float64, device=device)
+    totals = torch.tensor(
+        [sum(target_tokens(b) for b in batches), sum(lengths), sum(b["input_ids"].numel() for b in batches),
+         flops_of(lengths)], dtype=torch.float64, device=device)
     _all_reduce(totals)
-    targets, real_tokens, flops = totals.tolist()
+    targets, real, processed, flops = totals.tolist()
     per_micro = targets / (world * gas)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     for batch in batches:
@@ -200,7 +213,7 @@ def _step(
         engine.step()
         loss_sum += out.loss.detach().double() * per_micro
     _all_reduce(loss_sum)
-    return float(loss_sum) / targets, int(real_tokens), flops
+    return StepResult(float(loss_sum) / targets, int(real), int(processed), flops)
 
 
 def _maybe_checkpoint(

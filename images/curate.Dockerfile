@@ -1,0 +1,42 @@
+# syntax=docker/dockerfile:1.7
+# ReasoningDataset workloads: dedupe, decontamination, difficulty filters and teacher chains with
+# vLLM offline inference, grading. Build from the repository root:
+#   docker buildx build -f images/curate.Dockerfile -t ghcr.io/reasonops/curate:0.1.0 .
+ARG CUDA_VERSION=13.0.1
+ARG UBUNTU_VERSION=24.04
+
+FROM python:3.12-slim-bookworm AS wheel
+WORKDIR /src
+COPY . .
+RUN --mount=type=cache,target=/root/.cache/pip \
+    pip wheel --no-deps --wheel-dir /dist .
+
+# The runtime flavour is enough: torch's and vLLM's wheels bring their own CUDA libraries; the base
+# provides the driver compatibility layer and the CUDA runtime environment the NVIDIA device plugin expects.
+FROM nvidia/cuda:${CUDA_VERSION}-runtime-ubuntu${UBUNTU_VERSION}
+# vLLM pins its torch; bump VLLM_VERSION alone and torch follows. The flash-attn wheel must then
+# match that torch (see images/README.md); it is needed by the `gpu` extra.
+ARG VLLM_VERSION=0.33.0
+ARG FLASH_ATTN_WHEEL_URL=https://github.com/Dao-AILab/flash-attention/releases/download/v2.8.3.post2/flash_attn-2.8.3.post2+cu13torch2.14cxx11abiTRUE-cp312-cp312-linux_x86_64.whl
+ENV DEBIAN_FRONTEND=noninteractive
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+# A virtual environment: Ubuntu's Python refuses system-wide pip installs (PEP 668).
+RUN python3 -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+RUN --mount=type=cache,target=/root/.cache/pip \
+    pip install "vllm==${VLLM_VERSION}" "${FLASH_ATTN_WHEEL_URL}"
+# Installed against the frozen engine: the extras may add packages but never move vLLM or torch.
+RUN --mount=type=bind,from=wheel,source=/dist,target=/dist \
+    --mount=type=cache,target=/root/.cache/pip \
+    pip freeze | grep -iE '^(vllm|torch|flash[-_]attn|transformers)==' > /opt/venv/constraints.txt \
+ && pip install --constraint /opt/venv/constraints.txt "$(ls /dist/reasonops-*.whl)[curate,gpu]"
+# Some Ubuntu bases already have uid 1000 ("ubuntu"); reuse it rather than fail.
+RUN (getent group 1000 || groupadd --gid 1000 reasonops) \
+ && (getent passwd 1000 || useradd --uid 1000 --gid 1000 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin reasonops)
+# Caches of Hugging Face, vLLM, Triton and torch.compile go under HOME; pods mount /tmp writable.
+ENV HOME=/tmp HF_HOME=/tmp/huggingface PYTHONUNBUFFERED=1 VLLM_NO_USAGE_STATS=1
+USER 1000:1000
+WORKDIR /tmp
+CMD ["reasonops", "workload", "--resource", "/etc/reasonops/resource.json"]

@@ -1,0 +1,210 @@
+"""The EvalRun workload end to end against the real local server, its protocols, scores and errors."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pytest
+
+from reasonops.api.v1alpha1 import LIMO_SYSTEM_PROMPT
+from reasonops.benchmarks import demo_items
+from reasonops.errors import WorkloadError
+from reasonops.evaluate import CACHE_FILE, config_from_resource, grade_main, main, run_resource
+from reasonops.progress import Reporter
+from reasonops.serve import running_server
+from reasonops.tinymodel import build_tiny_model
+
+SHARED = Path("/work/shared/data/benchmarks")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    model = build_tiny_model(tmp_path_factory.mktemp("tiny"))
+    with running_server(model, served_model_name="tiny-eval") as base_url:
+        yield base_url
+
+
+def _requests_served(base_url: str) -> int:
+    return httpx.get(base_url.removesuffix("/v1") + "/stats").json()["requests"]
+
+
+def _doc(output: Path, spec: dict[str, Any], context: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": "reasonops.io/v1alpha1", "kind": "EvalRun",
+        "metadata": {"name": "tiny-eval", "namespace": "default", "uid": "u"},
+        "spec": spec, "revision": "r1", "output": str(output), "context": context or {},
+    }
+
+
+DEMO_SPEC = {
+    "model": {"fineTuneJob": "tiny"},
+    "benchmarks": [{"name": "demo", "maxTokens": 8, "samples": 2, "temperature": "0.7", "seed": 3}],
+    "gates": [{"benchmark": "demo", "minScore": "0.5"}, {"benchmark": "aime24", "minScore": "0.1"}],
+}
+
+
+def test_eval_run_end_to_end(server: str, tmp_path: Path) -> None:
+    result = run_resource(_doc(tmp_path, DEMO_SPEC, {"endpoint": server}), Reporter())
+
+    assert result["results"] == [{"benchmark": "demo", "score": "0.0000", "problems": 12, "samples": 2, "truncated": result["results"][0]["truncated"]}]
+    assert result["accuracy"] == 0.0  # a random model solves nothing
+    assert [g["passed"] for g in result["gates"]] == [False, False]
+    assert len(json.dumps(result)) < 3000
+
+    rows = [json.loads(line) for line in (tmp_path / "responses" / "demo.jsonl").read_text().splitlines()]
+    assert len(rows) == 24 and {(r["id"], r["sample"]) for r in rows} == {(i.id, s) for i in demo_items() for s in (0, 1)}
+    assert all(set(r) >= {"response", "extracted", "correct", "completion_tokens", "finish_reason", "gold"} for r in rows)
+    assert all(r["completion_tokens"] <= 8 for r in rows)
+
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["engine"]["engine"] == "reasonops.serve" and summary["engine"]["dtype"] == "float32"
+    assert summary["engine"]["engineVersion"]
+    (bench,) = summary["benchmarks"]
+    assert bench["sampling"] == {"samples": 2, "temperature": 0.7, "topP": 1.0, "maxTokens": 8, "seed": 3}
+    assert set(bench["scores"]["pass@k"]) == {"1", "2"} and set(bench["scores"]["maj@k"]) == {"1", "2"}
+    assert bench["scores"]["truncated"] == pytest.approx(float(result["results"][0]["truncated"]), abs=1e-4)
+    assert summary["systemPrompt"] == LIMO_SYSTEM_PROMPT and summary["gatesPassed"] is False
+    report = (tmp_path / "report.md").read_text()
+    assert "| demo | 12 | 2 |" in report and "| aime24 | 0.1 | None | no |" in report
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="the shared LIMO benchmark files are not mounted")
+def test_math500_slice(server: str, tmp_path: Path) -> None:
+    spec = {"model": {"name": "x"}, "benchmarks": [{"name": "math500", "path": str(SHARED), "limit": 3, "maxTokens": 6}]}
+    result = main(config_from_resource(_doc(tmp_path, spec, {"endpoint": server})))
+    assert result["results"][0]["problems"] == 3 and result["results"][0]["samples"] == 1
+    ids = [json.loads(line)["id"] for line in (tmp_path / "responses" / "math500.jsonl").read_text().splitlines()]
+    assert ids == ["test/precalculus/807.json", "test/intermediate_algebra/1994.json", "test/algebra/2584.json"]
+
+
+def test_resume_generates_only_what_is_missing(server: str, tmp_path: Path) -> None:
+    doc = _doc(tmp_path, DEMO_SPEC, {"endpoint": server})
+    first = run_resource(doc, Reporter())
+    cache = tmp_path / CACHE_FILE
+    lines = cache.read_text().splitlines()
+    assert len(lines) == 24
+    cache.write_text("\n".join(lines[:10]) + "\n")  # the pod died after 10 of 24 samples
+    (tmp_path / "summary.json").unlink()
+
+    before = _requests_served(server)
+    second = run_resource(doc, Reporter())
+    assert _requests_served(server) - before == 14
+    assert second == first  # seeded samples: the same responses and scores
+    assert (tmp_path / "summary.json").exists()
+
+
+def test_protocol_presets_and_overrides(tmp_path: Path) -> None:
+    spec = {
+        "model": {"endpoint": {"url": "http://h:8000/v1", "timeoutSeconds": 60, "maxRetries": 1}, "servedModelName": "m"},
+        "benchmarks": [{"name": "aime24"}, {"name": "math500"}, {"name": "amc23", "samples": 8, "maxTokens": 1000}],
+    }
+    limo = config_from_resource(_doc(tmp_path, spec))
+    aime, math500, amc = limo.benchmarks
+    assert (aime.samples, aime.temperature, aime.top_p, aime.max_tokens, aime.seed) == (4, 0.6, 0.95, 32768, 0)
+    assert (math500.samples, math500.temperature, math500.top_p) == (1, 0.0, 1.0)
+    assert (amc.samples, amc.temperature, amc.max_tokens) == (8, 0.6, 1000)
+    assert (limo.endpoint, limo.model, limo.timeout, limo.max_retries) == ("http://h:8000/v1", "m", 60.0, 1)
+
+    sky = config_from_resource(_doc(tmp_path, {**spec, "protocol": "skythought", "systemPrompt": "Think."}))
+    assert all((b.samples, b.temperature, b.top_p, b.seed) == (1, 0.0, 1.0, 41) for b in sky.benchmarks[:2])
+    assert sky.system_prompt == "Think."
+
+    offline = config_from_resource(_doc(tmp_path, {"model": {"fineTuneJob": "ft"}, "backend": "offline",
+                                                   "benchmarks": [{"name": "demo"}], "serving": {"dtype": "bfloat16"}},
+                                        {"modelLocation": "/models/ft/abc"}))
+    assert (offline.backend, offline.model, offline.dtype) == ("offline", "/models/ft/abc", "bfloat16")
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "spec, context, reason",
+    [
+        ({"model": {"name": "x"}, "benchmarks": [{"name": "aime2024"}]}, {"endpoint": "http://h/v1"}, "UnknownBenchmark"),
+        ({"model": {"fineTuneJob": "ft"}, "benchmarks": [{"name": "demo"}]}, {}, "EndpointUnreachable"),
+        ({"model": {"fineTuneJob": "ft"}, "backend": "offline", "benchmarks": [{"name": "demo"}]}, {}, "ModelNotFound"),
+    ],
+)
+def test_bad_resources(tmp_path: Path, spec: dict, context: dict, reason: str) -> None:
+    with pytest.raises(WorkloadError) as err:
+        run_resource(_doc(tmp_path, spec, context), Reporter())
+    assert err.value.reason == reason
+
+
+def test_unreachable_endpoint_fails_before_generating(tmp_path: Path) -> None:
+    spec = {"model": {"name": "x"}, "benchmarks": [{"name": "demo"}]}
+    with pytest.raises(WorkloadError) as err:
+        run_resource(_doc(tmp_path, spec, {"endpoint": f"http://127.0.0.1:{_closed_port()}/v1"}), Reporter())
+    assert err.value.reason == "EndpointUnreachable"
+
+
+def test_empty_model_directory(tmp_path: Path) -> None:
+    (tmp_path / "model").mkdir()
+    spec = {"model": {"name": str(tmp_path / "model")}, "backend": "offline", "benchmarks": [{"name": "demo"}]}
+    with pytest.raises(WorkloadError) as err:
+        run_resource(_doc(tmp_path / "out", spec), Reporter())
+    assert err.value.reason == "ModelNotFound" and str(tmp_path / "model") in err.value.message
+
+
+def test_unknown_served_model_name(server: str, tmp_path: Path) -> None:
+    # The server serves one model: it is evaluated whatever the name, and the summary says which.
+    spec = {"model": {"name": "x"}, "benchmarks": [{"name": "demo", "limit": 1, "maxTokens": 2}]}
+    main(config_from_resource(_doc(tmp_path, spec, {"endpoint": server})))
+    assert json.loads((tmp_path / "summary.json").read_text())["model"] == "tiny-eval"
+
+
+# --- `reasonops grade` ------------------------------------------------------------------------
+
+
+def _write_responses(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_grade_main_scores_a_responses_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    items = demo_items()[:4]
+    # Problem 0: both samples right; 1: one of two; 2: none (one without an answer); 3: right in words.
+    responses = [
+        (0, f"so \\boxed{{{items[0].answer}}}"), (0, f"\\boxed{{{items[0].answer}.0}}"),
+        (1, "\\boxed{-1}"), (1, f"\\boxed{{{items[1].answer}}}"),
+        (2, "\\boxed{0}"), (2, "I give up"),
+        (3, f"The final answer is {items[3].answer}."), (3, f"Answer: {items[3].answer}"),
+    ]
+    path = _write_responses(tmp_path / "r.jsonl", [{"id": items[p].id, "response": text, "completion_tokens": 10 * (i + 1)} for i, (p, text) in enumerate(responses)])
+    assert grade_main(["--benchmark", "demo", "--responses", str(path), "--output", str(tmp_path / "graded.jsonl")]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["problems"] == 4 and summary["samples"] == 2
+    assert summary["pass@1"] == pytest.approx(5 / 8)
+    assert summary["pass@k"]["2"] == pytest.approx(3 / 4)
+    assert summary["maj@k"]["1"] == pytest.approx(2 / 4)  # first samples: right, wrong, wrong, right
+    assert summary["maj@k"]["2"] == pytest.approx(2 / 4)  # problem 1 ties: the first answer (-1) wins
+    assert summary["noAnswer"] == pytest.approx(1 / 8)
+    assert summary["tokens"] == {"mean": 45.0, "p50": 40, "p95": 80}
+    graded = [json.loads(line) for line in (tmp_path / "graded.jsonl").read_text().splitlines()]
+    assert [g["correct"] for g in graded] == [True, True, False, True, False, False, True, True]
+
+
+def test_grade_main_rejects_malformed_responses(tmp_path: Path) -> None:
+    path = _write_responses(tmp_path / "r.jsonl", [{"id": "demo-0", "response": "\\boxed{1}"}])
+    with path.open("a") as fh:
+        fh.write('{"id": "demo-1"}\n')
+    with pytest.raises(WorkloadError) as err:
+        grade_main(["--benchmark", "demo", "--responses", str(path)])
+    assert err.value.reason == "InvalidResponses" and "r.jsonl:2" in err.value.message
+
+    unknown = _write_responses(tmp_path / "u.jsonl", [{"id": "nope", "response": "\\boxed{1}"}])
+    with pytest.raises(WorkloadError) as err:
+        grade_main(["--benchmark", "demo", "--responses", str(unknown)])
+    assert err.value.reason == "InvalidResponses" and "nope" in err.value.message
+
+    with pytest.raises(WorkloadError) as err:
+        grade_main(["--benchmark", "nope", "--responses", str(unknown)])
+    assert err.value.reason == "UnknownBenchmark"

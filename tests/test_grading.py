@@ -1,0 +1,192 @@
+"""Answer extraction, equivalence (fast path and math-verify) and the pass@k / maj@k metrics."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from reasonops.grading import (
+    NO_ANSWER,
+    TIMEOUT,
+    GradeResult,
+    Grader,
+    extract_answer,
+    fast_verdict,
+    grade_one,
+    majority_correct,
+    pass_at_k,
+)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("so the result is \\boxed{42}.", "42"),
+        ("first \\boxed{1}, then corrected: \\boxed{2}", "2"),
+        ("\\boxed{\\frac{1}{2}}", "\\frac{1}{2}"),
+        ("\\boxed{x^{2}+\\frac{1}{\\sqrt{2}}}", "x^{2}+\\frac{1}{\\sqrt{2}}"),
+        ("\\boxed{\\{1,2\\}}", "\\{1,2\\}"),  # escaped braces do not close the box
+        ("\\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}", "\\left( 3, \\frac{\\pi}{2} \\right)"),
+        ("\\fbox{7}", "7"),
+        ("hence \\boxed 5 is it", "5"),
+        ("put your final answer within \\boxed{}. We get \\boxed{9}", "9"),
+        ("answer \\boxed{3} and the echo \\boxed{}", "3"),  # an empty box is an echo of the prompt
+        ("\\boxed{12} then a cut-off \\boxed{1", "12"),  # an unclosed last box is skipped
+        ("Thus, the final answer is $\\frac{3}{4}$.", "\\frac{3}{4}"),
+        ("The answer is 0.5.", "0.5"),
+        ("Some work.\n**Answer:** 17\n", "17"),
+        ("Answer: \\(x = 2\\)", "x = 2"),
+        ("The total is 57 apples.", None),  # no silent last-number fallback
+        ("", None),
+    ],
+)
+def test_extract_math(text: str, expected: str | None) -> None:
+    assert extract_answer(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("so \\boxed{B}", "B"),
+        ("\\boxed{\\text{(C)}}", "C"),
+        ("\\boxed{(d)}", "D"),
+        ("\\boxed{A) 42}", "A"),
+        ("Therefore the answer is (C).", "C"),
+        ("Answer: D", "D"),
+        ("\\boxed{42}", None),
+        ("I think B or C", None),
+    ],
+)
+def test_extract_choice(text: str, expected: str | None) -> None:
+    assert extract_answer(text, "choice") == expected
+
+
+def test_unknown_kind_is_refused() -> None:
+    with pytest.raises(ValueError):
+        extract_answer("\\boxed{1}", "code")
+
+
+@pytest.mark.parametrize(
+    "extracted, gold, verdict",
+    [
+        ("27", "27", True),
+        ("27.0", "27", True),
+        ("1,000", "1000", True),
+        ("\\dfrac{1}{2}", "\\frac{1}{2}", True),
+        ("\\frac{1}{2}", "0.5", True),
+        ("1/2", "\\frac12", None),  # \frac12 is not a simple fraction here: math-verify decides
+        ("45^\\circ", "45", True),
+        ("\\text{Evelyn}", "Evelyn", True),
+        ("$204$", "204", True),
+        ("3", "4", False),
+        ("27.5", "27", False),
+        ("3.1415926", "3.1415927", None),  # close decimals: left to math-verify's rounding
+        ("\\sqrt{2}", "\\frac{2}{\\sqrt{2}}", None),
+    ],
+)
+def test_fast_path(extracted: str, gold: str, verdict: bool | None) -> None:
+    assert fast_verdict(extracted, gold) is verdict
+
+
+@pytest.mark.parametrize(
+    "response, gold, correct",
+    [
+        ("\\boxed{\\dfrac{\\sqrt{2}}{2}}", "\\frac{1}{\\sqrt{2}}", True),  # radicals
+        ("\\boxed{3\\sqrt{13}}", "\\sqrt{117}", True),
+        ("\\boxed{\\frac{\\pi}{2}}", "\\pi/2", True),
+        ("\\boxed{[0,1)}", "[0, 1)", True),  # intervals
+        ("\\boxed{(0,1]}", "[0,1)", False),
+        ("\\boxed{(3, \\frac{\\pi}{2})}", "\\left( 3, \\frac{\\pi}{2} \\right)", True),  # tuples
+        ("\\boxed{2, 3}", "3, 2", True),  # unordered lists of answers
+        ("\\boxed{x^2+1}", "1+x^2", True),
+        ("\\boxed{x = 5}", "5", True),
+        ("\\boxed{27 \\text{ miles}}", "27", True),  # units
+        ("\\boxed{50\\%}", "50", True),
+        ("\\boxed{\\$18.90}", "18.90", True),
+        ("\\boxed{\\binom{2n}{n}}", "\\frac{(2n)!}{(n!)^2}", True),
+        ("\\boxed{2n-1}", "2n-2", False),
+        ("\\boxed{east}", "\\text{east}", True),  # text answers
+        ("\\boxed{west}", "\\text{east}", False),
+    ],
+)
+def test_grade_one_equivalence(response: str, gold: str, correct: bool) -> None:
+    result = grade_one(response, gold)
+    assert result.correct is correct, result
+    assert result.reason is None
+
+
+def test_grade_one_without_answer() -> None:
+    assert grade_one("I could not finish the computation", "5") == GradeResult(False, None, NO_ANSWER)
+
+
+def test_grade_one_choice() -> None:
+    assert grade_one("The answer is (B).", "B", kind="choice").correct is True
+    assert grade_one("\\boxed{C}", "B", kind="choice").correct is False
+
+
+def test_grader_pool_matches_grade_one_and_times_out() -> None:
+    items = [
+        ("\\boxed{\\frac{\\sqrt{2}}{2}}", "\\frac{1}{\\sqrt{2}}", "math"),
+        ("\\boxed{7}", "7", "math"),
+        ("no answer", "7", "math"),
+        ("\\boxed{\\frac{\\sqrt{2}}{2}}", "\\frac{1}{\\sqrt{2}}", "math"),  # a repeat is verified once
+        ("\\boxed{B}", "B", "choice"),
+        ("\\boxed{\\sqrt{3}}", "\\frac{3}{\\sqrt{3}}", "math"),
+    ]
+    with Grader(workers=1, timeout=5.0) as grader:
+        results = grader.grade(items)
+    assert [r.correct for r in results] == [True, True, False, True, True, True]
+    assert results[2].reason == NO_ANSWER
+    assert results[0].extracted == "\\frac{\\sqrt{2}}{2}"
+
+    with Grader(workers=1, timeout=0.001) as grader:
+        (slow,) = grader.grade([("\\boxed{\\binom{2n}{n}}", "\\frac{(2n)!}{(n!)^2}", "math")])
+    assert slow == GradeResult(None, "\\binom{2n}{n}", TIMEOUT)
+
+
+def test_grade_one_off_the_main_thread() -> None:
+    # math-verify's SIGALRM timeouts cannot run here; grade_one must still answer.
+    out: list[GradeResult] = []
+    thread = threading.Thread(target=lambda: out.append(grade_one("\\boxed{\\sqrt{117}}", "3\\sqrt{13}")))
+    thread.start()
+    thread.join(120)
+    assert out == [GradeResult(True, "\\sqrt{117}", None)]
+
+
+@pytest.mark.parametrize(
+    "n, c, k, expected",
+    [
+        (4, 1, 1, 0.25),
+        (4, 1, 2, 0.5),  # 1 - C(3,2)/C(4,2) = 1 - 3/6
+        (4, 1, 4, 1.0),
+        (5, 2, 3, 0.9),  # 1 - C(3,3)/C(5,3) = 1 - 1/10
+        (8, 0, 4, 0.0),
+        (16, 3, 2, 1 - (13 * 12) / (16 * 15)),
+    ],
+)
+def test_pass_at_k(n: int, c: int, k: int, expected: float) -> None:
+    assert pass_at_k(n, c, k) == pytest.approx(expected)
+
+
+def test_pass_at_k_rejects_k_above_n() -> None:
+    with pytest.raises(ValueError):
+        pass_at_k(4, 1, 5)
+
+
+def _samples(*answers: tuple[str | None, bool]) -> list[GradeResult]:
+    return [GradeResult(correct, extracted) for extracted, correct in answers]
+
+
+def test_majority_vote() -> None:
+    samples = _samples(("1", False), ("2", True), ("2", True), ("3", False))
+    assert majority_correct(samples, 1) is False
+    assert majority_correct(samples, 2) is False  # a tie goes to the answer seen first
+    assert majority_correct(samples, 3) is True
+    assert majority_correct(samples, 4) is True
+
+
+def test_majority_vote_groups_spellings_and_ignores_missing_answers() -> None:
+    samples = _samples((None, False), ("\\dfrac{1}{2}", True), ("7", False), ("\\frac{1}{2}", True), (None, False))
+    assert majority_correct(samples, 5) is True
+    assert majority_correct(_samples((None, False), (None, False)), 2) is False

@@ -1,0 +1,259 @@
+"""The OpenAI-compatible client against the real reasonops.serve subprocess, and the server's API."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+
+from reasonops.api.common import SecretKeyRef
+from reasonops.errors import WorkloadError
+from reasonops.llm import (
+    GenerationRequest,
+    OpenAIGenerator,
+    VLLMGenerator,
+    _message_text,
+    api_base,
+    api_key_env,
+    check_endpoint,
+    make_generator,
+)
+from reasonops.serve import running_server
+from reasonops.tinymodel import build_tiny_model
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    model = build_tiny_model(tmp_path_factory.mktemp("tiny"))
+    with running_server(model, served_model_name="tiny") as base_url:
+        yield base_url
+
+
+def _stats(base_url: str) -> dict[str, int]:
+    return httpx.get(base_url.removesuffix("/v1") + "/stats").json()
+
+
+def _requests(count: int, **kwargs: object) -> list[GenerationRequest]:
+    return [
+        GenerationRequest(id=f"q{i}", messages=[{"role": "user", "content": f"What is {i} + {i}?"}], **kwargs)  # type: ignore[arg-type]
+        for i in range(count)
+    ]
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_check_endpoint(server: str) -> None:
+    assert check_endpoint(server) == ["tiny"]
+    assert check_endpoint(server.removesuffix("/v1")) == ["tiny"]  # a bare host gets /v1
+    start = time.monotonic()
+    with pytest.raises(WorkloadError) as err:
+        check_endpoint(f"http://127.0.0.1:{_closed_port()}/v1")
+    assert err.value.reason == "EndpointUnreachable" and time.monotonic() - start < 5
+
+
+def test_api_base() -> None:
+    assert api_base("http://h:8000") == "http://h:8000/v1"
+    assert api_base("http://h:8000/v1/") == "http://h:8000/v1"
+    assert api_base("https://api.example.com/openai/v1") == "https://api.example.com/openai/v1"
+
+
+def test_generate_concurrently(server: str) -> None:
+    before = _stats(server)
+    finished: list[str] = []
+    generator = OpenAIGenerator(server, "tiny", concurrency=8)
+    results = generator.generate(_requests(12, n=2, max_tokens=6, temperature=0.8, seed=3), on_result=lambda rid, c: finished.append(rid))
+    assert sorted(finished) == sorted(results) == sorted(f"q{i}" for i in range(12))
+    for rid, completions in results.items():
+        assert [c.index for c in completions] == [0, 1]
+        assert all(c.request_id == rid and c.finish_reason in ("length", "stop") for c in completions)
+        assert all(c.completion_tokens <= 6 and c.prompt_tokens > 0 for c in completions)
+    after = _stats(server)
+    assert after["requests"] - before["requests"] == 24  # one request per sample
+    assert after["maxBatch"] > 1  # requests were in flight together and batched by the server
+
+
+def test_seeds_reproduce_samples(server: str) -> None:
+    generator = OpenAIGenerator(server, "tiny")
+    request = _requests(1, n=2, max_tokens=8, temperature=1.0, seed=7)
+    first, second = generator.generate(request)["q0"], generator.generate(request)["q0"]
+    assert [c.text for c in first] == [c.text for c in second]
+    assert first[0].text != first[1].text  # sample i uses seed + i
+
+
+def test_resume_generates_only_what_is_missing(server: str, tmp_path: Path) -> None:
+    cache = tmp_path / "cache.jsonl"
+    requests = _requests(8, max_tokens=5)
+    full = OpenAIGenerator(server, "tiny", cache_path=cache).generate(requests)
+    lines = cache.read_text().splitlines()
+    assert len(lines) == 8
+    # A killed run: half the samples made it to the cache, and the last line is torn.
+    cache.write_text("\n".join(lines[:4]) + "\n" + lines[4][:20])
+    before = _stats(server)["requests"]
+    reported: list[str] = []
+    resumed = OpenAIGenerator(server, "tiny", cache_path=cache).generate(requests, on_result=lambda rid, c: reported.append(rid))
+    assert _stats(server)["requests"] - before == 4
+    assert resumed == full and len(reported) == 8
+    readable = []
+    for line in cache.read_text().splitlines():
+        try:
+            readable.append(json.loads(line))
+        except json.JSONDecodeError:
+            assert line == lines[4][:20]  # only the torn line, and nothing was appended to it
+    assert len(readable) == 8
+
+    before = _stats(server)["requests"]
+    OpenAIGenerator(server, "tiny", cache_path=cache).generate(_requests(8, max_tokens=4))  # other params: not reused
+    assert _stats(server)["requests"] - before == 8
+
+
+def test_unreachable_port_fails_fast() -> None:
+    generator = OpenAIGenerator(f"http://127.0.0.1:{_closed_port()}/v1", "tiny", max_retries=2, backoff=0.05)
+    start = time.monotonic()
+    with pytest.raises(WorkloadError) as err:
+        generator.generate(_requests(3))
+    assert err.value.reason == "EndpointUnreachable" and "3 times" in err.value.message
+    assert time.monotonic() - start < 5
+
+
+class _Flaky(http.server.BaseHTTPRequestHandler):
+    """Answers the first `failures` posts with a transient error, then with a valid completion."""
+
+    statuses: list[int] = []
+    hits = 0
+
+    def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
+        type(self).hits += 1
+        self.rfile.read(int(self.headers["Content-Length"]))
+        status = self.statuses.pop(0) if self.statuses else 200
+        body = {"error": "busy"} if status != 200 else {
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "\\boxed{4}"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 5},
+        }
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        if status == 429:
+            self.send_header("Retry-After", "0")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture()
+def flaky() -> Iterator[str]:
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    _Flaky.hits = 0
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    httpd.shutdown()
+
+
+def test_transient_errors_are_retried(flaky: str) -> None:
+    _Flaky.statuses = [503, 429, 502]
+    results = OpenAIGenerator(flaky, "m", max_retries=3, backoff=0.01).generate(_requests(1))
+    assert _Flaky.hits == 4
+    assert results["q0"][0].text == "\\boxed{4}" and results["q0"][0].completion_tokens == 5
+
+
+def test_permanent_errors_are_not_retried(flaky: str) -> None:
+    _Flaky.statuses = [400]
+    with pytest.raises(WorkloadError) as err:
+        OpenAIGenerator(flaky, "m", max_retries=3, backoff=0.01).generate(_requests(1))
+    assert err.value.reason == "GenerationFailed" and "HTTP 400" in err.value.message and _Flaky.hits == 1
+
+    _Flaky.statuses = [500, 500]
+    with pytest.raises(WorkloadError) as err:
+        OpenAIGenerator(flaky, "m", max_retries=1, backoff=0.01).generate(_requests(1))
+    assert err.value.reason == "GenerationFailed" and "HTTP 500" in err.value.message
+
+
+def test_reasoning_parts_are_kept() -> None:
+    assert _message_text({"content": "\\boxed{1}", "reasoning_content": "think"}) == "<think>\nthink\n</think>\n\n\\boxed{1}"
+    assert _message_text({"content": None}) == ""
+
+
+def test_make_generator(monkeypatch: pytest.MonkeyPatch) -> None:
+    endpoint = {"model": "m", "endpoint": {"url": "http://h:8000/v1", "concurrency": 7, "maxRetries": 0}}
+    generator = make_generator(endpoint)
+    assert isinstance(generator, OpenAIGenerator)
+    assert (generator.concurrency, generator.max_retries, generator.timeout) == (7, 0, 3600.0)
+    assert isinstance(make_generator({"model": "m", "evalRun": "e"}, endpoint_override="http://s/v1"), OpenAIGenerator)
+    with pytest.raises(WorkloadError, match="EvalRun e"):
+        make_generator({"model": "m", "evalRun": "e"})
+
+    secret = {"model": "m", "endpoint": {"url": "http://h/v1", "apiKeySecretRef": {"name": "openai", "key": "api-key"}}}
+    assert api_key_env(SecretKeyRef(name="openai", key="api-key")) == "REASONOPS_API_KEY_OPENAI_API_KEY"
+    with pytest.raises(WorkloadError) as err:
+        make_generator(secret)
+    assert err.value.reason == "ApiKeyMissing" and "REASONOPS_API_KEY_OPENAI_API_KEY" in err.value.message
+    monkeypatch.setenv("REASONOPS_API_KEY_OPENAI_API_KEY", "sk-test")
+    assert make_generator(secret).api_key == "sk-test"  # type: ignore[attr-defined]
+
+    offline = make_generator({"model": "/models/x", "tensorParallelSize": 2})
+    assert isinstance(offline, VLLMGenerator) and offline.engine_args["tensor_parallel_size"] == 2
+
+
+def test_vllm_missing_is_a_clear_error(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    try:
+        import vllm  # noqa: F401
+
+        pytest.skip("vLLM is installed here")
+    except ImportError:
+        pass
+    with pytest.raises(WorkloadError) as err:
+        VLLMGenerator("/models/x", cache_path=tmp_path / "c.jsonl").generate(_requests(1))
+    assert err.value.reason == "EngineUnavailable"
+
+
+# --- the server's API -------------------------------------------------------------------------
+
+
+def _chat(server: str, **body: object) -> httpx.Response:
+    payload = {"model": "tiny", "messages": [{"role": "user", "content": "What is 2 + 2?"}], **body}
+    return httpx.post(f"{server}/chat/completions", json=payload, timeout=60)
+
+
+def test_server_chat_completion(server: str) -> None:
+    data = _chat(server, n=3, max_tokens=4, temperature=0.9, seed=1).json()
+    assert [c["index"] for c in data["choices"]] == [0, 1, 2]
+    assert all(c["finish_reason"] in ("stop", "length") for c in data["choices"])
+    usage = data["usage"]
+    assert 3 <= usage["completion_tokens"] <= 12 and usage["prompt_tokens"] > 5
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    greedy = [_chat(server, max_tokens=6, temperature=0).json()["choices"][0]["message"]["content"] for _ in range(2)]
+    assert greedy[0] == greedy[1]
+
+
+def test_server_stop_and_length(server: str) -> None:
+    sampled = {"max_tokens": 12, "temperature": 1.0, "seed": 5}
+    long = _chat(server, **sampled).json()["choices"][0]
+    assert long["finish_reason"] == "length"
+    text = long["message"]["content"]
+    stop = next(ch for ch in text[len(text) // 2 :] if ch.strip() and ch != "\ufffd")  # a string the same seed produces
+    cut = _chat(server, stop=[stop], **sampled).json()["choices"][0]
+    assert cut["finish_reason"] == "stop" and stop not in cut["message"]["content"]
+    assert text.startswith(cut["message"]["content"]) and len(cut["message"]["content"]) < len(text)
+
+
+def test_server_completions_and_errors(server: str) -> None:
+    data = httpx.post(f"{server}/completions", json={"prompt": ["a", "b"], "n": 2, "max_tokens": 3}, timeout=60).json()
+    assert len(data["choices"]) == 4 and data["object"] == "text_completion"
+    assert _chat(server, model="other").status_code == 404
+    too_long = _chat(server, max_tokens=10**6)
+    assert too_long.status_code == 400 and "maximum context length" in too_long.json()["error"]["message"]
+    assert _chat(server, n=0).status_code == 400
+    assert httpx.get(server.removesuffix("/v1") + "/health").json() == {"status": "ok"}

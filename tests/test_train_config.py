@@ -1,0 +1,169 @@
+"""FineTuneJob → TrainConfig, DeepSpeed config and the torchrun launch command (no training)."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+
+import pytest
+
+from reasonops.api.v1alpha1 import LIMO_SYSTEM_PROMPT
+from reasonops.errors import WorkloadError
+from reasonops.train import config_from_resource, deepspeed_config, launch_command, should_launch
+from reasonops.train.launch import check_master_reachable, topology
+
+from train_support import resource_doc
+
+
+def doc(**spec):
+    """A document with only the given spec fields beyond the required ones."""
+    d = resource_doc("/models/base", "/data/set", "/out/run")
+    for key in ("hyperparameters", "checkpoints", "preset"):
+        d["spec"].pop(key)
+    d["spec"].update(spec)
+    return d
+
+
+def test_limo_preset_is_the_default():
+    cfg = config_from_resource(doc())
+    assert (cfg.preset, cfg.learning_rate, cfg.epochs, cfg.scheduler, cfg.warmup_ratio) == ("limo", 5e-6, 15, "cosine", 0.0)
+    assert (cfg.max_length, cfg.global_batch_size, cfg.micro_batch_size) == (16384, 32, 1)
+    assert (cfg.checkpoint_every_epochs, cfg.checkpoint_every_steps) == (1, None)
+    assert cfg.system_prompt == LIMO_SYSTEM_PROMPT
+    assert (cfg.zero_stage, cfg.packing, cfg.gradient_checkpointing, cfg.attention) == (3, True, True, "flash_attention_2")
+    assert cfg.dataset == "/data/set" and cfg.output == "/out/run" and cfg.model == "/models/base"
+
+
+def test_sky_t1_lora_preset_and_overrides_win():
+    cfg = config_from_resource(doc(preset="sky-t1", method="lora"))
+    assert (cfg.learning_rate, cfg.epochs, cfg.warmup_ratio, cfg.global_batch_size) == (1e-4, 3, 0.1, 96)
+    assert (cfg.lora_rank, cfg.lora_alpha, cfg.lora_target_modules) == (64, 128, None)
+    cfg = config_from_resource(doc(preset="sky-t1", hyperparameters={"learningRate": "2e-5", "epochs": 5},
+                                   lora={"rank": 8, "targetModules": ["q_proj"]}, method="lora",
+                                   checkpoints={"everySteps": 50, "keep": 7}, systemPrompt=""))
+    assert (cfg.learning_rate, cfg.epochs, cfg.lora_rank, cfg.lora_alpha) == (2e-5, 5, 8, 128)
+    assert cfg.lora_target_modules == ["q_proj"]
+    assert (cfg.checkpoint_every_steps, cfg.checkpoint_every_epochs, cfg.checkpoint_keep) == (50, None, 7)
+    assert cfg.system_prompt == ""
+
+
+def test_dataset_location_from_context_wins():
+    d = doc()
+    d["context"] = {"datasetLocation": "s3://bucket/ds/abc", "datasetRevision": "abc"}
+    assert config_from_resource(d).dataset == "s3://bucket/ds/abc"
+
+
+def test_gradient_accumulation_and_indivisible_batch():
+    cfg = config_from_resource(doc())
+    assert cfg.gradient_accumulation(8) == 4
+    assert cfg.gradient_accumulation(32) == 1
+    with pytest.raises(WorkloadError) as err:
+        cfg.gradient_accumulation(3)
+    assert err.value.reason == "InvalidSpec"
+    assert "globalBatchSize 32" in err.value.message and "microBatchSize 1" in err.value.message
+    assert "world size 3" in err.value.message
+
+
+def test_deepspeed_config_from_spec():
+    cfg = config_from_resource(doc(deepspeed={"zeroStage": 3, "offloadOptimizer": True, "offloadParams": True},
+                                   hyperparameters={"maxGradNorm": "0.5"}))
+    ds = deepspeed_config(cfg, world_size=8, bf16=True)
+    zero = ds["zero_optimization"]
+    assert zero["stage"] == 3 and zero["stage3_gather_16bit_weights_on_model_save"] is True
+    assert zero["offload_optimizer"]["device"] == "cpu" and zero["offload_param"]["device"] == "cpu"
+    assert ds["bf16"]["enabled"] is True and ds["gradient_clipping"] == 0.5
+    assert ds["train_batch_size"] == 32 and ds["gradient_accumulation_steps"] == 4
+    assert ds["optimizer"]["params"]["torch_adam"] is False  # offloaded: DeepSpeed's CPU Adam
+    plain = deepspeed_config(config_from_resource(doc(deepspeed={"zeroStage": 2})), world_size=1, bf16=False)
+    assert plain["zero_optimization"]["stage"] == 2 and "offload_param" not in plain["zero_optimization"]
+    assert plain["bf16"]["enabled"] is False and plain["optimizer"]["params"]["torch_adam"] is True
+
+
+def test_launch_command_multi_node():
+    env = {"NNODES": "4", "NPROC_PER_NODE": "8", "NODE_RANK": "2", "MASTER_ADDR": "job-0.job", "MASTER_PORT": "29400"}
+    cmd = launch_command(doc(), env)
+    assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"]
+    for arg in ("--nnodes=4", "--nproc-per-node=8", "--node-rank=2", "--master-addr=job-0.job",
+                "--master-port=29400", "--max-restarts=0"):
+        assert arg in cmd
+    assert cmd[-5:] == ["--no-python", "reasonops", "workload", "--resource", "/etc/reasonops/resource.json"]
+    assert should_launch(doc(), env)
+    assert not should_launch(doc(), {**env, "LOCAL_RANK": "0", "WORLD_SIZE": "32"})  # already a worker
+
+
+def test_launch_command_single_node_and_pet_aliases():
+    cmd = launch_command(doc(), {"PET_NPROC_PER_NODE": "2"}, worker=[sys.executable, "-m", "reasonops.train", "--resource", "r.json"])
+    assert "--standalone" in cmd and "--nproc-per-node=2" in cmd
+    assert cmd[-4:] == ["-m", "reasonops.train", "--resource", "r.json"]
+    assert not should_launch(doc(), {"NPROC_PER_NODE": "1"})
+    assert topology(doc(numNodes=2, gpusPerNode=4), {}).nnodes == 2
+
+
+def test_unreachable_master_fails_fast_with_details():
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {"NODE_RANK": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    started = time.monotonic()
+    with pytest.raises(WorkloadError) as err:
+        check_master_reachable(env, timeout_s=1)
+    assert time.monotonic() - started < 10
+    assert err.value.reason == "RendezvousFailed"
+    assert f"node 1 could not reach the master 127.0.0.1:{port}" in err.value.message
+    assert "127.0.0.1 resolves to 127.0.0.1" in err.value.message
+    with pytest.raises(WorkloadError) as err:
+        check_master_reachable({**env, "MASTER_ADDR": "no-such-host.invalid"}, timeout_s=1)
+    assert "no-such-host.invalid does not resolve" in err.value.message
+    check_master_reachable({**env, "NODE_RANK": "0"}, timeout_s=1)  # the master node does not wait for itself
+
+
+def test_attention_choice_is_explicit(monkeypatch):
+    import importlib.util
+
+    import torch
+
+    from reasonops.train.modeling import choose_attention
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    assert choose_attention("flash_attention_2", cpu, torch.float32) == (
+        "sdpa", "flash_attention_2 requested but there is no CUDA device; using sdpa")
+    assert "does not support torch.float32" in choose_attention("flash_attention_2", gpu, torch.float32)[1]
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "flash_attn" else real_find_spec(name))
+    assert choose_attention("flash_attention_2", gpu, torch.bfloat16)[0] == "sdpa"
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name == "flash_attn" else real_find_spec(name))
+    assert choose_attention("flash_attention_2", gpu, torch.bfloat16)[0] == "flash_attention_2"
+    assert choose_attention("eager", gpu, torch.bfloat16) == ("eager", "eager requested")
+
+
+def test_flops_and_mfu():
+    from reasonops.train.metrics import PEAK_FLOPS, Throughput, train_flops
+
+    # 6N per token plus causal attention 6·s·d·L per token
+    assert train_flops(1000, [10, 20], hidden=8, layers=2) == 6 * 1000 * 30 + 6 * 8 * 2 * (100 + 400)
+    assert train_flops(1000, [10], hidden=8, layers=2, lora=True) == 4 * 1000 * 10 + 6 * 8 * 2 * 100
+    assert PEAK_FLOPS["H200"] == PEAK_FLOPS["H100"] == 989e12
+    meter = Throughput(total_steps=10, start_step=0, peak_flops_total=1e12)
+    meter.add(tokens=100, flops=5e11)
+    assert 0 < meter.mfu() <= 1e6 and meter.eta_seconds(5) >= 0
+    assert Throughput(10, 0, None).mfu() is None
+
+
+def test_prometheus_metrics_are_served(monkeypatch):
+    import urllib.request
+
+    from reasonops.train.metrics import PrometheusMetrics
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.delenv("REASONOPS_METRICS_PORT", raising=False)
+    assert PrometheusMetrics.from_env() is None  # locally off unless asked for
+    monkeypatch.setenv("REASONOPS_METRICS_PORT", str(port))
+    metrics = PrometheusMetrics.from_env()
+    metrics.set(step=7, loss=1.25, mfu=None, tokens_per_second=1234.0)
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert "reasonops_train_step 7.0" in body and "reasonops_train_loss 1.25" in body
+    assert "reasonops_train_tokens_per_second 1234.0" in body

@@ -1,0 +1,201 @@
+"""End-to-end training on CPU with a tiny model: DeepSpeed ZeRO-3 in one and two processes, LoRA,
+kill-and-resume, the exported model, and bad inputs that must fail with a clear reason (never hang)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from reasonops.errors import WorkloadError
+from reasonops.progress import Reporter
+from reasonops.tinymodel import build_tiny_model
+from reasonops.train import config_from_resource, main
+
+from train_support import REPO, arithmetic_rows, losses, resource_doc, run_training, subprocess_env, train_command, write_dataset
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("train") / "model", layers=2, hidden=32, seed=3)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("train") / "data", arithmetic_rows(16))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, base, dataset) -> tuple[Path, dict, list[dict]]:
+    """One uninterrupted full-parameter ZeRO-3 run in this process: 3 epochs x 4 steps."""
+    out = tmp_path_factory.mktemp("train") / "reference"
+    sent: list[dict] = []
+    reporter = Reporter(min_interval=0, patcher=sent.append)
+    return out, main(config_from_resource(resource_doc(base, dataset, out)), reporter), sent
+
+
+def generate(model_dir: Path) -> str:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    inputs = tokenizer.apply_chat_template([{"role": "user", "content": "What is 2 + 3?"}], add_generation_prompt=True,
+                                           return_tensors="pt", return_dict=True)
+    out = model.generate(**inputs, max_new_tokens=8, do_sample=False)
+    assert out.shape[1] > inputs["input_ids"].shape[1]
+    return tokenizer.decode(out[0, inputs["input_ids"].shape[1]:])
+
+
+def falls(curve: dict[int, float]) -> bool:
+    values = [curve[k] for k in sorted(curve)]
+    return sum(values[-3:]) / 3 < sum(values[:3]) / 3 - 0.2
+
+
+def test_full_sft_zero3_one_process(reference, base, dataset):
+    out, result, sent = reference
+    assert set(result) >= {"modelLocation", "finalLoss", "steps", "droppedSamples", "latestCheckpoint", "tokens", "wallSeconds"}
+    assert result["steps"] == 12 and result["droppedSamples"] == 0 and result["tokens"] > 0
+    assert result["modelLocation"] == f"{out}/model"
+    curve = losses(out)
+    assert sorted(curve) == list(range(1, 13)) and falls(curve)
+    assert result["finalLoss"] == pytest.approx(curve[12], abs=1e-6)
+    # everySteps 2, keep 2: only the last two complete checkpoints remain
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-10", "step-12"]
+    assert result["latestCheckpoint"] == str(out / "checkpoints" / "step-12")
+    model_dir = out / "model"
+    for name in ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json", "chat_template.jinja", "_COMPLETE"):
+        assert (model_dir / name).exists(), name
+    assert json.loads((model_dir / "config.json").read_text())["use_cache"] is True
+    summary = json.loads((out / "training_summary.json").read_text())
+    assert summary["steps"] == 12 and summary["tokensPerSecond"] > 0 and summary["result"] == result
+    assert json.loads((out / "train_config.json").read_text())["zero_stage"] == 3
+    assert (out / "_COMPLETE").exists()
+    generate(model_dir)
+    progress = [s["progress"] for s in sent if s["progress"].get("stage") == "train"]
+    assert [p["step"] for p in progress] == list(range(1, 13))
+    last = progress[-1]
+    assert last["totalSteps"] == 12 and last["epoch"] == "3.00" and float(last["loss"]) == pytest.approx(result["finalLoss"], abs=1e-4)
+    assert float(last["learningRate"]) > 0 and float(last["tokensPerSecond"]) > 0 and "etaSeconds" in last
+    assert last["latestCheckpoint"] == result["latestCheckpoint"]
+    # a retried pod after completion gets the stored result without training again
+    started = time.monotonic()
+    assert main(config_from_resource(resource_doc(base, dataset, out))) == result
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_lora_merges_into_a_plain_model(tmp_path, monkeypatch, base, dataset, stage):
+    """ZeRO-2 with paths; ZeRO-3 with file:// URIs for model, dataset and output (copied, staged, uploaded)."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "lora"
+    model_loc, data_loc, out_loc = (str(base), str(dataset), str(out)) if stage == 2 else (
+        f"file://{base}", f"file://{dataset}", f"file://{out}")
+    monkeypatch.setenv("REASONOPS_SCRATCH", str(tmp_path / "scratch"))
+    doc = resource_doc(model_loc, data_loc, out_loc, method="lora", lora={"rank": 8, "alpha": 16, "dropout": "0"},
+                       deepspeed={"zeroStage": stage}, hyperparameters={"learningRate": "2e-2", "epochs": 2},
+                       checkpoints={"everyEpochs": 1, "everySteps": None})
+    doc["spec"]["dataset"] = {"uri": data_loc} if stage == 3 else {"path": data_loc}
+    doc["output"] = out_loc
+    result = main(config_from_resource(doc))
+    assert result["steps"] == 8 and result["modelLocation"] == f"{out_loc}/model" and falls(losses(out))
+    if stage == 2:
+        assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-4", "step-8"]
+    assert (out / "_COMPLETE").exists()
+    adapter = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert adapter["r"] == 8 and (out / "adapter" / "adapter_model.safetensors").exists()
+    merged, original = load_file(out / "model" / "model.safetensors"), load_file(base / "model.safetensors")
+    assert not any("lora" in key for key in merged)
+    assert set(merged) == set(original)
+    changed = [k for k in merged if not torch.equal(merged[k], original[k])]
+    assert any("q_proj.weight" in k for k in changed) and not any("norm" in k for k in changed)
+    generate(out / "model")
+
+
+def test_two_processes_zero3_match_one_process(tmp_path, reference, base, dataset):
+    out = tmp_path / "two"
+    resource = tmp_path / "resource.json"
+    resource.write_text(json.dumps(resource_doc(base, dataset, out)))
+    proc = run_training(resource, tmp_path, nproc=2)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "rank 1 of 2" in proc.stderr or "rank 1 of 2" in proc.stdout
+    curve, expected = losses(out), losses(reference[0])
+    assert sorted(curve) == sorted(expected) and falls(curve)
+    # same samples per step, loss normalised over the global batch: the curves agree
+    assert all(abs(curve[k] - expected[k]) < 2e-3 for k in expected), (curve, expected)
+    generate(out / "model")
+
+
+def test_killed_run_resumes_the_same_curve(tmp_path, reference, base, dataset):
+    out = tmp_path / "resumed"
+    resource = tmp_path / "resource.json"
+    resource.write_text(json.dumps(resource_doc(base, dataset, out)))
+    proc = subprocess.Popen(train_command(resource), env=subprocess_env(tmp_path), cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = out / "checkpoints" / "step-4" / "_COMPLETE"
+    deadline = time.monotonic() + 180
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert marker.exists() and not (out / "_COMPLETE").exists(), "the run should have been killed mid-way"
+    killed_at = max(losses(out))
+    assert killed_at < 12
+
+    resumed = run_training(resource, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stderr
+    curve, expected = losses(out), losses(reference[0])
+    assert sorted(curve) == list(range(1, 13))
+    assert all(abs(curve[k] - expected[k]) < 1e-4 for k in expected), (curve, expected)
+    assert json.loads(resumed.stdout.strip().splitlines()[-1])["steps"] == 12
+
+
+@pytest.mark.parametrize("case, reason", [
+    ("missing_model", "ModelNotFound"),
+    ("missing_dataset", "DatasetUnreadable"),
+    ("no_assistant", "EmptyDataset"),
+    ("all_overlong", "EmptyDataset"),
+    ("indivisible_batch", "InvalidSpec"),
+    ("uncached_hub_model", "ModelNotFound"),
+])
+def test_bad_inputs_fail_with_a_reason(tmp_path, monkeypatch, base, dataset, case, reason):
+    model, data, spec = base, dataset, {}
+    if case == "uncached_hub_model":
+        import huggingface_hub.constants
+
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+        model = "no-such-org/no-such-model"
+    elif case == "missing_model":
+        model = tmp_path / "no-model"
+    elif case == "missing_dataset":
+        data = tmp_path / "no-data"
+    elif case == "no_assistant":
+        data = write_dataset(tmp_path / "d", [{"messages": [{"role": "user", "content": "hi"}]}] * 4)
+    elif case == "all_overlong":
+        spec = {"hyperparameters": {"maxLength": 16}}
+    else:
+        spec = {"hyperparameters": {"globalBatchSize": 5, "microBatchSize": 2}}
+    with pytest.raises(WorkloadError) as err:
+        main(config_from_resource(resource_doc(model, data, tmp_path / "out", **spec)))
+    assert err.value.reason == reason, err.value.message
+
+
+def test_two_process_bad_input_exits_instead_of_hanging(tmp_path, base):
+    data = write_dataset(tmp_path / "d", [{"messages": [{"role": "user", "content": "hi"}]}] * 4)
+    resource = tmp_path / "resource.json"
+    resource.write_text(json.dumps(resource_doc(base, data, tmp_path / "out")))
+    proc = run_training(resource, tmp_path, nproc=2, timeout=150)
+    assert proc.returncode != 0
+    assert '"reason": "EmptyDataset"' in proc.stderr

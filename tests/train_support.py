@@ -1,0 +1,91 @@
+"""Shared helpers of the tests/test_train_*.py files: tiny model, tiny datasets, workload documents."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def arithmetic_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        a, b = rng.randint(1, 60), rng.randint(1, 60)
+        rows.append({
+            "id": f"q{i}",
+            "answer": str(a + b),
+            "messages": [
+                {"role": "user", "content": f"What is {a} + {b}?"},
+                {"role": "assistant", "content": f"First, compute {a} + {b} = {a + b}. Therefore the answer is \\boxed{{{a + b}}}."},
+            ],
+        })
+    return rows
+
+
+def write_dataset(directory: Path, rows: list[Any], *, complete: bool = True) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / "data.jsonl", "w") as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
+    if complete:
+        (directory / "_COMPLETE").write_text("")
+    return directory
+
+
+def resource_doc(model: Path | str, dataset: Path | str, output: Path | str, **spec: Any) -> dict[str, Any]:
+    """A FineTuneJob workload document for a few quick CPU steps."""
+    base = {
+        "baseModel": {"name": str(model)},
+        "dataset": {"path": str(dataset)},
+        "output": {"path": str(output)},
+        "preset": "none",
+        "hyperparameters": {
+            "learningRate": "3e-3", "epochs": 3, "globalBatchSize": 4, "microBatchSize": 1, "maxLength": 256,
+            "warmupRatio": "0", "seed": 7,
+        },
+        "checkpoints": {"everySteps": 2, "keep": 2},
+    }
+    for key, value in spec.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = {**base[key], **value}
+        else:
+            base[key] = value
+    return {
+        "apiVersion": "reasonops.io/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": "tiny", "namespace": "test", "uid": "u"},
+        "spec": base,
+        "revision": "r1",
+        "output": str(output),
+        "context": {},
+    }
+
+
+def subprocess_env(tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env.update(REASONOPS_SCRATCH=str(tmp / "scratch"), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1")
+    return env
+
+
+def train_command(resource: Path, nproc: int = 1) -> list[str]:
+    if nproc == 1:
+        return [sys.executable, "-m", "reasonops.train", "--resource", str(resource)]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+            "-m", "reasonops.train", "--resource", str(resource)]
+
+
+def run_training(resource: Path, tmp: Path, nproc: int = 1, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(train_command(resource, nproc), env=subprocess_env(tmp), cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def losses(output: Path) -> dict[int, float]:
+    lines = (output / "train_log.jsonl").read_text().splitlines()
+    return {entry["step"]: entry["loss"] for entry in map(json.loads, lines)}
