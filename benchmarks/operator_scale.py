@@ -92,7 +92,7 @@ def with_operator(kube: Kube, count: int, timeout: float) -> tuple[float, float,
     ns = f"scale-{uuid.uuid4().hex[:6]}"
     kubectl("create", "namespace", ns)
     env = {**os.environ, "REASONOPS_METRICS_PORT": "0", "REASONOPS_METRICS": "0"}
-    proc = subprocess.Popen([sys.executable, "-m", "reasonops", "operator", "--namespace", ns, "--log-level", "WARNING"],
+    proc = subprocess.Popen([sys.executable, "-m", "reasonops", "--log-level", "WARNING", "operator", "--namespace", ns],
                             env=env, stdout=subprocess.DEVNULL, stderr=open("/tmp/operator-scale.log", "w"))
     peak = [0.0]
     stop = threading.Event()

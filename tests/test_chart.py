@@ -59,26 +59,17 @@ WORKLOAD_RULES = {
 }
 
 
-def helm(*args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    proc = subprocess.run([str(HELM), *args], capture_output=True, text=True, env=env, timeout=120)
+def helm(*args: str, check: bool = True, env: dict[str, str] | None = None, input: str | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run([str(HELM), *args], capture_output=True, text=True, env=env, input=input, timeout=120)
     if check and proc.returncode != 0:
         raise AssertionError(f"helm {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
     return proc
 
 
-def render(values: dict[str, Any] | None = None, namespace: str = "reasonops-system", check: bool = True,
-           tmp: Path | None = None) -> list[dict[str, Any]] | subprocess.CompletedProcess:
-    args = ["template", "rel", str(CHART), "-n", namespace, "--kube-version", KUBE_VERSION]
-    path = None
-    if values:
-        path = Path(os.environ.get("TMPDIR", "/tmp")) / f"values-{uuid.uuid4().hex}.yaml"
-        path.write_text(yaml.safe_dump(values))
-        args += ["-f", str(path)]
-    try:
-        proc = helm(*args, check=check)
-    finally:
-        if path:
-            path.unlink()
+def render(values: dict[str, Any] | None = None, check: bool = True) -> Any:
+    """The chart's manifests for these values (release `rel` in reasonops-system), or helm's result when check=False."""
+    proc = helm("template", "rel", str(CHART), "-n", "reasonops-system", "--kube-version", KUBE_VERSION, "-f", "-",
+                input=yaml.safe_dump(values or {}), check=check)
     if not check:
         return proc
     return [d for d in yaml.safe_load_all(proc.stdout) if d]
@@ -222,6 +213,17 @@ def test_default_images_and_settings_match_the_operator_defaults():
     assert from_env.workload_service_account == "reasonops-workload" and from_env.namespaces == ()
 
 
+def test_every_default_image_is_built_by_a_non_root_dockerfile_in_images():
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    for name, image in values["images"].items():
+        repository = image["repository"]
+        assert repository.startswith("ghcr.io/reasonops/"), repository
+        dockerfile = ROOT / "images" / f"{repository.rsplit('/', 1)[1]}.Dockerfile"
+        text = dockerfile.read_text()
+        assert "USER 1000:1000" in text, f"{dockerfile.name} must not run as root"
+        assert (ROOT / "images" / f"{dockerfile.name}.dockerignore").exists()
+
+
 def _settings_from(env: dict[str, str]) -> Settings:
     saved = dict(os.environ)
     try:
@@ -323,6 +325,9 @@ def test_workload_settings_reach_the_operator_environment():
     assert env["REASONOPS_RESYNC_SECONDS"] == "120"
     assert container["image"] == "registry.example/operator:v9" and container["imagePullPolicy"] == "Always"
     assert container["args"][-1] == "--verbose"
+    digest = "sha256:" + "ab" * 32
+    pinned = env_of(operator_container(render({"images": {"eval": {"repository": "r/eval", "tag": digest, "pullPolicy": "IfNotPresent"}}})))
+    assert pinned["REASONOPS_EVAL_IMAGE"] == f"r/eval@{digest}"
     settings = _settings_from({k: v for k, v in env.items() if k.startswith("REASONOPS_")})
     assert settings.ttl_seconds_after_finished == 0 and settings.pod_annotations == {"sidecar.istio.io/inject": "false"}
     # Workload pods pull private images through their ServiceAccount.

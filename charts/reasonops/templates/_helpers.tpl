@@ -54,11 +54,13 @@ app.kubernetes.io/component: operator
 {{- end }}
 {{- end }}
 
-{{/* An image reference from one entry of .Values.images; call with (list $ "curate"). */}}
+{{/* An image reference from one entry of .Values.images; call with (list $ "curate"). A tag of
+the form sha256:<digest> pins the image by digest. */}}
 {{- define "reasonops.image" -}}
 {{- $root := index . 0 }}
 {{- $image := index $root.Values.images (index . 1) }}
-{{- printf "%s:%s" $image.repository (default $root.Chart.AppVersion $image.tag) }}
+{{- $tag := default $root.Chart.AppVersion $image.tag }}
+{{- printf "%s%s%s" $image.repository (ternary "@" ":" (hasPrefix "sha256:" $tag)) $tag }}
 {{- end }}
 
 {{/* Namespaces where workload pods run and so need the workload ServiceAccount, as a JSON list. */}}

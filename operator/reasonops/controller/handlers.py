@@ -59,6 +59,8 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     STATE.settings = Settings.from_env()
     STATE.kube = Kube(os.environ.get("REASONOPS_KUBECONFIG"))
     settings.execution.max_workers = 32
+    # kopf logs every handler call at INFO; at a thousand objects that is most of the operator's work.
+    logging.getLogger("kopf.objects").setLevel(max(logging.WARNING, logging.getLogger().level))
     settings.posting.level = logging.WARNING  # handler log lines are not events; transitions are
     settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
     settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(field="status.kopf.diffbase")
@@ -83,7 +85,9 @@ async def cleanup(**_: Any) -> None:
 
 
 def _snapshot(body: Any) -> dict[str, Any]:
-    return json.loads(json.dumps(dict(body), default=str))
+    """A plain copy of what reconciling needs (managedFields, often the largest part, is left out)."""
+    meta = {k: v for k, v in body["metadata"].items() if k != "managedFields"}
+    return json.loads(json.dumps({**dict(body), "metadata": meta}, default=str))
 
 
 @kopf.index(GROUP, VERSION, "reasoningdatasets")

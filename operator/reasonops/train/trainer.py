@@ -100,6 +100,10 @@ def _train(config: TrainConfig, reporter: Reporter, info: DistInfo) -> dict[str,
     attention, why = choose_attention(config.attention, device, dtype)
     log.info("attention: %s (%s); dtype %s; ZeRO stage %d; gradient accumulation %d", attention, why, dtype,
              config.zero_stage, gas)
+    if config.packing and config.micro_batch_size > 1 and attention != "flash_attention_2":
+        # Without a varlen kernel, isolation of packed samples costs a dense (tokens x tokens) mask per row.
+        log.warning("packing %d samples per row with %s builds a block-diagonal mask of the whole row; "
+                    "flash_attention_2 avoids it", config.micro_batch_size, attention)
     ds_config = deepspeed_config(config, world_size=info.world_size, bf16=dtype == torch.bfloat16)
     if config.zero_stage == 3:
         from transformers.integrations import HfDeepSpeedConfig
