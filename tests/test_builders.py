@@ -131,3 +131,13 @@ def test_pod_annotations_and_labels_reach_the_pods_without_a_new_revision():
     job = b.build_dataset_children(body, ds, "r", SETTINGS, {}, suspend=False)[1]
     meta = job["spec"]["template"]["metadata"]
     assert meta["annotations"] == {"sidecar.istio.io/inject": "false"} and meta["labels"]["team"] == "math"
+
+
+def test_gpu_pods_get_the_operators_default_placement_unless_they_set_their_own():
+    settings = Settings(gpu_node_selector={"pool": "gpu"}, gpu_tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists"}])
+    body = _load("evalrun.yaml", "EvalRun")
+    ev = EvalRun.model_validate(body)
+    server = b.build_eval_server(body, ev, "/models/m", "r", settings)[0]["spec"]["template"]["spec"]
+    assert server["nodeSelector"] == {"pool": "gpu"} and server["tolerations"][0]["key"] == "nvidia.com/gpu"
+    job = b.build_eval_children(body, ev, "r", settings, {"modelLocation": "/models/m"}, suspend=False)[1]
+    assert "nodeSelector" not in job["spec"]["template"]["spec"]  # the benchmark Job uses no GPU

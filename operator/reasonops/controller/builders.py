@@ -249,8 +249,12 @@ def build_pod_spec(
         pod["serviceAccountName"] = settings.workload_service_account
     if resources and resources.nodeSelector:
         pod["nodeSelector"] = {e.key: e.value for e in resources.nodeSelector}
+    elif gpus and settings.gpu_node_selector:
+        pod["nodeSelector"] = dict(settings.gpu_node_selector)
     if resources and resources.tolerations:
         pod["tolerations"] = [t.to_wire() for t in resources.tolerations]
+    elif gpus and settings.gpu_tolerations:
+        pod["tolerations"] = list(settings.gpu_tolerations)
     if resources and resources.priorityClassName:
         pod["priorityClassName"] = resources.priorityClassName
     if subdomain:

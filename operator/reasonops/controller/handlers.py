@@ -59,6 +59,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     STATE.settings = Settings.from_env()
     STATE.kube = Kube(os.environ.get("REASONOPS_KUBECONFIG"))
     settings.execution.max_workers = 32
+    logging.getLogger().setLevel(os.environ.get("REASONOPS_LOG_LEVEL", "INFO").upper())  # kopf resets it to INFO
     # kopf logs every handler call at INFO; at a thousand objects that is most of the operator's work.
     logging.getLogger("kopf.objects").setLevel(max(logging.WARNING, logging.getLogger().level))
     settings.posting.level = logging.WARNING  # handler log lines are not events; transitions are

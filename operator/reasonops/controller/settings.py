@@ -28,6 +28,8 @@ class Settings:
     metrics_port: int = 8080
     workload_metrics_port: int = 9400
     default_gpus_per_node: int = 8
+    gpu_node_selector: dict[str, str] = field(default_factory=dict)  # for GPU pods that set none
+    gpu_tolerations: list[dict] = field(default_factory=list)  # for GPU pods that set none
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -45,4 +47,7 @@ class Settings:
             pod_annotations=json.loads(os.environ.get("REASONOPS_POD_ANNOTATIONS", "") or "{}"),
             ttl_seconds_after_finished=int(ttl) if ttl else None,
             metrics_port=int(_env("REASONOPS_METRICS_PORT", str(cls.metrics_port))),
+            default_gpus_per_node=int(_env("REASONOPS_DEFAULT_GPUS_PER_NODE", str(cls.default_gpus_per_node))),
+            gpu_node_selector=json.loads(os.environ.get("REASONOPS_GPU_NODE_SELECTOR", "") or "{}"),
+            gpu_tolerations=json.loads(os.environ.get("REASONOPS_GPU_TOLERATIONS", "") or "[]"),
         )
