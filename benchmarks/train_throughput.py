@@ -89,6 +89,7 @@ def run_mode(packing: bool, args: argparse.Namespace, info: Any) -> dict[str, An
         choose_attention,
         count_parameters,
         enable_activation_checkpointing,
+        liger_available,
         parameter_groups,
         training_dtype,
     )
@@ -108,6 +109,10 @@ def run_mode(packing: bool, args: argparse.Namespace, info: Any) -> dict[str, An
         num_hidden_layers=args.layers, num_attention_heads=args.heads, num_key_value_heads=args.kv_heads,
         max_position_embeddings=max(args.max_length * 4, 32768), tie_word_embeddings=False, use_cache=False,
     )
+    if liger_available(device):  # as the trainer does on GPU images: fused norm/RoPE/SwiGLU/cross-entropy
+        from liger_kernel.transformers import apply_liger_kernel_to_qwen2
+
+        apply_liger_kernel_to_qwen2()
     torch.manual_seed(args.seed)
     model = AutoModelForCausalLM.from_config(model_config, dtype=dtype, attn_implementation=attention)
     if not args.no_gradient_checkpointing:
@@ -146,6 +151,7 @@ def run_mode(packing: bool, args: argparse.Namespace, info: Any) -> dict[str, An
         "parameters": params,
         "attention": attention,
         "attentionReason": why,
+        "liger": liger_available(device),
         "dtype": str(dtype).replace("torch.", ""),
         "tokensPerSecond": round(tokens / seconds, 1),
         "tokensPerSecondPerDevice": round(tokens / seconds / info.world_size, 1),

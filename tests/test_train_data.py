@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 import pytest
 
@@ -163,4 +162,3 @@ def test_collate_packed_and_padded(tokenizer):
     assert padded["input_ids"].shape == (3, max(lengths))
     assert padded["attention_mask"].sum().item() == sum(lengths)
     assert int((padded["labels"] != IGNORE).sum()) == int((packed["labels"] != IGNORE).sum())
-    json.dumps(packed["input_ids"].tolist())

@@ -86,8 +86,9 @@ def run_in_pod(resource_file: str) -> int:
         if doc["kind"] == "FineTuneJob":
             from . import train
 
-            command = train.launch_command(doc, dict(os.environ))
-            if command:  # several processes: torchrun re-enters through the train module
+            if train.should_launch(doc, os.environ):  # several processes: torchrun re-enters `reasonops workload`
+                train.check_master_reachable(os.environ)
+                command = train.launch_command(doc, os.environ, resource_path=resource_file)
                 log.info("launching %s", b.describe_command(command))
                 sys.stdout.flush()
                 os.execvp(command[0], command)

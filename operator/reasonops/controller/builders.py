@@ -270,6 +270,7 @@ def _identity_env(body: dict[str, Any], revision: str, output: str) -> list[dict
         {"name": "REASONOPS_NAMESPACE", "value": meta["namespace"]},
         {"name": "REASONOPS_REVISION", "value": revision},
         {"name": "REASONOPS_OUTPUT", "value": pod_path(output)},
+        {"name": "REASONOPS_VOLUME_ROOT", "value": PVC_ROOT},
     ]
 
 

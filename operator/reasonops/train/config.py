@@ -170,8 +170,7 @@ def config_from_resource(doc: dict[str, Any]) -> TrainConfig:
         checkpoint_every_epochs=None if every_steps else ((ckpt.everyEpochs if ckpt else None) or 1),
         checkpoint_every_steps=every_steps,
         checkpoint_keep=(ckpt.keep if ckpt and ckpt.keep else 3),
-        extra={"datasetRevision": context.get("datasetRevision"), "modelVolume": _location(
-            spec.baseModel.volume.model_dump() if spec.baseModel.volume else None)},
+        extra={"datasetRevision": context.get("datasetRevision")},
     )
 
 

@@ -132,6 +132,10 @@ def _tokenize_by_prefixes(tokenizer: Any, messages: list[dict[str, str]]) -> Sam
     Works for templates without {% generation %} markers as long as rendering is prefix-stable (earlier
     turns render the same whatever follows), which we check rather than assume.
     """
+    if not getattr(tokenizer, "is_fast", False):
+        raise WorkloadError("InvalidSpec", "locating assistant tokens needs a fast tokenizer (offsets) or a chat "
+                            "template with {% generation %} markers (set spec.chatTemplate)")
+
     def render(turns: list[dict[str, str]], prompt: bool) -> str:
         return tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=prompt)
 
