@@ -452,8 +452,9 @@ class VLLMGenerator:
 
 def api_key_env(ref: SecretKeyRef) -> str:
     """The environment variable through which the pod receives the API key held in `ref`."""
-    suffix = "".join(c if c.isalnum() else "_" for c in f"{ref.name}_{ref.key}".upper())
-    return f"REASONOPS_API_KEY_{suffix}"
+    from .controller.builders import api_key_env as env_name  # the operator sets it; one naming rule
+
+    return env_name(ref.name, ref.key)
 
 
 def make_generator(

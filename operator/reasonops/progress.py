@@ -28,7 +28,7 @@ TERMINATION_LOG = "/dev/termination-log"
 MAX_MESSAGE = 1024
 MAX_RESULT_BYTES = 3500  # termination messages are capped at 4096 bytes by the kubelet
 
-PLURALS = {"ReasoningDataset": "reasoningdatasets", "FineTuneJob": "finetunejobs", "EvalRun": "evalruns"}
+KINDS = ("ReasoningDataset", "FineTuneJob", "EvalRun")
 
 
 def now_iso() -> str:
@@ -77,7 +77,7 @@ class Reporter:
     def from_env(cls, **kwargs: Any) -> "Reporter":
         kind, name, ns = (os.environ.get(k) for k in ("REASONOPS_KIND", "REASONOPS_NAME", "REASONOPS_NAMESPACE"))
         patcher = None
-        if kind in PLURALS and name and ns:
+        if kind in KINDS and name and ns:
             try:
                 patcher = _default_patcher(kind, name, ns)
             except Exception as exc:  # no client, no credentials: progress stays in the log

@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator, Optional
 import yaml
 from pydantic import ValidationError
 
+from .api.common import validation_problems
 from .api.v1alpha1 import KINDS, EvalRun, FineTuneJob, ReasoningDataset, Resource
 from .controller import builders as b
 from .errors import WorkloadError
@@ -47,11 +48,7 @@ def _workload(kind: str) -> Callable[[dict[str, Any], Reporter], dict[str, Any]]
 
 
 def format_validation_error(kind: str, name: str, error: ValidationError) -> str:
-    lines = [f"{kind} {name!r} is invalid:"]
-    for e in error.errors()[:10]:
-        where = ".".join(str(p) for p in e["loc"])
-        lines.append(f"  {where}: {e['msg']}")
-    return "\n".join(lines)
+    return "\n  ".join([f"{kind} {name!r} is invalid:", *validation_problems(error)])
 
 
 def parse_resource(doc: dict[str, Any]) -> Resource:

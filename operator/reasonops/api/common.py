@@ -67,6 +67,11 @@ ShortText = Annotated[str, Field(max_length=253)]
 LongText = Annotated[str, Field(max_length=8192)]
 
 
+def validation_problems(error: Any, limit: int = 10) -> list[str]:
+    """`field.path: message` for each problem of a pydantic ValidationError."""
+    return [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()[:limit]]
+
+
 def decimal(value: Optional[str], default: float | None = None) -> float | None:
     """Turn a spec decimal string into a float (None stays None unless a default is given)."""
     return default if value is None else float(value)

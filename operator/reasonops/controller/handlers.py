@@ -282,7 +282,7 @@ def _parse(model: Any, body: dict[str, Any]) -> Any:
 
 
 def _invalid(body: dict[str, Any], error: ValidationError) -> dict[str, Any]:
-    problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()[:5])
+    problems = "; ".join(c.validation_problems(error, limit=5))
     gen, now = body["metadata"].get("generation"), now_iso()
     prev = (body.get("status") or {}).get("conditions") or []
     return {

@@ -101,14 +101,6 @@ class Kube:
             content_type="application/merge-patch+json",
         )
 
-    def get(self, kind: str, namespace: str, name: str, api_version: Optional[str] = None) -> Optional[dict[str, Any]]:
-        try:
-            return self._call("GET", _path(api_version or _API_VERSIONS.get(kind, "reasonops.io/v1alpha1"), kind, namespace, name))
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-
     def delete_by_labels(self, kind: str, namespace: str, selector: str) -> None:
         """Delete every object of a kind matching the selector (background propagation: pods go too)."""
         self._call(
