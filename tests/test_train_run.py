@@ -171,6 +171,35 @@ def test_killed_run_resumes_the_same_curve(tmp_path, reference, base, dataset):
     assert json.loads(resumed.stdout.strip().splitlines()[-1])["steps"] == 12
 
 
+def test_object_store_output_resumes_on_another_nodes_empty_disk(tmp_path, reference, base, dataset):
+    """A URI output has no shared directory: checkpoints are mirrored as they are written, so a pod
+    restarted on another node (an empty scratch disk) fetches the newest one and continues the curve."""
+    remote = tmp_path / "bucket" / "runs" / "tiny"
+    resource = tmp_path / "resource.json"
+    resource.write_text(json.dumps(resource_doc(base, dataset, f"file://{remote}")))
+    proc = subprocess.Popen(train_command(resource), env=subprocess_env(tmp_path / "node-a"), cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = remote / "checkpoints" / "step-4" / "_COMPLETE"
+    deadline = time.monotonic() + 180
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert marker.exists() and not (remote / "_COMPLETE").exists(), "the run should have been killed mid-way"
+
+    resumed = run_training(resource, tmp_path / "node-b")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "fetched checkpoint step-" in resumed.stderr and "resumed from file://" in resumed.stderr
+    curve, expected = losses(remote), losses(reference[0])
+    assert sorted(curve) == list(range(1, 13)), "the loss curve carries over from the first node"
+    assert all(abs(curve[k] - expected[k]) < 1e-4 for k in expected), (curve, expected)
+    result = json.loads(resumed.stdout.strip().splitlines()[-1])
+    assert result["steps"] == 12 and result["latestCheckpoint"] == f"file://{remote}/checkpoints/step-12"
+    # The store keeps the newest `keep` (2) complete checkpoints, like a volume does, and the model.
+    assert sorted(p.name for p in (remote / "checkpoints").iterdir()) == ["step-10", "step-12"]
+    assert (remote / "checkpoints" / "step-12" / "_COMPLETE").exists() and (remote / "model" / "config.json").exists()
+
+
 @pytest.mark.parametrize("case, reason", [
     ("missing_model", "ModelNotFound"),
     ("missing_dataset", "DatasetUnreadable"),

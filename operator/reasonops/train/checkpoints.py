@@ -3,8 +3,14 @@
 A checkpoint is written into `.tmp-step-N`, renamed to `step-N`, and only then gets its `_COMPLETE`
 marker: a directory without the marker (a crash mid-write) is never resumed from and is cleaned up.
 Each holds the DeepSpeed state (module, optimizer and LR scheduler partitions of every rank), the RNG
-state of every rank and the trainer position (step, epoch) as JSON. On multi-node jobs the output must
-be a volume every node mounts (ReadWriteMany): each rank writes its own partitions.
+state of every rank and the trainer position (step, epoch) as JSON. On a volume output every node must
+mount the same volume (ReadWriteMany): each rank writes its own partitions, global rank 0 finalizes.
+
+An object-store output (a URI) has no shared directory: each node stages checkpoints on its own disk
+(finalized by its local rank 0) and mirrors them to `<output>/checkpoints/step-N`; the remote marker is
+written by global rank 0 after every node has uploaded its files. A restarted pod, on any node, fetches
+the newest complete remote checkpoint when its own disk has nothing newer, so a URI output resumes like a
+volume does.
 """
 
 from __future__ import annotations
@@ -65,17 +71,23 @@ def remove_incomplete(root: Path) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
-def save_checkpoint(engine: Any, root: Path, state: TrainerState, *, rank: int, keep: int) -> Path:
-    """Collective: every rank calls it. Returns the checkpoint directory."""
+def save_checkpoint(engine: Any, root: Path, state: TrainerState, *, rank: int, keep: int,
+                    owner: Optional[bool] = None, remote: Optional[str] = None) -> Path:
+    """Collective: every rank calls it. Returns the (local) checkpoint directory.
+
+    `owner`: whether this process finalizes `root` (default: global rank 0; on node-local disks each
+    node's local rank 0). `remote`: the object-store directory the checkpoint is mirrored to.
+    """
+    owner = rank == 0 if owner is None else owner
     tmp, final = root / f".tmp-step-{state.step}", root / f"step-{state.step}"
-    if rank == 0:
+    if owner:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     _barrier()
     engine.save_checkpoint(str(tmp), tag=TAG, client_state={"trainer": asdict(state)})
     torch.save(_rng_state(), tmp / f"rng-rank{rank}.pt")
     _barrier()
-    if rank == 0:
+    if owner:
         (tmp / "trainer_state.json").write_text(json.dumps(asdict(state), indent=2))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
@@ -83,6 +95,71 @@ def save_checkpoint(engine: Any, root: Path, state: TrainerState, *, rank: int, 
         for _, old in complete_checkpoints(root)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     _barrier()
+    if remote:
+        _mirror(final, remote, rank=rank, owner=owner, keep=keep)
+    return final
+
+
+def _mirror(local: Path, remote: str, *, rank: int, owner: bool, keep: int) -> None:
+    """Collective: upload a finalized checkpoint, every node its own files, then mark it complete."""
+    import fsspec
+
+    fs, base = fsspec.core.url_to_fs(remote)
+    dest = f"{base}/{local.name}"
+    if owner:
+        for path in sorted(p for p in local.rglob("*") if p.is_file() and p.name != MARKER):
+            target = f"{dest}/{path.relative_to(local).as_posix()}"
+            fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+            fs.put_file(str(path), target)
+    _barrier()
+    if rank == 0:
+        fs.pipe_file(f"{dest}/{MARKER}", b"ok\n")
+        steps = _remote_steps(fs, base)
+        complete = [step for step, done in steps if done]
+        for step, done in steps:  # beyond `keep`, and uploads a crash left unfinished
+            if (done and step not in complete[-keep:]) or (not done and step < complete[-1]):
+                fs.rm(f"{base}/step-{step}", recursive=True)
+        log.info("checkpoint %s mirrored to %s", local.name, remote)
+    _barrier()
+
+
+def _remote_steps(fs: Any, base: str) -> list[tuple[int, bool]]:
+    """(step, complete) of the checkpoint directories under `base`, oldest first."""
+    try:
+        entries = fs.ls(base, detail=False)
+    except FileNotFoundError:
+        return []
+    found = []
+    for entry in entries:
+        match = _STEP_DIR.match(entry.rstrip("/").rsplit("/", 1)[-1])
+        if match:
+            found.append((int(match.group(1)), fs.exists(f"{entry.rstrip('/')}/{MARKER}")))
+    return sorted(found)
+
+
+def fetch_latest(root: Path, remote: str) -> Optional[Path]:
+    """Bring the newest complete remote checkpoint to `root` when `root` has nothing as new (a pod
+    restarted on an empty disk). Run by each node's owner before training; returns what it fetched."""
+    import fsspec
+
+    fs, base = fsspec.core.url_to_fs(remote)
+    complete = [step for step, done in _remote_steps(fs, base) if done]
+    local = complete_checkpoints(root)
+    if not complete or (local and local[-1][0] >= complete[-1]):
+        return None
+    step = complete[-1]
+    source, tmp, final = f"{base}/step-{step}", root / f".tmp-step-{step}", root / f"step-{step}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    for path in fs.find(source):
+        rel = path[len(source) + 1:]  # fs.find gives paths as url_to_fs does: without the protocol
+        if rel == MARKER:
+            continue
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        fs.get_file(path, str(tmp / rel))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    write_marker(final)
+    log.info("fetched checkpoint step-%d from %s", step, remote)
     return final
 
 

@@ -121,16 +121,25 @@ def _train(config: TrainConfig, reporter: Reporter, info: DistInfo) -> dict[str,
     set_seed(config.seed + info.rank)  # distinct dropout per rank; resumed runs restore RNG from the checkpoint
 
     root = work / "checkpoints"
-    if is_main:
+    # A URI output stages on each node's own disk and mirrors checkpoints to the object store.
+    remote = f"{config.output.rstrip('/')}/checkpoints" if is_uri(config.output) else None
+    owner = info.local_rank == 0 if remote else is_main
+    if owner:
         ckpt.remove_incomplete(root)
+        if remote:
+            ckpt.fetch_latest(root, remote)
     _barrier()
     state = ckpt.TrainerState()
-    latest = ckpt.latest_checkpoint(root)
-    if latest is not None:
-        state = ckpt.load_checkpoint(engine, latest, rank=info.rank)
+    latest: Optional[str] = None  # the newest checkpoint, as status shows it (remote for a URI output)
+    resume = ckpt.latest_checkpoint(root)
+    if resume is not None:
+        state = ckpt.load_checkpoint(engine, resume, rank=info.rank)
+        latest = f"{remote}/{resume.name}" if remote else str(resume)
         log.info("resumed from %s at step %d", latest, state.step)
     resumed_seconds = state.seconds
     if is_main:
+        if remote and resume is not None and not (work / TRAIN_LOG).exists():
+            _transfer(f"{config.output.rstrip('/')}/{TRAIN_LOG}", work / TRAIN_LOG, upload=False)
         _trim_train_log(work / TRAIN_LOG, state.step)
         (work / RESOLVED_CONFIG).write_text(config.to_json())
 
@@ -159,9 +168,12 @@ def _train(config: TrainConfig, reporter: Reporter, info: DistInfo) -> dict[str,
         state.last_loss = done.loss
         state.seconds = time.monotonic() - loop_started
         meter.add(done.tokens, done.flops)
-        latest = _maybe_checkpoint(engine, root, state, config, per_epoch, info.rank) or latest
+        saved = _maybe_checkpoint(engine, root, state, config, per_epoch, info.rank, owner, remote)
+        latest = saved or latest
         if is_main:
             _report(reporter, prom, meter, state, total_steps, per_epoch, lr, latest, work)
+            if saved and remote:  # the loss curve so far goes with the checkpoint, for a resume elsewhere
+                _transfer(f"{config.output.rstrip('/')}/{TRAIN_LOG}", work / TRAIN_LOG, upload=True)
 
     if is_main:
         reporter.update(stage="export", message=f"writing the final model to {config.output}/model", force=True)
@@ -220,8 +232,10 @@ def train_step(
 
 
 def _maybe_checkpoint(
-    engine: Any, root: Path, state: ckpt.TrainerState, config: TrainConfig, per_epoch: int, rank: int
-) -> Optional[Path]:
+    engine: Any, root: Path, state: ckpt.TrainerState, config: TrainConfig, per_epoch: int, rank: int,
+    owner: bool, remote: Optional[str],
+) -> Optional[str]:
+    """The checkpoint written at this step (its remote location for a URI output), if one was due."""
     if config.checkpoint_every_steps:
         due = state.step % config.checkpoint_every_steps == 0
     else:
@@ -229,7 +243,8 @@ def _maybe_checkpoint(
         due = end_of_epoch and (state.step // per_epoch) % (config.checkpoint_every_epochs or 1) == 0
     if not due:
         return None
-    return ckpt.save_checkpoint(engine, root, state, rank=rank, keep=config.checkpoint_keep)
+    local = ckpt.save_checkpoint(engine, root, state, rank=rank, keep=config.checkpoint_keep, owner=owner, remote=remote)
+    return f"{remote}/{local.name}" if remote else str(local)
 
 
 def _report(
@@ -240,7 +255,7 @@ def _report(
     total_steps: int,
     per_epoch: int,
     lr: float,
-    latest: Optional[Path],
+    latest: Optional[str],
     work: Path,
 ) -> None:
     epoch = state.step / per_epoch
@@ -259,7 +274,7 @@ def _report(
         tokensPerSecond=f"{tps:.0f}",
         mfu=f"{mfu:.3f}" if mfu is not None else None,
         etaSeconds=eta,
-        latestCheckpoint=str(latest) if latest else None,
+        latestCheckpoint=latest,
     )
     if prom is not None:
         prom.set(step=state.step, total_steps=total_steps, epoch=epoch, loss=loss, learning_rate=lr,
@@ -273,17 +288,13 @@ def _report(
 
 
 def _local_output(config: TrainConfig) -> Path:
-    """Where this run writes: the output itself, or for a URI a local staging directory uploaded at the end.
-
-    With a URI output, checkpoints live only on local disk: a restarted pod cannot resume from them.
-    """
+    """Where this run writes: the output itself, or for a URI a local staging directory, whose
+    checkpoints are mirrored as they are written and whose model is uploaded at the end."""
     if not is_uri(config.output):
         path = Path(config.output)
     else:
         base = Path(os.environ.get("REASONOPS_SCRATCH") or tempfile.gettempdir())
         path = base / "reasonops-train" / (config.revision or config.name) / "output"
-        log.warning("output %s is a URI: checkpoints stay on local disk and do not survive a pod restart",
-                    config.output)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -302,7 +313,7 @@ def _finished_result(output: str) -> Optional[dict[str, Any]]:
         return None
 
 
-def _result(config: TrainConfig, state: ckpt.TrainerState, stats: DataStats, latest: Optional[Path],
+def _result(config: TrainConfig, state: ckpt.TrainerState, stats: DataStats, latest: Optional[str],
             wall: float) -> dict[str, Any]:
     return {
         "modelLocation": f"{config.output.rstrip('/')}/model",
@@ -311,7 +322,7 @@ def _result(config: TrainConfig, state: ckpt.TrainerState, stats: DataStats, lat
         "droppedSamples": stats.dropped_for_length,
         "truncatedSamples": stats.truncated,
         "badSamples": stats.bad,
-        "latestCheckpoint": str(latest) if latest else None,
+        "latestCheckpoint": latest,
         "tokens": state.tokens,
         "wallSeconds": round(wall, 1),
     }
@@ -347,6 +358,21 @@ def _trim_train_log(path: Path, step: int) -> None:
         return
     lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
     path.write_text("".join(line + "\n" for line in lines))
+
+
+def _transfer(uri: str, local: Path, *, upload: bool) -> None:
+    """One file to or from the object store; a missing source is not an error (nothing to carry over)."""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(uri)
+    try:
+        if upload:
+            fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            fs.put_file(str(local), path)
+        else:
+            fs.get_file(path, str(local))
+    except FileNotFoundError:
+        log.warning("%s not found; the training log starts here", uri if not upload else local)
 
 
 def _upload(work: Path, uri: str) -> None:
