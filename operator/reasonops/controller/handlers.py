@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 import hashlib
 import logging
 import os
@@ -106,6 +107,20 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         except OSError as exc:  # a second operator in the same process (tests): metrics already served
             log.warning("metrics endpoint not started: %s", exc)
     STATE.resync_task = asyncio.create_task(_resync_forever())
+    _tune_gc()
+
+
+def _tune_gc() -> None:
+    """Collect cyclic garbage less eagerly than Python's default (every 700 net allocations).
+
+    Watch events allocate many short-lived containers, and each full collection traverses every live
+    object; at a thousand resources the collector took about half of the operator's CPU time. The objects
+    of the imported modules never become garbage: frozen, no collection looks at them again. Reference
+    counting still frees all non-cyclic garbage at once.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
 
 
 @kopf.on.cleanup()
