@@ -159,8 +159,9 @@ class AsyncKube:
 
     async def _call(
         self, method: str, path: str, body: Any = None, query: Optional[list[tuple[str, Any]]] = None,
-        content_type: str = "application/json",
+        content_type: str = "application/json", decode: bool = True,
     ) -> dict[str, Any]:
+        """One request; the answer's JSON, unless `decode` is false (then {}: callers that need no answer)."""
         headers = {"Accept": "application/json", "Content-Type": content_type}
         # Read per request: the client's refresh hook renews a rotated service-account token.
         auth = self.config.auth_settings().get("BearerToken")
@@ -169,20 +170,21 @@ class AsyncKube:
         async with self._open().request(
             method, self.config.host + path, params=_query(query), headers=headers,
             data=json.dumps(body) if body is not None else None, proxy=self.config.proxy or None,
+            server_hostname=self.config.tls_server_name or None,
         ) as response:
             data = await response.read()
             if not 200 <= response.status < 300:
                 exc = ApiException(status=response.status, reason=response.reason)
                 exc.body = data.decode(errors="replace") if data else None
                 raise exc
-        return json.loads(data) if data else {}
+        return json.loads(data) if data and decode else {}
 
     async def create(self, obj: dict[str, Any]) -> bool:
         """Create the object unless it exists; True when it was created."""
         meta = obj["metadata"]
         try:
             await self._call("POST", _path(obj["apiVersion"], obj["kind"], meta["namespace"]), obj,
-                             query=[("fieldManager", FIELD_MANAGER)])
+                             query=[("fieldManager", FIELD_MANAGER)], decode=False)
             return True
         except ApiException as exc:
             if exc.status == 409:
@@ -214,12 +216,13 @@ class AsyncKube:
         """Delete every object of a kind matching the selector (background propagation: pods go too)."""
         await self._call(
             "DELETE", _path(_API_VERSIONS[kind], kind, namespace),
-            {"propagationPolicy": "Background"}, query=[("labelSelector", selector)],
+            {"propagationPolicy": "Background"}, query=[("labelSelector", selector)], decode=False,
         )
 
     async def delete(self, kind: str, namespace: str, name: str) -> None:
         try:
-            await self._call("DELETE", _path(_API_VERSIONS[kind], kind, namespace, name), {"propagationPolicy": "Background"})
+            await self._call("DELETE", _path(_API_VERSIONS[kind], kind, namespace, name), {"propagationPolicy": "Background"},
+                             decode=False)
         except ApiException as exc:
             if exc.status != 404:
                 raise
