@@ -146,11 +146,9 @@ def test_two_processes_zero3_match_one_process(tmp_path, reference, base, datase
     generate(out / "model")
 
 
-def test_killed_run_resumes_the_same_curve(tmp_path, reference, base, dataset):
-    out = tmp_path / "resumed"
-    resource = tmp_path / "resource.json"
-    resource.write_text(json.dumps(resource_doc(base, dataset, out)))
-    proc = subprocess.Popen(train_command(resource), env=subprocess_env(tmp_path), cwd=REPO,
+def kill_after_checkpoint(resource: Path, tmp: Path, out: Path) -> None:
+    """Start a training run and SIGKILL it once `out` has its step-4 checkpoint, before it finishes."""
+    proc = subprocess.Popen(train_command(resource), env=subprocess_env(tmp), cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     marker = out / "checkpoints" / "step-4" / "_COMPLETE"
     deadline = time.monotonic() + 180
@@ -159,6 +157,13 @@ def test_killed_run_resumes_the_same_curve(tmp_path, reference, base, dataset):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert marker.exists() and not (out / "_COMPLETE").exists(), "the run should have been killed mid-way"
+
+
+def test_killed_run_resumes_the_same_curve(tmp_path, reference, base, dataset):
+    out = tmp_path / "resumed"
+    resource = tmp_path / "resource.json"
+    resource.write_text(json.dumps(resource_doc(base, dataset, out)))
+    kill_after_checkpoint(resource, tmp_path, out)
     killed_at = max(losses(out))
     assert killed_at < 12
 
@@ -177,15 +182,7 @@ def test_object_store_output_resumes_on_another_nodes_empty_disk(tmp_path, refer
     remote = tmp_path / "bucket" / "runs" / "tiny"
     resource = tmp_path / "resource.json"
     resource.write_text(json.dumps(resource_doc(base, dataset, f"file://{remote}")))
-    proc = subprocess.Popen(train_command(resource), env=subprocess_env(tmp_path / "node-a"), cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    marker = remote / "checkpoints" / "step-4" / "_COMPLETE"
-    deadline = time.monotonic() + 180
-    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert marker.exists() and not (remote / "_COMPLETE").exists(), "the run should have been killed mid-way"
+    kill_after_checkpoint(resource, tmp_path / "node-a", remote)
 
     resumed = run_training(resource, tmp_path / "node-b")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
