@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts" / "reasonops"
 TOOLS_BIN = Path(os.environ.get("REASONOPS_TOOLS", Path.home() / ".cache" / "reasonops" / "tools")) / "bin"
 HELM = TOOLS_BIN / "helm"
+HEALTH_LUA = CHART / "argocd" / "health.lua"
 
 
 def helm(*args: str, check: bool = True, env: dict[str, str] | None = None, input: str | None = None) -> subprocess.CompletedProcess:
@@ -123,3 +124,15 @@ def get(cluster, kind: str, ns: str, name: str) -> dict:
 
 def cond(obj: dict, type_: str) -> str:
     return next((c["status"] for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == type_), "")
+
+
+def argocd_health(obj: dict) -> tuple[str, str]:
+    """(status, message) of an object as Argo CD sees it through the chart's health script, run by the
+    Lua 5.1 Argo CD embeds (gopher-lua implements 5.1)."""
+    import pytest
+
+    lua51 = pytest.importorskip("lupa.lua51", reason="lupa (pip install lupa) embeds Lua 5.1")
+    lua = lua51.LuaRuntime(unpack_returned_tuples=True)
+    lua.globals().obj = lua.table_from(obj, recursive=True)
+    result = dict(lua.execute(HEALTH_LUA.read_text()))
+    return result["status"], result.get("message", "")

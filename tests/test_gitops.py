@@ -14,9 +14,10 @@ import yaml
 from reasonops.api.v1alpha1 import KINDS
 from reasonops.controller import builders as b
 
+from chart_support import HEALTH_LUA, argocd_health
+
 ROOT = Path(__file__).resolve().parents[1]
 GITOPS = ROOT / "examples" / "gitops"
-HEALTH_LUA = ROOT / "charts" / "reasonops" / "argocd" / "health.lua"
 KUBECTL = Path(os.environ.get("REASONOPS_TOOLS", Path.home() / ".cache" / "reasonops" / "tools")) / "bin" / "kubectl"
 OVERLAYS = {"staging": "reasoner-staging", "production": "reasoner-prod"}
 
@@ -172,12 +173,9 @@ CASES = [
 
 @pytest.mark.parametrize("obj, status, message", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_argocd_health_script(obj, status, message):
-    lua51 = pytest.importorskip("lupa.lua51", reason="lupa (pip install lupa) embeds Lua 5.1")
-    lua = lua51.LuaRuntime(unpack_returned_tuples=True)
-    lua.globals().obj = lua.table_from(obj, recursive=True)
-    health = dict(lua.execute(HEALTH_LUA.read_text()))
-    assert health["status"] == status
-    assert message in health["message"]
+    health, text = argocd_health(obj)
+    assert health == status
+    assert message in text
 
 
 def test_argocd_health_script_conditions_are_the_operators():

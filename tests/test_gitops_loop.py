@@ -28,11 +28,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from chart_support import CHART, HELM, TOOLS_BIN, ChartOperator, get, helm, wait_for
+from chart_support import CHART, HELM, TOOLS_BIN, ChartOperator, argocd_health, get, helm, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 GITOPS = ROOT / "examples" / "gitops"
-HEALTH_LUA = ROOT / "charts" / "reasonops" / "argocd" / "health.lua"
 FIELD_MANAGER = "argocd-controller"  # Argo CD's field manager for server-side apply
 
 pytestmark = [
@@ -106,9 +105,10 @@ class Repo:
     def render(self) -> str:
         """The overlay at HEAD, as a GitOps controller renders it: from the commit, not the work tree."""
         checkout = self.path.parent / f"checkout-{self.git('rev-parse', '--short', 'HEAD').strip()}"
-        archive = subprocess.run(["git", "-C", str(self.path), "archive", "HEAD"], check=True, capture_output=True).stdout
-        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            tar.extractall(checkout, filter="data")
+        if not checkout.exists():  # a commit is checked out once; syncs and diffs of it reuse it
+            archive = subprocess.run(["git", "-C", str(self.path), "archive", "HEAD"], check=True, capture_output=True).stdout
+            with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+                tar.extractall(checkout, filter="data")
         return self.cluster.kubectl("kustomize", str(checkout / "overlays" / "kwok")).stdout
 
     def sync(self) -> None:
@@ -136,15 +136,6 @@ def run_script(cluster, script: str, namespace: str, timeout_s: int = 120) -> su
     env = {**cluster.env, "PATH": f"{TOOLS_BIN}{os.pathsep}{os.environ['PATH']}"}
     return subprocess.run(["bash", "-euo", "pipefail", "-c", f"NS={namespace}\n{script}"], env=env,
                           capture_output=True, text=True, timeout=timeout_s * 6)
-
-
-def health(obj: dict) -> tuple[str, str]:
-    """Argo CD's view of a live object, through the health script the example installs."""
-    lua51 = pytest.importorskip("lupa.lua51", reason="lupa (pip install lupa) embeds Lua 5.1")
-    lua = lua51.LuaRuntime(unpack_returned_tuples=True)
-    lua.globals().obj = lua.table_from(obj, recursive=True)
-    result = dict(lua.execute(HEALTH_LUA.read_text()))
-    return result["status"], result.get("message", "")
 
 
 def bind_claims(cluster, namespace: str, rendered: str) -> list[str]:
@@ -214,7 +205,7 @@ def test_gitops_example_retrains_and_reevaluates_on_a_dataset_change_in_git(pipe
     assert ev["status"]["modelRevision"] == ft["status"]["modelRevision"]
     assert {g["benchmark"]: g["passed"] for g in ev["status"]["gates"]} == {"aime24": True, "math500": True}
     for obj in (ds, ft, ev):
-        assert health(obj)[0] == "Healthy", (obj["kind"], health(obj), obj["status"])
+        assert argocd_health(obj)[0] == "Healthy", (obj["kind"], argocd_health(obj), obj["status"])
         # Git's fields only: the operator adds no annotations or finalizers, so there is nothing to prune or diff.
         assert not obj["metadata"].get("finalizers")
         assert not any(k.startswith(("kopf.", "reasonops.io/")) for k in obj["metadata"].get("annotations") or {})
@@ -232,10 +223,10 @@ def test_gitops_example_retrains_and_reevaluates_on_a_dataset_change_in_git(pipe
     # New dataset revision, curating; meanwhile the current model stays Ready and keeps its verdict.
     ds = wait_for("the new dataset revision in progress", lambda: (d := live("reasoningdataset", "math-reasoning"))
                   .get("status", {}).get("revision") not in (None, first["dataset"]) and d, 60, diagnose)
-    assert ds["status"]["phase"] in ("Pending", "Running") and health(ds)[0] == "Progressing", (ds["status"], health(ds))
+    assert ds["status"]["phase"] in ("Pending", "Running") and argocd_health(ds)[0] == "Progressing", (ds["status"], argocd_health(ds))
     ft = live("finetunejob", "reasoner")
-    assert health(ft)[0] == "Healthy" and ft["status"]["modelRevision"] == first["model"]
-    assert health(live("evalrun", "reasoner-eval"))[0] == "Healthy"
+    assert argocd_health(ft)[0] == "Healthy" and ft["status"]["modelRevision"] == first["model"]
+    assert argocd_health(live("evalrun", "reasoner-eval"))[0] == "Healthy"
 
     # The README's hand-over script: dataset Ready → fine-tune on its revision → eval on the new model.
     proc = run_script(c, handover, ns)
@@ -252,7 +243,7 @@ def test_gitops_example_retrains_and_reevaluates_on_a_dataset_change_in_git(pipe
     assert ft["status"]["modelRevision"] != first["model"], "the fine-tune retrained on the new dataset"
     assert ev["status"]["modelRevision"] == ft["status"]["modelRevision"] and ev["status"]["phase"] == "Succeeded"
     assert ev["status"]["revision"] != first["eval"], "the evaluation ran again, for the new model"
-    assert [health(o)[0] for o in (ds, ft, ev)] == ["Healthy"] * 3
+    assert [argocd_health(o)[0] for o in (ds, ft, ev)] == ["Healthy"] * 3
     assert len(jobs_of(c, ns, "reasoner")) == 2 and len(jobs_of(c, ns, "reasoner-eval")) == 2  # one per revision
     assert repo.drift() == "", "the retraining left git and the cluster apart"
     second_model = ft["status"]["modelRevision"]
@@ -266,7 +257,7 @@ def test_gitops_example_retrains_and_reevaluates_on_a_dataset_change_in_git(pipe
     assert "gates failed: not promoting" in proc.stdout
     assert re.search(r"^aime24\t0\.1\t0\.50\tfalse$", proc.stdout, flags=re.M), proc.stdout
     ev = live("evalrun", "reasoner-eval")
-    status, message = health(ev)
+    status, message = argocd_health(ev)
     assert status == "Degraded" and "GatesFailed" in message and "aime24" in message, (status, message)
     ft = live("finetunejob", "reasoner")
     assert ft["status"]["modelRevision"] == second_model and len(jobs_of(c, ns, "reasoner")) == 2, "a gate change does not retrain"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,15 +20,11 @@ from typing import Any, Callable
 import pytest
 import yaml
 
+from chart_support import free_port
+
 pytestmark = pytest.mark.cluster
 ROOT = Path(__file__).resolve().parents[1]
 API = "reasonops.io/v1alpha1"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Operator:
@@ -37,7 +32,7 @@ class Operator:
 
     def __init__(self, cluster, log_dir: Path) -> None:
         self.cluster, self.log_dir, self.proc, self.starts = cluster, log_dir, None, 0
-        self.metrics_port = _free_port()
+        self.metrics_port = free_port()
 
     def start(self) -> None:
         self.starts += 1

@@ -264,27 +264,13 @@ def _forget(key: Key) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, "reasoningdatasets")
-async def on_dataset(event: dict, namespace: str, name: str, **kwargs: Any) -> None:
-    if event.get("type") == "DELETED":
-        _forget(("ReasoningDataset", namespace, name))
-    else:
-        await reconcile("ReasoningDataset", namespace, name, _remember(kwargs))
-
-
 @kopf.on.event(GROUP, VERSION, "finetunejobs")
-async def on_finetune(event: dict, namespace: str, name: str, **kwargs: Any) -> None:
-    if event.get("type") == "DELETED":
-        _forget(("FineTuneJob", namespace, name))
-    else:
-        await reconcile("FineTuneJob", namespace, name, _remember(kwargs))
-
-
 @kopf.on.event(GROUP, VERSION, "evalruns")
-async def on_eval(event: dict, namespace: str, name: str, **kwargs: Any) -> None:
+async def on_resource(event: dict, body: Any, namespace: str, name: str, **kwargs: Any) -> None:
     if event.get("type") == "DELETED":
-        _forget(("EvalRun", namespace, name))
+        _forget((body["kind"], namespace, name))
     else:
-        await reconcile("EvalRun", namespace, name, _remember(kwargs))
+        await reconcile(body["kind"], namespace, name, _remember(kwargs))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)

@@ -123,6 +123,7 @@ def _train(config: TrainConfig, reporter: Reporter, info: DistInfo) -> dict[str,
     root = work / "checkpoints"
     # A URI output stages on each node's own disk and mirrors checkpoints to the object store.
     remote = f"{config.output.rstrip('/')}/checkpoints" if is_uri(config.output) else None
+    remote_log = f"{config.output.rstrip('/')}/{TRAIN_LOG}"  # the loss curve's copy beside a remote checkpoint
     owner = info.local_rank == 0 if remote else is_main
     if owner:
         ckpt.remove_incomplete(root)
@@ -139,7 +140,7 @@ def _train(config: TrainConfig, reporter: Reporter, info: DistInfo) -> dict[str,
     resumed_seconds = state.seconds
     if is_main:
         if remote and resume is not None and not (work / TRAIN_LOG).exists():
-            _transfer(f"{config.output.rstrip('/')}/{TRAIN_LOG}", work / TRAIN_LOG, upload=False)
+            _transfer(remote_log, work / TRAIN_LOG, upload=False)
         _trim_train_log(work / TRAIN_LOG, state.step)
         (work / RESOLVED_CONFIG).write_text(config.to_json())
 
@@ -173,7 +174,7 @@ def _train(config: TrainConfig, reporter: Reporter, info: DistInfo) -> dict[str,
         if is_main:
             _report(reporter, prom, meter, state, total_steps, per_epoch, lr, latest, work)
             if saved and remote:  # the loss curve so far goes with the checkpoint, for a resume elsewhere
-                _transfer(f"{config.output.rstrip('/')}/{TRAIN_LOG}", work / TRAIN_LOG, upload=True)
+                _transfer(remote_log, work / TRAIN_LOG, upload=True)
 
     if is_main:
         reporter.update(stage="export", message=f"writing the final model to {config.output}/model", force=True)
