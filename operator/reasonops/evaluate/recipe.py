@@ -33,12 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from . import __version__
-from .api.v1alpha1 import LIMO_SYSTEM_PROMPT, BenchmarkSpec, EvalRunSpec
-from .benchmarks import GREEDY, BenchmarkDef, BenchmarkItem, benchmark_def, load_benchmark
-from .errors import WorkloadError
-from .grading import GradeResult, Grader, majority_correct, pass_at_k
-from .llm import (
+from .. import __version__
+from ..api.v1alpha1 import LIMO_SYSTEM_PROMPT, BenchmarkSpec, EvalRunSpec
+from ..benchmarks import GREEDY, BenchmarkDef, BenchmarkItem, benchmark_def, load_benchmark
+from ..errors import WorkloadError
+from ..grading import GradeResult, Grader, majority_correct, pass_at_k
+from ..llm import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
@@ -49,7 +49,7 @@ from .llm import (
     api_key_env,
     check_endpoint,
 )
-from .progress import Reporter
+from ..progress import Reporter
 
 log = logging.getLogger("reasonops.evaluate")
 
