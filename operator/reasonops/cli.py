@@ -56,9 +56,9 @@ def _cmd_workload(args: argparse.Namespace) -> int:
 
 
 def _cmd_grade(args: argparse.Namespace) -> int:
-    from .evaluate import grade_main
+    from .evaluate import grade_command
 
-    return grade_main(args.rest) or 0
+    return grade_command(args)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -75,9 +75,10 @@ def _cmd_tiny_model(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from .serve import main as serve_main
+    from .serve import run
 
-    return serve_main(args.rest) or 0
+    run(args, args.parser)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,13 +112,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resource", default="/etc/reasonops/resource.json")
     p.set_defaults(func=_cmd_workload)
 
-    p = sub.add_parser("grade", help="score an existing responses file offline", add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
+    # The options are defined by the modules themselves (one definition for `python -m` and `reasonops`);
+    # importing them here costs nothing heavy: torch and math-verify load only when used.
+    from .evaluate import add_grade_arguments
+    from .serve import add_arguments as add_serve_arguments
+
+    p = sub.add_parser("grade", help="score an existing responses file offline", description="Grade a responses file against a benchmark.")
+    add_grade_arguments(p)
     p.set_defaults(func=_cmd_grade)
 
-    p = sub.add_parser("serve", help="serve a model directory with a local OpenAI-compatible server (CPU)", add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=_cmd_serve)
+    p = sub.add_parser("serve", help="serve a model directory with a local OpenAI-compatible server (CPU)",
+                       description="OpenAI-compatible server for a local model on CPU.")
+    add_serve_arguments(p)
+    p.set_defaults(func=_cmd_serve, parser=p)
 
     p = sub.add_parser("tiny-model", help="write a tiny random model in Hugging Face format")
     p.add_argument("out_dir")

@@ -430,9 +430,10 @@ def load_test(base_url: str, model: str, prompts: list[str], *, max_tokens: int,
     return {"requests": len(prompts), "seconds": seconds, "requestsPerSecond": len(prompts) / seconds}
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m reasonops.serve", description="OpenAI-compatible server for a local model on CPU.")
-    parser.add_argument("model_dir")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The server's options, shared by `python -m reasonops.serve` and `reasonops serve`."""
+    parser.add_argument("model_dir", nargs="?", help="model directory (or give --model)")
+    parser.add_argument("--model", help="model directory")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000, help="0 picks a free port (see --port-file)")
     parser.add_argument("--served-model-name", help="model name in API requests (default: the directory name)")
@@ -440,11 +441,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--threads", type=int, default=1, help="torch threads per forward pass (raise for a real model)")
     parser.add_argument("--port-file", help="write the bound port to this file once serving")
-    args = parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m reasonops.serve", description="OpenAI-compatible server for a local model on CPU.")
+    add_arguments(parser)
+    run(parser.parse_args(argv), parser)
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Serve with parsed options (exit 2 with a one-line error when no model is given or it cannot load)."""
+    model_dir = args.model or args.model_dir
+    if not model_dir or (args.model and args.model_dir):
+        parser.error("give the model directory once: as MODEL_DIR or with --model")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    name = args.served_model_name or Path(args.model_dir).name
+    name = args.served_model_name or Path(model_dir).name
     try:
-        serve(args.model_dir, host=args.host, port=args.port, served_model_name=name, max_batch=args.max_batch,
+        serve(model_dir, host=args.host, port=args.port, served_model_name=name, max_batch=args.max_batch,
               dtype=args.dtype, threads=args.threads, port_file=args.port_file)
     except WorkloadError as exc:
         print(json.dumps({"error": exc.to_dict()}), file=sys.stderr)

@@ -495,16 +495,23 @@ def report(summary: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------------------
 
 
-def grade_main(argv: list[str] | None = None) -> int:
-    """`reasonops grade --benchmark NAME --responses FILE [--path BENCH_FILE]`: score a responses file offline."""
-    parser = argparse.ArgumentParser(prog="reasonops grade", description="Grade a responses file against a benchmark.")
+def add_grade_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `reasonops grade`."""
     parser.add_argument("--benchmark", required=True, help="benchmark of the registry")
     parser.add_argument("--responses", required=True, help="JSONL with id and response per line (e.g. responses/NAME.jsonl)")
     parser.add_argument("--path", help="benchmark file or directory instead of the hub")
     parser.add_argument("--workers", type=int, default=None, help="grader processes (default: CPU count)")
     parser.add_argument("--output", help="also write the graded responses here (JSONL)")
-    args = parser.parse_args(argv)
 
+
+def grade_main(argv: list[str] | None = None) -> int:
+    """`reasonops grade --benchmark NAME --responses FILE [--path BENCH_FILE]`: score a responses file offline."""
+    parser = argparse.ArgumentParser(prog="reasonops grade", description="Grade a responses file against a benchmark.")
+    add_grade_arguments(parser)
+    return grade_command(parser.parse_args(argv))
+
+
+def grade_command(args: argparse.Namespace) -> int:
     definition = benchmark_def(args.benchmark)
     items = load_benchmark(args.benchmark, path=args.path)
     responses = read_responses(args.responses, args.benchmark)

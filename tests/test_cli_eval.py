@@ -1,0 +1,85 @@
+"""`reasonops grade` and `reasonops serve` run as a shell runs them: the console script in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from reasonops.benchmarks import demo_items
+from reasonops.tinymodel import build_tiny_model
+
+SCRIPT = Path(sys.executable).with_name("reasonops")  # the console script installed beside this Python
+
+
+def _reasonops(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "operator")}
+    return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_grade_help_lists_its_options() -> None:
+    proc = _reasonops("grade", "--help")
+    assert proc.returncode == 0, proc.stderr
+    for option in ("--benchmark", "--responses", "--path", "--workers", "--output"):
+        assert option in proc.stdout
+
+
+def test_grade_takes_its_options(tmp_path: Path) -> None:
+    items = demo_items()[:2]
+    responses = tmp_path / "r.jsonl"
+    responses.write_text(
+        json.dumps({"id": items[0].id, "response": f"\\boxed{{{items[0].answer}}}"}) + "\n"
+        + json.dumps({"id": items[1].id, "response": "\\boxed{-1}"}) + "\n"
+    )
+    proc = _reasonops("grade", "--benchmark", "demo", "--responses", str(responses), "--workers", "1",
+                      "--output", str(tmp_path / "graded.jsonl"))
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["benchmark"] == "demo" and summary["pass@1"] == pytest.approx(0.5)
+    assert len((tmp_path / "graded.jsonl").read_text().splitlines()) == 2
+
+
+def test_grade_errors_are_one_line(tmp_path: Path) -> None:
+    proc = _reasonops("grade", "--benchmark", "nope", "--responses", str(tmp_path / "missing.jsonl"))
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "UnknownBenchmark" in proc.stderr
+    proc = _reasonops("grade", "--benchmark", "demo")
+    assert proc.returncode == 2 and "--responses" in proc.stderr
+
+
+def test_serve_takes_its_options(tmp_path: Path) -> None:
+    model = build_tiny_model(tmp_path / "tiny")
+    port_file = tmp_path / "port"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "operator")}
+    process = subprocess.Popen(
+        [str(SCRIPT), "serve", "--model", str(model), "--port", "0", "--port-file", str(port_file),
+         "--served-model-name", "cli-tiny"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        models = None
+        while time.monotonic() < deadline and models is None:
+            assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+            if port_file.exists() and port_file.read_text():
+                try:
+                    models = httpx.get(f"http://127.0.0.1:{port_file.read_text()}/v1/models", timeout=5).json()
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.3)
+        assert models is not None and [m["id"] for m in models["data"]] == ["cli-tiny"]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def test_serve_without_a_model_is_refused() -> None:
+    proc = _reasonops("serve", "--port", "0")
+    assert proc.returncode == 2 and "--model" in proc.stderr
