@@ -83,3 +83,22 @@ def test_serve_takes_its_options(tmp_path: Path) -> None:
 def test_serve_without_a_model_is_refused() -> None:
     proc = _reasonops("serve", "--port", "0")
     assert proc.returncode == 2 and "--model" in proc.stderr
+
+
+def test_grade_counts_text_that_is_not_utf8(tmp_path: Path) -> None:
+    items = demo_items()[:3]
+    responses = tmp_path / "r.jsonl"
+    responses.write_bytes(
+        json.dumps({"id": items[0].id, "response": f"\\boxed{{{items[0].answer}}}"}).encode() + b"\n"
+        + b'{"id": "' + items[1].id.encode() + b'", "response": "caf\xe9 \\\\boxed{' + items[1].answer.encode() + b'}"}\n'
+        + json.dumps({"id": items[2].id, "response": "\ud800 lone \\boxed{1}"}).encode() + b"\n"  # an escaped lone surrogate
+    )
+    graded = tmp_path / "graded.jsonl"
+    proc = _reasonops("grade", "--benchmark", "demo", "--responses", str(responses), "--workers", "1", "--output", str(graded))
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "2 response(s) held text that is not valid UTF-8" in proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["invalidText"] == 2 and summary["pass@1"] == pytest.approx(2 / 3)
+    rows = [json.loads(line) for line in graded.read_text(encoding="utf-8").splitlines()]
+    assert [r["correct"] for r in rows] == [True, True, False] and "\ufffd" in rows[2]["response"]
+    assert list(tmp_path.glob("*.tmp")) == []

@@ -208,3 +208,21 @@ def test_grade_main_rejects_malformed_responses(tmp_path: Path) -> None:
     with pytest.raises(WorkloadError) as err:
         grade_main(["--benchmark", "nope", "--responses", str(unknown)])
     assert err.value.reason == "UnknownBenchmark"
+
+
+def test_generation_cache_skips_lines_that_are_not_utf8(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from reasonops.llm import Completion, ResponseCache
+
+    path = tmp_path / CACHE_FILE
+    cache = ResponseCache(path)
+    cache.append(Completion("demo/demo-0", 0, "ok \\boxed{1}", "stop", 3), "fp")
+    cache.append(Completion("demo/demo-0", 1, "lone \ud800 surrogate", "stop", 3), "fp")  # as a server may send it
+    cache.close()
+    with path.open("ab") as fh:
+        fh.write(b'{"request_id": "demo/demo-0", "index": 2, "text": "\xff\xfe", "finish_reason": "stop", "completion_tokens": 1, "fp": "fp"}\n')
+        fh.write(b'{"request_id": "demo/demo-0", "ind')  # torn by a killed pod
+    loaded = ResponseCache(path)
+    found = loaded.load()
+    assert sorted(found[("demo/demo-0", "fp")]) == [0, 1]
+    assert found[("demo/demo-0", "fp")][1].text == "lone \ud800 surrogate" and found[("demo/demo-0", "fp")][0].cached
+    assert loaded.unreadable == 2 and "skipped 2 unreadable cache line(s)" in caplog.text

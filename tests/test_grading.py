@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -190,3 +191,96 @@ def test_majority_vote_groups_spellings_and_ignores_missing_answers() -> None:
     samples = _samples((None, False), ("\\dfrac{1}{2}", True), ("7", False), ("\\frac{1}{2}", True), (None, False))
     assert majority_correct(samples, 5) is True
     assert majority_correct(_samples((None, False), (None, False)), 2) is False
+
+
+# --- what models really write ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "response, gold, correct",
+    [
+        ("\\boxed{1}", "1-\\mathrm{e}^{-1}", False),  # math-verify alone reads only the prefix "1-"
+        ("\\boxed{\\frac{\\mathrm{e}}{3}}", "\\frac{\\mathrm{e}}{2}", False),
+        ("\\boxed{\\frac{\\mathrm{e}}{2}}", "\\frac{\\mathrm{e}}{2}", True),
+        ("\\boxed{1-e^{-1}}", "1-\\mathrm{e}^{-1}", True),
+        ("\\boxed{\\frac{e}{2}}", "\\frac{\\mathrm{e}}{2}", True),
+        ("\\boxed{\\mathbf{3}+1}", "4", True),
+        ("\\boxed{2}", "\\text{e}-1", False),
+        ("\\boxed{32, 349}", "32349", False),  # a list of two numbers, not thirty-two thousand
+        ("\\boxed{32,349}", "32349", True),
+        ("\\boxed{349, 32}", "32, 349", True),
+        ("\\boxed{1{,}000}", "1000", True),
+    ],
+)
+def test_font_commands_and_lists(response: str, gold: str, correct: bool) -> None:
+    result = grade_one(response, gold)
+    assert result.correct is correct, result
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("The answer is 5. Then 7 more are added, making 12 in all.", "5"),
+        ("So the answer is 3, since 4 fails the condition.", "3"),
+        ("Wait, the answer is actually 8", "8"),
+        ("Final answer: 2, 3", "2, 3"),
+        ("the answer is $\\frac{1}{2}$ because of symmetry", "\\frac{1}{2}"),
+        ("The answer is 0.5.", "0.5"),
+        ("\\boxed{32, 349}", "32, 349"),
+        ("The result is 1,000.", None),  # no box and no answer phrase: not an answer by default
+    ],
+)
+def test_fallback_extraction(text: str, expected: str | None) -> None:
+    assert extract_answer(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Answer: $9$", "9"),
+        ("The result is 1,000.", "1000"),
+        ("We count 3 cases and 14 paths", "14"),
+        ("\\boxed{7} although 9 appears later", "7"),
+    ],
+)
+def test_unboxed_answers_where_the_protocol_allows_them(text: str, expected: str) -> None:
+    assert extract_answer(text, extraction="last-number") == expected
+
+
+def test_unboxed_choice_where_the_protocol_allows_it() -> None:
+    assert extract_answer("Comparing them, option C fits best", "choice", extraction="last-number") == "C"
+    assert extract_answer("Comparing them, option C fits best", "choice") is None
+    with pytest.raises(ValueError):
+        extract_answer("x", extraction="loose")
+
+
+def test_extraction_is_linear_in_the_response_length() -> None:
+    loop = "\\boxed{" * 14_000 + "x" * 2_000  # ~100k characters of unclosed boxes
+    assert len(loop) >= 100_000
+    start = time.perf_counter()
+    assert extract_answer(loop) is None
+    assert grade_one(loop, "5").reason == NO_ANSWER
+    spaced = "\\boxed 1 " * 12_000
+    assert extract_answer(spaced) == "1"
+    assert time.perf_counter() - start < 1.0
+
+
+def test_a_huge_boxed_number_is_graded_not_a_crash() -> None:
+    huge = "\\boxed{" + "9" * 100_000 + "}"
+    start = time.perf_counter()
+    result = grade_one(huge, "5")
+    assert result.correct is False and result.reason is None
+    with Grader(workers=1) as grader:
+        (pooled,) = grader.grade([(huge, "5", "math")])
+    assert pooled.correct is False
+    assert grade_one("\\boxed{" + "1" * 3000 + "}", "1" * 3000).correct is True  # long but exact
+    assert time.perf_counter() - start < 1.0
+
+
+def test_majority_vote_groups_equivalent_answers() -> None:
+    # 0.5 and \frac{1}{2} are one vote (both right); 7 and 7.0 are one wrong vote.
+    samples = _samples(("7", False), ("0.5", True), ("\\frac{1}{2}", True), ("7.0", False), ("3", False))
+    assert majority_correct(samples, 4) is False  # 7 (2 votes) ties 1/2 (2 votes): the first seen wins
+    assert majority_correct(samples + _samples(("\\dfrac12", True)), 6) is True
+    wrong = _samples(("0.25", False), ("\\frac{1}{4}", False), ("1", True))
+    assert majority_correct(wrong, 3) is False

@@ -5,12 +5,19 @@ Extraction (`extract_answer`):
 - ``kind="math"``: the content of the last ``\\boxed{...}`` (or ``\\fbox{...}``), braces matched, empty boxes
   skipped (models echo "put your answer within \\boxed{}"); ``\\boxed 5`` without braces is read up to the
   next space. Without a box, two fallbacks are tried on the last ``FALLBACK_WINDOW`` characters, the last
-  match winning: "final answer is X" / "the answer is X", then a line starting with "Answer: X".
-  Nothing else: the last number in a response is *not* taken as its answer.
-- ``kind="choice"`` (GPQA): a letter A–J, read from the last box, else from "answer is (B)" / "Answer: B".
+  match winning: "answer is X" (also "final answer: X", "the answer is actually X"), then a line starting
+  with "Answer: X"; X is cut at the end of its sentence or at an explaining clause ("3, since ...").
+  With ``extraction="last-number"`` (SkyThought's protocol) the last number of that window comes next;
+  by default the last number in a response is *not* taken as its answer.
+- ``kind="choice"`` (GPQA): a letter A–J, read from the last box, else from "answer is (B)" / "Answer: B"
+  (with ``last-number``: else the last standalone capital A–D).
+
+Extraction is linear in the response length (reasoning models loop until max_tokens): braces are
+matched in one pass, and answers longer than ``MAX_VERIFY_CHARS`` never reach math-verify.
 
 Equivalence: a fast path first (normalised string equality, exact numeric comparison), which settles
-most items without leaving the process; the rest goes to math-verify. math-verify's own timeouts use
+most items without leaving the process; the rest goes to math-verify, with font and text commands
+(``\\mathrm{e}``, ``\\text{...}``) unwrapped on both sides first. math-verify's own timeouts use
 SIGALRM, which only works in a main thread, so `Grader` runs it in worker processes (each task is the
 main thread of its worker) under an interval timer per item, with a backstop in the parent for workers
 that hang or die. A failure or timeout leaves the item ungraded (``correct=None``) with a reason.
@@ -52,116 +59,170 @@ class GradeResult:
 # Extraction
 # ------------------------------------------------------------------------------------------------
 
-_BOX_COMMANDS = ("\\boxed", "\\fbox")
-_FINAL_ANSWER = re.compile(r"(?:final answer|the answer)\s*(?:is|:)\s*:?\s*(.+)", re.IGNORECASE)
+_BOX = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
+_TOKEN = re.compile(r"[^\s$]+")
+_ANSWER_PHRASE = re.compile(
+    r"\banswer\s*(?:is|:|=)\s*[:=]?\s*(?:(?:actually|indeed|simply|just|thus|therefore|then|now|clearly|exactly|precisely)\s+)*(.+)",
+    re.IGNORECASE,
+)
 _ANSWER_LINE = re.compile(r"^[\s>*#_]*answer\s*[*_]*\s*:[*_]*\s*(.+)$", re.IGNORECASE | re.MULTILINE)
+# The first sentence of what follows "the answer is": up to a full stop (not a decimal point), a semicolon,
+# or a clause that explains it ("3, since 4 fails"); commas between values are kept ("2, 3").
+_SENTENCE_END = re.compile(
+    r"(?<!\\)\.(?:\s|$)|;|,?\s+(?:since|because|as|which|where|when|so|but|given|for|while|then|and then)\b|\n",
+    re.IGNORECASE,
+)
+_LAST_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 _CHOICE_LETTER = re.compile(r"^\(?([A-J])\)?(?:$|[\s.:)])", re.IGNORECASE)
 _CHOICE_PHRASE = re.compile(r"answer\s*(?:is|:)\s*:?\s*[*_]*\s*\(?([A-J])\b", re.IGNORECASE)
+_LONE_LETTER = re.compile(r"\b([A-D])\b")
+
+# Extraction modes: which fallbacks apply when a response has no box.
+STRICT = "strict"  # the answer phrases only (this project's default, and LIMO's prompt asks for a box)
+LAST_NUMBER = "last-number"  # then the last number of the response (SkyThought, see docs/protocols.md)
+EXTRACTIONS = (STRICT, LAST_NUMBER)
 
 
-def _braced(text: str, start: int) -> tuple[str, int] | None:
-    """The content of the brace group opening at text[start] and the index after it; None if unclosed."""
-    depth = 0
-    i = start
-    while i < len(text):
+def _brace_matches(text: str) -> dict[int, int]:
+    """For each '{' of text that is closed, the index of its '}' (one pass; escaped braces skipped)."""
+    matches: dict[int, int] = {}
+    stack: list[int] = []
+    i, n = 0, len(text)
+    while i < n:
         ch = text[i]
         if ch == "\\":
             i += 2  # an escaped character (\{, \}) never opens or closes a group
             continue
         if ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                return text[start + 1 : i], i + 1
+            stack.append(i)
+        elif ch == "}" and stack:
+            matches[stack.pop()] = i
         i += 1
-    return None
-
-
-def _box_content(text: str, pos: int, command: str) -> str | None:
-    """The argument of the box command at text[pos], or None if it has none (or an empty one)."""
-    i = pos + len(command)
-    if text[i : i + 1].isalpha():  # \boxeds or \fboxed: another command
-        return None
-    while i < len(text) and text[i] == " ":
-        i += 1
-    if text[i : i + 1] == "{":
-        group = _braced(text, i)
-        return group[0].strip() or None if group else None
-    token = re.match(r"[^\s$]+", text[i:])  # \boxed 5
-    return token.group(0) if token and i > pos + len(command) else None
+    return matches
 
 
 def last_boxed(text: str) -> str | None:
-    """The content of the last non-empty, closed \\boxed{} or \\fbox{} of text."""
-    ends = {command: len(text) for command in _BOX_COMMANDS}
-    while True:
-        hits = [(text.rfind(command, 0, ends[command]), command) for command in _BOX_COMMANDS]
-        pos, command = max(hits)
-        if pos < 0:
-            return None
-        content = _box_content(text, pos, command)
-        if content is not None:
+    """The content of the last non-empty, closed \\boxed{} or \\fbox{} of text.
+
+    Linear in len(text): the braces are matched once for the whole text, so a response that loops on
+    unclosed boxes until max_tokens costs one pass, not one scan per box.
+    """
+    boxes = [m.end() for m in _BOX.finditer(text)]
+    if not boxes:
+        return None
+    matches: dict[int, int] | None = None
+    for i in reversed(boxes):
+        j = i
+        while j < len(text) and text[j] == " ":
+            j += 1
+        if text[j : j + 1] == "{":
+            if matches is None:
+                matches = _brace_matches(text)
+            close = matches.get(j)
+            content = text[j + 1 : close].strip() if close is not None else ""
+        else:
+            token = _TOKEN.match(text, j) if j > i else None  # \boxed 5
+            content = token.group(0) if token else ""
+        if content:
             return content
-        ends[command] = pos
+    return None
 
 
 def _clean_fallback(value: str) -> str | None:
-    value = re.split(r"(?<=[^\d\\])\.\s|\.$", value.strip(), maxsplit=1)[0]  # first sentence; keep 0.5
+    value = _SENTENCE_END.split(value.strip(), maxsplit=1)[0]
     value = value.strip().strip("*_").strip()
     for left, right in (("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
         if value.startswith(left) and value.endswith(right) and len(value) > len(left) + len(right) - 1:
             value = value[len(left) : len(value) - len(right)].strip()
-    return value or None
+    return value.rstrip(".,:").strip() or None
 
 
-def _fallback_math(text: str) -> str | None:
+def _fallback_math(text: str, extraction: str) -> str | None:
     tail = text[-FALLBACK_WINDOW:]
-    for pattern in (_FINAL_ANSWER, _ANSWER_LINE):
+    for pattern in (_ANSWER_PHRASE, _ANSWER_LINE):
         matches = list(pattern.finditer(tail))
         if matches:
             answer = _clean_fallback(matches[-1].group(1))
             if answer:
                 return answer
+    if extraction == LAST_NUMBER:
+        numbers = _LAST_NUMBER.findall(tail)
+        if numbers:
+            return numbers[-1].replace(",", "") if _THOUSANDS.match(numbers[-1]) else numbers[-1].rstrip(",")
     return None
 
 
 def _choice_letter(value: str) -> str | None:
-    value = _unwrap_text(value).strip().strip("*_$").strip()
+    value = unwrap_commands(value).strip().strip("*_$").strip()
     match = _CHOICE_LETTER.match(value)
     return match.group(1).upper() if match else None
 
 
-def extract_answer(text: str, kind: str = "math") -> str | None:
+def extract_answer(text: str, kind: str = "math", extraction: str = STRICT) -> str | None:
     """The final answer stated in a response (see the module docstring for the rules), or None."""
+    if kind not in ("math", "choice"):
+        raise ValueError(f"unknown answer kind {kind!r} (math or choice)")
+    if extraction not in EXTRACTIONS:
+        raise ValueError(f"unknown extraction {extraction!r} ({' or '.join(EXTRACTIONS)})")
     boxed = last_boxed(text)
     if kind == "choice":
         if boxed is not None:
             return _choice_letter(boxed)
-        matches = list(_CHOICE_PHRASE.finditer(text[-FALLBACK_WINDOW:]))
+        tail = text[-FALLBACK_WINDOW:]
+        matches = list(_CHOICE_PHRASE.finditer(tail))
+        if not matches and extraction == LAST_NUMBER:
+            matches = list(_LONE_LETTER.finditer(tail))
         return matches[-1].group(1).upper() if matches else None
-    if kind != "math":
-        raise ValueError(f"unknown answer kind {kind!r} (math or choice)")
-    return boxed if boxed is not None else _fallback_math(text)
+    return boxed if boxed is not None else _fallback_math(text, extraction)
 
 
 # ------------------------------------------------------------------------------------------------
 # Fast path: normalised strings and exact numbers
 # ------------------------------------------------------------------------------------------------
 
-_TEXT_COMMANDS = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
+# Font and text commands whose argument is kept as plain text. math-verify parses only a prefix of an
+# expression holding them (`1-\mathrm{e}^{-1}` was read as 1), so both sides are unwrapped before it sees them.
+# \mathbb and \mathcal change the meaning and are left alone.
+_UNWRAP = re.compile(
+    r"\\(?:text|textbf|textit|textrm|textnormal|mathrm|mathbf|mathit|mathsf|mathtt|mathnormal|boldsymbol|bm|mbox|operatorname)\s*\{"
+    r"|\\.|[{}]"
+)
 _SPACING = re.compile(r"\\[,;:! ]|\\quad|\\qquad|\\displaystyle|\\left|\\right|\s+")
 _DEGREES = re.compile(r"\^\s*\{?\\circ\}?|°")
 _THOUSANDS = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 _DECIMAL = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)$")
 _FRACTION = re.compile(r"^([+-]?)\\frac\{([+-]?\d+)\}\{([+-]?\d+)\}$|^([+-]?\d+)/([+-]?\d+)$")
+_LIST_COMMA = re.compile(r",\s")
+
+# Python refuses int() of more than 4,300 digits; answers longer than this are compared as strings only.
+MAX_NUMBER_CHARS = 4000
+# math-verify (sympy) on a huge expression takes seconds to minutes: longer answers are settled by the fast path.
+MAX_VERIFY_CHARS = 1000
 
 
-def _unwrap_text(value: str) -> str:
-    previous = None
-    while previous != value:
-        previous, value = value, _TEXT_COMMANDS.sub(r"\1", value)
-    return value
+def unwrap_commands(value: str) -> str:
+    """value without font/text commands around their arguments (\\mathrm{e} → e), nested ones too, in one pass."""
+    if "\\" not in value:
+        return value
+    out: list[str] = []
+    stack: list[bool] = []  # for each open brace: whether it belongs to an unwrapped command
+    last = 0
+    for match in _UNWRAP.finditer(value):
+        token = match.group(0)
+        if token == "{":
+            stack.append(False)
+            continue
+        if token == "}":
+            if stack and stack.pop():
+                out.append(value[last : match.start()])
+                last = match.end()
+            continue
+        if token.endswith("{") and len(token) > 2:
+            out.append(value[last : match.start()])
+            last = match.end()
+            stack.append(True)
+    out.append(value[last:])
+    return "".join(out)
 
 
 def normalize(answer: str) -> str:
@@ -169,16 +230,21 @@ def normalize(answer: str) -> str:
     value = answer.strip()
     if len(value) > 1 and value[0] == "$" and value[-1] == "$":
         value = value.strip("$")
-    value = _unwrap_text(value)
-    value = value.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    value = unwrap_commands(value)
+    value = value.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("{,}", ",")
     value = _DEGREES.sub("", value).replace("\\$", "")
     value = _SPACING.sub("", value)
     return value.rstrip(".")
 
 
-def as_number(value: str) -> Fraction | None:
-    """An exact number for a normalised integer, decimal or simple fraction; None for anything else."""
-    if _THOUSANDS.match(value):
+def as_number(value: str, thousands: bool = True) -> Fraction | None:
+    """An exact number for a normalised integer, decimal or simple fraction; None for anything else.
+
+    `thousands=False` when the answer was written with ", " (a list such as "32, 349", not 32,349).
+    """
+    if len(value) > MAX_NUMBER_CHARS:
+        return None
+    if thousands and _THOUSANDS.match(value):
         value = value.replace(",", "")
     if _DECIMAL.match(value):
         return Fraction(value)
@@ -191,6 +257,13 @@ def as_number(value: str) -> Fraction | None:
     return Fraction(int(num), int(den)) * (-1 if sign == "-" else 1)
 
 
+def canonical(answer: str) -> str:
+    """A key under which equal answers meet: the exact value of a number, else the normalised spelling."""
+    value = normalize(answer)
+    number = as_number(value, thousands=not _LIST_COMMA.search(answer))
+    return f"={number}" if number is not None else value
+
+
 def fast_verdict(extracted: str, gold: str, kind: str = "math") -> bool | None:
     """True or False when settled without math-verify; None when math-verify must decide."""
     if kind == "choice":
@@ -198,9 +271,11 @@ def fast_verdict(extracted: str, gold: str, kind: str = "math") -> bool | None:
     pred, ref = normalize(extracted), normalize(gold)
     if pred == ref:
         return True
-    a, b = as_number(pred), as_number(ref)
+    a = as_number(pred, thousands=not _LIST_COMMA.search(extracted))
+    b = as_number(ref, thousands=not _LIST_COMMA.search(gold))
     if a is None or b is None:
-        return None
+        # Too long for math-verify to finish in time (a looping response's box): only an equal spelling counts.
+        return False if max(len(pred), len(ref)) > MAX_VERIFY_CHARS else None
     if a == b:
         return True
     # math-verify rounds floats to 6 decimals: only a clear difference is settled here.
@@ -221,6 +296,7 @@ def _raise_timeout(signum: int, frame: object) -> None:
 
 
 def _as_latex(answer: str) -> str:
+    answer = unwrap_commands(answer)
     return f"${answer}$" if "$" not in answer else answer
 
 
@@ -273,14 +349,14 @@ def _local_verdict(extracted: str, gold: str, kind: str, timeout: float) -> Grad
     return GradeResult(verdict, extracted, reason)
 
 
-def grade_one(response: str, gold: str, kind: str = "math", timeout: float = 5.0) -> GradeResult:
+def grade_one(response: str, gold: str, kind: str = "math", timeout: float = 5.0, extraction: str = STRICT) -> GradeResult:
     """Grade one response. In the main thread math-verify runs in-process; elsewhere in a shared pool."""
-    extracted = extract_answer(response, kind)
+    extracted = extract_answer(response, kind, extraction)
     if extracted is None:
         return GradeResult(False, None, NO_ANSWER)
     if threading.current_thread() is threading.main_thread():
         return _local_verdict(extracted, gold, kind, timeout)
-    return _shared_grader(timeout).grade([(response, gold, kind)])[0]
+    return _shared_grader(timeout).grade([(response, gold, kind)], extraction)[0]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -313,12 +389,12 @@ class Grader:
         with self._lock:
             self._discard_pool()
 
-    def grade(self, items: Iterable[tuple[str, str, str]]) -> list[GradeResult]:
+    def grade(self, items: Iterable[tuple[str, str, str]], extraction: str = STRICT) -> list[GradeResult]:
         """Grade (response, gold, kind) triples; the results are in the same order."""
         results: list[GradeResult | None] = []
         pending: dict[tuple[str, str], list[int]] = {}
         for response, gold, kind in items:
-            extracted = extract_answer(response, kind)
+            extracted = extract_answer(response, kind, extraction)
             if extracted is None:
                 results.append(GradeResult(False, None, NO_ANSWER))
                 continue
@@ -399,13 +475,15 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 def majority_correct(samples: Sequence[GradeResult], k: int) -> bool:
     """maj@k of one problem: whether the most frequent answer among the first k samples is correct.
 
-    Answers are grouped by their normalised spelling; samples without an answer do not vote; a tie goes
-    to the answer seen first.
+    Answers are grouped by equivalence: every correct answer is equivalent to the gold answer and so to each
+    other (one vote however spelled); the others meet by exact value (0.5 and \\frac{1}{2}) or normalised
+    spelling. Samples without an answer do not vote; a tie goes to the answer seen first.
     """
     votes = [s for s in samples[:k] if s.extracted is not None]
     if not votes:
         return False
-    counts = Counter(normalize(s.extracted) for s in votes)  # type: ignore[arg-type]
+    keys = [None if s.correct else canonical(s.extracted) for s in votes]  # type: ignore[arg-type]  # None: the gold group
+    counts = Counter(keys)
     best = max(counts.values())
-    winner = next(s for s in votes if counts[normalize(s.extracted)] == best)  # type: ignore[arg-type]
+    winner = next(s for s, key in zip(votes, keys) if counts[key] == best)
     return winner.correct is True

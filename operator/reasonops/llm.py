@@ -25,7 +25,7 @@ import os
 import random
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol
 from urllib.parse import urlparse
@@ -64,6 +64,7 @@ class Completion:
     finish_reason: str
     completion_tokens: int
     prompt_tokens: int = 0
+    cached: bool = field(default=False, compare=False)  # read from the resume cache (not stored in it)
 
 
 OnResult = Callable[[str, list[Completion]], None]
@@ -95,21 +96,27 @@ class ResponseCache:
         self._file: Any = None
         self._last_sync = 0.0
         self._lock = threading.Lock()
+        self.unreadable = 0  # lines `load` skipped
 
     def load(self) -> dict[tuple[str, str], dict[int, Completion]]:
         found: dict[tuple[str, str], dict[int, Completion]] = {}
         if not self.path.exists():
             return found
-        with self.path.open(encoding="utf-8") as fh:
-            for number, line in enumerate(fh, 1):
+        unreadable = 0
+        with self.path.open("rb") as fh:
+            for line in fh:
                 try:
-                    row = json.loads(line)
+                    # surrogatepass: a lone surrogate a server sent (a valid JSON escape) round-trips.
+                    row = json.loads(line.decode("utf-8", "surrogatepass"))
                     fingerprint = row.pop("fp")
-                    completion = Completion(**row)
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    log.warning("%s:%d: skipping an unreadable cache line", self.path, number)
+                    completion = Completion(**row, cached=True)
+                except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
+                    unreadable += 1  # a torn line of a killed pod, or bytes that are not UTF-8: generated again
                     continue
                 found.setdefault((completion.request_id, fingerprint), {})[completion.index] = completion
+        if unreadable:
+            log.warning("%s: skipped %d unreadable cache line(s); their samples are generated again", self.path, unreadable)
+        self.unreadable = unreadable
         return found
 
     def append(self, completion: Completion, fingerprint: str) -> None:
@@ -117,10 +124,12 @@ class ResponseCache:
             if self._file is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 torn = self.path.exists() and self.path.stat().st_size > 0 and not self._ends_with_newline()
-                self._file = self.path.open("a", encoding="utf-8")
+                self._file = self.path.open("a", encoding="utf-8", errors="surrogatepass")
                 if torn:
                     self._file.write("\n")
-            self._file.write(json.dumps({**asdict(completion), "fp": fingerprint}, ensure_ascii=False) + "\n")
+            row = {**asdict(completion), "fp": fingerprint}
+            del row["cached"]
+            self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
             self._file.flush()
             if time.monotonic() - self._last_sync > self.FSYNC_EVERY:
                 os.fsync(self._file.fileno())

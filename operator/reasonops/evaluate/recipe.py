@@ -40,6 +40,7 @@ from ..errors import WorkloadError
 from ..grading import GradeResult, Grader, majority_correct, pass_at_k
 from ..llm import (
     DEFAULT_CONCURRENCY,
+    Completion,
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
     GenerationRequest,
@@ -105,6 +106,10 @@ class Response:
     completion_tokens: int = 0
     prompt_tokens: int = 0
     grade: GradeResult | None = None
+    invalid_text: bool = False  # the text held bytes or surrogates that are not UTF-8 (replaced)
+    seed: int | None = None
+    messages: list[dict] | None = None  # the chat messages sent (the server applies the chat template)
+    cached: bool | None = None  # whether it came from the resume cache
 
 
 # ------------------------------------------------------------------------------------------------
@@ -216,9 +221,10 @@ def main(config: EvalConfig, reporter: Reporter | None = None) -> dict[str, Any]
     completions = generator.generate(requests, on_result=progress)
 
     reporter.update(stage="grade", message="grading", force=True)
+    by_id = {r.id: r for r in requests}
     responses = {
         run.name: [
-            Response(run.name, item.id, c.index, c.text, c.finish_reason, c.completion_tokens, c.prompt_tokens)
+            _response(run.name, item.id, c, by_id[_request_id(run.name, item.id)])
             for item in problems[run.name]
             for c in completions[_request_id(run.name, item.id)]
         ]
@@ -240,6 +246,15 @@ def main(config: EvalConfig, reporter: Reporter | None = None) -> dict[str, Any]
     result = _result(config, scores, gates)
     reporter.update(stage="done", message=f"accuracy {result['accuracy']:.4f}", force=True)
     return result
+
+
+def _response(benchmark: str, problem_id: str, completion: Completion, request: GenerationRequest) -> Response:
+    text, invalid = clean_text(completion.text)
+    return Response(
+        benchmark, problem_id, completion.index, text, completion.finish_reason, completion.completion_tokens,
+        completion.prompt_tokens, invalid_text=invalid, seed=request.sample_seed(completion.index),
+        messages=request.messages, cached=completion.cached,
+    )
 
 
 def _generator(config: EvalConfig, cache: Path) -> Generator:
@@ -341,6 +356,7 @@ def score(items: Sequence[BenchmarkItem], responses: Sequence[Response]) -> dict
         "truncated": _mean(r.finish_reason == "length" for r in flat),
         "noAnswer": _mean(r.grade is not None and r.grade.extracted is None for r in flat),
         "ungraded": sum(1 for r in flat if r.grade is None or r.grade.correct is None),
+        "invalidText": sum(1 for r in flat if r.invalid_text),
     }
 
 
@@ -385,33 +401,55 @@ def _result(config: EvalConfig, scores: dict[str, dict[str, Any]], gates: list[d
 # ------------------------------------------------------------------------------------------------
 
 
+def clean_text(text: str) -> tuple[str, bool]:
+    """text with lone surrogates (valid JSON escapes, not valid UTF-8) replaced by U+FFFD; whether any were."""
+    try:
+        text.encode("utf-8")
+        return text, False
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace"), True
+
+
 def write_responses(path: Path, responses: Sequence[Response], items: Sequence[BenchmarkItem]) -> None:
+    """The graded responses as JSONL, written to a temporary file that replaces `path` only when complete."""
     gold = {item.id: item.answer for item in items}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".jsonl.tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for r in responses:
-            grade = r.grade or GradeResult(None, None, "not graded")
-            row = {
-                "benchmark": r.benchmark, "id": r.problem_id, "sample": r.sample, "response": r.text,
-                "extracted": grade.extracted, "gold": gold[r.problem_id], "correct": grade.correct, "reason": grade.reason,
-                "completion_tokens": r.completion_tokens, "prompt_tokens": r.prompt_tokens, "finish_reason": r.finish_reason,
-            }
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            for r in responses:
+                grade = r.grade or GradeResult(None, None, "not graded")
+                row = {
+                    "benchmark": r.benchmark, "id": r.problem_id, "sample": r.sample, "seed": r.seed, "messages": r.messages,
+                    "response": r.text, "extracted": grade.extracted, "gold": gold[r.problem_id], "correct": grade.correct,
+                    "reason": grade.reason, "completion_tokens": r.completion_tokens, "prompt_tokens": r.prompt_tokens,
+                    "finish_reason": r.finish_reason, "cached": r.cached,
+                }
+                fh.write(json.dumps({k: v for k, v in row.items() if v is not None or k in ("correct", "extracted")}, ensure_ascii=False) + "\n")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_responses(path: str | Path, benchmark: str) -> list[Response]:
-    """Responses from a JSONL file with at least "id" and "response" per line (as written by an EvalRun)."""
+    """Responses from a JSONL file with at least "id" and "response" per line (as written by an EvalRun).
+
+    Text that is not valid UTF-8 (bytes, or lone surrogates as JSON escapes) is kept with U+FFFD in their
+    place, and counted: `Response.invalid_text` is set and the score reports how many.
+    """
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        data = Path(path).read_bytes()
     except OSError as exc:
         raise WorkloadError("InvalidResponses", f"cannot read {path}: {exc}") from exc
     responses: list[Response] = []
     samples: dict[str, int] = {}
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
+    for number, raw in enumerate(data.splitlines(), 1):
+        if not raw.strip():
             continue
+        try:
+            line, invalid = raw.decode("utf-8"), False
+        except UnicodeDecodeError:
+            line, invalid = raw.decode("utf-8", "replace"), True
         try:
             row = json.loads(line)
             problem_id, text = str(row["id"]), row["response"]
@@ -419,12 +457,20 @@ def read_responses(path: str | Path, benchmark: str) -> list[Response]:
                 raise TypeError("response is not a string")
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise WorkloadError("InvalidResponses", f"{path}:{number}: expected a JSON object with id and response ({exc})") from exc
-        sample = int(row.get("sample", samples.get(problem_id, 0)))
+        text, surrogates = clean_text(text)
+        try:
+            sample = int(row.get("sample", samples.get(problem_id, 0)))
+            tokens = int(row.get("completion_tokens") or 0), int(row.get("prompt_tokens") or 0)
+        except (TypeError, ValueError) as exc:
+            raise WorkloadError("InvalidResponses", f"{path}:{number}: sample and token counts must be integers ({exc})") from exc
         samples[problem_id] = sample + 1
         responses.append(Response(
-            benchmark, problem_id, sample, text, str(row.get("finish_reason") or "stop"),
-            int(row.get("completion_tokens") or 0), int(row.get("prompt_tokens") or 0),
+            benchmark, problem_id, sample, text, str(row.get("finish_reason") or "stop"), *tokens,
+            invalid_text=invalid or surrogates,
         ))
+    bad = sum(r.invalid_text for r in responses)
+    if bad:
+        log.warning("%s: %d response(s) held text that is not valid UTF-8 (replaced by U+FFFD)", path, bad)
     if not responses:
         raise WorkloadError("InvalidResponses", f"{path} holds no responses")
     return responses
