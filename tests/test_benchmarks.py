@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from reasonops.benchmarks import REGISTRY, BenchmarkItem, answer_text, demo_items, load_benchmark
+from reasonops.benchmarks import REGISTRY, BenchmarkItem, answer_text, demo_items, load_benchmark, load_benchmark_with_source
 from reasonops.errors import WorkloadError
 from reasonops.grading import grade_one
 
@@ -24,8 +24,9 @@ def test_registry_covers_the_published_benchmarks() -> None:
     expected = {"aime24", "aime25", "math500", "amc23", "olympiadbench", "gpqa-diamond", "minerva-math", "gsm8k", "demo"}
     assert set(REGISTRY) == expected
     assert REGISTRY["gpqa-diamond"].kind == "choice"
-    assert {n for n, d in REGISTRY.items() if d.limo.samples > 1} == {"aime24", "aime25", "amc23"}
-    assert REGISTRY["aime24"].limo.temperature == 0.6 and REGISTRY["aime24"].limo.top_p == 0.95
+    # The published sizes decide LIMO's sampling (under 50 problems: 16 samples).
+    assert {n for n, d in REGISTRY.items() if d.problems is not None and d.problems < 50} == {"aime24", "aime25", "amc23"}
+    assert REGISTRY["demo"].problems is None
     assert all(d.hub for n, d in REGISTRY.items() if n != "demo")
 
 
@@ -140,3 +141,17 @@ def test_malformed_file_reports_the_line(tmp_path: Path) -> None:
     with pytest.raises(WorkloadError) as err:
         load_benchmark("math500", path=str(path))
     assert err.value.reason == "BenchmarkUnavailable" and "math500.jsonl:2" in err.value.message
+
+
+def test_the_source_of_what_was_loaded(tmp_path: Path) -> None:
+    import hashlib
+
+    path = tmp_path / "aime24.jsonl"
+    path.write_text('{"problem": "1+1?", "answer": "2"}\n{"problem": "2+2?", "answer": "4"}\n')
+    items, source = load_benchmark_with_source("aime24", path=str(tmp_path), limit=1)
+    assert len(items) == 1 and source["source"] == str(path)
+    assert source["contentHash"] == "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    _, full = load_benchmark_with_source("aime24", path=str(path))
+    assert full["contentHash"] == source["contentHash"] and full["itemsHash"] != source["itemsHash"]
+    _, demo = load_benchmark_with_source("demo")
+    assert demo["source"] == "built-in" and demo["contentHash"].startswith("sha256:")

@@ -22,9 +22,13 @@ SHARED = Path("/work/shared/data/benchmarks")
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    model = build_tiny_model(tmp_path_factory.mktemp("tiny"))
-    with running_server(model, served_model_name="tiny-eval") as base_url:
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return Path(build_tiny_model(tmp_path_factory.mktemp("tiny")))
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model: Path) -> Iterator[str]:
+    with running_server(tiny_model, served_model_name="tiny-eval") as base_url:
         yield base_url
 
 
@@ -43,33 +47,52 @@ def _doc(output: Path, spec: dict[str, Any], context: dict[str, Any] | None = No
 DEMO_SPEC = {
     "model": {"fineTuneJob": "tiny"},
     "benchmarks": [{"name": "demo", "maxTokens": 8, "samples": 2, "temperature": "0.7", "seed": 3}],
-    "gates": [{"benchmark": "demo", "minScore": "0.5"}, {"benchmark": "aime24", "minScore": "0.1"}],
+    "gates": [{"benchmark": "demo", "minScore": "0.5"}, {"benchmark": "aime24", "minScore": "0.1"},
+              {"benchmark": "demo", "minScore": "0", "bound": "lower95"}],
 }
 
 
-def test_eval_run_end_to_end(server: str, tmp_path: Path) -> None:
-    result = run_resource(_doc(tmp_path, DEMO_SPEC, {"endpoint": server}), Reporter())
+def test_eval_run_end_to_end(server: str, tiny_model: Path, tmp_path: Path) -> None:
+    context = {"endpoint": server, "modelLocation": str(tiny_model), "modelRevision": "rev-1"}
+    result = run_resource(_doc(tmp_path, DEMO_SPEC, context), Reporter())
 
-    assert result["results"] == [{"benchmark": "demo", "score": "0.0000", "problems": 12, "samples": 2, "truncated": result["results"][0]["truncated"]}]
-    assert result["accuracy"] == 0.0  # a random model solves nothing
-    assert [g["passed"] for g in result["gates"]] == [False, False]
+    (entry,) = result["results"]
+    assert entry == {
+        "benchmark": "demo", "score": "0.0000", "stderr": "0.0000", "ciLow": "0.0000", "ciHigh": "0.2425",
+        "problems": 12, "samples": 2, "truncated": entry["truncated"], "contentHash": entry["contentHash"],
+    }  # a random model solves nothing; Wilson's upper bound over 12 problems is 0.2425
+    assert entry["contentHash"].startswith("sha256:")
+    assert result["accuracy"] == 0.0
+    assert [(g["passed"], g["bound"]) for g in result["gates"]] == [(False, "point"), (False, "point"), (True, "lower95")]
+    assert result["gates"][1]["reason"] == "aime24 was not evaluated"
+    provenance = result["provenance"]
+    assert provenance["modelLocation"] == str(tiny_model) and provenance["modelRevision"] == "rev-1"
+    assert provenance["engine"] == "reasonops.serve" and provenance["engineVersion"] and provenance["dtype"] == "float32"
+    assert provenance["chatTemplateHash"].startswith("sha256:") and provenance["cachedResponses"] == 0
+    assert provenance["maxModelLen"] > 0 and provenance["tensorParallelSize"] == 1
     assert len(json.dumps(result)) < 3000
 
     rows = [json.loads(line) for line in (tmp_path / "responses" / "demo.jsonl").read_text().splitlines()]
     assert len(rows) == 24 and {(r["id"], r["sample"]) for r in rows} == {(i.id, s) for i in demo_items() for s in (0, 1)}
-    assert all(set(r) >= {"response", "extracted", "correct", "completion_tokens", "finish_reason", "gold"} for r in rows)
+    assert all(set(r) >= {"response", "extracted", "correct", "completion_tokens", "finish_reason", "gold", "seed", "messages"} for r in rows)
     assert all(r["completion_tokens"] <= 8 for r in rows)
+    assert {r["seed"] for r in rows} == {3, 4} and all(r["seed"] == 3 + r["sample"] for r in rows)
+    assert rows[0]["messages"] == [{"role": "system", "content": LIMO_SYSTEM_PROMPT},
+                                   {"role": "user", "content": demo_items()[0].question}]
 
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["engine"]["engine"] == "reasonops.serve" and summary["engine"]["dtype"] == "float32"
     assert summary["engine"]["engineVersion"]
     (bench,) = summary["benchmarks"]
-    assert bench["sampling"] == {"samples": 2, "temperature": 0.7, "topP": 1.0, "maxTokens": 8, "seed": 3}
+    assert bench["sampling"] == {"samples": 2, "temperature": 0.7, "topP": 1.0, "maxTokens": 8, "seed": 3, "seeds": [3, 4]}
+    assert bench["source"] == "built-in" and bench["contentHash"] == entry["contentHash"] and bench["itemsHash"]
     assert set(bench["scores"]["pass@k"]) == {"1", "2"} and set(bench["scores"]["maj@k"]) == {"1", "2"}
-    assert bench["scores"]["truncated"] == pytest.approx(float(result["results"][0]["truncated"]), abs=1e-4)
+    assert bench["scores"]["ci95"] == [0.0, pytest.approx(0.2425, abs=1e-4)] and bench["scores"]["stderr"] == 0.0
+    assert bench["scores"]["truncated"] == pytest.approx(float(entry["truncated"]), abs=1e-4)
     assert summary["systemPrompt"] == LIMO_SYSTEM_PROMPT and summary["gatesPassed"] is False
+    assert summary["provenance"]["responses"] == 24 and summary["provenance"]["generationDefaults"] is not None
     report = (tmp_path / "report.md").read_text()
-    assert "| demo | 12 | 2 |" in report and "| aime24 | 0.1 | None | no |" in report
+    assert "| demo | 12 | 2 |" in report and "| aime24 | 0.1 | point | aime24 was not evaluated | no |" in report
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="the shared LIMO benchmark files are not mounted")
@@ -93,30 +116,66 @@ def test_resume_generates_only_what_is_missing(server: str, tmp_path: Path) -> N
     before = _requests_served(server)
     second = run_resource(doc, Reporter())
     assert _requests_served(server) - before == 14
+    assert second.pop("provenance")["cachedResponses"] == 10 and first.pop("provenance")["cachedResponses"] == 0
     assert second == first  # seeded samples: the same responses and scores
+    cached = [json.loads(line)["cached"] for line in (tmp_path / "responses" / "demo.jsonl").read_text().splitlines()]
+    assert cached.count(True) == 10
     assert (tmp_path / "summary.json").exists()
 
 
-def test_protocol_presets_and_overrides(tmp_path: Path) -> None:
+def test_protocol_presets_and_overrides(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     spec = {
         "model": {"endpoint": {"url": "http://h:8000/v1", "timeoutSeconds": 60, "maxRetries": 1}, "servedModelName": "m"},
-        "benchmarks": [{"name": "aime24"}, {"name": "math500"}, {"name": "amc23", "samples": 8, "maxTokens": 1000}],
+        "benchmarks": [{"name": "aime24"}, {"name": "math500"}, {"name": "amc23", "samples": 8, "maxTokens": 1000},
+                       {"name": "aime25"}, {"name": "gpqa-diamond"}],
     }
     limo = config_from_resource(_doc(tmp_path, spec))
-    aime, math500, amc = limo.benchmarks
-    assert (aime.samples, aime.temperature, aime.top_p, aime.max_tokens, aime.seed) == (4, 0.6, 0.95, 32768, 0)
-    assert (math500.samples, math500.temperature, math500.top_p) == (1, 0.0, 1.0)
-    assert (amc.samples, amc.temperature, amc.max_tokens) == (8, 0.6, 1000)
+    aime, math500, amc, aime25, gpqa = limo.benchmarks
+    # LIMO §4.2: under 50 problems, 16 samples at 0.7; otherwise one greedy sample.
+    assert (aime.samples, aime.temperature, aime.top_p, aime.max_tokens, aime.seed) == (16, 0.7, 1.0, 32768, 0)
+    assert (aime25.samples, aime25.temperature) == (16, 0.7)
+    assert (math500.samples, math500.temperature, math500.top_p, math500.seed) == (1, 0.0, 1.0, 0)
+    assert (gpqa.samples, gpqa.temperature) == (1, 0.0)
+    assert (amc.samples, amc.temperature, amc.max_tokens) == (8, 0.7, 1000)
     assert (limo.endpoint, limo.model, limo.timeout, limo.max_retries) == ("http://h:8000/v1", "m", 60.0, 1)
 
     sky = config_from_resource(_doc(tmp_path, {**spec, "protocol": "skythought", "systemPrompt": "Think."}))
-    assert all((b.samples, b.temperature, b.top_p, b.seed) == (1, 0.0, 1.0, 41) for b in sky.benchmarks[:2])
+    assert all((b.samples, b.temperature, b.top_p, b.seed, b.max_tokens) == (1, 0.0, 1.0, 41, 32768) for b in sky.benchmarks[:2])
     assert sky.system_prompt == "Think."
+
+    # More samples than one at temperature 0 are one sample, with a note.
+    greedy = config_from_resource(_doc(tmp_path, {**spec, "protocol": "skythought", "benchmarks": [{"name": "math500", "samples": 4}]}))
+    (collapsed,) = greedy.benchmarks
+    assert collapsed.samples == 1 and "n set to 1" in (collapsed.note or "") and "n set to 1" in caplog.text
 
     offline = config_from_resource(_doc(tmp_path, {"model": {"fineTuneJob": "ft"}, "backend": "offline",
                                                    "benchmarks": [{"name": "demo"}], "serving": {"dtype": "bfloat16"}},
                                         {"modelLocation": "/models/ft/abc"}))
     assert (offline.backend, offline.model, offline.dtype) == ("offline", "/models/ft/abc", "bfloat16")
+    (demo,) = offline.benchmarks
+    assert (demo.samples, demo.temperature) == (1, 0.0)  # the demo is not a published benchmark: greedy
+
+
+def test_skythought_prompts(server: str, tmp_path: Path) -> None:
+    spec = {"model": {"name": "NovaSky-AI/Sky-T1-32B-Preview"}, "protocol": "skythought",
+            "benchmarks": [{"name": "demo", "maxTokens": 4, "limit": 2}]}
+    main(config_from_resource(_doc(tmp_path, spec, {"endpoint": server})))
+    row = json.loads((tmp_path / "responses" / "demo.jsonl").read_text().splitlines()[0])
+    system, user = row["messages"]
+    assert system["content"].startswith("Your role as an assistant involves thoroughly exploring questions")
+    assert "'\n\n'" in system["content"]  # the YAML's escaped newlines are newlines
+    assert user["content"] == "Return your final response within \\boxed{}. " + demo_items()[0].question
+    assert row["seed"] == 41
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["extraction"] == "last-number" and summary["benchmarks"][0]["sampling"]["seed"] == 41
+
+    unknown = {**spec, "model": {"name": "some/finetune"}}
+    main(config_from_resource(_doc(tmp_path / "u", unknown, {"endpoint": server, "baseModel": "Qwen/Qwen2.5-32B-Instruct"})))
+    row = json.loads((tmp_path / "u" / "responses" / "demo.jsonl").read_text().splitlines()[0])
+    assert row["messages"][0]["content"].startswith("You are a helpful and harmless assistant. You are Qwen")
+    main(config_from_resource(_doc(tmp_path / "n", unknown, {"endpoint": server})))
+    row = json.loads((tmp_path / "n" / "responses" / "demo.jsonl").read_text().splitlines()[0])
+    assert [m["role"] for m in row["messages"]] == ["user"]  # a model SkyThought does not list: no system prompt
 
 
 def _closed_port() -> int:

@@ -3,7 +3,7 @@
 Each benchmark names where its problems live on the Hugging Face hub, how to read its rows (both the hub
 layout and the layout of the LIMO evaluation files: ``problem`` or ``question``, float answers such as
 ``27.0``, OlympiadBench answers wrapped in ``$…$``), how to prompt for it, how to grade it (``math`` or
-``choice``) and how the LIMO protocol samples it.
+``choice``) and its published size (the LIMO protocol samples benchmarks under 50 problems).
 
 Hub revisions are not pinned (``revision=None``): the commits could not be checked from where this
 registry was written, so a run records the revision it asked for, and a user who needs a fixed copy
@@ -45,18 +45,6 @@ class HubSource:
     split: str = "test"
     revision: str | None = None
 
-
-@dataclass(frozen=True)
-class Sampling:
-    """How the LIMO protocol samples a benchmark: several samples at a temperature, or one greedy."""
-
-    samples: int = 1
-    temperature: float = 0.0
-    top_p: float = 1.0
-
-
-GREEDY = Sampling()
-LIMO_SAMPLED = Sampling(samples=4, temperature=0.6, top_p=0.95)
 
 MATH_PROMPT = "{question}"
 CHOICE_PROMPT = (
@@ -149,7 +137,7 @@ class BenchmarkDef:
     hub: HubSource | None
     kind: str = "math"  # the grading.extract_answer kind
     prompt: str = MATH_PROMPT
-    limo: Sampling = GREEDY
+    problems: int | None = None  # the published size (protocols sample small benchmarks differently); None: not published
     read_row: RowReader = read_math_row
     # Rows of a hub dataset that belong to the benchmark (some hub sets hold several years).
     keep_row: Callable[[dict[str, Any]], bool] = _every_row
@@ -169,21 +157,21 @@ REGISTRY: dict[str, BenchmarkDef] = {
     b.name: b
     for b in (
         BenchmarkDef("aime24", "AIME 2024 I and II (30 problems)", HubSource("HuggingFaceH4/aime_2024", split="train"),
-                     limo=LIMO_SAMPLED),
+                     problems=30),
         BenchmarkDef("aime25", "AIME 2025 I and II (30 problems)", HubSource("yentinglin/aime_2025", split="train"),
-                     limo=LIMO_SAMPLED),
+                     problems=30),
         BenchmarkDef("amc23", "AMC 2023 (40 problems)", HubSource("AI-MO/aimo-validation-amc", split="train"),
-                     limo=LIMO_SAMPLED, keep_row=_from_2023),
-        BenchmarkDef("math500", "MATH-500 subset of MATH (500 problems)", HubSource("HuggingFaceH4/MATH-500")),
+                     problems=40, keep_row=_from_2023),
+        BenchmarkDef("math500", "MATH-500 subset of MATH (500 problems)", HubSource("HuggingFaceH4/MATH-500"), problems=500),
         BenchmarkDef("olympiadbench", "OlympiadBench math, English, open-ended (675 problems)",
-                     HubSource("Hothan/OlympiadBench", config="OE_TO_maths_en_COMP", split="train")),
+                     HubSource("Hothan/OlympiadBench", config="OE_TO_maths_en_COMP", split="train"), problems=675),
         BenchmarkDef("minerva-math", "Minerva undergraduate STEM math (272 problems)",
-                     HubSource("math-ai/minervamath")),
+                     HubSource("math-ai/minervamath"), problems=272),
         BenchmarkDef("gsm8k", "GSM8K grade-school math, test split (1,319 problems)",
-                     HubSource("openai/gsm8k", config="main"), read_row=read_gsm8k_row),
+                     HubSource("openai/gsm8k", config="main"), read_row=read_gsm8k_row, problems=1319),
         BenchmarkDef("gpqa-diamond", "GPQA Diamond, 4-way multiple choice (198 problems; gated on the hub)",
                      HubSource("Idavidrein/gpqa", config="gpqa_diamond", split="train"),
-                     kind="choice", prompt=CHOICE_PROMPT, read_row=read_choice_row),
+                     kind="choice", prompt=CHOICE_PROMPT, read_row=read_choice_row, problems=198),
         BenchmarkDef("demo", "12 built-in arithmetic word problems (no download)", None),
     )
 }
@@ -273,9 +261,36 @@ def load_benchmark(
     in $REASONOPS_BENCHMARK_DIR, the built-in demo, then the hub (through `datasets`, which honours
     HF_HUB_OFFLINE and the cache in `cache_dir`).
     """
+    return load_benchmark_with_source(name, path=path, cache_dir=cache_dir, revision=revision, limit=limit)[0]
+
+
+def _sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def items_hash(items: list[BenchmarkItem]) -> str:
+    """A hash of the problems as evaluated (ids, questions, answers, choices)."""
+    return _sha256(json.dumps([[i.id, i.question, i.answer, list(i.choices or ())] for i in items]).encode())
+
+
+def load_benchmark_with_source(
+    name: str,
+    *,
+    path: str | None = None,
+    cache_dir: str | None = None,
+    revision: str | None = None,
+    limit: int | None = None,
+) -> tuple[list[BenchmarkItem], dict[str, Any]]:
+    """`load_benchmark`, and where the problems came from: {"source", "contentHash", "itemsHash", ...}.
+
+    contentHash is the sha256 of the file read (for the hub: of its rows as JSON, with the dataset's
+    fingerprint beside it); itemsHash that of the problems after `limit`.
+    """
     definition = benchmark_def(name)
     looked: list[str] = []
     rows: list[dict[str, Any]] | None = None
+    source: dict[str, Any] = {}
+    file: Path | None = None
     if path:
         candidate = Path(path)
         file = _file_in(candidate, name) if candidate.is_dir() else candidate if candidate.is_file() else None
@@ -287,15 +302,33 @@ def load_benchmark(
         looked.append(f"{directory}/{name}.jsonl|.json|.parquet (${BENCHMARK_DIR_ENV})")
         file = _file_in(directory, name)
         rows = read_rows(file) if file else None
+    if rows is not None and file is not None:
+        source = {"source": str(file), "contentHash": _file_hash(file)}
     if rows is None and name == "demo":
-        items = demo_items()
-        return items[:limit] if limit else items
+        items = demo_items()[:limit] if limit else demo_items()
+        return items, {"source": "built-in", "contentHash": items_hash(demo_items()), "itemsHash": items_hash(items)}
     if rows is None:
         rows = _hub_rows(definition, revision, cache_dir, looked)
+        hub = definition.hub
+        assert hub is not None
+        source = {
+            "source": f"hub:{hub.id}" + (f"/{hub.config}" if hub.config else "") + f":{hub.split}",
+            "revision": revision or hub.revision,
+            "contentHash": _sha256(json.dumps(rows, sort_keys=True, default=str).encode()),
+        }
     items = _unique_ids([definition.read_row(row, i) for i, row in enumerate(r for r in rows if definition.keep_row(r))])
     if not items:
         raise WorkloadError("BenchmarkUnavailable", f"{name}: no problems found ({'; '.join(looked) or path})")
-    return items[:limit] if limit else items
+    items = items[:limit] if limit else items
+    return items, {**source, "itemsHash": items_hash(items)}
+
+
+def _file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()
 
 
 def _unique_ids(items: list[BenchmarkItem]) -> list[BenchmarkItem]:

@@ -279,6 +279,7 @@ class OpenAIGenerator:
             models = httpx.get(f"{self.base_url}/models", headers=_headers(self.api_key), timeout=10).json()["data"]
             entry = next((m for m in models if m.get("id") == self.model), {})
             info["engine"] = entry.get("owned_by") or info["engine"]
+            info["maxModelLen"] = entry.get("max_model_len")  # vLLM and reasonops.serve list it
             version = httpx.get(f"{root}/version", timeout=10)
             if version.status_code == 200:
                 info.update({k: v for k, v in version.json().items() if k in ("version", "dtype", "engine")})
@@ -439,7 +440,9 @@ class VLLMGenerator:
         except ImportError:
             info["engineVersion"] = None
         if self._llm is not None:
-            info["dtype"] = str(self._llm.llm_engine.model_config.dtype).removeprefix("torch.")
+            model_config = self._llm.llm_engine.model_config
+            info["dtype"] = str(model_config.dtype).removeprefix("torch.")
+            info["maxModelLen"] = model_config.max_model_len
         return info
 
     def _engine(self) -> tuple[Any, Any]:

@@ -480,6 +480,9 @@ class ServingSpec(Model):
 class Gate(Model):
     benchmark: Benchmark = Field(description="Benchmark the gate applies to.")
     minScore: Decimal = Field(description="Minimum pass@1 (0 to 1), e.g. \"0.5\".")
+    bound: Optional[Literal["point", "lower95"]] = Field(
+        default=None, description="What must reach minScore: the score (point, default) or the lower end of its 95% interval (lower95)."
+    )
 
 
 class EvalRunSpec(Model):
@@ -510,13 +513,19 @@ class BenchmarkResult(Model):
     problems: Optional[int] = Field(default=None, description="Problems evaluated.")
     samples: Optional[int] = Field(default=None, description="Samples per problem.")
     truncated: Optional[Annotated[str, Field(max_length=16)]] = Field(default=None, description="Share cut at the token limit.")
+    stderr: Optional[Annotated[str, Field(max_length=16)]] = Field(default=None, description="Standard error of the score over problems.")
+    ciLow: Optional[Annotated[str, Field(max_length=16)]] = Field(default=None, description="Lower end of the score's 95% interval.")
+    ciHigh: Optional[Annotated[str, Field(max_length=16)]] = Field(default=None, description="Upper end of the score's 95% interval.")
+    contentHash: Optional[Annotated[str, Field(max_length=80)]] = Field(default=None, description="sha256 of the benchmark file used.")
 
 
 class GateResult(Model):
     benchmark: Annotated[str, Field(max_length=63)] = Field(description="Benchmark name.")
     minScore: Annotated[str, Field(max_length=32)] = Field(description="Threshold.")
-    score: Optional[Annotated[str, Field(max_length=16)]] = Field(default=None, description="Score reached.")
+    score: Optional[Annotated[str, Field(max_length=16)]] = Field(default=None, description="Value compared: the score or its lower bound.")
+    bound: Optional[Literal["point", "lower95"]] = Field(default=None, description="Which bound was compared.")
     passed: bool = Field(description="Whether the gate passed.")
+    reason: Optional[ShortText] = Field(default=None, description="Why the gate failed without a comparison.")
 
 
 class EvalRunStatus(_StatusBase):

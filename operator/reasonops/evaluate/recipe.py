@@ -1,19 +1,32 @@
 """The EvalRun workload: generate answers to benchmark problems, grade them, score, check the gates.
 
-Protocols (per-benchmark fields of the spec override them):
+Protocols (`protocols.py`, each value with its source; docs/protocols.md has the table; per-benchmark
+fields of the spec override them):
 
-- ``limo``: pass@1 as in the LIMO paper: aime24, aime25 and amc23 get 4 samples at temperature 0.6,
-  top_p 0.95; every other benchmark one greedy sample; 32,768 new tokens; seed 0.
-- ``skythought``: one sample at temperature 0, top_p 1, 32,768 new tokens, seed 41 (SkyThought's CLI).
-- ``custom``: one greedy sample, 32,768 new tokens, no seed; set the rest per benchmark.
+- ``limo``: LIMO §4.2: one greedy sample per problem, except benchmarks under 50 problems (aime24,
+  aime25, amc23): 16 samples at temperature 0.7 and unbiased pass@1; 32,768 new tokens; seed 0; LIMO's
+  system prompt; only boxed answers and "the answer is X" count.
+- ``skythought``: SkyThought's evaluation code: its per-model system prompts and user templates, its
+  per-task prompt templates, temperature 0, top_p 1, seed 41, 32,768 tokens, the last number as a
+  fallback answer.
+- ``custom``: one greedy sample, 32,768 new tokens, no seed, LIMO's system prompt; set the rest per benchmark.
 
-The system prompt is LIMO's unless the spec sets one. Each sample is its own request, seeded with
-seed + sample index. Scores: pass@1 is the mean correctness over all samples; unbiased pass@k for every
-k up to the samples per problem; maj@k (majority vote over the first k answers). An ungraded sample
-(a grader timeout) counts as incorrect and is reported.
+More than one sample at temperature 0 is collapsed to one, with a note in the summary. Each sample is its
+own request, seeded with seed + sample index. Scores: pass@1 is the mean over problems of c/n; unbiased
+pass@k for every k up to the samples per problem; maj@k (majority vote over the first k answers, grouped
+by equivalence). Every score has its standard error and 95% interval over problems (`stats.py`). An
+ungraded sample (a grader timeout) counts as incorrect and is reported. Gates are judged by
+`reasonops.gates.judge_gates`, the function the operator uses too.
+
+Provenance (summary.json, and in short in the result): the model's location and revision, the engine, its
+version, dtype, tensor parallel size and maximum length, the sampling sent, the chat template's hash,
+each benchmark's content hash, the seeds, and how many responses came from the resume cache. It reads
+the resource document's `context`: ``endpoint``, ``modelLocation``, ``modelRevision``, ``servedModelName``
+and ``baseModel`` (the hub id of a fine-tuned model's base, for SkyThought's per-model prompts); each
+may be missing.
 
 Outputs under the revision's output directory:
-``responses/<benchmark>.jsonl`` (one line per sample), ``summary.json`` (engine, sampling, scores, gates),
+``responses/<benchmark>.jsonl`` (one line per sample, with its messages and seed), ``summary.json``,
 ``report.md``, and ``generation-cache.jsonl``, where samples are appended as they arrive so that a
 restarted pod only generates what is missing.
 """
@@ -34,15 +47,16 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .. import __version__
-from ..api.v1alpha1 import LIMO_SYSTEM_PROMPT, BenchmarkSpec, EvalRunSpec
-from ..benchmarks import GREEDY, BenchmarkDef, BenchmarkItem, benchmark_def, load_benchmark
+from ..api.v1alpha1 import BenchmarkSpec, EvalRunSpec
+from ..benchmarks import BenchmarkDef, BenchmarkItem, benchmark_def, load_benchmark, load_benchmark_with_source
 from ..errors import WorkloadError
-from ..grading import GradeResult, Grader, majority_correct, pass_at_k
+from ..gates import judge_gates
+from ..grading import STRICT, GradeResult, Grader, majority_correct, pass_at_k
 from ..llm import (
     DEFAULT_CONCURRENCY,
-    Completion,
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
+    Completion,
     GenerationRequest,
     Generator,
     OpenAIGenerator,
@@ -51,11 +65,11 @@ from ..llm import (
     check_endpoint,
 )
 from ..progress import Reporter
+from .protocols import MAX_TOKENS, PROTOCOLS, Protocol, protocol, sampling_for
+from .stats import estimate
 
 log = logging.getLogger("reasonops.evaluate")
 
-MAX_TOKENS = 32768
-PROTOCOL_SEEDS = {"limo": 0, "skythought": 41, "custom": None}
 CACHE_FILE = "generation-cache.jsonl"
 
 
@@ -71,6 +85,7 @@ class BenchmarkRun:
     seed: int | None = None
     path: str | None = None
     limit: int | None = None
+    note: str | None = None  # what the protocol changed (n collapsed at temperature 0)
 
 
 @dataclass
@@ -83,17 +98,20 @@ class EvalConfig:
     endpoint: str | None = None
     api_key_env: str | None = None  # environment variable holding the endpoint's API key
     protocol: str = "limo"
-    system_prompt: str = LIMO_SYSTEM_PROMPT
+    system_prompt: str | None = None  # None: the protocol's
     concurrency: int = DEFAULT_CONCURRENCY
     timeout: float = DEFAULT_TIMEOUT
     max_retries: int = DEFAULT_MAX_RETRIES
-    gates: list[tuple[str, str]] = field(default_factory=list)  # (benchmark, minimum pass@1 as a decimal)
+    gates: list[dict[str, Any]] = field(default_factory=list)  # {benchmark, minScore, bound}
     grader_workers: int | None = None
     grade_timeout: float = 5.0
     dtype: str = "auto"
     tensor_parallel_size: int = 1
     max_model_len: int | None = None
     benchmark_cache_dir: str | None = None
+    model_location: str | None = None  # from the context: where the model's files are
+    model_revision: str | None = None
+    model_id: str | None = None  # the hub id that selects SkyThought's per-model prompts
 
 
 @dataclass
@@ -117,19 +135,12 @@ class Response:
 # ------------------------------------------------------------------------------------------------
 
 
-def benchmark_run(spec: BenchmarkSpec, protocol: str) -> BenchmarkRun:
+def benchmark_run(spec: BenchmarkSpec, chosen: Protocol) -> BenchmarkRun:
     """The protocol's sampling for a benchmark, overridden by the fields the spec sets."""
-    definition = benchmark_def(spec.name)
-    preset = definition.limo if protocol == "limo" else GREEDY
+    sampling = sampling_for(spec, benchmark_def(spec.name), chosen)
     return BenchmarkRun(
-        name=spec.name,
-        samples=spec.samples or preset.samples,
-        temperature=float(spec.temperature) if spec.temperature is not None else preset.temperature,
-        top_p=float(spec.topP) if spec.topP is not None else preset.top_p,
-        max_tokens=spec.maxTokens or MAX_TOKENS,
-        seed=spec.seed if spec.seed is not None else PROTOCOL_SEEDS[protocol],
-        path=spec.path,
-        limit=spec.limit,
+        name=spec.name, samples=sampling.samples, temperature=sampling.temperature, top_p=sampling.top_p,
+        max_tokens=sampling.max_tokens, seed=sampling.seed, path=spec.path, limit=spec.limit, note=sampling.note,
     )
 
 
@@ -138,29 +149,34 @@ def config_from_resource(doc: dict[str, Any]) -> EvalConfig:
     spec = EvalRunSpec.model_validate(doc["spec"])
     context = doc.get("context") or {}
     name = (doc.get("metadata") or {}).get("name") or "eval"
-    protocol = spec.protocol or "limo"
+    protocol_name = spec.protocol or "limo"
     endpoint_spec = spec.model.endpoint
     backend = "server" if endpoint_spec else spec.backend or "server"
     serving = spec.serving
+    model_id = context.get("baseModel") or spec.model.name
+    chosen = protocol(protocol_name, model_id or "", spec.systemPrompt)
     config = EvalConfig(
         name=name,
         output=str(doc["output"]),
         model="",
-        benchmarks=[benchmark_run(b, protocol) for b in spec.benchmarks],
+        benchmarks=[benchmark_run(b, chosen) for b in spec.benchmarks],
         backend=backend,
-        protocol=protocol,
-        system_prompt=spec.systemPrompt or LIMO_SYSTEM_PROMPT,
+        protocol=protocol_name,
+        system_prompt=spec.systemPrompt,
         concurrency=spec.concurrency or (endpoint_spec and endpoint_spec.concurrency) or DEFAULT_CONCURRENCY,
-        gates=[(g.benchmark, g.minScore) for g in spec.gates or []],
+        gates=[{"benchmark": g.benchmark, "minScore": str(g.minScore), "bound": g.bound or "point"} for g in spec.gates or []],
         dtype=(serving and serving.dtype) or "auto",
         tensor_parallel_size=(serving and serving.tensorParallelSize) or 1,
         max_model_len=serving and serving.maxModelLen,
+        model_location=context.get("modelLocation") or None,
+        model_revision=context.get("modelRevision") or None,
+        model_id=model_id,
     )
     if backend == "server":
         config.endpoint = context.get("endpoint") or (endpoint_spec.url if endpoint_spec else None)
         if not config.endpoint:
             raise WorkloadError("EndpointUnreachable", "no endpoint to evaluate: the model is not served yet and spec.model sets none")
-        config.model = spec.model.servedModelName or name
+        config.model = spec.model.servedModelName or context.get("servedModelName") or name
         if endpoint_spec:
             config.timeout = float(endpoint_spec.timeoutSeconds or DEFAULT_TIMEOUT)
             config.max_retries = DEFAULT_MAX_RETRIES if endpoint_spec.maxRetries is None else endpoint_spec.maxRetries
@@ -190,17 +206,20 @@ def main(config: EvalConfig, reporter: Reporter | None = None) -> dict[str, Any]
     output.mkdir(parents=True, exist_ok=True)
 
     reporter.update(stage="load", message=f"loading {len(config.benchmarks)} benchmark(s)", force=True)
-    problems = {
-        run.name: load_benchmark(run.name, path=run.path, cache_dir=config.benchmark_cache_dir, limit=run.limit)
-        for run in config.benchmarks
-    }
+    problems: dict[str, list[BenchmarkItem]] = {}
+    sources: dict[str, dict[str, Any]] = {}
+    for run in config.benchmarks:
+        problems[run.name], sources[run.name] = load_benchmark_with_source(
+            run.name, path=run.path, cache_dir=config.benchmark_cache_dir, limit=run.limit
+        )
     generator = _generator(config, output / CACHE_FILE)
     engine = generator.describe()
+    chosen = protocol(config.protocol, config.model_id or config.model, config.system_prompt)
 
     requests = [
         GenerationRequest(
             id=_request_id(run.name, item.id),
-            messages=_messages(config.system_prompt, benchmark_def(run.name), item),
+            messages=_messages(chosen, benchmark_def(run.name), item),
             n=run.samples,
             temperature=run.temperature,
             top_p=run.top_p,
@@ -232,18 +251,26 @@ def main(config: EvalConfig, reporter: Reporter | None = None) -> dict[str, Any]
     }
     with Grader(config.grader_workers, config.grade_timeout) as grader:
         for run in config.benchmarks:
-            grade_responses(grader, benchmark_def(run.name), problems[run.name], responses[run.name])
+            grade_responses(grader, benchmark_def(run.name), problems[run.name], responses[run.name], chosen.extraction)
 
     scores = {run.name: score(problems[run.name], responses[run.name]) for run in config.benchmarks}
-    gates = evaluate_gates(config.gates, scores)
+    results = benchmark_results(config.benchmarks, scores, sources)
+    gates = [g.to_dict() for g in judge_gates(config.gates, results)]
     for run in config.benchmarks:
         write_responses(output / "responses" / f"{run.name}.jsonl", responses[run.name], problems[run.name])
-    summary = _summary(config, engine, scores, gates, started)
-    (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    provenance = _provenance(config, engine, responses)
+    summary = _summary(config, chosen, engine, provenance, scores, sources, gates, started)
+    (output / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     (output / "report.md").write_text(report(summary))
     if upload:
         upload()
-    result = _result(config, scores, gates)
+    result: dict[str, Any] = {
+        "results": results,
+        "accuracy": round(_mean(s["pass@1"] for s in scores.values()), 4),
+        "provenance": _short_provenance(provenance),
+    }
+    if gates:
+        result["gates"] = gates
     reporter.update(stage="done", message=f"accuracy {result['accuracy']:.4f}", force=True)
     return result
 
@@ -292,9 +319,9 @@ def _request_id(benchmark: str, problem_id: str) -> str:
     return f"{benchmark}/{problem_id}"
 
 
-def _messages(system_prompt: str, definition: BenchmarkDef, item: BenchmarkItem) -> list[dict]:
-    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    return messages + [{"role": "user", "content": definition.render(item)}]
+def _messages(chosen: Protocol, definition: BenchmarkDef, item: BenchmarkItem) -> list[dict]:
+    messages = [{"role": "system", "content": chosen.system_prompt}] if chosen.system_prompt else []
+    return messages + [{"role": "user", "content": chosen.render(definition, item)}]
 
 
 def _local_output(output: str) -> tuple[Path, Any]:
@@ -316,13 +343,78 @@ def _local_output(output: str) -> tuple[Path, Any]:
 
 
 # ------------------------------------------------------------------------------------------------
+# Provenance
+# ------------------------------------------------------------------------------------------------
+
+
+def chat_template_hash(model_dir: str | None) -> str | None:
+    """sha256 of the chat template a model directory ships (chat_template.jinja, else tokenizer_config.json's)."""
+    if not model_dir or "://" in model_dir:
+        return None
+    directory = Path(model_dir)
+    try:
+        jinja = directory / "chat_template.jinja"
+        if jinja.is_file():
+            return "sha256:" + hashlib.sha256(jinja.read_bytes()).hexdigest()
+        config = directory / "tokenizer_config.json"
+        if config.is_file():
+            template = json.loads(config.read_text(encoding="utf-8")).get("chat_template")
+            if template:
+                return "sha256:" + hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()
+    except (OSError, ValueError) as exc:
+        log.info("no chat template hash for %s: %s", model_dir, exc)
+    return None
+
+
+def _generation_defaults(model_dir: str | None) -> dict[str, Any] | None:
+    """The model's generation_config.json sampling defaults: vLLM applies them to parameters a request leaves unset."""
+    if not model_dir or "://" in model_dir:
+        return None
+    try:
+        config = json.loads((Path(model_dir) / "generation_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    keys = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
+    return {k: config[k] for k in keys if k in config} or None
+
+
+def _provenance(config: EvalConfig, engine: dict[str, Any], responses: dict[str, list[Response]]) -> dict[str, Any]:
+    model_dir = config.model_location or (config.model if config.backend == "offline" else None)
+    return {
+        "model": config.model,
+        "modelLocation": config.model_location or (config.model if config.backend == "offline" else None),
+        "modelRevision": config.model_revision,
+        "endpoint": config.endpoint,
+        "engine": engine.get("engine"),
+        "engineVersion": engine.get("engineVersion"),
+        "dtype": engine.get("dtype") or config.dtype,
+        "tensorParallelSize": config.tensor_parallel_size,
+        "maxModelLen": engine.get("maxModelLen") or config.max_model_len,
+        "chatTemplateHash": chat_template_hash(model_dir),
+        "generationDefaults": _generation_defaults(model_dir),
+        "responses": sum(len(r) for r in responses.values()),
+        "cachedResponses": sum(1 for rs in responses.values() for r in rs if r.cached),
+        "reasonopsVersion": __version__,
+    }
+
+
+def _short_provenance(provenance: dict[str, Any]) -> dict[str, Any]:
+    """What the status result carries (the termination message is small): no endpoint, no defaults."""
+    keys = ("modelLocation", "modelRevision", "engine", "engineVersion", "dtype", "tensorParallelSize", "maxModelLen",
+            "chatTemplateHash", "cachedResponses")
+    return {k: provenance[k] for k in keys if provenance.get(k) is not None}
+
+
+# ------------------------------------------------------------------------------------------------
 # Grading and scores
 # ------------------------------------------------------------------------------------------------
 
 
-def grade_responses(grader: Grader, definition: BenchmarkDef, items: Sequence[BenchmarkItem], responses: list[Response]) -> None:
+def grade_responses(
+    grader: Grader, definition: BenchmarkDef, items: Sequence[BenchmarkItem], responses: list[Response], extraction: str = STRICT
+) -> None:
     gold = {item.id: item.answer for item in items}
-    grades = grader.grade((r.text, gold[r.problem_id], definition.kind) for r in responses)
+    grades = grader.grade(((r.text, gold[r.problem_id], definition.kind) for r in responses), extraction)
     for response, grade in zip(responses, grades):
         response.grade = grade
 
@@ -333,7 +425,10 @@ def _percentile(values: Sequence[int], share: float) -> int:
 
 
 def score(items: Sequence[BenchmarkItem], responses: Sequence[Response]) -> dict[str, Any]:
-    """The metrics of one benchmark over the problems that have responses."""
+    """The metrics of one benchmark over the problems that have responses, each with its error bars.
+
+    pass@1 is the mean over problems of c/n (equal to the mean over samples when every problem has n).
+    """
     by_problem: dict[str, list[Response]] = {}
     for response in responses:
         by_problem.setdefault(response.problem_id, []).append(response)
@@ -345,13 +440,20 @@ def score(items: Sequence[BenchmarkItem], responses: Sequence[Response]) -> dict
     correct = [sum(1 for grade in g if grade and grade.correct) for g in grades]
     flat = [r for g in groups for r in g]
     tokens = [r.completion_tokens for r in flat]
+    pass1 = estimate([c / len(g) for g, c in zip(groups, correct)])
+    pass_k = {k: estimate([pass_at_k(len(g), c, k) for g, c in zip(groups, correct)]) for k in range(1, samples + 1)}
+    maj_k = {k: estimate([float(majority_correct(g, k)) for g in grades]) for k in range(1, samples + 1)}  # type: ignore[arg-type]
     return {
         "problems": len(groups),
         "samples": samples,
         "responses": len(flat),
-        "pass@1": sum(correct) / len(flat),
-        "pass@k": {str(k): _mean(pass_at_k(len(g), c, k) for g, c in zip(groups, correct)) for k in range(1, samples + 1)},
-        "maj@k": {str(k): _mean(majority_correct(g, k) for g in grades) for k in range(1, samples + 1)},  # type: ignore[arg-type]
+        "pass@1": pass1.score,
+        "stderr": pass1.stderr,
+        "ci95": [pass1.low, pass1.high],
+        "pass@k": {str(k): e.score for k, e in pass_k.items()},
+        "pass@kStderr": {str(k): e.stderr for k, e in pass_k.items()},
+        "maj@k": {str(k): e.score for k, e in maj_k.items()},
+        "maj@kStderr": {str(k): e.stderr for k, e in maj_k.items()},
         "tokens": {"mean": _mean(tokens), "p50": _percentile(tokens, 0.5), "p95": _percentile(tokens, 0.95)},
         "truncated": _mean(r.finish_reason == "length" for r in flat),
         "noAnswer": _mean(r.grade is not None and r.grade.extracted is None for r in flat),
@@ -365,35 +467,27 @@ def _mean(values: Iterable[float | bool | int]) -> float:
     return float(statistics.fmean(values)) if values else 0.0
 
 
-def evaluate_gates(gates: Iterable[tuple[str, str]], scores: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each gate with the pass@1 reached; a gate on a benchmark that was not run fails."""
+def benchmark_results(
+    runs: Sequence[BenchmarkRun], scores: dict[str, dict[str, Any]], sources: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The status results (BenchmarkResult): scores as 4-decimal strings, with error bars and the content hash."""
     out = []
-    for benchmark, minimum in gates:
-        reached = scores[benchmark]["pass@1"] if benchmark in scores else None
-        out.append({
-            "benchmark": benchmark,
-            "minScore": minimum,
-            "score": None if reached is None else f"{reached:.4f}",
-            "passed": reached is not None and reached >= float(minimum),
-        })
-    return out
-
-
-def _result(config: EvalConfig, scores: dict[str, dict[str, Any]], gates: list[dict[str, Any]]) -> dict[str, Any]:
-    results = [
-        {
+    for run in runs:
+        s = scores[run.name]
+        entry = {
             "benchmark": run.name,
-            "score": f"{scores[run.name]['pass@1']:.4f}",
-            "problems": scores[run.name]["problems"],
-            "samples": scores[run.name]["samples"],
-            "truncated": f"{scores[run.name]['truncated']:.4f}",
+            "score": f"{s['pass@1']:.4f}",
+            "stderr": f"{s['stderr']:.4f}",
+            "ciLow": f"{s['ci95'][0]:.4f}",
+            "ciHigh": f"{s['ci95'][1]:.4f}",
+            "problems": s["problems"],
+            "samples": s["samples"],
+            "truncated": f"{s['truncated']:.4f}",
         }
-        for run in config.benchmarks
-    ]
-    result: dict[str, Any] = {"results": results, "accuracy": round(_mean(s["pass@1"] for s in scores.values()), 4)}
-    if gates:
-        result["gates"] = [{k: v for k, v in g.items() if v is not None} for g in gates]
-    return result
+        if sources.get(run.name, {}).get("contentHash"):
+            entry["contentHash"] = sources[run.name]["contentHash"]
+        out.append(entry)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -480,24 +574,32 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-def _summary(config: EvalConfig, engine: dict[str, Any], scores: dict[str, dict[str, Any]], gates: list[dict[str, Any]], started: str) -> dict[str, Any]:
+def _summary(
+    config: EvalConfig, chosen: Protocol, engine: dict[str, Any], provenance: dict[str, Any], scores: dict[str, dict[str, Any]],
+    sources: dict[str, dict[str, Any]], gates: list[dict[str, Any]], started: str,
+) -> dict[str, Any]:
     return {
         "name": config.name,
         "model": config.model,
         "backend": config.backend,
         "engine": engine,
         "protocol": config.protocol,
-        "systemPrompt": config.system_prompt,
+        "systemPrompt": chosen.system_prompt,
+        "extraction": chosen.extraction,
         "reasonopsVersion": __version__,
         "startTime": started,
         "completionTime": _now(),
+        "provenance": provenance,
         "benchmarks": [
             {
                 "name": run.name,
                 "kind": benchmark_def(run.name).kind,
-                "source": run.path or "registry",
+                **sources[run.name],
+                # What each request sent: n=1 per sample, seed + sample index (None: no seed sent).
                 "sampling": {"samples": run.samples, "temperature": run.temperature, "topP": run.top_p,
-                             "maxTokens": run.max_tokens, "seed": run.seed},
+                             "maxTokens": run.max_tokens, "seed": run.seed,
+                             "seeds": None if run.seed is None else [run.seed + i for i in range(run.samples)],
+                             **({"note": run.note} if run.note else {})},
                 "scores": scores[run.name],
             }
             for run in config.benchmarks
@@ -517,21 +619,24 @@ def report(summary: dict[str, Any]) -> str:
         f"Model `{summary['model']}` via {engine.get('engine')} {engine.get('engineVersion') or ''} "
         f"(dtype {engine.get('dtype') or 'unknown'}), protocol {summary['protocol']}, reasonops {summary['reasonopsVersion']}.",
         "",
-        "| benchmark | problems | samples | temp | top_p | max tokens | seed | pass@1 | pass@n | maj@n | truncated | no answer | tokens mean / p50 / p95 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| benchmark | problems | samples | temp | top_p | max tokens | seed | pass@1 ± SE | 95% interval | pass@n | maj@n | truncated | no answer | tokens mean / p50 / p95 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for b in summary["benchmarks"]:
         s, p = b["scores"], b["sampling"]
         n = str(s["samples"])
         lines.append(
             f"| {b['name']} | {s['problems']} | {n} | {p['temperature']} | {p['topP']} | {p['maxTokens']} | {p['seed']} "
-            f"| {s['pass@1']:.4f} | {s['pass@k'][n]:.4f} | {s['maj@k'][n]:.4f} | {s['truncated']:.2%} | {s['noAnswer']:.2%} "
+            f"| {s['pass@1']:.4f} ± {s['stderr']:.4f} | [{s['ci95'][0]:.4f}, {s['ci95'][1]:.4f}] "
+            f"| {s['pass@k'][n]:.4f} | {s['maj@k'][n]:.4f} | {s['truncated']:.2%} | {s['noAnswer']:.2%} "
             f"| {s['tokens']['mean']:.0f} / {s['tokens']['p50']} / {s['tokens']['p95']} |"
         )
-    lines += ["", f"Mean pass@1: **{summary['accuracy']:.4f}**", ""]
+    notes = [f"- {b['name']}: {b['sampling']['note']}" for b in summary["benchmarks"] if b["sampling"].get("note")]
+    lines += ["", f"Mean pass@1: **{summary['accuracy']:.4f}**", "", *notes, *([""] if notes else [])]
     if summary["gates"]:
-        lines += ["| gate | min score | score | passed |", "|---|---|---|---|"]
-        lines += [f"| {g['benchmark']} | {g['minScore']} | {g['score']} | {'yes' if g['passed'] else 'no'} |" for g in summary["gates"]]
+        lines += ["| gate | min score | bound | compared | passed |", "|---|---|---|---|---|"]
+        lines += [f"| {g['benchmark']} | {g['minScore']} | {g['bound']} | {g.get('score') or g.get('reason')} | {'yes' if g['passed'] else 'no'} |"
+                  for g in summary["gates"]]
         lines.append("")
     return "\n".join(lines)
 
@@ -548,6 +653,7 @@ def add_grade_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--path", help="benchmark file or directory instead of the hub")
     parser.add_argument("--workers", type=int, default=None, help="grader processes (default: CPU count)")
     parser.add_argument("--output", help="also write the graded responses here (JSONL)")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="limo", help="whose answer extraction to use (default limo)")
 
 
 def grade_main(argv: list[str] | None = None) -> int:
@@ -566,7 +672,7 @@ def grade_command(args: argparse.Namespace) -> int:
     if unknown:
         raise WorkloadError("InvalidResponses", f"{args.responses}: ids not in {args.benchmark}: {', '.join(unknown[:5])}")
     with Grader(args.workers) as grader:
-        grade_responses(grader, definition, items, responses)
+        grade_responses(grader, definition, items, responses, protocol(args.protocol).extraction)
     if args.output:
         write_responses(Path(args.output), responses, items)
     print(json.dumps({"benchmark": args.benchmark, **score(items, responses)}, indent=2))
