@@ -3,10 +3,14 @@
 1. Grading: N generated responses of realistic length (~8k tokens of reasoning text, then the answer, in
    varied forms) graded by `Grader` with 1 and 2 worker processes, beside math-verify called on each
    whole response (the naive way; measured on a sample, in the same run).
-2. Generation: the request rate `OpenAIGenerator` achieves against a local `reasonops.serve` with a tiny
+2. Degenerate mix: the same responses with 10% replaced by what looping reasoning models write until
+   max_tokens (~100k characters each: repetition loops, unclosed boxes, a response cut inside its box,
+   a boxed 100,000-digit number, many boxes, an endless list): responses/s of the whole mix with 2 workers, and the slowest single
+   degenerate response graded on its own (target: >= 1,000 responses/s on 2 cores, none over 1 s).
+3. Generation: the request rate `OpenAIGenerator` achieves against a local `reasonops.serve` with a tiny
    model, beside a plain asyncio load generator against the same server, alternated in the same run.
 
-    python benchmarks/eval_throughput.py [--responses 10000] [--requests 256]
+    python benchmarks/eval_throughput.py [--responses 10000] [--requests 256] [--part all|grading|degenerate|generation]
 """
 
 from __future__ import annotations
@@ -107,6 +111,67 @@ def grading(count: int, tokens: int) -> None:
     print(f"  math-verify on each whole response (one process, {len(sample)} responses): {len(sample) / seconds:,.1f} responses/s")
 
 
+DEGENERATE_CHARS = 100_000
+
+
+def _degenerate(rng: random.Random, i: int) -> tuple[str, str, str]:
+    """One response of ~100k characters of the kinds a model writes when it loops until max_tokens."""
+    n = rng.randint(2, 999)
+    size = DEGENERATE_CHARS
+    kinds = [
+        ("Wait, let me reconsider the problem. " * (size // 37), str(n)),  # a repetition loop, no answer
+        ("\\boxed{" * (size // 7), str(n)),  # unclosed boxes
+        ("Let me compute " + "\\frac{1}{2} + " * (size // 16) + " so \\boxed{" + str(n), str(n)),  # cut inside the box
+        ("so \\boxed{" + "9" * size + "}", str(n)),  # a huge number
+        (f"\\boxed{{{n}}} and then " * (size // 20), str(n)),  # many closed boxes, right answer last
+        ("the answer is " + "1, " * (size // 3), str(n)),  # an endless list after an answer phrase
+    ]
+    text, gold = kinds[i % len(kinds)]
+    return text, gold, "math"
+
+
+def degenerate_mix(count: int, tokens: int, share: float = 0.1, rounds: int = 2) -> None:
+    clean = make_responses(count, tokens)
+    rng = random.Random(1)
+    bad = set(rng.sample(range(count), int(count * share)))
+    mixed = list(clean)
+    for n, i in enumerate(sorted(bad)):
+        mixed[i] = _degenerate(rng, n)
+    chars = statistics.fmean(len(r) for r, _, _ in mixed)
+    print(f"degenerate mix: {count} responses, {len(bad)} degenerate (~{DEGENERATE_CHARS:,} characters each), "
+          f"mean {chars:,.0f} characters; beside the same responses without them, alternated")
+    warm_up = [("\\boxed{\\sqrt{2}}", "\\frac{2}{\\sqrt{2}}", "math")]
+    rates: dict[str, list[tuple[float, float]]] = {"clean": [], "mixed": []}
+    with Grader(workers=2, timeout=5.0) as grader:
+        grader.grade(warm_up)
+        for r in range(rounds):
+            for name in ("clean", "mixed") if r % 2 == 0 else ("mixed", "clean"):
+                grader.close()  # a fresh pool each time: answers verified in one pass are not cached across passes
+                grader.grade(warm_up)
+                start, cpu = time.perf_counter(), time.process_time()
+                results = grader.grade(clean if name == "clean" else mixed)
+                seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+                assert not any(x.correct is None for x in results)
+                rates[name].append((count / seconds, cpu))
+        worst, worst_kind = 0.0, -1
+        for n in range(60):  # each degenerate kind ten times, graded alone
+            item = _degenerate(rng, n)
+            start_one = time.perf_counter()
+            grader.grade([item])
+            took = time.perf_counter() - start_one
+            if took > worst:
+                worst, worst_kind = took, n % 6
+        nested = ("\\boxed{" + "\\text{" * (DEGENERATE_CHARS // 7) + "x" + "}" * (DEGENERATE_CHARS // 7 + 1), "5", "math")
+        start_one = time.perf_counter()
+        grader.grade([nested])
+        nested_seconds = time.perf_counter() - start_one
+    for name, runs in rates.items():
+        print(f"  Grader workers=2, {name}: {', '.join(f'{rate:,.0f}' for rate, _ in runs)} responses/s "
+              f"(CPU in the grading process: {', '.join(f'{cpu:.2f} s' for _, cpu in runs)})")
+    print(f"  slowest degenerate response alone: {worst * 1000:.1f} ms (kind {worst_kind}); "
+          f"14,000 nested \\text{{ in a box (not in the mix): {nested_seconds * 1000:.1f} ms")
+
+
 def generation(requests: int, concurrency: int, max_tokens: int, rounds: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model = build_tiny_model(Path(tmp) / "tiny")
@@ -149,9 +214,14 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--part", choices=["all", "grading", "degenerate", "generation"], default="all")
     args = parser.parse_args()
-    grading(args.responses, args.tokens)
-    generation(args.requests, args.concurrency, args.max_tokens, args.rounds)
+    if args.part in ("all", "grading"):
+        grading(args.responses, args.tokens)
+    if args.part in ("all", "degenerate"):
+        degenerate_mix(args.responses, args.tokens)
+    if args.part in ("all", "generation"):
+        generation(args.requests, args.concurrency, args.max_tokens, args.rounds)
 
 
 if __name__ == "__main__":

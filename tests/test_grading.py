@@ -34,6 +34,10 @@ from reasonops.grading import (
         ("put your final answer within \\boxed{}. We get \\boxed{9}", "9"),
         ("answer \\boxed{3} and the echo \\boxed{}", "3"),  # an empty box is an echo of the prompt
         ("\\boxed{12} then a cut-off \\boxed{1", "12"),  # an unclosed last box is skipped
+        ("\\boxed{4} then \\boxed{x \\boxed{" + "\\boxed{" * 50, "4"),  # a run of unclosed boxes is skipped
+        ("\\boxed{4} then \\boxed 7 \\boxed{y \\boxed{", "7"),
+        ("\\boxed{\\frac{1}{2}} \\boxed{ \\frac{1}{3}", "\\frac{1}{2}"),
+        ("\\boxed{a \\boxed{b} c", "b"),  # the outer box never closes; the inner one does
         ("Thus, the final answer is $\\frac{3}{4}$.", "\\frac{3}{4}"),
         ("The answer is 0.5.", "0.5"),
         ("Some work.\n**Answer:** 17\n", "17"),

@@ -59,7 +59,9 @@ class GradeResult:
 # Extraction
 # ------------------------------------------------------------------------------------------------
 
-_BOX = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
+_BOX_COMMANDS = ("\\boxed", "\\fbox")
+_BRACE_TOKEN = re.compile(r"\\.|[{}]", re.DOTALL)
+_BARE_BOX = re.compile(r"\\(?:boxed|fbox) +[^\s{$]")  # \boxed 5
 _TOKEN = re.compile(r"[^\s$]+")
 _ANSWER_PHRASE = re.compile(
     r"\banswer\s*(?:is|:|=)\s*[:=]?\s*(?:(?:actually|indeed|simply|just|thus|therefore|then|now|clearly|exactly|precisely)\s+)*(.+)",
@@ -83,49 +85,58 @@ LAST_NUMBER = "last-number"  # then the last number of the response (SkyThought,
 EXTRACTIONS = (STRICT, LAST_NUMBER)
 
 
-def _brace_matches(text: str) -> dict[int, int]:
-    """For each '{' of text that is closed, the index of its '}' (one pass; escaped braces skipped)."""
-    matches: dict[int, int] = {}
-    stack: list[int] = []
-    i, n = 0, len(text)
-    while i < n:
-        ch = text[i]
-        if ch == "\\":
-            i += 2  # an escaped character (\{, \}) never opens or closes a group
-            continue
-        if ch == "{":
-            stack.append(i)
-        elif ch == "}" and stack:
-            matches[stack.pop()] = i
-        i += 1
-    return matches
+def _group_end(text: str, start: int, stop: int) -> int | None:
+    """The index of the '}' closing the '{' at text[start], if it closes before `stop`."""
+    if text.find("}", start, stop) < 0:
+        return None
+    depth = 0
+    for match in _BRACE_TOKEN.finditer(text, start, stop):  # escaped characters (\{, \}) are skipped whole
+        token = match.group()
+        if token == "{":
+            depth += 1
+        elif token == "}":
+            depth -= 1
+            if depth == 0:
+                return match.start()
+    return None
 
 
 def last_boxed(text: str) -> str | None:
     """The content of the last non-empty, closed \\boxed{} or \\fbox{} of text.
 
-    Linear in len(text): the braces are matched once for the whole text, so a response that loops on
-    unclosed boxes until max_tokens costs one pass, not one scan per box.
+    Linear in len(text), for responses that loop on boxes until max_tokens: each command is searched
+    backwards once, and a group is scanned only up to the brace of a later unclosed group (a group
+    still open there stays open to the end, since the later one never closes).
     """
-    boxes = [m.end() for m in _BOX.finditer(text)]
-    if not boxes:
-        return None
-    matches: dict[int, int] | None = None
-    for i in reversed(boxes):
+    found = {command: text.rfind(command) for command in _BOX_COMMANDS}
+    stop = len(text)
+    while True:
+        command = max(found, key=found.__getitem__)
+        pos = found[command]
+        if pos < 0:
+            return None
+        found[command] = text.rfind(command, 0, pos)
+        i = pos + len(command)
+        if text[i : i + 1].isalpha():  # \boxeds or \fboxed: another command
+            continue
         j = i
         while j < len(text) and text[j] == " ":
             j += 1
         if text[j : j + 1] == "{":
-            if matches is None:
-                matches = _brace_matches(text)
-            close = matches.get(j)
-            content = text[j + 1 : close].strip() if close is not None else ""
+            close = _group_end(text, j, stop)
+            if close is None:
+                stop = j
+                last_close = text.rfind("}", 0, j)
+                if not _BARE_BOX.search(text, last_close + 1, j):
+                    # No box opened after the last '}' before this one can close either: skip them at once.
+                    found = {c: text.rfind(c, 0, last_close + 1) if last_close >= 0 else -1 for c in found}
+                continue
+            content = text[j + 1 : close].strip()
         else:
             token = _TOKEN.match(text, j) if j > i else None  # \boxed 5
             content = token.group(0) if token else ""
         if content:
             return content
-    return None
 
 
 def _clean_fallback(value: str) -> str | None:
