@@ -102,3 +102,38 @@ def test_grade_counts_text_that_is_not_utf8(tmp_path: Path) -> None:
     rows = [json.loads(line) for line in graded.read_text(encoding="utf-8").splitlines()]
     assert [r["correct"] for r in rows] == [True, True, False] and "\ufffd" in rows[2]["response"]
     assert list(tmp_path.glob("*.tmp")) == []
+
+
+def test_grade_on_what_models_write(tmp_path: Path) -> None:
+    bench = tmp_path / "math500.jsonl"
+    golds = ["1-\\mathrm{e}^{-1}", "\\frac{\\mathrm{e}}{2}", "32349", "5", "5", "0.5"]
+    bench.write_text("".join(json.dumps({"id": f"p{i}", "problem": "?", "answer": g}) + "\n" for i, g in enumerate(golds)))
+    responses = [
+        "so \\boxed{1}",  # wrong: math-verify alone read only the prefix of the gold answer
+        "\\boxed{\\frac{\\mathrm{e}}{3}}",  # wrong
+        "\\boxed{32, 349}",  # a list, not 32349
+        "\\boxed{" * 14_000,  # a loop of unclosed boxes: no answer, and quickly
+        "\\boxed{" + "9" * 100_000 + "}",  # graded, no int-string error
+        "The answer is 0.5. Then 7 more steps follow.",
+    ]
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(json.dumps({"id": f"p{i}", "response": r}) + "\n" for i, r in enumerate(responses)))
+    graded = tmp_path / "graded.jsonl"
+    proc = _reasonops("grade", "--benchmark", "math500", "--path", str(bench), "--responses", str(path),
+                      "--workers", "1", "--output", str(graded))
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in graded.read_text().splitlines()]
+    assert [r["correct"] for r in rows] == [False, False, False, False, False, True]
+    assert rows[3]["reason"] == "no_answer" and rows[5]["extracted"] == "0.5"
+    summary = json.loads(proc.stdout)
+    assert summary["pass@1"] == pytest.approx(1 / 6) and summary["stderr"] == pytest.approx(1 / 6)  # sample variance 1/6 over 6 problems
+    assert 0 < summary["ci95"][0] < 1 / 6 < summary["ci95"][1]
+
+
+def test_grade_with_skythoughts_extraction(tmp_path: Path) -> None:
+    items = demo_items()[:1]
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps({"id": items[0].id, "response": f"The result is {items[0].answer}."}) + "\n")
+    limo = json.loads(_reasonops("grade", "--benchmark", "demo", "--responses", str(path)).stdout)
+    sky = json.loads(_reasonops("grade", "--benchmark", "demo", "--responses", str(path), "--protocol", "skythought").stdout)
+    assert (limo["pass@1"], sky["pass@1"]) == (0.0, 1.0)
