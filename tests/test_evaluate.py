@@ -85,7 +85,8 @@ def test_eval_run_end_to_end(server: str, tiny_model: Path, tmp_path: Path) -> N
     assert summary["engine"]["engineVersion"]
     (bench,) = summary["benchmarks"]
     assert bench["sampling"] == {"samples": 2, "temperature": 0.7, "topP": 1.0, "maxTokens": 8, "seed": 3, "seeds": [3, 4]}
-    assert bench["source"] == "built-in" and bench["contentHash"] == entry["contentHash"] and bench["itemsHash"]
+    assert bench["source"] == "built-in" and bench["contentHash"].startswith(entry["contentHash"]) and bench["itemsHash"]
+    assert len(bench["contentHash"]) == len("sha256:") + 64 and len(entry["contentHash"]) == len("sha256:") + 16
     assert set(bench["scores"]["pass@k"]) == {"1", "2"} and set(bench["scores"]["maj@k"]) == {"1", "2"}
     assert bench["scores"]["ci95"] == [0.0, pytest.approx(0.2425, abs=1e-4)] and bench["scores"]["stderr"] == 0.0
     assert bench["scores"]["truncated"] == pytest.approx(float(entry["truncated"]), abs=1e-4)

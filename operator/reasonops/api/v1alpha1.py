@@ -516,7 +516,7 @@ class BenchmarkResult(Model):
     stderr: Optional[Annotated[str, Field(max_length=16)]] = Field(default=None, description="Standard error of the score over problems.")
     ciLow: Optional[Annotated[str, Field(max_length=16)]] = Field(default=None, description="Lower end of the score's 95% interval.")
     ciHigh: Optional[Annotated[str, Field(max_length=16)]] = Field(default=None, description="Upper end of the score's 95% interval.")
-    contentHash: Optional[Annotated[str, Field(max_length=80)]] = Field(default=None, description="sha256 of the benchmark file used.")
+    contentHash: Optional[Annotated[str, Field(max_length=80)]] = Field(default=None, description="sha256 of the benchmark file used (first 16 hex digits; summary.json has it whole).")
 
 
 class GateResult(Model):
