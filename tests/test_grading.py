@@ -288,3 +288,14 @@ def test_majority_vote_groups_equivalent_answers() -> None:
     assert majority_correct(samples + _samples(("\\dfrac12", True)), 6) is True
     wrong = _samples(("0.25", False), ("\\frac{1}{4}", False), ("1", True))
     assert majority_correct(wrong, 3) is False
+
+
+def test_wrong_answers_vote_together_when_equivalent() -> None:
+    # Three spellings of the same wrong answer outvote two right ones; only math-verify sees the first two as equal.
+    answers = ["\\frac{\\sqrt{2}}{2}", "\\frac{1}{\\sqrt{2}}", "\\dfrac{\\sqrt{2}}{2}", "3"]
+    with Grader(workers=1) as grader:
+        (classes,) = grader.equivalence_classes([answers])
+    assert classes[0] == classes[1] == classes[2] != classes[3]
+    samples = _samples(("1", True), (answers[0], False), ("1.0", True), (answers[1], False), (answers[2], False))
+    assert majority_correct(samples, 5, [None, classes[0], None, classes[1], classes[2]]) is False
+    assert majority_correct(samples, 5) is True  # by spelling alone the wrong answers split 2 + 1

@@ -423,6 +423,35 @@ class Grader:
                     results[index] = GradeResult(verdict, key[0], reason)
         return results  # type: ignore[return-value]  # every slot is filled above
 
+    def equivalence_classes(self, groups: Sequence[Sequence[str]]) -> list[list[int]]:
+        """For each group of answers (one problem's wrong answers), a class number per answer: two answers share
+        a class when the fast path or math-verify finds them equal (transitively). One pool pass for all groups."""
+        classes: list[list[int]] = []
+        pending: dict[tuple[str, str], list[tuple[int, int, int]]] = {}  # pair -> (group, i, j)
+        parents: list[list[int]] = []
+        for g, answers in enumerate(groups):
+            keys = [canonical(a) for a in answers]
+            first = {key: keys.index(key) for key in keys}
+            parents.append([first[key] for key in keys])  # equal spellings and values: already one class
+            reps = sorted(set(first.values()))
+            for x, i in enumerate(reps):
+                for j in reps[x + 1 :]:
+                    verdict = fast_verdict(answers[j], answers[i])
+                    if verdict:
+                        _union(parents[g], i, j)
+                    elif verdict is None:
+                        pending.setdefault((answers[j], answers[i]), []).append((g, i, j))
+        if pending:
+            with self._lock:
+                verdicts = self._verify_all(list(pending))
+            for spots, (verdict, _) in zip(pending.values(), verdicts):
+                if verdict:
+                    for g, i, j in spots:
+                        _union(parents[g], i, j)
+        for parent in parents:
+            classes.append([_find(parent, i) for i in range(len(parent))])
+        return classes
+
     def _start(self) -> multiprocessing.pool.Pool:
         if self._pool is None:
             # spawn, not fork: the caller may run threads (HTTP clients, progress reporters).
@@ -458,6 +487,18 @@ class Grader:
             self._pool = None
 
 
+def _find(parent: list[int], i: int) -> int:
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
+def _union(parent: list[int], i: int, j: int) -> None:
+    a, b = _find(parent, i), _find(parent, j)
+    parent[max(a, b)] = min(a, b)
+
+
 _SHARED: Grader | None = None
 
 
@@ -483,18 +524,25 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
-def majority_correct(samples: Sequence[GradeResult], k: int) -> bool:
+def majority_correct(samples: Sequence[GradeResult], k: int, classes: Sequence[int | None] | None = None) -> bool:
     """maj@k of one problem: whether the most frequent answer among the first k samples is correct.
 
     Answers are grouped by equivalence: every correct answer is equivalent to the gold answer and so to each
-    other (one vote however spelled); the others meet by exact value (0.5 and \\frac{1}{2}) or normalised
-    spelling. Samples without an answer do not vote; a tie goes to the answer seen first.
+    other (one vote however spelled); the others by `classes` (one class number per sample, from
+    `Grader.equivalence_classes`) or, without it, by exact value (0.5 and \\frac{1}{2}) or normalised spelling.
+    Samples without an answer do not vote; a tie goes to the answer seen first.
     """
-    votes = [s for s in samples[:k] if s.extracted is not None]
-    if not votes:
+    chosen = [(i, s) for i, s in enumerate(samples[:k]) if s.extracted is not None]
+    if not chosen:
         return False
-    keys = [None if s.correct else canonical(s.extracted) for s in votes]  # type: ignore[arg-type]  # None: the gold group
+
+    def key(i: int, s: GradeResult) -> object:
+        if s.correct:
+            return None  # the gold answer's group
+        return ("class", classes[i]) if classes is not None and classes[i] is not None else canonical(s.extracted)  # type: ignore[arg-type]
+
+    keys = [key(i, s) for i, s in chosen]
     counts = Counter(keys)
     best = max(counts.values())
-    winner = next(s for s, key in zip(votes, keys) if counts[key] == best)
+    winner = next(s for (_, s), k_ in zip(chosen, keys) if counts[k_] == best)
     return winner.correct is True

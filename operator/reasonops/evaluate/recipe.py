@@ -128,6 +128,7 @@ class Response:
     seed: int | None = None
     messages: list[dict] | None = None  # the chat messages sent (the server applies the chat template)
     cached: bool | None = None  # whether it came from the resume cache
+    vote_class: int | None = None  # equivalence class among the problem's wrong answers (maj@k)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -417,6 +418,17 @@ def grade_responses(
     grades = grader.grade(((r.text, gold[r.problem_id], definition.kind) for r in responses), extraction)
     for response, grade in zip(responses, grades):
         response.grade = grade
+    # maj@k groups a problem's wrong answers by equivalence (the right ones are all the gold answer's group).
+    wrong: dict[str, list[Response]] = {}
+    for r in responses:
+        if r.grade and r.grade.extracted is not None and not r.grade.correct:
+            wrong.setdefault(r.problem_id, []).append(r)
+    groups = [rs for rs in wrong.values() if len(rs) > 1]
+    if definition.kind == "math" and groups:
+        answers = [[r.grade.extracted for r in rs] for rs in groups]  # type: ignore[union-attr]  # filtered above
+        for rs, classes in zip(groups, grader.equivalence_classes(answers)):  # type: ignore[arg-type]
+            for r, number in zip(rs, classes):
+                r.vote_class = number
 
 
 def _percentile(values: Sequence[int], share: float) -> int:
@@ -442,7 +454,8 @@ def score(items: Sequence[BenchmarkItem], responses: Sequence[Response]) -> dict
     tokens = [r.completion_tokens for r in flat]
     pass1 = estimate([c / len(g) for g, c in zip(groups, correct)])
     pass_k = {k: estimate([pass_at_k(len(g), c, k) for g, c in zip(groups, correct)]) for k in range(1, samples + 1)}
-    maj_k = {k: estimate([float(majority_correct(g, k)) for g in grades]) for k in range(1, samples + 1)}  # type: ignore[arg-type]
+    classes = [[r.vote_class for r in g] for g in groups]
+    maj_k = {k: estimate([float(majority_correct(g, k, c)) for g, c in zip(grades, classes)]) for k in range(1, samples + 1)}  # type: ignore[arg-type]
     return {
         "problems": len(groups),
         "samples": samples,
