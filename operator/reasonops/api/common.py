@@ -44,6 +44,14 @@ REASON_GATES_FAILED = "GatesFailed"
 REASON_NO_GATES = "NoGates"
 REASON_BACKOFF_LIMIT = "BackoffLimitExceeded"
 REASON_DEADLINE = "DeadlineExceeded"
+REASON_ENDPOINT_NOT_FOUND = "EndpointNotFound"
+REASON_WAITING_FOR_ENDPOINT = "WaitingForEndpoint"
+REASON_WAITING_FOR_SERVER = "WaitingForServer"
+REASON_SERVER_READY = "ServerReady"
+REASON_SERVER_STARTING = "ServerStarting"
+REASON_SERVER_REMOVED = "ServerRemoved"
+REASON_WORKLOAD_CRASHED = "WorkloadCrashed"
+REASON_ENDPOINT_UNREACHABLE = "EndpointUnreachable"
 
 PHASES = ("Pending", "Waiting", "Running", "Succeeded", "Failed", "Suspended")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal, Optional
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from .common import (
     ChildRef,
@@ -126,7 +126,10 @@ class DataSource(Model):
         default=None, description="A JSONL, JSON or Parquet file or directory (volume mount or laptop path)."
     )
     uri: Optional[Annotated[str, Field(max_length=1024, pattern=r"^[a-z0-9+.-]+://.+")]] = Field(
-        default=None, description="An fsspec URI such as s3://bucket/pool.parquet."
+        default=None, description="An fsspec URI such as s3://bucket/pool.parquet, or pvc://claim/path on a volume claim (mounted)."
+    )
+    credentialsSecretRef: Optional[Name] = Field(
+        default=None, description="Secret whose keys become environment variables of the pod (e.g. AWS_ACCESS_KEY_ID) for uri access."
     )
     inline: Optional[list[InlineRow]] = Field(default=None, max_length=100, description="A short list of rows.")
     format: Optional[Literal["jsonl", "json", "parquet"]] = Field(default=None, description="File format (default: from the name).")
@@ -256,6 +259,9 @@ class ReasoningDatasetSpec(Model):
     tokenizer: Optional[Annotated[str, Field(max_length=512)]] = Field(
         default=None, description="Tokenizer (hub id or path) for the token-length statistics of the manifest."
     )
+    hubTokenSecretRef: Optional[SecretKeyRef] = Field(
+        default=None, description="Secret key holding a Hugging Face token (HF_TOKEN in the pods) for gated models and datasets."
+    )
     output: Location = Field(description="Where the dataset is written; each revision in its own directory.")
     resources: Optional[Resources] = Field(default=None, description="Compute for the curation pod.")
     backoffLimit: Optional[int] = Field(default=None, ge=0, le=100, description="Pod retries before the revision fails (default 2).")
@@ -378,6 +384,9 @@ class FineTuneJobSpec(Model):
     )
 
     baseModel: BaseModelRef = Field(description="The model to fine-tune.")
+    hubTokenSecretRef: Optional[SecretKeyRef] = Field(
+        default=None, description="Secret key holding a Hugging Face token (HF_TOKEN in the pods) for gated models and datasets."
+    )
     datasetRef: Optional[DatasetRef] = Field(default=None, description="Train on this ReasoningDataset's output.")
     dataset: Optional[Location] = Field(default=None, description="Train on a dataset directory written earlier.")
     method: Literal["full", "lora"] = Field(default="full", description="Full-parameter SFT or LoRA.")
@@ -483,7 +492,19 @@ class Gate(Model):
 
 
 class EvalRunSpec(Model):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "has(self.output) || has(self.model.fineTuneJob)",
+                 "message": "output is required unless model.fineTuneJob is set (results then go next to the model)"},
+            ]
+        }
+    )
+
     model: EvalModelRef = Field(description="What to evaluate.")
+    hubTokenSecretRef: Optional[SecretKeyRef] = Field(
+        default=None, description="Secret key holding a Hugging Face token (HF_TOKEN in the pods) for gated models and datasets."
+    )
     protocol: Optional[Literal["limo", "skythought", "custom"]] = Field(
         default=None, description="Sampling preset (default limo); per-benchmark fields override it."
     )
@@ -495,13 +516,19 @@ class EvalRunSpec(Model):
     concurrency: Optional[int] = Field(default=None, ge=1, le=4096, description="Requests in flight (default 64).")
     serving: Optional[ServingSpec] = Field(default=None, description="The vLLM server.")
     output: Optional[Location] = Field(
-        default=None, description="Where responses and reports go (default: next to the FineTuneJob's model)."
+        default=None, description="Where responses and reports go; required unless model.fineTuneJob is set (default: next to that model)."
     )
     gates: Optional[list[Gate]] = Field(default=None, max_length=32, description="Minimum scores; all must pass for Passed=True.")
     resources: Optional[Resources] = Field(default=None, description="Compute for the benchmark Job.")
     backoffLimit: Optional[int] = Field(default=None, ge=0, le=100, description="Pod retries (default 2).")
     activeDeadlineSeconds: Optional[int] = Field(default=None, ge=1, description="Deadline of the benchmark Job.")
     suspend: Optional[bool] = Field(default=None, description="Do not start (or stop) the evaluation.")
+
+    @model_validator(mode="after")
+    def _output_or_finetune(self) -> "EvalRunSpec":  # the twin of the CEL rule above
+        if self.output is None and not self.model.fineTuneJob:
+            raise ValueError("output is required unless model.fineTuneJob is set (results then go next to the model)")
+        return self
 
 
 class BenchmarkResult(Model):
