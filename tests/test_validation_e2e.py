@@ -72,7 +72,7 @@ def api(cluster):
     root = pathlib.Path(__file__).resolve().parents[1]
     cluster.kubectl("apply", "--server-side", "-f", str(root / "crds"))
     for plural in ("reasoningdatasets", "finetunejobs", "evalruns"):
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{plural}.reasonops.io", "--timeout=60s")
+        cluster.wait_established(f"{plural}.reasonops.io")
     return cluster
 
 

@@ -42,8 +42,6 @@ REASON_EMPTY_DATASET = "EmptyDataset"
 REASON_GATES_PASSED = "GatesPassed"
 REASON_GATES_FAILED = "GatesFailed"
 REASON_NO_GATES = "NoGates"
-REASON_BACKOFF_LIMIT = "BackoffLimitExceeded"
-REASON_DEADLINE = "DeadlineExceeded"
 REASON_ENDPOINT_NOT_FOUND = "EndpointNotFound"
 REASON_WAITING_FOR_ENDPOINT = "WaitingForEndpoint"
 REASON_WAITING_FOR_SERVER = "WaitingForServer"
@@ -51,9 +49,17 @@ REASON_SERVER_READY = "ServerReady"
 REASON_SERVER_STARTING = "ServerStarting"
 REASON_SERVER_REMOVED = "ServerRemoved"
 REASON_WORKLOAD_CRASHED = "WorkloadCrashed"
+# Reasons a workload fails with (reasonops.errors.WorkloadError), shown in the Failed condition.
 REASON_ENDPOINT_UNREACHABLE = "EndpointUnreachable"
-
-PHASES = ("Pending", "Waiting", "Running", "Succeeded", "Failed", "Suspended")
+REASON_SOURCE_UNAVAILABLE = "SourceUnavailable"
+REASON_INVALID_RESPONSES = "InvalidResponses"
+REASON_DATASET_UNREADABLE = "DatasetUnreadable"
+REASON_BENCHMARK_UNAVAILABLE = "BenchmarkUnavailable"
+REASON_UNKNOWN_BENCHMARK = "UnknownBenchmark"
+REASON_RENDEZVOUS_FAILED = "RendezvousFailed"
+REASON_PEER_FAILED = "PeerFailed"
+REASON_OUTPUT_UNWRITABLE = "OutputUnwritable"
+REASON_ENGINE_UNAVAILABLE = "EngineUnavailable"
 
 _DECIMAL = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 

@@ -428,6 +428,7 @@ class TrainingProgress(WorkloadProgress):
 
 
 class FineTuneJobStatus(_StatusBase):
+    progress: Optional[TrainingProgress] = Field(default=None, description="Progress reported by the training pods.")
     datasetRevision: Optional[Annotated[str, Field(max_length=64)]] = Field(default=None, description="Dataset revision trained on.")
     datasetLocation: Optional[Annotated[str, Field(max_length=1024)]] = Field(default=None, description="Dataset directory trained on.")
     modelLocation: Optional[Annotated[str, Field(max_length=1024)]] = Field(
