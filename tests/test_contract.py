@@ -113,3 +113,19 @@ def test_results_always_fit_the_termination_message_as_valid_json():
 
 def test_secret_env_names_follow_one_rule():
     assert k.api_key_env("openai", "api-key") == "REASONOPS_API_KEY_OPENAI_API_KEY"
+
+
+def test_the_pod_reads_every_volume_location_as_a_path():
+    ds = {"sources": [{"name": "a", "uri": "pvc://pools/a.jsonl"}, {"name": "b", "uri": "s3://x/b.jsonl"}],
+          "stages": [{"name": "dc", "decontaminate": {"benchmarks": ["aime24"], "benchmarkPath": "pvc://bench/math"}}],
+          "output": {"path": "/o"}}
+    out = k.spec_for_pod("ReasoningDataset", ds)
+    assert out["sources"][0] == {"name": "a", "path": "/mnt/pvc/pools/a.jsonl"} and out["sources"][1]["uri"] == "s3://x/b.jsonl"
+    assert out["stages"][0]["decontaminate"]["benchmarkPath"] == "/mnt/pvc/bench/math"
+    assert ds["sources"][0]["uri"] == "pvc://pools/a.jsonl"  # the spec itself is untouched
+    ReasoningDataset.model_validate({"metadata": {"name": "d"}, "spec": out})  # still a valid spec
+    ft = {"baseModel": {"name": "qwen-7b", "volume": {"volume": {"claimName": "weights", "path": "hub"}}},
+          "dataset": {"path": "/d"}, "output": {"path": "/o"}}
+    assert k.spec_for_pod("FineTuneJob", ft)["baseModel"] == {"name": "/mnt/pvc/weights/hub/qwen-7b"}
+    ev = {"model": {"fineTuneJob": "f"}, "benchmarks": [{"name": "aime24", "path": "pvc://bench/aime24.jsonl"}]}
+    assert k.spec_for_pod("EvalRun", ev, "/tmp/v")["benchmarks"][0]["path"] == "/tmp/v/bench/aime24.jsonl"

@@ -446,3 +446,28 @@ def test_a_sampler_naming_an_evalrun_gets_its_servers_endpoint(operator, volumes
     ev_job = wait_for("teacher job", lambda: (j := items(c, "jobs", ns, "reasonops.io/name=teacher")) and j[0], op=operator)
     env = {e["name"]: e.get("value") for e in ev_job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["REASONOPS_OUTPUT"].startswith("/mnt/pvc/data/evals/teacher/")
+
+
+def test_a_pod_that_cannot_patch_status_says_so_with_an_event(operator, volumes, tmp_path):
+    """A workload ServiceAccount allowed to post events but not to patch status: the failure is visible."""
+    from reasonops.progress import Reporter, _default_patcher
+
+    c, ns = operator.cluster, volumes
+    apply(c, ns, dataset("ds", delay="600s"))
+    wait_for("running", lambda: get(c, "reasoningdataset", ns, "ds").get("status", {}).get("phase") in ("Pending", "Running"), op=operator)
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "events-only"},
+            "rules": [{"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]}
+    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "events-only"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "events-only"},
+               "subjects": [{"kind": "ServiceAccount", "name": "limited", "namespace": ns}]}
+    c.kubectl("create", "serviceaccount", "limited", "-n", ns)
+    apply(c, ns, role, binding)
+    token = c.kubectl("create", "token", "limited", "-n", ns).stdout.strip()
+    os.environ["REASONOPS_STATUS_KUBECONFIG"] = c.token_kubeconfig(token, tmp_path / "limited.kubeconfig")
+    try:
+        reporter = Reporter("ReasoningDataset", "ds", ns, "r", min_interval=0, patcher=_default_patcher("ReasoningDataset", "ds", ns))
+        reporter.update(stage="dedupe", message="kept 3 of 3")  # never raises: progress is best effort
+    finally:
+        del os.environ["REASONOPS_STATUS_KUBECONFIG"]
+    events = wait_for("event", lambda: [e for e in items(c, "events", ns) if e["reason"] == "StatusUpdateFailed"], op=operator)
+    assert events[0]["involvedObject"]["name"] == "ds" and "403" in events[0]["message"]

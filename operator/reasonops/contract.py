@@ -11,7 +11,7 @@ Each decision the two sides share has one owner here, a pure function with a uni
 ============================  ==========================================================
 where a revision writes        `dataset_output`, `finetune_output`, `eval_output`
 where a model ends up          `model_location`
-where a location is in a pod   `pod_path` (volume claims under `VOLUME_ROOT`), `canonical`
+where a location is in a pod   `pod_path` (volume claims under `VOLUME_ROOT`), `canonical`, `spec_for_pod`
 which claims a pod mounts      `claims_of`
 what makes a new revision      `revision_of` (`NON_REVISION_FIELDS`)
 how many processes train       `training_world`
@@ -252,7 +252,7 @@ class WorkloadDocument(Model):
     apiVersion: str = API_VERSION
     kind: str
     metadata: Identity
-    spec: dict[str, Any] = Field(description="The spec as written (wire form); the workload resolves defaults.")
+    spec: dict[str, Any] = Field(description="The spec as written (wire form), volume locations as paths in the pod (`spec_for_pod`).")
     revision: str
     output: str = Field(description="Where this revision writes, as a path (or URI) the workload opens.")
     outputLocation: str = Field(description="The same location in canonical form (pvc://, URI or path), for reports.")
@@ -302,6 +302,42 @@ def read_document(data: str | bytes | Mapping[str, Any]) -> WorkloadDocument:
     return doc
 
 
+def _in_pod(value: Optional[str], root: str) -> Optional[str]:
+    return pod_path(value, root) if value and value.startswith(PVC_SCHEME) else value
+
+
+def spec_for_pod(kind: str, spec: Mapping[str, Any], volume_root: Optional[str] = None) -> dict[str, Any]:
+    """The spec as the workload reads it: every location on a volume claim replaced by where the claim is
+    mounted (the builders mount each of them), so no workload needs to know about claims.
+
+    - ReasoningDataset: a source's `uri: pvc://...` becomes its `path`; decontamination `benchmarkPath`.
+    - FineTuneJob: `baseModel.name` on a claim (`pvc://...`, or relative to `baseModel.volume`) becomes a path.
+    - EvalRun: benchmark `path`s; the model itself comes resolved in the context.
+    """
+    root = volume_root or VOLUME_ROOT
+    out = json.loads(json.dumps(spec))  # a deep copy of plain JSON
+    if kind == "ReasoningDataset":
+        for source in out.get("sources") or []:
+            if str(source.get("uri", "")).startswith(PVC_SCHEME):
+                source["path"] = _in_pod(source.pop("uri"), root)
+        for stage in out.get("stages") or []:
+            if stage.get("decontaminate"):
+                stage["decontaminate"]["benchmarkPath"] = _in_pod(stage["decontaminate"].get("benchmarkPath"), root)
+                if stage["decontaminate"]["benchmarkPath"] is None:
+                    stage["decontaminate"].pop("benchmarkPath")
+    elif kind == "FineTuneJob":
+        base = out.get("baseModel") or {}
+        if base.get("volume"):
+            base["name"] = pod_path(location_string(Location.model_validate(base.pop("volume")), base["name"]), root)
+        else:
+            base["name"] = _in_pod(base.get("name"), root)
+    elif kind == "EvalRun":
+        for bench in out.get("benchmarks") or []:
+            if bench.get("path"):
+                bench["path"] = _in_pod(bench["path"], root)
+    return out
+
+
 def build_document(
     res: Resource, *, revision: str, output: str, context: Optional[WorkloadContext] = None,
     volume_root: Optional[str] = None,
@@ -318,7 +354,7 @@ def build_document(
     return WorkloadDocument(
         kind=res.kind,
         metadata=Identity(name=meta["name"], namespace=meta.get("namespace") or "local", uid=meta.get("uid") or "local"),
-        spec=res.spec.to_wire(),  # type: ignore[attr-defined]
+        spec=spec_for_pod(res.kind, res.spec.to_wire(), root),  # type: ignore[attr-defined]
         revision=revision,
         output=pod_path(output, root),
         outputLocation=output,
