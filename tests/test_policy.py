@@ -206,3 +206,26 @@ def test_stored_results_are_rejudged_without_running_the_revision_again():
     assert p.current_results(None, "Succeeded", {"revision": "r1", "results": results}, "r1") == results
     assert p.current_results(None, "Succeeded", {"revision": "r0", "results": results}, "r1") is None
     assert p.current_results(None, "Running", {"revision": "r1", "results": results}, "r1") is None
+
+
+def test_a_failed_training_pod_restarts_its_whole_group_once():
+    job = JobState(name="ft-r1", revision="r1", active=3, failed=1)
+    pods = [PodState("ft-r1-0", "ft-r1", "Failed", exit_code=1, created="2026-01-01T00:00:00Z", finished="2026-01-01T00:05:00Z"),
+            PodState("ft-r1-1", "ft-r1", "Running", created="2026-01-01T00:00:00Z"),
+            PodState("ft-r1-2", "ft-r1", "Running", created="2026-01-01T00:00:01Z"),
+            PodState("ft-r1-0-new", "ft-r1", "Pending", created="2026-01-01T00:05:01Z")]  # the Job's replacement
+    assert p.group_restart(job, pods) == ["ft-r1-1", "ft-r1-2"]
+    # Once the peers are gone and replaced, nothing more is deleted.
+    later = [pods[0]] + [PodState(f"ft-r1-{i}-new", "ft-r1", "Running", created="2026-01-01T00:05:02Z") for i in range(3)]
+    assert p.group_restart(job, later) == []
+    assert p.group_restart(JobState(name="ft-r1", revision="r1", complete=True), pods) == []
+
+
+def test_training_jobs_do_not_count_deleted_peers_as_failures():
+    from reasonops.controller.builders import build_job
+    from reasonops.controller.settings import Settings
+
+    body = {"kind": "FineTuneJob", "metadata": {"name": "ft", "namespace": "n", "uid": "u"}}
+    job = build_job(body, Settings(), name="ft-r", labels={}, pod_spec={}, resources=None, suspend=False,
+                    backoff_limit=3, active_deadline=None, completions=2)
+    assert job["spec"]["podFailurePolicy"]["rules"] == [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]

@@ -438,6 +438,7 @@ class FineTuneJobStatus(_StatusBase):
     latestCheckpoint: Optional[Annotated[str, Field(max_length=1024)]] = Field(default=None, description="Latest complete checkpoint.")
     lastLoss: Optional[Annotated[str, Field(max_length=32)]] = Field(default=None, description="Latest reported loss.")
     droppedSamples: Optional[int] = Field(default=None, description="Samples dropped or truncated for length.")
+    restarts: Optional[int] = Field(default=None, description="Times the training group restarted from a checkpoint after a pod failed.")
 
 
 # =============================================================================================

@@ -256,9 +256,8 @@ def build_job(
 ) -> dict[str, Any]:
     """A batch/v1 Job; Kueue's queue label is passed on and the Job is then created suspended.
 
-    Indexed Jobs (training) are one group: a pod that fails fails them all (`podFailurePolicy` would
-    restart only one; torchrun's peers would hang in a collective), so `backoffLimitPerIndex` is not used
-    and the Job's `backoffLimit` counts group restarts, applied by the workload on restart.
+    Indexed Jobs (training) are one group: when a pod fails, the operator deletes its peers
+    (`policy.group_restart`) and the Job re-creates every index, resuming from the latest checkpoint.
     """
     queue = queue_labels(body)
     job_labels = {**labels, **queue, LABEL_JOB: name}
@@ -276,6 +275,9 @@ def build_job(
         spec["ttlSecondsAfterFinished"] = settings.ttl_seconds_after_finished
     if completions is not None:
         spec.update(completionMode="Indexed", completions=completions, parallelism=completions)
+        # Peers the operator deletes after a failure (policy.group_restart), evictions and preemptions are
+        # disruptions, not failures of the workload: backoffLimit counts group restarts.
+        spec["podFailurePolicy"] = {"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]}
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": _metadata(body, name, job_labels), "spec": spec}
 
 

@@ -214,12 +214,13 @@ async def job_index(namespace: str, labels: dict, body: Any, **_: Any) -> dict:
 
 def _pod_state(body: Any) -> PodState:
     status = body.get("status") or {}
-    exit_code = reason = message = waiting = None
+    exit_code = reason = message = waiting = finished = None
     for cs in status.get("containerStatuses") or []:
         state = cs.get("state") or {}
         term = state.get("terminated") or (cs.get("lastState") or {}).get("terminated")
         if term:
             exit_code, reason, message = term.get("exitCode"), term.get("reason"), term.get("message")
+            finished = term.get("finishedAt") or finished
         if state.get("waiting"):
             waiting = state["waiting"].get("reason")
             message = message or state["waiting"].get("message")
@@ -231,6 +232,8 @@ def _pod_state(body: Any) -> PodState:
         name=body["metadata"]["name"], job=labels.get(b.LABEL_JOB, ""), phase=status.get("phase", "Pending"),
         exit_code=exit_code, reason=reason, message=message, waiting_reason=waiting,
         server=labels.get(b.LABEL_COMPONENT) == "server",
+        created=body["metadata"].get("creationTimestamp"), finished=finished,
+        deleting=bool(body["metadata"].get("deletionTimestamp")),
     )
 
 
@@ -633,6 +636,12 @@ async def reconcile_finetune(body: dict[str, Any], indexes: dict[str, Any]) -> N
         summarize=lambda r: f"loss {r['finalLoss']:.4g}" if isinstance(r.get("finalLoss"), (int, float)) else None,
     )
     _stuck(plan, await _creation_problem("FineTuneJob", body, job_name, jobs, pods, now), meta.get("generation"), now)
+    job = next((j for j in jobs if j.name == job_name), None)
+    restart = p.group_restart(job, pods) if job is not None else []
+    for pod in restart:  # a failed node fails the group: its peers would hang in a collective
+        await STATE.kube.delete("Pod", ns, pod)  # type: ignore[union-attr]
+    if restart:
+        plan.events.append(("Warning", "GroupRestart", f"a training pod failed: restarting its {len(restart)} peers from the latest checkpoint"))
     status = plan.status
     old = body.get("status") or {}
     if dataset.waiting is None:
@@ -646,6 +655,8 @@ async def reconcile_finetune(body: dict[str, Any], indexes: dict[str, Any]) -> N
                 metrics.TRAIN_LOSS.labels(namespace=ns, finetunejob=name).set(float(progress["loss"]))
         if progress.get("latestCheckpoint"):
             status["latestCheckpoint"] = _canonical(str(progress["latestCheckpoint"]), document)[:1024]
+    if job is not None:
+        status["restarts"] = job.failed  # pod failures the Job counted: peers it lost to a restart are not
     if plan.result is not None:
         result = plan.result
         status["modelLocation"] = _canonical(result["modelLocation"], document) if result.get("modelLocation") else k.model_location(output)

@@ -56,6 +56,9 @@ class PodState:
     message: Optional[str] = None
     waiting_reason: Optional[str] = None  # e.g. ImagePullBackOff, CrashLoopBackOff
     server: bool = False  # a pod of the EvalRun's server Deployment (not of a Job)
+    created: Optional[str] = None  # metadata.creationTimestamp
+    finished: Optional[str] = None  # when its container last terminated
+    deleting: bool = False
 
 
 @dataclass
@@ -419,3 +422,26 @@ def current_results(plan_result: Optional[dict[str, Any]], phase: str, old_statu
     if old_status.get("revision") == revision and isinstance(old_status.get("results"), list):
         return list(old_status["results"])
     return None
+
+
+# --- training groups ------------------------------------------------------------------------------------
+
+
+def group_restart(job: JobState, pods: list[PodState]) -> list[str]:
+    """Pods to delete so that a training group restarts together after one of its pods failed.
+
+    torchrun's peers of a failed pod would wait in a collective until the process-group timeout; deleting
+    them lets the Job re-create every index, and all resume from the latest checkpoint. Only pods that
+    existed when the failure happened go (the replacements are newer); the Job's pod failure policy
+    ignores these deletions (DisruptionTarget), so `backoffLimit` counts group restarts, not pods.
+    """
+    if job.complete or job.failed_reason or job.suspended:
+        return []
+    mine = [p for p in pods if p.job == job.name]
+    failures = [p.finished or "" for p in mine if p.phase == "Failed" and not p.deleting]
+    if not failures:
+        return []
+    latest = max(failures)
+    return sorted(p.name for p in mine
+                  if p.phase in ("Pending", "Running") and not p.deleting and (p.created or "") <= latest)
+
