@@ -48,7 +48,7 @@ def _workload(kind: str) -> Callable[[dict[str, Any], Reporter], dict[str, Any]]
 
 
 def format_validation_error(kind: str, name: str, error: ValidationError) -> str:
-    return "\n  ".join([f"{kind} {name!r} is invalid:", *validation_problems(error)])
+    return f"{kind} {name!r} is invalid: " + "; ".join(validation_problems(error))
 
 
 def parse_resource(doc: dict[str, Any]) -> Resource:

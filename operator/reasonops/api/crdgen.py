@@ -4,6 +4,7 @@ pydantic's JSON schema is close to what Kubernetes wants, but a CRD needs a *str
 schema: no $ref, no anyOf for optional fields, no titles, no defaults (the operator applies defaults when
 it resolves a spec, so the API server never rewrites what a user or Argo CD applied), lists of named
 items marked as maps, and every list and string bounded so CEL rules stay within the cost budget.
+A field's static default is stated in its description, "(default X)", written from the API's value.
 """
 
 from __future__ import annotations
@@ -14,12 +15,18 @@ from typing import Any
 
 import yaml
 
-from .common import GROUP, VERSION
+from .common import DEFAULT_KEY, GROUP, VERSION, render_default
 from .v1alpha1 import KINDS, Resource
 
 # Lists whose items are named sub-objects: merged by name (server-side apply, strategic merges).
 _NAMED_LISTS = {"sources", "stages", "perturbations", "teachers", "benchmarks", "components"}
 _DROP = {"title", "default", "examples", "propertyNames"}
+
+
+def with_default(description: str, default: Any) -> str:
+    """The description with its default stated: "Requests in flight (default 64)."."""
+    stem, dot = (description[:-1], ".") if description.endswith(".") else (description, "")
+    return f"{stem} (default {render_default(default)}){dot}"
 
 
 def _resolve(node: Any, defs: dict[str, Any]) -> Any:
@@ -47,6 +54,9 @@ def _structural(node: dict[str, Any], name: str = "") -> dict[str, Any]:
             node["description"] = description
     if "const" in node:
         node["enum"] = [node.pop("const")]
+    default = node.pop(DEFAULT_KEY, node.get("default"))
+    if default not in (None, "") and not isinstance(default, dict) and node.get("description"):
+        node["description"] = with_default(node["description"], default)
     for key in _DROP:
         node.pop(key, None)
     extra = node.pop("additionalProperties", None)
