@@ -43,6 +43,8 @@ def _cmd_operator(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from .runner import run_local
 
+    if Path(args.output).exists() and not Path(args.output).is_dir():
+        raise WorkloadError("InvalidArgument", f"--output {args.output} is a file; give a directory (it is created if missing)")
     summaries = run_local(args.file, args.output, only=args.only)
     for s in summaries:
         print(f"{s['kind']:<17} {s['name']:<24} revision {s['revision']}  {s['seconds']:>7}s  {s['location']}")

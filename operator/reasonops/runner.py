@@ -52,6 +52,8 @@ def format_validation_error(kind: str, name: str, error: ValidationError) -> str
 
 
 def parse_resource(doc: dict[str, Any]) -> Resource:
+    if not isinstance(doc, dict):
+        raise WorkloadError("InvalidSpec", f"a resource must be a mapping with apiVersion, kind, metadata and spec, not {type(doc).__name__}")
     kind = doc.get("kind")
     if kind not in KINDS:
         raise WorkloadError("InvalidSpec", f"kind {kind!r} is not one of {', '.join(KINDS)}")
@@ -62,11 +64,18 @@ def parse_resource(doc: dict[str, Any]) -> Resource:
         raise WorkloadError("InvalidSpec", format_validation_error(kind, name, exc)) from None
 
 
+def _one_line(exc: Exception) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    if isinstance(exc, yaml.YAMLError) and mark is not None:
+        return f"{getattr(exc, 'problem', None) or 'invalid YAML'} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(exc).split())
+
+
 def load_file(path: str | Path) -> list[Resource]:
     try:
         docs = [d for d in yaml.safe_load_all(Path(path).read_text()) if d]
     except (OSError, yaml.YAMLError) as exc:
-        raise WorkloadError("InvalidSpec", f"cannot read {path}: {exc}") from None
+        raise WorkloadError("InvalidSpec", f"cannot read {path}: {_one_line(exc)}") from None
     resources = [parse_resource(d) for d in docs]
     return sorted(resources, key=lambda r: ORDER[r.kind])
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal, Optional
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from .common import (
     ChildRef,
@@ -602,7 +603,14 @@ class Resource(Model):
 
     apiVersion: str = "reasonops.io/v1alpha1"
     kind: str = ""
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict, validate_default=True)
+
+    @field_validator("metadata")
+    @classmethod
+    def _named(cls, metadata: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(metadata.get("name"), str) or not metadata["name"]:
+            raise PydanticCustomError("missing", "name is required")
+        return metadata
 
 
 _READY_COLUMNS = [
