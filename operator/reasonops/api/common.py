@@ -289,6 +289,27 @@ def resolve_defaults(model: M) -> M:
     return model.model_copy(update=updates)
 
 
+# Lists whose items are named sub-objects: in the CRD, maps keyed by name (merged by name under
+# server-side apply), so the API server refuses a name twice; pydantic does the same.
+NAMED_LISTS = ("sources", "stages", "perturbations", "teachers", "benchmarks", "components")
+
+
+def _check_unique_names(model: "Model", field: str) -> None:
+    items = getattr(model, field, None)
+    if not isinstance(items, list):
+        return
+    seen: set[str] = set()
+    for index, item in enumerate(items):
+        name = getattr(item, "name", None)
+        if name is None:
+            return  # a list of plain values, not of named items
+        if name in seen:
+            raise ValidationError.from_exception_data("unique", [InitErrorDetails(
+                type=PydanticCustomError("duplicate", "Duplicate value: name {name}", {"name": repr(name)}),
+                loc=(field, index), input=name)])
+        seen.add(name)
+
+
 class Model(BaseModel):
     """Base of every API model: camelCase on the wire, unknown fields rejected, `rules` checked."""
 
@@ -299,6 +320,8 @@ class Model(BaseModel):
     def _check_rules(self) -> "Model":
         for rule in type(self).rules:
             rule.enforce(self)
+        for field in NAMED_LISTS:
+            _check_unique_names(self, field)
         return self
 
     @classmethod
@@ -340,7 +363,7 @@ class Location(Model):
     uri: Optional[Annotated[str, Field(max_length=1024, pattern=r"^[a-z0-9+.-]+://.+")]] = Field(
         default=None, description="An fsspec URI such as s3://bucket/prefix (credentials by secret reference)."
     )
-    path: Optional[Annotated[str, Field(max_length=1024)]] = Field(
+    path: Optional[Annotated[str, Field(min_length=1, max_length=1024)]] = Field(
         default=None, description="A path inside the pod (e.g. a hostPath or image path) or on a laptop."
     )
     credentialsSecretRef: Optional[Name] = Field(
@@ -350,9 +373,21 @@ class Location(Model):
 
 
 class Toleration(Model):
+    """Shaped like a core/v1 Toleration, with the rules Kubernetes applies to one."""
+
+    rules = (
+        Rule("has(self.key) || (has(self.operator) && self.operator == 'Exists')", "operator must be Exists when key is empty",
+             lambda t: t.key is not None or t.operator == "Exists", field=".operator"),
+        Rule("!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''",
+             "value must be empty when operator is Exists", lambda t: t.operator != "Exists" or not t.value, field=".value"),
+        Rule("!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+             "effect must be NoExecute when tolerationSeconds is set",
+             lambda t: t.tolerationSeconds is None or t.effect == "NoExecute", field=".effect"),
+    )
+
     key: Optional[LabelKey] = Field(default=None, description="Taint key the toleration applies to.")
-    operator: Optional[Literal["Exists", "Equal"]] = Field(default=None, description="Exists or Equal.")
-    value: Optional[ShortText] = Field(default=None, description="Taint value for Equal.")
+    operator: Optional[Literal["Exists", "Equal"]] = Field(default=None, description="Exists or Equal (default: Equal).")
+    value: Optional[LabelValue] = Field(default=None, description="Taint value for Equal.")
     effect: Optional[Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]] = Field(
         default=None, description="Taint effect to tolerate; empty means all."
     )
@@ -381,7 +416,7 @@ class Resources(Model):
         default=None, max_length=16, description="Node labels the pods must match."
     )
     tolerations: Optional[list[Toleration]] = Field(default=None, max_length=16, description="Taints the pods tolerate.")
-    image: Optional[Annotated[str, Field(max_length=512)]] = Field(
+    image: Optional[Annotated[str, Field(min_length=1, max_length=512)]] = Field(
         default=None, description="Overrides the workload image configured in the operator."
     )
     priorityClassName: Optional[Name] = Field(default=None, description="PriorityClass of the pods.")

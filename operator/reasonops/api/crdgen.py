@@ -17,11 +17,9 @@ from typing import Any
 
 import yaml
 
-from .common import _NO_DEFAULT, DEFAULT_KEY, GROUP, VERSION, Model, render_default, static_default
+from .common import _NO_DEFAULT, DEFAULT_KEY, GROUP, NAMED_LISTS, VERSION, Model, render_default, static_default
 from .v1alpha1 import KINDS, Resource
 
-# Lists whose items are named sub-objects: merged by name (server-side apply, strategic merges).
-_NAMED_LISTS = {"sources", "stages", "perturbations", "teachers", "benchmarks", "components"}
 _DROP = {"title", "default", "examples", "propertyNames"}
 
 
@@ -76,7 +74,7 @@ def _structural(node: dict[str, Any], name: str = "") -> dict[str, Any]:
                 node["x-kubernetes-preserve-unknown-fields"] = True
     if node.get("type") == "array":
         node["items"] = _structural(node["items"], name)
-        if name in _NAMED_LISTS and "name" in node["items"].get("properties", {}):
+        if name in NAMED_LISTS and "name" in node["items"].get("properties", {}):
             node["x-kubernetes-list-type"] = "map"
             node["x-kubernetes-list-map-keys"] = ["name"]
     return node

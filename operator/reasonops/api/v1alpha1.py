@@ -127,9 +127,9 @@ class SamplingParams(Model):
 
 class HubSource(Model):
     id: Annotated[str, Field(min_length=1, max_length=256)] = Field(description="Hub dataset id, e.g. GAIR/LIMO.")
-    config: Optional[Annotated[str, Field(max_length=128)]] = Field(default=None, description="Dataset configuration.")
+    config: Optional[Annotated[str, Field(min_length=1, max_length=128)]] = Field(default=None, description="Dataset configuration.")
     split: Annotated[str, Field(max_length=128)] = Field(default=HUB_SPLIT, description="Split to load.")
-    revision: Optional[Annotated[str, Field(max_length=128)]] = Field(
+    revision: Optional[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
         default=None, description="Pinned revision (commit or tag) so upstream changes cannot move the data."
     )
 
@@ -156,7 +156,7 @@ class DataSource(Model):
 
     name: Name = Field(description="Name of the source, used in reports and the manifest.")
     hub: Optional[HubSource] = Field(default=None, description="A dataset on the Hugging Face hub.")
-    path: Optional[Annotated[str, Field(max_length=1024)]] = Field(
+    path: Optional[Annotated[str, Field(min_length=1, max_length=1024)]] = Field(
         default=None, description="A JSONL, JSON or Parquet file or directory (volume mount or laptop path)."
     )
     uri: Optional[Annotated[str, Field(max_length=1024, pattern=r"^[a-z0-9+.-]+://.+")]] = Field(
@@ -182,7 +182,7 @@ class DecontaminateStage(Model):
     threshold: Optional[Fraction] = defaulted(
         DECONTAMINATE_THRESHOLD, "Share (0 to 1) of a problem's n-grams found in a benchmark item that marks it contaminated."
     )
-    benchmarkPath: Optional[Annotated[str, Field(max_length=1024)]] = Field(
+    benchmarkPath: Optional[Annotated[str, Field(min_length=1, max_length=1024)]] = Field(
         default=None, description="Directory holding <benchmark>.jsonl files (instead of the hub)."
     )
 
@@ -278,7 +278,7 @@ class ReasoningDatasetSpec(Model):
         default=None, max_length=8, description="Perturbed variants of the result, for ablations."
     )
     systemPrompt: Optional[LongText] = defaulted(LIMO_SYSTEM_PROMPT, "System turn of every sample.")
-    tokenizer: Optional[Annotated[str, Field(max_length=512)]] = Field(
+    tokenizer: Optional[Annotated[str, Field(min_length=1, max_length=512)]] = Field(
         default=None, description="Tokenizer (hub id or path) for the token-length statistics of the manifest."
     )
     output: Location = Field(description="Where the dataset is written; each revision in its own directory.")
@@ -344,13 +344,13 @@ class BaseModelRef(Model):
     name: Annotated[str, Field(min_length=1, max_length=512)] = Field(
         description="Hub id (e.g. Qwen/Qwen2.5-32B-Instruct), a path inside the pod, or a URI (s3://...)."
     )
-    revision: Optional[Annotated[str, Field(max_length=128)]] = Field(default=None, description="Pinned hub revision.")
+    revision: Optional[Annotated[str, Field(min_length=1, max_length=128)]] = Field(default=None, description="Pinned hub revision.")
     volume: Optional[Location] = Field(default=None, description="Volume to mount when name is a path on a claim.")
 
 
 class DatasetRef(Model):
     name: Name = Field(description="A ReasoningDataset in the same namespace.")
-    revision: Optional[Annotated[str, Field(max_length=64)]] = Field(
+    revision: Optional[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
         default=None, description="Pin to this dataset revision instead of following the current one."
     )
 
@@ -491,10 +491,10 @@ class EvalModelRef(Model):
     rules = (exactly_one("fineTuneJob", "name", "endpoint", message="exactly one of fineTuneJob, name or endpoint must be set"),)
 
     fineTuneJob: Optional[Name] = Field(default=None, description="Evaluate the model this FineTuneJob produced.")
-    name: Optional[Annotated[str, Field(max_length=512)]] = Field(default=None, description="Hub id, path or URI of a model.")
+    name: Optional[Annotated[str, Field(min_length=1, max_length=512)]] = Field(default=None, description="Hub id, path or URI of a model.")
     volume: Optional[Location] = Field(default=None, description="Volume to mount when name is a path on a claim.")
     endpoint: Optional[ModelEndpoint] = Field(default=None, description="Evaluate an already-served model.")
-    servedModelName: Optional[Annotated[str, Field(max_length=253)]] = Field(
+    servedModelName: Optional[Annotated[str, Field(min_length=1, max_length=253)]] = Field(
         default=None, description="Model name in API requests (default: the resource name)."
     )
 
@@ -506,7 +506,7 @@ class BenchmarkSpec(Model):
     topP: Optional[TopP] = Field(default=None, description="Nucleus sampling, above 0 and at most 1 (default: the protocol's).")
     maxTokens: Optional[int] = defaulted(EVAL_MAX_TOKENS, "Maximum new tokens.", ge=1, le=262144)
     seed: Optional[int] = Field(default=None, ge=0, description="Sampling seed (default: the protocol's).")
-    path: Optional[Annotated[str, Field(max_length=1024)]] = Field(default=None, description="Load the problems from this file instead of the hub.")
+    path: Optional[Annotated[str, Field(min_length=1, max_length=1024)]] = Field(default=None, description="Load the problems from this file instead of the hub.")
     limit: Optional[int] = Field(default=None, ge=1, description="Evaluate only the first N problems.")
 
 
