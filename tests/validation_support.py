@@ -139,8 +139,9 @@ INVALID = [
      "spec.stages[0].score.components[0].keywords[0]", None),
     # names of list items are unique (the lists are maps keyed by name)
     ("two stages of one name", with_(DATASET, "spec.stages", [{"name": "x", "select": {"size": 1}}, {"name": "x", "select": {"size": 2}}]),
-     "spec.stages[1]", None),
-    ("a benchmark twice", with_(EVAL, "spec.benchmarks", [{"name": "aime24"}, {"name": "aime24", "samples": 4}]), "spec.benchmarks[1]", None),
+     "spec.stages[1]", 'Duplicate value: {"name":"x"}'),
+    ("a benchmark twice", with_(EVAL, "spec.benchmarks", [{"name": "aime24"}, {"name": "aime24", "samples": 4}]), "spec.benchmarks[1]",
+     'Duplicate value: {"name":"aime24"}'),
     # tolerations as Kubernetes checks them
     ("toleration without key or Exists", with_(DATASET, "spec.resources", {"tolerations": [{"operator": "Equal", "value": "x"}]}),
      "spec.resources.tolerations[0].operator", "operator must be Exists when key is empty"),

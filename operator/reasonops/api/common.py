@@ -290,7 +290,7 @@ def resolve_defaults(model: M) -> M:
 
 
 # Lists whose items are named sub-objects: in the CRD, maps keyed by name (merged by name under
-# server-side apply), so the API server refuses a name twice; pydantic does the same.
+# server-side apply), so the API server refuses a name twice; pydantic does the same, in its words.
 NAMED_LISTS = ("sources", "stages", "perturbations", "teachers", "benchmarks", "components")
 
 
@@ -305,7 +305,7 @@ def _check_unique_names(model: "Model", field: str) -> None:
             return  # a list of plain values, not of named items
         if name in seen:
             raise ValidationError.from_exception_data("unique", [InitErrorDetails(
-                type=PydanticCustomError("duplicate", "Duplicate value: name {name}", {"name": repr(name)}),
+                type=PydanticCustomError("duplicate", "Duplicate value: {item}", {"item": json.dumps({"name": name}, separators=(",", ":"))}),
                 loc=(field, index), input=name)])
         seen.add(name)
 
