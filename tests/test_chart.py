@@ -43,12 +43,13 @@ OPERATOR_RULES = {
     ("apps", "deployments"): {"list", "watch", "create", "patch", "delete"},
     ("", "services"): {"create", "patch", "deletecollection"},
     ("", "configmaps"): {"create", "deletecollection"},
-    ("", "events"): {"create"},
+    ("", "events"): {"create", "list"},  # list: why a Job's pods were refused (FailedCreate)
 }
 CLUSTER_ONLY_RULES = {("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}}
 WORKLOAD_RULES = {
     **{("reasonops.io", k): {"get"} for k in ("reasoningdatasets", "finetunejobs", "evalruns")},
     **{("reasonops.io", f"{k}/status"): {"get", "patch"} for k in ("reasoningdatasets", "finetunejobs", "evalruns")},
+    ("", "events"): {"create"},  # a failed status patch is reported as an Event
 }
 
 

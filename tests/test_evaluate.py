@@ -36,7 +36,8 @@ def _doc(output: Path, spec: dict[str, Any], context: dict[str, Any] | None = No
     return {
         "apiVersion": "reasonops.io/v1alpha1", "kind": "EvalRun",
         "metadata": {"name": "tiny-eval", "namespace": "default", "uid": "u"},
-        "spec": spec, "revision": "r1", "output": str(output), "context": context or {},
+        "spec": {"output": {"path": str(output.parent)}, **spec}, "revision": "r1", "output": str(output),
+        "context": context or {},
     }
 
 

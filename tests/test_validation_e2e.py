@@ -26,7 +26,7 @@ def api(cluster):
     # Applying the CRDs is itself a check: the API server refuses CEL rules over its cost budget.
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
     for plural in ("reasoningdatasets", "finetunejobs", "evalruns"):
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{plural}.reasonops.io", "--timeout=60s")
+        cluster.wait_established(f"{plural}.reasonops.io")
     return cluster
 
 

@@ -91,6 +91,8 @@ INVALID = [
      "spec.stages[0].difficulty.sampler", "set at most one of endpoint or evalRun"),
     ("lora block with full", with_(FINETUNE, "spec.lora", {"rank": 8}), "spec", "lora is only allowed with method: lora"),
     ("dataset twice", with_(FINETUNE, "spec.dataset", {"path": "/d"}), "spec", "set exactly one of datasetRef or dataset"),
+    ("eval of a named model without output", with_(EVAL, "spec.model", {"name": "Qwen/Qwen2.5-7B"}), "spec",
+     "output is required unless model.fineTuneJob is set"),
     ("model twice", with_(EVAL, "spec.model.name", "Qwen/Qwen2.5-7B"), "spec.model", "exactly one of fineTuneJob, name or endpoint must be set"),
     # ranges of decimals
     ("dedupe threshold 2", with_(DATASET, "spec.stages", _stage(dedupe={"threshold": "2"})), "spec.stages[0].dedupe.threshold", _FRACTION),
@@ -192,6 +194,6 @@ VALID = [
     ("gates on run benchmarks", with_(EVAL, "spec", {**EVAL["spec"], "benchmarks": [{"name": "aime24", "temperature": "0.6", "topP": "0.95"}, {"name": "math500"}],
                                                      "gates": [{"benchmark": "math500", "minScore": "0"}, {"benchmark": "aime24", "minScore": "1"}]})),
     ("serving disabled with an endpoint", with_(EVAL, "spec", {**EVAL["spec"], "model": {"endpoint": {"url": "http://x/v1", "apiKeySecretRef": {"name": "k", "key": "api.key-1_x"}}},
-                                                               "serving": {"enabled": False}})),
+                                                               "serving": {"enabled": False}, "output": {"path": "/out"}})),
     ("serving disabled offline", with_(EVAL, "spec", {**EVAL["spec"], "backend": "offline", "serving": {"enabled": False}})),
 ]

@@ -29,10 +29,12 @@ def _cmd_crds(args: argparse.Namespace) -> int:
 
 
 def _cmd_operator(args: argparse.Namespace) -> int:
-    import kopf
+    import kopf  # noqa: F401  (fails early and clearly when the operator's dependencies are missing)
+
+    from .controller.settings import Settings
 
     argv = ["run", "--standalone", "-m", "reasonops.controller.handlers"]
-    namespaces = args.namespace or [n for n in os.environ.get("REASONOPS_NAMESPACES", "").split(",") if n]
+    namespaces = args.namespace or list(Settings.from_env().namespaces)
     argv += [a for n in namespaces for a in ("--namespace", n)] or ["--all-namespaces"]
     if args.liveness:
         argv += ["--liveness", args.liveness]

@@ -113,5 +113,5 @@ posts core/v1 Events. No get: the operator reads the world from its watches only
   verbs: [create, deletecollection]
 - apiGroups: [""]
   resources: [events]
-  verbs: [create]
+  verbs: [create, list]
 {{- end }}

@@ -160,7 +160,10 @@ class DataSource(Model):
         default=None, description="A JSONL, JSON or Parquet file or directory (volume mount or laptop path)."
     )
     uri: Optional[Annotated[str, Field(max_length=1024, pattern=r"^[a-z0-9+.-]+://.+")]] = Field(
-        default=None, description="An fsspec URI such as s3://bucket/pool.parquet."
+        default=None, description="An fsspec URI such as s3://bucket/pool.parquet, or pvc://claim/path on a volume claim (mounted)."
+    )
+    credentialsSecretRef: Optional[Name] = Field(
+        default=None, description="Secret whose keys become environment variables of the pod (e.g. AWS_ACCESS_KEY_ID) for uri access."
     )
     inline: Optional[list[InlineRow]] = Field(default=None, max_length=100, description="A short list of rows.")
     format: Optional[Literal["jsonl", "json", "parquet"]] = Field(default=None, description="File format (default: from the name).")
@@ -280,6 +283,9 @@ class ReasoningDatasetSpec(Model):
     systemPrompt: Optional[LongText] = defaulted(LIMO_SYSTEM_PROMPT, "System turn of every sample.")
     tokenizer: Optional[Annotated[str, Field(min_length=1, max_length=512)]] = Field(
         default=None, description="Tokenizer (hub id or path) for the token-length statistics of the manifest."
+    )
+    hubTokenSecretRef: Optional[SecretKeyRef] = Field(
+        default=None, description="Secret key holding a Hugging Face token (HF_TOKEN in the pods) for gated models and datasets."
     )
     output: Location = Field(description="Where the dataset is written; each revision in its own directory.")
     resources: Optional[Resources] = Field(default=None, description="Compute for the curation pod.")
@@ -427,6 +433,9 @@ class FineTuneJobSpec(Model):
     )
 
     baseModel: BaseModelRef = Field(description="The model to fine-tune.")
+    hubTokenSecretRef: Optional[SecretKeyRef] = Field(
+        default=None, description="Secret key holding a Hugging Face token (HF_TOKEN in the pods) for gated models and datasets."
+    )
     datasetRef: Optional[DatasetRef] = Field(default=None, description="Train on this ReasoningDataset's output.")
     dataset: Optional[Location] = Field(default=None, description="Train on a dataset directory written earlier.")
     method: Literal["full", "lora"] = Field(default=METHOD, description="Full-parameter SFT or LoRA.")
@@ -471,6 +480,7 @@ class TrainingProgress(WorkloadProgress):
 
 
 class FineTuneJobStatus(_StatusBase):
+    progress: Optional[TrainingProgress] = Field(default=None, description="Progress reported by the training pods.")
     datasetRevision: Optional[Annotated[str, Field(max_length=64)]] = Field(default=None, description="Dataset revision trained on.")
     datasetLocation: Optional[Annotated[str, Field(max_length=1024)]] = Field(default=None, description="Dataset directory trained on.")
     modelLocation: Optional[Annotated[str, Field(max_length=1024)]] = Field(
@@ -527,6 +537,9 @@ class Gate(Model):
 
 class EvalRunSpec(Model):
     rules = (
+        Rule("has(self.output) || has(self.model.fineTuneJob)",
+             "output is required unless model.fineTuneJob is set (results then go next to the model)",
+             lambda m: m.output is not None or m.model.fineTuneJob is not None),
         Rule("!has(self.gates) || self.gates.all(g, self.benchmarks.exists(b, b.name == g.benchmark))",
              "every gate must name a benchmark of spec.benchmarks",
              lambda m: all(any(b.name == g.benchmark for b in m.benchmarks) for g in m.gates or []), field=".gates"),
@@ -538,6 +551,9 @@ class EvalRunSpec(Model):
     )
 
     model: EvalModelRef = Field(description="What to evaluate.")
+    hubTokenSecretRef: Optional[SecretKeyRef] = Field(
+        default=None, description="Secret key holding a Hugging Face token (HF_TOKEN in the pods) for gated models and datasets."
+    )
     protocol: Optional[Literal["limo", "skythought", "custom"]] = defaulted(
         PROTOCOL, "Sampling preset; per-benchmark fields override it."
     )
@@ -552,7 +568,7 @@ class EvalRunSpec(Model):
     )
     serving: Optional[ServingSpec] = defaulted({}, "The vLLM server.")
     output: Optional[Location] = Field(
-        default=None, description="Where responses and reports go (default: next to the FineTuneJob's model)."
+        default=None, description="Where responses and reports go; required unless model.fineTuneJob is set (default: next to that model)."
     )
     gates: Optional[list[Gate]] = Field(default=None, max_length=32, description="Minimum scores; all must pass for Passed=True.")
     resources: Optional[Resources] = Field(default=None, description="Compute for the benchmark Job.")
