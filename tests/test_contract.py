@@ -57,9 +57,9 @@ def test_the_api_requires_an_output_when_no_default_applies():
 
 def test_gpu_counts_are_decided_once():
     ft = FineTuneJob.model_validate({"metadata": {"name": "f"}, "spec": {
-        "baseModel": {"name": "m"}, "dataset": {"path": "/d"}, "output": {"path": "/o"}, "numNodes": 2, "gpusPerNode": 0}})
-    assert k.training_world(ft.spec, 8) == (2, 0, 1)  # CPU: one process per node
-    ft2 = ft.model_copy(update={"spec": ft.spec.model_copy(update={"gpusPerNode": None})})
+        "baseModel": {"name": "m"}, "dataset": {"path": "/d"}, "output": {"path": "/o"}, "gpusPerNode": 0}})
+    assert k.training_world(ft.spec, 8) == (1, 0, 1)  # CPU: one process (the API refuses several nodes without GPUs)
+    ft2 = ft.model_copy(update={"spec": ft.spec.model_copy(update={"gpusPerNode": None, "numNodes": 2})})
     assert k.training_world(ft2.spec, 8) == (2, 8, 8)
     assert k.eval_job_gpus(_eval().spec) == 0  # through the server: an HTTP client needs no GPU
     assert k.eval_job_gpus(_eval(backend="offline", serving={"tensorParallelSize": 2}).spec) == 2

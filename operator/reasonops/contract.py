@@ -276,6 +276,8 @@ class InvalidDocument(ValueError):
 
 
 def parse_resource(doc: Mapping[str, Any]) -> Resource:
+    if not isinstance(doc, Mapping):
+        raise InvalidDocument(f"a resource must be a mapping with apiVersion, kind, metadata and spec, not {type(doc).__name__}")
     kind = doc.get("kind")
     if kind not in KINDS:
         raise InvalidDocument(f"kind {kind!r} is not one of {', '.join(KINDS)}")
@@ -287,7 +289,7 @@ def parse_resource(doc: Mapping[str, Any]) -> Resource:
 
 
 def format_validation_error(kind: str, name: str, error: ValidationError) -> str:
-    return "\n  ".join([f"{kind} {name!r} is invalid:", *validation_problems(error)])
+    return f"{kind} {name!r} is invalid: " + "; ".join(validation_problems(error))
 
 
 def read_document(data: str | bytes | Mapping[str, Any]) -> WorkloadDocument:

@@ -53,11 +53,18 @@ def parse_resource(doc: dict[str, Any]) -> Resource:
         raise WorkloadError("InvalidSpec", str(exc)) from None
 
 
+def _one_line(exc: Exception) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    if isinstance(exc, yaml.YAMLError) and mark is not None:
+        return f"{getattr(exc, 'problem', None) or 'invalid YAML'} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(exc).split())
+
+
 def load_file(path: str | Path) -> list[Resource]:
     try:
         docs = [d for d in yaml.safe_load_all(Path(path).read_text()) if d]
     except (OSError, yaml.YAMLError) as exc:
-        raise WorkloadError("InvalidSpec", f"cannot read {path}: {exc}") from None
+        raise WorkloadError("InvalidSpec", f"cannot read {path}: {_one_line(exc)}") from None
     resources = [parse_resource(d) for d in docs]
     return sorted(resources, key=lambda r: ORDER[r.kind])
 
