@@ -35,8 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
 
 from reasonops.api.v1alpha1 import ReasoningDataset  # noqa: E402
+from reasonops import contract as k  # noqa: E402
 from reasonops.controller import builders as b  # noqa: E402
-from reasonops.controller.kube import Kube  # noqa: E402
+from reasonops.kube import Kube  # noqa: E402
 from reasonops.controller.settings import Settings  # noqa: E402
 
 WORKERS = 32
@@ -92,7 +93,9 @@ def direct(kube: Kube, count: int) -> float:
     for i in range(count):
         body = {**dataset(f"ds-{i}"), "metadata": {"name": f"ds-{i}", "namespace": ns, "uid": str(uuid.uuid4())}}
         ds = ReasoningDataset.model_validate(body)
-        for child in b.build_dataset_children(body, ds, b.revision_of(ds.spec.to_wire()), settings, {}, suspend=True):
+        revision = k.revision_of("ReasoningDataset", ds.spec.to_wire())
+        document = k.build_document(ds, revision=revision, output=k.dataset_output(ds, revision))
+        for child in b.build_dataset_children(body, ds, document, settings, suspend=True):
             child["metadata"].pop("ownerReferences")
             objects.append(child)
     elapsed = create_all(kube, objects)

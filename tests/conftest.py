@@ -57,6 +57,21 @@ class Cluster:
             raise KubectlError(proc.returncode, cmd, proc.stdout, proc.stderr)
         return proc
 
+    def wait_established(self, *crds: str, timeout: float = 60) -> None:
+        """Wait until CRDs serve. (`kubectl wait` exits with an accessor error while a just-created CRD has no
+        status conditions yet, so it is retried until it can wait.)"""
+        import time
+
+        deadline = time.monotonic() + timeout
+        for crd in crds:
+            while True:
+                proc = self.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s", check=False)
+                if proc.returncode == 0:
+                    break
+                if time.monotonic() > deadline or "accessor error" not in proc.stderr:
+                    raise KubectlError(proc.returncode, ["kubectl", "wait", crd], proc.stdout, proc.stderr)
+                time.sleep(0.5)
+
     def token_kubeconfig(self, token: str, path: str | os.PathLike) -> str:
         """Writes a kubeconfig for this cluster whose only credential is `token`; returns its path.
 

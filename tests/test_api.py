@@ -98,3 +98,89 @@ def test_eval_defaults_are_not_written_to_the_wire():
         "spec": {"model": {"fineTuneJob": "ft"}, "benchmarks": [{"name": "aime24"}]},
     })
     assert ev.spec.to_wire() == {"model": {"fineTuneJob": "ft"}, "benchmarks": [{"name": "aime24"}]}
+
+
+# --- defaults: named once in the API, stated in the CRDs and docs from the value ---------------
+
+def _models(model: type, seen: dict | None = None) -> dict[str, type]:
+    seen = {} if seen is None else seen
+    if model.__name__ not in seen:
+        seen[model.__name__] = model
+        for info in model.model_fields.values():
+            sub, _ = crdgen._sub_model(info.annotation)
+            if sub is not None:
+                _models(sub, seen)
+    return seen
+
+
+_ALL_MODELS = {n: m for kind in KINDS.values() for n, m in {**_models(kind.spec_model), **_models(kind.status_model)}.items()}
+
+
+@pytest.mark.parametrize("model", list(_ALL_MODELS.values()), ids=list(_ALL_MODELS))
+def test_crd_descriptions_state_the_default_recorded_on_the_field(model):
+    from reasonops.api.common import _NO_DEFAULT, static_default
+
+    schema = crdgen.schema_for(model)
+    for name, info in model.model_fields.items():
+        description = schema["properties"][name]["description"]
+        assert "(default " not in (info.description or ""), f"{model.__name__}.{name}: a literal default in its description; use defaulted()"
+        default = static_default(info)
+        if default is _NO_DEFAULT or isinstance(default, dict) or default == "":
+            assert "(default " not in description, f"{model.__name__}.{name}: {description}"
+        else:
+            assert description == crdgen.with_default(info.description, default), f"{model.__name__}.{name}: {description}"
+
+
+def test_named_defaults_reach_the_crd_text():
+    from reasonops.api import v1alpha1 as api
+
+    crd = (ROOT / "crds" / "reasonops.io_reasoningdatasets.yaml").read_text()
+    assert f'(default "{api.DEDUPE_THRESHOLD}")' in crd and f"(default {api.DECONTAMINATE_NGRAM})" in crd
+    ds = crdgen.schema_for(api.DedupeStage)["properties"]["threshold"]["description"]
+    assert ds.endswith('(default "0.8").')
+
+
+def test_defaults_doc_is_current():
+    assert (ROOT / "docs" / "api-defaults.md").read_text() == crdgen.render_defaults_doc(), "run `reasonops crds`"
+
+
+def test_readme_points_to_the_defaults_table_and_states_none_itself():
+    import re
+
+    section = (ROOT / "README.md").read_text().split("## The resources", 1)[1].split("\n## ", 1)[0]
+    assert "docs/api-defaults.md" in section
+    assert not re.search(r"\(default [^:]", section)
+
+
+def test_resolve_defaults_fills_static_defaults_recursively_and_leaves_the_rest():
+    from reasonops.api.common import resolve_defaults
+
+    ev = EvalRun.model_validate({
+        "apiVersion": "reasonops.io/v1alpha1", "kind": "EvalRun", "metadata": {"name": "e"},
+        "spec": {"model": {"fineTuneJob": "ft"}, "benchmarks": [{"name": "aime24", "temperature": "0.7"}]},
+    })
+    resolved = resolve_defaults(ev.spec)
+    assert ev.spec.serving is None and ev.spec.protocol is None  # the input is left alone
+    assert resolved.protocol == "limo" and resolved.backend == "server" and resolved.backoffLimit == 2
+    assert resolved.serving.enabled is True and resolved.serving.replicas == 1 and resolved.serving.dtype == "auto"
+    bench = resolved.benchmarks[0]
+    assert bench.maxTokens == 32768 and bench.temperature == "0.7"  # set values win
+    assert bench.samples is None and bench.topP is None and bench.seed is None  # the protocol decides these
+    assert resolved.concurrency is None and resolved.model.servedModelName is None
+    assert type(resolved).model_validate(resolved.to_wire()) == resolved
+
+    ft = FineTuneJob.model_validate(_finetune(checkpoints={"everySteps": 50}))
+    spec = resolve_defaults(ft.spec)
+    assert spec.deepspeed.zeroStage == 3 and spec.checkpoints.keep == 3 and spec.checkpoints.everyEpochs is None
+    assert spec.hyperparameters.seed == 42 and spec.hyperparameters.learningRate is None  # the preset's
+    assert spec.lora is None and spec.gpusPerNode is None and spec.numNodes == 1
+    type(spec).model_validate(spec.to_wire())
+
+
+def test_examples_stay_valid_with_defaults_resolved():
+    from reasonops.api.common import resolve_defaults
+
+    for path in sorted((ROOT / "examples").glob("*.yaml")):
+        for doc in _example(path.name):
+            spec = KINDS[doc["kind"]].model_validate(doc).spec
+            type(spec).model_validate(resolve_defaults(spec).to_wire())

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import yaml
 
+from reasonops import contract as k
 from reasonops.api.v1alpha1 import EvalRun, FineTuneJob, ReasoningDataset
 from reasonops.controller import builders as b
 from reasonops.controller.settings import Settings
@@ -23,15 +24,14 @@ def _load(name: str, kind: str) -> dict:
     raise AssertionError(kind)
 
 
+def _doc(res, revision: str, output: str | None = None, **context) -> k.WorkloadDocument:
+    if output is None:
+        output = {"ReasoningDataset": k.dataset_output, "FineTuneJob": k.finetune_output}[res.kind](res, revision)
+    return k.build_document(res, revision=revision, output=output, context=k.WorkloadContext(**context))
+
+
 def _env(container: dict) -> dict:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
-
-
-def test_revision_ignores_how_a_run_is_scheduled_but_not_what_it_produces():
-    spec = {"sources": [{"name": "a", "path": "/x"}], "output": {"path": "/o"}}
-    assert b.revision_of(spec) == b.revision_of({**spec, "suspend": True, "resources": {"gpus": 8}})
-    assert b.revision_of(spec) != b.revision_of({**spec, "stages": [{"name": "s", "select": {"size": 5}}]})
-    assert b.revision_of(spec, {"dataset": "r1"}) != b.revision_of(spec, {"dataset": "r2"})
 
 
 def test_child_names_fit_indexed_pod_hostnames():
@@ -40,20 +40,10 @@ def test_child_names_fit_indexed_pod_hostnames():
     assert len(f"{name}-255") <= 63
 
 
-def test_locations_translate_to_pod_paths():
-    from reasonops.api.common import Location
-
-    loc = Location.model_validate({"volume": {"claimName": "data", "path": "sets/"}})
-    s = b.location_string(loc, "limo", "abc")
-    assert s == "pvc://data/sets/limo/abc"
-    assert b.pod_path(s) == "/mnt/pvc/data/sets/limo/abc" and b.claim_of(s) == "data"
-    assert b.location_string(Location(uri="s3://bucket/p/"), "n", "r") == "s3://bucket/p/n/r"
-
-
 def test_dataset_job_is_secure_queued_and_carries_its_config():
     body = _load("reasoningdataset.yaml", "ReasoningDataset")
     ds = ReasoningDataset.model_validate(body)
-    children = b.build_dataset_children(body, ds, "rev1234567", SETTINGS, {}, suspend=False)
+    children = b.build_dataset_children(body, ds, _doc(ds, "rev1234567"), SETTINGS, suspend=False)
     cm, job = children
     assert cm["kind"] == "ConfigMap" and job["kind"] == "Job"
     assert job["metadata"]["ownerReferences"][0] == {
@@ -79,8 +69,9 @@ def test_dataset_job_is_secure_queued_and_carries_its_config():
 def test_finetune_is_an_indexed_job_with_rendezvous_environment():
     body = _load("finetunejob.yaml", "FineTuneJob")
     ft = FineTuneJob.model_validate(body)
-    ctx = {"datasetLocation": "pvc://reasoning-data/datasets/limo-math/r1", "datasetRevision": "r1"}
-    cm, svc, job = b.build_finetune_children(body, ft, "abcdef123456", SETTINGS, ctx, suspend=False)
+    dataset = "pvc://reasoning-data/datasets/limo-math/r1"
+    document = _doc(ft, "abcdef123456", datasetLocation=dataset, datasetRevision="r1")
+    cm, svc, job = b.build_finetune_children(body, ft, document, SETTINGS, False, input_locations=[dataset])
     name = "limo-32b-abcdef12"
     assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == 4 == job["spec"]["parallelism"]
     assert svc["spec"]["clusterIP"] == "None" and svc["spec"]["publishNotReadyAddresses"] is True
@@ -108,7 +99,7 @@ def test_eval_server_has_startup_probe_and_gpus_per_tensor_parallel_rank():
     assert container["startupProbe"]["httpGet"]["path"] == "/v1/models"
     assert container["startupProbe"]["failureThreshold"] * container["startupProbe"]["periodSeconds"] >= 1800
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
-    assert b.endpoint_url(ev, SETTINGS) == "http://limo-32b-eval-server.team.svc:8000/v1"
+    assert k.endpoint_url("limo-32b-eval", "team", SETTINGS.server_port) == "http://limo-32b-eval-server.team.svc:8000/v1"
 
 
 def test_secrets_are_referenced_never_copied():
@@ -116,7 +107,7 @@ def test_secrets_are_referenced_never_copied():
     body["spec"]["stages"][2]["difficulty"]["sampler"]["endpoint"] = {
         "url": "https://api.example.com/v1", "apiKeySecretRef": {"name": "openai", "key": "token"}}
     ds = ReasoningDataset.model_validate(body)
-    cm, job = b.build_dataset_children(body, ds, "r", SETTINGS, {}, suspend=False)
+    cm, job = b.build_dataset_children(body, ds, _doc(ds, "r"), SETTINGS, suspend=False)
     env = [e for e in job["spec"]["template"]["spec"]["containers"][0]["env"] if e["name"] == "REASONOPS_API_KEY_OPENAI_TOKEN"]
     assert env == [{"name": "REASONOPS_API_KEY_OPENAI_TOKEN", "valueFrom": {"secretKeyRef": {"name": "openai", "key": "token"}}}]
 
@@ -126,9 +117,9 @@ def test_pod_annotations_and_labels_reach_the_pods_without_a_new_revision():
     spec = dict(body["spec"])
     body["spec"]["resources"]["podAnnotations"] = {"sidecar.istio.io/inject": "false"}
     body["spec"]["resources"]["podLabels"] = {"team": "math"}
-    assert b.revision_of(spec) == b.revision_of(body["spec"])
+    assert k.revision_of("ReasoningDataset", spec) == k.revision_of("ReasoningDataset", body["spec"])
     ds = ReasoningDataset.model_validate(body)
-    job = b.build_dataset_children(body, ds, "r", SETTINGS, {}, suspend=False)[1]
+    job = b.build_dataset_children(body, ds, _doc(ds, "r"), SETTINGS, suspend=False)[1]
     meta = job["spec"]["template"]["metadata"]
     assert meta["annotations"] == {"sidecar.istio.io/inject": "false"} and meta["labels"]["team"] == "math"
 
@@ -139,5 +130,55 @@ def test_gpu_pods_get_the_operators_default_placement_unless_they_set_their_own(
     ev = EvalRun.model_validate(body)
     server = b.build_eval_server(body, ev, "/models/m", "r", settings)[0]["spec"]["template"]["spec"]
     assert server["nodeSelector"] == {"pool": "gpu"} and server["tolerations"][0]["key"] == "nvidia.com/gpu"
-    job = b.build_eval_children(body, ev, "r", settings, {"modelLocation": "/models/m"}, suspend=False)[1]
+    job = b.build_eval_children(body, ev, _doc(ev, "r", "/results/r", modelLocation="/models/m"), settings, False,
+                                model_location="/models/m")[1]
     assert "nodeSelector" not in job["spec"]["template"]["spec"]  # the benchmark Job uses no GPU
+
+
+def test_every_referenced_volume_is_mounted_and_every_credential_reaches_the_pod():
+    body = _load("reasoningdataset.yaml", "ReasoningDataset")
+    body["spec"]["sources"].append({"name": "extra", "uri": "pvc://pools/extra.jsonl"})
+    body["spec"]["output"] = {"uri": "s3://bucket/datasets", "credentialsSecretRef": "s3-creds"}
+    for stage in body["spec"]["stages"]:
+        if "decontaminate" in stage:
+            stage["decontaminate"]["benchmarkPath"] = "pvc://benchmarks/math"
+    body["spec"]["hubTokenSecretRef"] = {"name": "hf", "key": "token"}
+    ds = ReasoningDataset.model_validate(body)
+    pod = b.build_dataset_children(body, ds, _doc(ds, "r"), SETTINGS, suspend=False)[1]["spec"]["template"]["spec"]
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    assert claims == {"pools", "benchmarks"}
+    container = pod["containers"][0]
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert {"/mnt/pvc/pools", "/mnt/pvc/benchmarks"} <= mounts
+    assert container["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
+    assert _env(container)["HF_TOKEN"] == {"secretKeyRef": {"name": "hf", "key": "token"}}
+
+
+def test_training_pods_get_the_credentials_of_the_dataset_they_read():
+    body = _load("finetunejob.yaml", "FineTuneJob")
+    ft = FineTuneJob.model_validate(body)
+    document = _doc(ft, "r", datasetLocation="s3://bucket/ds/r1")
+    job = b.build_finetune_children(body, ft, document, SETTINGS, False, input_locations=["s3://bucket/ds/r1"],
+                                    input_secrets=["dataset-store"])[2]
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert {"secretRef": {"name": "dataset-store"}} in container["envFrom"]
+
+
+def test_eval_job_mounts_its_output_and_not_the_model_when_a_server_serves_it():
+    body = _load("evalrun.yaml", "EvalRun")
+    body["spec"]["output"] = {"volume": {"claimName": "results", "path": "evals"}}
+    ev = EvalRun.model_validate(body)
+    model = "pvc://reasoning-models/runs/limo-32b/r/model"
+    output = k.eval_output(ev, "r", model)
+    assert output == "pvc://results/evals/limo-32b-eval/r"  # spec.output wins over "next to the model"
+    document = _doc(ev, "r", output, modelLocation=model)
+    job = b.build_eval_children(body, ev, document, SETTINGS, False, model_location=model)[1]
+    pod = job["spec"]["template"]["spec"]
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    assert claims == {"results"}
+    assert _env(pod["containers"][0])["REASONOPS_OUTPUT"] == "/mnt/pvc/results/evals/limo-32b-eval/r"
+    offline = EvalRun.model_validate({**body, "spec": {**body["spec"], "backend": "offline"}})
+    pod = b.build_eval_children(body, offline, document, SETTINGS, False, model_location=model)[1]["spec"]["template"]["spec"]
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    assert claims == {"results", "reasoning-models"}
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "4"  # the engine's tensor parallel size

@@ -39,16 +39,17 @@ OPERATOR_RULES = {
     ("reasonops.io", "finetunejobs/status"): {"patch"},
     ("reasonops.io", "evalruns/status"): {"patch"},
     ("batch", "jobs"): {"list", "watch", "create", "patch", "deletecollection"},
-    ("", "pods"): {"list", "watch"},
+    ("", "pods"): {"list", "watch", "delete"},  # delete: the peers of a failed training pod (group restart)
     ("apps", "deployments"): {"list", "watch", "create", "patch", "delete"},
     ("", "services"): {"create", "patch", "deletecollection"},
     ("", "configmaps"): {"create", "deletecollection"},
-    ("", "events"): {"create"},
+    ("", "events"): {"create", "list"},  # list: why a Job's pods were refused (FailedCreate)
 }
 CLUSTER_ONLY_RULES = {("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}}
 WORKLOAD_RULES = {
     **{("reasonops.io", k): {"get"} for k in ("reasoningdatasets", "finetunejobs", "evalruns")},
     **{("reasonops.io", f"{k}/status"): {"get", "patch"} for k in ("reasoningdatasets", "finetunejobs", "evalruns")},
+    ("", "events"): {"create"},  # a failed status patch is reported as an Event
 }
 
 

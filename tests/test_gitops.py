@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from reasonops.api.v1alpha1 import KINDS
+from reasonops import contract as k
 from reasonops.controller import builders as b
 
 from chart_support import HEALTH_LUA, argocd_health
@@ -91,7 +92,7 @@ def test_staging_is_a_small_version_of_production():
     assert p_ft["metadata"]["labels"][b.QUEUE_LABEL] == "gpu-batch"
     assert b.QUEUE_LABEL not in s_ft["metadata"].get("labels", {})
     # Different specs are different revisions: the same git history drives both environments independently.
-    assert b.revision_of(s_ds["spec"]) != b.revision_of(p_ds["spec"])
+    assert k.revision_of("ReasoningDataset", s_ds["spec"]) != k.revision_of("ReasoningDataset", p_ds["spec"])
 
 
 def test_argocd_applications_and_flux_point_at_the_overlays():

@@ -70,7 +70,7 @@ class Operator:
 def crds(cluster):
     cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
     for plural in ("reasoningdatasets", "finetunejobs", "evalruns"):
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{plural}.reasonops.io", "--timeout=60s")
+        cluster.wait_established(f"{plural}.reasonops.io")
     return cluster
 
 
@@ -375,3 +375,99 @@ def test_examples_reconcile(operator, volumes):
     wait_for("dataset job", lambda: items(c, "jobs", ns, "reasonops.io/name=limo-math"), op=operator)
     ft = wait_for("fine-tune waits", lambda: (f := get(c, "finetunejob", ns, "limo-32b"))["status"].get("reason") == "WaitingForDataset" and f, op=operator)
     assert cond(ft, "Ready")["status"] == "False"
+
+
+# --- decisions of the operator→pod contract, on the control plane -----------------------------------
+
+
+def test_serving_edits_reach_the_server_and_gate_edits_rejudge_without_rerunning(operator, volumes):
+    c, ns = operator.cluster, volumes
+    apply(c, ns, dataset("ds"), finetune("ft", "ds"), evalrun("ev", "ft", score=0.6))
+    ev = wait_for("passed", lambda: cond(e := get(c, "evalrun", ns, "ev"), "Passed").get("status") == "True" and e, timeout=90, op=operator)
+    revision = ev["status"]["revision"]
+    # spec.serving is how the server runs: the Deployment follows the edit, the benchmark does not re-run.
+    c.kubectl("patch", "evalrun", "ev", "-n", ns, "--type=merge", "-p", '{"spec":{"serving":{"tensorParallelSize":1,"replicas":2}}}')
+    wait_for("two replicas", lambda: get(c, "deployment", ns, "ev-server")["spec"]["replicas"] == 2, op=operator)
+    # A stricter gate re-judges the stored results: same revision, same single Job, verdict flips.
+    c.kubectl("patch", "evalrun", "ev", "-n", ns, "--type=merge", "-p", '{"spec":{"gates":[{"benchmark":"aime24","minScore":"0.9"}]}}')
+    ev = wait_for("re-judged", lambda: cond(e := get(c, "evalrun", ns, "ev"), "Passed").get("reason") == "GatesFailed" and e, op=operator)
+    assert ev["status"]["revision"] == revision and cond(ev, "Passed")["observedGeneration"] == ev["metadata"]["generation"]
+    assert ev["status"]["gates"] == [{"benchmark": "aime24", "minScore": "0.9", "passed": False, "score": "0.6"}]
+    assert len(items(c, "jobs", ns, "reasonops.io/name=ev")) == 1
+
+
+def test_keep_after_eval_false_removes_the_server_once(operator, volumes):
+    c, ns = operator.cluster, volumes
+    body = evalrun("ev", "ft")
+    body["spec"]["serving"]["keepAfterEval"] = False
+    apply(c, ns, dataset("ds"), finetune("ft", "ds"), body)
+    wait_for("evaluated", lambda: cond(get(c, "evalrun", ns, "ev"), "Passed").get("status") == "True", timeout=90, op=operator)
+    wait_for("server removed", lambda: not items(c, "deployments", ns, "reasonops.io/name=ev"), op=operator)
+    created = lambda: [e for e in items(c, "events", ns) if e["involvedObject"].get("kind") == "ReplicaSet"  # noqa: E731
+                       and e["reason"] == "SuccessfulCreate"]
+    before = len(created())
+    time.sleep(12)  # two resyncs and the watch events of the deletion
+    assert not items(c, "deployments", ns, "reasonops.io/name=ev"), "the server was re-created"
+    assert len(created()) == before
+    ev = get(c, "evalrun", ns, "ev")
+    assert cond(ev, "Serving")["reason"] == "ServerRemoved" and ev["status"]["phase"] == "Succeeded"
+
+
+def test_pods_refused_at_creation_show_kubernetes_reason(operator, volumes):
+    c, ns = operator.cluster, volumes
+    quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-pods"}, "spec": {"hard": {"pods": "0"}}}
+    apply(c, ns, quota)
+    started = time.monotonic()
+    apply(c, ns, dataset("ds"))
+    ds = wait_for("FailedCreate", lambda: (d := get(c, "reasoningdataset", ns, "ds"))["status"].get("reason") == "FailedCreate" and d,
+                  timeout=30, op=operator)
+    assert time.monotonic() - started < 30
+    assert "exceeded quota" in cond(ds, "Ready")["message"] and cond(ds, "Progressing")["reason"] == "FailedCreate"
+
+
+def test_a_sampler_naming_an_evalrun_gets_its_servers_endpoint(operator, volumes):
+    c, ns = operator.cluster, volumes
+    teacher = {"apiVersion": API, "kind": "EvalRun", "metadata": {"name": "teacher"}, "spec": {
+        "model": {"name": "Qwen/Qwen2.5-7B-Instruct", "servedModelName": "qwen-7b"}, "benchmarks": [{"name": "aime24"}],
+        "output": {"volume": {"claimName": "data", "path": "evals"}}, "serving": {"tensorParallelSize": 1},
+        "resources": {"podAnnotations": {"reasonops.io/kwok-result": json.dumps({"results": [], "accuracy": 0})}}}}
+    body = dataset("ds")
+    body["spec"]["stages"].insert(0, {"name": "hard", "difficulty": {
+        "sampler": {"model": "qwen-7b", "evalRun": "teacher"}, "attempts": 4, "minSolved": 0, "maxSolved": 2}})
+    apply(c, ns, body)
+    ds = wait_for("waits for the server", lambda: (d := get(c, "reasoningdataset", ns, "ds"))["status"].get("reason") == "EndpointNotFound" and d, op=operator)
+    assert items(c, "jobs", ns, "reasonops.io/name=ds") == []
+    apply(c, ns, teacher)
+    job = wait_for("curation starts", lambda: (j := items(c, "jobs", ns, "reasonops.io/name=ds")) and j[0], timeout=60, op=operator)
+    document = json.loads(get(c, "configmap", ns, job["metadata"]["name"])["data"]["resource.json"])
+    assert document["context"]["endpoints"] == {"teacher": f"http://teacher-server.{ns}.svc:8000/v1"}
+    assert document["context"]["servedModelNames"] == {"teacher": "qwen-7b"}
+    # The evaluation's own output is where its spec says, in the cluster as on a laptop.
+    ev_job = wait_for("teacher job", lambda: (j := items(c, "jobs", ns, "reasonops.io/name=teacher")) and j[0], op=operator)
+    env = {e["name"]: e.get("value") for e in ev_job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["REASONOPS_OUTPUT"].startswith("/mnt/pvc/data/evals/teacher/")
+
+
+def test_a_pod_that_cannot_patch_status_says_so_with_an_event(operator, volumes, tmp_path):
+    """A workload ServiceAccount allowed to post events but not to patch status: the failure is visible."""
+    from reasonops.progress import Reporter, _default_patcher
+
+    c, ns = operator.cluster, volumes
+    apply(c, ns, dataset("ds", delay="600s"))
+    wait_for("running", lambda: get(c, "reasoningdataset", ns, "ds").get("status", {}).get("phase") in ("Pending", "Running"), op=operator)
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "events-only"},
+            "rules": [{"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]}
+    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "events-only"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "events-only"},
+               "subjects": [{"kind": "ServiceAccount", "name": "limited", "namespace": ns}]}
+    c.kubectl("create", "serviceaccount", "limited", "-n", ns)
+    apply(c, ns, role, binding)
+    token = c.kubectl("create", "token", "limited", "-n", ns).stdout.strip()
+    os.environ["REASONOPS_STATUS_KUBECONFIG"] = c.token_kubeconfig(token, tmp_path / "limited.kubeconfig")
+    try:
+        reporter = Reporter("ReasoningDataset", "ds", ns, "r", min_interval=0, patcher=_default_patcher("ReasoningDataset", "ds", ns))
+        reporter.update(stage="dedupe", message="kept 3 of 3")  # never raises: progress is best effort
+    finally:
+        del os.environ["REASONOPS_STATUS_KUBECONFIG"]
+    events = wait_for("event", lambda: [e for e in items(c, "events", ns) if e["reason"] == "StatusUpdateFailed"], op=operator)
+    assert events[0]["involvedObject"]["name"] == "ds" and "403" in events[0]["message"]

@@ -21,14 +21,20 @@ def _cmd_crds(args: argparse.Namespace) -> int:
         targets.append(chart / "crds")
     for path in crdgen.write_all(targets):
         print(path)
+    docs = Path(args.docs)
+    if docs.parent.is_dir():
+        docs.write_text(crdgen.render_defaults_doc())
+        print(docs)
     return 0
 
 
 def _cmd_operator(args: argparse.Namespace) -> int:
-    import kopf
+    import kopf  # noqa: F401  (fails early and clearly when the operator's dependencies are missing)
+
+    from .controller.settings import Settings
 
     argv = ["run", "--standalone", "-m", "reasonops.controller.handlers"]
-    namespaces = args.namespace or [n for n in os.environ.get("REASONOPS_NAMESPACES", "").split(",") if n]
+    namespaces = args.namespace or list(Settings.from_env().namespaces)
     argv += [a for n in namespaces for a in ("--namespace", n)] or ["--all-namespaces"]
     if args.liveness:
         argv += ["--liveness", args.liveness]
@@ -43,6 +49,8 @@ def _cmd_operator(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from .runner import run_local
 
+    if Path(args.output).exists() and not Path(args.output).is_dir():
+        raise WorkloadError("InvalidArgument", f"--output {args.output} is a file; give a directory (it is created if missing)")
     summaries = run_local(args.file, args.output, only=args.only)
     for s in summaries:
         print(f"{s['kind']:<17} {s['name']:<24} revision {s['revision']}  {s['seconds']:>7}s  {s['location']}")
@@ -106,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("crds", help="write the CRDs generated from the API models")
     p.add_argument("--output", default="crds")
     p.add_argument("--chart", default="charts/reasonops", help="also write into this chart's crds/ when it exists")
+    p.add_argument("--docs", default="docs/api-defaults.md", help="also write the defaults table here when its directory exists")
     p.set_defaults(func=_cmd_crds)
 
     p = sub.add_parser("workload", help="run the workload of a resource document (pod entry point)")

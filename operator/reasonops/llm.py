@@ -464,7 +464,7 @@ class VLLMGenerator:
 
 def api_key_env(ref: SecretKeyRef) -> str:
     """The environment variable through which the pod receives the API key held in `ref`."""
-    from .controller.builders import api_key_env as env_name  # the operator sets it; one naming rule
+    from .contract import api_key_env as env_name  # the operator sets it; one naming rule
 
     return env_name(ref.name, ref.key)
 

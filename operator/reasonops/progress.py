@@ -22,33 +22,48 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
+from .api.v1alpha1 import KINDS
+from .contract import TERMINATION_LOG, Env, encode_result
+
 log = logging.getLogger("reasonops.progress")
 
-TERMINATION_LOG = "/dev/termination-log"
 MAX_MESSAGE = 1024
-MAX_RESULT_BYTES = 3500  # termination messages are capped at 4096 bytes by the kubelet
-
-KINDS = ("ReasoningDataset", "FineTuneJob", "EvalRun")
 
 
 def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
+class _StatusClient:
+    """Merge-patches the resource's status; says so with an Event on the resource when that fails."""
+
+    def __init__(self, kind: str, name: str, namespace: str) -> None:
+        from .kube import Kube  # imported lazily: workloads on a laptop never need the client
+
+        self.kind, self.name, self.namespace = kind, name, namespace
+        self.client = Kube(os.environ.get(Env.STATUS_KUBECONFIG), pool_size=2)
+        self.failures = 0
+
+    def __call__(self, status: dict) -> None:
+        try:
+            self.client.patch_status(self.kind, self.namespace, self.name, status)
+        except Exception as exc:
+            self.failures += 1
+            if self.failures in (1, 10, 100):  # visible without flooding: the first, then rarely
+                reason = getattr(exc, "reason", None) or type(exc).__name__
+                message = f"a workload pod could not update status ({self.failures} failures): {getattr(exc, 'status', '')} {reason}"
+                try:
+                    self.client.post_event(self.kind, self.namespace, self.name, "StatusUpdateFailed", message.strip())
+                except Exception as event_exc:
+                    log.warning("could not post an event either: %s", event_exc)
+            raise
+
+
 def _default_patcher(kind: str, name: str, namespace: str) -> Optional[Callable[[dict], None]]:
     """A function that merge-patches the resource's status, or None outside a cluster."""
-    if not os.path.exists("/var/run/secrets/kubernetes.io/serviceaccount/token") and not os.environ.get(
-        "REASONOPS_STATUS_KUBECONFIG"
-    ):
+    if not os.path.exists("/var/run/secrets/kubernetes.io/serviceaccount/token") and not os.environ.get(Env.STATUS_KUBECONFIG):
         return None
-    from .controller.kube import Kube  # imported lazily: workloads on a laptop never need the client
-
-    client = Kube(os.environ.get("REASONOPS_STATUS_KUBECONFIG"), pool_size=2)
-
-    def patch(status: dict) -> None:
-        client.patch_status(kind, namespace, name, status)
-
-    return patch
+    return _StatusClient(kind, name, namespace)
 
 
 class Reporter:
@@ -75,14 +90,14 @@ class Reporter:
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> "Reporter":
-        kind, name, ns = (os.environ.get(k) for k in ("REASONOPS_KIND", "REASONOPS_NAME", "REASONOPS_NAMESPACE"))
+        kind, name, ns = (os.environ.get(k) for k in (Env.KIND, Env.NAME, Env.NAMESPACE))
         patcher = None
         if kind in KINDS and name and ns:
             try:
                 patcher = _default_patcher(kind, name, ns)
             except Exception as exc:  # no client, no credentials: progress stays in the log
                 log.warning("progress will not reach the resource status: %s", exc)
-        return cls(kind, name, ns, os.environ.get("REASONOPS_REVISION"), patcher=patcher, **kwargs)
+        return cls(kind, name, ns, os.environ.get(Env.REVISION), patcher=patcher, **kwargs)
 
     def update(self, *, force: bool = False, **fields: Any) -> None:
         """Record progress fields (stage, message, step, loss, ...); send them when the throttle allows."""
@@ -105,19 +120,22 @@ class Reporter:
             self._last_sent = time.monotonic()
         self._send({"progress": self._progress(body)})
 
-    def finish(self, result: dict[str, Any], message: str | None = None) -> None:
-        """Publish the final result: termination message (read by the operator) and status."""
-        compact = json.dumps(result, separators=(",", ":"), sort_keys=True, default=str)
-        if len(compact.encode()) > MAX_RESULT_BYTES:
-            log.warning("result is %d bytes; the termination message keeps only the first %d", len(compact), MAX_RESULT_BYTES)
+    def finish(self, result: dict[str, Any], message: str | None = None, publish: bool = True) -> None:
+        """The final result: the termination message (read by the operator; valid JSON within 4 KiB, shrunk
+        by dropping optional fields) and, when `publish`, status (in full)."""
+        compact = encode_result(result)
+        if '"truncated":true' in compact:
+            log.warning("result shortened for the termination message (%d bytes in full)", len(json.dumps(result, default=str)))
         try:
             if os.path.isdir(os.path.dirname(self.termination_log)) and (
                 os.path.exists(self.termination_log) or self.termination_log != TERMINATION_LOG
             ):
                 with open(self.termination_log, "w", encoding="utf-8") as fh:
-                    fh.write(compact[:MAX_RESULT_BYTES])
+                    fh.write(compact)
         except OSError as exc:
             log.debug("no termination message written: %s", exc)
+        if not publish:
+            return
         with self._lock:
             if message:
                 self._state["message"] = message[:MAX_MESSAGE]

@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import yaml
-from pydantic import ValidationError
 
-from .api.common import validation_problems
-from .api.v1alpha1 import KINDS, EvalRun, FineTuneJob, ReasoningDataset, Resource
-from .controller import builders as b
+from . import contract as k
+from .api import common as c
+from .api.v1alpha1 import EvalRun, FineTuneJob, Resource
 from .errors import WorkloadError
 from .progress import Reporter
 
@@ -47,26 +46,25 @@ def _workload(kind: str) -> Callable[[dict[str, Any], Reporter], dict[str, Any]]
     return evaluate.run_resource
 
 
-def format_validation_error(kind: str, name: str, error: ValidationError) -> str:
-    return "\n  ".join([f"{kind} {name!r} is invalid:", *validation_problems(error)])
-
-
 def parse_resource(doc: dict[str, Any]) -> Resource:
-    kind = doc.get("kind")
-    if kind not in KINDS:
-        raise WorkloadError("InvalidSpec", f"kind {kind!r} is not one of {', '.join(KINDS)}")
-    name = (doc.get("metadata") or {}).get("name", "?")
     try:
-        return KINDS[kind].model_validate(doc)
-    except ValidationError as exc:
-        raise WorkloadError("InvalidSpec", format_validation_error(kind, name, exc)) from None
+        return k.parse_resource(doc)
+    except k.InvalidDocument as exc:
+        raise WorkloadError("InvalidSpec", str(exc)) from None
+
+
+def _one_line(exc: Exception) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    if isinstance(exc, yaml.YAMLError) and mark is not None:
+        return f"{getattr(exc, 'problem', None) or 'invalid YAML'} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(exc).split())
 
 
 def load_file(path: str | Path) -> list[Resource]:
     try:
         docs = [d for d in yaml.safe_load_all(Path(path).read_text()) if d]
     except (OSError, yaml.YAMLError) as exc:
-        raise WorkloadError("InvalidSpec", f"cannot read {path}: {exc}") from None
+        raise WorkloadError("InvalidSpec", f"cannot read {path}: {_one_line(exc)}") from None
     resources = [parse_resource(d) for d in docs]
     return sorted(resources, key=lambda r: ORDER[r.kind])
 
@@ -75,30 +73,39 @@ def load_file(path: str | Path) -> list[Resource]:
 
 
 def run_in_pod(resource_file: str) -> int:
-    """Entry of every workload pod; the exit code and termination message tell the operator how it went."""
+    """Entry of every workload pod; the exit code and termination message tell the operator how it went.
+
+    Only the reporting process (contract.is_reporting_process: rank 0) publishes results; any process that
+    fails writes why to its container's termination message.
+    """
     reporter = Reporter.from_env()
+    reporting = k.is_reporting_process(os.environ)
     try:
-        doc = json.loads(Path(resource_file).read_text())
-        parse_resource(doc)
-        if doc["kind"] == "FineTuneJob":
+        try:
+            doc = k.read_document(Path(resource_file).read_text())
+        except (OSError, k.InvalidDocument) as exc:
+            raise WorkloadError(c.REASON_INVALID_SPEC, str(exc)) from None
+        if doc.kind == "FineTuneJob":
             from . import train
 
-            if train.should_launch(doc, os.environ):  # several processes: torchrun re-enters `reasonops workload`
+            if train.should_launch(doc.as_dict(), os.environ):  # several processes: torchrun re-enters `reasonops workload`
                 train.check_master_reachable(os.environ)
-                command = train.launch_command(doc, os.environ, resource_path=resource_file)
-                log.info("launching %s", b.describe_command(command))
+                command = train.launch_command(doc.as_dict(), os.environ, resource_path=resource_file)
+                log.info("launching %s", " ".join(command))
                 sys.stdout.flush()
                 os.execvp(command[0], command)
-        result = _workload(doc["kind"])(doc, reporter)
+        result = _workload(doc.kind)(doc.as_dict(), reporter)
     except WorkloadError as exc:
         log.error("%s", exc)
-        reporter.finish({"error": exc.to_dict()}, message=exc.message)
+        reporter.finish({"error": exc.to_dict()}, message=exc.message, publish=reporting)
         return 1
     except Exception as exc:  # an unexpected crash still says why in the termination message
         log.exception("workload crashed")
-        reporter.finish({"error": {"reason": "WorkloadCrashed", "message": f"{type(exc).__name__}: {exc}"[:2000]}})
+        error = {"reason": c.REASON_WORKLOAD_CRASHED, "message": f"{type(exc).__name__}: {exc}"[:2000]}
+        reporter.finish({"error": error}, publish=reporting)
         return 2
-    reporter.finish(result)
+    if reporting:
+        reporter.finish(result)
     return 0
 
 
@@ -114,58 +121,82 @@ def _read_state(output_root: Path, kind: str, name: str) -> Optional[dict[str, A
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def local_document(res: Resource, output_root: Path) -> dict[str, Any]:
+def local_volume_root(output_root: Path) -> str:
+    """Where `reasonops run` keeps what a cluster keeps on volume claims (pvc://CLAIM/... → here/CLAIM/...)."""
+    return str(output_root / "volumes")
+
+
+def _local_location(location: str, output_root: Path) -> str:
+    """Relative paths of a local run are relative to --output."""
+    if location.startswith("/") or "://" in location:
+        return location
+    return str(output_root / location)
+
+
+def local_document(res: Resource, output_root: Path) -> k.WorkloadDocument:
     """The document the operator would hand to the pod, with references resolved to earlier local runs."""
     name = res.metadata["name"]
     spec = res.spec.to_wire()
-    context: dict[str, Any] = {}
+    context = k.WorkloadContext()
     inputs: dict[str, Any] = {}
+    output: Optional[str] = None
     if isinstance(res, FineTuneJob):
         if res.spec.dataset is not None:
-            context["datasetLocation"] = b.location_string(res.spec.dataset)
+            context.datasetLocation = _local_location(k.location_string(res.spec.dataset), output_root)
+            context.datasetRevision = k.input_hash(context.datasetLocation)
         else:
             ref = res.spec.datasetRef
             state = _read_state(output_root, "ReasoningDataset", ref.name)
             if state is None:
-                raise WorkloadError("DatasetNotFound", f"ReasoningDataset {ref.name!r} has not been run under {output_root}; put it in the same file or run it first")
-            context.update(datasetLocation=state["location"], datasetRevision=state["revision"])
-        inputs["dataset"] = context.get("datasetRevision") or context["datasetLocation"]
+                raise WorkloadError(c.REASON_DATASET_NOT_FOUND, f"ReasoningDataset {ref.name!r} has not been run under {output_root}; put it in the same file or run it first")
+            context.datasetLocation, context.datasetRevision = state["location"], state["revision"]
+        inputs["dataset"] = context.datasetRevision
+        revision = k.revision_of(res.kind, spec, inputs)
+        output = k.finetune_output(res, revision)
     elif isinstance(res, EvalRun):
         model = res.spec.model
         if model.fineTuneJob:
             state = _read_state(output_root, "FineTuneJob", model.fineTuneJob)
             if state is None:
-                raise WorkloadError("ModelNotFound", f"FineTuneJob {model.fineTuneJob!r} has not been run under {output_root}; put it in the same file or run it first")
-            context.update(modelLocation=state["location"], modelRevision=state["revision"])
+                raise WorkloadError(c.REASON_MODEL_NOT_FOUND, f"FineTuneJob {model.fineTuneJob!r} has not been run under {output_root}; put it in the same file or run it first")
+            context.modelLocation, context.modelRevision = state["location"], state["revision"]
         elif model.name:
-            context["modelLocation"] = b.location_string(model.volume, model.name) if model.volume else model.name
+            location = k.location_string(model.volume, model.name) if model.volume else model.name
+            context.modelLocation, context.modelRevision = location, k.input_hash(location)
         if model.endpoint:
-            context["endpoint"] = model.endpoint.url
-        inputs["model"] = context.get("modelRevision") or context.get("modelLocation") or context.get("endpoint")
-    revision = b.revision_of(spec, inputs)
-    out_base = b.location_string(res.spec.output, name, revision) if getattr(res.spec, "output", None) else str(output_root / name / revision)
-    if not (out_base.startswith("/") or "://" in out_base):
-        out_base = str(output_root / out_base)
-    meta = {"name": name, "namespace": res.metadata.get("namespace", "local"), "uid": "local"}
-    return {"apiVersion": res.apiVersion, "kind": res.kind, "metadata": meta, "spec": spec,
-            "revision": revision, "output": out_base, "context": context}
+            context.endpoint = model.endpoint.url
+            context.servedModelName = model.servedModelName or name
+            context.modelRevision = k.input_hash(f"{model.endpoint.url}|{model.servedModelName or ''}")
+        inputs["model"] = context.modelRevision
+        revision = k.revision_of(res.kind, spec, inputs)
+        output = k.eval_output(res, revision, context.modelLocation or "")
+    else:
+        revision = k.revision_of(res.kind, spec)
+        output = k.dataset_output(res, revision)  # type: ignore[arg-type]
+    assert output is not None  # the API requires an output where no default applies
+    output = _local_location(output, output_root)
+    res.metadata.setdefault("namespace", "local")
+    return k.build_document(res, revision=revision, output=output, context=context,
+                            volume_root=local_volume_root(output_root))
 
 
 @contextlib.contextmanager
-def _local_server(doc: dict[str, Any]) -> Iterator[None]:
+def _local_server(doc: k.WorkloadDocument) -> Iterator[None]:
     """An EvalRun with a model directory and no endpoint gets a local OpenAI-compatible server."""
-    ctx = doc["context"]
-    if doc["kind"] != "EvalRun" or ctx.get("endpoint") or doc["spec"].get("backend") == "offline":
+    ctx = doc.context
+    if doc.kind != "EvalRun" or ctx.endpoint or doc.spec.get("backend") == "offline":
         yield
         return
     from .serve import start_server
 
-    model_dir = ctx.get("modelLocation")
-    if model_dir and os.path.isdir(model_dir) and (Path(model_dir) / "config.json").exists():
-        model_dir = str(model_dir)
-    print(f"[reasonops] serving {model_dir} with the local OpenAI-compatible server (vLLM serves it in a cluster)", flush=True)
-    process, url = start_server(model_dir, served_model_name=doc["metadata"]["name"])
-    ctx.update(endpoint=url, servedModelName=doc["metadata"]["name"])
+    res = doc.resource()
+    assert isinstance(res, EvalRun)
+    if not k.serving_enabled(res.spec):
+        raise WorkloadError(c.REASON_ENDPOINT_UNREACHABLE, "serving is disabled and spec.model sets no endpoint")
+    name = k.served_model_name(res)
+    print(f"[reasonops] serving {ctx.modelLocation} with the local OpenAI-compatible server (vLLM serves it in a cluster)", flush=True)
+    process, url = start_server(ctx.modelLocation, served_model_name=name)
+    ctx.endpoint, ctx.servedModelName = url, name
     try:
         yield
     finally:
@@ -177,20 +208,23 @@ def _local_server(doc: dict[str, Any]) -> Iterator[None]:
 def run_local(path: str | Path, output_root: str | Path, only: Optional[str] = None) -> list[dict[str, Any]]:
     """Run every resource of a YAML file locally; returns one summary per resource."""
     root = Path(output_root).resolve()
+    if root.exists() and not root.is_dir():
+        raise WorkloadError(c.REASON_INVALID_SPEC, f"--output {output_root} is a file, not a directory")
     root.mkdir(parents=True, exist_ok=True)
+    os.environ[k.Env.VOLUME_ROOT] = local_volume_root(root)  # pvc:// locations in specs, as build_document maps them
     summaries = []
     for res in load_file(path):
         name = res.metadata["name"]
         if only and name != only:
             continue
         doc = local_document(res, root)
-        print(f"[reasonops] {res.kind} {name}: revision {doc['revision']} → {doc['output']}", flush=True)
+        print(f"[reasonops] {res.kind} {name}: revision {doc.revision} → {doc.output}", flush=True)
         started = time.time()
-        reporter = Reporter(res.kind, name, "local", doc["revision"], min_interval=0)
+        reporter = Reporter(res.kind, name, "local", doc.revision, min_interval=0)
         with _local_server(doc):
-            result = _workload(res.kind)(doc, reporter)
-        location = result.get("location") or result.get("modelLocation") or doc["output"]
-        state = {"revision": doc["revision"], "location": location, "result": result}
+            result = _workload(res.kind)(doc.as_dict(), reporter)
+        location = result.get("location") or result.get("modelLocation") or doc.output
+        state = {"revision": doc.revision, "location": location, "result": result}
         _local_state(root, res.kind, name).parent.mkdir(parents=True, exist_ok=True)
         _local_state(root, res.kind, name).write_text(json.dumps(state, indent=1))
         summaries.append({"kind": res.kind, "name": name, "seconds": round(time.time() - started, 1), **state})

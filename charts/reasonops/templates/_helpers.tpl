@@ -101,7 +101,7 @@ posts core/v1 Events. No get: the operator reads the world from its watches only
   verbs: [list, watch, create, patch, deletecollection]
 - apiGroups: [""]
   resources: [pods]
-  verbs: [list, watch]
+  verbs: [list, watch, delete]
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [list, watch, create, patch, delete]
@@ -113,5 +113,5 @@ posts core/v1 Events. No get: the operator reads the world from its watches only
   verbs: [create, deletecollection]
 - apiGroups: [""]
   resources: [events]
-  verbs: [create]
+  verbs: [create, list]
 {{- end }}

@@ -8,10 +8,15 @@ operator when it resolves a spec, so the API server never rewrites what a user (
 
 from __future__ import annotations
 
+import json
 import re
-from typing import Annotated, Any, Literal, Optional
+import typing
+from dataclasses import dataclass
+from typing import Annotated, Any, Callable, ClassVar, Literal, Optional, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_core import InitErrorDetails, PydanticCustomError, core_schema
 
 GROUP = "reasonops.io"
 VERSION = "v1alpha1"
@@ -42,10 +47,88 @@ REASON_EMPTY_DATASET = "EmptyDataset"
 REASON_GATES_PASSED = "GatesPassed"
 REASON_GATES_FAILED = "GatesFailed"
 REASON_NO_GATES = "NoGates"
-REASON_BACKOFF_LIMIT = "BackoffLimitExceeded"
-REASON_DEADLINE = "DeadlineExceeded"
+REASON_ENDPOINT_NOT_FOUND = "EndpointNotFound"
+REASON_WAITING_FOR_ENDPOINT = "WaitingForEndpoint"
+REASON_WAITING_FOR_SERVER = "WaitingForServer"
+REASON_SERVER_READY = "ServerReady"
+REASON_SERVER_STARTING = "ServerStarting"
+REASON_SERVER_REMOVED = "ServerRemoved"
+REASON_WORKLOAD_CRASHED = "WorkloadCrashed"
+# Reasons a workload fails with (reasonops.errors.WorkloadError), shown in the Failed condition.
+REASON_ENDPOINT_UNREACHABLE = "EndpointUnreachable"
+REASON_SOURCE_UNAVAILABLE = "SourceUnavailable"
+REASON_INVALID_RESPONSES = "InvalidResponses"
+REASON_DATASET_UNREADABLE = "DatasetUnreadable"
+REASON_BENCHMARK_UNAVAILABLE = "BenchmarkUnavailable"
+REASON_UNKNOWN_BENCHMARK = "UnknownBenchmark"
+REASON_RENDEZVOUS_FAILED = "RendezvousFailed"
+REASON_PEER_FAILED = "PeerFailed"
+REASON_OUTPUT_UNWRITABLE = "OutputUnwritable"
+REASON_ENGINE_UNAVAILABLE = "EngineUnavailable"
 
-PHASES = ("Pending", "Waiting", "Running", "Succeeded", "Failed", "Suspended")
+# --- validation rules: one declaration, enforced by the API server (CEL) and by pydantic ----------
+
+RULES: list["Rule"] = []  # every rule declared, so a test can check each CEL rule of the CRDs has its twin
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A validation rule: its CEL text goes into the CRD (`x-kubernetes-validations`), its predicate
+    runs in pydantic, and both report the same message at the same field.
+
+    On a model: list it in the model's `rules` (`self` is the object). On a field's type: put it in
+    `Annotated[...]` (`self` is the value). `field` (a CEL fieldPath such as ".microBatchSize") names
+    the field the problem is reported at, for rules that relate several fields.
+    """
+
+    cel: str
+    message: str
+    check: Callable[[Any], bool]
+    field: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        RULES.append(self)
+
+    def cel_rule(self) -> dict[str, str]:
+        rule = {"rule": self.cel, "message": self.message}
+        if self.field:
+            rule["fieldPath"] = self.field
+        return rule
+
+    def enforce(self, value: Any) -> Any:
+        if self.check(value):
+            return value
+        if not self.field:
+            raise PydanticCustomError("rule", self.message)
+        loc = tuple(self.field.lstrip(".").split("."))
+        raise ValidationError.from_exception_data(
+            "rule", [InitErrorDetails(type=PydanticCustomError("rule", self.message), loc=loc, input=value)]
+        )
+
+    # as Annotated metadata of a field's type
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> Any:
+        return core_schema.no_info_after_validator_function(self.enforce, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: Any, handler: Any) -> dict[str, Any]:
+        json_schema = handler(schema)
+        json_schema.setdefault("x-kubernetes-validations", []).append(self.cel_rule())
+        return json_schema
+
+
+def _is_set(obj: Any, name: str) -> bool:
+    """CEL's has(): the field is present (pydantic: not None; the API server prunes explicit nulls)."""
+    return getattr(obj, name) is not None
+
+
+def exactly_one(*names: str, message: str) -> Rule:
+    has = ", ".join(f"has(self.{n})" for n in names)
+    return Rule(f"[{has}].filter(x, x).size() == 1", message, lambda m: sum(_is_set(m, n) for n in names) == 1)
+
+
+def at_most_one(*names: str, message: str) -> Rule:
+    has = ", ".join(f"has(self.{n})" for n in names)
+    return Rule(f"[{has}].filter(x, x).size() <= 1", message, lambda m: sum(_is_set(m, n) for n in names) <= 1)
+
 
 _DECIMAL = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 
@@ -62,14 +145,90 @@ Decimal = Annotated[
     Field(max_length=32, pattern=r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$"),
     AfterValidator(_check_decimal),
 ]
+
+
+def _bound(value: float, low: Optional[float], high: Optional[float], low_open: bool, high_open: bool) -> bool:
+    if low is not None and (value <= low if low_open else value < low):
+        return False
+    return high is None or (value < high if high_open else value <= high)
+
+
+def decimal_in(low: Optional[float], high: Optional[float], *, low_open: bool = False, high_open: bool = False) -> Any:
+    """A Decimal within bounds, checked by the API server (CEL `double(self)`) and by pydantic alike."""
+    parts, words = [], []
+    if low is not None:
+        parts.append(f"double(self) {'>' if low_open else '>='} {float(low)!r}")
+    if high is not None:
+        parts.append(f"double(self) {'<' if high_open else '<='} {float(high)!r}")
+    if low is not None and high is not None:
+        words.append(f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}")
+    elif low is not None:
+        words.append(f"{'greater than' if low_open else 'at least'} {low:g}")
+    else:
+        words.append(f"{'less than' if high_open else 'at most'} {high:g}")
+    rule = Rule(" && ".join(parts), f"must be a number {words[0]}",
+                lambda v: _bound(float(v), low, high, low_open, high_open))
+    return Annotated[Decimal, rule]
+
+
+Fraction = decimal_in(0, 1)  # shares, probabilities, thresholds, scores
+PositiveDecimal = decimal_in(0, None, low_open=True)
+NonNegativeDecimal = decimal_in(0, None)
+Temperature = decimal_in(0, 2)
+TopP = decimal_in(0, 1, low_open=True)
+
 Name = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
 ShortText = Annotated[str, Field(max_length=253)]
 LongText = Annotated[str, Field(max_length=8192)]
 
+# Label and annotation keys as Kubernetes checks them: an optional DNS-subdomain prefix (at most 253
+# characters) and "/", then a name of at most 63 characters; label values at most 63 of the name's
+# characters, or empty. (RE2 and Python's re read these patterns alike.)
+_KEY_RE = (r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+           r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_VALUE_RE = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
+
+
+def _valid_key(key: str) -> bool:
+    return re.match(_KEY_RE, key) is not None and key.find("/") <= 253
+
+
+_QUALIFIED = ("a Kubernetes qualified name: an optional DNS subdomain prefix (at most 253 characters) and '/',"
+              " then at most 63 alphanumerics, '-', '_' or '.', starting and ending with an alphanumeric")
+_LABEL_VALUE = "empty or at most 63 alphanumerics, '-', '_' or '.', starting and ending with an alphanumeric"
+LabelKey = Annotated[
+    str, Field(max_length=317),  # prefix (253) + "/" + name (63)
+    Rule(f"self.matches('{_KEY_RE}') && self.indexOf('/') <= 253", f"must be {_QUALIFIED}", _valid_key),
+]
+LabelValue = Annotated[
+    str, Field(max_length=63),
+    Rule(f"self.matches('{_VALUE_RE}')", f"must be {_LABEL_VALUE}", lambda v: re.match(_VALUE_RE, v) is not None),
+]
+# Maps are checked as a whole (rules on map keys cannot be expressed in a CRD schema).
+_KEYS_RULE = Rule(
+    f"self.all(k, k.matches('{_KEY_RE}') && k.indexOf('/') <= 253)", f"keys must be {_QUALIFIED}",
+    lambda d: all(_valid_key(k) for k in d),
+)
+_VALUES_RULE = Rule(
+    f"self.all(k, self[k].matches('{_VALUE_RE}'))", f"label values must be {_LABEL_VALUE}",
+    lambda d: all(re.match(_VALUE_RE, v) is not None for v in d.values()),
+)
+_Key = Annotated[str, Field(max_length=317)]
+Annotations = Annotated[dict[_Key, Annotated[str, Field(max_length=4096)]], Field(max_length=32), _KEYS_RULE]
+Labels = Annotated[dict[_Key, Annotated[str, Field(max_length=63)]], Field(max_length=32), _KEYS_RULE, _VALUES_RULE]
+
+
+def _loc(parts: tuple[Any, ...]) -> str:
+    """A pydantic error location written as the API server writes field paths: spec.stages[0].name."""
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
 
 def validation_problems(error: Any, limit: int = 10) -> list[str]:
     """`field.path: message` for each problem of a pydantic ValidationError."""
-    return [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()[:limit]]
+    return [f"{_loc(e['loc'])}: {e['msg']}" for e in error.errors()[:limit]]
 
 
 def decimal(value: Optional[str], default: float | None = None) -> float | None:
@@ -77,10 +236,115 @@ def decimal(value: Optional[str], default: float | None = None) -> float | None:
     return default if value is None else float(value)
 
 
+# --- defaults: one named value per field, stated in the CRD description by crdgen ---------------
+
+DEFAULT_KEY = "x-reasonops-default"  # where a field records its static default (crdgen removes it)
+
+
+def defaulted(value: Any, description: str, **constraints: Any) -> Any:
+    """An optional field with a static default. The wire keeps it unset (the API server never rewrites a
+    spec); `resolve_defaults` fills it in, and crdgen writes "(default X)" into the CRD from `value`."""
+    return Field(default=None, description=description, json_schema_extra={DEFAULT_KEY: value}, **constraints)
+
+
+_NO_DEFAULT = object()
+
+
+def static_default(info: FieldInfo) -> Any:
+    """The static default a field records (defaulted() or a plain non-None default), else _NO_DEFAULT."""
+    extra = info.json_schema_extra
+    if isinstance(extra, dict) and DEFAULT_KEY in extra:
+        return extra[DEFAULT_KEY]
+    if info.default is not None and not info.is_required() and info.default_factory is None:
+        return info.default
+    return _NO_DEFAULT
+
+
+def render_default(value: Any) -> str:
+    """A default as one writes it in YAML: true, 5, limo, "0.8" (quoted when YAML would read it otherwise)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str) and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", value):
+        return json.dumps(value)
+    return str(value)
+
+
+def _model_type(annotation: Any) -> Optional[type]:
+    for arg in (annotation, *typing.get_args(annotation)):
+        if isinstance(arg, type) and issubclass(arg, Model):
+            return arg
+    return None
+
+
+M = TypeVar("M", bound="Model")
+
+
+def resolve_defaults(model: M) -> M:
+    """A copy of `model` with every unset field that has a static default filled in, recursively.
+
+    Fields whose default depends on a preset, a protocol or the operator's settings (no static
+    default recorded) stay unset; the workload presets resolve them. An unset sub-object whose
+    default is `{}` (e.g. EvalRun's serving) is created so that its own defaults are filled too.
+    """
+    updates: dict[str, Any] = {}
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name)
+        if value is None:
+            default = static_default(info)
+            if default is _NO_DEFAULT:
+                continue
+            sub = _model_type(info.annotation)
+            value = sub.model_validate(default) if sub is not None and isinstance(default, dict) else default
+        if isinstance(value, Model):
+            value = resolve_defaults(value)
+        elif isinstance(value, list):
+            value = [resolve_defaults(v) if isinstance(v, Model) else v for v in value]
+        updates[name] = value
+    return model.model_copy(update=updates)
+
+
+# Lists whose items are named sub-objects: in the CRD, maps keyed by name (merged by name under
+# server-side apply), so the API server refuses a name twice; pydantic does the same, in its words.
+NAMED_LISTS = ("sources", "stages", "perturbations", "teachers", "benchmarks", "components")
+
+
+def _check_unique_names(model: "Model", field: str) -> None:
+    items = getattr(model, field, None)
+    if not isinstance(items, list):
+        return
+    seen: set[str] = set()
+    for index, item in enumerate(items):
+        name = getattr(item, "name", None)
+        if name is None:
+            return  # a list of plain values, not of named items
+        if name in seen:
+            raise ValidationError.from_exception_data("unique", [InitErrorDetails(
+                type=PydanticCustomError("duplicate", "Duplicate value: {item}", {"item": json.dumps({"name": name}, separators=(",", ":"))}),
+                loc=(field, index), input=name)])
+        seen.add(name)
+
+
 class Model(BaseModel):
-    """Base of every API model: camelCase on the wire, unknown fields rejected."""
+    """Base of every API model: camelCase on the wire, unknown fields rejected, `rules` checked."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=False)
+    rules: ClassVar[tuple[Rule, ...]] = ()  # object-level validation rules (CEL in the CRD, checked here too)
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> "Model":
+        for rule in type(self).rules:
+            rule.enforce(self)
+        for field in NAMED_LISTS:
+            _check_unique_names(self, field)
+        return self
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, schema: Any, handler: Any) -> dict[str, Any]:
+        json_schema = handler(schema)
+        if cls.rules:
+            # extend, never replace: a rule written by hand elsewhere stays visible (and fails the parity test)
+            handler.resolve_ref_schema(json_schema).setdefault("x-kubernetes-validations", []).extend(r.cel_rule() for r in cls.rules)
+        return json_schema
 
     def to_wire(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -90,7 +354,9 @@ class SecretKeyRef(Model):
     """A key of a Secret in the resource's namespace. Secrets are only ever referenced, never copied."""
 
     name: Name = Field(description="Name of the Secret.")
-    key: ShortText = Field(description="Key inside the Secret whose value is used.")
+    key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")] = Field(
+        description="Key inside the Secret whose value is used."
+    )
 
 
 class VolumeLocation(Model):
@@ -106,22 +372,13 @@ class Location(Model):
     Exactly one of volume, uri or path.
     """
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "[has(self.volume), has(self.uri), has(self.path)].filter(x, x).size() == 1",
-                    "message": "exactly one of volume, uri or path must be set",
-                }
-            ]
-        }
-    )
+    rules = (exactly_one("volume", "uri", "path", message="exactly one of volume, uri or path must be set"),)
 
     volume: Optional[VolumeLocation] = Field(default=None, description="A directory on a volume claim.")
     uri: Optional[Annotated[str, Field(max_length=1024, pattern=r"^[a-z0-9+.-]+://.+")]] = Field(
         default=None, description="An fsspec URI such as s3://bucket/prefix (credentials by secret reference)."
     )
-    path: Optional[Annotated[str, Field(max_length=1024)]] = Field(
+    path: Optional[Annotated[str, Field(min_length=1, max_length=1024)]] = Field(
         default=None, description="A path inside the pod (e.g. a hostPath or image path) or on a laptop."
     )
     credentialsSecretRef: Optional[Name] = Field(
@@ -131,9 +388,21 @@ class Location(Model):
 
 
 class Toleration(Model):
-    key: Optional[ShortText] = Field(default=None, description="Taint key the toleration applies to.")
-    operator: Optional[Literal["Exists", "Equal"]] = Field(default=None, description="Exists or Equal.")
-    value: Optional[ShortText] = Field(default=None, description="Taint value for Equal.")
+    """Shaped like a core/v1 Toleration, with the rules Kubernetes applies to one."""
+
+    rules = (
+        Rule("has(self.key) || (has(self.operator) && self.operator == 'Exists')", "operator must be Exists when key is empty",
+             lambda t: t.key is not None or t.operator == "Exists", field=".operator"),
+        Rule("!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''",
+             "value must be empty when operator is Exists", lambda t: t.operator != "Exists" or not t.value, field=".value"),
+        Rule("!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+             "effect must be NoExecute when tolerationSeconds is set",
+             lambda t: t.tolerationSeconds is None or t.effect == "NoExecute", field=".effect"),
+    )
+
+    key: Optional[LabelKey] = Field(default=None, description="Taint key the toleration applies to.")
+    operator: Optional[Literal["Exists", "Equal"]] = Field(default=None, description="Exists or Equal (default: Equal).")
+    value: Optional[LabelValue] = Field(default=None, description="Taint value for Equal.")
     effect: Optional[Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]] = Field(
         default=None, description="Taint effect to tolerate; empty means all."
     )
@@ -141,8 +410,8 @@ class Toleration(Model):
 
 
 class NodeSelectorEntry(Model):
-    key: ShortText = Field(description="Node label key.")
-    value: ShortText = Field(description="Node label value.")
+    key: LabelKey = Field(description="Node label key.")
+    value: LabelValue = Field(description="Node label value.")
 
 
 class Resources(Model):
@@ -162,15 +431,15 @@ class Resources(Model):
         default=None, max_length=16, description="Node labels the pods must match."
     )
     tolerations: Optional[list[Toleration]] = Field(default=None, max_length=16, description="Taints the pods tolerate.")
-    image: Optional[Annotated[str, Field(max_length=512)]] = Field(
+    image: Optional[Annotated[str, Field(min_length=1, max_length=512)]] = Field(
         default=None, description="Overrides the workload image configured in the operator."
     )
     priorityClassName: Optional[Name] = Field(default=None, description="PriorityClass of the pods.")
-    podAnnotations: Optional[dict[Annotated[str, Field(max_length=253)], Annotated[str, Field(max_length=4096)]]] = Field(
-        default=None, max_length=32, description="Annotations added to the workload pods (e.g. sidecar or scrape settings)."
+    podAnnotations: Optional[Annotations] = Field(
+        default=None, description="Annotations added to the workload pods (e.g. sidecar or scrape settings)."
     )
-    podLabels: Optional[dict[Annotated[str, Field(max_length=253)], Annotated[str, Field(max_length=63)]]] = Field(
-        default=None, max_length=32, description="Labels added to the workload pods."
+    podLabels: Optional[Labels] = Field(
+        default=None, description="Labels added to the workload pods."
     )
 
 

@@ -9,23 +9,72 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal, Optional
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from .common import (
     ChildRef,
     Condition,
-    Decimal,
+    Fraction,
     HistoryEntry,
     Location,
     LongText,
     Model,
     Name,
+    NonNegativeDecimal,
+    PositiveDecimal,
     Resources,
+    Rule,
     SecretKeyRef,
     ShortText,
+    Temperature,
+    TopP,
+    at_most_one,
+    decimal_in,
+    defaulted,
+    exactly_one,
 )
 
 LIMO_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
+
+# --- static defaults, named once (crdgen states them in the CRD, resolve_defaults applies them) ----
+ENDPOINT_CONCURRENCY = 64
+ENDPOINT_TIMEOUT_SECONDS = 3600
+ENDPOINT_MAX_RETRIES = 5
+TENSOR_PARALLEL_SIZE = 1
+SAMPLING_TEMPERATURE = "0.6"  # curation sampling: LIMO's sampled-generation settings
+SAMPLING_TOP_P = "0.95"
+SAMPLING_MAX_TOKENS = 16384
+HUB_SPLIT = "train"
+DEDUPE_THRESHOLD = "0.8"
+DEDUPE_SHINGLE_SIZE = 5
+DEDUPE_NUM_PERM = 128
+DECONTAMINATE_NGRAM = 13
+DECONTAMINATE_THRESHOLD = "0.5"
+CHAINS_PER_PROBLEM = 4
+PERTURBATION_FRACTION = "0.67"
+PERTURBATION_SEED = 0
+DATASET_BACKOFF_LIMIT = 2
+LORA_RANK = 64
+LORA_ALPHA = 128
+LORA_DROPOUT = "0.05"
+TRAINING_SEED = 42
+OVERLONG = "drop"
+ZERO_STAGE = 3
+CHECKPOINT_EVERY_EPOCHS = 1  # unless everySteps is set
+CHECKPOINT_KEEP = 3
+METHOD = "full"
+PRESET = "limo"
+ATTENTION = "flash_attention_2"
+NUM_NODES = 1
+RETRAIN_POLICY = "OnDatasetChange"
+FINETUNE_BACKOFF_LIMIT = 3
+EVAL_MAX_TOKENS = 32768
+PROTOCOL = "limo"
+BACKEND = "server"
+EVAL_BACKOFF_LIMIT = 2
+SERVING_REPLICAS = 1
+SERVING_DTYPE = "auto"
 
 Benchmark = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
 
@@ -43,21 +92,15 @@ class ModelEndpoint(Model):
     apiKeySecretRef: Optional[SecretKeyRef] = Field(
         default=None, description="Secret key holding the API key, passed to the pod as an environment variable."
     )
-    concurrency: Optional[int] = Field(default=None, ge=1, le=4096, description="Requests in flight (default 64).")
-    timeoutSeconds: Optional[int] = Field(default=None, ge=1, le=86400, description="Per-request timeout (default 3600).")
-    maxRetries: Optional[int] = Field(default=None, ge=0, le=20, description="Retries of transient errors (default 5).")
+    concurrency: Optional[int] = defaulted(ENDPOINT_CONCURRENCY, "Requests in flight.", ge=1, le=4096)
+    timeoutSeconds: Optional[int] = defaulted(ENDPOINT_TIMEOUT_SECONDS, "Per-request timeout.", ge=1, le=86400)
+    maxRetries: Optional[int] = defaulted(ENDPOINT_MAX_RETRIES, "Retries of transient errors.", ge=0, le=20)
 
 
 class SamplerModel(Model):
     """A model that generates: in the pod with vLLM (default), or through an OpenAI-compatible endpoint."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {"rule": "!(has(self.endpoint) && has(self.evalRun))", "message": "set at most one of endpoint or evalRun"}
-            ]
-        }
-    )
+    rules = (at_most_one("endpoint", "evalRun", message="set at most one of endpoint or evalRun"),)
 
     model: Annotated[str, Field(min_length=1, max_length=512)] = Field(
         description="Hub id, path or URI of the weights (vLLM in the pod), or the served model name (endpoint)."
@@ -66,14 +109,14 @@ class SamplerModel(Model):
     evalRun: Optional[Name] = Field(
         default=None, description="Use the endpoint served by this EvalRun (same namespace)."
     )
-    tensorParallelSize: Optional[int] = Field(default=None, ge=1, le=16, description="vLLM tensor parallel size.")
+    tensorParallelSize: Optional[int] = defaulted(TENSOR_PARALLEL_SIZE, "vLLM tensor parallel size.", ge=1, le=16)
     maxModelLen: Optional[int] = Field(default=None, ge=256, le=1048576, description="vLLM maximum context length.")
 
 
 class SamplingParams(Model):
-    temperature: Optional[Decimal] = Field(default=None, description="Sampling temperature, e.g. \"0.6\".")
-    topP: Optional[Decimal] = Field(default=None, description="Nucleus sampling, e.g. \"0.95\".")
-    maxTokens: Optional[int] = Field(default=None, ge=1, le=262144, description="Maximum new tokens per response.")
+    temperature: Optional[Temperature] = defaulted(SAMPLING_TEMPERATURE, "Sampling temperature, 0 to 2.")
+    topP: Optional[TopP] = defaulted(SAMPLING_TOP_P, "Nucleus sampling: the probability mass kept, above 0 and at most 1.")
+    maxTokens: Optional[int] = defaulted(SAMPLING_MAX_TOKENS, "Maximum new tokens per response.", ge=1, le=262144)
     seed: Optional[int] = Field(default=None, ge=0, description="Sampling seed.")
 
 
@@ -84,9 +127,9 @@ class SamplingParams(Model):
 
 class HubSource(Model):
     id: Annotated[str, Field(min_length=1, max_length=256)] = Field(description="Hub dataset id, e.g. GAIR/LIMO.")
-    config: Optional[Annotated[str, Field(max_length=128)]] = Field(default=None, description="Dataset configuration.")
-    split: Annotated[str, Field(max_length=128)] = Field(default="train", description="Split to load.")
-    revision: Optional[Annotated[str, Field(max_length=128)]] = Field(
+    config: Optional[Annotated[str, Field(min_length=1, max_length=128)]] = Field(default=None, description="Dataset configuration.")
+    split: Annotated[str, Field(max_length=128)] = Field(default=HUB_SPLIT, description="Split to load.")
+    revision: Optional[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
         default=None, description="Pinned revision (commit or tag) so upstream changes cannot move the data."
     )
 
@@ -101,7 +144,7 @@ class FieldMapping(Model):
 
 
 class InlineRow(Model):
-    question: LongText = Field(description="The problem.")
+    question: Annotated[str, Field(min_length=1, max_length=8192)] = Field(description="The problem.")
     solution: Optional[LongText] = Field(default=None, description="A worked solution.")
     answer: Optional[Annotated[str, Field(max_length=1024)]] = Field(default=None, description="The final answer.")
 
@@ -109,24 +152,18 @@ class InlineRow(Model):
 class DataSource(Model):
     """One problem pool. Exactly one of hub, path, uri or inline."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "[has(self.hub), has(self.path), has(self.uri), has(self.inline)].filter(x, x).size() == 1",
-                    "message": "exactly one of hub, path, uri or inline must be set",
-                }
-            ]
-        }
-    )
+    rules = (exactly_one("hub", "path", "uri", "inline", message="exactly one of hub, path, uri or inline must be set"),)
 
     name: Name = Field(description="Name of the source, used in reports and the manifest.")
     hub: Optional[HubSource] = Field(default=None, description="A dataset on the Hugging Face hub.")
-    path: Optional[Annotated[str, Field(max_length=1024)]] = Field(
+    path: Optional[Annotated[str, Field(min_length=1, max_length=1024)]] = Field(
         default=None, description="A JSONL, JSON or Parquet file or directory (volume mount or laptop path)."
     )
     uri: Optional[Annotated[str, Field(max_length=1024, pattern=r"^[a-z0-9+.-]+://.+")]] = Field(
-        default=None, description="An fsspec URI such as s3://bucket/pool.parquet."
+        default=None, description="An fsspec URI such as s3://bucket/pool.parquet, or pvc://claim/path on a volume claim (mounted)."
+    )
+    credentialsSecretRef: Optional[Name] = Field(
+        default=None, description="Secret whose keys become environment variables of the pod (e.g. AWS_ACCESS_KEY_ID) for uri access."
     )
     inline: Optional[list[InlineRow]] = Field(default=None, max_length=100, description="A short list of rows.")
     format: Optional[Literal["jsonl", "json", "parquet"]] = Field(default=None, description="File format (default: from the name).")
@@ -135,20 +172,20 @@ class DataSource(Model):
 
 
 class DedupeStage(Model):
-    threshold: Optional[Decimal] = Field(default=None, description="MinHash Jaccard threshold for near-duplicates (default \"0.8\").")
-    shingleSize: Optional[int] = Field(default=None, ge=1, le=32, description="Word n-gram size of the shingles (default 5).")
-    numPerm: Optional[int] = Field(default=None, ge=16, le=1024, description="MinHash permutations (default 128).")
+    threshold: Optional[Fraction] = defaulted(DEDUPE_THRESHOLD, "MinHash Jaccard similarity (0 to 1) above which rows are near-duplicates.")
+    shingleSize: Optional[int] = defaulted(DEDUPE_SHINGLE_SIZE, "Word n-gram size of the shingles.", ge=1, le=32)
+    numPerm: Optional[int] = defaulted(DEDUPE_NUM_PERM, "MinHash permutations.", ge=16, le=1024)
 
 
 class DecontaminateStage(Model):
     benchmarks: list[Benchmark] = Field(
         min_length=1, max_length=32, description="Benchmarks of the registry to check against, e.g. aime24, math500."
     )
-    ngram: Optional[int] = Field(default=None, ge=3, le=64, description="Word n-gram size (default 13).")
-    threshold: Optional[Decimal] = Field(
-        default=None, description="Share of a problem's n-grams found in a benchmark item that marks it contaminated (default \"0.5\")."
+    ngram: Optional[int] = defaulted(DECONTAMINATE_NGRAM, "Word n-gram size.", ge=3, le=64)
+    threshold: Optional[Fraction] = defaulted(
+        DECONTAMINATE_THRESHOLD, "Share (0 to 1) of a problem's n-grams found in a benchmark item that marks it contaminated."
     )
-    benchmarkPath: Optional[Annotated[str, Field(max_length=1024)]] = Field(
+    benchmarkPath: Optional[Annotated[str, Field(min_length=1, max_length=1024)]] = Field(
         default=None, description="Directory holding <benchmark>.jsonl files (instead of the hub)."
     )
 
@@ -156,20 +193,18 @@ class DecontaminateStage(Model):
 class DifficultyStage(Model):
     """Sample attempts per problem and keep problems whose number of solved attempts lies in [minSolved, maxSolved]."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {"rule": "self.minSolved <= self.maxSolved", "message": "minSolved must not exceed maxSolved"},
-                {"rule": "self.maxSolved <= self.attempts", "message": "maxSolved must not exceed attempts"},
-            ]
-        }
+    rules = (
+        Rule("self.minSolved <= self.maxSolved", "minSolved must not exceed maxSolved",
+             lambda m: m.minSolved <= m.maxSolved, field=".minSolved"),
+        Rule("self.maxSolved <= self.attempts", "maxSolved must not exceed attempts",
+             lambda m: m.maxSolved <= m.attempts, field=".maxSolved"),
     )
 
     sampler: SamplerModel = Field(description="The model that attempts the problems.")
     attempts: int = Field(ge=1, le=256, description="Attempts per problem (LIMO: 4 coarse, 32 fine).")
     minSolved: int = Field(ge=0, le=256, description="Keep problems solved at least this many times.")
     maxSolved: int = Field(ge=0, le=256, description="Keep problems solved at most this many times.")
-    sampling: Optional[SamplingParams] = Field(default=None, description="Sampling parameters of the attempts.")
+    sampling: Optional[SamplingParams] = defaulted({}, "Sampling parameters of the attempts.")
 
 
 class Teacher(Model):
@@ -181,15 +216,15 @@ class GenerateStage(Model):
     """Generate reasoning chains and keep those whose final answer is correct (rejection sampling)."""
 
     teachers: list[Teacher] = Field(min_length=1, max_length=8, description="Teacher models.")
-    chainsPerProblem: Optional[int] = Field(default=None, ge=1, le=64, description="Chains per problem and teacher (default 4).")
-    sampling: Optional[SamplingParams] = Field(default=None, description="Sampling parameters of the chains.")
-    keepIncorrect: Optional[bool] = Field(default=None, description="Keep chains with a wrong answer (for ablations).")
+    chainsPerProblem: Optional[int] = defaulted(CHAINS_PER_PROBLEM, "Chains per problem and teacher.", ge=1, le=64)
+    sampling: Optional[SamplingParams] = defaulted({}, "Sampling parameters of the chains.")
+    keepIncorrect: Optional[bool] = defaulted(False, "Keep chains with a wrong answer (for ablations).")
 
 
 class KeywordWeight(Model):
     name: Literal["elaboration", "verification", "exploration", "granularity"] = Field(description="Score component.")
-    weight: Decimal = Field(description="Weight of the component, e.g. \"0.3\".")
-    keywords: Optional[list[Annotated[str, Field(max_length=64)]]] = Field(
+    weight: NonNegativeDecimal = Field(description="Weight of the component (0 or more), e.g. \"0.3\"; \"0\" switches it off.")
+    keywords: Optional[list[Annotated[str, Field(min_length=1, max_length=64)]]] = Field(
         default=None, max_length=64, description="Keywords counted for the component (elaboration counts length)."
     )
 
@@ -198,7 +233,7 @@ class ScoreStage(Model):
     """LIMO's rule-based chain score; the best chain per problem is kept."""
 
     components: Optional[list[KeywordWeight]] = Field(
-        default=None, max_length=4, description="Weights and keywords (default: LIMO's 30/20/25/25)."
+        default=None, max_length=4, description="Weights and keywords (default: LIMO's weights 0.3, 0.2, 0.25, 0.25 and keywords)."
     )
 
 
@@ -209,16 +244,9 @@ class SelectStage(Model):
 class Stage(Model):
     """One curation stage. Exactly one of dedupe, decontaminate, difficulty, generate, score or select."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "[has(self.dedupe), has(self.decontaminate), has(self.difficulty), has(self.generate),"
-                    " has(self.score), has(self.select)].filter(x, x).size() == 1",
-                    "message": "a stage sets exactly one of dedupe, decontaminate, difficulty, generate, score or select",
-                }
-            ]
-        }
+    rules = (
+        exactly_one("dedupe", "decontaminate", "difficulty", "generate", "score", "select",
+                    message="a stage sets exactly one of dedupe, decontaminate, difficulty, generate, score or select"),
     )
 
     name: Name = Field(description="Name of the stage, shown in status and the report.")
@@ -241,8 +269,8 @@ class Perturbation(Model):
     type: Literal["shuffleSteps", "deleteSteps", "insertSteps", "wrongAnswer", "removeKeywords", "corruptDigits"] = Field(
         description="The perturbation (as in the 'structure, not content' study)."
     )
-    fraction: Optional[Decimal] = Field(default=None, description="Share of steps, keywords or digits affected (default \"0.67\").")
-    seed: Optional[int] = Field(default=None, ge=0, description="Random seed.")
+    fraction: Optional[Fraction] = defaulted(PERTURBATION_FRACTION, "Share (0 to 1) of steps, keywords or digits affected.")
+    seed: Optional[int] = defaulted(PERTURBATION_SEED, "Random seed.", ge=0)
 
 
 class ReasoningDatasetSpec(Model):
@@ -252,15 +280,18 @@ class ReasoningDatasetSpec(Model):
     perturbations: Optional[list[Perturbation]] = Field(
         default=None, max_length=8, description="Perturbed variants of the result, for ablations."
     )
-    systemPrompt: Optional[LongText] = Field(default=None, description="System turn of every sample (default LIMO's).")
-    tokenizer: Optional[Annotated[str, Field(max_length=512)]] = Field(
+    systemPrompt: Optional[LongText] = defaulted(LIMO_SYSTEM_PROMPT, "System turn of every sample.")
+    tokenizer: Optional[Annotated[str, Field(min_length=1, max_length=512)]] = Field(
         default=None, description="Tokenizer (hub id or path) for the token-length statistics of the manifest."
+    )
+    hubTokenSecretRef: Optional[SecretKeyRef] = Field(
+        default=None, description="Secret key holding a Hugging Face token (HF_TOKEN in the pods) for gated models and datasets."
     )
     output: Location = Field(description="Where the dataset is written; each revision in its own directory.")
     resources: Optional[Resources] = Field(default=None, description="Compute for the curation pod.")
-    backoffLimit: Optional[int] = Field(default=None, ge=0, le=100, description="Pod retries before the revision fails (default 2).")
+    backoffLimit: Optional[int] = defaulted(DATASET_BACKOFF_LIMIT, "Pod retries before the revision fails.", ge=0, le=100)
     activeDeadlineSeconds: Optional[int] = Field(default=None, ge=1, description="Deadline of the curation Job.")
-    suspend: Optional[bool] = Field(default=None, description="Do not start (or stop) the curation Job.")
+    suspend: Optional[bool] = defaulted(False, "Do not start (or stop) the curation Job.")
 
 
 class StageCount(Model):
@@ -319,92 +350,122 @@ class BaseModelRef(Model):
     name: Annotated[str, Field(min_length=1, max_length=512)] = Field(
         description="Hub id (e.g. Qwen/Qwen2.5-32B-Instruct), a path inside the pod, or a URI (s3://...)."
     )
-    revision: Optional[Annotated[str, Field(max_length=128)]] = Field(default=None, description="Pinned hub revision.")
+    revision: Optional[Annotated[str, Field(min_length=1, max_length=128)]] = Field(default=None, description="Pinned hub revision.")
     volume: Optional[Location] = Field(default=None, description="Volume to mount when name is a path on a claim.")
 
 
 class DatasetRef(Model):
     name: Name = Field(description="A ReasoningDataset in the same namespace.")
-    revision: Optional[Annotated[str, Field(max_length=64)]] = Field(
+    revision: Optional[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
         default=None, description="Pin to this dataset revision instead of following the current one."
     )
 
 
 class LoraSpec(Model):
-    rank: Optional[int] = Field(default=None, ge=1, le=1024, description="LoRA rank (default 64).")
-    alpha: Optional[int] = Field(default=None, ge=1, le=4096, description="LoRA alpha (default 128).")
-    dropout: Optional[Decimal] = Field(default=None, description="LoRA dropout (default \"0.05\").")
+    rank: Optional[int] = defaulted(LORA_RANK, "LoRA rank.", ge=1, le=1024)
+    alpha: Optional[int] = defaulted(LORA_ALPHA, "LoRA alpha.", ge=1, le=4096)
+    dropout: Optional[decimal_in(0, 1, high_open=True)] = defaulted(LORA_DROPOUT, "LoRA dropout probability, at least 0 and below 1.")
     targetModules: Optional[list[Annotated[str, Field(max_length=64)]]] = Field(
-        default=None, max_length=32, description="Modules to adapt (default all linear layers)."
+        default=None, max_length=32, description="Modules to adapt (default: all linear layers)."
     )
 
 
 class Hyperparameters(Model):
     """Overrides of the preset; unset values come from the preset."""
 
-    learningRate: Optional[Decimal] = Field(default=None, description="Peak learning rate, e.g. \"5e-6\".")
-    epochs: Optional[int] = Field(default=None, ge=1, le=1000, description="Training epochs.")
-    scheduler: Optional[Literal["cosine", "linear", "constant"]] = Field(default=None, description="Learning-rate schedule.")
-    warmupRatio: Optional[Decimal] = Field(default=None, description="Share of steps spent warming up.")
-    maxLength: Optional[int] = Field(default=None, ge=16, le=1048576, description="Maximum tokens per sample.")
-    globalBatchSize: Optional[int] = Field(default=None, ge=1, le=65536, description="Samples per optimizer step.")
-    microBatchSize: Optional[int] = Field(default=None, ge=1, le=1024, description="Samples per device per forward pass.")
-    weightDecay: Optional[Decimal] = Field(default=None, description="AdamW weight decay.")
-    maxGradNorm: Optional[Decimal] = Field(default=None, description="Gradient clipping norm.")
-    seed: Optional[int] = Field(default=None, ge=0, description="Seed of data order and initialisation.")
-    overlong: Optional[Literal["drop", "truncate"]] = Field(default=None, description="What to do with samples over maxLength.")
+    rules = (
+        Rule("!has(self.microBatchSize) || !has(self.globalBatchSize) || self.microBatchSize <= self.globalBatchSize",
+             "microBatchSize must not exceed globalBatchSize",
+             lambda m: m.microBatchSize is None or m.globalBatchSize is None or m.microBatchSize <= m.globalBatchSize,
+             field=".microBatchSize"),
+    )
+
+    learningRate: Optional[PositiveDecimal] = Field(default=None, description="Peak learning rate (above 0), e.g. \"5e-6\" (default: the preset's).")
+    epochs: Optional[int] = Field(default=None, ge=1, le=1000, description="Training epochs (default: the preset's).")
+    scheduler: Optional[Literal["cosine", "linear", "constant"]] = Field(default=None, description="Learning-rate schedule (default: the preset's).")
+    warmupRatio: Optional[Fraction] = Field(default=None, description="Share of steps (0 to 1) spent warming up (default: the preset's).")
+    maxLength: Optional[int] = Field(default=None, ge=16, le=1048576, description="Maximum tokens per sample (default: the preset's).")
+    globalBatchSize: Optional[int] = Field(default=None, ge=1, le=65536, description="Samples per optimizer step (default: the preset's).")
+    microBatchSize: Optional[int] = Field(default=None, ge=1, le=1024, description="Samples per device per forward pass (default: the preset's).")
+    weightDecay: Optional[NonNegativeDecimal] = Field(default=None, description="AdamW weight decay, 0 or more (default: the preset's).")
+    maxGradNorm: Optional[PositiveDecimal] = Field(default=None, description="Gradient clipping norm, above 0 (default: the preset's).")
+    seed: Optional[int] = defaulted(TRAINING_SEED, "Seed of data order and initialisation.", ge=0)
+    overlong: Optional[Literal["drop", "truncate"]] = defaulted(OVERLONG, "What to do with samples over maxLength.")
 
 
 class DeepSpeedSpec(Model):
-    zeroStage: Optional[Literal[0, 1, 2, 3]] = Field(default=None, description="ZeRO stage (default 3).")
-    offloadOptimizer: Optional[bool] = Field(default=None, description="Offload optimizer state to CPU.")
-    offloadParams: Optional[bool] = Field(default=None, description="Offload parameters to CPU (stage 3).")
+    rules = (
+        Rule("!has(self.offloadParams) || !self.offloadParams || !has(self.zeroStage) || self.zeroStage == 3",
+             "offloadParams needs zeroStage 3", lambda m: not m.offloadParams or m.zeroStage in (None, 3),
+             field=".offloadParams"),
+        Rule("!has(self.offloadOptimizer) || !self.offloadOptimizer || !has(self.zeroStage) || self.zeroStage > 0",
+             "offloadOptimizer needs zeroStage 1, 2 or 3", lambda m: not m.offloadOptimizer or m.zeroStage != 0,
+             field=".offloadOptimizer"),
+    )
+
+    zeroStage: Optional[Literal[0, 1, 2, 3]] = defaulted(ZERO_STAGE, "ZeRO stage.")
+    offloadOptimizer: Optional[bool] = defaulted(False, "Offload optimizer state to CPU (stage 1 to 3).")
+    offloadParams: Optional[bool] = defaulted(False, "Offload parameters to CPU (stage 3).")
 
 
 class CheckpointPolicy(Model):
-    everyEpochs: Optional[int] = Field(default=None, ge=1, description="Checkpoint every N epochs (default 1).")
+    rules = (at_most_one("everyEpochs", "everySteps", message="set at most one of everyEpochs or everySteps"),)
+
+    everyEpochs: Optional[int] = Field(
+        default=None, ge=1, description=f"Checkpoint every N epochs (default: {CHECKPOINT_EVERY_EPOCHS} unless everySteps is set)."
+    )
     everySteps: Optional[int] = Field(default=None, ge=1, description="Checkpoint every N optimizer steps (instead of epochs).")
-    keep: Optional[int] = Field(default=None, ge=1, le=100, description="Keep the last K checkpoints (default 3).")
+    keep: Optional[int] = defaulted(CHECKPOINT_KEEP, "Keep the last K checkpoints.", ge=1, le=100)
 
 
 class FineTuneJobSpec(Model):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {"rule": "has(self.datasetRef) != has(self.dataset)", "message": "set exactly one of datasetRef or dataset"},
-                {"rule": "!has(self.lora) || (has(self.method) && self.method == 'lora')", "message": "lora is only allowed with method: lora"},
-            ]
-        }
+    rules = (
+        Rule("has(self.datasetRef) != has(self.dataset)", "set exactly one of datasetRef or dataset",
+             lambda m: (m.datasetRef is None) != (m.dataset is None)),
+        Rule("!has(self.lora) || (has(self.method) && self.method == 'lora')", "lora is only allowed with method: lora",
+             lambda m: m.lora is None or m.method == "lora"),
+        Rule("!has(self.numNodes) || self.numNodes <= 1 || (has(self.gpusPerNode) ? self.gpusPerNode > 0 :"
+             " !(has(self.resources) && has(self.resources.gpus) && self.resources.gpus == 0))",
+             "numNodes above 1 needs GPUs: gpusPerNode (or resources.gpus) must not be 0",
+             lambda m: (m.numNodes or 1) <= 1 or (m.gpusPerNode > 0 if m.gpusPerNode is not None
+                                                  else not (m.resources and m.resources.gpus == 0)),
+             field=".numNodes"),
     )
 
     baseModel: BaseModelRef = Field(description="The model to fine-tune.")
+    hubTokenSecretRef: Optional[SecretKeyRef] = Field(
+        default=None, description="Secret key holding a Hugging Face token (HF_TOKEN in the pods) for gated models and datasets."
+    )
     datasetRef: Optional[DatasetRef] = Field(default=None, description="Train on this ReasoningDataset's output.")
     dataset: Optional[Location] = Field(default=None, description="Train on a dataset directory written earlier.")
-    method: Literal["full", "lora"] = Field(default="full", description="Full-parameter SFT or LoRA.")
+    method: Literal["full", "lora"] = Field(default=METHOD, description="Full-parameter SFT or LoRA.")
     lora: Optional[LoraSpec] = Field(default=None, description="LoRA parameters (method: lora).")
-    preset: Optional[Literal["limo", "sky-t1", "none"]] = Field(default=None, description="Recipe defaults (default limo).")
-    hyperparameters: Optional[Hyperparameters] = Field(default=None, description="Overrides of the preset.")
-    deepspeed: Optional[DeepSpeedSpec] = Field(default=None, description="DeepSpeed ZeRO settings.")
-    attention: Optional[Literal["flash_attention_2", "sdpa", "eager"]] = Field(
-        default=None, description="Attention kernel (default flash_attention_2; sdpa where it is unsupported)."
+    preset: Optional[Literal["limo", "sky-t1", "none"]] = defaulted(PRESET, "Recipe whose hyperparameters apply where unset.")
+    hyperparameters: Optional[Hyperparameters] = defaulted({}, "Overrides of the preset.")
+    deepspeed: Optional[DeepSpeedSpec] = defaulted({}, "DeepSpeed ZeRO settings.")
+    attention: Optional[Literal["flash_attention_2", "sdpa", "eager"]] = defaulted(
+        ATTENTION, "Attention kernel (the trainer falls back to sdpa where flash_attention_2 is unsupported)."
     )
-    packing: Optional[bool] = Field(default=None, description="Padding-free packing of samples (default true).")
-    gradientCheckpointing: Optional[bool] = Field(default=None, description="Recompute activations (default true).")
-    systemPrompt: Optional[LongText] = Field(default=None, description="System prompt (default LIMO's).")
+    packing: Optional[bool] = defaulted(True, "Padding-free packing of samples.")
+    gradientCheckpointing: Optional[bool] = defaulted(True, "Recompute activations.")
+    systemPrompt: Optional[LongText] = defaulted(LIMO_SYSTEM_PROMPT, "System prompt.")
     chatTemplate: Optional[Annotated[str, Field(max_length=32768)]] = Field(
         default=None, description="Jinja chat template overriding the tokenizer's."
     )
-    numNodes: Optional[int] = Field(default=None, ge=1, le=256, description="Pods (nodes) of the job (default 1).")
-    gpusPerNode: Optional[int] = Field(default=None, ge=0, le=16, description="GPUs (processes) per node (default 8).")
-    checkpoints: Optional[CheckpointPolicy] = Field(default=None, description="Checkpoint policy.")
+    numNodes: Optional[int] = defaulted(NUM_NODES, "Pods (nodes) of the job.", ge=1, le=256)
+    gpusPerNode: Optional[int] = Field(
+        default=None, ge=0, le=16,
+        description="GPUs (processes) per node (default: resources.gpus, else the operator's default GPUs per node).",
+    )
+    checkpoints: Optional[CheckpointPolicy] = defaulted({}, "Checkpoint policy.")
     output: Location = Field(description="Where checkpoints and the final model go; each revision in its own directory.")
-    retrainPolicy: Optional[Literal["OnDatasetChange", "Manual"]] = Field(
-        default=None, description="Start a new run when the dataset gets a new revision (default OnDatasetChange)."
+    retrainPolicy: Optional[Literal["OnDatasetChange", "Manual"]] = defaulted(
+        RETRAIN_POLICY, "Start a new run when the dataset gets a new revision (OnDatasetChange) or only on spec edits."
     )
     resources: Optional[Resources] = Field(default=None, description="Compute for the training pods.")
-    backoffLimit: Optional[int] = Field(default=None, ge=0, le=100, description="Pod retries (resume from checkpoint) (default 3).")
+    backoffLimit: Optional[int] = defaulted(FINETUNE_BACKOFF_LIMIT, "Pod retries (each resumes from the latest checkpoint).", ge=0, le=100)
     activeDeadlineSeconds: Optional[int] = Field(default=None, ge=1, description="Deadline of the training Job.")
-    suspend: Optional[bool] = Field(default=None, description="Do not start (or stop) training.")
+    suspend: Optional[bool] = defaulted(False, "Do not start (or stop) training.")
 
 
 class TrainingProgress(WorkloadProgress):
@@ -419,6 +480,7 @@ class TrainingProgress(WorkloadProgress):
 
 
 class FineTuneJobStatus(_StatusBase):
+    progress: Optional[TrainingProgress] = Field(default=None, description="Progress reported by the training pods.")
     datasetRevision: Optional[Annotated[str, Field(max_length=64)]] = Field(default=None, description="Dataset revision trained on.")
     datasetLocation: Optional[Annotated[str, Field(max_length=1024)]] = Field(default=None, description="Dataset directory trained on.")
     modelLocation: Optional[Annotated[str, Field(max_length=1024)]] = Field(
@@ -428,6 +490,7 @@ class FineTuneJobStatus(_StatusBase):
     latestCheckpoint: Optional[Annotated[str, Field(max_length=1024)]] = Field(default=None, description="Latest complete checkpoint.")
     lastLoss: Optional[Annotated[str, Field(max_length=32)]] = Field(default=None, description="Latest reported loss.")
     droppedSamples: Optional[int] = Field(default=None, description="Samples dropped or truncated for length.")
+    restarts: Optional[int] = Field(default=None, description="Times the training group restarted from a checkpoint after a pod failed.")
 
 
 # =============================================================================================
@@ -436,75 +499,86 @@ class FineTuneJobStatus(_StatusBase):
 
 
 class EvalModelRef(Model):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "[has(self.fineTuneJob), has(self.name), has(self.endpoint)].filter(x, x).size() == 1",
-                    "message": "exactly one of fineTuneJob, name or endpoint must be set",
-                }
-            ]
-        }
-    )
+    rules = (exactly_one("fineTuneJob", "name", "endpoint", message="exactly one of fineTuneJob, name or endpoint must be set"),)
 
     fineTuneJob: Optional[Name] = Field(default=None, description="Evaluate the model this FineTuneJob produced.")
-    name: Optional[Annotated[str, Field(max_length=512)]] = Field(default=None, description="Hub id, path or URI of a model.")
+    name: Optional[Annotated[str, Field(min_length=1, max_length=512)]] = Field(default=None, description="Hub id, path or URI of a model.")
     volume: Optional[Location] = Field(default=None, description="Volume to mount when name is a path on a claim.")
     endpoint: Optional[ModelEndpoint] = Field(default=None, description="Evaluate an already-served model.")
-    servedModelName: Optional[Annotated[str, Field(max_length=253)]] = Field(
+    servedModelName: Optional[Annotated[str, Field(min_length=1, max_length=253)]] = Field(
         default=None, description="Model name in API requests (default: the resource name)."
     )
 
 
 class BenchmarkSpec(Model):
     name: Benchmark = Field(description="Benchmark of the registry: aime24, aime25, math500, amc23, olympiadbench, gpqa-diamond, minerva-math, gsm8k.")
-    samples: Optional[int] = Field(default=None, ge=1, le=1024, description="Samples per problem.")
-    temperature: Optional[Decimal] = Field(default=None, description="Sampling temperature.")
-    topP: Optional[Decimal] = Field(default=None, description="Nucleus sampling.")
-    maxTokens: Optional[int] = Field(default=None, ge=1, le=262144, description="Maximum new tokens.")
-    seed: Optional[int] = Field(default=None, ge=0, description="Sampling seed.")
-    path: Optional[Annotated[str, Field(max_length=1024)]] = Field(default=None, description="Load the problems from this file instead of the hub.")
+    samples: Optional[int] = Field(default=None, ge=1, le=1024, description="Samples per problem (default: the protocol's).")
+    temperature: Optional[Temperature] = Field(default=None, description="Sampling temperature, 0 to 2 (default: the protocol's).")
+    topP: Optional[TopP] = Field(default=None, description="Nucleus sampling, above 0 and at most 1 (default: the protocol's).")
+    maxTokens: Optional[int] = defaulted(EVAL_MAX_TOKENS, "Maximum new tokens.", ge=1, le=262144)
+    seed: Optional[int] = Field(default=None, ge=0, description="Sampling seed (default: the protocol's).")
+    path: Optional[Annotated[str, Field(min_length=1, max_length=1024)]] = Field(default=None, description="Load the problems from this file instead of the hub.")
     limit: Optional[int] = Field(default=None, ge=1, description="Evaluate only the first N problems.")
 
 
 class ServingSpec(Model):
-    enabled: Optional[bool] = Field(default=None, description="Serve the model with vLLM (default true).")
-    replicas: Optional[int] = Field(default=None, ge=0, le=64, description="Server replicas (default 1).")
-    tensorParallelSize: Optional[int] = Field(default=None, ge=1, le=16, description="GPUs per replica (default 1).")
+    enabled: Optional[bool] = defaulted(True, "Serve the model with vLLM.")
+    replicas: Optional[int] = defaulted(SERVING_REPLICAS, "Server replicas.", ge=0, le=64)
+    tensorParallelSize: Optional[int] = defaulted(TENSOR_PARALLEL_SIZE, "GPUs per replica.", ge=1, le=16)
     maxModelLen: Optional[int] = Field(default=None, ge=256, le=1048576, description="Maximum context length.")
-    dtype: Optional[Literal["auto", "bfloat16", "float16", "float32"]] = Field(default=None, description="Weights dtype (default auto).")
-    keepAfterEval: Optional[bool] = Field(default=None, description="Keep serving after the benchmark finished (default true).")
+    dtype: Optional[Literal["auto", "bfloat16", "float16", "float32"]] = defaulted(SERVING_DTYPE, "Weights dtype.")
+    keepAfterEval: Optional[bool] = defaulted(True, "Keep serving after the benchmark finished.")
     resources: Optional[Resources] = Field(default=None, description="Compute for the server pods.")
 
 
 class Gate(Model):
     benchmark: Benchmark = Field(description="Benchmark the gate applies to.")
-    minScore: Decimal = Field(description="Minimum pass@1 (0 to 1), e.g. \"0.5\".")
-    bound: Optional[Literal["point", "lower95"]] = Field(
-        default=None, description="What must reach minScore: the score (point, default) or the lower end of its 95% interval (lower95)."
+    minScore: Fraction = Field(description="Minimum pass@1 (0 to 1), e.g. \"0.5\".")
+    bound: Optional[Literal["point", "lower95"]] = defaulted(
+        "point", "What must reach minScore: the score (point) or the lower end of its 95% interval (lower95)."
     )
 
 
 class EvalRunSpec(Model):
+    rules = (
+        Rule("has(self.output) || has(self.model.fineTuneJob)",
+             "output is required unless model.fineTuneJob is set (results then go next to the model)",
+             lambda m: m.output is not None or m.model.fineTuneJob is not None),
+        Rule("!has(self.gates) || self.gates.all(g, self.benchmarks.exists(b, b.name == g.benchmark))",
+             "every gate must name a benchmark of spec.benchmarks",
+             lambda m: all(any(b.name == g.benchmark for b in m.benchmarks) for g in m.gates or []), field=".gates"),
+        Rule("!has(self.serving) || !has(self.serving.enabled) || self.serving.enabled || has(self.model.endpoint)"
+             " || (has(self.backend) && self.backend == 'offline')",
+             "serving.enabled: false needs model.endpoint or backend: offline (nothing else serves the model)",
+             lambda m: m.serving is None or m.serving.enabled is not False or m.model.endpoint is not None
+             or m.backend == "offline", field=".serving.enabled"),
+    )
+
     model: EvalModelRef = Field(description="What to evaluate.")
-    protocol: Optional[Literal["limo", "skythought", "custom"]] = Field(
-        default=None, description="Sampling preset (default limo); per-benchmark fields override it."
+    hubTokenSecretRef: Optional[SecretKeyRef] = Field(
+        default=None, description="Secret key holding a Hugging Face token (HF_TOKEN in the pods) for gated models and datasets."
+    )
+    protocol: Optional[Literal["limo", "skythought", "custom"]] = defaulted(
+        PROTOCOL, "Sampling preset; per-benchmark fields override it."
     )
     benchmarks: list[BenchmarkSpec] = Field(min_length=1, max_length=32, description="Benchmarks to run.")
-    systemPrompt: Optional[LongText] = Field(default=None, description="System prompt (default LIMO's).")
-    backend: Optional[Literal["server", "offline"]] = Field(
-        default=None, description="Generate through the served endpoint (default) or vLLM offline in the Job."
+    systemPrompt: Optional[LongText] = defaulted(LIMO_SYSTEM_PROMPT, "System prompt.")
+    backend: Optional[Literal["server", "offline"]] = defaulted(
+        BACKEND, "Generate through the served endpoint (server) or with vLLM offline in the Job."
     )
-    concurrency: Optional[int] = Field(default=None, ge=1, le=4096, description="Requests in flight (default 64).")
-    serving: Optional[ServingSpec] = Field(default=None, description="The vLLM server.")
+    concurrency: Optional[int] = Field(
+        default=None, ge=1, le=4096,
+        description=f"Requests in flight (default: the model endpoint's concurrency, else {ENDPOINT_CONCURRENCY}).",
+    )
+    serving: Optional[ServingSpec] = defaulted({}, "The vLLM server.")
     output: Optional[Location] = Field(
-        default=None, description="Where responses and reports go (default: next to the FineTuneJob's model)."
+        default=None, description="Where responses and reports go; required unless model.fineTuneJob is set (default: next to that model)."
     )
     gates: Optional[list[Gate]] = Field(default=None, max_length=32, description="Minimum scores; all must pass for Passed=True.")
     resources: Optional[Resources] = Field(default=None, description="Compute for the benchmark Job.")
-    backoffLimit: Optional[int] = Field(default=None, ge=0, le=100, description="Pod retries (default 2).")
+    backoffLimit: Optional[int] = defaulted(EVAL_BACKOFF_LIMIT, "Pod retries.", ge=0, le=100)
     activeDeadlineSeconds: Optional[int] = Field(default=None, ge=1, description="Deadline of the benchmark Job.")
-    suspend: Optional[bool] = Field(default=None, description="Do not start (or stop) the evaluation.")
+    suspend: Optional[bool] = defaulted(False, "Do not start (or stop) the evaluation.")
 
 
 class BenchmarkResult(Model):
@@ -555,7 +629,14 @@ class Resource(Model):
 
     apiVersion: str = "reasonops.io/v1alpha1"
     kind: str = ""
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict, validate_default=True)
+
+    @field_validator("metadata")
+    @classmethod
+    def _named(cls, metadata: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(metadata.get("name"), str) or not metadata["name"]:
+            raise PydanticCustomError("missing", "name is required")
+        return metadata
 
 
 _READY_COLUMNS = [

@@ -6,14 +6,27 @@ observed) and returns manifests, so each is unit-tested without a cluster. `kube
 
 from __future__ import annotations
 
-import hashlib
 import json
 import posixpath
 import shlex
 from typing import Any, Iterable, Optional
 
-from ..api.common import API_VERSION, Location, Resources
-from ..api.v1alpha1 import EvalRun, EvalRunSpec, FineTuneJob, FineTuneJobSpec, ReasoningDataset
+from ..api.common import API_VERSION, Resources, SecretKeyRef
+from ..api.v1alpha1 import EvalRun, FineTuneJob, ReasoningDataset
+from ..contract import (
+    RESOURCE_FILE,
+    VOLUME_ROOT,
+    Env,
+    WorkloadDocument,
+    api_key_env,
+    claims_of,
+    eval_job_gpus,
+    location_string,
+    pod_path,
+    served_model_name,
+    server_name,
+    training_world,
+)
 from .settings import Settings
 
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -27,32 +40,16 @@ LABEL_JOB = "reasonops.io/job"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
 
-RESOURCE_FILE = "/etc/reasonops/resource.json"
-PVC_ROOT = "/mnt/pvc"
 GPU = "nvidia.com/gpu"
 UID = 1000
 
-# Fields that change how or where a revision runs, not what it produces: no new revision for them.
-NON_REVISION_FIELDS = {"suspend", "resources", "backoffLimit", "activeDeadlineSeconds", "retrainPolicy", "serving"}
 
-
-# --- names, labels, revisions ------------------------------------------------------------------
-
-
-def revision_of(spec: dict[str, Any], inputs: Optional[dict[str, Any]] = None) -> str:
-    """A short, stable hash of what a revision produces: the spec (less how it runs) and its inputs."""
-    relevant = {k: v for k, v in sorted(spec.items()) if k not in NON_REVISION_FIELDS}
-    canonical = json.dumps({"spec": relevant, "inputs": inputs or {}}, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:10]
+# --- names, labels ---------------------------------------------------------------------------------
 
 
 def child_name(name: str, revision: str) -> str:
     """Name of a revision's children; short enough for pod hostnames of indexed Jobs (<= 63 chars)."""
     return f"{name[:44].rstrip('-')}-{revision[:8]}"
-
-
-def server_name(name: str) -> str:
-    return f"{name[:52].rstrip('-')}-server"
 
 
 def labels_for(kind: str, name: str, component: str, revision: Optional[str] = None) -> dict[str, str]:
@@ -104,56 +101,15 @@ def queue_labels(body: dict[str, Any]) -> dict[str, str]:
     return {k: labels[k] for k in (QUEUE_LABEL, PRIORITY_LABEL) if k in labels}
 
 
-# --- locations ------------------------------------------------------------------------------------
-
-
-def location_string(location: Location, *parts: str) -> str:
-    """The canonical form of a location: pvc://claim/dir, an object-store URI, or a plain path."""
-    tail = [p.strip("/") for p in parts if p]
-    if location.volume is not None:
-        base = posixpath.join(location.volume.claimName, location.volume.path.strip("/"))
-        return "pvc://" + posixpath.join(base, *tail).rstrip("/")
-    if location.uri is not None:
-        return "/".join([location.uri.rstrip("/"), *tail])
-    return posixpath.join(location.path or "", *tail)
-
-
-def claim_of(location: str) -> Optional[str]:
-    return location[len("pvc://"):].split("/", 1)[0] if location.startswith("pvc://") else None
-
-
-def pod_path(location: str) -> str:
-    """Where a canonical location is found inside a pod (pvc:// claims are mounted under /mnt/pvc)."""
-    if location.startswith("pvc://"):
-        return posixpath.join(PVC_ROOT, location[len("pvc://"):])
-    return location
-
-
 # --- the document handed to workload pods -------------------------------------------------------
 
 
-def resource_document(
-    body: dict[str, Any], spec: dict[str, Any], revision: str, output: str, context: dict[str, Any]
-) -> dict[str, Any]:
-    """What a workload reads from /etc/reasonops/resource.json (paths already translated for the pod)."""
-    meta = body["metadata"]
-    return {
-        "apiVersion": API_VERSION,
-        "kind": body["kind"],
-        "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid", "")},
-        "spec": spec,
-        "revision": revision,
-        "output": pod_path(output),
-        "context": {k: pod_path(v) if isinstance(v, str) else v for k, v in context.items()},
-    }
-
-
-def build_configmap(body: dict[str, Any], name: str, labels: dict[str, str], document: dict[str, Any]) -> dict:
+def build_configmap(body: dict[str, Any], name: str, labels: dict[str, str], document: WorkloadDocument) -> dict:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _metadata(body, name, labels),
-        "data": {"resource.json": json.dumps(document, indent=1, sort_keys=True)},
+        "data": {posixpath.basename(RESOURCE_FILE): document.to_json()},
     }
 
 
@@ -175,6 +131,16 @@ def _secret_env(secret_name: str, key: str, env_name: str) -> dict[str, Any]:
     return {"name": env_name, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": key}}}
 
 
+def secret_key_env(ref: SecretKeyRef) -> dict[str, Any]:
+    """The env var through which a pod receives the value a SecretKeyRef names (see contract.api_key_env)."""
+    return _secret_env(ref.name, ref.key, api_key_env(ref.name, ref.key))
+
+
+def hub_token_env(ref: Optional[SecretKeyRef]) -> list[dict[str, Any]]:
+    """HF_TOKEN from spec.hubTokenSecretRef, for gated models and datasets."""
+    return [_secret_env(ref.name, ref.key, Env.HF_TOKEN)] if ref is not None else []
+
+
 def build_pod_spec(
     body: dict[str, Any],
     settings: Settings,
@@ -184,15 +150,16 @@ def build_pod_spec(
     env: list[dict[str, Any]],
     resources: Optional[Resources],
     gpus: int,
-    locations: Iterable[str],
+    locations: Iterable[Optional[str]],
     configmap: Optional[str] = None,
-    env_from_secrets: Iterable[str] = (),
+    env_from_secrets: Iterable[Optional[str]] = (),
     restart_policy: str = "Never",
     ports: Optional[list[dict[str, Any]]] = None,
     probes: Optional[dict[str, Any]] = None,
     subdomain: Optional[str] = None,
 ) -> dict[str, Any]:
-    """A non-root, read-only-root pod with the resource's config, volumes and GPU requests."""
+    """A non-root, read-only-root pod with the resource's document, the claims of `locations` mounted
+    under the contract's volume root, credentials from `env_from_secrets`, and its GPU requests."""
     volumes: list[dict[str, Any]] = [
         {"name": "tmp", "emptyDir": {}},
         {"name": "shm", "emptyDir": {"medium": "Memory", **({"sizeLimit": resources.sharedMemory} if resources and resources.sharedMemory else {})}},
@@ -201,9 +168,9 @@ def build_pod_spec(
     if configmap:
         volumes.append({"name": "resource", "configMap": {"name": configmap}})
         mounts.append({"name": "resource", "mountPath": posixpath.dirname(RESOURCE_FILE), "readOnly": True})
-    for claim in sorted({c for c in map(claim_of, locations) if c}):
+    for claim in claims_of(locations):
         volumes.append({"name": f"pvc-{claim}"[:63], "persistentVolumeClaim": {"claimName": claim}})
-        mounts.append({"name": f"pvc-{claim}"[:63], "mountPath": posixpath.join(PVC_ROOT, claim)})
+        mounts.append({"name": f"pvc-{claim}"[:63], "mountPath": posixpath.join(VOLUME_ROOT, claim)})
     container: dict[str, Any] = {
         "name": "main",
         "image": (resources.image if resources and resources.image else image),
@@ -225,7 +192,7 @@ def build_pod_spec(
             "capabilities": {"drop": ["ALL"]},
         },
     }
-    env_from = [{"secretRef": {"name": s}} for s in dict.fromkeys(env_from_secrets)]
+    env_from = [{"secretRef": {"name": s}} for s in dict.fromkeys(x for x in env_from_secrets if x)]
     if env_from:
         container["envFrom"] = env_from
     if ports:
@@ -262,15 +229,15 @@ def build_pod_spec(
     return pod
 
 
-def _identity_env(body: dict[str, Any], revision: str, output: str) -> list[dict[str, Any]]:
-    meta = body["metadata"]
+def _identity_env(document: WorkloadDocument) -> list[dict[str, Any]]:
+    meta = document.metadata
     return [
-        {"name": "REASONOPS_KIND", "value": body["kind"]},
-        {"name": "REASONOPS_NAME", "value": meta["name"]},
-        {"name": "REASONOPS_NAMESPACE", "value": meta["namespace"]},
-        {"name": "REASONOPS_REVISION", "value": revision},
-        {"name": "REASONOPS_OUTPUT", "value": pod_path(output)},
-        {"name": "REASONOPS_VOLUME_ROOT", "value": PVC_ROOT},
+        {"name": Env.KIND, "value": document.kind},
+        {"name": Env.NAME, "value": meta.name},
+        {"name": Env.NAMESPACE, "value": meta.namespace},
+        {"name": Env.REVISION, "value": document.revision},
+        {"name": Env.OUTPUT, "value": document.output},
+        {"name": Env.VOLUME_ROOT, "value": VOLUME_ROOT},
     ]
 
 
@@ -287,7 +254,11 @@ def build_job(
     active_deadline: Optional[int],
     completions: Optional[int] = None,
 ) -> dict[str, Any]:
-    """A batch/v1 Job; Kueue's queue label is passed on and the Job is then created suspended."""
+    """A batch/v1 Job; Kueue's queue label is passed on and the Job is then created suspended.
+
+    Indexed Jobs (training) are one group: when a pod fails, the operator deletes its peers
+    (`policy.group_restart`) and the Job re-creates every index, resuming from the latest checkpoint.
+    """
     queue = queue_labels(body)
     job_labels = {**labels, **queue, LABEL_JOB: name}
     spec: dict[str, Any] = {
@@ -304,6 +275,9 @@ def build_job(
         spec["ttlSecondsAfterFinished"] = settings.ttl_seconds_after_finished
     if completions is not None:
         spec.update(completionMode="Indexed", completions=completions, parallelism=completions)
+        # Peers the operator deletes after a failure (policy.group_restart), evictions and preemptions are
+        # disruptions, not failures of the workload: backoffLimit counts group restarts.
+        spec["podFailurePolicy"] = {"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]}
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": _metadata(body, name, job_labels), "spec": spec}
 
 
@@ -313,49 +287,46 @@ WORKLOAD_COMMAND = ["reasonops", "workload", "--resource", RESOURCE_FILE]
 # --- ReasoningDataset ----------------------------------------------------------------------------
 
 
-def dataset_output(ds: ReasoningDataset, revision: str) -> str:
-    return location_string(ds.spec.output, ds.metadata["name"], revision)
-
-
-def _sampler_secrets(spec: dict[str, Any]) -> list[dict[str, Any]]:
-    """Environment variables for the API keys named by samplers (REASONOPS_API_KEY_<SECRET>_<KEY>)."""
+def sampler_secrets(spec: Any) -> list[dict[str, Any]]:
+    """Env vars for the API keys that samplers' endpoints reference."""
     env = []
-    for stage in spec.get("stages") or []:
+    for stage in spec.stages or []:
         samplers = []
-        if "difficulty" in stage:
-            samplers.append(stage["difficulty"]["sampler"])
-        for teacher in (stage.get("generate") or {}).get("teachers", []):
-            samplers.append(teacher["sampler"])
+        if stage.difficulty is not None:
+            samplers.append(stage.difficulty.sampler)
+        if stage.generate is not None:
+            samplers.extend(t.sampler for t in stage.generate.teachers)
         for sampler in samplers:
-            ref = (sampler.get("endpoint") or {}).get("apiKeySecretRef")
-            if ref:
-                env.append(_secret_env(ref["name"], ref["key"], api_key_env(ref["name"], ref["key"])))
+            if sampler.endpoint is not None and sampler.endpoint.apiKeySecretRef is not None:
+                env.append(secret_key_env(sampler.endpoint.apiKeySecretRef))
     return list({e["name"]: e for e in env}.values())
 
 
-def api_key_env(secret: str, key: str) -> str:
-    """Name of the environment variable that carries the API key of a secret reference."""
-    clean = "".join(c if c.isalnum() else "_" for c in f"{secret}_{key}").upper()
-    return f"REASONOPS_API_KEY_{clean}"
+def dataset_input_locations(ds: ReasoningDataset) -> list[str]:
+    """Volume locations a curation pod reads: pvc:// source URIs and benchmark directories."""
+    found = [s.uri for s in ds.spec.sources if s.uri]
+    for stage in ds.spec.stages or []:
+        if stage.decontaminate is not None and stage.decontaminate.benchmarkPath:
+            found.append(stage.decontaminate.benchmarkPath)
+    return [x for x in found if x]
 
 
 def build_dataset_children(
-    body: dict[str, Any], ds: ReasoningDataset, revision: str, settings: Settings, context: dict[str, Any], suspend: bool
+    body: dict[str, Any], ds: ReasoningDataset, document: WorkloadDocument, settings: Settings, suspend: bool,
 ) -> list[dict[str, Any]]:
+    revision = document.revision
     name = child_name(ds.metadata["name"], revision)
     labels = labels_for("ReasoningDataset", ds.metadata["name"], "curate", revision)
-    spec = ds.spec.to_wire()
-    output = dataset_output(ds, revision)
-    sources = [s.path for s in ds.spec.sources if s.path]
-    document = resource_document(body, spec, revision, output, context)
     resources = ds.spec.resources
     gpus = resources.gpus if resources and resources.gpus is not None else 0
+    sources = [s for s in ds.spec.sources if s.uri]
     pod = build_pod_spec(
         body, settings,
         image=settings.curate_image, command=WORKLOAD_COMMAND,
-        env=_identity_env(body, revision, output) + _sampler_secrets(spec),
-        resources=resources, gpus=gpus, locations=[output, *sources], configmap=name,
-        env_from_secrets=[ds.spec.output.credentialsSecretRef] if ds.spec.output.credentialsSecretRef else [],
+        env=_identity_env(document) + sampler_secrets(ds.spec) + hub_token_env(ds.spec.hubTokenSecretRef),
+        resources=resources, gpus=gpus, locations=[document.outputLocation, *dataset_input_locations(ds)],
+        configmap=name,
+        env_from_secrets=[ds.spec.output.credentialsSecretRef, *(s.credentialsSecretRef for s in sources)],
     )
     job = build_job(
         body, settings, name=name, labels=labels, pod_spec=pod, resources=resources, suspend=suspend,
@@ -366,18 +337,6 @@ def build_dataset_children(
 
 
 # --- FineTuneJob -------------------------------------------------------------------------------
-
-
-def finetune_output(ft: FineTuneJob, revision: str) -> str:
-    return location_string(ft.spec.output, ft.metadata["name"], revision)
-
-
-def finetune_gpus(spec: FineTuneJobSpec, settings: Settings) -> int:
-    if spec.gpusPerNode is not None:
-        return spec.gpusPerNode
-    if spec.resources and spec.resources.gpus is not None:
-        return spec.resources.gpus
-    return settings.default_gpus_per_node
 
 
 def torchrun_env(job_name: str, service: str, nnodes: int, nproc: int, port: int) -> list[dict[str, Any]]:
@@ -396,27 +355,31 @@ def torchrun_env(job_name: str, service: str, nnodes: int, nproc: int, port: int
 
 
 def build_finetune_children(
-    body: dict[str, Any], ft: FineTuneJob, revision: str, settings: Settings, context: dict[str, Any], suspend: bool
+    body: dict[str, Any], ft: FineTuneJob, document: WorkloadDocument, settings: Settings, suspend: bool,
+    *, input_locations: Iterable[str] = (), input_secrets: Iterable[Optional[str]] = (),
 ) -> list[dict[str, Any]]:
+    """ConfigMap, headless Service (rendezvous DNS) and Indexed Job of a training revision.
+
+    `input_locations`: the dataset's canonical location (mounted when on a claim); `input_secrets`: the
+    Secrets holding credentials of the inputs (e.g. the dataset's object store).
+    """
+    revision = document.revision
     meta_name = ft.metadata["name"]
     name = child_name(meta_name, revision)
     labels = labels_for("FineTuneJob", meta_name, "train", revision)
-    spec = ft.spec.to_wire()
-    output = finetune_output(ft, revision)
-    nnodes = ft.spec.numNodes or 1
-    gpus = finetune_gpus(ft.spec, settings)
-    nproc = max(gpus, 1)
-    inputs = [context.get("datasetLocation", ""), ft.spec.baseModel.name]
-    if ft.spec.baseModel.volume is not None:
-        inputs.append(location_string(ft.spec.baseModel.volume))
-    document = resource_document(body, spec, revision, output, context)
-    env = _identity_env(body, revision, output) + torchrun_env(name, name, nnodes, nproc, settings.rendezvous_port)
-    env.append({"name": "REASONOPS_METRICS_PORT", "value": str(settings.workload_metrics_port)})
-    secrets = [s for s in (ft.spec.output.credentialsSecretRef,) if s]
+    nnodes, gpus, nproc = training_world(ft.spec, settings.default_gpus_per_node)
+    base = ft.spec.baseModel
+    locations = [document.outputLocation, *input_locations, base.name]
+    if base.volume is not None:
+        locations.append(location_string(base.volume))
+    env = _identity_env(document) + torchrun_env(name, name, nnodes, nproc, settings.rendezvous_port)
+    env.append({"name": Env.METRICS_PORT, "value": str(settings.workload_metrics_port)})
+    env += hub_token_env(ft.spec.hubTokenSecretRef)
+    secrets = [ft.spec.output.credentialsSecretRef, *input_secrets, base.volume.credentialsSecretRef if base.volume else None]
     pod = build_pod_spec(
         body, settings,
         image=settings.train_image, command=WORKLOAD_COMMAND, env=env, resources=ft.spec.resources,
-        gpus=gpus, locations=[output, *inputs], configmap=name, env_from_secrets=secrets,
+        gpus=gpus, locations=locations, configmap=name, env_from_secrets=secrets,
         ports=[
             {"name": "rendezvous", "containerPort": settings.rendezvous_port},
             {"name": "metrics", "containerPort": settings.workload_metrics_port},
@@ -444,28 +407,6 @@ def build_finetune_children(
 
 
 # --- EvalRun -----------------------------------------------------------------------------------
-
-
-def eval_output(ev: EvalRun, revision: str, model_location: str) -> str:
-    """Results go next to the model (a FineTuneJob's output) or to /tmp-like paths for external models."""
-    base = model_location.rstrip("/")
-    if base.endswith("/model"):
-        base = base[: -len("/model")]
-    return f"{base}/evals/{ev.metadata['name']}/{revision}" if base else f"/tmp/reasonops/{ev.metadata['name']}/{revision}"
-
-
-def serving_enabled(spec: EvalRunSpec) -> bool:
-    if spec.model.endpoint is not None:
-        return False
-    return spec.serving is None or spec.serving.enabled is not False
-
-
-def endpoint_url(ev: EvalRun, settings: Settings) -> str:
-    return f"http://{server_name(ev.metadata['name'])}.{ev.metadata['namespace']}.svc:{settings.server_port}/v1"
-
-
-def served_model_name(ev: EvalRun) -> str:
-    return ev.spec.model.servedModelName or ev.metadata["name"]
 
 
 def build_eval_server(
@@ -528,23 +469,27 @@ def build_eval_server(
 
 
 def build_eval_children(
-    body: dict[str, Any], ev: EvalRun, revision: str, settings: Settings, context: dict[str, Any], suspend: bool
+    body: dict[str, Any], ev: EvalRun, document: WorkloadDocument, settings: Settings, suspend: bool,
+    *, model_location: str = "", input_secrets: Iterable[Optional[str]] = (),
 ) -> list[dict[str, Any]]:
+    """ConfigMap and Job of an evaluation revision. The model's claim is mounted only when the Job loads
+    the weights itself (backend: offline); through a server it needs none."""
+    revision = document.revision
     name = child_name(ev.metadata["name"], revision)
     labels = labels_for("EvalRun", ev.metadata["name"], "eval", revision)
-    spec = ev.spec.to_wire()
-    output = eval_output(ev, revision, context.get("modelLocation", ""))
-    document = resource_document(body, spec, revision, output, context)
-    env = _identity_env(body, revision, output)
+    env = _identity_env(document) + hub_token_env(ev.spec.hubTokenSecretRef)
     if ev.spec.model.endpoint and ev.spec.model.endpoint.apiKeySecretRef:
-        ref = ev.spec.model.endpoint.apiKeySecretRef
-        env.append(_secret_env(ref.name, ref.key, api_key_env(ref.name, ref.key)))
+        env.append(secret_key_env(ev.spec.model.endpoint.apiKeySecretRef))
     offline = ev.spec.backend == "offline"
-    gpus = (ev.spec.resources.gpus if ev.spec.resources and ev.spec.resources.gpus is not None else (1 if offline else 0))
+    locations = [document.outputLocation, *(b.path for b in ev.spec.benchmarks if b.path)]
+    if offline:
+        locations.append(model_location)
     pod = build_pod_spec(
         body, settings,
-        image=settings.eval_image, command=WORKLOAD_COMMAND, env=env, resources=ev.spec.resources, gpus=gpus,
-        locations=[output, context.get("modelLocation", "")], configmap=name,
+        image=settings.eval_image, command=WORKLOAD_COMMAND, env=env, resources=ev.spec.resources,
+        gpus=eval_job_gpus(ev.spec), locations=locations, configmap=name,
+        env_from_secrets=[ev.spec.output.credentialsSecretRef if ev.spec.output else None,
+                          *(input_secrets if offline else ())],
     )
     job = build_job(
         body, settings, name=name, labels=labels, pod_spec=pod, resources=ev.spec.resources, suspend=suspend,

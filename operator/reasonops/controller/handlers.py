@@ -19,9 +19,9 @@ What keeps a reconcile cheap (at a thousand resources the watch events outnumber
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import gc
-import hashlib
 import logging
 import os
 import time
@@ -32,11 +32,13 @@ from typing import Any, Optional, TypeVar, Union
 import kopf
 from pydantic import ValidationError
 
+from .. import contract as k
 from ..api import common as c
 from ..api.v1alpha1 import EvalRun, FineTuneJob, ReasoningDataset, Resource
+from ..kube import AsyncKube
 from . import builders as b
 from . import metrics
-from .kube import AsyncKube
+from . import policy as p
 from .policy import JobState, PodState, Plan, evaluate_gates, plan_run, with_condition, condition
 from .settings import Settings
 
@@ -76,6 +78,7 @@ class _State:
     written: dict[Key, _Written] = {}
     indexes: dict[str, Any] = {}
     resync_task: Optional[asyncio.Task] = None
+    requeued: set[Key] = set()
 
 
 STATE = _State()
@@ -199,6 +202,8 @@ def _job_state(body: Any) -> JobState:
         start_time=status.get("startTime"),
         completion_time=status.get("completionTime"),
         queued=b.QUEUE_LABEL in (meta.get("labels") or {}),
+        created=meta.get("creationTimestamp"),
+        uid=meta.get("uid", ""),
     )
 
 
@@ -209,12 +214,13 @@ async def job_index(namespace: str, labels: dict, body: Any, **_: Any) -> dict:
 
 def _pod_state(body: Any) -> PodState:
     status = body.get("status") or {}
-    exit_code = reason = message = waiting = None
+    exit_code = reason = message = waiting = finished = None
     for cs in status.get("containerStatuses") or []:
         state = cs.get("state") or {}
         term = state.get("terminated") or (cs.get("lastState") or {}).get("terminated")
         if term:
             exit_code, reason, message = term.get("exitCode"), term.get("reason"), term.get("message")
+            finished = term.get("finishedAt") or finished
         if state.get("waiting"):
             waiting = state["waiting"].get("reason")
             message = message or state["waiting"].get("message")
@@ -225,26 +231,34 @@ def _pod_state(body: Any) -> PodState:
     return PodState(
         name=body["metadata"]["name"], job=labels.get(b.LABEL_JOB, ""), phase=status.get("phase", "Pending"),
         exit_code=exit_code, reason=reason, message=message, waiting_reason=waiting,
+        server=labels.get(b.LABEL_COMPONENT) == "server",
+        created=body["metadata"].get("creationTimestamp"), finished=finished,
+        deleting=bool(body["metadata"].get("deletionTimestamp")),
     )
 
 
 @kopf.index("", "v1", "pods", labels=MANAGED)
 async def pod_index(namespace: str, labels: dict, body: Any, **_: Any) -> dict:
-    if b.LABEL_JOB not in labels:
+    if b.LABEL_JOB not in labels and labels.get(b.LABEL_COMPONENT) != "server":
         return {}
     return {(namespace, labels.get(b.LABEL_KIND), labels.get(b.LABEL_NAME)): _pod_state(body)}
 
 
 @kopf.index("apps", "v1", "deployments", labels=MANAGED)
 async def deployment_index(namespace: str, labels: dict, body: Any, **_: Any) -> dict:
-    status = body.get("status") or {}
+    status, meta = body.get("status") or {}, body["metadata"]
+    annotations = meta.get("annotations") or {}
+    failure = next((x for x in status.get("conditions") or [] if x.get("type") == "ReplicaFailure" and x.get("status") == "True"), None)
     return {
-        (namespace, labels.get(b.LABEL_NAME)): {
-            "name": body["metadata"]["name"],
-            "modelRevision": (body["metadata"].get("annotations") or {}).get("reasonops.io/model-revision"),
-            "available": status.get("availableReplicas", 0) or 0,
-            "observed": status.get("observedGeneration") == body["metadata"].get("generation"),
-        }
+        (namespace, labels.get(b.LABEL_NAME)): p.ServerState(
+            name=meta["name"],
+            spec_hash=annotations.get(p.ANNOTATION_SPEC_HASH),
+            applied_at=annotations.get(p.ANNOTATION_APPLIED_AT),
+            model_revision=annotations.get(p.ANNOTATION_MODEL_REVISION),
+            current=status.get("observedGeneration") == meta.get("generation"),
+            updated_available=min(status.get("updatedReplicas", 0) or 0, status.get("availableReplicas", 0) or 0),
+            failure=(failure.get("reason") or "ReplicaFailure", failure.get("message") or "") if failure else None,
+        )
     }
 
 
@@ -363,6 +377,36 @@ async def reconcile(kind: str, namespace: str, name: str, indexes: dict[str, Any
         for (ns, ev_name), store in list(indexes["eval_index"].items()):
             if ns == namespace and any(((x.get("spec") or {}).get("model") or {}).get("fineTuneJob") == name for x in store):
                 await reconcile("EvalRun", ns, ev_name, indexes)
+    elif kind == "EvalRun":  # datasets whose samplers use this EvalRun's server
+        for (ns, ds_name), store in list(indexes["dataset_index"].items()):
+            if ns == namespace and any(name in _sampler_eval_runs(x.get("spec") or {}) for x in store):
+                await reconcile("ReasoningDataset", ns, ds_name, indexes)
+
+
+def _sampler_eval_runs(spec: dict[str, Any]) -> list[str]:
+    """Names of the EvalRuns whose servers a dataset's samplers use (from the spec on the wire)."""
+    names = []
+    for stage in spec.get("stages") or []:
+        samplers = [(stage.get("difficulty") or {}).get("sampler") or {}]
+        samplers += [t.get("sampler") or {} for t in (stage.get("generate") or {}).get("teachers") or []]
+        names += [s["evalRun"] for s in samplers if s.get("evalRun")]
+    return names
+
+
+def _requeue(kind: str, namespace: str, name: str, delay: float) -> None:
+    """Reconcile again after `delay` seconds (once per resource): for what no watch event will announce."""
+    key = (kind, namespace, name)
+    if key in STATE.requeued:
+        return
+    STATE.requeued.add(key)
+
+    async def later() -> None:
+        await asyncio.sleep(delay)
+        STATE.requeued.discard(key)
+        if STATE.indexes:
+            await reconcile(kind, namespace, name, STATE.indexes, cascade=False)
+
+    asyncio.get_running_loop().create_task(later())
 
 
 def _observed(indexes: dict[str, Any], kind: str, namespace: str, name: str) -> tuple[list[JobState], list[PodState]]:
@@ -436,36 +480,84 @@ def _children(plan_status: dict[str, Any], names: list[tuple[str, str]]) -> None
     plan_status["children"] = [{"kind": k, "name": n} for k, n in names]
 
 
+# --- Jobs whose pods are refused ------------------------------------------------------------------
+
+
+async def _creation_problem(kind: str, body: dict[str, Any], job_name: str, jobs: list[JobState],
+                            pods: list[PodState], now: str) -> Optional[tuple[str, str]]:
+    """Kubernetes' reason when the current Job has no pod because the API refused to create it (Pod
+    Security, quota, an invalid label: FailedCreate events), asking only after a grace period; and a
+    reconcile is scheduled so the answer shows within seconds even when no watch event arrives."""
+    job = next((j for j in jobs if j.name == job_name), None)
+    if job is None or job.suspended or job.complete or job.failed_reason or any(x.job == job_name for x in pods):
+        return None
+    meta = body["metadata"]
+    if not p.needs_creation_check(job, pods, now):
+        _requeue(kind, meta["namespace"], meta["name"], p.POD_CREATION_GRACE + 1)
+        return None
+    kube = STATE.kube
+    assert kube is not None
+    try:
+        events = await kube.list_events(meta["namespace"], f"involvedObject.uid={job.uid}")
+    except Exception as exc:  # the check is a diagnosis: never let it stop the reconcile
+        log.warning("could not read the events of Job %s: %s", job_name, exc)
+        return None
+    _requeue(kind, meta["namespace"], meta["name"], 10)
+    return p.creation_failure(events)
+
+
+def _stuck(plan: Plan, problem: Optional[tuple[str, str]], generation: Optional[int], now: str) -> None:
+    """Show a problem that waiting will not cure in the conditions of a pending revision."""
+    if problem is None or plan.status.get("phase") not in ("Pending", "Running"):
+        return
+    reason, message = problem
+    status = plan.status
+    status["reason"] = reason
+    prev = status["conditions"]
+    for type_ in (c.COND_READY, c.COND_PROGRESSING):
+        old = next(x for x in prev if x["type"] == type_)
+        with_condition(status, {**old, "reason": reason, "message": message[:4096], "observedGeneration": generation})
+    if not any(e[1] == reason for e in plan.events):
+        plan.events.append(("Warning", reason, message[:1024]))
+
+
 # --- ReasoningDataset --------------------------------------------------------------------------
 
 
 async def reconcile_dataset(body: dict[str, Any], indexes: dict[str, Any]) -> None:
     meta = body["metadata"]
+    ns, name = meta["namespace"], meta["name"]
     try:
         ds, spec = _parse(ReasoningDataset, body)
     except ValidationError as exc:
         await _apply(body, "ReasoningDataset", Plan(), _invalid(body, exc))
         return
     settings = STATE.settings
-    revision = b.revision_of(spec)
-    jobs, pods = _observed(indexes, "ReasoningDataset", meta["namespace"], meta["name"])
-    job_name = b.child_name(meta["name"], revision)
-    output = b.dataset_output(ds, revision)
+    revision = k.revision_of("ReasoningDataset", spec)
+    waiting, urls, served = p.sampler_endpoints(_sampler_eval_runs(spec), lambda n: _one(indexes["eval_index"], (ns, n)))
+    jobs, pods = _observed(indexes, "ReasoningDataset", ns, name)
+    job_name = b.child_name(name, revision)
+    output = k.dataset_output(ds, revision)
+    document = k.build_document(ds, revision=revision, output=output,
+                                context=k.WorkloadContext(endpoints=urls, servedModelNames=served))
+    now = now_iso()
     plan = plan_run(
-        body=body, revision=revision, jobs=jobs, pods=pods, job_name=job_name, now=now_iso(),
-        history_limit=settings.history_limit, output_location=output,
-        build_children=lambda suspend: b.build_dataset_children(body, ds, revision, settings, {}, suspend),
+        body=body, revision=revision, jobs=jobs, pods=pods, job_name=job_name, now=now,
+        history_limit=settings.history_limit, output_location=output, waiting=waiting,
+        build_children=lambda suspend: b.build_dataset_children(body, ds, document, settings, suspend),
         summarize=lambda r: f"{r.get('samples')} samples" if "samples" in r else None,
     )
+    _stuck(plan, await _creation_problem("ReasoningDataset", body, job_name, jobs, pods, now), meta.get("generation"), now)
     status = plan.status
-    _children(status, [("ConfigMap", job_name), ("Job", job_name)])
+    if waiting is None:
+        _children(status, [("ConfigMap", job_name), ("Job", job_name)])
     if plan.result is not None:
         result = plan.result
         status["output"] = {
-            "revision": revision, "location": result.get("location") or output,
+            "revision": revision, "location": _canonical(result["location"], document) if result.get("location") else output,
             "contentHash": result.get("contentHash"), "samples": result.get("samples"),
         }
-        status["output"] = {k: v for k, v in status["output"].items() if v is not None}
+        status["output"] = {k_: v for k_, v in status["output"].items() if v is not None}
         if result.get("samples") is not None:
             status["selected"] = int(result["samples"])
         if isinstance(result.get("stageCounts"), list):
@@ -479,115 +571,145 @@ async def reconcile_dataset(body: dict[str, Any], indexes: dict[str, Any]) -> No
 # --- FineTuneJob -------------------------------------------------------------------------------
 
 
-def _dataset_input(ft: FineTuneJob, body: dict[str, Any], indexes: dict[str, Any]) -> tuple[Optional[tuple[str, str]], Optional[str], Optional[str]]:
-    """(waiting reason+message, dataset revision, dataset location) of a FineTuneJob."""
+@dataclass(frozen=True)
+class _Input:
+    """A resolved input of a revision (a dataset or a model), or why it is not available yet."""
+
+    waiting: Optional[tuple[str, str]] = None
+    revision: str = ""
+    location: str = ""  # canonical
+    secret: Optional[str] = None  # Secret with the credentials of its location
+
+
+def _dataset_input(ft: FineTuneJob, body: dict[str, Any], indexes: dict[str, Any]) -> _Input:
     ns = body["metadata"]["namespace"]
     status = body.get("status") or {}
     if ft.spec.dataset is not None:
-        loc = b.location_string(ft.spec.dataset)
-        return None, hashlib.sha256(loc.encode()).hexdigest()[:10], loc
+        loc = k.location_string(ft.spec.dataset)
+        return _Input(revision=k.input_hash(loc), location=loc, secret=ft.spec.dataset.credentialsSecretRef)
     ref = ft.spec.datasetRef
     assert ref is not None
+    ds = _one(indexes["dataset_index"], (ns, ref.name))
+    secret = (((ds or {}).get("spec") or {}).get("output") or {}).get("credentialsSecretRef")
     unchanged = body["metadata"].get("generation") == status.get("observedGeneration")
     if ft.spec.retrainPolicy == "Manual" and unchanged and status.get("datasetRevision") and status.get("datasetLocation"):
-        return None, status["datasetRevision"], status["datasetLocation"]
-    ds = _one(indexes["dataset_index"], (ns, ref.name))
+        return _Input(revision=status["datasetRevision"], location=status["datasetLocation"], secret=secret)
     if ds is None:
-        return (c.REASON_DATASET_NOT_FOUND, f"ReasoningDataset {ref.name!r} does not exist in namespace {ns}"), None, None
+        return _Input(waiting=(c.REASON_DATASET_NOT_FOUND, f"ReasoningDataset {ref.name!r} does not exist in namespace {ns}"))
     ds_status = ds.get("status") or {}
     if ref.revision:
         entry = next((h for h in ds_status.get("history") or [] if h.get("revision") == ref.revision), None)
         if entry and entry.get("phase") == "Succeeded" and entry.get("location"):
-            return None, ref.revision, entry["location"]
-        return (c.REASON_WAITING_FOR_DATASET, f"revision {ref.revision} of ReasoningDataset {ref.name!r} has not succeeded"), None, None
+            return _Input(revision=ref.revision, location=entry["location"], secret=secret)
+        return _Input(waiting=(c.REASON_WAITING_FOR_DATASET, f"revision {ref.revision} of ReasoningDataset {ref.name!r} has not succeeded"))
     out = ds_status.get("output") or {}
     if out.get("location") and out.get("revision"):
-        return None, out["revision"], out["location"]
+        return _Input(revision=out["revision"], location=out["location"], secret=secret)
     if ds_status.get("phase") == "Failed":
         detail = next((x.get("message", "") for x in ds_status.get("conditions") or [] if x.get("type") == c.COND_FAILED), "")
-        return (c.REASON_DATASET_FAILED, f"ReasoningDataset {ref.name!r} failed: {detail}"), None, None
-    return (c.REASON_WAITING_FOR_DATASET, f"waiting for ReasoningDataset {ref.name!r} to become Ready ({ds_status.get('reason', 'Pending')})"), None, None
+        return _Input(waiting=(c.REASON_DATASET_FAILED, f"ReasoningDataset {ref.name!r} failed: {detail}"))
+    return _Input(waiting=(c.REASON_WAITING_FOR_DATASET, f"waiting for ReasoningDataset {ref.name!r} to become Ready ({ds_status.get('reason', 'Pending')})"))
 
 
 async def reconcile_finetune(body: dict[str, Any], indexes: dict[str, Any]) -> None:
     meta = body["metadata"]
+    ns, name = meta["namespace"], meta["name"]
     try:
         ft, spec = _parse(FineTuneJob, body)
     except ValidationError as exc:
         await _apply(body, "FineTuneJob", Plan(), _invalid(body, exc))
         return
     settings = STATE.settings
-    waiting, ds_revision, ds_location = _dataset_input(ft, body, indexes)
-    revision = b.revision_of(spec, {"dataset": ds_revision})
-    jobs, pods = _observed(indexes, "FineTuneJob", meta["namespace"], meta["name"])
-    job_name = b.child_name(meta["name"], revision)
-    output = b.finetune_output(ft, revision)
-    context = {"datasetLocation": ds_location, "datasetRevision": ds_revision}
+    dataset = _dataset_input(ft, body, indexes)
+    revision = k.revision_of("FineTuneJob", spec, {"dataset": dataset.revision or None})
+    jobs, pods = _observed(indexes, "FineTuneJob", ns, name)
+    job_name = b.child_name(name, revision)
+    output = k.finetune_output(ft, revision)
+    context = k.WorkloadContext(datasetLocation=dataset.location or None, datasetRevision=dataset.revision or None)
+    document = k.build_document(ft, revision=revision, output=output, context=context)
+    now = now_iso()
     plan = plan_run(
-        body=body, revision=revision, jobs=jobs, pods=pods, job_name=job_name, now=now_iso(),
-        history_limit=settings.history_limit, waiting=waiting, output_location=f"{output}/model",
-        build_children=lambda suspend: b.build_finetune_children(body, ft, revision, settings, context, suspend),
+        body=body, revision=revision, jobs=jobs, pods=pods, job_name=job_name, now=now,
+        history_limit=settings.history_limit, waiting=dataset.waiting, output_location=k.model_location(output),
+        build_children=lambda suspend: b.build_finetune_children(
+            body, ft, document, settings, suspend, input_locations=[dataset.location], input_secrets=[dataset.secret]),
         summarize=lambda r: f"loss {r['finalLoss']:.4g}" if isinstance(r.get("finalLoss"), (int, float)) else None,
     )
+    _stuck(plan, await _creation_problem("FineTuneJob", body, job_name, jobs, pods, now), meta.get("generation"), now)
+    job = next((j for j in jobs if j.name == job_name), None)
+    restart = p.group_restart(job, pods) if job is not None else []
+    for pod in restart:  # a failed node fails the group: its peers would hang in a collective
+        await STATE.kube.delete("Pod", ns, pod)  # type: ignore[union-attr]
+    if restart:
+        plan.events.append(("Warning", "GroupRestart", f"a training pod failed: restarting its {len(restart)} peers from the latest checkpoint"))
     status = plan.status
     old = body.get("status") or {}
-    if waiting is None:
-        status.update(datasetRevision=ds_revision, datasetLocation=ds_location)
+    if dataset.waiting is None:
+        status.update(datasetRevision=dataset.revision, datasetLocation=dataset.location)
         _children(status, [("ConfigMap", job_name), ("Service", job_name), ("Job", job_name)])
     progress = old.get("progress") or {}
     if progress.get("revision") == revision:
         if progress.get("loss") is not None:
             status["lastLoss"] = str(progress["loss"])[:32]
-            metrics.TRAIN_LOSS.labels(namespace=meta["namespace"], finetunejob=meta["name"]).set(float(progress["loss"]))
+            with contextlib.suppress(ValueError):
+                metrics.TRAIN_LOSS.labels(namespace=ns, finetunejob=name).set(float(progress["loss"]))
         if progress.get("latestCheckpoint"):
-            status["latestCheckpoint"] = str(progress["latestCheckpoint"])[:1024]
+            status["latestCheckpoint"] = _canonical(str(progress["latestCheckpoint"]), document)[:1024]
+    if job is not None:
+        status["restarts"] = job.failed  # pod failures the Job counted: peers it lost to a restart are not
     if plan.result is not None:
         result = plan.result
-        status["modelLocation"] = result.get("modelLocation") and _canonical(result["modelLocation"], output) or f"{output}/model"
+        status["modelLocation"] = _canonical(result["modelLocation"], document) if result.get("modelLocation") else k.model_location(output)
         status["modelRevision"] = revision
         if isinstance(result.get("finalLoss"), (int, float)):
             status["lastLoss"] = f"{result['finalLoss']:.4f}"
         if result.get("droppedSamples") is not None:
             status["droppedSamples"] = int(result["droppedSamples"])
         if result.get("latestCheckpoint"):
-            status["latestCheckpoint"] = _canonical(str(result["latestCheckpoint"]), output)
+            status["latestCheckpoint"] = _canonical(str(result["latestCheckpoint"]), document)
     await _apply(body, "FineTuneJob", plan, status)
 
 
-def _canonical(pod_location: str, output: str) -> str:
-    """Map a path the pod reported (under its output mount) back to the canonical location."""
-    local = b.pod_path(output)
-    return output + pod_location[len(local):] if pod_location.startswith(local) else pod_location
+def _canonical(reported: str, document: k.WorkloadDocument) -> str:
+    """A location a pod reported: under its output (as a pod path, or relative) → canonical; else as is."""
+    if reported.startswith(document.output.rstrip("/") + "/") or reported == document.output:
+        return document.outputLocation + reported[len(document.output):]
+    if not reported.startswith("/") and "://" not in reported:
+        return f"{document.outputLocation.rstrip('/')}/{reported}"
+    return k.canonical(reported)
 
 
 # --- EvalRun -----------------------------------------------------------------------------------
 
 
-def _model_input(ev: EvalRun, body: dict[str, Any], indexes: dict[str, Any]) -> tuple[Optional[tuple[str, str]], str, str]:
-    """(waiting reason+message, model revision, model location) of an EvalRun."""
+def _model_input(ev: EvalRun, body: dict[str, Any], indexes: dict[str, Any]) -> _Input:
     ns = body["metadata"]["namespace"]
     model = ev.spec.model
     if model.fineTuneJob:
         ft = _one(indexes["finetune_index"], (ns, model.fineTuneJob))
         if ft is None:
-            return (c.REASON_MODEL_NOT_FOUND, f"FineTuneJob {model.fineTuneJob!r} does not exist in namespace {ns}"), "", ""
+            return _Input(waiting=(c.REASON_MODEL_NOT_FOUND, f"FineTuneJob {model.fineTuneJob!r} does not exist in namespace {ns}"))
         st = ft.get("status") or {}
+        secret = (((ft.get("spec") or {}).get("output")) or {}).get("credentialsSecretRef")
         if st.get("modelLocation") and st.get("modelRevision"):
-            return None, st["modelRevision"], st["modelLocation"]
+            return _Input(revision=st["modelRevision"], location=st["modelLocation"], secret=secret)
         if st.get("phase") == "Failed":
-            return (c.REASON_MODEL_FAILED, f"FineTuneJob {model.fineTuneJob!r} failed"), "", ""
-        return (c.REASON_WAITING_FOR_MODEL, f"waiting for FineTuneJob {model.fineTuneJob!r} to succeed ({st.get('reason', 'Pending')})"), "", ""
+            return _Input(waiting=(c.REASON_MODEL_FAILED, f"FineTuneJob {model.fineTuneJob!r} failed"))
+        return _Input(waiting=(c.REASON_WAITING_FOR_MODEL, f"waiting for FineTuneJob {model.fineTuneJob!r} to succeed ({st.get('reason', 'Pending')})"))
     if model.name:
-        loc = b.location_string(model.volume, model.name) if model.volume else model.name
-        return None, hashlib.sha256(loc.encode()).hexdigest()[:10], loc
+        loc = k.location_string(model.volume, model.name) if model.volume else model.name
+        return _Input(revision=k.input_hash(loc), location=loc, secret=model.volume.credentialsSecretRef if model.volume else None)
     assert model.endpoint is not None
-    key = f"{model.endpoint.url}|{model.servedModelName or ''}"
-    return None, hashlib.sha256(key.encode()).hexdigest()[:10], ""
+    return _Input(revision=k.input_hash(f"{model.endpoint.url}|{model.servedModelName or ''}"))
+
+
+SERVER_STARTUP_BUDGET = 1800.0  # seconds: the startup probe's budget (failureThreshold × period) with slack
 
 
 async def reconcile_eval(body: dict[str, Any], indexes: dict[str, Any]) -> None:
     meta = body["metadata"]
     ns, name = meta["namespace"], meta["name"]
+    generation = meta.get("generation")
     try:
         ev, spec = _parse(EvalRun, body)
     except ValidationError as exc:
@@ -596,54 +718,76 @@ async def reconcile_eval(body: dict[str, Any], indexes: dict[str, Any]) -> None:
     settings = STATE.settings
     kube = STATE.kube
     assert kube is not None
-    waiting, model_revision, model_location = _model_input(ev, body, indexes)
-    revision = b.revision_of(spec, {"model": model_revision})
-    endpoint = ev.spec.model.endpoint.url if ev.spec.model.endpoint else None
-    serving = b.serving_enabled(ev.spec) and waiting is None
-    server_ready = False
+    model = _model_input(ev, body, indexes)
+    waiting = model.waiting
+    revision = k.revision_of("EvalRun", spec, {"model": model.revision or None})
+    serving = k.serving_enabled(ev.spec)
     now = now_iso()
-    deployment = _one(indexes["deployment_index"], (ns, name[:63]))
-    if serving:
-        endpoint = b.endpoint_url(ev, settings)
-        if deployment is None or deployment.get("modelRevision") != model_revision:
-            for obj in b.build_eval_server(body, ev, model_location, model_revision, settings):
-                await kube.apply(obj)
-        else:
-            server_ready = deployment["available"] > 0
-    jobs, pods = _observed(indexes, "EvalRun", ns, name)
-    job_name = b.child_name(name, revision)
-    if waiting is None and serving and ev.spec.backend != "offline" and not server_ready and not any(j.name == job_name for j in jobs):
-        waiting = ("WaitingForServer", f"waiting for the model server {b.server_name(name)} to become ready")
-    context = {
-        "modelLocation": model_location, "modelRevision": model_revision, "endpoint": endpoint or "",
-        "servedModelName": ev.spec.model.servedModelName or (name if serving else model_location),
-    }
-    output = b.location_string(ev.spec.output, name, revision) if ev.spec.output else b.eval_output(ev, revision, model_location)
-    plan = plan_run(
-        body=body, revision=revision, jobs=jobs, pods=pods, job_name=job_name, now=now,
-        history_limit=settings.history_limit, waiting=waiting, output_location=output,
-        build_children=lambda suspend: b.build_eval_children(body, ev, revision, settings, context, suspend),
-        summarize=lambda r: f"accuracy {r['accuracy']:.3f}" if isinstance(r.get("accuracy"), (int, float)) else None,
-    )
-    status = plan.status
     old = body.get("status") or {}
     prev_conditions = old.get("conditions") or []
-    status.update(modelRevision=model_revision or None, modelLocation=model_location or None, endpoint=endpoint)
+    jobs, pods = _observed(indexes, "EvalRun", ns, name)
+    job_name = b.child_name(name, revision)
+    history = {h.get("revision"): h.get("phase") for h in old.get("history") or []}
+    job = next((j for j in jobs if j.name == job_name), None)
+    finished = history.get(revision) in p.TERMINAL or bool(job and (job.complete or job.failed_reason))
+    observed_server: Optional[p.ServerState] = _one(indexes["deployment_index"], (ns, name[:63]))
+    keep = not (ev.spec.serving and ev.spec.serving.keepAfterEval is False)
+    server = p.plan_server(
+        wanted=None if (serving and waiting is not None) else serving, finished=finished, keep_after_eval=keep,
+        desired=lambda: b.build_eval_server(body, ev, model.location, model.revision, settings),
+        observed=observed_server, now=now,
+    )
+    for obj in server.apply:
+        await kube.apply(obj)
+    if server.delete:
+        await kube.delete("Deployment", ns, server.delete)
+        selector = f"{b.LABEL_KIND}=EvalRun,{b.LABEL_NAME}={name[:63]},{b.LABEL_COMPONENT}=server"
+        await kube.delete_by_labels("Service", ns, selector)
+    endpoint = k.endpoint_url(name, ns, settings.server_port) if serving else (ev.spec.model.endpoint.url if ev.spec.model.endpoint else None)
+    problem = None
+    if serving and waiting is None and not server.ready and not server.delete:
+        problem = p.server_problem(observed_server if not server.apply else None, [x for x in pods if x.server], now, SERVER_STARTUP_BUDGET)
+        if job is None and not finished:
+            waiting = problem or (c.REASON_WAITING_FOR_SERVER, f"waiting for the model server {k.server_name(name)} to become ready")
+        if not server.apply:
+            _requeue("EvalRun", ns, name, 15)  # the startup budget runs out without a watch event
+    context = k.WorkloadContext(
+        modelLocation=model.location or None, modelRevision=model.revision or None, endpoint=endpoint or None,
+        servedModelName=k.served_model_name(ev) if serving else (ev.spec.model.servedModelName or model.location or None),
+    )
+    output = k.eval_output(ev, revision, model.location) or f"{k.SCRATCH}/reasonops/{name}/{revision}"
+    document = k.build_document(ev, revision=revision, output=output, context=context)
+    plan = plan_run(
+        body=body, revision=revision, jobs=jobs, pods=[x for x in pods if not x.server], job_name=job_name, now=now,
+        history_limit=settings.history_limit, waiting=waiting, output_location=output,
+        build_children=lambda suspend: b.build_eval_children(
+            body, ev, document, settings, suspend, model_location=model.location, input_secrets=[model.secret]),
+        summarize=lambda r: f"accuracy {r['accuracy']:.3f}" if isinstance(r.get("accuracy"), (int, float)) else None,
+    )
+    _stuck(plan, await _creation_problem("EvalRun", body, job_name, jobs, [x for x in pods if not x.server], now), generation, now)
+    status = plan.status
+    status.update(modelRevision=model.revision or None, modelLocation=model.location or None, endpoint=endpoint)
     if serving:
-        with_condition(status, condition(prev_conditions, c.COND_SERVING, "True" if server_ready else "False",
-                                         "ServerReady" if server_ready else "ServerStarting",
-                                         endpoint if server_ready else "the vLLM server is starting", meta.get("generation"), now))
+        if server.ready:
+            serving_cond = ("True", c.REASON_SERVER_READY, endpoint or "")
+        elif server.delete or (finished and not keep):
+            serving_cond = ("False", c.REASON_SERVER_REMOVED, "serving.keepAfterEval is false: the server was removed after the evaluation")
+        else:
+            serving_cond = ("False", *(problem or (c.REASON_SERVER_STARTING, "the model server is starting")))
+        with_condition(status, condition(prev_conditions, c.COND_SERVING, *serving_cond, generation, now))
+    results = p.current_results(plan.result, status["phase"], old, revision)
     gates = [g.to_wire() for g in ev.spec.gates or []]
-    if plan.result is not None:
+    if results is not None:
         results = [
-            {k: (str(v) if k in ("score", "truncated") else v) for k, v in r.items() if k in ("benchmark", "score", "problems", "samples", "truncated")}
-            for r in (plan.result.get("results") or [])[:32] if isinstance(r, dict)
+            {k_: (str(v) if k_ in ("score", "truncated") else v) for k_, v in r.items() if k_ in ("benchmark", "score", "problems", "samples", "truncated")}
+            for r in results
         ]
         status["results"] = results
         scores = [float(r["score"]) for r in results if r.get("score") is not None]
         status["accuracy"] = f"{sum(scores) / len(scores):.4f}" if scores else None
-        for r in results:
-            metrics.EVAL_SCORE.labels(namespace=ns, evalrun=name, benchmark=r["benchmark"]).set(float(r["score"]))
+        if plan.result is not None:
+            for r in results:
+                metrics.EVAL_SCORE.labels(namespace=ns, evalrun=name, benchmark=r["benchmark"]).set(float(r["score"]))
         outcome = evaluate_gates(gates, results)
         status["gates"] = outcome or None
         failed = [g for g in outcome if not g["passed"]]
@@ -653,21 +797,18 @@ async def reconcile_eval(body: dict[str, Any], indexes: dict[str, Any]) -> None:
             passed = ("False", c.REASON_GATES_FAILED, "; ".join(f"{g['benchmark']}: {g.get('score', 'missing')} < {g['minScore']}" for g in failed))
         else:
             passed = ("True", c.REASON_GATES_PASSED, f"{len(outcome)} gates passed")
-        if ev.spec.serving and ev.spec.serving.keepAfterEval is False and deployment is not None:
-            await kube.delete("Deployment", ns, deployment["name"])
+        old_passed = next((x for x in prev_conditions if x.get("type") == c.COND_PASSED), None)
+        if old_passed and old_passed.get("status") != passed[0] and old.get("revision") == revision:
+            plan.events.append(("Normal" if passed[0] == "True" else "Warning", passed[1], passed[2][:1024]))
     elif status["phase"] == "Failed":
         passed = ("False", c.REASON_FAILED, "the evaluation failed")
-    elif old.get("revision") == revision and any(x.get("type") == c.COND_PASSED for x in prev_conditions):
-        passed = None  # keep the verdict of this revision
     else:
         passed = ("Unknown", c.REASON_PENDING, "no results yet")
         status.update(results=None, gates=None, accuracy=None)
-    if passed is not None:
-        with_condition(status, condition(prev_conditions, c.COND_PASSED, *passed, meta.get("generation"), now))
-    else:
-        with_condition(status, next(x for x in prev_conditions if x.get("type") == c.COND_PASSED))
+    with_condition(status, condition(prev_conditions, c.COND_PASSED, *passed, generation, now))
     if waiting is None:
-        _children(status, [("ConfigMap", job_name), ("Job", job_name)] + ([("Deployment", b.server_name(name)), ("Service", b.server_name(name))] if serving else []))
+        _children(status, [("ConfigMap", job_name), ("Job", job_name)]
+                  + ([("Deployment", k.server_name(name)), ("Service", k.server_name(name))] if serving and not server.delete and not (finished and not keep) else []))
     await _apply(body, "EvalRun", plan, status)
 
 

@@ -14,6 +14,7 @@ The rules that matter most:
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -41,6 +42,8 @@ class JobState:
     start_time: Optional[str] = None
     completion_time: Optional[str] = None
     queued: bool = False  # carries Kueue's queue label
+    created: Optional[str] = None  # metadata.creationTimestamp
+    uid: str = ""
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,10 @@ class PodState:
     reason: Optional[str] = None
     message: Optional[str] = None
     waiting_reason: Optional[str] = None  # e.g. ImagePullBackOff, CrashLoopBackOff
+    server: bool = False  # a pod of the EvalRun's server Deployment (not of a Job)
+    created: Optional[str] = None  # metadata.creationTimestamp
+    finished: Optional[str] = None  # when its container last terminated
+    deleting: bool = False
 
 
 @dataclass
@@ -258,3 +265,183 @@ def evaluate_gates(gates: list[dict[str, Any]], results: list[dict[str, Any]]) -
         out.append({"benchmark": gate["benchmark"], "minScore": gate["minScore"], "passed": passed,
                     **({"score": str(score)} if score is not None else {})})
     return out
+
+
+# --- the model server of an EvalRun ----------------------------------------------------------------
+
+ANNOTATION_SPEC_HASH = "reasonops.io/spec-hash"  # hash of the desired server objects last applied
+ANNOTATION_APPLIED_AT = "reasonops.io/applied-at"  # when they were applied (the startup budget's start)
+ANNOTATION_MODEL_REVISION = "reasonops.io/model-revision"
+# Pod states of a server that waiting will not cure (OOMKilled: the last termination of a restarting pod).
+SERVER_STUCK = STUCK + ("OOMKilled", "Error", "ContainerCannotRun", "RunContainerError")
+
+
+@dataclass(frozen=True)
+class ServerState:
+    """The observed server Deployment of an EvalRun."""
+
+    name: str
+    spec_hash: Optional[str] = None
+    applied_at: Optional[str] = None
+    model_revision: Optional[str] = None
+    current: bool = False  # the controller has acted on the latest spec (observedGeneration == generation)
+    updated_available: int = 0  # available pods of the latest template (not the old ReplicaSet's)
+    failure: Optional[tuple[str, str]] = None  # (reason, message) of a ReplicaFailure condition
+
+
+@dataclass
+class ServerPlan:
+    apply: list[dict[str, Any]] = field(default_factory=list)  # objects to server-side apply
+    delete: Optional[str] = None  # Deployment to delete
+    ready: bool = False  # a pod of the desired template serves
+
+
+def objects_hash(objects: list[dict[str, Any]]) -> str:
+    return hashlib.sha256(json.dumps(objects, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def plan_server(
+    *, wanted: Optional[bool], finished: bool, keep_after_eval: bool,
+    desired: Callable[[], list[dict[str, Any]]], observed: Optional[ServerState], now: str,
+) -> ServerPlan:
+    """What to do with an EvalRun's server, on every reconcile.
+
+    - `wanted` None (the model is not known yet): leave whatever serves alone.
+    - not wanted (an endpoint, offline, disabled): remove the server.
+    - the current revision finished and `keepAfterEval` is false: remove it once, never re-create it.
+    - otherwise: apply the desired objects when they differ from what was last applied (an edit of
+      spec.serving reaches the Deployment); ready when a pod of that template is available.
+    """
+    plan = ServerPlan()
+    if wanted is None:
+        plan.ready = observed is not None and observed.current and observed.updated_available > 0
+        return plan
+    if not wanted or (finished and not keep_after_eval):
+        plan.delete = observed.name if observed is not None else None
+        return plan
+    objects = desired()
+    digest = objects_hash(objects)
+    if observed is None or observed.spec_hash != digest:
+        for obj in objects:
+            annotations = obj["metadata"].setdefault("annotations", {})
+            annotations[ANNOTATION_SPEC_HASH] = digest
+            annotations[ANNOTATION_APPLIED_AT] = now
+        plan.apply = objects
+        return plan
+    plan.ready = observed.current and observed.updated_available > 0
+    return plan
+
+
+def server_problem(
+    server: Optional[ServerState], pods: list[PodState], now: str, startup_budget: float,
+) -> Optional[tuple[str, str]]:
+    """Why the server is not ready, when waiting will not cure it (Kubernetes' own reason), else None."""
+    if server is not None and server.failure is not None:
+        return server.failure
+    stuck = next((p for p in pods if (p.waiting_reason or p.reason) in SERVER_STUCK), None)
+    if stuck is not None:
+        reason = stuck.waiting_reason or stuck.reason or "ServerFailing"
+        detail = f"server pod {stuck.name}: {reason}"
+        if stuck.reason and stuck.reason != reason:
+            detail += f" (last exit: {stuck.reason}, code {stuck.exit_code})"
+        return reason, f"{detail} {stuck.message or ''}".strip()[:1024]
+    if server is not None and server.applied_at and seconds_between(server.applied_at, now) > startup_budget:
+        return "ServerStartTimeout", f"the server {server.name} was not ready within {int(startup_budget)} s of its start"
+    return None
+
+
+def seconds_between(earlier: str, later: str) -> float:
+    import datetime as dt
+
+    def parse(value: str) -> dt.datetime:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+    try:
+        return (parse(later) - parse(earlier)).total_seconds()
+    except ValueError:
+        return 0.0
+
+
+# --- Jobs whose pods cannot be created ---------------------------------------------------------------
+
+POD_CREATION_GRACE = 5.0  # seconds a Job may have no pod before the operator asks the API why
+
+
+def needs_creation_check(job: JobState, pods: list[PodState], now: str) -> bool:
+    """A running Job with no pod after a grace period: its pods may be refused at creation (FailedCreate)."""
+    if job.suspended or job.complete or job.failed_reason or not job.created:
+        return False
+    return not any(p.job == job.name for p in pods) and seconds_between(job.created, now) >= POD_CREATION_GRACE
+
+
+def creation_failure(events: list[dict[str, Any]]) -> Optional[tuple[str, str]]:
+    """Kubernetes' reason and message from the newest FailedCreate event of a Job, if any."""
+    failed = [e for e in events if e.get("reason") == "FailedCreate"]
+    if not failed:
+        return None
+    newest = max(failed, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+    return "FailedCreate", str(newest.get("message") or "the Job's pods could not be created")[:1024]
+
+
+# --- samplers that use an EvalRun's served model -----------------------------------------------------
+
+
+def sampler_endpoints(
+    eval_runs: list[str], lookup: Callable[[str], Optional[dict[str, Any]]],
+) -> tuple[Optional[tuple[str, str]], dict[str, str], dict[str, str]]:
+    """(waiting reason+message, EvalRun → URL, EvalRun → served model name) for samplers naming EvalRuns.
+
+    An EvalRun is usable when its Serving condition is True; until then the dataset waits, with the reason.
+    """
+    urls: dict[str, str] = {}
+    names: dict[str, str] = {}
+    for name in dict.fromkeys(eval_runs):
+        body = lookup(name)
+        if body is None:
+            return (c.REASON_ENDPOINT_NOT_FOUND, f"EvalRun {name!r} (a sampler's evalRun) does not exist"), {}, {}
+        status = body.get("status") or {}
+        serving = next((x for x in status.get("conditions") or [] if x.get("type") == c.COND_SERVING), None)
+        if not status.get("endpoint") or serving is None or serving.get("status") != "True":
+            why = (serving or {}).get("message") or "its server is not ready"
+            return (c.REASON_WAITING_FOR_ENDPOINT, f"waiting for the server of EvalRun {name!r}: {why}"), {}, {}
+        urls[name] = status["endpoint"]
+        names[name] = ((body.get("spec") or {}).get("model") or {}).get("servedModelName") or name
+    return None, urls, names
+
+
+# --- results and gates ---------------------------------------------------------------------------------
+
+
+def current_results(plan_result: Optional[dict[str, Any]], phase: str, old_status: dict[str, Any], revision: str) -> Optional[list[dict[str, Any]]]:
+    """The benchmark results of the current revision: fresh from its pod, else those stored in status by an
+    earlier reconcile of the same revision (so a gate edit re-judges them without running anything)."""
+    if phase != "Succeeded":
+        return None
+    if plan_result is not None and isinstance(plan_result.get("results"), list):
+        return [r for r in plan_result["results"][:32] if isinstance(r, dict)]
+    if old_status.get("revision") == revision and isinstance(old_status.get("results"), list):
+        return list(old_status["results"])
+    return None
+
+
+# --- training groups ------------------------------------------------------------------------------------
+
+
+def group_restart(job: JobState, pods: list[PodState]) -> list[str]:
+    """Pods to delete so that a training group restarts together after one of its pods failed.
+
+    torchrun's peers of a failed pod would wait in a collective until the process-group timeout; deleting
+    them lets the Job re-create every index, and all resume from the latest checkpoint. Only pods that
+    existed when the failure happened go (the replacements are newer); the Job's pod failure policy
+    ignores these deletions (DisruptionTarget), so `backoffLimit` counts group restarts, not pods.
+    """
+    if job.complete or job.failed_reason or job.suspended:
+        return []
+    mine = [p for p in pods if p.job == job.name]
+    failures = [p.finished or "" for p in mine if p.phase == "Failed" and not p.deleting]
+    if not failures:
+        return []
+    latest = max(failures)
+    return sorted(p.name for p in mine
+                  if p.phase in ("Pending", "Running") and not p.deleting and (p.created or "") <= latest)
+

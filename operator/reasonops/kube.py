@@ -33,11 +33,12 @@ _PLURALS = {
     "Pod": "pods",
     "Job": "jobs",
     "Deployment": "deployments",
+    "Event": "events",
     "ReasoningDataset": "reasoningdatasets",
     "FineTuneJob": "finetunejobs",
     "EvalRun": "evalruns",
 }
-_API_VERSIONS = {"ConfigMap": "v1", "Service": "v1", "Pod": "v1", "Job": "batch/v1", "Deployment": "apps/v1"}
+_API_VERSIONS = {"ConfigMap": "v1", "Service": "v1", "Pod": "v1", "Job": "batch/v1", "Deployment": "apps/v1", "Event": "v1"}
 
 
 def load_configuration(kubeconfig: Optional[str] = None, pool_size: int = 32) -> kubernetes.client.Configuration:
@@ -120,6 +121,22 @@ class Kube:
             "DELETE", _path(_API_VERSIONS[kind], kind, namespace),
             {"propagationPolicy": "Background"}, query=[("labelSelector", selector)],
         )
+
+    def post_event(self, kind: str, namespace: str, name: str, reason: str, message: str, type_: str = "Warning") -> None:
+        """A core Event about a reasonops resource (workload pods report problems this way)."""
+        import datetime as dt
+        import uuid
+
+        now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+        event = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": f"{name[:200]}.{uuid.uuid4().hex[:12]}", "namespace": namespace},
+            "involvedObject": {"apiVersion": "reasonops.io/v1alpha1", "kind": kind, "name": name, "namespace": namespace},
+            "reason": reason, "message": message[:1024], "type": type_,
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+            "source": {"component": "reasonops-workload"},
+        }
+        self._call("POST", _path("v1", "Event", namespace), event)
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
         try:
@@ -218,6 +235,11 @@ class AsyncKube:
             "DELETE", _path(_API_VERSIONS[kind], kind, namespace),
             {"propagationPolicy": "Background"}, query=[("labelSelector", selector)], decode=False,
         )
+
+    async def list_events(self, namespace: str, field_selector: str) -> list[dict[str, Any]]:
+        """Core Events of a namespace matching a field selector (e.g. involvedObject.uid=...)."""
+        answer = await self._call("GET", _path("v1", "Event", namespace), query=[("fieldSelector", field_selector)])
+        return list(answer.get("items") or [])
 
     async def delete(self, kind: str, namespace: str, name: str) -> None:
         try:

@@ -1,0 +1,131 @@
+"""The operator→pod contract: one owner for each decision both sides make (no cluster)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from reasonops import contract as k
+from reasonops.api.common import Location
+from reasonops.api.v1alpha1 import EvalRun, FineTuneJob, ReasoningDataset
+
+
+def _eval(**spec) -> EvalRun:
+    base = {"model": {"fineTuneJob": "ft"}, "benchmarks": [{"name": "math500"}]}
+    return EvalRun.model_validate({"metadata": {"name": "ev", "namespace": "team"}, "spec": {**base, **spec}})
+
+
+def test_locations_translate_to_pod_paths_and_back():
+    loc = Location.model_validate({"volume": {"claimName": "data", "path": "sets/"}})
+    s = k.location_string(loc, "limo", "abc")
+    assert s == "pvc://data/sets/limo/abc"
+    assert k.pod_path(s) == "/mnt/pvc/data/sets/limo/abc" and k.claim_of(s) == "data"
+    assert k.canonical(k.pod_path(s)) == s
+    assert k.pod_path(s, "/home/me/out/volumes") == "/home/me/out/volumes/data/sets/limo/abc"
+    assert k.location_string(Location(uri="s3://bucket/p/"), "n", "r") == "s3://bucket/p/n/r"
+    assert k.claims_of(["pvc://b/x", "s3://x", None, "/p", "pvc://a/y", "pvc://b/z"]) == ["a", "b"]
+
+
+def test_revision_ignores_how_a_run_is_scheduled_and_judged_but_not_what_it_produces():
+    spec = {"sources": [{"name": "a", "path": "/x"}], "output": {"path": "/o"}}
+    rev = k.revision_of("ReasoningDataset", spec)
+    assert rev == k.revision_of("ReasoningDataset", {**spec, "suspend": True, "resources": {"gpus": 8}})
+    assert rev != k.revision_of("ReasoningDataset", {**spec, "stages": [{"name": "s", "select": {"size": 5}}]})
+    assert k.revision_of("FineTuneJob", spec, {"dataset": "r1"}) != k.revision_of("FineTuneJob", spec, {"dataset": "r2"})
+    ev = {"model": {"fineTuneJob": "ft"}, "benchmarks": [{"name": "aime24"}]}
+    gated = {**ev, "gates": [{"benchmark": "aime24", "minScore": "0.5"}], "concurrency": 8, "serving": {"replicas": 2}}
+    # A gate, concurrency or serving edit re-judges or re-serves; it does not re-run the benchmark.
+    assert k.revision_of("EvalRun", ev, {"model": "m"}) == k.revision_of("EvalRun", gated, {"model": "m"})
+    assert k.revision_of("EvalRun", ev, {"model": "m"}) != k.revision_of("EvalRun", {**ev, "protocol": "skythought"}, {"model": "m"})
+
+
+def test_eval_output_is_the_specs_output_else_next_to_the_finetuned_model():
+    model = "pvc://models/runs/ft/r1/model"
+    assert k.eval_output(_eval(), "e1", model) == "pvc://models/runs/ft/r1/evals/ev/e1"
+    assert k.eval_output(_eval(output={"uri": "s3://b/evals"}), "e1", model) == "s3://b/evals/ev/e1"
+    endpoint = EvalRun.model_validate({"metadata": {"name": "ev"}, "spec": {
+        "model": {"endpoint": {"url": "http://x/v1"}}, "benchmarks": [{"name": "math500"}], "output": {"path": "/r"}}})
+    assert k.eval_output(endpoint, "e1") == "/r/ev/e1"
+
+
+def test_the_api_requires_an_output_when_no_default_applies():
+    with pytest.raises(Exception, match="output is required"):
+        EvalRun.model_validate({"metadata": {"name": "ev"}, "spec": {
+            "model": {"endpoint": {"url": "http://x/v1"}}, "benchmarks": [{"name": "math500"}]}})
+
+
+def test_gpu_counts_are_decided_once():
+    ft = FineTuneJob.model_validate({"metadata": {"name": "f"}, "spec": {
+        "baseModel": {"name": "m"}, "dataset": {"path": "/d"}, "output": {"path": "/o"}, "gpusPerNode": 0}})
+    assert k.training_world(ft.spec, 8) == (1, 0, 1)  # CPU: one process (the API refuses several nodes without GPUs)
+    ft2 = ft.model_copy(update={"spec": ft.spec.model_copy(update={"gpusPerNode": None, "numNodes": 2})})
+    assert k.training_world(ft2.spec, 8) == (2, 8, 8)
+    assert k.eval_job_gpus(_eval().spec) == 0  # through the server: an HTTP client needs no GPU
+    assert k.eval_job_gpus(_eval(backend="offline", serving={"tensorParallelSize": 2}).spec) == 2
+    assert k.eval_job_gpus(_eval(resources={"gpus": 1}).spec) == 1
+
+
+def test_offline_and_endpoint_evaluations_need_no_server():
+    assert k.serving_enabled(_eval().spec)
+    assert not k.serving_enabled(_eval(backend="offline").spec)
+    assert not k.serving_enabled(_eval(serving={"enabled": False}, model={"endpoint": {"url": "http://x/v1"}}, output={"path": "/r"}).spec)
+
+
+@pytest.mark.parametrize("env, reports", [
+    ({}, True), ({"RANK": "0"}, True), ({"RANK": "3", "NODE_RANK": "0"}, False),
+    ({"NODE_RANK": "1"}, False), ({"NODE_RANK": "0", "WORLD_SIZE": "16"}, True),
+])
+def test_only_the_first_process_reports(env, reports):
+    assert k.is_reporting_process(env) is reports
+
+
+def test_documents_round_trip_and_translate_locations_for_the_pod():
+    ds = ReasoningDataset.model_validate({"metadata": {"name": "d", "namespace": "team", "uid": "u"}, "spec": {
+        "sources": [{"name": "p", "path": "/x"}], "output": {"volume": {"claimName": "data"}}}})
+    doc = k.build_document(ds, revision="r1", output=k.dataset_output(ds, "r1"),
+                           context=k.WorkloadContext(endpoints={"srv": "http://s/v1"}))
+    assert doc.output == "/mnt/pvc/data/d/r1" and doc.outputLocation == "pvc://data/d/r1"
+    again = k.read_document(doc.to_json())
+    assert again == doc and isinstance(again.resource(), ReasoningDataset)
+    with pytest.raises(k.InvalidDocument, match="spec.sources"):
+        k.read_document({**doc.as_dict(), "spec": {"output": {"path": "/o"}}})
+    with pytest.raises(k.InvalidDocument, match="unexpected|Extra"):
+        k.read_document({**doc.as_dict(), "surprise": 1})
+
+
+def test_results_always_fit_the_termination_message_as_valid_json():
+    small = {"samples": 3, "location": "/x"}
+    assert json.loads(k.encode_result(small)) == small
+    big = {"results": [{"benchmark": f"b{i}", "score": "0.5", "problems": 500} for i in range(32)],
+           "accuracy": 0.5, "provenance": {"x": "y" * 5000}}
+    text = k.encode_result(big)
+    assert len(text.encode()) <= k.TERMINATION_LIMIT
+    value = json.loads(text)
+    assert value["truncated"] is True and "provenance" not in value and len(value["results"]) == 32
+    huge = {"results": [{"benchmark": f"b{i}", "score": "0.5", "detail": "z" * 400} for i in range(32)]}
+    value = json.loads(k.encode_result(huge))
+    assert 1 <= len(value["results"]) < 32
+    error = {"error": {"reason": "Crashed", "message": "é" * 10000}}
+    value = json.loads(k.encode_result(error))
+    assert value["error"]["reason"] == "Crashed" and len(k.encode_result(error).encode()) <= k.TERMINATION_LIMIT
+
+
+def test_secret_env_names_follow_one_rule():
+    assert k.api_key_env("openai", "api-key") == "REASONOPS_API_KEY_OPENAI_API_KEY"
+
+
+def test_the_pod_reads_every_volume_location_as_a_path():
+    ds = {"sources": [{"name": "a", "uri": "pvc://pools/a.jsonl"}, {"name": "b", "uri": "s3://x/b.jsonl"}],
+          "stages": [{"name": "dc", "decontaminate": {"benchmarks": ["aime24"], "benchmarkPath": "pvc://bench/math"}}],
+          "output": {"path": "/o"}}
+    out = k.spec_for_pod("ReasoningDataset", ds)
+    assert out["sources"][0] == {"name": "a", "path": "/mnt/pvc/pools/a.jsonl"} and out["sources"][1]["uri"] == "s3://x/b.jsonl"
+    assert out["stages"][0]["decontaminate"]["benchmarkPath"] == "/mnt/pvc/bench/math"
+    assert ds["sources"][0]["uri"] == "pvc://pools/a.jsonl"  # the spec itself is untouched
+    ReasoningDataset.model_validate({"metadata": {"name": "d"}, "spec": out})  # still a valid spec
+    ft = {"baseModel": {"name": "qwen-7b", "volume": {"volume": {"claimName": "weights", "path": "hub"}}},
+          "dataset": {"path": "/d"}, "output": {"path": "/o"}}
+    assert k.spec_for_pod("FineTuneJob", ft)["baseModel"] == {"name": "/mnt/pvc/weights/hub/qwen-7b"}
+    ev = {"model": {"fineTuneJob": "f"}, "benchmarks": [{"name": "aime24", "path": "pvc://bench/aime24.jsonl"}]}
+    assert k.spec_for_pod("EvalRun", ev, "/tmp/v")["benchmarks"][0]["path"] == "/tmp/v/bench/aime24.jsonl"

@@ -1,0 +1,199 @@
+"""Invalid and valid resources shared by the parity tests: pydantic (test_validation_parity.py) and the
+API server with `reasonops run` beside it (test_validation_e2e.py) must judge each alike.
+
+A case is (id, document, field, message): the field path as the API server writes it, and, for a
+CEL rule, the rule's message, which both sides must report; None where the two sides word an
+OpenAPI constraint differently (both still name the field).
+"""
+
+from __future__ import annotations
+
+import copy
+
+API = "reasonops.io/v1alpha1"
+DATASET = {"apiVersion": API, "kind": "ReasoningDataset", "metadata": {"name": "d"},
+           "spec": {"sources": [{"name": "s", "path": "/data/p.jsonl"}], "output": {"path": "/out"}}}
+FINETUNE = {"apiVersion": API, "kind": "FineTuneJob", "metadata": {"name": "f"},
+            "spec": {"baseModel": {"name": "Qwen/Qwen2.5-7B-Instruct"}, "datasetRef": {"name": "d"}, "output": {"path": "/out"}}}
+EVAL = {"apiVersion": API, "kind": "EvalRun", "metadata": {"name": "e"},
+        "spec": {"model": {"fineTuneJob": "f"}, "benchmarks": [{"name": "aime24"}]}}
+
+DELETE = object()
+
+
+def with_(base: dict, path: str, value) -> dict:
+    """A copy of `base` with the dotted `path` set to `value` (list indices as numbers) or deleted."""
+    doc = copy.deepcopy(base)
+    node = doc
+    keys = path.split(".")
+    for key in keys[:-1]:
+        node = node[int(key)] if key.isdigit() else node.setdefault(key, {})
+    last = keys[-1]
+    if value is DELETE:
+        del node[last]
+    elif last.isdigit():
+        node[int(last)] = value
+    else:
+        node[last] = value
+    return doc
+
+
+def _stage(**kind) -> list[dict]:
+    return [{"name": "x", **kind}]
+
+
+def _difficulty(**sampling) -> dict:
+    return {"sampler": {"model": "m"}, "attempts": 4, "minSolved": 1, "maxSolved": 3, "sampling": sampling}
+
+
+_EXACTLY_ONE_SOURCE = "exactly one of hub, path, uri or inline must be set"
+_STAGE_KIND = "a stage sets exactly one of dedupe, decontaminate, difficulty, generate, score or select"
+_FRACTION = "must be a number in [0, 1]"
+_TEMPERATURE = "must be a number in [0, 2]"
+_TOP_P = "must be a number in (0, 1]"
+_KEYS = "keys must be a Kubernetes qualified name"
+_LABEL_VALUES = "label values must be empty or at most 63"
+_GATE = "every gate must name a benchmark of spec.benchmarks"
+_SERVING = "serving.enabled: false needs model.endpoint or backend: offline"
+
+INVALID = [
+    # shape and OpenAPI constraints
+    ("missing sources", with_(DATASET, "spec.sources", DELETE), "spec.sources", None),
+    ("missing output", with_(DATASET, "spec.output", DELETE), "spec.output", None),
+    ("too many sources", with_(DATASET, "spec.sources", [{"name": f"s{i}", "path": "/p"} for i in range(33)]), "spec.sources", None),
+    ("bad source name", with_(DATASET, "spec.sources.0.name", "Not_A_Name"), "spec.sources[0].name", None),
+    ("select size zero", with_(DATASET, "spec.stages", _stage(select={"size": 0})), "spec.stages[0].select.size", None),
+    ("threshold not a decimal", with_(DATASET, "spec.stages", _stage(dedupe={"threshold": "high"})), "spec.stages[0].dedupe.threshold", None),
+    ("string where an object goes", with_(DATASET, "spec.output", "/out"), "spec.output", None),
+    ("over-long system prompt", with_(DATASET, "spec.systemPrompt", "x" * 9000), "spec.systemPrompt", None),
+    ("empty inline question", with_(DATASET, "spec.sources.0", {"name": "s", "inline": [{"question": ""}]}), "spec.sources[0].inline[0].question", None),
+    ("wrong type epochs", with_(FINETUNE, "spec.hyperparameters", {"epochs": "fifteen"}), "spec.hyperparameters.epochs", None),
+    ("negative epochs", with_(FINETUNE, "spec.hyperparameters", {"epochs": -1}), "spec.hyperparameters.epochs", None),
+    ("unknown method", with_(FINETUNE, "spec.method", "qlora"), "spec.method", None),
+    ("zero stage 4", with_(FINETUNE, "spec.deepspeed", {"zeroStage": 4}), "spec.deepspeed.zeroStage", None),
+    ("too many nodes", with_(FINETUNE, "spec.numNodes", 1000), "spec.numNodes", None),
+    ("learning rate as float", with_(FINETUNE, "spec.hyperparameters", {"learningRate": 0.00001}), "spec.hyperparameters.learningRate", None),
+    ("no benchmarks", with_(EVAL, "spec.benchmarks", []), "spec.benchmarks", None),
+    ("gate without minimum", with_(EVAL, "spec.gates", [{"benchmark": "aime24"}]), "spec.gates[0].minScore", None),
+    ("endpoint not http", with_(EVAL, "spec.model", {"endpoint": {"url": "ftp://x"}}), "spec.model.endpoint.url", None),
+    ("too many samples", with_(EVAL, "spec.benchmarks.0.samples", 5000), "spec.benchmarks[0].samples", None),
+    ("empty secret key", with_(EVAL, "spec.model", {"endpoint": {"url": "http://x/v1", "apiKeySecretRef": {"name": "k", "key": ""}}}),
+     "spec.model.endpoint.apiKeySecretRef.key", None),
+    ("secret key with a slash", with_(EVAL, "spec.model", {"endpoint": {"url": "http://x/v1", "apiKeySecretRef": {"name": "k", "key": "a/b"}}}),
+     "spec.model.endpoint.apiKeySecretRef.key", None),
+    # one-of rules
+    ("source with two kinds", with_(DATASET, "spec.sources.0.inline", [{"question": "1+1?"}]), "spec.sources[0]", _EXACTLY_ONE_SOURCE),
+    ("source with none", with_(DATASET, "spec.sources.0.path", DELETE), "spec.sources[0]", _EXACTLY_ONE_SOURCE),
+    ("stage with two kinds", with_(DATASET, "spec.stages", _stage(dedupe={}, select={"size": 3})), "spec.stages[0]", _STAGE_KIND),
+    ("stage with no kind", with_(DATASET, "spec.stages", _stage()), "spec.stages[0]", _STAGE_KIND),
+    ("output with two places", with_(DATASET, "spec.output.uri", "s3://b/k"), "spec.output", "exactly one of volume, uri or path must be set"),
+    ("sampler with two endpoints", with_(DATASET, "spec.stages", _stage(difficulty={**_difficulty(), "sampler": {"model": "m", "evalRun": "e", "endpoint": {"url": "http://x/v1"}}})),
+     "spec.stages[0].difficulty.sampler", "set at most one of endpoint or evalRun"),
+    ("lora block with full", with_(FINETUNE, "spec.lora", {"rank": 8}), "spec", "lora is only allowed with method: lora"),
+    ("dataset twice", with_(FINETUNE, "spec.dataset", {"path": "/d"}), "spec", "set exactly one of datasetRef or dataset"),
+    ("eval of a named model without output", with_(EVAL, "spec.model", {"name": "Qwen/Qwen2.5-7B"}), "spec",
+     "output is required unless model.fineTuneJob is set"),
+    ("model twice", with_(EVAL, "spec.model.name", "Qwen/Qwen2.5-7B"), "spec.model", "exactly one of fineTuneJob, name or endpoint must be set"),
+    # ranges of decimals
+    ("dedupe threshold 2", with_(DATASET, "spec.stages", _stage(dedupe={"threshold": "2"})), "spec.stages[0].dedupe.threshold", _FRACTION),
+    ("decontamination threshold 2", with_(DATASET, "spec.stages", _stage(decontaminate={"benchmarks": ["aime24"], "threshold": "2"})),
+     "spec.stages[0].decontaminate.threshold", _FRACTION),
+    ("negative perturbation fraction", with_(DATASET, "spec.perturbations", [{"name": "p", "type": "shuffleSteps", "fraction": "-0.1"}]),
+     "spec.perturbations[0].fraction", _FRACTION),
+    ("negative score weight", with_(DATASET, "spec.stages", _stage(score={"components": [{"name": "elaboration", "weight": "-1"}]})),
+     "spec.stages[0].score.components[0].weight", "must be a number at least 0"),
+    ("curation temperature 3", with_(DATASET, "spec.stages", _stage(difficulty=_difficulty(temperature="3"))),
+     "spec.stages[0].difficulty.sampling.temperature", _TEMPERATURE),
+    ("curation topP 0", with_(DATASET, "spec.stages", _stage(generate={"teachers": [{"name": "t", "sampler": {"model": "m"}}], "sampling": {"topP": "0"}})),
+     "spec.stages[0].generate.sampling.topP", _TOP_P),
+    ("benchmark temperature negative", with_(EVAL, "spec.benchmarks.0.temperature", "-0.5"), "spec.benchmarks[0].temperature", _TEMPERATURE),
+    ("benchmark topP above 1", with_(EVAL, "spec.benchmarks.0.topP", "1.5"), "spec.benchmarks[0].topP", _TOP_P),
+    ("learning rate 0", with_(FINETUNE, "spec.hyperparameters", {"learningRate": "0"}), "spec.hyperparameters.learningRate", "must be a number greater than 0"),
+    ("warmup ratio 1.5", with_(FINETUNE, "spec.hyperparameters", {"warmupRatio": "1.5"}), "spec.hyperparameters.warmupRatio", _FRACTION),
+    ("negative weight decay", with_(FINETUNE, "spec.hyperparameters", {"weightDecay": "-0.1"}), "spec.hyperparameters.weightDecay", "must be a number at least 0"),
+    ("gradient norm 0", with_(FINETUNE, "spec.hyperparameters", {"maxGradNorm": "0"}), "spec.hyperparameters.maxGradNorm", "must be a number greater than 0"),
+    ("lora dropout 1", with_(FINETUNE, "spec", {**FINETUNE["spec"], "method": "lora", "lora": {"dropout": "1"}}), "spec.lora.dropout", "must be a number in [0, 1)"),
+    ("min score 1.2", with_(EVAL, "spec.gates", [{"benchmark": "aime24", "minScore": "1.2"}]), "spec.gates[0].minScore", _FRACTION),
+    # rules between fields
+    ("solve window inverted", with_(DATASET, "spec.stages", _stage(difficulty={**_difficulty(), "minSolved": 3, "maxSolved": 1})),
+     "spec.stages[0].difficulty.minSolved", "minSolved must not exceed maxSolved"),
+    ("solve window above attempts", with_(DATASET, "spec.stages", _stage(difficulty={**_difficulty(), "maxSolved": 5})),
+     "spec.stages[0].difficulty.maxSolved", "maxSolved must not exceed attempts"),
+    ("micro batch above global", with_(FINETUNE, "spec.hyperparameters", {"microBatchSize": 8, "globalBatchSize": 4}),
+     "spec.hyperparameters.microBatchSize", "microBatchSize must not exceed globalBatchSize"),
+    ("two nodes without GPUs", with_(FINETUNE, "spec", {**FINETUNE["spec"], "numNodes": 2, "gpusPerNode": 0}), "spec.numNodes",
+     "numNodes above 1 needs GPUs: gpusPerNode (or resources.gpus) must not be 0"),
+    ("two nodes with resources.gpus 0", with_(FINETUNE, "spec", {**FINETUNE["spec"], "numNodes": 2, "resources": {"gpus": 0}}), "spec.numNodes",
+     "numNodes above 1 needs GPUs: gpusPerNode (or resources.gpus) must not be 0"),
+    ("two checkpoint cadences", with_(FINETUNE, "spec.checkpoints", {"everyEpochs": 1, "everySteps": 100}), "spec.checkpoints",
+     "set at most one of everyEpochs or everySteps"),
+    ("parameter offload with ZeRO 2", with_(FINETUNE, "spec.deepspeed", {"zeroStage": 2, "offloadParams": True}), "spec.deepspeed.offloadParams",
+     "offloadParams needs zeroStage 3"),
+    ("optimizer offload with ZeRO 0", with_(FINETUNE, "spec.deepspeed", {"zeroStage": 0, "offloadOptimizer": True}), "spec.deepspeed.offloadOptimizer",
+     "offloadOptimizer needs zeroStage 1, 2 or 3"),
+    ("gate on a benchmark not run", with_(EVAL, "spec.gates", [{"benchmark": "math500", "minScore": "0.5"}]), "spec.gates", _GATE),
+    ("serving disabled without endpoint", with_(EVAL, "spec.serving", {"enabled": False}), "spec.serving.enabled", _SERVING),
+    ("empty source path", with_(DATASET, "spec.sources.0.path", ""), "spec.sources[0].path", None),
+    ("empty output path", with_(DATASET, "spec.output.path", ""), "spec.output.path", None),
+    ("empty model name", with_(EVAL, "spec.model", {"name": ""}), "spec.model.name", None),
+    ("empty image", with_(FINETUNE, "spec.resources", {"image": ""}), "spec.resources.image", None),
+    ("empty keyword", with_(DATASET, "spec.stages", _stage(score={"components": [{"name": "verification", "weight": "1", "keywords": [""]}]})),
+     "spec.stages[0].score.components[0].keywords[0]", None),
+    # names of list items are unique (the lists are maps keyed by name)
+    ("two stages of one name", with_(DATASET, "spec.stages", [{"name": "x", "select": {"size": 1}}, {"name": "x", "select": {"size": 2}}]),
+     "spec.stages[1]", 'Duplicate value: {"name":"x"}'),
+    ("a benchmark twice", with_(EVAL, "spec.benchmarks", [{"name": "aime24"}, {"name": "aime24", "samples": 4}]), "spec.benchmarks[1]",
+     'Duplicate value: {"name":"aime24"}'),
+    # tolerations as Kubernetes checks them
+    ("toleration without key or Exists", with_(DATASET, "spec.resources", {"tolerations": [{"operator": "Equal", "value": "x"}]}),
+     "spec.resources.tolerations[0].operator", "operator must be Exists when key is empty"),
+    ("toleration Exists with a value", with_(FINETUNE, "spec.resources", {"tolerations": [{"key": "gpu", "operator": "Exists", "value": "x"}]}),
+     "spec.resources.tolerations[0].value", "value must be empty when operator is Exists"),
+    ("toleration seconds without NoExecute", with_(EVAL, "spec.resources", {"tolerations": [{"key": "gpu", "tolerationSeconds": 5, "effect": "NoSchedule"}]}),
+     "spec.resources.tolerations[0].effect", "effect must be NoExecute when tolerationSeconds is set"),
+    ("toleration value not a label value", with_(EVAL, "spec.resources", {"tolerations": [{"key": "gpu", "value": "a b"}]}),
+     "spec.resources.tolerations[0].value", "must be empty or at most 63"),
+    # Kubernetes names
+    ("label key with two slashes", with_(DATASET, "spec.resources", {"podLabels": {"a/b/c": "x"}}), "spec.resources.podLabels", _KEYS),
+    ("label key name too long", with_(FINETUNE, "spec.resources", {"podLabels": {"x" * 64: "x"}}), "spec.resources.podLabels", _KEYS),
+    ("label key prefix not DNS", with_(EVAL, "spec.serving", {"resources": {"podLabels": {"Example.COM/x": "x"}}}),
+     "spec.serving.resources.podLabels", _KEYS),
+    ("label key prefix too long", with_(EVAL, "spec.resources", {"podLabels": {("a" * 60 + ".") * 4 + "abcdefghij/x": "x"}}),
+     "spec.resources.podLabels", _KEYS),
+    ("label value with a space", with_(DATASET, "spec.resources", {"podLabels": {"team": "a b"}}), "spec.resources.podLabels", _LABEL_VALUES),
+    ("label value ending in a dash", with_(DATASET, "spec.resources", {"podLabels": {"team": "ab-"}}), "spec.resources.podLabels", _LABEL_VALUES),
+    ("annotation key with a space", with_(FINETUNE, "spec.resources", {"podAnnotations": {"my key": "v"}}), "spec.resources.podAnnotations", _KEYS),
+    ("node selector key invalid", with_(DATASET, "spec.resources", {"nodeSelector": [{"key": "-bad", "value": "x"}]}),
+     "spec.resources.nodeSelector[0].key", "must be a Kubernetes qualified name"),
+    ("node selector value invalid", with_(DATASET, "spec.resources", {"nodeSelector": [{"key": "gpu", "value": "a/b"}]}),
+     "spec.resources.nodeSelector[0].value", "must be empty or at most 63"),
+]
+
+VALID = [
+    ("minimal dataset", DATASET),
+    ("minimal finetune", FINETUNE),
+    ("minimal eval", EVAL),
+    ("thresholds at the bounds", with_(DATASET, "spec.stages", [
+        {"name": "a", "dedupe": {"threshold": "1"}}, {"name": "b", "decontaminate": {"benchmarks": ["aime24"], "threshold": "0"}},
+        {"name": "c", "difficulty": _difficulty(temperature="2", topP="1")},
+        {"name": "d", "generate": {"teachers": [{"name": "t", "sampler": {"model": "m"}}], "sampling": {"temperature": "0", "topP": "1e-3"}}},
+        {"name": "e", "score": {"components": [{"name": "elaboration", "weight": "0"}]}}])),
+    ("Kubernetes labels", with_(DATASET, "spec.resources", {
+        "podLabels": {"app.kubernetes.io/name": "x", "team": "", "a" * 63: "b" * 63, ("a" * 60 + ".") * 4 + "abcdefghi/x": "v"},
+        "podAnnotations": {"prometheus.io/scrape": "true", "Note_1": "any text / at all"},
+        "nodeSelector": [{"key": "nvidia.com/gpu.product", "value": "H100"}]})),
+    ("training within bounds", with_(FINETUNE, "spec", {**FINETUNE["spec"], "numNodes": 2, "gpusPerNode": 8,
+                                                        "hyperparameters": {"learningRate": "1e-5", "warmupRatio": "1", "microBatchSize": 4,
+                                                                            "globalBatchSize": 4, "weightDecay": "0", "maxGradNorm": "0.5"},
+                                                        "checkpoints": {"everySteps": 100}, "deepspeed": {"zeroStage": 3, "offloadParams": True}})),
+    ("tolerations", with_(FINETUNE, "spec.resources", {"tolerations": [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}, {"operator": "Exists"},
+        {"key": "pool", "value": "h200"}, {"key": "spot", "effect": "NoExecute", "tolerationSeconds": 30}]})),
+    ("one node without GPUs", with_(FINETUNE, "spec", {**FINETUNE["spec"], "numNodes": 1, "gpusPerNode": 0})),
+    ("lora dropout below 1", with_(FINETUNE, "spec", {**FINETUNE["spec"], "method": "lora", "lora": {"dropout": "0.999"}})),
+    ("gates on run benchmarks", with_(EVAL, "spec", {**EVAL["spec"], "benchmarks": [{"name": "aime24", "temperature": "0.6", "topP": "0.95"}, {"name": "math500"}],
+                                                     "gates": [{"benchmark": "math500", "minScore": "0"}, {"benchmark": "aime24", "minScore": "1"}]})),
+    ("serving disabled with an endpoint", with_(EVAL, "spec", {**EVAL["spec"], "model": {"endpoint": {"url": "http://x/v1", "apiKeySecretRef": {"name": "k", "key": "api.key-1_x"}}},
+                                                               "serving": {"enabled": False}, "output": {"path": "/out"}})),
+    ("serving disabled offline", with_(EVAL, "spec", {**EVAL["spec"], "backend": "offline", "serving": {"enabled": False}})),
+]
