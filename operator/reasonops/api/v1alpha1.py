@@ -562,7 +562,9 @@ class EvalRunSpec(Model):
         PROTOCOL, "Sampling preset; per-benchmark fields override it."
     )
     benchmarks: list[BenchmarkSpec] = Field(min_length=1, max_length=32, description="Benchmarks to run.")
-    systemPrompt: Optional[LongText] = defaulted(LIMO_SYSTEM_PROMPT, "System prompt.")
+    systemPrompt: Optional[LongText] = Field(
+        default=None, description="System prompt (default: the protocol's; SkyThought's depends on the model, see docs/protocols.md)."
+    )
     backend: Optional[Literal["server", "offline"]] = defaulted(
         BACKEND, "Generate through the served endpoint (server) or with vLLM offline in the Job."
     )
