@@ -238,6 +238,9 @@ class WorkloadContext(Model):
     modelRevision: Optional[str] = Field(default=None, description="EvalRun: the model's revision.")
     endpoint: Optional[str] = Field(default=None, description="EvalRun: the OpenAI-compatible URL to evaluate.")
     servedModelName: Optional[str] = Field(default=None, description="EvalRun: the model name in API requests.")
+    baseModel: Optional[str] = Field(
+        default=None, description="EvalRun: the base model (hub id) of a fine-tuned model; protocols pick prompts by it."
+    )
     endpoints: dict[str, str] = Field(default_factory=dict, description="ReasoningDataset: EvalRun name -> URL of its server.")
     servedModelNames: dict[str, str] = Field(
         default_factory=dict, description="ReasoningDataset: EvalRun name -> the model name its server answers to."

@@ -160,9 +160,11 @@ def local_document(res: Resource, output_root: Path) -> k.WorkloadDocument:
             if state is None:
                 raise WorkloadError(c.REASON_MODEL_NOT_FOUND, f"FineTuneJob {model.fineTuneJob!r} has not been run under {output_root}; put it in the same file or run it first")
             context.modelLocation, context.modelRevision = state["location"], state["revision"]
+            context.baseModel = state.get("baseModel")
         elif model.name:
             location = k.location_string(model.volume, model.name) if model.volume else model.name
             context.modelLocation, context.modelRevision = location, k.input_hash(location)
+            context.baseModel = model.name
         if model.endpoint:
             context.endpoint = model.endpoint.url
             context.servedModelName = model.servedModelName or name
@@ -225,6 +227,8 @@ def run_local(path: str | Path, output_root: str | Path, only: Optional[str] = N
             result = _workload(res.kind)(doc.as_dict(), reporter)
         location = result.get("location") or result.get("modelLocation") or doc.output
         state = {"revision": doc.revision, "location": location, "result": result}
+        if isinstance(res, FineTuneJob):
+            state["baseModel"] = res.spec.baseModel.name
         _local_state(root, res.kind, name).parent.mkdir(parents=True, exist_ok=True)
         _local_state(root, res.kind, name).write_text(json.dumps(state, indent=1))
         summaries.append({"kind": res.kind, "name": name, "seconds": round(time.time() - started, 1), **state})

@@ -34,12 +34,13 @@ from pydantic import ValidationError
 
 from .. import contract as k
 from ..api import common as c
+from ..gates import judge_gates
 from ..api.v1alpha1 import EvalRun, FineTuneJob, ReasoningDataset, Resource
 from ..kube import AsyncKube
 from . import builders as b
 from . import metrics
 from . import policy as p
-from .policy import JobState, PodState, Plan, evaluate_gates, plan_run, with_condition, condition
+from .policy import JobState, PodState, Plan, plan_run, with_condition, condition
 from .settings import Settings
 
 log = logging.getLogger("reasonops.operator")
@@ -579,6 +580,7 @@ class _Input:
     revision: str = ""
     location: str = ""  # canonical
     secret: Optional[str] = None  # Secret with the credentials of its location
+    base_model: Optional[str] = None  # a fine-tuned model's base (hub id): protocols choose prompts by it
 
 
 def _dataset_input(ft: FineTuneJob, body: dict[str, Any], indexes: dict[str, Any]) -> _Input:
@@ -691,8 +693,9 @@ def _model_input(ev: EvalRun, body: dict[str, Any], indexes: dict[str, Any]) -> 
             return _Input(waiting=(c.REASON_MODEL_NOT_FOUND, f"FineTuneJob {model.fineTuneJob!r} does not exist in namespace {ns}"))
         st = ft.get("status") or {}
         secret = (((ft.get("spec") or {}).get("output")) or {}).get("credentialsSecretRef")
+        base = (((ft.get("spec") or {}).get("baseModel")) or {}).get("name")
         if st.get("modelLocation") and st.get("modelRevision"):
-            return _Input(revision=st["modelRevision"], location=st["modelLocation"], secret=secret)
+            return _Input(revision=st["modelRevision"], location=st["modelLocation"], secret=secret, base_model=base)
         if st.get("phase") == "Failed":
             return _Input(waiting=(c.REASON_MODEL_FAILED, f"FineTuneJob {model.fineTuneJob!r} failed"))
         return _Input(waiting=(c.REASON_WAITING_FOR_MODEL, f"waiting for FineTuneJob {model.fineTuneJob!r} to succeed ({st.get('reason', 'Pending')})"))
@@ -753,6 +756,7 @@ async def reconcile_eval(body: dict[str, Any], indexes: dict[str, Any]) -> None:
             _requeue("EvalRun", ns, name, 15)  # the startup budget runs out without a watch event
     context = k.WorkloadContext(
         modelLocation=model.location or None, modelRevision=model.revision or None, endpoint=endpoint or None,
+        baseModel=model.base_model or (ev.spec.model.name if ev.spec.model.name else None),
         servedModelName=k.served_model_name(ev) if serving else (ev.spec.model.servedModelName or model.location or None),
     )
     output = k.eval_output(ev, revision, model.location) or f"{k.SCRATCH}/reasonops/{name}/{revision}"
@@ -776,25 +780,26 @@ async def reconcile_eval(body: dict[str, Any], indexes: dict[str, Any]) -> None:
             serving_cond = ("False", *(problem or (c.REASON_SERVER_STARTING, "the model server is starting")))
         with_condition(status, condition(prev_conditions, c.COND_SERVING, *serving_cond, generation, now))
     results = p.current_results(plan.result, status["phase"], old, revision)
-    gates = [g.to_wire() for g in ev.spec.gates or []]
+    gates = ev.spec.gates or []
     if results is not None:
-        results = [
-            {k_: (str(v) if k_ in ("score", "truncated") else v) for k_, v in r.items() if k_ in ("benchmark", "score", "problems", "samples", "truncated")}
-            for r in results
-        ]
+        results = [{k_: (str(v) if k_ in p.RESULT_DECIMALS else v) for k_, v in r.items() if k_ in p.RESULT_FIELDS} for r in results]
         status["results"] = results
         scores = [float(r["score"]) for r in results if r.get("score") is not None]
         status["accuracy"] = f"{sum(scores) / len(scores):.4f}" if scores else None
         if plan.result is not None:
             for r in results:
-                metrics.EVAL_SCORE.labels(namespace=ns, evalrun=name, benchmark=r["benchmark"]).set(float(r["score"]))
-        outcome = evaluate_gates(gates, results)
+                with contextlib.suppress(ValueError, TypeError):
+                    metrics.EVAL_SCORE.labels(namespace=ns, evalrun=name, benchmark=r["benchmark"]).set(float(r["score"]))
+        outcome = [o.to_dict() for o in judge_gates(gates, results)]
         status["gates"] = outcome or None
         failed = [g for g in outcome if not g["passed"]]
         if not gates:
             passed = ("True", c.REASON_NO_GATES, "no gates configured")
         elif failed:
-            passed = ("False", c.REASON_GATES_FAILED, "; ".join(f"{g['benchmark']}: {g.get('score', 'missing')} < {g['minScore']}" for g in failed))
+            passed = ("False", c.REASON_GATES_FAILED, "; ".join(
+                f"{g['benchmark']}: {g['reason']}" if g.get("reason") else
+                f"{g['benchmark']}: {'lower 95% bound ' if g['bound'] == 'lower95' else ''}{g['score']} < {g['minScore']}"
+                for g in failed))
         else:
             passed = ("True", c.REASON_GATES_PASSED, f"{len(outcome)} gates passed")
         old_passed = next((x for x in prev_conditions if x.get("type") == c.COND_PASSED), None)

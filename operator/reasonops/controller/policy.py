@@ -255,16 +255,9 @@ def with_condition(status: dict[str, Any], cond: dict[str, Any]) -> None:
     status["conditions"] = [x for x in status.get("conditions", []) if x["type"] != cond["type"]] + [cond]
 
 
-def evaluate_gates(gates: list[dict[str, Any]], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Compare each gate's minimum with the benchmark's pass@1; a missing score fails the gate."""
-    scores = {r.get("benchmark"): r.get("score") for r in results}
-    out = []
-    for gate in gates:
-        score = scores.get(gate["benchmark"])
-        passed = score is not None and float(score) >= float(gate["minScore"])
-        out.append({"benchmark": gate["benchmark"], "minScore": gate["minScore"], "passed": passed,
-                    **({"score": str(score)} if score is not None else {})})
-    return out
+# What of a workload's benchmark result goes to status (BenchmarkResult), and which of it are decimals.
+RESULT_FIELDS = ("benchmark", "score", "problems", "samples", "truncated", "stderr", "ciLow", "ciHigh", "contentHash")
+RESULT_DECIMALS = ("score", "truncated", "stderr", "ciLow", "ciHigh")
 
 
 # --- the model server of an EvalRun ----------------------------------------------------------------
