@@ -206,7 +206,7 @@ def test_dataset_finetune_eval_chain_reconciles_end_to_end(operator, volumes):
 
     ev = wait_for("evaluation done", lambda: cond(get(c, "evalrun", ns, "ev"), "Passed").get("status") == "True" and get(c, "evalrun", ns, "ev"), timeout=90, op=operator)
     assert ev["status"]["results"][0]["benchmark"] == "aime24" and ev["status"]["accuracy"] == "0.6000"
-    assert ev["status"]["gates"] == [{"benchmark": "aime24", "minScore": "0.5", "passed": True, "score": "0.6"}]
+    assert ev["status"]["gates"] == [{"benchmark": "aime24", "minScore": "0.5", "bound": "point", "passed": True, "score": "0.6"}]
     assert ev["status"]["endpoint"] == f"http://ev-server.{ns}.svc:8000/v1"
     assert cond(ev, "Serving")["status"] == "True"
     assert ev["status"]["modelRevision"] == ft["status"]["revision"]
@@ -392,7 +392,7 @@ def test_serving_edits_reach_the_server_and_gate_edits_rejudge_without_rerunning
     c.kubectl("patch", "evalrun", "ev", "-n", ns, "--type=merge", "-p", '{"spec":{"gates":[{"benchmark":"aime24","minScore":"0.9"}]}}')
     ev = wait_for("re-judged", lambda: cond(e := get(c, "evalrun", ns, "ev"), "Passed").get("reason") == "GatesFailed" and e, op=operator)
     assert ev["status"]["revision"] == revision and cond(ev, "Passed")["observedGeneration"] == ev["metadata"]["generation"]
-    assert ev["status"]["gates"] == [{"benchmark": "aime24", "minScore": "0.9", "passed": False, "score": "0.6"}]
+    assert ev["status"]["gates"] == [{"benchmark": "aime24", "minScore": "0.9", "bound": "point", "passed": False, "score": "0.6"}]
     assert len(items(c, "jobs", ns, "reasonops.io/name=ev")) == 1
 
 
