@@ -22,11 +22,13 @@ def _jsonl(path: Path, rows: list[dict]) -> Path:
 
 def test_registry_covers_the_published_benchmarks() -> None:
     expected = {"aime24", "aime25", "math500", "amc23", "olympiadbench", "gpqa-diamond", "minerva-math", "gsm8k", "demo"}
-    assert set(REGISTRY) == expected
+    code = {"livecodebench", "livecodebench-v2", "humaneval", "mbpp", "code-demo"}
+    assert set(REGISTRY) == expected | code
+    assert {n for n, d in REGISTRY.items() if d.kind == "code"} == code
     assert REGISTRY["gpqa-diamond"].kind == "choice"
     assert {n for n, d in REGISTRY.items() if d.limo.samples > 1} == {"aime24", "aime25", "amc23"}
     assert REGISTRY["aime24"].limo.temperature == 0.6 and REGISTRY["aime24"].limo.top_p == 0.95
-    assert all(d.hub for n, d in REGISTRY.items() if n != "demo")
+    assert all(d.hub for n, d in REGISTRY.items() if n not in ("demo", "code-demo"))
 
 
 def test_demo_is_deterministic_and_solvable() -> None:

@@ -10,11 +10,13 @@ registry was written, so a run records the revision it asked for, and a user who
 passes ``revision=`` (or a file: ``path=`` / ``REASONOPS_BENCHMARK_DIR``).
 
 ``demo`` is built in code (a dozen arithmetic word problems with integer answers): the offline demo and
-the tests use it without any download.
+the tests use it without any download. Code benchmarks (``kind="code"``, graded in the sandbox) are
+registered by `reasonops.codebench`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -36,6 +38,8 @@ class BenchmarkItem:
     question: str
     answer: str
     choices: tuple[str, ...] | None = None
+    released: str | None = None  # ISO date the problem was published (release-date windows)
+    code: Any = None  # a codebench.CodeProblem for code benchmarks
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class HubSource:
     config: str | None = None
     split: str = "test"
     revision: str | None = None
+    data_files: tuple[str, ...] | None = None  # JSON files of the hub repository, read directly (no loading script)
 
 
 @dataclass(frozen=True)
@@ -211,6 +216,10 @@ def demo_items() -> list[BenchmarkItem]:
     return items
 
 
+# Benchmarks built in code, used when no file is given.
+BUILT_IN: dict[str, Callable[[], list[BenchmarkItem]]] = {"demo": demo_items}
+
+
 # ------------------------------------------------------------------------------------------------
 # Loading
 # ------------------------------------------------------------------------------------------------
@@ -246,6 +255,10 @@ def _file_in(directory: Path, name: str) -> Path | None:
 def _load_hub(source: HubSource, revision: str | None, cache_dir: str | None) -> list[dict[str, Any]]:
     import datasets
 
+    if source.data_files:
+        at = f"@{revision or source.revision}" if revision or source.revision else ""
+        files = [f"hf://datasets/{source.id}{at}/{name}" for name in source.data_files]
+        return list(datasets.load_dataset("json", data_files=files, split="train", cache_dir=cache_dir))
     dataset = datasets.load_dataset(
         source.id, source.config, split=source.split, revision=revision or source.revision, cache_dir=cache_dir
     )
@@ -266,8 +279,11 @@ def load_benchmark(
     cache_dir: str | None = None,
     revision: str | None = None,
     limit: int | None = None,
+    released_from: str | None = None,
+    released_until: str | None = None,
 ) -> list[BenchmarkItem]:
-    """The problems of a benchmark, in their published order (the first `limit` of them).
+    """The problems of a benchmark, in their published order (the first `limit` of them), released inside
+    [released_from, released_until] (ISO dates, inclusive) when a bound is given.
 
     Looked up in order: `path` (a file, or a directory holding <name>.jsonl/.json/.parquet), the directory
     in $REASONOPS_BENCHMARK_DIR, the built-in demo, then the hub (through `datasets`, which honours
@@ -287,14 +303,18 @@ def load_benchmark(
         looked.append(f"{directory}/{name}.jsonl|.json|.parquet (${BENCHMARK_DIR_ENV})")
         file = _file_in(directory, name)
         rows = read_rows(file) if file else None
-    if rows is None and name == "demo":
-        items = demo_items()
-        return items[:limit] if limit else items
-    if rows is None:
-        rows = _hub_rows(definition, revision, cache_dir, looked)
-    items = _unique_ids([definition.read_row(row, i) for i, row in enumerate(r for r in rows if definition.keep_row(r))])
-    if not items:
-        raise WorkloadError("BenchmarkUnavailable", f"{name}: no problems found ({'; '.join(looked) or path})")
+    if rows is None and name in BUILT_IN:
+        items = BUILT_IN[name]()
+    else:
+        if rows is None:
+            rows = _hub_rows(definition, revision, cache_dir, looked)
+        items = _unique_ids([definition.read_row(row, i) for i, row in enumerate(r for r in rows if definition.keep_row(r))])
+        if not items:
+            raise WorkloadError("BenchmarkUnavailable", f"{name}: no problems found ({'; '.join(looked) or path})")
+    if released_from or released_until:
+        from .codebench import in_window
+
+        items = in_window(items, released_from, released_until, name)
     return items[:limit] if limit else items
 
 
@@ -304,7 +324,7 @@ def _unique_ids(items: list[BenchmarkItem]) -> list[BenchmarkItem]:
     out = []
     for index, item in enumerate(items):
         if item.id in seen:
-            item = BenchmarkItem(f"{item.id}-{index}", item.question, item.answer, item.choices)
+            item = dataclasses.replace(item, id=f"{item.id}-{index}")
         seen.add(item.id)
         out.append(item)
     return out
@@ -322,3 +342,6 @@ def _hub_rows(definition: BenchmarkDef, revision: str | None, cache_dir: str | N
             f"{definition.name}: looked at {'; '.join(looked)}: {type(exc).__name__}: {exc}"[:1000]
             + f". Mount the file and set path (or ${BENCHMARK_DIR_ENV}), or make the hub reachable.",
         ) from exc
+
+
+from . import codebench  # noqa: E402,F401  registers the code benchmarks (it imports this module)

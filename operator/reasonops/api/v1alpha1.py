@@ -28,6 +28,21 @@ from .common import (
 LIMO_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
 
 Benchmark = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
+IsoDate = Annotated[str, Field(max_length=10, pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
+CPU = Annotated[str, Field(max_length=16, pattern=r"^[0-9]+(\.[0-9]+)?m?$")]
+Memory = Annotated[str, Field(max_length=16, pattern=r"^[0-9]+(\.[0-9]+)?([KMGTPE]i?)?$")]
+
+
+class SandboxSpec(Model):
+    """Where model-written programs run. In a cluster: a separate execution Deployment and Service for this
+    resource (no ServiceAccount token, read-only root, no capabilities, no egress); locally: bubblewrap."""
+
+    runtimeClassName: Optional[Name] = Field(default=None, description="RuntimeClass of the sandbox pods, e.g. gvisor or kata.")
+    replicas: Optional[int] = Field(default=None, ge=1, le=64, description="Sandbox pods (default 1).")
+    cpu: Optional[CPU] = Field(default=None, description="CPU request and limit per sandbox pod (default \"2\").")
+    memory: Optional[Memory] = Field(default=None, description="Memory request and limit per sandbox pod (default \"4Gi\").")
+    timeoutSeconds: Optional[Decimal] = Field(default=None, description="Wall-clock limit per test case (default: the protocol's, 6 s).")
+    memoryMB: Optional[int] = Field(default=None, ge=64, le=65536, description="Address-space limit per test case (default 1024).")
 
 # =============================================================================================
 # Models used by curation and evaluation: an OpenAI-compatible endpoint or an in-pod vLLM engine
@@ -132,6 +147,9 @@ class DataSource(Model):
     format: Optional[Literal["jsonl", "json", "parquet"]] = Field(default=None, description="File format (default: from the name).")
     fields: Optional[FieldMapping] = Field(default=None, description="Column mapping (default: common layouts are detected).")
     limit: Optional[int] = Field(default=None, ge=1, description="Use at most this many rows of the source.")
+    codeTests: Optional[Literal["taco", "livecodebench"]] = Field(
+        default=None, description="Rows are code problems with tests: TACO/APPS input_output, or LiveCodeBench's test cases."
+    )
 
 
 class DedupeStage(Model):
@@ -258,6 +276,7 @@ class ReasoningDatasetSpec(Model):
     )
     output: Location = Field(description="Where the dataset is written; each revision in its own directory.")
     resources: Optional[Resources] = Field(default=None, description="Compute for the curation pod.")
+    sandbox: Optional[SandboxSpec] = Field(default=None, description="Execution of code problems' tests.")
     backoffLimit: Optional[int] = Field(default=None, ge=0, le=100, description="Pod retries before the revision fails (default 2).")
     activeDeadlineSeconds: Optional[int] = Field(default=None, ge=1, description="Deadline of the curation Job.")
     suspend: Optional[bool] = Field(default=None, description="Do not start (or stop) the curation Job.")
@@ -457,7 +476,7 @@ class EvalModelRef(Model):
 
 
 class BenchmarkSpec(Model):
-    name: Benchmark = Field(description="Benchmark of the registry: aime24, aime25, math500, amc23, olympiadbench, gpqa-diamond, minerva-math, gsm8k.")
+    name: Benchmark = Field(description="Benchmark of the registry: aime24, aime25, math500, amc23, olympiadbench, gpqa-diamond, minerva-math, gsm8k; code: livecodebench, livecodebench-v2, humaneval, mbpp, code-demo.")
     samples: Optional[int] = Field(default=None, ge=1, le=1024, description="Samples per problem.")
     temperature: Optional[Decimal] = Field(default=None, description="Sampling temperature.")
     topP: Optional[Decimal] = Field(default=None, description="Nucleus sampling.")
@@ -465,6 +484,8 @@ class BenchmarkSpec(Model):
     seed: Optional[int] = Field(default=None, ge=0, description="Sampling seed.")
     path: Optional[Annotated[str, Field(max_length=1024)]] = Field(default=None, description="Load the problems from this file instead of the hub.")
     limit: Optional[int] = Field(default=None, ge=1, description="Evaluate only the first N problems.")
+    releasedFrom: Optional[IsoDate] = Field(default=None, description="Only problems released on or after this date (YYYY-MM-DD).")
+    releasedUntil: Optional[IsoDate] = Field(default=None, description="Only problems released on or before this date (YYYY-MM-DD).")
 
 
 class ServingSpec(Model):
@@ -484,7 +505,7 @@ class Gate(Model):
 
 class EvalRunSpec(Model):
     model: EvalModelRef = Field(description="What to evaluate.")
-    protocol: Optional[Literal["limo", "skythought", "custom"]] = Field(
+    protocol: Optional[Literal["limo", "skythought", "livecodebench", "custom"]] = Field(
         default=None, description="Sampling preset (default limo); per-benchmark fields override it."
     )
     benchmarks: list[BenchmarkSpec] = Field(min_length=1, max_length=32, description="Benchmarks to run.")
@@ -499,6 +520,7 @@ class EvalRunSpec(Model):
     )
     gates: Optional[list[Gate]] = Field(default=None, max_length=32, description="Minimum scores; all must pass for Passed=True.")
     resources: Optional[Resources] = Field(default=None, description="Compute for the benchmark Job.")
+    sandbox: Optional[SandboxSpec] = Field(default=None, description="Execution of code benchmarks' programs.")
     backoffLimit: Optional[int] = Field(default=None, ge=0, le=100, description="Pod retries (default 2).")
     activeDeadlineSeconds: Optional[int] = Field(default=None, ge=1, description="Deadline of the benchmark Job.")
     suspend: Optional[bool] = Field(default=None, description="Do not start (or stop) the evaluation.")

@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .. import __version__
-from ..api.v1alpha1 import LIMO_SYSTEM_PROMPT, BenchmarkSpec, EvalRunSpec
+from .. import __version__, codebench
+from ..api.v1alpha1 import LIMO_SYSTEM_PROMPT, BenchmarkSpec, EvalRunSpec, SandboxSpec
 from ..benchmarks import GREEDY, BenchmarkDef, BenchmarkItem, benchmark_def, load_benchmark
 from ..errors import WorkloadError
 from ..grading import GradeResult, Grader, majority_correct, pass_at_k
@@ -54,7 +54,7 @@ from ..progress import Reporter
 log = logging.getLogger("reasonops.evaluate")
 
 MAX_TOKENS = 32768
-PROTOCOL_SEEDS = {"limo": 0, "skythought": 41, "custom": None}
+PROTOCOL_SEEDS = {"limo": 0, "skythought": 41, "livecodebench": None, "custom": None}
 CACHE_FILE = "generation-cache.jsonl"
 
 
@@ -70,6 +70,8 @@ class BenchmarkRun:
     seed: int | None = None
     path: str | None = None
     limit: int | None = None
+    released_from: str | None = None  # release-date window (code benchmarks: LiveCodeBench's contamination control)
+    released_until: str | None = None
 
 
 @dataclass
@@ -93,6 +95,7 @@ class EvalConfig:
     tensor_parallel_size: int = 1
     max_model_len: int | None = None
     benchmark_cache_dir: str | None = None
+    sandbox: SandboxSpec | None = None  # limits of code benchmarks' executions
 
 
 @dataclass
@@ -105,6 +108,7 @@ class Response:
     completion_tokens: int = 0
     prompt_tokens: int = 0
     grade: GradeResult | None = None
+    execution: dict[str, Any] | None = None  # code benchmarks: the per-test outcomes
 
 
 # ------------------------------------------------------------------------------------------------
@@ -116,15 +120,21 @@ def benchmark_run(spec: BenchmarkSpec, protocol: str) -> BenchmarkRun:
     """The protocol's sampling for a benchmark, overridden by the fields the spec sets."""
     definition = benchmark_def(spec.name)
     preset = definition.limo if protocol == "limo" else GREEDY
+    code_tokens = None
+    if definition.kind == "code":
+        code_protocol = codebench.code_protocol(protocol)
+        preset, code_tokens = code_protocol.sampling, code_protocol.max_tokens
     return BenchmarkRun(
         name=spec.name,
         samples=spec.samples or preset.samples,
         temperature=float(spec.temperature) if spec.temperature is not None else preset.temperature,
         top_p=float(spec.topP) if spec.topP is not None else preset.top_p,
-        max_tokens=spec.maxTokens or MAX_TOKENS,
+        max_tokens=spec.maxTokens or code_tokens or MAX_TOKENS,
         seed=spec.seed if spec.seed is not None else PROTOCOL_SEEDS[protocol],
         path=spec.path,
         limit=spec.limit,
+        released_from=spec.releasedFrom,
+        released_until=spec.releasedUntil,
     )
 
 
@@ -150,6 +160,7 @@ def config_from_resource(doc: dict[str, Any]) -> EvalConfig:
         dtype=(serving and serving.dtype) or "auto",
         tensor_parallel_size=(serving and serving.tensorParallelSize) or 1,
         max_model_len=serving and serving.maxModelLen,
+        sandbox=spec.sandbox,
     )
     if backend == "server":
         config.endpoint = context.get("endpoint") or (endpoint_spec.url if endpoint_spec else None)
@@ -186,7 +197,8 @@ def main(config: EvalConfig, reporter: Reporter | None = None) -> dict[str, Any]
 
     reporter.update(stage="load", message=f"loading {len(config.benchmarks)} benchmark(s)", force=True)
     problems = {
-        run.name: load_benchmark(run.name, path=run.path, cache_dir=config.benchmark_cache_dir, limit=run.limit)
+        run.name: load_benchmark(run.name, path=run.path, cache_dir=config.benchmark_cache_dir, limit=run.limit,
+                                 released_from=run.released_from, released_until=run.released_until)
         for run in config.benchmarks
     }
     generator = _generator(config, output / CACHE_FILE)
@@ -195,7 +207,7 @@ def main(config: EvalConfig, reporter: Reporter | None = None) -> dict[str, Any]
     requests = [
         GenerationRequest(
             id=_request_id(run.name, item.id),
-            messages=_messages(config.system_prompt, benchmark_def(run.name), item),
+            messages=_messages(config, benchmark_def(run.name), item),
             n=run.samples,
             temperature=run.temperature,
             top_p=run.top_p,
@@ -224,11 +236,17 @@ def main(config: EvalConfig, reporter: Reporter | None = None) -> dict[str, Any]
         ]
         for run in config.benchmarks
     }
+    code_runs = [run for run in config.benchmarks if benchmark_def(run.name).kind == "code"]
+    executions = {run.name: codebench.grade_benchmark(config.protocol, problems[run.name], responses[run.name], config.sandbox,
+                                                      (run.released_from, run.released_until)) for run in code_runs}
     with Grader(config.grader_workers, config.grade_timeout) as grader:
         for run in config.benchmarks:
-            grade_responses(grader, benchmark_def(run.name), problems[run.name], responses[run.name])
+            if run.name not in executions:
+                grade_responses(grader, benchmark_def(run.name), problems[run.name], responses[run.name])
 
     scores = {run.name: score(problems[run.name], responses[run.name]) for run in config.benchmarks}
+    for name, execution in executions.items():
+        scores[name]["execution"] = execution
     gates = evaluate_gates(config.gates, scores)
     for run in config.benchmarks:
         write_responses(output / "responses" / f"{run.name}.jsonl", responses[run.name], problems[run.name])
@@ -277,7 +295,10 @@ def _request_id(benchmark: str, problem_id: str) -> str:
     return f"{benchmark}/{problem_id}"
 
 
-def _messages(system_prompt: str, definition: BenchmarkDef, item: BenchmarkItem) -> list[dict]:
+def _messages(config: EvalConfig, definition: BenchmarkDef, item: BenchmarkItem) -> list[dict]:
+    system_prompt = config.system_prompt
+    if definition.kind == "code":  # the code protocol's system prompt replaces the (default) LIMO one
+        return codebench.messages(config.protocol, item, None if system_prompt == LIMO_SYSTEM_PROMPT else system_prompt)
     messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
     return messages + [{"role": "user", "content": definition.render(item)}]
 
@@ -397,6 +418,8 @@ def write_responses(path: Path, responses: Sequence[Response], items: Sequence[B
                 "extracted": grade.extracted, "gold": gold[r.problem_id], "correct": grade.correct, "reason": grade.reason,
                 "completion_tokens": r.completion_tokens, "prompt_tokens": r.prompt_tokens, "finish_reason": r.finish_reason,
             }
+            if r.execution is not None:
+                row["execution"] = r.execution
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     tmp.replace(path)
 
@@ -512,8 +535,11 @@ def grade_main(argv: list[str] | None = None) -> int:
     unknown = sorted({r.problem_id for r in responses} - known)
     if unknown:
         raise WorkloadError("InvalidResponses", f"{args.responses}: ids not in {args.benchmark}: {', '.join(unknown[:5])}")
-    with Grader(args.workers) as grader:
-        grade_responses(grader, definition, items, responses)
+    if definition.kind == "code":
+        codebench.grade_benchmark("custom", items, responses)
+    else:
+        with Grader(args.workers) as grader:
+            grade_responses(grader, definition, items, responses)
     if args.output:
         write_responses(Path(args.output), responses, items)
     print(json.dumps({"benchmark": args.benchmark, **score(items, responses)}, indent=2))

@@ -55,7 +55,7 @@ SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 NOBODY = 65534
 HARNESS = (Path(__file__).parent / "harness.py").read_text()
 VERDICTS = ("passed", "wrong_answer", "runtime_error", "timeout", "memory_limit", "output_limit", "skipped")
-RESULT_CAP = 8 << 20  # bytes read back from the harness
+RESULT_CAP = 8 << 20  # bytes read back from the harness (at least twice the output limit)
 
 
 @dataclass(frozen=True)
@@ -114,9 +114,10 @@ class Execution:
 class Job:
     program: str
     tests: Sequence[TestCase]
-    mode: str = "stdin"  # or "functional": call fn_name (a method of class Solution, or a function)
+    mode: str = "stdin"  # "functional": call fn_name (a method of class Solution, or a function); "script": run the test code after it
     fn_name: str | None = None
     preamble: str = ""  # prepended to the program (LiveCodeBench's imports for functional problems)
+    keep_output: bool = False  # return the whole stdout (up to Limits.output_bytes), not a snippet
 
 
 class Sandbox:
@@ -139,25 +140,31 @@ class Sandbox:
             preamble: str = "") -> Execution:
         return self.run_job(Job(program, tests, mode, fn_name, preamble))
 
-    def run_many(self, jobs: Sequence[Job], workers: int | None = None) -> list[Execution]:
+    def describe(self) -> dict[str, Any]:
+        """What a result records about where its programs ran."""
+        limits = self.limits
+        return {"isolation": self.isolation, "python": self.python, "timeoutSeconds": limits.timeout,
+                "memoryMB": limits.memory_mb, "outputBytes": limits.output_bytes, "processes": limits.nproc}
+
+    def run_many(self, jobs: Sequence[Job], workers: int | None = None, limits: Limits | None = None) -> list[Execution]:
         """Jobs run concurrently (default: one per CPU core), results in input order."""
         if not jobs:
             return []
         with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-            return list(pool.map(self.run_job, jobs))
+            return list(pool.map(lambda job: self.run_job(job, limits), jobs))
 
-    def run_job(self, job: Job) -> Execution:
-        if job.mode not in ("stdin", "functional"):
+    def run_job(self, job: Job, limits: Limits | None = None) -> Execution:
+        if job.mode not in ("stdin", "functional", "script"):
             raise ValueError(f"unknown test mode {job.mode!r}")
         if job.mode == "functional" and not job.fn_name:
             raise ValueError("functional tests need fn_name")
-        limits = self.limits
+        limits = limits or self.limits
         payload = json.dumps({
             "program": job.program, "mode": job.mode, "fn_name": job.fn_name, "preamble": job.preamble,
             "tests": [{"input": t.input, "output": t.output} for t in job.tests],
             "timeout": limits.timeout, "memory_bytes": limits.memory_mb << 20, "output_bytes": limits.output_bytes,
             "file_bytes": limits.file_mb << 20, "nproc": limits.nproc, "nofile": limits.nofile,
-            "stop_on_failure": self.stop_on_failure,
+            "stop_on_failure": self.stop_on_failure, "keep_output": job.keep_output,
         }).encode()
         deadline = len(job.tests) * (limits.timeout + 0.5) + 10.0
         started = time.monotonic()
@@ -166,7 +173,8 @@ class Sandbox:
             if self._drop:
                 os.chown(work, NOBODY, NOBODY)
             os.chmod(work, 0o700)
-            raw, error = self._execute(self._command(work), work, payload, deadline)
+            cap = max(RESULT_CAP, 2 * limits.output_bytes)
+            raw, error = self._execute(self._command(work), work, payload, deadline, cap)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         seconds = round(time.monotonic() - started, 4)
@@ -189,7 +197,7 @@ class Sandbox:
             return interpreter
         return [*bwrap_args(work, self.python, self.hidden_paths), *interpreter]
 
-    def _execute(self, command: list[str], work: Path, payload: bytes, deadline: float) -> tuple[bytes, str | None]:
+    def _execute(self, command: list[str], work: Path, payload: bytes, deadline: float, cap: int) -> tuple[bytes, str | None]:
         env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp" if self.isolation == "bwrap" else str(work), "LANG": "C.UTF-8"}
         ids: dict[str, Any] = {"user": NOBODY, "group": NOBODY, "extra_groups": []} if self._drop else {}
         try:
@@ -201,7 +209,7 @@ class Sandbox:
             return b"", f"cannot start the sandbox: {exc}"
         writer = threading.Thread(target=_feed, args=(proc, payload), daemon=True)
         writer.start()
-        out, err, why = _read_capped(proc, time.monotonic() + deadline, RESULT_CAP)
+        out, err, why = _read_capped(proc, time.monotonic() + deadline, cap)
         _kill_group(proc)
         proc.wait()
         writer.join(timeout=1)

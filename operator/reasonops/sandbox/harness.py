@@ -1,8 +1,8 @@
 """The test runner that executes inside the sandbox (standard library only; run as `python -I -S harness.py`).
 
-It reads one job as JSON on stdin: ``{"program", "mode": "stdin"|"functional", "fn_name", "tests":
+It reads one job as JSON on stdin: ``{"program", "mode": "stdin"|"functional"|"script", "fn_name", "tests":
 [{"input", "output"}], "timeout", "memory_bytes", "output_bytes", "file_bytes", "nproc", "nofile",
-"stop_on_failure", "preamble"}``, sets the limits on itself before any untrusted code runs, then runs each
+"stop_on_failure", "preamble", "keep_output"}``, sets the limits on itself before any untrusted code runs, then runs each
 test in a forked child (own process group; address-space, CPU and file-size limits; stdin from a memory
 file, stdout and stderr into capped pipes; every other descriptor closed), kills the child's group at the
 wall-clock limit and writes one JSON object with a verdict per test to its stdout.
@@ -11,7 +11,8 @@ The harness makes itself non-dumpable, so a program (same uid) cannot open its d
 through /proc; a program that kills the harness fails its tests (no result comes back). Output comparison
 follows LiveCodeBench (lcb_runner/evaluation/testing_util.py): stdin tests compare whitespace-stripped lines,
 exactly or as decimals token by token; functional tests compare the returned value with the JSON output,
-tuples read as lists.
+tuples read as lists; script tests (the test is code run after the program, e.g. HumanEval's asserts)
+pass when the program exits cleanly.
 """
 
 import json
@@ -54,7 +55,10 @@ def _child(job, test, stdin_fd, out_w, err_w, value_w):
     sys.stdout = open(1, "w", closefd=False)
     sys.stderr = open(2, "w", closefd=False)
     try:
-        code = compile(job.get("preamble", "") + job["program"], "solution.py", "exec")
+        source = job.get("preamble", "") + job["program"]
+        if job["mode"] == "script":  # the test is code run after the program (HumanEval/MBPP asserts)
+            source += "\n" + test["input"] + "\n"
+        code = compile(source, "solution.py", "exec")
         namespace = {"__name__": "__main__"}
         if job["mode"] == "functional":
             namespace["__name__"] = "solution"
@@ -141,7 +145,8 @@ def stdio_equal(got, expected):
 
 def run_test(job, test):
     stdin_fd = os.memfd_create("stdin")
-    os.write(stdin_fd, test["input"].encode())
+    if job["mode"] != "script":
+        os.write(stdin_fd, test["input"].encode())
     os.lseek(stdin_fd, 0, 0)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
@@ -176,6 +181,8 @@ def run_test(job, test):
         verdict = MEMORY
     elif code != 0:
         verdict = RUNTIME
+    elif job["mode"] == "script":
+        verdict = PASSED
     elif job["mode"] == "functional":
         try:
             verdict = PASSED if json.loads(data[value_r] or b"null") == json.loads(test["output"]) else WRONG
@@ -184,7 +191,8 @@ def run_test(job, test):
         stdout = data[value_r].decode("utf-8", "replace")
     else:
         verdict = PASSED if stdio_equal(stdout, test["output"]) else WRONG
-    return {"verdict": verdict, "seconds": seconds, "exit": code, "stdout": stdout[:SNIPPET], "stderr": stderr}
+    keep = len(stdout) if job.get("keep_output") else SNIPPET
+    return {"verdict": verdict, "seconds": seconds, "exit": code, "stdout": stdout[:keep], "stderr": stderr}
 
 
 def main():
