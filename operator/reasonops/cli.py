@@ -80,6 +80,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return serve_main(args.rest) or 0
 
 
+def _cmd_sandbox_serve(args: argparse.Namespace) -> int:
+    from .sandbox.service import main as sandbox_main
+
+    return sandbox_main(args.rest) or 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reasonops", description="Curate, fine-tune and evaluate reasoning models on Kubernetes.")
     parser.add_argument("--log-level", default=os.environ.get("REASONOPS_LOG_LEVEL", "INFO"))
@@ -118,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve a model directory with a local OpenAI-compatible server (CPU)", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("sandbox-serve", help="serve sandboxed execution of programs over HTTP (the sandbox pod)", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_sandbox_serve)
 
     p = sub.add_parser("tiny-model", help="write a tiny random model in Hugging Face format")
     p.add_argument("out_dir")

@@ -38,6 +38,7 @@ pass@1 / pass@k use `grading.pass_at_k`, the same unbiased estimator as math.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as _dt
 import hashlib
 import json
@@ -160,28 +161,29 @@ def read_mbpp_row(row: dict[str, Any], index: int) -> BenchmarkItem:
     return BenchmarkItem(str(row.get("task_id") or index), question, f"{len(tests)} tests", code=CodeProblem("script", tests))
 
 
-def decode_private(items: Sequence[BenchmarkItem], sandbox: Sandbox) -> list[BenchmarkItem]:
+def decode_private(items: Sequence[BenchmarkItem], sandbox: Any) -> list[BenchmarkItem]:
     """Items whose compressed private tests are decoded (in the sandbox: the payload is a pickle)."""
-    pending = [i for i, item in enumerate(items) if item.code is not None and item.code.private_encoded is not None]
-    if not pending:
-        return list(items)
-    jobs = [Job(_UNPICKLE, (TestCase(items[i].code.private_encoded, ""),), keep_output=True) for i in pending]
-    out = list(items)
-    for i, execution in zip(pending, sandbox.run_many(jobs, limits=DECODE_LIMITS)):
-        item = items[i]
+    codes = decode_codes([item.code for item in items], [item.id for item in items], sandbox)
+    return [item if code is item.code else _replace_code(item, code) for item, code in zip(items, codes)]
+
+
+def decode_codes(codes: Sequence[CodeProblem | None], ids: Sequence[str], sandbox: Any) -> list[CodeProblem | None]:
+    """The problems with LiveCodeBench's pickled private tests decoded by `_UNPICKLE` in the sandbox."""
+    pending = [i for i, code in enumerate(codes) if code is not None and code.private_encoded is not None]
+    out = list(codes)
+    jobs = [Job(_UNPICKLE, (TestCase(codes[i].private_encoded, ""),), keep_output=True) for i in pending]
+    for i, execution in zip(pending, sandbox.run_many(jobs, limits=DECODE_LIMITS) if jobs else []):
         outcome = execution.tests[0] if execution.tests else None
         if execution.error or outcome is None or outcome.verdict not in ("passed", "wrong_answer"):
             detail = execution.error or (outcome.stderr.strip() if outcome else "") or (outcome.verdict if outcome else "")
-            raise WorkloadError("BenchmarkUnavailable", f"{item.id}: cannot decode the private tests: {detail}"[:500])
+            raise WorkloadError("BenchmarkUnavailable", f"{ids[i]}: cannot decode the private tests: {detail}"[:500])
         private, _ = _lcb_tests(json.loads(outcome.stdout), i, "private_test_cases")
-        code = item.code
-        out[i] = _replace_code(item, CodeProblem(code.mode, code.public, private, code.fn_name, code.starter_code,
-                                                 code.platform, code.difficulty, None, code.preamble))
+        out[i] = dataclasses.replace(codes[i], private=private, private_encoded=None)
     return out
 
 
 def _replace_code(item: BenchmarkItem, code: CodeProblem) -> BenchmarkItem:
-    return BenchmarkItem(item.id, item.question, f"{len(code.public) + len(code.private)} tests", item.choices, item.released, code)
+    return dataclasses.replace(item, answer=f"{len(code.public) + len(code.private)} tests", code=code)
 
 
 DECODE_LIMITS = Limits(timeout=120, memory_mb=4096, output_bytes=1 << 30, file_mb=1024, nproc=4)
