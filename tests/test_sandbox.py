@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -174,3 +175,55 @@ def test_bad_job_is_a_clear_error():
         Sandbox(isolation="none").run("pass", ADD, mode="functional")
     with pytest.raises(ValueError, match="isolation"):
         Sandbox(isolation="docker")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_execution_service_over_http(monkeypatch):
+    """`reasonops sandbox-serve` as its pod runs it, and the workload's client: verdicts come back, escapes stay contained."""
+    from pathlib import Path
+
+    import httpx
+
+    from reasonops import codebench
+    from reasonops.benchmarks import load_benchmark
+    from reasonops.errors import WorkloadError
+    from reasonops.sandbox.service import SANDBOX_URL_ENV, RemoteSandbox
+
+    root = Path(__file__).resolve().parents[1]
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "reasonops.cli", "sandbox-serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+                            env={**os.environ, "PYTHONPATH": str(root / "operator")}, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(f"{url}/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        remote = RemoteSandbox(url, Limits(timeout=1.0))
+        escape, good = remote.run_many([Job("while True:\n    pass\n", ADD), Job(GOOD, ADD)])
+        assert escape.verdict == "timeout" and good.passed
+        assert httpx.post(f"{url}/v1/run", content=b"not json").status_code == 400
+
+        monkeypatch.setenv(SANDBOX_URL_ENV, url)
+        items = load_benchmark("code-demo", limit=2)
+
+        class Reply:
+            def __init__(self, problem_id: str, text: str) -> None:
+                self.problem_id, self.text, self.grade, self.execution = problem_id, text, None, None
+
+        replies = [Reply(i.id, f"```python\n{codebench.DEMO_SOLUTIONS[i.id]}```") for i in items] + [Reply(items[0].id, "no code")]
+        info = codebench.grade_benchmark("custom", items, replies)
+        assert info["sandbox"]["isolation"] == "remote"
+        assert [r.grade.correct for r in replies] == [True, True, False]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    with pytest.raises(WorkloadError, match="SandboxUnavailable|sandbox service"):
+        RemoteSandbox(url).run_many([Job(GOOD, ADD)])

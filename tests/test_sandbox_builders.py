@@ -3,6 +3,10 @@ that admits only the resource's own workload pods and allows no egress."""
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
 from reasonops.api.v1alpha1 import SandboxSpec
 from reasonops.controller import builders as b
 from reasonops.controller.sandbox_builders import build_sandbox_children, needs_sandbox, sandbox_env, sandbox_name
@@ -61,3 +65,19 @@ def test_network_policy_admits_only_this_workload_and_no_egress():
 def test_workload_environment_names_the_service():
     assert sandbox_env(BODY) == [{"name": SANDBOX_URL_ENV, "value": "http://lcb-sandbox.team.svc:8080"}]
     assert len(sandbox_name("x" * 80)) <= 63
+
+
+@pytest.mark.cluster
+def test_the_api_server_accepts_the_children(cluster, namespace):
+    """The objects as `kubectl apply` sends them, validated by a real API server (owner omitted: no real EvalRun)."""
+    body = {**BODY, "metadata": {**BODY["metadata"], "namespace": namespace}}
+    objects = build_sandbox_children(body, Settings(), SandboxSpec(runtimeClassName="gvisor"))
+    for obj in objects:
+        obj["metadata"].pop("ownerReferences")
+    applied = cluster.kubectl("apply", "--server-side", "-o", "json", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
+    items = json.loads(applied.stdout)["items"]
+    assert [i["kind"] for i in items] == ["Deployment", "Service", "NetworkPolicy"]
+    policy = json.loads(cluster.kubectl("get", "networkpolicy", "lcb-sandbox", "-n", namespace, "-o", "json").stdout)
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"] and not policy["spec"].get("egress")
+    deployment = json.loads(cluster.kubectl("get", "deployment", "lcb-sandbox", "-n", namespace, "-o", "json").stdout)
+    assert deployment["spec"]["template"]["spec"]["automountServiceAccountToken"] is False

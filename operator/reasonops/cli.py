@@ -81,9 +81,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_sandbox_serve(args: argparse.Namespace) -> int:
-    from .sandbox.service import main as sandbox_main
+    from .sandbox.service import serve
 
-    return sandbox_main(args.rest) or 0
+    serve(args.host, args.port, args.workers, args.isolation)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,8 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_serve)
 
-    p = sub.add_parser("sandbox-serve", help="serve sandboxed execution of programs over HTTP (the sandbox pod)", add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p = sub.add_parser("sandbox-serve", help="serve sandboxed execution of programs over HTTP (the sandbox pod)")
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="executions at a time")
+    p.add_argument("--isolation", choices=("auto", "bwrap", "none"), default=None, help="default: $REASONOPS_SANDBOX_ISOLATION or auto")
     p.set_defaults(func=_cmd_sandbox_serve)
 
     p = sub.add_parser("tiny-model", help="write a tiny random model in Hugging Face format")

@@ -14,7 +14,6 @@ it in ``$REASONOPS_SANDBOX_URL``. Without that variable (`reasonops run`, tests)
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import dataclasses
 import json
@@ -87,19 +86,13 @@ def make_app(sandbox: Sandbox, workers: int):
     return app
 
 
-def main(argv: list[str] | None = None) -> int:
+def serve(host: str, port: int, workers: int, isolation: str | None = None) -> None:
+    """`reasonops sandbox-serve`: run the service until stopped."""
     from aiohttp import web
 
-    parser = argparse.ArgumentParser(prog="reasonops sandbox-serve", description="Serve sandboxed program execution over HTTP.")
-    parser.add_argument("--host", default="0.0.0.0")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="executions at a time")
-    parser.add_argument("--isolation", choices=("auto", "bwrap", "none"), default=None)
-    args = parser.parse_args(argv)
-    sandbox = Sandbox(isolation=args.isolation)
-    log.info("sandbox service on %s:%d, isolation %s, %d workers", args.host, args.port, sandbox.isolation, args.workers)
-    web.run_app(make_app(sandbox, args.workers), host=args.host, port=args.port, print=None)
-    return 0
+    sandbox = Sandbox(isolation=isolation)
+    log.info("sandbox service on %s:%d, isolation %s, %d workers", host, port, sandbox.isolation, workers)
+    web.run_app(make_app(sandbox, workers), host=host, port=port, print=None)
 
 
 # ------------------------------------------------------------------------------------------------
