@@ -18,8 +18,12 @@ credentials, environment or network:
   cluster the boundary is the sandbox pod itself (no ServiceAccount token mounted, read-only root, all
   capabilities dropped, egress denied by the chart's NetworkPolicy, optionally gVisor/Kata), see
   `reasonops.controller.sandbox_builders`.
-- In both modes, when the workload runs as root the execution is started as uid/gid 65534 (nobody), so it
-  can neither write the workload's files nor signal its processes; the process limit counts per user.
+- In both modes, when the workload runs as root the execution runs unprivileged, so it can neither write the
+  workload's files nor signal its processes: as uid/gid 65534 (nobody) under bubblewrap, whose user
+  namespace gives each execution its own process count; in the fallback as a uid of its own from
+  `SLOT_UIDS` (the process limit counts per uid), whose processes are all killed when it ends. A non-root
+  workload without bubblewrap (the sandbox pod without user namespaces) runs executions as its own uid:
+  they share the process limit, so a fork bomb can hold up concurrent executions until its wall-clock kill.
 
 Inside, `harness.py` sets the limits (processes, open files, file size) on itself, then runs each test case
 in a forked child with its own process group, address-space and CPU limits, a wall-clock limit that kills
@@ -33,6 +37,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import selectors
 import shutil
 import signal
@@ -53,6 +58,12 @@ PYTHON_ENV = "REASONOPS_SANDBOX_PYTHON"
 DEFAULT_HIDDEN = ("/var/run/secrets", "/run/secrets")
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 NOBODY = 65534
+# Without user namespaces the process limit counts per uid across the node, so as root each concurrent
+# execution gets a uid of its own from this range (and whatever it leaves behind is killed by uid).
+SLOT_UIDS = range(200000, 200256)
+_free_uids: "queue.Queue[int]" = queue.Queue()
+for _uid in SLOT_UIDS:
+    _free_uids.put(_uid)
 HARNESS = (Path(__file__).parent / "harness.py").read_text()
 VERDICTS = ("passed", "wrong_answer", "runtime_error", "timeout", "memory_limit", "output_limit", "skipped")
 RESULT_CAP = 8 << 20  # bytes read back from the harness (at least twice the output limit)
@@ -169,13 +180,17 @@ class Sandbox:
         deadline = len(job.tests) * (limits.timeout + 0.5) + 10.0
         started = time.monotonic()
         work = Path(tempfile.mkdtemp(prefix="reasonops-sbx-"))
+        uid = None if not self._drop else NOBODY if self.isolation == "bwrap" else _free_uids.get()
         try:
-            if self._drop:
-                os.chown(work, NOBODY, NOBODY)
+            if uid is not None:
+                os.chown(work, uid, uid)
             os.chmod(work, 0o700)
             cap = max(RESULT_CAP, 2 * limits.output_bytes)
-            raw, error = self._execute(self._command(work), work, payload, deadline, cap)
+            raw, error = self._execute(self._command(work), work, payload, deadline, cap, uid)
         finally:
+            if uid is not None and uid != NOBODY:
+                _kill_uid(uid)
+                _free_uids.put(uid)
             shutil.rmtree(work, ignore_errors=True)
         seconds = round(time.monotonic() - started, 4)
         if error is None:
@@ -197,9 +212,10 @@ class Sandbox:
             return interpreter
         return [*bwrap_args(work, self.python, self.hidden_paths), *interpreter]
 
-    def _execute(self, command: list[str], work: Path, payload: bytes, deadline: float, cap: int) -> tuple[bytes, str | None]:
+    def _execute(self, command: list[str], work: Path, payload: bytes, deadline: float, cap: int,
+                 uid: int | None) -> tuple[bytes, str | None]:
         env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp" if self.isolation == "bwrap" else str(work), "LANG": "C.UTF-8"}
-        ids: dict[str, Any] = {"user": NOBODY, "group": NOBODY, "extra_groups": []} if self._drop else {}
+        ids: dict[str, Any] = {"user": uid, "group": uid, "extra_groups": []} if uid is not None else {}
         try:
             proc = subprocess.Popen(
                 command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=work, env=env,
@@ -278,6 +294,15 @@ def _kill_group(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _kill_uid(uid: int) -> None:
+    """Kill every process of `uid` (escapees of the session of a fallback execution): kill -1 as that uid."""
+    try:
+        subprocess.run(["/bin/sh", "-c", "kill -9 -1 2>/dev/null"], user=uid, group=uid, extra_groups=[],
+                       env={"PATH": "/usr/bin:/bin"}, cwd="/", timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
         pass
 
 
