@@ -343,13 +343,13 @@ def grade_programs(sandbox: Sandbox, protocol: CodeProtocol, pairs: Sequence[tup
             out.append(CodeGrade(GradeResult(False, None, "no_code"), {"verdict": "no_code", "tests": []}))
             continue
         execution = executions[i]
-        log = {"verdict": execution.verdict, "tests": [{"verdict": t.verdict, "seconds": t.seconds} for t in execution.tests]}
+        record: dict[str, Any] = {"verdict": execution.verdict, "tests": [{"verdict": t.verdict, "seconds": t.seconds} for t in execution.tests]}
         failed = next((t for t in execution.tests if t.verdict != "passed"), None)
         if execution.error:
-            log["error"] = execution.error
+            record["error"] = execution.error
         elif failed is not None:
-            log["firstFailure"] = {"verdict": failed.verdict, "stdout": failed.stdout, "stderr": failed.stderr}
-        out.append(CodeGrade(GradeResult(execution.passed, program, execution.verdict), log))
+            record["firstFailure"] = {"verdict": failed.verdict, "stdout": failed.stdout, "stderr": failed.stderr}
+        out.append(CodeGrade(GradeResult(execution.passed, program, execution.verdict), record))
     return out
 
 

@@ -17,7 +17,6 @@ generate stage's rejection sampling and the difficulty stage's solve rate exactl
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any, Sequence
 
 from ..codebench import FUNCTIONAL_PREAMBLE, CodeProblem, code_protocol, decode_codes, grade_programs, limits_for, read_lcb_row
@@ -27,8 +26,6 @@ from ..sandbox import TestCase
 from .loaders import RowError
 from .records import Problem
 from .text import normalize
-
-log = logging.getLogger("reasonops.curate")
 
 STDIN_FORMAT = ("Read the input from standard input and write the answer to standard output. "
                 "Give your final program in a ```python code block.")
