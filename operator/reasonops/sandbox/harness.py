@@ -22,7 +22,6 @@ import select
 import signal
 import sys
 import time
-from decimal import Decimal, InvalidOperation
 
 PASSED, WRONG, RUNTIME, TIMEOUT, MEMORY, OUTPUT = (
     "passed", "wrong_answer", "runtime_error", "timeout", "memory_limit", "output_limit")
@@ -125,6 +124,8 @@ def _lines(text):
 
 
 def _decimals(line):
+    from decimal import Decimal, InvalidOperation  # only when lines differ: most tests never need it
+
     try:
         return [Decimal(token) for token in line.split()]
     except InvalidOperation:
