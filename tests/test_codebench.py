@@ -187,3 +187,14 @@ def test_reasonops_run_on_the_tiny_model(tmp_path: Path):
     assert scores["pass@1"] == 0.0
     assert sum(scores["execution"]["verdicts"].values()) == 18
     assert summary["benchmarks"][0]["sampling"]["temperature"] == 0.2  # LiveCodeBench's preset, samples overridden
+
+
+def test_livecodebench_from_a_mounted_file(tmp_path: Path):
+    rows = [_lcb_row(json.dumps(PRIVATE), question_id=f"q{i}", contest_date=f"2024-0{i + 1}-01T00:00:00") for i in range(3)]
+    path = tmp_path / "livecodebench.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    items = load_benchmark("livecodebench", path=str(tmp_path), released_from="2024-02-01")
+    assert [i.id for i in items] == ["q1", "q2"] and items[0].code.private[0].input == "5 5\n"
+    with pytest.raises(WorkloadError, match="question_content"):
+        path.write_text(json.dumps({"problem": "1+1", "answer": "2"}) + "\n")
+        load_benchmark("livecodebench", path=str(path))
