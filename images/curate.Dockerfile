@@ -19,8 +19,9 @@ FROM nvidia/cuda:${CUDA_VERSION}-runtime-ubuntu${UBUNTU_VERSION}
 ARG VLLM_VERSION=0.33.0
 ARG FLASH_ATTN_WHEEL_URL=https://github.com/Dao-AILab/flash-attention/releases/download/v2.8.3.post2/flash_attn-2.8.3.post2+cu13torch2.14cxx11abiTRUE-cp312-cp312-linux_x86_64.whl
 ENV DEBIAN_FRONTEND=noninteractive
+# bubblewrap isolates each execution of model-written code (this image also runs `reasonops sandbox-serve`).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
+ && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates bubblewrap \
  && rm -rf /var/lib/apt/lists/*
 # A virtual environment: Ubuntu's Python refuses system-wide pip installs (PEP 668).
 RUN python3 -m venv /opt/venv

@@ -22,12 +22,14 @@ def _jsonl(path: Path, rows: list[dict]) -> Path:
 
 def test_registry_covers_the_published_benchmarks() -> None:
     expected = {"aime24", "aime25", "math500", "amc23", "olympiadbench", "gpqa-diamond", "minerva-math", "gsm8k", "demo"}
-    assert set(REGISTRY) == expected
+    code = {"livecodebench", "livecodebench-v2", "humaneval", "mbpp", "code-demo"}
+    assert set(REGISTRY) == expected | code
+    assert {n for n, d in REGISTRY.items() if d.kind == "code"} == code
     assert REGISTRY["gpqa-diamond"].kind == "choice"
     # The published sizes decide LIMO's sampling (under 50 problems: 16 samples).
     assert {n for n, d in REGISTRY.items() if d.problems is not None and d.problems < 50} == {"aime24", "aime25", "amc23"}
     assert REGISTRY["demo"].problems is None
-    assert all(d.hub for n, d in REGISTRY.items() if n != "demo")
+    assert all(d.hub for n, d in REGISTRY.items() if n not in ("demo", "code-demo"))
 
 
 def test_demo_is_deterministic_and_solvable() -> None:

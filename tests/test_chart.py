@@ -43,6 +43,7 @@ OPERATOR_RULES = {
     ("apps", "deployments"): {"list", "watch", "create", "patch", "delete"},
     ("", "services"): {"create", "patch", "deletecollection"},
     ("", "configmaps"): {"create", "deletecollection"},
+    ("networking.k8s.io", "networkpolicies"): {"create", "patch", "deletecollection"},
     ("", "events"): {"create", "list"},  # list: why a Job's pods were refused (FailedCreate)
 }
 CLUSTER_ONLY_RULES = {("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}}
@@ -97,6 +98,15 @@ def env_of(container: dict) -> dict[str, str]:
 
 
 # --- lint and defaults ---------------------------------------------------------------------------
+
+
+def test_sandbox_pods_are_closed_by_a_deny_all_network_policy_per_namespace():
+    policies = [d for d in render({"watchNamespaces": ["a", "b"]}) if d["kind"] == "NetworkPolicy"]
+    assert sorted(p["metadata"]["namespace"] for p in policies) == ["a", "b", "reasonops-system"]
+    spec = policies[0]["spec"]
+    assert spec["podSelector"]["matchLabels"]["reasonops.io/component"] == "sandbox"
+    assert spec["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in spec and "egress" not in spec
+    assert not [d for d in render({"sandbox": {"denyAllNetworkPolicy": False}}) if d["kind"] == "NetworkPolicy"]
 
 
 def test_helm_lint_is_clean():
@@ -325,7 +335,7 @@ def test_workload_settings_reach_the_operator_environment():
 def test_rbac_and_service_account_can_be_brought_by_the_user():
     docs = render({"rbac": {"create": False}, "serviceAccount": {"create": False, "name": "ops-sa"},
                    "workloadServiceAccount": {"create": False, "name": "my-workloads"}})
-    assert {d["kind"] for d in docs} == {"Deployment", "Service"}
+    assert {d["kind"] for d in docs} == {"Deployment", "Service", "NetworkPolicy"}  # the sandbox deny-all stays
     assert one(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "ops-sa"
     assert env_of(operator_container(docs))["REASONOPS_WORKLOAD_SERVICE_ACCOUNT"] == "my-workloads"
 

@@ -471,3 +471,30 @@ def test_a_pod_that_cannot_patch_status_says_so_with_an_event(operator, volumes,
         del os.environ["REASONOPS_STATUS_KUBECONFIG"]
     events = wait_for("event", lambda: [e for e in items(c, "events", ns) if e["reason"] == "StatusUpdateFailed"], op=operator)
     assert events[0]["involvedObject"]["name"] == "ds" and "403" in events[0]["message"]
+
+
+def test_code_benchmarks_get_a_locked_down_sandbox_for_the_run_only(operator, volumes):
+    c, ns = operator.cluster, volumes
+    body = evalrun("ev", "ft")
+    result = {"results": [{"benchmark": "code-demo", "score": "0.5", "problems": 12, "samples": 1}], "accuracy": 0.5}
+    body["spec"].update(benchmarks=[{"name": "code-demo"}], gates=[],
+                        sandbox={"runtimeClassName": "gvisor-test"},
+                        resources={"podAnnotations": {"reasonops.io/kwok-result": json.dumps(result),
+                                                      "pod-complete.stage.kwok.x-k8s.io/delay": "5s"}})
+    # Without the RuntimeClass the sandbox's pods are refused, and the EvalRun says so in Kubernetes' words.
+    apply(c, ns, dataset("ds"), finetune("ft", "ds"), body)
+    ev = wait_for("refused sandbox", lambda: (e := get(c, "evalrun", ns, "ev"))["status"].get("reason") == "FailedCreate" and e, timeout=90, op=operator)
+    assert 'RuntimeClass "gvisor-test" not found' in cond(ev, "Ready")["message"] and not items(c, "jobs", ns, "reasonops.io/name=ev")
+    c.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
+                                                   "metadata": {"name": "gvisor-test"}, "handler": "runsc"}))
+    job = wait_for("benchmark job", lambda: (j := items(c, "jobs", ns, "reasonops.io/name=ev")) and j[0], timeout=90, op=operator)
+    sandbox = get(c, "deployment", ns, "ev-sandbox")
+    pod = sandbox["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False and pod["runtimeClassName"] == "gvisor-test"
+    policy = get(c, "networkpolicy", ns, "ev-sandbox")
+    assert not policy["spec"].get("egress") and "Egress" in policy["spec"]["policyTypes"]  # no egress rule: none allowed
+    env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["REASONOPS_SANDBOX_URL"] == f"http://ev-sandbox.{ns}.svc:8080"
+    wait_for("evaluated", lambda: get(c, "evalrun", ns, "ev")["status"].get("phase") == "Succeeded", timeout=90, op=operator)
+    wait_for("sandbox removed", lambda: not get(c, "deployment", ns, "ev-sandbox") and not get(c, "networkpolicy", ns, "ev-sandbox")
+             and not get(c, "service", ns, "ev-sandbox"), op=operator)

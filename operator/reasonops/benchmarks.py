@@ -10,11 +10,13 @@ registry was written, so a run records the revision it asked for, and a user who
 passes ``revision=`` (or a file: ``path=`` / ``REASONOPS_BENCHMARK_DIR``).
 
 ``demo`` is built in code (a dozen arithmetic word problems with integer answers): the offline demo and
-the tests use it without any download.
+the tests use it without any download. Code benchmarks (``kind="code"``, graded in the sandbox) are
+registered by `reasonops.codebench`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -30,12 +32,31 @@ BENCHMARK_DIR_ENV = "REASONOPS_BENCHMARK_DIR"
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
+# Both math protocols: 32,768 new tokens. LIMO §4.2 (and eval/eval.sh --max_tokens 32768);
+# SkyThought skythought/evals/cli.py SAMPLING_PARAMS_DEFAULT "temperature=0,top_p=1,max_tokens=32768".
+MAX_TOKENS = 32768
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """The sampling of a protocol for one benchmark (evaluate/protocols.py, codebench.py)."""
+
+    samples: int = 1
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = MAX_TOKENS
+    seed: int | None = None
+    note: str | None = None  # why the protocol changed what the spec asked for
+
+
 @dataclass(frozen=True)
 class BenchmarkItem:
     id: str
     question: str
     answer: str
     choices: tuple[str, ...] | None = None
+    released: str | None = None  # ISO date the problem was published (release-date windows)
+    code: Any = None  # a codebench.CodeProblem for code benchmarks
 
 
 @dataclass(frozen=True)
@@ -44,6 +65,7 @@ class HubSource:
     config: str | None = None
     split: str = "test"
     revision: str | None = None
+    data_files: tuple[str, ...] | None = None  # JSON files of the hub repository, read directly (no loading script)
 
 
 MATH_PROMPT = "{question}"
@@ -199,6 +221,10 @@ def demo_items() -> list[BenchmarkItem]:
     return items
 
 
+# Benchmarks built in code, used when no file is given.
+BUILT_IN: dict[str, Callable[[], list[BenchmarkItem]]] = {"demo": demo_items}
+
+
 # ------------------------------------------------------------------------------------------------
 # Loading
 # ------------------------------------------------------------------------------------------------
@@ -234,6 +260,10 @@ def _file_in(directory: Path, name: str) -> Path | None:
 def _load_hub(source: HubSource, revision: str | None, cache_dir: str | None) -> list[dict[str, Any]]:
     import datasets
 
+    if source.data_files:
+        at = f"@{revision or source.revision}" if revision or source.revision else ""
+        files = [f"hf://datasets/{source.id}{at}/{name}" for name in source.data_files]
+        return list(datasets.load_dataset("json", data_files=files, split="train", cache_dir=cache_dir))
     dataset = datasets.load_dataset(
         source.id, source.config, split=source.split, revision=revision or source.revision, cache_dir=cache_dir
     )
@@ -254,14 +284,18 @@ def load_benchmark(
     cache_dir: str | None = None,
     revision: str | None = None,
     limit: int | None = None,
+    released_from: str | None = None,
+    released_until: str | None = None,
 ) -> list[BenchmarkItem]:
-    """The problems of a benchmark, in their published order (the first `limit` of them).
+    """The problems of a benchmark, in their published order (the first `limit` of them), released inside
+    [released_from, released_until] (ISO dates, inclusive) when a bound is given.
 
     Looked up in order: `path` (a file, or a directory holding <name>.jsonl/.json/.parquet), the directory
     in $REASONOPS_BENCHMARK_DIR, the built-in demo, then the hub (through `datasets`, which honours
     HF_HUB_OFFLINE and the cache in `cache_dir`).
     """
-    return load_benchmark_with_source(name, path=path, cache_dir=cache_dir, revision=revision, limit=limit)[0]
+    return load_benchmark_with_source(name, path=path, cache_dir=cache_dir, revision=revision, limit=limit,
+                                      released_from=released_from, released_until=released_until)[0]
 
 
 def _sha256(data: bytes) -> str:
@@ -280,6 +314,8 @@ def load_benchmark_with_source(
     cache_dir: str | None = None,
     revision: str | None = None,
     limit: int | None = None,
+    released_from: str | None = None,
+    released_until: str | None = None,
 ) -> tuple[list[BenchmarkItem], dict[str, Any]]:
     """`load_benchmark`, and where the problems came from: {"source", "contentHash", "itemsHash", ...}.
 
@@ -304,21 +340,28 @@ def load_benchmark_with_source(
         rows = read_rows(file) if file else None
     if rows is not None and file is not None:
         source = {"source": str(file), "contentHash": _file_hash(file)}
-    if rows is None and name == "demo":
-        items = demo_items()[:limit] if limit else demo_items()
-        return items, {"source": "built-in", "contentHash": items_hash(demo_items()), "itemsHash": items_hash(items)}
-    if rows is None:
-        rows = _hub_rows(definition, revision, cache_dir, looked)
-        hub = definition.hub
-        assert hub is not None
-        source = {
-            "source": f"hub:{hub.id}" + (f"/{hub.config}" if hub.config else "") + f":{hub.split}",
-            "revision": revision or hub.revision,
-            "contentHash": _sha256(json.dumps(rows, sort_keys=True, default=str).encode()),
-        }
-    items = _unique_ids([definition.read_row(row, i) for i, row in enumerate(r for r in rows if definition.keep_row(r))])
-    if not items:
-        raise WorkloadError("BenchmarkUnavailable", f"{name}: no problems found ({'; '.join(looked) or path})")
+    if rows is None and name in BUILT_IN:
+        every = BUILT_IN[name]()
+        items = every
+        source = {"source": "built-in", "contentHash": items_hash(every)}
+    else:
+        if rows is None:
+            rows = _hub_rows(definition, revision, cache_dir, looked)
+            hub = definition.hub
+            assert hub is not None
+            source = {
+                "source": f"hub:{hub.id}" + (f"/{hub.config}" if hub.config else "") + f":{hub.split}",
+                "revision": revision or hub.revision,
+                "contentHash": _sha256(json.dumps(rows, sort_keys=True, default=str).encode()),
+            }
+        items = _unique_ids([definition.read_row(row, i) for i, row in enumerate(r for r in rows if definition.keep_row(r))])
+        if not items:
+            raise WorkloadError("BenchmarkUnavailable", f"{name}: no problems found ({'; '.join(looked) or path})")
+    if released_from or released_until:
+        from .codebench import in_window
+
+        items = in_window(items, released_from, released_until, name)
+        source["releaseWindow"] = {"from": released_from, "until": released_until}
     items = items[:limit] if limit else items
     return items, {**source, "itemsHash": items_hash(items)}
 
@@ -337,7 +380,7 @@ def _unique_ids(items: list[BenchmarkItem]) -> list[BenchmarkItem]:
     out = []
     for index, item in enumerate(items):
         if item.id in seen:
-            item = BenchmarkItem(f"{item.id}-{index}", item.question, item.answer, item.choices)
+            item = dataclasses.replace(item, id=f"{item.id}-{index}")
         seen.add(item.id)
         out.append(item)
     return out
@@ -355,3 +398,6 @@ def _hub_rows(definition: BenchmarkDef, revision: str | None, cache_dir: str | N
             f"{definition.name}: looked at {'; '.join(looked)}: {type(exc).__name__}: {exc}"[:1000]
             + f". Mount the file and set path (or ${BENCHMARK_DIR_ENV}), or make the hub reachable.",
         ) from exc
+
+
+from . import codebench  # noqa: E402,F401  registers the code benchmarks (it imports this module)

@@ -89,6 +89,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sandbox_serve(args: argparse.Namespace) -> int:
+    from .sandbox.service import serve
+
+    serve(args.host, args.port, args.workers, args.isolation)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reasonops", description="Curate, fine-tune and evaluate reasoning models on Kubernetes.")
     parser.add_argument("--log-level", default=os.environ.get("REASONOPS_LOG_LEVEL", "INFO"))
@@ -134,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
                        description="OpenAI-compatible server for a local model on CPU.")
     add_serve_arguments(p)
     p.set_defaults(func=_cmd_serve, parser=p)
+
+    p = sub.add_parser("sandbox-serve", help="serve sandboxed execution of programs over HTTP (the sandbox pod)")
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="executions at a time")
+    p.add_argument("--isolation", choices=("auto", "bwrap", "none"), default=None, help="default: $REASONOPS_SANDBOX_ISOLATION or auto")
+    p.set_defaults(func=_cmd_sandbox_serve)
 
     p = sub.add_parser("tiny-model", help="write a tiny random model in Hugging Face format")
     p.add_argument("out_dir")

@@ -17,6 +17,7 @@ what makes a new revision      `revision_of` (`NON_REVISION_FIELDS`)
 how many processes train       `training_world`
 GPUs of the evaluation Job     `eval_job_gpus`
 whether a server is needed     `serving_enabled`
+whether a sandbox is needed    `needs_sandbox` (`CODE_BENCHMARKS`)
 the served model's name        `served_model_name`
 the endpoint of an EvalRun     `endpoint_url`
 env var of a secret's value    `api_key_env`
@@ -61,6 +62,7 @@ class Env:
     MODEL_REVISION = "REASONOPS_MODEL_REVISION"  # server pods: the revision of the served model
     STATUS_KUBECONFIG = "REASONOPS_STATUS_KUBECONFIG"  # tests: a kubeconfig for status patches
     HF_TOKEN = "HF_TOKEN"  # a hub token, from spec.hubTokenSecretRef
+    SANDBOX_URL = "REASONOPS_SANDBOX_URL"  # the resource's sandbox service (model-written code runs there)
     API_KEY_PREFIX = "REASONOPS_API_KEY_"
 
 
@@ -208,6 +210,32 @@ def server_name(name: str) -> str:
 def endpoint_url(name: str, namespace: str, port: int) -> str:
     """The OpenAI-compatible base URL of an EvalRun's server, as pods in the cluster reach it."""
     return f"http://{server_name(name)}.{namespace}.svc:{port}/v1"
+
+
+# Benchmarks whose answers are programs run against tests (codebench.py registers exactly these).
+CODE_BENCHMARKS = frozenset({"livecodebench", "livecodebench-v2", "humaneval", "mbpp", "code-demo"})
+
+
+def needs_sandbox(kind: str, spec: Mapping[str, Any]) -> bool:
+    """Whether a resource runs model-written code: a code benchmark, or a source of code problems."""
+    if kind == "EvalRun":
+        return any(b.get("name") in CODE_BENCHMARKS for b in spec.get("benchmarks") or [])
+    if kind == "ReasoningDataset":
+        return any(s.get("codeTests") for s in spec.get("sources") or [])
+    return False
+
+
+SANDBOX_PORT = 8080
+
+
+def sandbox_name(name: str) -> str:
+    """Name of a resource's sandbox Deployment, Service and NetworkPolicy."""
+    return f"{name[:50].rstrip('-')}-sandbox"
+
+
+def sandbox_url(name: str, namespace: str) -> str:
+    """Where a resource's workload pods send programs to run (Env.SANDBOX_URL)."""
+    return f"http://{sandbox_name(name)}.{namespace}.svc:{SANDBOX_PORT}"
 
 
 def is_reporting_process(env: Mapping[str, str]) -> bool:

@@ -34,11 +34,13 @@ _PLURALS = {
     "Job": "jobs",
     "Deployment": "deployments",
     "Event": "events",
+    "NetworkPolicy": "networkpolicies",
     "ReasoningDataset": "reasoningdatasets",
     "FineTuneJob": "finetunejobs",
     "EvalRun": "evalruns",
 }
-_API_VERSIONS = {"ConfigMap": "v1", "Service": "v1", "Pod": "v1", "Job": "batch/v1", "Deployment": "apps/v1", "Event": "v1"}
+_API_VERSIONS = {"ConfigMap": "v1", "Service": "v1", "Pod": "v1", "Job": "batch/v1", "Deployment": "apps/v1", "Event": "v1",
+                 "NetworkPolicy": "networking.k8s.io/v1"}
 
 
 def load_configuration(kubeconfig: Optional[str] = None, pool_size: int = 32) -> kubernetes.client.Configuration:

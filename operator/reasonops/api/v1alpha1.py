@@ -38,6 +38,10 @@ from .common import (
 LIMO_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
 
 # --- static defaults, named once (crdgen states them in the CRD, resolve_defaults applies them) ----
+SANDBOX_REPLICAS = 1
+SANDBOX_CPU = "2"
+SANDBOX_MEMORY = "4Gi"
+SANDBOX_MEMORY_MB = 1024
 ENDPOINT_CONCURRENCY = 64
 ENDPOINT_TIMEOUT_SECONDS = 3600
 ENDPOINT_MAX_RETRIES = 5
@@ -77,6 +81,21 @@ SERVING_REPLICAS = 1
 SERVING_DTYPE = "auto"
 
 Benchmark = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
+IsoDate = Annotated[str, Field(max_length=10, pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
+CPU = Annotated[str, Field(max_length=16, pattern=r"^[0-9]+(\.[0-9]+)?m?$")]
+Memory = Annotated[str, Field(max_length=16, pattern=r"^[0-9]+(\.[0-9]+)?([KMGTPE]i?)?$")]
+
+
+class SandboxSpec(Model):
+    """Where model-written programs run. In a cluster: a separate execution Deployment and Service for this
+    resource (no ServiceAccount token, read-only root, no capabilities, no egress); locally: bubblewrap."""
+
+    runtimeClassName: Optional[Name] = Field(default=None, description="RuntimeClass of the sandbox pods, e.g. gvisor or kata.")
+    replicas: Optional[int] = defaulted(SANDBOX_REPLICAS, "Sandbox pods.", ge=1, le=64)
+    cpu: Optional[CPU] = defaulted(SANDBOX_CPU, "CPU request and limit per sandbox pod.")
+    memory: Optional[Memory] = defaulted(SANDBOX_MEMORY, "Memory request and limit per sandbox pod.")
+    timeoutSeconds: Optional[PositiveDecimal] = Field(default=None, description="Wall-clock limit per test case (default: the protocol's, 6 s).")
+    memoryMB: Optional[int] = defaulted(SANDBOX_MEMORY_MB, "Address-space limit per test case, in MiB.", ge=64, le=65536)
 
 # =============================================================================================
 # Models used by curation and evaluation: an OpenAI-compatible endpoint or an in-pod vLLM engine
@@ -169,6 +188,9 @@ class DataSource(Model):
     format: Optional[Literal["jsonl", "json", "parquet"]] = Field(default=None, description="File format (default: from the name).")
     fields: Optional[FieldMapping] = Field(default=None, description="Column mapping (default: common layouts are detected).")
     limit: Optional[int] = Field(default=None, ge=1, description="Use at most this many rows of the source.")
+    codeTests: Optional[Literal["taco", "livecodebench"]] = Field(
+        default=None, description="Rows are code problems with tests: TACO/APPS input_output, or LiveCodeBench's test cases."
+    )
 
 
 class DedupeStage(Model):
@@ -289,6 +311,7 @@ class ReasoningDatasetSpec(Model):
     )
     output: Location = Field(description="Where the dataset is written; each revision in its own directory.")
     resources: Optional[Resources] = Field(default=None, description="Compute for the curation pod.")
+    sandbox: Optional[SandboxSpec] = Field(default=None, description="Execution of code problems' tests.")
     backoffLimit: Optional[int] = defaulted(DATASET_BACKOFF_LIMIT, "Pod retries before the revision fails.", ge=0, le=100)
     activeDeadlineSeconds: Optional[int] = Field(default=None, ge=1, description="Deadline of the curation Job.")
     suspend: Optional[bool] = defaulted(False, "Do not start (or stop) the curation Job.")
@@ -511,7 +534,7 @@ class EvalModelRef(Model):
 
 
 class BenchmarkSpec(Model):
-    name: Benchmark = Field(description="Benchmark of the registry: aime24, aime25, math500, amc23, olympiadbench, gpqa-diamond, minerva-math, gsm8k.")
+    name: Benchmark = Field(description="Benchmark of the registry: aime24, aime25, math500, amc23, olympiadbench, gpqa-diamond, minerva-math, gsm8k; code: livecodebench, livecodebench-v2, humaneval, mbpp, code-demo.")
     samples: Optional[int] = Field(default=None, ge=1, le=1024, description="Samples per problem (default: the protocol's).")
     temperature: Optional[Temperature] = Field(default=None, description="Sampling temperature, 0 to 2 (default: the protocol's).")
     topP: Optional[TopP] = Field(default=None, description="Nucleus sampling, above 0 and at most 1 (default: the protocol's).")
@@ -519,6 +542,8 @@ class BenchmarkSpec(Model):
     seed: Optional[int] = Field(default=None, ge=0, description="Sampling seed (default: the protocol's).")
     path: Optional[Annotated[str, Field(min_length=1, max_length=1024)]] = Field(default=None, description="Load the problems from this file instead of the hub.")
     limit: Optional[int] = Field(default=None, ge=1, description="Evaluate only the first N problems.")
+    releasedFrom: Optional[IsoDate] = Field(default=None, description="Only problems released on or after this date (YYYY-MM-DD).")
+    releasedUntil: Optional[IsoDate] = Field(default=None, description="Only problems released on or before this date (YYYY-MM-DD).")
 
 
 class ServingSpec(Model):
@@ -558,7 +583,7 @@ class EvalRunSpec(Model):
     hubTokenSecretRef: Optional[SecretKeyRef] = Field(
         default=None, description="Secret key holding a Hugging Face token (HF_TOKEN in the pods) for gated models and datasets."
     )
-    protocol: Optional[Literal["limo", "skythought", "custom"]] = defaulted(
+    protocol: Optional[Literal["limo", "skythought", "livecodebench", "custom"]] = defaulted(
         PROTOCOL, "Sampling preset; per-benchmark fields override it."
     )
     benchmarks: list[BenchmarkSpec] = Field(min_length=1, max_length=32, description="Benchmarks to run.")
@@ -578,6 +603,7 @@ class EvalRunSpec(Model):
     )
     gates: Optional[list[Gate]] = Field(default=None, max_length=32, description="Minimum scores; all must pass for Passed=True.")
     resources: Optional[Resources] = Field(default=None, description="Compute for the benchmark Job.")
+    sandbox: Optional[SandboxSpec] = Field(default=None, description="Execution of code benchmarks' programs.")
     backoffLimit: Optional[int] = defaulted(EVAL_BACKOFF_LIMIT, "Pod retries.", ge=0, le=100)
     activeDeadlineSeconds: Optional[int] = Field(default=None, ge=1, description="Deadline of the benchmark Job.")
     suspend: Optional[bool] = defaulted(False, "Do not start (or stop) the evaluation.")

@@ -21,6 +21,8 @@ from ..contract import (
     api_key_env,
     claims_of,
     eval_job_gpus,
+    needs_sandbox,
+    sandbox_url,
     location_string,
     pod_path,
     served_model_name,
@@ -231,7 +233,9 @@ def build_pod_spec(
 
 def _identity_env(document: WorkloadDocument) -> list[dict[str, Any]]:
     meta = document.metadata
-    return [
+    sandbox = ([{"name": Env.SANDBOX_URL, "value": sandbox_url(meta.name, meta.namespace)}]
+               if needs_sandbox(document.kind, document.spec) else [])
+    return sandbox + [
         {"name": Env.KIND, "value": document.kind},
         {"name": Env.NAME, "value": meta.name},
         {"name": Env.NAMESPACE, "value": meta.namespace},

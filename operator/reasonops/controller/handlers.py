@@ -38,6 +38,7 @@ from ..gates import judge_gates
 from ..api.v1alpha1 import EvalRun, FineTuneJob, ReasoningDataset, Resource
 from ..kube import AsyncKube
 from . import builders as b
+from . import sandbox_builders as sb
 from . import metrics
 from . import policy as p
 from .policy import JobState, PodState, Plan, plan_run, with_condition, condition
@@ -251,7 +252,7 @@ async def deployment_index(namespace: str, labels: dict, body: Any, **_: Any) ->
     annotations = meta.get("annotations") or {}
     failure = next((x for x in status.get("conditions") or [] if x.get("type") == "ReplicaFailure" and x.get("status") == "True"), None)
     return {
-        (namespace, labels.get(b.LABEL_NAME)): p.ServerState(
+        (namespace, labels.get(b.LABEL_NAME), labels.get(b.LABEL_COMPONENT)): p.ServerState(
             name=meta["name"],
             spec_hash=annotations.get(p.ANNOTATION_SPEC_HASH),
             applied_at=annotations.get(p.ANNOTATION_APPLIED_AT),
@@ -522,6 +523,35 @@ def _stuck(plan: Plan, problem: Optional[tuple[str, str]], generation: Optional[
         plan.events.append(("Warning", reason, message[:1024]))
 
 
+# --- the sandbox of model-written code ---------------------------------------------------------------
+
+
+async def _sandbox(body: dict[str, Any], res: Union[ReasoningDataset, EvalRun], spec: dict[str, Any], finished: bool,
+                   indexes: dict[str, Any], now: str) -> Optional[tuple[str, str]]:
+    """Keep the resource's sandbox service while its revision runs code, remove it when done; returns why the
+    Job should wait (the sandbox is not ready yet), else None."""
+    kube = STATE.kube
+    assert kube is not None
+    meta = body["metadata"]
+    ns, name = meta["namespace"], meta["name"]
+    observed: Optional[p.ServerState] = _one(indexes["deployment_index"], (ns, name[:63], sb.COMPONENT))
+    plan = p.plan_server(
+        wanted=k.needs_sandbox(res.kind, spec), finished=finished, keep_after_eval=False,
+        desired=lambda: sb.build_sandbox_children(body, STATE.settings, res.spec.sandbox), observed=observed, now=now,
+    )
+    for obj in plan.apply:
+        await kube.apply(obj)
+    if plan.delete:
+        await kube.delete("Deployment", ns, plan.delete)
+        selector = f"{b.LABEL_KIND}={res.kind},{b.LABEL_NAME}={name[:63]},{b.LABEL_COMPONENT}={sb.COMPONENT}"
+        for kind in ("Service", "NetworkPolicy"):
+            await kube.delete_by_labels(kind, ns, selector)
+    if plan.ready or plan.delete or not k.needs_sandbox(res.kind, spec) or finished:
+        return None
+    problem = p.server_problem(observed if not plan.apply else None, [], now, SERVER_STARTUP_BUDGET)
+    return problem or ("WaitingForSandbox", f"waiting for the sandbox {k.sandbox_name(name)} that runs model-written programs")
+
+
 # --- ReasoningDataset --------------------------------------------------------------------------
 
 
@@ -538,10 +568,13 @@ async def reconcile_dataset(body: dict[str, Any], indexes: dict[str, Any]) -> No
     waiting, urls, served = p.sampler_endpoints(_sampler_eval_runs(spec), lambda n: _one(indexes["eval_index"], (ns, n)))
     jobs, pods = _observed(indexes, "ReasoningDataset", ns, name)
     job_name = b.child_name(name, revision)
+    now = now_iso()
+    sandbox_wait = await _sandbox(body, ds, spec, _finished(body, revision, jobs, job_name), indexes, now)
+    if waiting is None and not any(j.name == job_name for j in jobs):
+        waiting = sandbox_wait
     output = k.dataset_output(ds, revision)
     document = k.build_document(ds, revision=revision, output=output,
                                 context=k.WorkloadContext(endpoints=urls, servedModelNames=served))
-    now = now_iso()
     plan = plan_run(
         body=body, revision=revision, jobs=jobs, pods=pods, job_name=job_name, now=now,
         history_limit=settings.history_limit, output_location=output, waiting=waiting,
@@ -706,6 +739,13 @@ def _model_input(ev: EvalRun, body: dict[str, Any], indexes: dict[str, Any]) -> 
     return _Input(revision=k.input_hash(f"{model.endpoint.url}|{model.servedModelName or ''}"))
 
 
+def _finished(body: dict[str, Any], revision: str, jobs: list[JobState], job_name: str) -> bool:
+    """Whether the current revision has finished (its history says so, or its Job just did)."""
+    history = {h.get("revision"): h.get("phase") for h in (body.get("status") or {}).get("history") or []}
+    job = next((j for j in jobs if j.name == job_name), None)
+    return history.get(revision) in p.TERMINAL or bool(job and (job.complete or job.failed_reason))
+
+
 SERVER_STARTUP_BUDGET = 1800.0  # seconds: the startup probe's budget (failureThreshold × period) with slack
 
 
@@ -730,10 +770,9 @@ async def reconcile_eval(body: dict[str, Any], indexes: dict[str, Any]) -> None:
     prev_conditions = old.get("conditions") or []
     jobs, pods = _observed(indexes, "EvalRun", ns, name)
     job_name = b.child_name(name, revision)
-    history = {h.get("revision"): h.get("phase") for h in old.get("history") or []}
     job = next((j for j in jobs if j.name == job_name), None)
-    finished = history.get(revision) in p.TERMINAL or bool(job and (job.complete or job.failed_reason))
-    observed_server: Optional[p.ServerState] = _one(indexes["deployment_index"], (ns, name[:63]))
+    finished = _finished(body, revision, jobs, job_name)
+    observed_server: Optional[p.ServerState] = _one(indexes["deployment_index"], (ns, name[:63], "server"))
     keep = not (ev.spec.serving and ev.spec.serving.keepAfterEval is False)
     server = p.plan_server(
         wanted=None if (serving and waiting is not None) else serving, finished=finished, keep_after_eval=keep,
@@ -754,6 +793,9 @@ async def reconcile_eval(body: dict[str, Any], indexes: dict[str, Any]) -> None:
             waiting = problem or (c.REASON_WAITING_FOR_SERVER, f"waiting for the model server {k.server_name(name)} to become ready")
         if not server.apply:
             _requeue("EvalRun", ns, name, 15)  # the startup budget runs out without a watch event
+    sandbox_wait = await _sandbox(body, ev, spec, finished, indexes, now)
+    if waiting is None and job is None and not finished:
+        waiting = sandbox_wait
     context = k.WorkloadContext(
         modelLocation=model.location or None, modelRevision=model.revision or None, endpoint=endpoint or None,
         baseModel=model.base_model or (ev.spec.model.name if ev.spec.model.name else None),

@@ -21,12 +21,14 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from ..api.common import decimal
 from ..api.v1alpha1 import DifficultyStage, GenerateStage, SamplerModel, SamplingParams
+from ..codebench import CodeProblem
 from ..grading import GradeResult, Grader
 from ..llm import Completion, GenerationRequest, Generator, make_generator
+from .code import CodeGrader
 from .records import Chain, Problem, StageReport
 
 log = logging.getLogger("reasonops.curate")
@@ -47,6 +49,8 @@ class ModelContext:
     endpoints: dict[str, str] = field(default_factory=dict)
     progress: bool = False
     on_progress: Callable[[str], None] | None = None
+    sandbox: Any = None  # the spec's SandboxSpec: limits of code problems' test runs
+    _code: CodeGrader | None = None
 
     def generator(self, sampler: SamplerModel, cache_name: str) -> Generator:
         override = self.endpoints.get(sampler.evalRun) if sampler.evalRun else None
@@ -86,14 +90,25 @@ class ModelContext:
         finally:
             bar.close()
 
-    def grade(self, texts: list[str], gold: list[str]) -> list[GradeResult]:
-        return self.grader.grade([(t, g, "math") for t, g in zip(texts, gold)])
+    def grade(self, texts: list[str], gold: list[Any]) -> list[GradeResult]:
+        """Math answers with the Grader; code problems (gold is a CodeProblem) by running their tests."""
+        code = [i for i, g in enumerate(gold) if isinstance(g, CodeProblem)]
+        if not code:
+            return self.grader.grade([(t, g, "math") for t, g in zip(texts, gold)])
+        self._code = self._code or CodeGrader(self.sandbox)
+        results: list[GradeResult | None] = [None] * len(texts)
+        for i, grade in zip(code, self._code.grade([texts[i] for i in code], [gold[i] for i in code])):
+            results[i] = grade
+        math = [i for i in range(len(texts)) if results[i] is None]
+        for i, grade in zip(math, self.grader.grade([(texts[i], gold[i], "math") for i in math])):
+            results[i] = grade
+        return results  # type: ignore[return-value]
 
 
 def _split_gradable(problems: list[Problem], report: StageReport) -> list[Problem]:
     gradable = []
     for problem in problems:
-        if problem.answer is None:
+        if problem.gold is None:
             report.drop(problem.id, "no-reference-answer")
         else:
             gradable.append(problem)
@@ -108,7 +123,7 @@ def difficulty_filter(problems: list[Problem], stage: DifficultyStage, name: str
     generator = ctx.generator(stage.sampler, f"{name}.{stage.sampler.model}")
     results = ctx.sample(generator, gradable, stage.attempts, stage.sampling, f"{name} ({stage.sampler.model})")
     texts = [(p, c.text) for p in gradable for c in results.get(p.id, [])]
-    verdicts = ctx.grade([t for _, t in texts], [p.answer or "" for p, _ in texts])
+    verdicts = ctx.grade([t for _, t in texts], [p.gold for p, _ in texts])
     solved: Counter[str] = Counter(p.id for (p, _), grade in zip(texts, verdicts) if grade.correct)
     kept = []
     for problem in gradable:
@@ -142,9 +157,9 @@ def generate_chains(problems: list[Problem], stage: GenerateStage, name: str, ct
         generator = ctx.generator(teacher.sampler, f"{name}.{teacher.name}")
         results = ctx.sample(generator, candidates, n, stage.sampling, f"{name} ({teacher.name})")
         pairs = [(p, c) for p in candidates for c in results.get(p.id, [])]
-        graded = [p.answer is not None for p, _ in pairs]
+        graded = [p.gold is not None for p, _ in pairs]
         verdicts = ctx.grade([c.text for (p, c), g in zip(pairs, graded) if g],
-                             [p.answer or "" for (p, _), g in zip(pairs, graded) if g])
+                             [p.gold for (p, _), g in zip(pairs, graded) if g])
         verdict_of = iter(verdicts)
         counts = teachers.setdefault(teacher.name, Counter())
         for (problem, completion), gradable in zip(pairs, graded):

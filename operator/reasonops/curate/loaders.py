@@ -70,13 +70,16 @@ def load_sources(sources: list[DataSource], default_fields: FieldMapping | None,
     for source in sources:
         info, rows = open_source(source)
         mapping = _merge_mapping(default_fields, source.fields)
+        if source.codeTests:
+            from .code import row_to_problem as code_row  # code problems carry tests instead of an answer
         for index, row in enumerate(tqdm(rows, desc=f"load {source.name}", disable=not progress, mininterval=10)):
             if source.limit is not None and index >= source.limit:
                 break
             info.rows += 1
             report.input += 1
             try:
-                problem = row_to_problem(row, mapping, source.name, index)
+                problem = (code_row(row, source.codeTests, source.name, index) if source.codeTests
+                           else row_to_problem(row, mapping, source.name, index))
             except RowError as exc:
                 report.drop(f"{source.name}:{index}", *exc.args)
                 continue

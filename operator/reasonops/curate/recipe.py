@@ -144,6 +144,7 @@ def _model_context(config: CurateConfig, sink: output.DatasetSink, grader: Grade
         endpoints=config.endpoints,
         progress=config.progress,
         on_progress=lambda message: reporter.update(message=message),
+        sandbox=config.spec.sandbox,
     )
 
 

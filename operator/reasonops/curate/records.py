@@ -29,6 +29,12 @@ class Problem:
     source: str
     chains: list[Chain] = field(default_factory=list)
     solve_rates: dict[str, float] = field(default_factory=dict)  # difficulty stage name -> share solved
+    tests: Any = None  # code problems: a codebench.CodeProblem, graded by running its tests (curate/code.py)
+
+    @property
+    def gold(self) -> Any:
+        """What a response is graded against: the tests of a code problem, else the reference answer."""
+        return self.tests if self.tests is not None else self.answer
 
     @property
     def solve_rate(self) -> float | None:

@@ -18,25 +18,12 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from ..api.v1alpha1 import LIMO_SYSTEM_PROMPT, BenchmarkSpec
-from ..benchmarks import BenchmarkDef, BenchmarkItem
+from ..benchmarks import MAX_TOKENS, BenchmarkDef, BenchmarkItem, Sampling
 from ..grading import LAST_NUMBER, STRICT
 
 log = logging.getLogger("reasonops.evaluate")
 
-PROTOCOLS = ("limo", "skythought", "custom")
-# Both protocols: 32,768 new tokens. LIMO §4.2 (and eval/eval.sh --max_tokens 32768);
-# SkyThought skythought/evals/cli.py SAMPLING_PARAMS_DEFAULT "temperature=0,top_p=1,max_tokens=32768".
-MAX_TOKENS = 32768
-
-
-@dataclass(frozen=True)
-class Sampling:
-    samples: int = 1
-    temperature: float = 0.0
-    top_p: float = 1.0
-    max_tokens: int = MAX_TOKENS
-    seed: int | None = None
-    note: str | None = None  # why the protocol changed what the spec asked for
+PROTOCOLS = ("limo", "skythought", "livecodebench", "custom")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -166,6 +153,9 @@ def protocol(name: str, model: str = "", system_prompt: str | None = None) -> Pr
         return Protocol("skythought", known_system if system_prompt is None else system_prompt,
                         lambda d, item: _skythought_user(d, item, user_template), LAST_NUMBER,
                         lambda d: SKYTHOUGHT_SAMPLING)
+    if name == "livecodebench":  # a code protocol (codebench.CODE_PROTOCOLS); math benchmarks as custom
+        return Protocol("livecodebench", LIMO_SYSTEM if system_prompt is None else system_prompt,
+                        lambda d, item: d.render(item), STRICT, lambda d: Sampling())
     if name == "custom":  # one greedy sample, no seed; LIMO's system prompt unless the spec sets one
         return Protocol("custom", LIMO_SYSTEM if system_prompt is None else system_prompt,
                         lambda d, item: d.render(item), STRICT, lambda d: Sampling())
@@ -179,6 +169,12 @@ def sampling_for(spec: BenchmarkSpec, definition: BenchmarkDef, chosen: Protocol
     cli.py does the same: "Temperature 0 does not support multiple samples. Setting n=1.").
     """
     preset = chosen.sampling(definition)
+    if definition.kind == "code":  # code benchmarks follow the code protocol's sampling (codebench.py)
+        from ..codebench import code_protocol
+
+        code = code_protocol(chosen.name)
+        preset = replace(code.sampling, max_tokens=code.max_tokens or code.sampling.max_tokens,
+                         seed=code.sampling.seed if code.sampling.seed is not None else preset.seed)
     sampling = Sampling(
         samples=spec.samples or preset.samples,
         temperature=float(spec.temperature) if spec.temperature is not None else preset.temperature,

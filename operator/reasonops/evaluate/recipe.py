@@ -46,8 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .. import __version__
-from ..api.v1alpha1 import BenchmarkSpec, EvalRunSpec
+from .. import __version__, codebench
+from ..api.v1alpha1 import BenchmarkSpec, EvalRunSpec, SandboxSpec
 from ..benchmarks import BenchmarkDef, BenchmarkItem, benchmark_def, load_benchmark, load_benchmark_with_source
 from ..errors import WorkloadError
 from ..gates import judge_gates
@@ -86,6 +86,8 @@ class BenchmarkRun:
     path: str | None = None
     limit: int | None = None
     note: str | None = None  # what the protocol changed (n collapsed at temperature 0)
+    released_from: str | None = None  # release-date window (code benchmarks: LiveCodeBench's contamination control)
+    released_until: str | None = None
 
 
 @dataclass
@@ -112,6 +114,7 @@ class EvalConfig:
     model_location: str | None = None  # from the context: where the model's files are
     model_revision: str | None = None
     model_id: str | None = None  # the hub id that selects SkyThought's per-model prompts
+    sandbox: SandboxSpec | None = None  # limits of code benchmarks' executions
 
 
 @dataclass
@@ -129,6 +132,7 @@ class Response:
     messages: list[dict] | None = None  # the chat messages sent (the server applies the chat template)
     cached: bool | None = None  # whether it came from the resume cache
     vote_class: int | None = None  # equivalence class among the problem's wrong answers (maj@k)
+    execution: dict[str, Any] | None = None  # code benchmarks: the per-test outcomes
 
 
 # ------------------------------------------------------------------------------------------------
@@ -142,6 +146,7 @@ def benchmark_run(spec: BenchmarkSpec, chosen: Protocol) -> BenchmarkRun:
     return BenchmarkRun(
         name=spec.name, samples=sampling.samples, temperature=sampling.temperature, top_p=sampling.top_p,
         max_tokens=sampling.max_tokens, seed=sampling.seed, path=spec.path, limit=spec.limit, note=sampling.note,
+        released_from=spec.releasedFrom, released_until=spec.releasedUntil,
     )
 
 
@@ -172,6 +177,7 @@ def config_from_resource(doc: dict[str, Any]) -> EvalConfig:
         model_location=context.get("modelLocation") or None,
         model_revision=context.get("modelRevision") or None,
         model_id=model_id,
+        sandbox=spec.sandbox,
     )
     if backend == "server":
         config.endpoint = context.get("endpoint") or (endpoint_spec.url if endpoint_spec else None)
@@ -211,7 +217,8 @@ def main(config: EvalConfig, reporter: Reporter | None = None) -> dict[str, Any]
     sources: dict[str, dict[str, Any]] = {}
     for run in config.benchmarks:
         problems[run.name], sources[run.name] = load_benchmark_with_source(
-            run.name, path=run.path, cache_dir=config.benchmark_cache_dir, limit=run.limit
+            run.name, path=run.path, cache_dir=config.benchmark_cache_dir, limit=run.limit,
+            released_from=run.released_from, released_until=run.released_until,
         )
     generator = _generator(config, output / CACHE_FILE)
     engine = generator.describe()
@@ -220,7 +227,7 @@ def main(config: EvalConfig, reporter: Reporter | None = None) -> dict[str, Any]
     requests = [
         GenerationRequest(
             id=_request_id(run.name, item.id),
-            messages=_messages(chosen, benchmark_def(run.name), item),
+            messages=_messages(chosen, benchmark_def(run.name), item, config.system_prompt),
             n=run.samples,
             temperature=run.temperature,
             top_p=run.top_p,
@@ -250,11 +257,17 @@ def main(config: EvalConfig, reporter: Reporter | None = None) -> dict[str, Any]
         ]
         for run in config.benchmarks
     }
+    code_runs = [run for run in config.benchmarks if benchmark_def(run.name).kind == "code"]
+    executions = {run.name: codebench.grade_benchmark(config.protocol, problems[run.name], responses[run.name], config.sandbox,
+                                                      (run.released_from, run.released_until)) for run in code_runs}
     with Grader(config.grader_workers, config.grade_timeout) as grader:
         for run in config.benchmarks:
-            grade_responses(grader, benchmark_def(run.name), problems[run.name], responses[run.name], chosen.extraction)
+            if run.name not in executions:
+                grade_responses(grader, benchmark_def(run.name), problems[run.name], responses[run.name], chosen.extraction)
 
     scores = {run.name: score(problems[run.name], responses[run.name]) for run in config.benchmarks}
+    for name, execution in executions.items():
+        scores[name]["execution"] = execution
     results = benchmark_results(config.benchmarks, scores, sources)
     gates = [g.to_dict() for g in judge_gates(config.gates, results)]
     for run in config.benchmarks:
@@ -320,7 +333,10 @@ def _request_id(benchmark: str, problem_id: str) -> str:
     return f"{benchmark}/{problem_id}"
 
 
-def _messages(chosen: Protocol, definition: BenchmarkDef, item: BenchmarkItem) -> list[dict]:
+def _messages(chosen: Protocol, definition: BenchmarkDef, item: BenchmarkItem, system_prompt: str | None = None) -> list[dict]:
+    """The chat of one problem; code problems follow their code protocol (`system_prompt`: the spec's, if set)."""
+    if definition.kind == "code":
+        return codebench.messages(chosen.name, item, system_prompt)
     messages = [{"role": "system", "content": chosen.system_prompt}] if chosen.system_prompt else []
     return messages + [{"role": "user", "content": chosen.render(definition, item)}]
 
@@ -531,7 +547,7 @@ def write_responses(path: Path, responses: Sequence[Response], items: Sequence[B
                     "benchmark": r.benchmark, "id": r.problem_id, "sample": r.sample, "seed": r.seed, "messages": r.messages,
                     "response": r.text, "extracted": grade.extracted, "gold": gold[r.problem_id], "correct": grade.correct,
                     "reason": grade.reason, "completion_tokens": r.completion_tokens, "prompt_tokens": r.prompt_tokens,
-                    "finish_reason": r.finish_reason, "cached": r.cached,
+                    "finish_reason": r.finish_reason, "cached": r.cached, "execution": r.execution,
                 }
                 fh.write(json.dumps({k: v for k, v in row.items() if v is not None or k in ("correct", "extracted")}, ensure_ascii=False) + "\n")
         tmp.replace(path)
@@ -685,8 +701,11 @@ def grade_command(args: argparse.Namespace) -> int:
     unknown = sorted({r.problem_id for r in responses} - known)
     if unknown:
         raise WorkloadError("InvalidResponses", f"{args.responses}: ids not in {args.benchmark}: {', '.join(unknown[:5])}")
-    with Grader(args.workers) as grader:
-        grade_responses(grader, definition, items, responses, protocol(args.protocol).extraction)
+    if definition.kind == "code":
+        codebench.grade_benchmark(args.protocol or "custom", items, responses)
+    else:
+        with Grader(args.workers) as grader:
+            grade_responses(grader, definition, items, responses, protocol(args.protocol).extraction)
     if args.output:
         write_responses(Path(args.output), responses, items)
     print(json.dumps({"benchmark": args.benchmark, **score(items, responses)}, indent=2))

@@ -1,0 +1,102 @@
+"""The sandbox children of an EvalRun with a code benchmark or a ReasoningDataset with code sources.
+
+Model-written programs never run in the workload pod (it holds the API token, object-store credentials and
+the model's network reach). The operator gives such a resource a small execution service:
+
+- a **Deployment** running `reasonops sandbox-serve`: no ServiceAccount token mounted
+  (``automountServiceAccountToken: false``), non-root, read-only root file system, all capabilities dropped,
+  no privilege escalation, RuntimeDefault seccomp, a size-limited /tmp, no service links, and the
+  spec's optional ``runtimeClassName`` (gVisor, Kata) for a kernel boundary as well;
+- a **Service** in front of it, whose URL the workload pod receives in ``$REASONOPS_SANDBOX_URL``;
+- a **NetworkPolicy** admitting only this resource's workload pods, on the service port, and no egress at all
+  (not even DNS). The chart also ships a namespace-wide deny-all policy for every sandbox pod, so a sandbox
+  is closed even before its own policy exists (NetworkPolicies add up: this one only opens ingress).
+
+Inside the pod, bubblewrap isolates each execution where the node allows unprivileged user namespaces;
+where it does not (common under RuntimeDefault seccomp), the sandbox falls back to process limits and the
+pod is the boundary — which is why the pod itself is locked down as above.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from ..api.v1alpha1 import SANDBOX_CPU, SANDBOX_MEMORY, SandboxSpec
+from ..contract import SANDBOX_PORT, Env, sandbox_name, sandbox_url
+from .builders import LABEL_COMPONENT, LABEL_KIND, LABEL_NAME, UID, _metadata, labels_for
+from .settings import Settings
+
+PORT = SANDBOX_PORT
+COMPONENT = "sandbox"
+WORKLOAD_COMPONENTS = {"EvalRun": "eval", "ReasoningDataset": "curate"}
+TMP_LIMIT = "1Gi"
+
+
+def sandbox_env(body: dict[str, Any]) -> list[dict[str, str]]:
+    """The variable the workload container needs to send its programs to the sandbox service."""
+    meta = body["metadata"]
+    return [{"name": Env.SANDBOX_URL, "value": sandbox_url(meta["name"], meta["namespace"])}]
+
+
+def _selector(body: dict[str, Any]) -> dict[str, str]:
+    return {LABEL_KIND: body["kind"], LABEL_NAME: body["metadata"]["name"][:63], LABEL_COMPONENT: COMPONENT}
+
+
+def build_sandbox_children(body: dict[str, Any], settings: Settings, spec: Optional[SandboxSpec] = None) -> list[dict[str, Any]]:
+    """Deployment, Service and NetworkPolicy of the resource's sandbox (not per revision: they outlive one)."""
+    kind, name = body["kind"], body["metadata"]["name"]
+    spec = spec or SandboxSpec()
+    labels = labels_for(kind, name, COMPONENT)
+    selector = _selector(body)
+    cpu, memory = spec.cpu or SANDBOX_CPU, spec.memory or SANDBOX_MEMORY
+    workers = max(1, int(float(cpu.removesuffix("m")) / (1000 if cpu.endswith("m") else 1)))
+    container = {
+        "name": "sandbox",
+        "image": settings.curate_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["reasonops", "sandbox-serve", "--port", str(PORT), "--workers", str(workers)],
+        "env": [{"name": "HOME", "value": "/tmp"}, {"name": "PYTHONUNBUFFERED", "value": "1"}],
+        "ports": [{"name": "http", "containerPort": PORT}],
+        "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 5},
+        "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": {"cpu": cpu, "memory": memory}},
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    pod: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, "fsGroup": UID,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [container],
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": TMP_LIMIT}}],
+    }
+    if spec.runtimeClassName:
+        pod["runtimeClassName"] = spec.runtimeClassName
+    deployment = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": _metadata(body, sandbox_name(name), labels),
+        "spec": {"replicas": spec.replicas or 1, "selector": {"matchLabels": selector},
+                 "template": {"metadata": {"labels": labels}, "spec": pod}},
+    }
+    service = {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": _metadata(body, sandbox_name(name), labels),
+        "spec": {"selector": selector, "ports": [{"name": "http", "port": PORT, "targetPort": "http"}]},
+    }
+    workload = {LABEL_KIND: kind, LABEL_NAME: name[:63], LABEL_COMPONENT: WORKLOAD_COMPONENTS.get(kind, "eval")}
+    policy = {
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": _metadata(body, sandbox_name(name), labels),
+        "spec": {
+            "podSelector": {"matchLabels": selector},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"from": [{"podSelector": {"matchLabels": workload}}], "ports": [{"protocol": "TCP", "port": PORT}]}],
+            "egress": [],
+        },
+    }
+    return [deployment, service, policy]

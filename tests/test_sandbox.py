@@ -1,0 +1,230 @@
+"""Escape attempts against the sandbox: each is contained, counted as that program's failure, and the
+programs after it are still evaluated. Runs with bubblewrap where it is usable and in the fallback mode."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+
+from reasonops.sandbox import SLOT_UIDS, Job, Limits, Sandbox
+from reasonops.sandbox import TestCase as Case
+
+GOOD = "a, b = map(int, input().split())\nprint(a + b)\n"
+ADD = [Case("3 4\n", "7\n"), Case("10 -2\n", "8\n")]
+
+
+def _bwrap_usable() -> bool:
+    return Sandbox(isolation="auto").isolation == "bwrap"
+
+
+MODES = ["none"] + (["bwrap"] if _bwrap_usable() else [])
+ROOT = os.geteuid() == 0
+
+
+@pytest.fixture(params=MODES)
+def sandbox(request) -> Sandbox:
+    return Sandbox(Limits(timeout=1.0, memory_mb=256, nproc=32), isolation=request.param)
+
+
+def _contained(sandbox: Sandbox, program: str, tests=ADD) -> list:
+    """Run the escape, then a correct program in the same batch: the escape fails, the good one passes."""
+    escape, good = sandbox.run_many([Job(program, tests), Job(GOOD, ADD)], workers=2)
+    assert not escape.passed
+    assert good.passed, good.to_dict()
+    return escape
+
+
+def test_verdicts(sandbox):
+    assert sandbox.run(GOOD, ADD).passed
+    assert sandbox.run("print(1)", ADD).verdict == "wrong_answer"
+    assert sandbox.run("raise KeyError(1)", ADD).verdict == "runtime_error"
+    assert sandbox.run("import sys; sys.exit(3)", ADD).verdict == "runtime_error"
+    outcome = sandbox.run("print('1.50000')", [Case("", "1.5")])  # LiveCodeBench's decimal comparison
+    assert outcome.passed
+    functional = sandbox.run("class Solution:\n    def f(self, xs: List[int], k):\n        return (sum(xs) * k,)\n",
+                             [Case("[1, 2]\n3", "[9]")], mode="functional", fn_name="f", preamble="from typing import *\n")
+    assert functional.passed, functional.to_dict()
+    assert sandbox.run("def g(): pass", [Case("1", "1")], mode="functional", fn_name="f").verdict == "runtime_error"
+
+
+def test_infinite_loop(sandbox):
+    started = time.monotonic()
+    escape = _contained(sandbox, "while True:\n    pass\n")
+    assert escape.tests[0].verdict == "timeout"
+    assert escape.tests[1].verdict == "skipped"
+    assert time.monotonic() - started < 8
+
+
+def test_memory_bomb(sandbox):
+    assert _contained(sandbox, "x = bytearray(1 << 34)\n").verdict == "memory_limit"
+    assert _contained(sandbox, "xs = []\nwhile True:\n    xs.append(bytearray(1 << 25))\n").verdict == "memory_limit"
+
+
+def test_fork_bomb(sandbox):
+    bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+    escape = _contained(sandbox, bomb)
+    assert escape.verdict in ("timeout", "runtime_error")
+    if ROOT:  # the executions run as nobody: none of the bomb's processes may outlive it (reaping takes a moment)
+        for _ in range(50):
+            uids = subprocess.run(["ps", "-eo", "uid="], capture_output=True, text=True).stdout.split()
+            left = [u for u in uids if int(u) == 65534 or int(u) in SLOT_UIDS]
+            if not left:
+                break
+            time.sleep(0.1)
+        assert left == []
+
+
+def test_multi_gigabyte_stdout(sandbox):
+    started = time.monotonic()
+    escape = _contained(sandbox, "import sys\nblock = 'x' * (1 << 20)\nfor _ in range(4096):\n    sys.stdout.write(block)\n")
+    assert escape.verdict == "output_limit"
+    assert len(escape.tests[0].stdout) <= 1000
+    assert time.monotonic() - started < 8
+
+
+def test_parent_environment_is_not_visible(sandbox, monkeypatch):
+    secret = f"s3cret-{uuid.uuid4().hex}"
+    monkeypatch.setenv("REASONOPS_TEST_TOKEN", secret)
+    program = (
+        "import os\nseen = repr(dict(os.environ))\n"
+        "for pid in (os.getppid(), 1):\n"
+        "    try:\n        seen += open(f'/proc/{pid}/environ').read()\n    except OSError:\n        pass\n"
+        "print(seen)\n"
+    )
+    escape = _contained(sandbox, program, [Case("", secret)])
+    assert escape.verdict == "wrong_answer"
+    assert secret not in escape.tests[0].stdout
+    assert "REASONOPS_TEST_TOKEN" not in escape.tests[0].stdout
+
+
+def test_signalling_the_parent(sandbox):
+    me = os.getpid()  # the workload (this test process): it must survive
+    for program in ("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n",
+                    f"import os, signal\nos.kill({me}, signal.SIGTERM)\nprint(7)\n",
+                    "import os, signal\nos.killpg(os.getpgid(os.getppid()), signal.SIGKILL)\n"):
+        escape = _contained(sandbox, program)
+        assert escape.verdict in ("runtime_error", "sandbox_error", "wrong_answer")
+
+
+def test_writing_outside_the_temporary_directory(sandbox, tmp_path):
+    if sandbox.isolation == "none" and not ROOT:
+        pytest.skip("without namespaces or a uid change the file system is the pod's to protect")
+    target = tmp_path / "outside.txt"
+    host_tmp = f"/tmp/reasonops-escape-{uuid.uuid4().hex}"
+    program = (
+        f"import os\nfor path in ({str(target)!r}, {host_tmp!r}, 'inside.txt'):\n"
+        "    try:\n        open(path, 'w').write('pwned')\n        print('wrote', path)\n    except OSError as e:\n        print('refused', path)\n"
+    )
+    escape = _contained(sandbox, program, [Case("", "nothing")])
+    assert not target.exists()
+    assert "wrote inside.txt" in escape.tests[0].stdout  # its own directory is writable
+    if sandbox.isolation == "bwrap":
+        assert not os.path.exists(host_tmp)  # /tmp inside is the private directory
+    else:
+        os.path.exists(host_tmp) and os.unlink(host_tmp)
+
+
+def test_service_account_token_is_not_readable(sandbox, tmp_path):
+    if sandbox.isolation == "none" and not ROOT:
+        pytest.skip("without namespaces or a uid change the pod must not mount a token")
+    account = tmp_path / "serviceaccount"
+    account.mkdir()
+    token = account / "token"
+    token.write_text("fake-token-value")
+    token.chmod(0o644)
+    contained = Sandbox(sandbox.limits, isolation=sandbox.isolation, hidden_paths=[str(account)])
+    program = f"print(open({str(token)!r}).read())\n"
+    escape, good = contained.run_many([Job(program, [Case("", "fake-token-value")]), Job(GOOD, ADD)])
+    assert not escape.passed and good.passed
+    assert "fake-token-value" not in escape.tests[0].stdout
+
+
+@pytest.mark.skipif("bwrap" not in MODES, reason="bubblewrap is not usable here")
+def test_network_is_unreachable():
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.settimeout(3)
+    port = server.getsockname()[1]
+    accepted: list = []
+
+    def accept() -> None:
+        try:
+            accepted.append(server.accept())
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=accept)
+    thread.start()
+    program = f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=1)\nprint('connected')\n"
+    escape = _contained(Sandbox(Limits(timeout=2.0), isolation="bwrap"), program, [Case("", "connected")])
+    thread.join()
+    server.close()
+    assert accepted == []
+    assert escape.verdict == "runtime_error"
+
+
+def test_bad_job_is_a_clear_error():
+    with pytest.raises(ValueError, match="fn_name"):
+        Sandbox(isolation="none").run("pass", ADD, mode="functional")
+    with pytest.raises(ValueError, match="isolation"):
+        Sandbox(isolation="docker")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_execution_service_over_http(monkeypatch):
+    """`reasonops sandbox-serve` as its pod runs it, and the workload's client: verdicts come back, escapes stay contained."""
+    from pathlib import Path
+
+    import httpx
+
+    from reasonops import codebench
+    from reasonops.benchmarks import load_benchmark
+    from reasonops.errors import WorkloadError
+    from reasonops.sandbox.service import SANDBOX_URL_ENV, RemoteSandbox
+
+    root = Path(__file__).resolve().parents[1]
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "reasonops.cli", "sandbox-serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+                            env={**os.environ, "PYTHONPATH": str(root / "operator")}, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(f"{url}/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        remote = RemoteSandbox(url, Limits(timeout=1.0))
+        escape, good = remote.run_many([Job("while True:\n    pass\n", ADD), Job(GOOD, ADD)])
+        assert escape.verdict == "timeout" and good.passed
+        assert httpx.post(f"{url}/v1/run", content=b"not json").status_code == 400
+
+        monkeypatch.setenv(SANDBOX_URL_ENV, url)
+        items = load_benchmark("code-demo", limit=2)
+
+        class Reply:
+            def __init__(self, problem_id: str, text: str) -> None:
+                self.problem_id, self.text, self.grade, self.execution = problem_id, text, None, None
+
+        replies = [Reply(i.id, f"```python\n{codebench.DEMO_SOLUTIONS[i.id]}```") for i in items] + [Reply(items[0].id, "no code")]
+        info = codebench.grade_benchmark("custom", items, replies)
+        assert info["sandbox"]["isolation"] == "remote"
+        assert [r.grade.correct for r in replies] == [True, True, False]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    with pytest.raises(WorkloadError, match="SandboxUnavailable|sandbox service"):
+        RemoteSandbox(url).run_many([Job(GOOD, ADD)])
