@@ -469,6 +469,10 @@ class BenchmarkSpec(Model):
 
 class ServingSpec(Model):
     enabled: Optional[bool] = Field(default=None, description="Serve the model with vLLM (default true).")
+    engine: Optional[Literal["vllm", "cpu"]] = Field(
+        default=None,
+        description="Server engine: vllm on GPUs (default), or cpu (`reasonops serve`, the eval image) for small models on CPU-only nodes.",
+    )
     replicas: Optional[int] = Field(default=None, ge=0, le=64, description="Server replicas (default 1).")
     tensorParallelSize: Optional[int] = Field(default=None, ge=1, le=16, description="GPUs per replica (default 1).")
     maxModelLen: Optional[int] = Field(default=None, ge=256, le=1048576, description="Maximum context length.")
