@@ -47,7 +47,8 @@ class Release:
         return json.loads(self.cluster.kubectl(*args).stdout)["items"]
 
     def apply(self, *docs: dict) -> None:
-        self.cluster.kubectl("apply", "-n", self.ns, "-f", "-", input="\n---\n".join(yaml.safe_dump(d) for d in docs))
+        # JSON, not YAML: PyYAML writes "1e-3" unquoted, which kubectl's YAML 1.2 reads as a number.
+        self.cluster.kubectl("apply", "-n", self.ns, "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(docs)}))
 
     def diagnostics(self) -> str:
         """What a person would look at: the operator's log, the namespace's pods and events."""
@@ -228,9 +229,7 @@ def test_dataset_curates_a_pool_file_on_a_persistent_volume(release: Release):
     c = release.cluster
     release.apply(dataset(c, "pool"))
     ds = release.wait_condition("reasoningdataset", "pool", "Ready", timeout=600)
-    location = ds["status"]["output"]["location"]
-    assert location.startswith("pvc://data/datasets/pool/")
-    written = release.volume / location.removeprefix("pvc://data/")
+    written = release.volume / "datasets" / "pool" / ds["status"]["revision"]
     rows = [json.loads(line) for line in (written / "data.jsonl").read_text().splitlines()]
     assert len(rows) == ds["status"]["selected"] > 0
     counts = {s["stage"]: s for s in ds["status"]["stageCounts"]}
@@ -238,6 +237,8 @@ def test_dataset_curates_a_pool_file_on_a_persistent_volume(release: Release):
     pods = pods_on_real_node(release, "reasonops.io/name=pool")
     assert pods[0]["spec"]["serviceAccountName"] == "reasonops-workload"
     assert pods[0]["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+    # The location a consumer resolves, not the path inside the pod that wrote it.
+    assert ds["status"]["output"]["location"] == f"pvc://data/datasets/pool/{ds['status']['revision']}"
 
 
 # --- 3. training: one node, two nodes ----------------------------------------------------------
@@ -249,7 +250,7 @@ def test_finetune_on_one_node_writes_the_model_to_the_volume(release: Release):
         release.apply(dataset(c, "pool"))
     release.apply(finetune(c, "ft1", "pool", nodes=1))
     ft = release.wait_condition("finetunejob", "ft1", "Ready", timeout=900)
-    model = release.volume / ft["status"]["modelLocation"].removeprefix("pvc://data/")
+    model = release.volume / ft["status"]["modelLocation"].removeprefix("pvc://data/").removeprefix("/mnt/pvc/data/")
     assert (model / "config.json").exists() and list(model.glob("*.safetensors"))
     assert float(ft["status"]["lastLoss"]) > 0
     pods_on_real_node(release, "reasonops.io/name=ft1")
@@ -261,7 +262,7 @@ def test_finetune_on_two_nodes_meets_over_the_headless_service(release: Release)
         release.apply(dataset(c, "pool"))
     release.apply(finetune(c, "ft2", "pool", nodes=2))
     ft = release.wait_condition("finetunejob", "ft2", "Ready", timeout=1200)
-    model = release.volume / ft["status"]["modelLocation"].removeprefix("pvc://data/")
+    model = release.volume / ft["status"]["modelLocation"].removeprefix("pvc://data/").removeprefix("/mnt/pvc/data/")
     assert (model / "config.json").exists() and list(model.glob("*.safetensors"))
     pods = pods_on_real_node(release, "reasonops.io/name=ft2")
     assert len({p["metadata"]["name"] for p in pods}) >= 2
