@@ -355,6 +355,8 @@ cmd_up() {
   ((REAL_NODE)) && API_HOST=$NODE_IP
   lock_cluster
   if cluster_running && { ((!REAL_NODE)) || [[ -f $CLUSTER_DIR/real-node ]]; }; then
+    # Images may have changed since: load what is not on the node yet (seconds when nothing changed).
+    ((REAL_NODE)) && load_node_images
     print_env
     return 0
   fi

@@ -19,6 +19,12 @@ RUN --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=pipca \
  && /opt/build/bin/pip wheel --no-deps --wheel-dir /dist .
 
 FROM ${PYTHON_IMAGE}
+# DeepSpeed on CPU compiles its shared-memory collective op (deepspeed_shm_comm) at the first
+# init_distributed: a C++ compiler and Python's headers (into HOME=/tmp/.cache, writable in the pod).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends g++ \
+      $(python3 -c 'import os, sysconfig; print("" if os.path.exists(sysconfig.get_paths()["include"] + "/Python.h") else "python3-dev")') \
+ && rm -rf /var/lib/apt/lists/*
 RUN groupadd --gid 1000 reasonops \
  && useradd --uid 1000 --gid 1000 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin reasonops
 RUN python3 -m venv /opt/venv
