@@ -266,7 +266,7 @@ def test_finetune_on_two_nodes_meets_over_the_headless_service(release: Release)
     if not release.get("reasoningdataset", "pool"):
         release.apply(dataset(c, "pool"))
     release.apply(finetune(c, "ft2", "pool", nodes=2))
-    ft = release.wait_condition("finetunejob", "ft2", "Ready", timeout=1200)
+    ft = release.wait_condition("finetunejob", "ft2", "Ready", timeout=900)
     model = release.volume / ft["status"]["modelLocation"].removeprefix("pvc://data/").removeprefix("/mnt/pvc/data/")
     assert (model / "config.json").exists() and list(model.glob("*.safetensors"))
     pods = pods_on_real_node(release, "reasonops.io/name=ft2")
@@ -288,10 +288,10 @@ def test_training_pod_killed_mid_run_restarts_the_group_and_resumes(release: Rel
     # Wait for the first checkpoint on the volume, then kill one pod of the group.
     def checkpoint():
         return list((release.volume / "models" / "ftk").glob("*/checkpoints/*")) or list((release.volume / "models" / "ftk").rglob("checkpoint*"))
-    release.wait_for("a first checkpoint", checkpoint, timeout=900)
+    release.wait_for("a first checkpoint", checkpoint, timeout=600)
     victim = next(p for p in release.items("pods", "reasonops.io/name=ftk") if p["status"].get("phase") == "Running")
     c.kubectl("delete", "pod", "-n", release.ns, victim["metadata"]["name"], "--grace-period=0", "--force", check=False)
-    ft = release.wait_condition("finetunejob", "ftk", "Ready", timeout=1200)
+    ft = release.wait_condition("finetunejob", "ftk", "Ready", timeout=900)
     assert ft["status"].get("restarts", 0) >= 1, ft["status"]
     logs = "".join(c.kubectl("logs", "-n", release.ns, p["metadata"]["name"], check=False).stdout
                    for p in release.items("pods", "reasonops.io/name=ftk"))
