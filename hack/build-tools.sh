@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Builds the binaries of a throwaway Kubernetes control plane from Go modules
 # (no Docker, no release downloads): etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, kwok and helm. Results are cached by version under
-# $REASONOPS_TOOLS (default ~/.cache/reasonops/tools), so a second run costs nothing.
+# kube-scheduler, kubectl, kwok and helm; with --real-node also the node's kubelet, kube-proxy and
+# CoreDNS. Results are cached by version under $REASONOPS_TOOLS (default ~/.cache/reasonops/tools),
+# so a second run costs nothing.
 #
-#   hack/build-tools.sh          # build what is missing, print the bin directory
+#   hack/build-tools.sh              # build what is missing, print the bin directory
+#   hack/build-tools.sh --real-node  # the same plus the real node's binaries
 set -euo pipefail
 
 K8S_VERSION=${K8S_VERSION:-v1.34.4}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
 HELM_VERSION=${HELM_VERSION:-v3.21.4}
+COREDNS_VERSION=${COREDNS_VERSION:-v1.15.0}
 TOOLS=${REASONOPS_TOOLS:-$HOME/.cache/reasonops/tools}
 BIN="$TOOLS/bin"
 mkdir -p "$BIN"
@@ -61,6 +64,56 @@ GO
   touch "$stamp"
 }
 
+# kubelet and kube-proxy: the same wrapper as above in a module of their own (their dependencies,
+# cAdvisor and the like, stay out of the control plane's module), the same flags and version stamp.
+build_node() {
+  local stamp="$BIN/.kubernetes-node-$K8S_VERSION"
+  [[ -f $stamp ]] && return 0
+  log "building kubelet and kube-proxy $K8S_VERSION (first time only; a few minutes)"
+  local mod="$TOOLS/src/kubernetes-node-$K8S_VERSION" minor=${K8S_VERSION#v1.}
+  mkdir -p "$mod"
+  {
+    echo "module reasonops.io/k8snodebuild"
+    echo "go 1.24"
+    echo "require k8s.io/kubernetes $K8S_VERSION"
+    for s in "${staging[@]}"; do echo "replace k8s.io/$s => k8s.io/$s v0.${minor}"; done
+  } >"$mod/go.mod"
+  printf '//go:build tools\n\npackage tools\n\nimport (\n\t_ "k8s.io/kubernetes/cmd/kubelet"\n\t_ "k8s.io/kubernetes/cmd/kube-proxy"\n)\n' >"$mod/tools.go"
+  (cd "$mod" && go mod tidy -e >/dev/null 2>&1 || true
+   cd "$mod" && go build -trimpath -tags providerless -ldflags "-s -w $(version_ldflags)" -o "$BIN/" \
+     k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy)
+  touch "$stamp"
+}
+
+version_ldflags() {
+  local minor=${K8S_VERSION#v1.} ld="" p
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=${minor%%.*} -X $p.gitTreeState=clean"
+  done
+  echo "$ld"
+}
+
+# CoreDNS with only the plugins the node's Corefile uses (a small main of our own; CoreDNS's own
+# main links all of them).
+build_coredns() {
+  local stamp="$BIN/.coredns-$COREDNS_VERSION"
+  [[ -f $stamp ]] && return 0
+  log "building CoreDNS $COREDNS_VERSION"
+  local mod="$TOOLS/src/coredns-$COREDNS_VERSION" p
+  mkdir -p "$mod"
+  printf 'module reasonops.io/corednsbuild\ngo 1.24\nrequire github.com/coredns/coredns %s\n' "$COREDNS_VERSION" >"$mod/go.mod"
+  {
+    printf 'package main\n\nimport (\n\t"github.com/coredns/coredns/coremain"\n'
+    for p in bind cache errors forward health kubernetes log loop ready; do
+      printf '\t_ "github.com/coredns/coredns/plugin/%s"\n' "$p"
+    done
+    printf ')\n\nfunc main() { coremain.Run() }\n'
+  } >"$mod/main.go"
+  (cd "$mod" && go mod tidy -e >/dev/null 2>&1 || true
+   cd "$mod" && go build -trimpath -ldflags "-s -w" -o "$BIN/coredns" .)
+  touch "$stamp"
+}
+
 build_etcd() {
   local stamp="$BIN/.etcd-$ETCD_VERSION"
   [[ -f $stamp ]] && return 0
@@ -86,6 +139,10 @@ build_etcd
 build_go_install kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
 build_go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 build_kubernetes
+if [[ ${1:-} == --real-node ]]; then
+  build_node
+  build_coredns
+fi
 # kwok's default stages ship in its module source.
 stages="$(go env GOMODCACHE)/sigs.k8s.io/kwok@$KWOK_VERSION/kustomize/stage"
 if [[ ! -d $stages ]]; then

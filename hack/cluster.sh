@@ -4,6 +4,7 @@
 # stages in hack/kwok-stages.yaml), all on 127.0.0.1 with free ports, in one directory.
 #
 #   hack/cluster.sh up     # start the cluster (or reuse a running one); last line: KUBECONFIG=<path>
+#   hack/cluster.sh up --real-node  # the same plus a real kubelet node running containers (hack/real-node.sh)
 #   hack/cluster.sh env    # print KUBECONFIG=<path> of the running cluster (exit 1 if none)
 #   hack/cluster.sh down   # stop every process `up` started and remove the cluster directory
 #
@@ -12,6 +13,9 @@
 #   REASONOPS_TOOLS            tool cache of hack/build-tools.sh (default ~/.cache/reasonops/tools)
 #   REASONOPS_GPU_NODES        number of simulated nodes gpu-node-0..N-1 (default 4)
 #   REASONOPS_CLUSTER_TIMEOUT  seconds each component may take to come up (default 120)
+#   REASONOPS_REAL_NODE        1: as `up --real-node`
+#   REAL_NODE_IMAGES           images of images/ loaded into the real node (default: operator workload-cpu);
+#                              their references are written to <cluster dir>/images as NAME=IMAGE lines
 #
 # The directory holds pki/, logs/<component>.log, the etcd data, `pids` (one "name pid" per line)
 # and `kubeconfig` (admin: a client certificate in group system:masters).
@@ -24,6 +28,9 @@ BIN=$TOOLS/bin
 GPU_NODES=${REASONOPS_GPU_NODES:-4}
 TIMEOUT=${REASONOPS_CLUSTER_TIMEOUT:-120}
 STAGES=$ROOT/hack/kwok-stages.yaml
+REAL_NODE=${REASONOPS_REAL_NODE:-0}
+API_HOST=127.0.0.1
+REAL_NODE_IMAGES=${REAL_NODE_IMAGES:-operator workload-cpu}
 
 PKI=$CLUSTER_DIR/pki
 LOGS=$CLUSTER_DIR/logs
@@ -36,6 +43,8 @@ MARKER=$CLUSTER_DIR/.reasonops-cluster
 log() { echo "[cluster] $*" >&2; }
 die() { echo "[cluster] ERROR: $*" >&2; exit 1; }
 kubectl() { "$BIN/kubectl" --kubeconfig "$KCFG" "$@"; }
+# shellcheck source=hack/real-node.sh
+source "$ROOT/hack/real-node.sh"
 
 # ---------------------------------------------------------------------------------------------
 # Processes
@@ -180,7 +189,7 @@ keyUsage = critical,digitalSignature,keyEncipherment
 extendedKeyUsage = serverAuth
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
-subjectAltName = IP:127.0.0.1,DNS:localhost,IP:10.0.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+subjectAltName = IP:127.0.0.1,DNS:localhost,IP:10.0.0.1,IP:10.88.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
 [client]
 basicConstraints = critical,CA:FALSE
 keyUsage = critical,digitalSignature,keyEncipherment
@@ -215,7 +224,7 @@ kind: Config
 clusters:
 - name: reasonops
   cluster:
-    server: https://127.0.0.1:$1
+    server: https://$API_HOST:$1
     certificate-authority-data: $("${b64[@]}" "$PKI/ca.crt")
 users:
 - name: reasonops-admin
@@ -243,18 +252,24 @@ start_etcd() {  # client-port peer-port
 }
 
 # ServiceAccount admission is off so pods never wait for a namespace's default ServiceAccount;
-# the endpoint reconciler is off because there is no real advertise address on loopback.
+# the endpoint reconciler is off because there is no real advertise address on loopback. With a
+# real node both are on: pods get their ServiceAccount tokens, and the `kubernetes` Service points
+# at the apiserver on the bridge address, where the kubelet and the pods reach it.
 start_apiserver() {  # port etcd-port
+  local node_flags=(--disable-admission-plugins=ServiceAccount --endpoint-reconciler-type=none)
+  if ((REAL_NODE)); then
+    node_flags=(--endpoint-reconciler-type=lease --kubelet-preferred-address-types=InternalIP,Hostname
+      --kubelet-client-certificate="$PKI/admin.crt" --kubelet-client-key="$PKI/admin.key")
+  fi
   start kube-apiserver "$BIN/kube-apiserver" \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$1" \
+    --bind-address="$API_HOST" --advertise-address="$API_HOST" --secure-port="$1" \
     --etcd-servers="http://127.0.0.1:$2" --cert-dir="$PKI" \
     --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
     --client-ca-file="$PKI/ca.crt" \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
     --service-cluster-ip-range=10.0.0.0/24 \
-    --authorization-mode=Node,RBAC --allow-privileged=true \
-    --disable-admission-plugins=ServiceAccount --endpoint-reconciler-type=none \
+    --authorization-mode=Node,RBAC --allow-privileged=true "${node_flags[@]}" \
     --profiling=false
   wait_for kube-apiserver "kube-apiserver /readyz" api_ready
 }
@@ -331,11 +346,17 @@ on_up_exit() {
   ((rc == 0)) && return 0
   log "start-up failed; stopping what was started (logs kept in $LOGS; \`$0 down\` removes them)"
   stop_all
+  [[ -f $CLUSTER_DIR/real-node ]] && stop_real_node
 }
 
 cmd_up() {
+  [[ ${1:-} == --real-node ]] && REAL_NODE=1
+  # With a real node the apiserver listens on the bridge address (never 0.0.0.0).
+  ((REAL_NODE)) && API_HOST=$NODE_IP
   lock_cluster
-  if cluster_running; then
+  if cluster_running && { ((!REAL_NODE)) || [[ -f $CLUSTER_DIR/real-node ]]; }; then
+    # Images may have changed since: load what is not on the node yet (seconds when nothing changed).
+    ((REAL_NODE)) && load_node_images
     print_env
     return 0
   fi
@@ -344,10 +365,21 @@ cmd_up() {
     remove_cluster
   fi
   # build-tools.sh prints its bin directory on stdout; keep our stdout for the KUBECONFIG line.
-  "$ROOT/hack/build-tools.sh" >/dev/null
+  if ((REAL_NODE)); then
+    real_node_prereqs
+    "$ROOT/hack/build-tools.sh" --real-node >/dev/null
+  else
+    "$ROOT/hack/build-tools.sh" >/dev/null
+  fi
   mkdir -p "$LOGS"
   touch "$MARKER"
   trap 'on_up_exit $?' EXIT
+  if ((REAL_NODE)); then
+    mkdir -p "$NODE_DIR"
+    touch "$CLUSTER_DIR/real-node"
+    record_sysctls
+    make_bridge
+  fi
 
   local etcd_port peer_port api_port kcm_port sched_port
   read -r etcd_port peer_port api_port kcm_port sched_port <<<"$(free_ports 5)"
@@ -366,6 +398,7 @@ cmd_up() {
   wait_for kube-scheduler "kube-scheduler /healthz" url_ok -k "https://127.0.0.1:$sched_port/healthz"
   create_gpu_nodes
   wait_for kwok "$GPU_NODES Ready GPU nodes without taints" nodes_ready
+  ((REAL_NODE)) && start_real_node
   trap - EXIT
   log "cluster up in $CLUSTER_DIR (${SECONDS}s)"
   print_env
@@ -373,6 +406,7 @@ cmd_up() {
 
 remove_cluster() {
   stop_all
+  [[ -f $CLUSTER_DIR/real-node ]] && stop_real_node
   # An empty directory (made by a caller for us) is fine; anything else needs our marker.
   if [[ -e $CLUSTER_DIR && ! -e $MARKER && -n $(ls -A "$CLUSTER_DIR") ]]; then
     die "$CLUSTER_DIR is not a cluster directory made by $0; not removing it"
@@ -392,8 +426,8 @@ cmd_env() {
 }
 
 case ${1:-} in
-  up) cmd_up ;;
+  up) cmd_up "${2:-}" ;;
   down) cmd_down ;;
   env) cmd_env ;;
-  *) echo "usage: $0 up|down|env" >&2; exit 2 ;;
+  *) echo "usage: $0 up [--real-node]|down|env" >&2; exit 2 ;;
 esac

@@ -5,6 +5,8 @@
 #
 #   hack/test.sh                 # everything
 #   hack/test.sh -m "not cluster" # no control plane
+#   hack/test.sh -m realnode      # only the real-node tests (root; Docker and the node's tools are set up
+#                                 # by hack/cluster.sh up --real-node and hack/images.sh, and cached)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

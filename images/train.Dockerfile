@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1.7
 # FineTuneJob workloads: torchrun + DeepSpeed ZeRO, FlashAttention-2, Liger kernels. Build from the
 # repository root (the DeepSpeed ops compile for a while):
 #   docker buildx build -f images/train.Dockerfile -t ghcr.io/reasonops/train:0.1.0 .
@@ -7,16 +6,21 @@
 ARG CUDA_VERSION=13.0.1
 ARG UBUNTU_VERSION=24.04
 ARG BASE_IMAGE=nvidia/cuda:${CUDA_VERSION}-cudnn-devel-ubuntu${UBUNTU_VERSION}
+ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 # GPU generations kernels are compiled for: A100 (8.0), L40S (8.9), H100/H200 (9.0), B200 (10.0).
 ARG TORCH_CUDA_ARCH_LIST="8.0;8.9;9.0;10.0"
 
-FROM python:3.12-slim-bookworm AS wheel
+FROM ${PYTHON_IMAGE} AS wheel
 WORKDIR /src
 COPY . .
-RUN --mount=type=cache,target=/root/.cache/pip \
-    pip wheel --no-deps --wheel-dir /dist .
+# The build secret `pipca` (optional) is the CA bundle a TLS-intercepting proxy needs; it is mounted
+# for the RUN steps that use pip and is in no layer.
+RUN --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=pipca \
+    if [ -f /run/secrets/pipca ]; then export PIP_CERT=/run/secrets/pipca; fi; python3 -m venv /opt/build \
+ && /opt/build/bin/pip wheel --no-deps --wheel-dir /dist .
 
-FROM ${BASE_IMAGE} AS base
+# `system`: the OS layer, which builds on any Debian-like base (hack/images.sh checks it on a local one).
+FROM ${BASE_IMAGE} AS system
 ENV DEBIAN_FRONTEND=noninteractive
 # libibverbs/librdmacm let NCCL use InfiniBand/RoCE between nodes when the node has it.
 RUN apt-get update \
@@ -25,6 +29,11 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
+RUN (getent group 1000 || groupadd --gid 1000 reasonops) \
+ && (getent passwd 1000 || useradd --uid 1000 --gid 1000 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin reasonops)
+
+# From here on the CUDA stack: torch's CUDA wheels, then nvcc for DeepSpeed's ops.
+FROM system AS base
 # torch's CUDA major must match the base image's nvcc (the PyPI wheel of torch 2.14 is built for CUDA 13).
 ARG TORCH_VERSION=2.14.0
 ARG TORCH_INDEX_URL=
@@ -57,8 +66,6 @@ RUN --mount=type=bind,from=deepspeed,source=/dist,target=/ds \
     pip install --constraint /opt/venv/constraints.txt \
       /ds/deepspeed-*.whl "${FLASH_ATTN_WHEEL_URL}" "liger-kernel==${LIGER_KERNEL_VERSION}" \
       "$(ls /dist/reasonops-*.whl)[train]"
-RUN (getent group 1000 || groupadd --gid 1000 reasonops) \
- && (getent passwd 1000 || useradd --uid 1000 --gid 1000 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin reasonops)
 # Caches (Hugging Face, Triton, torch extensions) go under HOME; pods mount /tmp writable. Kernels
 # compiled at run time target the same GPU generations as the prebuilt ones.
 ENV HOME=/tmp HF_HOME=/tmp/huggingface PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST}

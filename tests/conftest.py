@@ -15,6 +15,14 @@ kube-controller-manager, kube-scheduler and kwok with simulated GPU nodes). Mark
 
 ``namespace`` (function)
     A fresh namespace ``rt-<random>``; deleted afterwards without waiting.
+
+``real_cluster`` (session, tests marked ``@pytest.mark.realnode``)
+    Its own cluster with a real node (``hack/cluster.sh up --real-node``: kubelet, containerd, CNI
+    bridge, CoreDNS, kube-proxy) beside the kwok nodes, and the CPU images of ``hack/images.sh``
+    loaded into the node. Needs root; if the node cannot start, the test fails with the reason (it is
+    never skipped). A :class:`RealCluster`: a ``Cluster`` plus ``.images`` (name → image reference,
+    e.g. ``images["workload-cpu"]``), ``.dir`` (the cluster directory), and ``.placement`` (the
+    nodeSelector and tolerations that put a pod on the real node, in ``spec.resources`` form).
 """
 
 from __future__ import annotations
@@ -90,9 +98,9 @@ class Cluster:
         return str(path)
 
 
-def _cluster_sh(command: str, cluster_dir: Path) -> subprocess.CompletedProcess:
+def _cluster_sh(command: str, cluster_dir: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "REASONOPS_CLUSTER_DIR": str(cluster_dir)}
-    return subprocess.run([str(CLUSTER_SH), command], env=env, capture_output=True, text=True)
+    return subprocess.run([str(CLUSTER_SH), command, *args], env=env, capture_output=True, text=True)
 
 
 @pytest.fixture(scope="session")
@@ -123,3 +131,38 @@ def namespace(cluster: Cluster):
     cluster.kubectl("create", "namespace", name)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
+
+
+REAL_NODE_LABEL = "reasonops.io/real-node"
+
+
+@dataclass(frozen=True)
+class RealCluster(Cluster):
+    dir: Path = Path()
+    images: dict[str, str] | None = None
+
+    # The real node is tainted so that only pods meant for it land there, and kwok's nodes carry
+    # no such label, so these pods never land on a simulated node.
+    placement = {
+        "nodeSelector": [{"key": REAL_NODE_LABEL, "value": "true"}],
+        "tolerations": [{"key": REAL_NODE_LABEL, "operator": "Equal", "value": "true", "effect": "NoSchedule"}],
+    }
+
+
+@pytest.fixture(scope="session")
+def real_cluster(tmp_path_factory: pytest.TempPathFactory):
+    cluster_dir = Path(os.environ.get("REASONOPS_REAL_CLUSTER_DIR") or tmp_path_factory.getbasetemp() / "real-cluster")
+    proc = _cluster_sh("up", cluster_dir, "--real-node")
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    if proc.returncode != 0 or not lines or not lines[-1].startswith("KUBECONFIG="):
+        _cluster_sh("down", cluster_dir)
+        pytest.fail(f"the real node did not start (hack/cluster.sh up --real-node, exit {proc.returncode}):\n"
+                    f"{proc.stderr[-6000:]}\n{proc.stdout[-2000:]}", pytrace=False)
+    images = dict(line.split("=", 1) for line in (cluster_dir / "images").read_text().split())
+    try:
+        yield RealCluster(kubeconfig=lines[-1].split("=", 1)[1], dir=cluster_dir, images=images)
+    finally:
+        if not os.environ.get("REASONOPS_KEEP_REAL_CLUSTER"):
+            down = _cluster_sh("down", cluster_dir)
+            if down.returncode != 0:
+                print(f"hack/cluster.sh down failed:\n{down.stderr}")

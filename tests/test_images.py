@@ -38,8 +38,9 @@ def instructions(dockerfile: Path) -> list[tuple[str, str]]:
     return out
 
 
-def test_there_are_the_four_images():
-    assert [d.name for d in DOCKERFILES] == ["curate.Dockerfile", "eval.Dockerfile", "operator.Dockerfile", "train.Dockerfile"]
+def test_there_are_the_five_images():
+    assert [d.name for d in DOCKERFILES] == [
+        "curate.Dockerfile", "eval.Dockerfile", "operator.Dockerfile", "train.Dockerfile", "workload-cpu.Dockerfile"]
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda d: d.stem)
@@ -73,7 +74,8 @@ def test_runs_as_uid_1000_from_a_wheel_with_existing_extras(dockerfile):
     assert "pip wheel --no-deps --wheel-dir /dist ." in text, "the final image gets the package as a wheel"
     for extras in re.findall(r"reasonops-\*\.whl\)\[([a-z,]+)\]", text):
         assert set(extras.split(",")) <= EXTRAS, f"{dockerfile.name} asks for extras {extras}; pyproject has {sorted(EXTRAS)}"
-    wants = {"operator": set(), "curate": {"curate", "gpu"}, "train": {"train"}, "eval": {"eval"}}[dockerfile.stem]
+    wants = {"operator": set(), "curate": {"curate", "gpu"}, "train": {"train"}, "eval": {"eval"},
+             "workload-cpu": {"curate", "train", "eval"}}[dockerfile.stem]
     got = {e for group in re.findall(r"reasonops-\*\.whl\)\[([a-z,]+)\]", text) for e in group.split(",")}
     assert got == wants, f"{dockerfile.name} installs extras {got}, expected {wants}"
     # The build context is only what `pip wheel .` needs.

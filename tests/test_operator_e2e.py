@@ -68,7 +68,7 @@ class Operator:
 
 @pytest.fixture(scope="module")
 def crds(cluster):
-    cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
     for plural in ("reasoningdatasets", "finetunejobs", "evalruns"):
         cluster.wait_established(f"{plural}.reasonops.io")
     return cluster
@@ -498,3 +498,16 @@ def test_code_benchmarks_get_a_locked_down_sandbox_for_the_run_only(operator, vo
     wait_for("evaluated", lambda: get(c, "evalrun", ns, "ev")["status"].get("phase") == "Succeeded", timeout=90, op=operator)
     wait_for("sandbox removed", lambda: not get(c, "deployment", ns, "ev-sandbox") and not get(c, "networkpolicy", ns, "ev-sandbox")
              and not get(c, "service", ns, "ev-sandbox"), op=operator)
+
+
+def test_a_max_model_len_beyond_the_models_context_is_refused_before_any_server(operator, volumes):
+    c, ns = operator.cluster, volumes
+    ft = finetune("ft", "ds")
+    ft["spec"]["resources"]["podAnnotations"]["reasonops.io/kwok-result"] = json.dumps({"finalLoss": 0.4, "steps": 2, "contextLength": 32768})
+    ev = evalrun("ev", "ft")
+    ev["spec"]["serving"]["maxModelLen"] = 40960
+    apply(c, ns, dataset("ds"), ft, ev)
+    ev = wait_for("refused", lambda: (e := get(c, "evalrun", ns, "ev"))["status"].get("reason") == "MaxModelLenTooLong" and e, timeout=90, op=operator)
+    assert "exceeds the model's context of 32768" in cond(ev, "Ready")["message"]
+    assert get(c, "finetunejob", ns, "ft")["status"]["contextLength"] == 32768
+    assert not items(c, "deployments", ns, "reasonops.io/name=ev") and not items(c, "jobs", ns, "reasonops.io/name=ev")

@@ -53,6 +53,7 @@ REASON_WAITING_FOR_SERVER = "WaitingForServer"
 REASON_SERVER_READY = "ServerReady"
 REASON_SERVER_STARTING = "ServerStarting"
 REASON_SERVER_REMOVED = "ServerRemoved"
+REASON_MAX_MODEL_LEN_TOO_LONG = "MaxModelLenTooLong"
 REASON_WORKLOAD_CRASHED = "WorkloadCrashed"
 # Reasons a workload fails with (reasonops.errors.WorkloadError), shown in the Failed condition.
 REASON_ENDPOINT_UNREACHABLE = "EndpointUnreachable"

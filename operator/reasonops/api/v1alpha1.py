@@ -39,6 +39,7 @@ LIMO_SYSTEM_PROMPT = "Please reason step by step, and put your final answer with
 
 # --- static defaults, named once (crdgen states them in the CRD, resolve_defaults applies them) ----
 SANDBOX_REPLICAS = 1
+SERVING_ENGINE = "vllm"
 SANDBOX_CPU = "2"
 SANDBOX_MEMORY = "4Gi"
 SANDBOX_MEMORY_MB = 1024
@@ -514,6 +515,9 @@ class FineTuneJobStatus(_StatusBase):
     lastLoss: Optional[Annotated[str, Field(max_length=32)]] = Field(default=None, description="Latest reported loss.")
     droppedSamples: Optional[int] = Field(default=None, description="Samples dropped or truncated for length.")
     restarts: Optional[int] = Field(default=None, description="Times the training group restarted from a checkpoint after a pod failed.")
+    contextLength: Optional[int] = Field(
+        default=None, description="The trained model's context length (from its config.json): an EvalRun's serving.maxModelLen may not exceed it."
+    )
 
 
 # =============================================================================================
@@ -548,6 +552,9 @@ class BenchmarkSpec(Model):
 
 class ServingSpec(Model):
     enabled: Optional[bool] = defaulted(True, "Serve the model with vLLM.")
+    engine: Optional[Literal["vllm", "cpu"]] = defaulted(
+        SERVING_ENGINE, "Server engine: vllm on GPUs, or cpu (`reasonops serve`, the eval image) for small models on CPU-only nodes."
+    )
     replicas: Optional[int] = defaulted(SERVING_REPLICAS, "Server replicas.", ge=0, le=64)
     tensorParallelSize: Optional[int] = defaulted(TENSOR_PARALLEL_SIZE, "GPUs per replica.", ge=1, le=16)
     maxModelLen: Optional[int] = Field(default=None, ge=256, le=1048576, description="Maximum context length.")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import re
 import shlex
 from typing import Any, Iterable, Optional
 
@@ -413,55 +414,91 @@ def build_finetune_children(
 # --- EvalRun -----------------------------------------------------------------------------------
 
 
+# The pod template label of the server's pods with the model revision they serve: the evaluation
+# waits for a ready pod with the current one (not the old ReplicaSet's pods during a rollout).
+LABEL_MODEL_REVISION = "reasonops.io/model-revision"
+
 def build_eval_server(
-    body: dict[str, Any], ev: EvalRun, model_location: str, model_revision: str, settings: Settings
+    body: dict[str, Any], ev: EvalRun, model_location: str, model_revision: str, settings: Settings,
+    input_secrets: Iterable[Optional[str]] = (),
 ) -> list[dict[str, Any]]:
-    """A vLLM OpenAI-compatible server (Deployment + Service) for the model."""
+    """The model's OpenAI-compatible server (Deployment + Service): vLLM on GPUs, or `reasonops serve`
+    on CPU (serving.engine: cpu)."""
     serving = ev.spec.serving
     name = server_name(ev.metadata["name"])
     labels = labels_for("EvalRun", ev.metadata["name"], "server")
-    tp = serving.tensorParallelSize if serving and serving.tensorParallelSize else 1
-    args = [
-        "vllm", "serve", pod_path(model_location),
-        "--served-model-name", served_model_name(ev),
-        "--host", "0.0.0.0", "--port", str(settings.server_port),
-        "--tensor-parallel-size", str(tp),
-        "--dtype", (serving.dtype if serving and serving.dtype else "auto"),
-        "--generation-config", "auto",
-    ]
-    if serving and serving.maxModelLen:
-        args += ["--max-model-len", str(serving.maxModelLen)]
-    probe = {"httpGet": {"path": "/v1/models", "port": settings.server_port}}
+    port = str(settings.server_port)
+    cpu = bool(serving and serving.engine == "cpu")
+    if cpu:
+        image, gpus = settings.eval_image, 0
+        dtype = serving.dtype if serving.dtype and serving.dtype != "auto" else "float32"
+        args = ["reasonops", "serve", pod_path(model_location), "--served-model-name", served_model_name(ev),
+                "--host", "0.0.0.0", "--port", port, "--dtype", dtype]
+        requests = {"cpu": "250m", "memory": "512Mi"}
+        env = []
+    else:
+        image = settings.serve_image
+        gpus = serving.tensorParallelSize if serving and serving.tensorParallelSize else 1
+        args = [
+            "vllm", "serve", pod_path(model_location),
+            "--served-model-name", served_model_name(ev),
+            "--host", "0.0.0.0", "--port", port,
+            "--tensor-parallel-size", str(gpus),
+            "--dtype", (serving.dtype if serving and serving.dtype else "auto"),
+            # vLLM's own defaults, not the model's generation_config.json (Qwen2.5-Instruct's adds
+            # repetition_penalty 1.05 and top_k 20 to every request): the protocol's sampling, exactly.
+            "--generation-config", "vllm",
+        ]
+        if serving and serving.maxModelLen:
+            args += ["--max-model-len", str(serving.maxModelLen)]
+        # Loading weights goes through host memory; tokenisation and the API server use CPU.
+        requests = {"cpu": str(2 * gpus), "memory": f"{16 * gpus}Gi"}
+        env = [{"name": "VLLM_NO_USAGE_STATS", "value": "1"}]
+    # Timeouts sized for a server busy with a full batch: a 1 s readiness timeout would drop the
+    # only endpoint under load. Loading a large model takes many minutes: a startup probe (30 min),
+    # not an early liveness kill.
+    probe = {"httpGet": {"path": "/v1/models", "port": settings.server_port}, "timeoutSeconds": 10}
     probes = {
-        # Loading a large model takes many minutes: a startup probe, not an early liveness kill.
         "startupProbe": {**probe, "periodSeconds": 10, "failureThreshold": 180},
-        "readinessProbe": {**probe, "periodSeconds": 10},
-        "livenessProbe": {"httpGet": {"path": "/health", "port": settings.server_port}, "periodSeconds": 30, "failureThreshold": 4},
+        "readinessProbe": {**probe, "periodSeconds": 10, "failureThreshold": 3},
+        "livenessProbe": {"httpGet": {"path": "/health", "port": settings.server_port}, "timeoutSeconds": 10,
+                          "periodSeconds": 30, "failureThreshold": 4},
     }
     resources = (serving.resources if serving else None) or ev.spec.resources
     pod = build_pod_spec(
         body, settings,
-        image=settings.serve_image, command=args,
-        env=[{"name": "REASONOPS_MODEL_REVISION", "value": model_revision}, {"name": "VLLM_NO_USAGE_STATS", "value": "1"}],
-        resources=resources, gpus=tp, locations=[model_location], restart_policy="Always",
+        image=image, command=args,
+        env=[{"name": Env.MODEL_REVISION, "value": model_revision}, *env, *hub_token_env(ev.spec.hubTokenSecretRef)],
+        resources=resources, gpus=gpus, locations=[model_location], restart_policy="Always", env_from_secrets=input_secrets,
         ports=[{"name": "http", "containerPort": settings.server_port}], probes=probes,
     )
+    container = pod["containers"][0]
+    container["resources"] = {**container["resources"], "requests": {**requests, **container["resources"].get("requests", {})}}
     selector = {LABEL_NAME: labels[LABEL_NAME], LABEL_KIND: "EvalRun", LABEL_COMPONENT: "server"}
+    replicas = serving.replicas if serving and serving.replicas is not None else 1
+    revision_label = model_revision if _label_value_ok(model_revision) else hashlib.sha256(model_revision.encode()).hexdigest()[:16]
+    annotations = {"reasonops.io/model-revision": model_revision, "reasonops.io/engine": "cpu" if cpu else "vllm"}
+    if not cpu:
+        annotations["reasonops.io/generation-config"] = "vllm"
+    spec: dict[str, Any] = {
+        "replicas": replicas,
+        "selector": {"matchLabels": selector},
+        "template": {
+            "metadata": {
+                "labels": {**pod_labels(resources), **labels, LABEL_MODEL_REVISION: revision_label},
+                "annotations": {**pod_annotations(resources, settings), "reasonops.io/model-revision": model_revision},
+            },
+            "spec": pod,
+        },
+    }
+    if gpus and replicas == 1:
+        # A rolling update would ask for a second set of GPUs for the new revision and can stay Pending.
+        spec["strategy"] = {"type": "Recreate"}
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(body, name, labels, {"reasonops.io/model-revision": model_revision}),
-        "spec": {
-            "replicas": serving.replicas if serving and serving.replicas is not None else 1,
-            "selector": {"matchLabels": selector},
-            "template": {
-                "metadata": {
-                    "labels": {**pod_labels(resources), **labels},
-                    "annotations": {**pod_annotations(resources, settings), "reasonops.io/model-revision": model_revision},
-                },
-                "spec": pod,
-            },
-        },
+        "metadata": _metadata(body, name, labels, annotations),
+        "spec": spec,
     }
     service = {
         "apiVersion": "v1",
@@ -470,6 +507,10 @@ def build_eval_server(
         "spec": {"selector": selector, "ports": [{"name": "http", "port": settings.server_port, "targetPort": "http"}]},
     }
     return [deployment, service]
+
+
+def _label_value_ok(value: str) -> bool:
+    return len(value) <= 63 and bool(re.fullmatch(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?", value))
 
 
 def build_eval_children(

@@ -614,6 +614,7 @@ class _Input:
     location: str = ""  # canonical
     secret: Optional[str] = None  # Secret with the credentials of its location
     base_model: Optional[str] = None  # a fine-tuned model's base (hub id): protocols choose prompts by it
+    context_length: Optional[int] = None  # a fine-tuned model's context, as its training reported it
 
 
 def _dataset_input(ft: FineTuneJob, body: dict[str, Any], indexes: dict[str, Any]) -> _Input:
@@ -700,6 +701,8 @@ async def reconcile_finetune(body: dict[str, Any], indexes: dict[str, Any]) -> N
             status["lastLoss"] = f"{result['finalLoss']:.4f}"
         if result.get("droppedSamples") is not None:
             status["droppedSamples"] = int(result["droppedSamples"])
+        if isinstance(result.get("contextLength"), int):
+            status["contextLength"] = result["contextLength"]
         if result.get("latestCheckpoint"):
             status["latestCheckpoint"] = _canonical(str(result["latestCheckpoint"]), document)
     await _apply(body, "FineTuneJob", plan, status)
@@ -728,7 +731,8 @@ def _model_input(ev: EvalRun, body: dict[str, Any], indexes: dict[str, Any]) -> 
         secret = (((ft.get("spec") or {}).get("output")) or {}).get("credentialsSecretRef")
         base = (((ft.get("spec") or {}).get("baseModel")) or {}).get("name")
         if st.get("modelLocation") and st.get("modelRevision"):
-            return _Input(revision=st["modelRevision"], location=st["modelLocation"], secret=secret, base_model=base)
+            return _Input(revision=st["modelRevision"], location=st["modelLocation"], secret=secret, base_model=base,
+                          context_length=st.get("contextLength"))
         if st.get("phase") == "Failed":
             return _Input(waiting=(c.REASON_MODEL_FAILED, f"FineTuneJob {model.fineTuneJob!r} failed"))
         return _Input(waiting=(c.REASON_WAITING_FOR_MODEL, f"waiting for FineTuneJob {model.fineTuneJob!r} to succeed ({st.get('reason', 'Pending')})"))
@@ -765,6 +769,10 @@ async def reconcile_eval(body: dict[str, Any], indexes: dict[str, Any]) -> None:
     waiting = model.waiting
     revision = k.revision_of("EvalRun", spec, {"model": model.revision or None})
     serving = k.serving_enabled(ev.spec)
+    requested = ev.spec.serving.maxModelLen if ev.spec.serving else None
+    too_long = k.check_max_model_len({"max_position_embeddings": model.context_length}, requested) if serving and model.context_length else None
+    if waiting is None and too_long:  # vLLM would refuse to start: say so before any GPU is asked for
+        waiting = (c.REASON_MAX_MODEL_LEN_TOO_LONG, too_long)
     now = now_iso()
     old = body.get("status") or {}
     prev_conditions = old.get("conditions") or []
@@ -776,7 +784,7 @@ async def reconcile_eval(body: dict[str, Any], indexes: dict[str, Any]) -> None:
     keep = not (ev.spec.serving and ev.spec.serving.keepAfterEval is False)
     server = p.plan_server(
         wanted=None if (serving and waiting is not None) else serving, finished=finished, keep_after_eval=keep,
-        desired=lambda: b.build_eval_server(body, ev, model.location, model.revision, settings),
+        desired=lambda: b.build_eval_server(body, ev, model.location, model.revision, settings, input_secrets=[model.secret]),
         observed=observed_server, now=now,
     )
     for obj in server.apply:

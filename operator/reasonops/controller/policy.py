@@ -23,7 +23,8 @@ from ..api import common as c
 
 TERMINAL = ("Succeeded", "Failed")
 # Pod states that will not resolve by waiting: shown as the reason while the revision is pending.
-STUCK = ("ImagePullBackOff", "ErrImagePull", "CrashLoopBackOff", "CreateContainerConfigError", "Unschedulable")
+STUCK = ("ImagePullBackOff", "ErrImagePull", "ErrImageNeverPull", "InvalidImageName", "CrashLoopBackOff",
+         "CreateContainerConfigError", "CreateContainerError", "Unschedulable")
 MAX_HISTORY = 20
 
 

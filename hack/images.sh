@@ -1,0 +1,203 @@
+#!/usr/bin/env bash
+# Builds the container images of images/ with Docker, cached by content, and loads them into a
+# containerd (the real node of hack/cluster.sh).
+#
+#   hack/images.sh build [NAME...]   # build (default: the test images operator, workload-cpu); prints NAME=IMAGE lines
+#   hack/images.sh gpu               # the GPU images on the substitute base, up to their CUDA steps
+#   hack/images.sh load SOCKET [NAME...]  # build, then import into the containerd at SOCKET (namespace k8s.io)
+#   hack/images.sh base              # only the local Debian base image
+#
+# Tags are content hashes: reasonops/NAME:<sha256 of Dockerfile + build context + base image id + args>,
+# so a rebuild when nothing changed is a `docker image inspect` (about a second).
+#
+# Environment:
+#   REASONOPS_BASE_IMAGE   base for every image (default: local/python-base:bookworm, made with debootstrap
+#                          when absent, since no registry of container images is reachable here). Set it
+#                          to "" to build on the published bases (python, CUDA, vLLM) of the Dockerfiles.
+#   REASONOPS_CACHE        cache directory (default ~/.cache/reasonops): wheels/ (the torch wheel, downloaded
+#                          once), docker/ (the Docker engine's data when this script starts the engine)
+#   REASONOPS_PIP_CA       CA bundle that TLS to the package index needs (default: the host's bundle);
+#                          passed as a build secret, never part of an image
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=${REASONOPS_CACHE:-$HOME/.cache/reasonops}
+BASE=${REASONOPS_BASE_IMAGE-local/python-base:bookworm}
+PIP_CA=${REASONOPS_PIP_CA:-/etc/ssl/certs/ca-certificates.crt}
+WHEELS=$CACHE/wheels
+# The torch wheel of the CPU workload image: PyPI's build (CUDA), installed without the nvidia-* wheels.
+TORCH_VERSION=${TORCH_VERSION:-2.15.0}
+# The Debian CLI talks to the Debian engine; a newer CLI elsewhere on PATH may need buildx.
+DOCKER=${DOCKER:-$(command -v /usr/bin/docker || command -v docker || true)}
+export DOCKER_BUILDKIT=1
+
+log() { echo "[images] $*" >&2; }
+die() { echo "[images] ERROR: $*" >&2; exit 1; }
+docker() { "$DOCKER" "$@"; }
+
+# ---------------------------------------------------------------------------------------------
+# The engine
+
+# Debian's docker.io (dockerd 20.10), started without its own iptables rules and bridge: builds
+# use the host network, and nothing of Docker's touches the real node's networking.
+ensure_docker() {
+  if [[ -z $DOCKER ]] || ! command -v dockerd >/dev/null; then
+    log "installing docker.io"
+    apt-get install -y -q docker.io >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q docker.io >/dev/null; } \
+      || die "cannot install docker.io"
+    DOCKER=/usr/bin/docker
+  fi
+  docker info >/dev/null 2>&1 && return 0
+  log "starting dockerd (log: $CACHE/dockerd.log)"
+  mkdir -p "$CACHE"
+  setsid dockerd --iptables=false --ip-masq=false --bridge=none </dev/null >"$CACHE/dockerd.log" 2>&1 &
+  local i
+  for ((i = 0; i < 120; i++)); do
+    docker info >/dev/null 2>&1 && return 0
+    sleep 0.5
+  done
+  tail -n 20 "$CACHE/dockerd.log" >&2
+  die "dockerd did not start within 60 s"
+}
+
+# A Python base from Debian's own packages (debootstrap), for machines that reach no image registry.
+ensure_base() {
+  [[ -z $BASE ]] && return 0
+  docker image inspect "$BASE" >/dev/null 2>&1 && return 0
+  [[ $BASE == local/python-base:bookworm ]] || die "base image $BASE is not in the Docker engine"
+  command -v debootstrap >/dev/null || apt-get install -y -q debootstrap >/dev/null || die "cannot install debootstrap"
+  local mirror rootfs
+  mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+  mirror=${mirror:-http://deb.debian.org/debian}
+  rootfs=$(mktemp -d /tmp/reasonops-rootfs.XXXXXX)
+  log "making $BASE with debootstrap from $mirror (about 2 min)"
+  nice debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
+    bookworm "$rootfs" "$mirror" >"$CACHE/debootstrap.log" 2>&1 || { tail -n 20 "$CACHE/debootstrap.log" >&2; rm -rf "$rootfs"; die "debootstrap failed"; }
+  rm -rf "$rootfs"/usr/share/{doc,man,locale,info}/* "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin
+  tar -C "$rootfs" --numeric-owner -c . | docker import - "$BASE" >/dev/null
+  rm -rf "$rootfs"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Images
+
+# name → Dockerfile, extra build arguments, and the target stage.
+# CPU images (tests, CPU-only clusters): the operator, and one workload image with every CPU extra
+# that runs curation, training (torchrun + DeepSpeed on CPU), evaluation and `reasonops serve`.
+# GPU images on the substitute base stop at the stage before the first step that needs CUDA.
+dockerfile_of() { echo "$ROOT/images/$1.Dockerfile"; }
+
+build_args() {  # name
+  local args=()
+  if [[ -n $BASE ]]; then
+    args+=(--build-arg "PYTHON_IMAGE=$BASE")
+    case $1 in
+      curate | train | eval) args+=(--build-arg "BASE_IMAGE=$BASE" --target system) ;;
+    esac
+  fi
+  [[ $1 == workload-cpu ]] && args+=(--build-arg "TORCH_VERSION=$TORCH_VERSION")
+  echo "${args[@]+"${args[@]}"}"
+}
+
+# The tag is a hash of everything the build reads: the Dockerfile, the files its .dockerignore lets
+# through (the package), the base image's id, the build arguments, and the torch wheel.
+content_tag() {  # name args...
+  local name=$1; shift
+  {
+    echo "$*"
+    sha256sum "$(dockerfile_of "$name")" "$(dockerfile_of "$name").dockerignore"
+    (cd "$ROOT" && context_files | xargs -d '\n' sha256sum)
+    if [[ -n $BASE ]]; then docker image inspect --format '{{.Id}}' "$BASE"; fi
+    if [[ $name == workload-cpu ]]; then ls -l "$WHEELS"/*.whl; fi
+  } | sha256sum | cut -c1-16
+}
+
+# The package's files (tracked or new, not ignored): what `pip wheel .` reads.
+context_files() {
+  git ls-files -co --exclude-standard -- pyproject.toml README.md LICENSE operator \
+    | grep -v -e '__pycache__' -e '\.pyc$' | LC_ALL=C sort
+}
+
+# make_context DIR NAME: the build context, hard links where possible (the torch wheel is 540 MB).
+make_context() {
+  local dir=$1 name=$2
+  (cd "$ROOT" && context_files | xargs -d '\n' cp --parents -l -t "$dir" 2>/dev/null \
+    || context_files | xargs -d '\n' cp --parents -t "$dir")
+  if [[ $name == workload-cpu ]]; then
+    mkdir -p "$dir/wheels"
+    cp -l "$WHEELS"/*.whl "$dir/wheels/" 2>/dev/null || cp "$WHEELS"/*.whl "$dir/wheels/"
+  fi
+}
+
+# PyPI's torch wheel and its CUDA wheels (3.5 GB), downloaded once into the cache and bind-mounted
+# into the build (no fetch per build, no copy of them in a layer).
+ensure_torch_wheel() {
+  mkdir -p "$WHEELS"
+  [[ -f $WHEELS/.torch-$TORCH_VERSION ]] && return 0
+  log "downloading torch $TORCH_VERSION and its CUDA wheels once into $WHEELS"
+  # pip of the base image itself picks the wheels for its Python and platform.
+  docker run --rm --network host -v "$WHEELS:/wheels" -v "$PIP_CA:/run/pipca.crt:ro" "${BASE:-python:3.12-slim-bookworm}" \
+    sh -c 'python3 -m venv /tmp/venv && PIP_CERT=/run/pipca.crt /tmp/venv/bin/pip download --quiet -d /wheels "$0"' \
+    "torch==$TORCH_VERSION" || die "cannot download torch $TORCH_VERSION"
+  touch "$WHEELS/.torch-$TORCH_VERSION"
+}
+
+build_one() {  # name → prints the image reference
+  local name=$1 dockerfile args tag image start=$SECONDS
+  dockerfile=$(dockerfile_of "$name")
+  [[ -f $dockerfile ]] || die "no Dockerfile for image $name ($dockerfile)"
+  [[ $name == workload-cpu ]] && ensure_torch_wheel
+  read -r -a args <<<"$(build_args "$name")"
+  tag=$(content_tag "$name" "${args[@]+"${args[@]}"}")
+  image=reasonops/$name:$tag
+  if docker image inspect "$image" >/dev/null 2>&1; then
+    log "$image is up to date"
+  else
+    log "building $image"
+    local ctx
+    ctx=$(mktemp -d /tmp/reasonops-context.XXXXXX)
+    make_context "$ctx" "$name"
+    # The CA bundle is a build secret: mounted into the RUN steps that use pip, in no layer.
+    # (The Dockerfile's .dockerignore applies to this context as to the repository.)
+    if ! nice "$DOCKER" build --network host --progress plain -f "$dockerfile" \
+      --secret "id=pipca,src=$PIP_CA" "${args[@]+"${args[@]}"}" -t "$image" "$ctx" >"$CACHE/build-$name.log" 2>&1; then
+      rm -rf "$ctx"
+      tail -n 30 "$CACHE/build-$name.log" >&2
+      die "building $name failed (log $CACHE/build-$name.log)"
+    fi
+    rm -rf "$ctx"
+    log "built $image in $((SECONDS - start))s ($(docker image inspect --format '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1/1e6}'))"
+  fi
+  echo "$image"
+}
+
+cmd_build() {
+  local names=("$@") name
+  ((${#names[@]})) || names=(operator workload-cpu)
+  ensure_docker
+  ensure_base
+  for name in "${names[@]}"; do echo "$name=$(build_one "$name")"; done
+}
+
+cmd_load() {
+  local sock=${1:?usage: $0 load SOCKET [NAME...]}; shift
+  local line image
+  while IFS= read -r line; do
+    image=${line#*=}
+    if ctr --address "$sock" -n k8s.io images ls -q | grep -qx "docker.io/$image"; then
+      log "$image already in $sock"
+    else
+      log "loading $image into $sock"
+      docker save "$image" | ctr --address "$sock" -n k8s.io images import --no-unpack=false - >/dev/null
+    fi
+    echo "$line"
+  done < <(cmd_build "$@")
+}
+
+case ${1:-} in
+  build) shift; cmd_build "$@" ;;
+  gpu) shift; cmd_build curate train eval ;;
+  load) shift; cmd_load "$@" ;;
+  base) ensure_docker; ensure_base; echo "$BASE" ;;
+  *) echo "usage: $0 build [NAME...] | gpu | load SOCKET [NAME...] | base" >&2; exit 2 ;;
+esac

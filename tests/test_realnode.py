@@ -1,0 +1,356 @@
+"""The whole chain in real containers on a real node, as it runs for a user.
+
+The chart is installed with `helm install` and its operator image runs as a pod under the chart's
+ServiceAccount and RBAC; every workload runs in the CPU workload image on the real kubelet node
+(hack/cluster.sh up --real-node), in a namespace that enforces Pod Security `restricted`, reading and
+writing a local PersistentVolume. Nothing is simulated: pods that fail here fail for real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import yaml
+
+from conftest import REAL_NODE_LABEL, ROOT, TOOLS_BIN, RealCluster
+
+pytestmark = [pytest.mark.realnode, pytest.mark.timeout(1800)]
+
+API = "reasonops.io/v1alpha1"
+HELM = TOOLS_BIN / "helm"
+UID = 1000
+POOL = ROOT / "operator" / "reasonops" / "data" / "demo_pool.jsonl"
+
+
+@dataclass
+class Release:
+    cluster: RealCluster
+    ns: str
+    volume: Path  # the host directory behind the claim `data`
+    operator_ns: str = "reasonops-system"
+
+    def get(self, kind: str, name: str, ns: str | None = None) -> dict:
+        proc = self.cluster.kubectl("get", kind, name, "-n", ns or self.ns, "-o", "json", check=False)
+        return json.loads(proc.stdout) if proc.returncode == 0 else {}
+
+    def items(self, kind: str, selector: str = "", ns: str | None = None) -> list[dict]:
+        args = ["get", kind, "-n", ns or self.ns, "-o", "json"] + (["-l", selector] if selector else [])
+        return json.loads(self.cluster.kubectl(*args).stdout)["items"]
+
+    def apply(self, *docs: dict) -> None:
+        # JSON, not YAML: PyYAML writes "1e-3" unquoted, which kubectl's YAML 1.2 reads as a number.
+        self.cluster.kubectl("apply", "-n", self.ns, "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(docs)}))
+
+    def diagnostics(self) -> str:
+        """What a person would look at: the operator's log, the namespace's pods and events."""
+        c = self.cluster
+        out = [c.kubectl("logs", "-n", self.operator_ns, "deploy/reasonops", "--tail=60", check=False).stdout,
+               c.kubectl("get", "pods", "-n", self.ns, "-o", "wide", check=False).stdout,
+               c.kubectl("get", "events", "-n", self.ns, "--sort-by=.lastTimestamp", check=False).stdout[-4000:]]
+        return "\n".join(out)
+
+    def wait_for(self, what: str, fn: Callable[[], Any], timeout: float = 300) -> Any:
+        deadline, last = time.monotonic() + timeout, None
+        while time.monotonic() < deadline:
+            try:
+                last = fn()
+                if last:
+                    return last
+            except (subprocess.CalledProcessError, KeyError, IndexError, TypeError) as exc:
+                last = exc
+            time.sleep(2)
+        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last}\n{self.diagnostics()}")
+
+    def wait_condition(self, kind: str, name: str, type_: str, status: str = "True", timeout: float = 600) -> dict:
+        def check():
+            obj = self.get(kind, name)
+            failed = cond(obj, "Failed")
+            if type_ != "Failed" and failed.get("status") == "True":  # no point waiting longer
+                raise AssertionError(f"{kind}/{name} failed: {failed.get('reason')}: {failed.get('message')}\n{self.diagnostics()}")
+            return cond(obj, type_).get("status") == status and obj
+        return self.wait_for(f"{kind}/{name} {type_}={status}", check, timeout)
+
+
+def cond(obj: dict, type_: str) -> dict:
+    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == type_), {})
+
+
+def resources(c: RealCluster, **extra) -> dict:
+    return {**c.placement, **extra}
+
+
+def helm(c: RealCluster, *args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run([str(HELM), "--kubeconfig", c.kubeconfig, *args], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"helm {' '.join(args[:2])} failed:\n{proc.stderr}\n{proc.stdout}"
+    return proc
+
+
+def local_volume(c: RealCluster, ns: str, claim: str, path: Path) -> list[dict]:
+    """A `local` PersistentVolume on the real node and its claim, bound to each other."""
+    pv = {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"{ns}-{claim}"},
+          "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": "",
+                   "persistentVolumeReclaimPolicy": "Retain", "local": {"path": str(path)},
+                   "claimRef": {"namespace": ns, "name": claim},
+                   "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                       {"key": REAL_NODE_LABEL, "operator": "In", "values": ["true"]}]}]}}}}
+    pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim, "namespace": ns},
+           "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "", "volumeName": f"{ns}-{claim}",
+                    "resources": {"requests": {"storage": "10Gi"}}}}
+    return [pv, pvc]
+
+
+def chown_tree(path: Path) -> None:
+    for p in [path, *path.rglob("*")]:
+        os.chown(p, UID, UID)
+
+
+@pytest.fixture(scope="module")
+def release(real_cluster: RealCluster, tmp_path_factory):
+    c = real_cluster
+    ns = f"rn-{uuid.uuid4().hex[:8]}"
+    c.kubectl("create", "namespace", ns)
+    c.kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted",
+              "pod-security.kubernetes.io/enforce-version=latest")
+    volume = c.dir / "volumes" / ns
+    (volume / "pool").mkdir(parents=True)
+    shutil.copy(POOL, volume / "pool" / "pool.jsonl")
+    from reasonops.tinymodel import build_tiny_model
+    build_tiny_model(volume / "models" / "base")
+    chown_tree(volume)
+    c.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": local_volume(c, ns, "data", volume)}))
+
+    op_repo, op_tag = c.images["operator"].rsplit(":", 1)
+    wl_repo, wl_tag = c.images["workload-cpu"].rsplit(":", 1)
+    values = {
+        "images": {"operator": {"repository": op_repo, "tag": op_tag, "pullPolicy": "Never"},
+                   **{k: {"repository": wl_repo, "tag": wl_tag, "pullPolicy": "Never"} for k in ("curate", "train", "eval", "serve")}},
+        "workloadServiceAccount": {"extraNamespaces": [ns]},
+        "nodeSelector": {REAL_NODE_LABEL: "true"},
+        "tolerations": [{"key": REAL_NODE_LABEL, "operator": "Equal", "value": "true", "effect": "NoSchedule"}],
+        "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+        "metrics": {"service": {"enabled": False}},
+    }
+    values_file = tmp_path_factory.mktemp("helm") / "values.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    # upgrade --install: a release left by an interrupted run on a kept cluster is taken over.
+    helm(c, "upgrade", "--install", "reasonops", str(ROOT / "charts" / "reasonops"), "-n", "reasonops-system", "--create-namespace",
+         "-f", str(values_file), "--wait", "--timeout", "240s")
+    rel = Release(c, ns, volume)
+    yield rel
+    subprocess.run([str(HELM), "--kubeconfig", c.kubeconfig, "uninstall", "reasonops", "-n", "reasonops-system"],
+                   capture_output=True, timeout=120)
+    c.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def dataset(c: RealCluster, name: str, **spec) -> dict:
+    body = {
+        "sources": [{"name": "pool", "path": "/mnt/pvc/data/pool/pool.jsonl"}],
+        "stages": [
+            {"name": "dedupe", "dedupe": {"threshold": "0.8", "shingleSize": 3}},
+            {"name": "decontaminate", "decontaminate": {"benchmarks": ["demo"], "ngram": 8, "threshold": "0.5"}},
+            {"name": "select", "select": {"size": 16}},
+        ],
+        "output": {"volume": {"claimName": "data", "path": "datasets"}},
+        "resources": resources(c, cpu="1", memory="1Gi"),
+        "backoffLimit": 0,
+        **spec,
+    }
+    return {"apiVersion": API, "kind": "ReasoningDataset", "metadata": {"name": name}, "spec": body}
+
+
+def finetune(c: RealCluster, name: str, dataset_name: str, nodes: int = 1, **spec) -> dict:
+    body = {
+        # The trainer reads baseModel.name as is (a path in the pod); the volume only gets it mounted.
+        "baseModel": {"name": "/mnt/pvc/data/models/base", "volume": {"volume": {"claimName": "data", "path": "models/base"}}},
+        "datasetRef": {"name": dataset_name},
+        "method": "full",
+        "hyperparameters": {"learningRate": "1e-3", "epochs": 2, "maxLength": 512, "globalBatchSize": 4, "warmupRatio": "0"},
+        "deepspeed": {"zeroStage": 3},
+        "attention": "sdpa",
+        "numNodes": nodes,
+        "gpusPerNode": 0,
+        "checkpoints": {"everyEpochs": 1, "keep": 2},
+        "output": {"volume": {"claimName": "data", "path": "models"}},
+        "resources": resources(c, cpu="500m", memory="2Gi"),
+        "backoffLimit": 2,
+        **spec,
+    }
+    return {"apiVersion": API, "kind": "FineTuneJob", "metadata": {"name": name}, "spec": body}
+
+
+def evalrun(c: RealCluster, name: str, ft_name: str, **spec) -> dict:
+    body = {
+        "model": {"fineTuneJob": ft_name},
+        "protocol": "limo",
+        "benchmarks": [{"name": "demo", "maxTokens": 24}],
+        "concurrency": 4,
+        "serving": {"engine": "cpu", "resources": resources(c, cpu="500m", memory="1Gi")},
+        "gates": [{"benchmark": "demo", "minScore": "0.0"}],
+        "resources": resources(c, cpu="500m", memory="1Gi"),
+        "backoffLimit": 0,
+        **spec,
+    }
+    return {"apiVersion": API, "kind": "EvalRun", "metadata": {"name": name}, "spec": body}
+
+
+def pods_on_real_node(rel: Release, selector: str) -> list[dict]:
+    pods = rel.items("pods", selector)
+    assert pods, f"no pods for {selector}"
+    assert {p["spec"].get("nodeName") for p in pods} <= {"real-node", None}, [p["spec"].get("nodeName") for p in pods]
+    return pods
+
+
+# --- 1. the chart's operator as a pod ---------------------------------------------------------
+
+
+def test_operator_runs_as_a_pod_under_the_charts_service_account(release: Release):
+    c = release.cluster
+    pods = release.items("pods", "app.kubernetes.io/name=reasonops", ns=release.operator_ns)
+    pod = next(p for p in pods if p["status"].get("phase") == "Running")
+    assert pod["spec"]["nodeName"] == "real-node"
+    assert pod["spec"]["serviceAccountName"] == "reasonops"
+    assert pod["spec"]["containers"][0]["image"] == c.images["operator"]
+    assert all(s["ready"] for s in pod["status"]["containerStatuses"])
+    # The workload ServiceAccount may patch status and nothing more.
+    sa = f"system:serviceaccount:{release.ns}:reasonops-workload"
+    can = lambda *a: c.kubectl("auth", "can-i", *a, "-n", release.ns, "--as", sa, check=False).stdout.strip()
+    assert can("patch", "reasoningdatasets.reasonops.io", "--subresource=status") == "yes"
+    assert can("create", "pods") == "no" and can("get", "secrets") == "no"
+
+
+# --- 2. curation from a pool file on a PersistentVolume ------------------------------------------
+
+
+def test_dataset_curates_a_pool_file_on_a_persistent_volume(release: Release):
+    c = release.cluster
+    release.apply(dataset(c, "pool"))
+    ds = release.wait_condition("reasoningdataset", "pool", "Ready", timeout=600)
+    written = release.volume / "datasets" / "pool" / ds["status"]["revision"]
+    rows = [json.loads(line) for line in (written / "data.jsonl").read_text().splitlines()]
+    assert len(rows) == ds["status"]["selected"] > 0
+    counts = {s["stage"]: s for s in ds["status"]["stageCounts"]}
+    assert counts["decontaminate"]["dropped"] > 0  # the demo pool holds benchmark problems on purpose
+    pods = pods_on_real_node(release, "reasonops.io/name=pool")
+    assert pods[0]["spec"]["serviceAccountName"] == "reasonops-workload"
+    assert pods[0]["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+    # The location a consumer resolves, not the path inside the pod that wrote it.
+    assert ds["status"]["output"]["location"] == f"pvc://data/datasets/pool/{ds['status']['revision']}"
+
+
+# --- 3. training: one node, two nodes ----------------------------------------------------------
+
+
+def test_finetune_on_one_node_writes_the_model_to_the_volume(release: Release):
+    c = release.cluster
+    if not release.get("reasoningdataset", "pool"):
+        release.apply(dataset(c, "pool"))
+    release.apply(finetune(c, "ft1", "pool", nodes=1))
+    ft = release.wait_condition("finetunejob", "ft1", "Ready", timeout=900)
+    model = release.volume / ft["status"]["modelLocation"].removeprefix("pvc://data/").removeprefix("/mnt/pvc/data/")
+    assert (model / "config.json").exists() and list(model.glob("*.safetensors"))
+    assert float(ft["status"]["lastLoss"]) > 0
+    pods_on_real_node(release, "reasonops.io/name=ft1")
+
+
+def test_finetune_on_two_nodes_meets_over_the_headless_service(release: Release):
+    c = release.cluster
+    if not release.get("reasoningdataset", "pool"):
+        release.apply(dataset(c, "pool"))
+    release.apply(finetune(c, "ft2", "pool", nodes=2))
+    ft = release.wait_condition("finetunejob", "ft2", "Ready", timeout=900)
+    model = release.volume / ft["status"]["modelLocation"].removeprefix("pvc://data/").removeprefix("/mnt/pvc/data/")
+    assert (model / "config.json").exists() and list(model.glob("*.safetensors"))
+    pods = pods_on_real_node(release, "reasonops.io/name=ft2")
+    assert len({p["metadata"]["name"] for p in pods}) >= 2
+    logs = "".join(c.kubectl("logs", "-n", release.ns, p["metadata"]["name"], check=False).stdout for p in pods)
+    assert "gloo" in logs.lower() or "world_size" in logs.lower() or "rendezvous" in logs.lower(), logs[-3000:]
+
+
+# --- 4. a training pod killed mid-run -----------------------------------------------------------
+
+
+def test_training_pod_killed_mid_run_restarts_the_group_and_resumes(release: Release):
+    c = release.cluster
+    if not release.get("reasoningdataset", "pool"):
+        release.apply(dataset(c, "pool"))
+    ft_doc = finetune(c, "ftk", "pool", nodes=2)
+    ft_doc["spec"]["hyperparameters"]["epochs"] = 4
+    release.apply(ft_doc)
+    # Wait for the first checkpoint on the volume, then kill one pod of the group.
+    def checkpoint():
+        return list((release.volume / "models" / "ftk").glob("*/checkpoints/*")) or list((release.volume / "models" / "ftk").rglob("checkpoint*"))
+    release.wait_for("a first checkpoint", checkpoint, timeout=600)
+    victim = next(p for p in release.items("pods", "reasonops.io/name=ftk") if p["status"].get("phase") == "Running")
+    c.kubectl("delete", "pod", "-n", release.ns, victim["metadata"]["name"], "--grace-period=0", "--force", check=False)
+    ft = release.wait_condition("finetunejob", "ftk", "Ready", timeout=900)
+    assert ft["status"].get("restarts", 0) >= 1, ft["status"]
+    logs = "".join(c.kubectl("logs", "-n", release.ns, p["metadata"]["name"], check=False).stdout
+                   for p in release.items("pods", "reasonops.io/name=ftk"))
+    assert "resum" in logs.lower(), logs[-3000:]
+
+
+# --- 5. evaluation through the served model's Service (CPU engine) ------------------------------
+
+
+def test_evalrun_serves_the_model_behind_its_service_and_reports_gates(release: Release):
+    c = release.cluster
+    # The tiny base model on the volume, so that this test does not depend on the training tests.
+    doc = evalrun(c, "ev", "unused")
+    doc["spec"]["model"] = {"name": "models/base", "volume": {"volume": {"claimName": "data", "path": ""}}}
+    doc["spec"]["output"] = {"volume": {"claimName": "data", "path": "evals"}}
+    release.apply(doc)
+    ev = release.wait_condition("evalrun", "ev", "Passed", timeout=900)
+    assert ev["status"]["results"][0]["benchmark"] == "demo"
+    assert ev["status"]["gates"][0]["passed"] is True
+    deployment = release.get("deployment", "ev-server")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"][:2] == ["reasonops", "serve"]
+    assert deployment["status"].get("readyReplicas") == 1 or ev["spec"].get("serving", {}).get("keepAfterEval") is False
+    pods_on_real_node(release, "reasonops.io/name=ev")
+
+
+# --- 8. failures surfaced with Kubernetes' reason ---------------------------------------------
+
+
+def test_an_image_that_does_not_exist_is_surfaced(release: Release):
+    c = release.cluster
+    doc = dataset(c, "noimage")
+    doc["spec"]["resources"]["image"] = "reasonops/does-not-exist:1"
+    release.apply(doc)
+    def surfaced():
+        ds = release.get("reasoningdataset", "noimage")
+        text = json.dumps((ds.get("status") or {}).get("conditions") or [])
+        return ("ErrImageNeverPull" in text or "ImagePull" in text) and ds
+    release.wait_for("the missing image in the dataset's conditions", surfaced, timeout=180)
+
+
+def test_a_server_that_crash_loops_is_surfaced(release: Release):
+    c = release.cluster
+    doc = evalrun(c, "crash", "ft-missing-model")
+    doc["spec"]["model"] = {"name": "no-such-model", "volume": {"volume": {"claimName": "data", "path": ""}}}
+    doc["spec"]["serving"]["resources"]["memory"] = "512Mi"
+    release.apply(doc)
+    def surfaced():
+        ev = release.get("evalrun", "crash")
+        text = json.dumps((ev.get("status") or {}).get("conditions") or [])
+        return "CrashLoopBackOff" in text and ev
+    release.wait_for("CrashLoopBackOff in the EvalRun's conditions", surfaced, timeout=300)
+
+
+def test_a_pod_over_its_memory_limit_is_surfaced(release: Release):
+    c = release.cluster
+    release.apply(dataset(c, "oom", resources=resources(c, cpu="500m", memory="40Mi")))
+    def surfaced():
+        ds = release.get("reasoningdataset", "oom")
+        text = json.dumps((ds.get("status") or {}).get("conditions") or [])
+        return "OOMKilled" in text and ds
+    release.wait_for("OOMKilled in the dataset's conditions", surfaced, timeout=300)
