@@ -155,6 +155,25 @@ def test_empty_result_is_an_error_not_an_empty_dataset(tmp_path: Path) -> None:
         run(out, sources=[{"name": "p", "path": str(pool)}])
     assert err.value.reason == "EmptyDataset" and "decontaminate" in err.value.message
     assert not out.exists()
+    failed = tmp_path / "rev-failed"
+    assert str(failed) in err.value.message
+    drops = [json.loads(line) for line in (failed / "dropped.jsonl").read_text().splitlines()]
+    assert [(d["stage"], d["reason"]) for d in drops] == [("decontaminate", "contaminated")]
+    failure = json.loads((failed / "failure.json").read_text())
+    assert failure["error"]["reason"] == "EmptyDataset" and failure["sources"][0]["rows"] == 1
+    assert [s["stage"] for s in failure["stages"]] == ["load", "dedupe", "decontaminate"]
+    assert "contaminated 1" in (failed / "report.md").read_text()
+
+
+def test_report_says_what_each_source_contributed(tmp_path: Path) -> None:
+    inline = [{"question": f"Inline question number {w} about apples?", "solution": f"So \\boxed{{{i}}}"}
+              for i, w in enumerate(["one", "two", "three"])]
+    result = run(tmp_path / "rev", sources=[{"name": "demo", "path": str(DEMO_POOL)}, {"name": "extra", "inline": inline}],
+                 stages=[{"name": "dedupe", "dedupe": {}}])
+    manifest = json.loads((tmp_path / "rev" / "manifest.json").read_text())
+    by_source = {s["name"]: (s["rows"], s["samples"]) for s in manifest["sources"]}
+    assert by_source == {"demo": (61, 54), "extra": (3, 3)} and result["samples"] == 57
+    assert "| extra | inline | inline |" in (tmp_path / "rev" / "report.md").read_text()
 
 
 def test_problems_without_solutions_are_dropped_at_output(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ Layout of a revision directory (a local path or an fsspec URI):
                                the resolved spec
     report.md                  the same for people, with a length histogram
     dropped.jsonl              every dropped problem: {id, stage, reason, detail}
+                               (manifest and report also give each source's rows read and samples kept)
     variants/<name>/           data.jsonl, data.parquet and manifest.json of each perturbation
     _COMPLETE                  written last: a reader must ignore a directory without it
 
@@ -162,8 +163,10 @@ def render_report(manifest: dict[str, Any], drops: list[dict[str, Any]], assista
     for s in manifest["stages"]:
         reasons = ", ".join(f"{r} {n:,}" for r, n in s["reasons"].items()) or "-"
         lines.append(f"| {s['stage']} | {s['kind']} | {s['input']:,} | {s['kept']:,} | {s['dropped']:,} | {reasons} |")
-    lines += ["", "## Sources", "", "| source | kind | location | revision | rows |", "|---|---|---|---|---:|"]
-    lines += [f"| {s['name']} | {s['kind']} | {s['location']} | `{s['revision']}` | {s['rows']:,} |" for s in manifest["sources"]]
+    lines += ["", "## Sources", "", "| source | kind | location | revision | rows read | samples in the dataset |",
+              "|---|---|---|---|---:|---:|"]
+    lines += [f"| {s['name']} | {s['kind']} | {s['location']} | `{s['revision']}` | {s['rows']:,} | {s['samples']:,} |"
+              for s in manifest["sources"]]
     lines += ["", "## Teachers", ""]
     lines += [f"- {name}: {count:,} samples" for name, count in manifest["teachers"].items()] or ["- none"]
     if manifest["solveRates"]:

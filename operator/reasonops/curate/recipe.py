@@ -6,7 +6,9 @@
 Before any work the run checks that the output is writable, that every HTTP endpoint of a model stage
 answers and that every decontamination benchmark loads, so a typo fails in seconds rather than after
 hours of generation. Each stage logs one line of kept/dropped counts with reasons and reports it as
-progress; a stage that leaves no problems ends the run with WorkloadError("EmptyDataset").
+progress; a stage that leaves no problems ends the run with WorkloadError("EmptyDataset"), after
+writing every drop so far (dropped.jsonl, failure.json, report.md) to `<output>-failed`, a sibling of
+the revision directory, which stays absent.
 """
 
 from __future__ import annotations
@@ -76,24 +78,31 @@ def main(config: CurateConfig, reporter: Reporter | None = None) -> dict[str, An
     benchmarks = _preflight(config)
     reports: list[StageReport] = []
 
-    load = _start(reporter, "load", "load")
-    problems, sources = load_sources(spec.sources, spec.fields, load, progress=config.progress)
-    _finish(reporter, load, problems, reports)
+    sources: list[SourceInfo] = []
+    try:
+        load = _start(reporter, "load", "load")
+        problems, sources = load_sources(spec.sources, spec.fields, load, progress=config.progress)
+        _finish(reporter, load, problems, reports)
 
-    with Grader(workers=config.workers) as grader:
-        ctx = _model_context(config, sink, grader, reporter)
-        for stage in spec.stages or []:
-            report = _start(reporter, stage.name, stage.kind())
-            problems = _run_stage(stage, problems, report, benchmarks, ctx, config)
-            _finish(reporter, report, problems, reports)
+        with Grader(workers=config.workers) as grader:
+            ctx = _model_context(config, sink, grader, reporter)
+            for stage in spec.stages or []:
+                report = _start(reporter, stage.name, stage.kind())
+                problems = _run_stage(stage, problems, report, benchmarks, ctx, config)
+                _finish(reporter, report, problems, reports)
 
-    final = _start(reporter, "output", "output")
-    final.input = len(problems)
-    for problem in problems:
-        if problem.best_chain is None:
-            final.drop(problem.id, "no-solution")
-    problems = [p for p in problems if p.best_chain is not None]
-    _finish(reporter, final, problems, reports)
+        final = _start(reporter, "output", "output")
+        final.input = len(problems)
+        for problem in problems:
+            if problem.best_chain is None:
+                final.drop(problem.id, "no-solution")
+        problems = [p for p in problems if p.best_chain is not None]
+        _finish(reporter, final, problems, reports)
+    except WorkloadError as exc:
+        if exc.reason != "EmptyDataset":
+            raise
+        where = _write_failure(config, exc, reports, sources)
+        raise WorkloadError(exc.reason, f"{exc.message}; dropped rows and reasons in {where}") from None
 
     files, manifest = _dataset_files(config, problems, reports, sources)
     sink.write(files)
@@ -214,6 +223,7 @@ def _dataset_files(config: CurateConfig, problems: list[Problem], reports: list[
             solve_rates[report.name] = {"mean": round(sum(rates) / len(rates), 4) if rates else None,
                                         "distribution": dict(sorted(Counter(rates).items()))}
     drops = [{"id": d.id, "stage": r.name, "reason": d.reason, "detail": d.detail} for r in reports for d in r.drops]
+    contributed = Counter(r["source"] for r in rows)
     manifest = {
         "name": config.name,
         "revision": digest,
@@ -224,7 +234,7 @@ def _dataset_files(config: CurateConfig, problems: list[Problem], reports: list[
         "format": "chat messages (system, user, assistant)",
         "systemPrompt": spec.systemPrompt or LIMO_SYSTEM_PROMPT,
         "stages": [r.to_manifest() for r in reports],
-        "sources": [s.to_manifest() for s in sources],
+        "sources": [{**s.to_manifest(), "samples": contributed.get(s.name, 0)} for s in sources],
         "teachers": dict(Counter(r["teacher"] or "(source solution)" for r in rows).most_common()),
         "solveRates": solve_rates,
         "tokenLengths": {"method": method, **{part: output.length_stats(v) for part, v in lengths.items()}},
@@ -236,6 +246,27 @@ def _dataset_files(config: CurateConfig, problems: list[Problem], reports: list[
     files["manifest.json"] = _json(manifest)
     files["report.md"] = output.render_report(manifest, drops, lengths["assistant"]).encode()
     return files, manifest
+
+
+def failure_location(output_location: str) -> str:
+    """Where a run that produced no dataset records its drops: a sibling of the revision directory."""
+    return output_location.rstrip("/") + "-failed"
+
+
+def _write_failure(config: CurateConfig, error: WorkloadError, reports: list[StageReport], sources: list[SourceInfo]) -> str:
+    """dropped.jsonl, failure.json and report.md of a run that left no problems, next to the output."""
+    drops = [{"id": d.id, "stage": r.name, "reason": d.reason, "detail": d.detail} for r in reports for d in r.drops]
+    failure = {"name": config.name, "resourceRevision": config.revision, "error": {"reason": error.reason, "message": error.message},
+               "stages": [r.to_manifest() for r in reports], "sources": [s.to_manifest() for s in sources]}
+    lines = [f"# Dataset {config.name}: no dataset ({error.reason})", "", error.message, "",
+             "| stage | kind | input | kept | dropped | reasons |", "|---|---|---:|---:|---:|---|"]
+    for r in reports:
+        reasons = ", ".join(f"{k} {n:,}" for k, n in r.reasons.items()) or "-"
+        lines.append(f"| {r.name} | {r.kind} | {r.input:,} | {r.kept:,} | {r.dropped:,} | {reasons} |")
+    location = failure_location(config.output)
+    output.DatasetSink(location).write({"dropped.jsonl": output.encode_jsonl(drops), "failure.json": _json(failure),
+                                        "report.md": ("\n".join(lines) + "\n").encode()})
+    return location
 
 
 def _json(value: Any) -> bytes:
