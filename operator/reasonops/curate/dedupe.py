@@ -36,7 +36,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -56,68 +59,125 @@ _NUMBER = re.compile(r"\w*\d\w*")
 _CHUNK = 1 << 16  # shingles per numpy block: 64k x 128 permutations x 4 bytes = 32 MiB
 
 
-def dedupe(problems: list[Problem], stage: DedupeStage, report: StageReport,
-           workers: int = 2, progress: bool = False) -> list[Problem]:
-    threshold = decimal(stage.threshold, DEFAULT_THRESHOLD)
-    shingle = stage.shingleSize or DEFAULT_SHINGLE
-    num_perm = stage.numPerm or DEFAULT_NUM_PERM
-    report.input = len(problems)
-    order = sorted(range(len(problems)), key=lambda i: quality_key(problems[i]), reverse=True)
-    corpus = Corpus.build([p.question for p in problems])
-
-    survivors = _exact(problems, corpus, order, report)
-    shingles = ShingleSets(*shingle_hashes(corpus, shingle), len(corpus))
-    signatures = minhash_signatures(shingles, num_perm, workers=workers)
-    numbers = [number_key(p.question) for p in problems]
-    dropped = _near(problems, signatures, shingles, numbers, [i for i in order if i in survivors],
-                    threshold, num_perm, report, progress)
-    kept = [p for i, p in enumerate(problems) if i in survivors and i not in dropped]
-    report.kept = len(kept)
-    report.info = {"threshold": threshold, "shingleSize": shingle, "numPerm": num_perm}
-    return kept
-
-
-def _exact(problems: list[Problem], corpus: Corpus, order: list[int], report: StageReport) -> set[int]:
-    """Indices surviving exact deduplication (the best of each group of equal word sequences)."""
-    first: dict[bytes | str, int] = {}
-    survivors: set[int] = set()
-    for i in order:
-        start, end = corpus.offsets[i], corpus.offsets[i + 1]
-        key: bytes | str = corpus.hashes[start:end].tobytes() if end > start else problems[i].question
-        if key in first:
-            report.drop(problems[i].id, "exact-duplicate", f"of {problems[first[key]].id}")
-        else:
-            first[key] = i
-            survivors.add(i)
-    return survivors
-
-
 def number_key(question: str) -> int:
     """A hash of the question's numbers (digit-bearing words, as a multiset): changing one changes the problem."""
     found = sorted(_NUMBER.findall(question.lower()))
     return int.from_bytes(hashlib.blake2b(" ".join(found).encode(), digest_size=8).digest(), "little") if found else 0
 
 
-def _near(problems: list[Problem], signatures: np.ndarray, shingles: "ShingleSets", numbers: list[int],
-          order: list[int], threshold: float, num_perm: int, report: StageReport, progress: bool) -> set[int]:
-    """Indices dropped as near-duplicates of a better kept problem (with the same numbers)."""
+def dedupe(problems: list[Problem], stage: DedupeStage, report: StageReport,
+           workers: int = 2, progress: bool = False) -> list[Problem]:
+    """The stage on problems held in memory (tests, small pools); `dedupe_rows` does the work."""
+    order = sorted(range(len(problems)), key=lambda i: quality_key(problems[i]), reverse=True)
+    kept = dedupe_rows(np.array(order, dtype=np.int64), lambda rows: [problems[i].question for i in rows],
+                       lambda i: problems[i].id, stage, report, workers=workers, progress=progress)
+    return [problems[i] for i in np.sort(kept).tolist()]
+
+
+def dedupe_rows(order: np.ndarray, questions: Callable[[np.ndarray], list[str]], ids: Callable[[int], str],
+                stage: DedupeStage, report: StageReport, workers: int = 2, progress: bool = False,
+                work_dir: Path | None = None, batch: int = 20_000) -> np.ndarray:
+    """Rows that survive, of `order` (row numbers, best first); only compact per-row state stays in memory.
+
+    The questions are read `batch` rows at a time; each row leaves an exact key, a number key, its band
+    keys (uint32) and its shingle hashes, which go to a temporary file in `work_dir` for the exact
+    Jaccard checks of the candidate pairs.
+    """
+    threshold = decimal(stage.threshold, DEFAULT_THRESHOLD)
+    shingle = stage.shingleSize or DEFAULT_SHINGLE
+    num_perm = stage.numPerm or DEFAULT_NUM_PERM
+    report.input = len(order)
+    count = len(order)
+    exact = np.zeros(count, dtype=np.uint64)
+    numbers = np.zeros(count, dtype=np.uint64)
+    sizes = np.zeros(count, dtype=np.int64)
+    bands: np.ndarray | None = None
+    with tempfile.TemporaryDirectory(dir=work_dir, prefix="dedupe-") as tmp:
+        shingle_file = Path(tmp) / "shingles.u32"
+        with shingle_file.open("wb") as fh:
+            for start in range(0, count, batch):
+                rows = order[start : start + batch]
+                texts = questions(rows)
+                corpus = Corpus.build(texts)
+                span = slice(start, start + len(rows))
+                exact[span] = [_sequence_key(corpus, i, t) for i, t in enumerate(texts)]
+                numbers[span] = [number_key(t) for t in texts]
+                shingles = ShingleSets(*shingle_hashes(corpus, shingle), len(corpus))
+                keys = band_keys(minhash_signatures(shingles, num_perm, workers=workers), threshold, num_perm)
+                if bands is None:
+                    bands = np.zeros((count, keys.shape[1]), dtype=np.uint32)
+                bands[span] = (keys ^ (keys >> np.uint64(32))).astype(np.uint32)
+                sizes[span] = np.diff(shingles.offsets)
+                fh.write(shingles.values.tobytes())
+        offsets = np.concatenate(([0], np.cumsum(sizes)))
+        values = np.memmap(shingle_file, dtype=np.uint32, mode="r") if offsets[-1] else np.zeros(0, dtype=np.uint32)
+        kept = _exact(order, exact, ids, report)
+        dropped = _near(order, kept, bands, values, offsets, numbers, ids, threshold, report, progress)
+        del values
+    kept[dropped] = False
+    report.kept = int(kept.sum())
+    report.info = {"threshold": threshold, "shingleSize": shingle, "numPerm": num_perm, "numbersMustMatch": True}
+    return order[kept]
+
+
+def _sequence_key(corpus: Corpus, i: int, text: str) -> int:
+    """64-bit key of a question's word sequence (of its text when it has no words)."""
+    start, end = corpus.offsets[i], corpus.offsets[i + 1]
+    data = corpus.hashes[start:end].tobytes() if end > start else text.encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+
+
+def _exact(order: np.ndarray, keys: np.ndarray, ids: Callable[[int], str], report: StageReport) -> np.ndarray:
+    """Which positions of `order` survive exact deduplication (the best of each group of equal keys)."""
+    by_key = np.argsort(keys, kind="stable")  # positions are ranks, so the first of a run is its best
+    sorted_keys = keys[by_key]
+    repeat = np.concatenate(([False], sorted_keys[1:] == sorted_keys[:-1]))
+    first = by_key[np.maximum.accumulate(np.where(~repeat, np.arange(len(keys)), 0))]
+    kept = np.ones(len(keys), dtype=bool)
+    for position, keeper in sorted(zip(by_key[repeat].tolist(), first[repeat].tolist())):
+        report.drop(ids(int(order[position])), "exact-duplicate", f"of {ids(int(order[keeper]))}")
+        kept[position] = False
+    return kept
+
+
+def _near(order: np.ndarray, kept: np.ndarray, bands: np.ndarray | None, values: np.ndarray, offsets: np.ndarray,
+          numbers: np.ndarray, ids: Callable[[int], str], threshold: float, report: StageReport,
+          progress: bool) -> np.ndarray:
+    """Positions dropped as near-duplicates of a better kept position (with the same numbers)."""
     from tqdm.auto import tqdm
 
-    keys = band_keys(signatures, threshold, num_perm).tolist()
-    buckets: list[dict[int, list[int]]] = [{} for _ in keys[0]] if keys else []
-    dropped: set[int] = set()
-    for i in tqdm(order, desc="near-duplicates", disable=not progress, mininterval=10):
-        if shingles.size(i) == 0:
+    candidates = np.flatnonzero(kept & (np.diff(offsets) > 0))
+    earlier: dict[int, set[int]] = {}  # position -> better positions sharing a band key and its numbers
+    for band in range(bands.shape[1] if bands is not None and len(candidates) else 0):
+        keys = bands[candidates, band]
+        by_key = np.argsort(keys, kind="stable")
+        sorted_keys = keys[by_key]
+        same = np.flatnonzero(sorted_keys[1:] == sorted_keys[:-1])
+        if not len(same):
             continue
-        candidates = {j for band, key in enumerate(keys[i]) for j in buckets[band].get(key, ()) if numbers[j] == numbers[i]}
-        best = max(((shingles.jaccard(i, j), j) for j in candidates), default=None)
+        # runs of equal keys: each member pairs with every earlier (better) member of its run
+        run_start = np.concatenate(([True], sorted_keys[1:] != sorted_keys[:-1]))
+        starts = np.maximum.accumulate(np.where(run_start, np.arange(len(keys)), 0))
+        for k in (same + 1).tolist():
+            later = int(candidates[by_key[k]])
+            for m in range(int(starts[k]), k):
+                better = int(candidates[by_key[m]])
+                if numbers[better] == numbers[later]:
+                    earlier.setdefault(later, set()).add(better)
+    dropped = np.zeros(len(order), dtype=bool)
+    for position in tqdm(sorted(earlier), desc="near-duplicates", disable=not progress, mininterval=10):
+        mine = values[offsets[position] : offsets[position + 1]]
+        best = max(((_jaccard(mine, values[offsets[j] : offsets[j + 1]]), -j) for j in earlier[position] if not dropped[j]),
+                   default=None)
         if best is not None and best[0] >= threshold:
-            report.drop(problems[i].id, "near-duplicate", f"of {problems[best[1]].id} (jaccard {best[0]:.2f})")
-            dropped.add(i)
-        else:
-            for band, key in enumerate(keys[i]):
-                buckets[band].setdefault(key, []).append(i)
+            report.drop(ids(int(order[position])), "near-duplicate", f"of {ids(int(order[-best[1]]))} (jaccard {best[0]:.2f})")
+            dropped[position] = True
     return dropped
+
+
+def _jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    shared = len(np.intersect1d(a, b, assume_unique=True))
+    return shared / (len(a) + len(b) - shared)
 
 
 def band_keys(signatures: np.ndarray, threshold: float, num_perm: int) -> np.ndarray:

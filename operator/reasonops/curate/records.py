@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("reasonops.curate")
@@ -65,9 +67,29 @@ class Drop:
     detail: str | None = None
 
 
+class DropLog:
+    """Every drop of a run as JSONL lines in a file, so a pool of millions keeps only counts in memory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = path.open("w", encoding="utf-8")
+        self.contaminated: list[dict[str, Any]] = []  # the first few, for the report
+
+    def write(self, stage: str, drop: Drop) -> None:
+        row = {"id": drop.id, "stage": stage, "reason": drop.reason, "detail": drop.detail}
+        self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
+        if drop.reason == "contaminated" and len(self.contaminated) < 51:
+            self.contaminated.append(row)
+
+    def close(self) -> Path:
+        self._file.close()
+        return self.path
+
+
 @dataclass
 class StageReport:
-    """What one stage kept and dropped, and why."""
+    """What one stage kept and dropped, and why. With a DropLog the drops go to its file, not `drops`."""
 
     name: str
     kind: str
@@ -76,17 +98,23 @@ class StageReport:
     drops: list[Drop] = field(default_factory=list)
     seconds: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
+    log: DropLog | None = None
+    counts: Counter[str] = field(default_factory=Counter)
 
     @property
     def dropped(self) -> int:
-        return len(self.drops)
+        return sum(self.counts.values())
 
     @property
     def reasons(self) -> dict[str, int]:
-        return dict(Counter(d.reason for d in self.drops).most_common())
+        return dict(self.counts.most_common())
 
     def drop(self, problem_id: str, reason: str, detail: str | None = None) -> None:
-        self.drops.append(Drop(problem_id, reason, detail))
+        self.counts[reason] += 1
+        if self.log is not None:
+            self.log.write(self.name, Drop(problem_id, reason, detail))
+        else:
+            self.drops.append(Drop(problem_id, reason, detail))
 
     def summary(self) -> str:
         reasons = ", ".join(f"{r}: {n}" for r, n in self.reasons.items())

@@ -201,7 +201,8 @@ def select(problems: list[Problem], stage: SelectStage, report: StageReport) -> 
     if any(c.score is None for p in problems for c in p.chains) or not all(p.chains for p in problems):
         scored = StageReport("score", "score")
         problems = score(problems, None, scored)  # no score stage ran: default LIMO scoring first
-        report.drops.extend(scored.drops)
+        for drop in scored.drops:
+            report.drop(drop.id, drop.reason, drop.detail)
         report.info["scoredWithDefaults"] = True
     ranked = sorted(range(len(problems)), key=lambda i: _problem_score(problems[i]), reverse=True)
     chosen = set(ranked[: stage.size])
