@@ -92,10 +92,10 @@ def test_rerun_is_deterministic_and_replaces_atomically(tmp_path: Path) -> None:
 def test_a_crash_while_writing_leaves_no_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "rev"
 
-    def crash(rows: list) -> bytes:
+    def crash(self: object, rows: list) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(output_module, "encode_parquet", crash)
+    monkeypatch.setattr(output_module.RowsWriter, "write", crash)
     with pytest.raises(OSError):
         run(out)
     real_open = open
@@ -122,17 +122,21 @@ def test_object_store_output_writes_the_marker_last(tmp_path: Path) -> None:
     fs = fsspec.filesystem("memory")
     fs.pipe_file("memory://bucket/ds/rev/_COMPLETE", b"stale")
     written: list[str] = []
-    original = fs.pipe_file
+    pipe, put = fs.pipe_file, fs.put_file
 
-    def record(path: str, data: bytes, **kwargs: object) -> None:
+    def record_pipe(path: str, data: bytes, **kwargs: object) -> None:
         written.append(path.rsplit("/", 1)[-1])
-        original(path, data, **kwargs)
+        pipe(path, data, **kwargs)
 
-    fs.pipe_file = record  # type: ignore[method-assign]  # the memory filesystem is a cached singleton
+    def record_put(local: str, path: str, **kwargs: object) -> None:  # large files are copied, not held in memory
+        written.append(path.rsplit("/", 1)[-1])
+        put(local, path, **kwargs)
+
+    fs.pipe_file, fs.put_file = record_pipe, record_put  # type: ignore[method-assign]  # a cached singleton
     try:
         result = run("memory://bucket/ds/rev")
     finally:
-        del fs.pipe_file
+        del fs.pipe_file, fs.put_file
     assert written[-1] == "_COMPLETE" and "data.jsonl" in written
     assert result["location"] == "memory://bucket/ds/rev"
     assert fs.cat_file("memory://bucket/ds/rev/_COMPLETE") != b"stale"

@@ -46,11 +46,12 @@ class ModelContext:
     grader: Grader
     endpoints: dict[str, str] = field(default_factory=dict)
     progress: bool = False
-    on_progress: Callable[[str], None] | None = None
+    on_progress: Callable[[str, int, int], None] | None = None  # (message, problems done, problems in all)
+    cache_suffix: str = ""  # a shard's own resume caches: ".shard-<index>-of-<count>"
 
     def generator(self, sampler: SamplerModel, cache_name: str) -> Generator:
         override = self.endpoints.get(sampler.evalRun) if sampler.evalRun else None
-        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", cache_name)
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", cache_name + self.cache_suffix)
         return make_generator(sampler, cache_path=self.work_dir / f"{safe}.jsonl", endpoint_override=override)
 
     def sample(self, generator: Generator, problems: list[Problem], n: int, sampling: SamplingParams | None,
@@ -79,7 +80,7 @@ class ModelContext:
             finished += 1
             bar.update(1)
             if self.on_progress and (finished % 50 == 0 or finished == len(requests)):
-                self.on_progress(f"{label}: {finished:,} of {len(requests):,} problems sampled")
+                self.on_progress(f"{label}: {finished:,} of {len(requests):,} problems sampled", finished, len(requests))
 
         try:
             return generator.generate(requests, on_result=on_result)

@@ -67,6 +67,24 @@ class Drop:
     detail: str | None = None
 
 
+# stage info entries that count rows (and add up over parts of the pool); the others describe settings
+COUNTED_INFO = frozenset({"ungraded", "chainsScored", "problemsBySolvedCount", "teachers", "matchedBenchmarks"})
+
+
+def merge_info(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Stage info of two parts of the pool: counted entries add up (nested too), the others are taken from b."""
+    merged = dict(a)
+    for key, value in b.items():
+        merged[key] = _add(merged[key], value) if key in COUNTED_INFO and key in merged else value
+    return merged
+
+
+def _add(a: Any, b: Any) -> Any:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return {k: _add(a[k], b[k]) if k in a and k in b else (a[k] if k in a else b[k]) for k in {**a, **b}}
+    return a + b if isinstance(a, (int, float)) and isinstance(b, (int, float)) else b
+
+
 class DropLog:
     """Every drop of a run as JSONL lines in a file, so a pool of millions keeps only counts in memory."""
 
@@ -82,8 +100,15 @@ class DropLog:
         if drop.reason == "contaminated" and len(self.contaminated) < 51:
             self.contaminated.append(row)
 
+    def write_line(self, line: str) -> None:
+        """A drop another pod recorded (a JSONL line of its log)."""
+        self._file.write(line if line.endswith("\n") else line + "\n")
+        if '"contaminated"' in line and len(self.contaminated) < 51:
+            self.contaminated.append(json.loads(line))
+
     def close(self) -> Path:
-        self._file.close()
+        if not self._file.closed:
+            self._file.close()
         return self.path
 
 
@@ -115,6 +140,14 @@ class StageReport:
             self.log.write(self.name, Drop(problem_id, reason, detail))
         else:
             self.drops.append(Drop(problem_id, reason, detail))
+
+    def absorb(self, part: "StageReport") -> None:
+        """Add the counts of the same stage run over another part of the pool (a batch or a shard)."""
+        self.input += part.input
+        self.kept += part.kept
+        self.counts.update(part.counts)
+        self.drops.extend(part.drops)
+        self.info = merge_info(self.info, part.info)
 
     def summary(self) -> str:
         reasons = ", ".join(f"{r}: {n}" for r, n in self.reasons.items())

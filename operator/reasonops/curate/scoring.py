@@ -44,12 +44,16 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..api.common import decimal
 from ..api.v1alpha1 import ScoreStage, SelectStage
 from .records import Chain, Problem, StageReport
+
+if TYPE_CHECKING:
+    from .store import ProblemStore
 
 ELABORATION_HALF = 400  # words at which elaboration reaches 0.5
 KEYWORD_SCALE = 8.0  # E at which a keyword component reaches 1 - 1/e
@@ -212,6 +216,30 @@ def select(problems: list[Problem], stage: SelectStage, report: StageReport) -> 
     report.kept = len(kept)
     report.info["size"] = stage.size
     return kept
+
+
+def select_rows(store: "ProblemStore", rows: np.ndarray, stage: SelectStage, report: StageReport) -> None:
+    """`select` over rows of a problem store, from the best-chain scores it keeps per row."""
+    report.input = len(rows)
+    if np.any(~store.columns["has_chain"][rows]) or np.any(np.isneginf(store.columns["score"][rows])):
+        scored = StageReport(report.name, "score", log=report.log)
+        for part, problems in store.batches(rows):  # no score stage ran: default LIMO scoring first
+            kept = {id(p) for p in score(problems, None, scored)}
+            for i, problem in zip(part.tolist(), problems):
+                if id(problem) in kept:
+                    store.put(i, problem)
+                else:
+                    store.alive[i] = False
+        report.counts.update(scored.counts)
+        report.info["scoredWithDefaults"] = True
+        rows = rows[store.alive[rows]]
+    scores = store.columns["score"][rows]
+    ranked = rows[np.lexsort((rows, -scores))]  # highest score first, earlier rows win ties
+    for i in ranked[stage.size :].tolist():
+        report.drop(store.read(i).id, "not-selected", f"score {store.columns['score'][i]:.4f}")
+        store.alive[i] = False
+    report.kept = min(stage.size, len(ranked))
+    report.info["size"] = stage.size
 
 
 def _problem_score(problem: Problem) -> float:

@@ -32,7 +32,7 @@ def _encode(problem: Problem) -> bytes:
     return (json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8", "surrogatepass")
 
 
-def _decode(line: bytes) -> Problem:
+def decode(line: bytes) -> Problem:
     row = json.loads(line.decode("utf-8", "surrogatepass"))
     return Problem(row["i"], row["q"], row["a"], row["s"], [Chain(*c) for c in row["c"]], row["r"])
 
@@ -45,7 +45,7 @@ def id_hash(problem_id: str) -> int:
 class ProblemStore:
     """Rows of the pool in `directory/rows.jsonl`; `alive` marks those still in the pool."""
 
-    _COLUMNS = {"offset": np.int64, "size": np.int32, "has_chain": np.bool_, "has_answer": np.bool_,
+    _COLUMNS = {"offset": np.int64, "size": np.int32, "id_hash": np.uint64, "has_chain": np.bool_, "has_answer": np.bool_,
                 "correct": np.int16, "score": np.float64, "length": np.int32}
 
     def __init__(self, directory: Path) -> None:
@@ -55,7 +55,6 @@ class ProblemStore:
         self._fd = os.open(self.path, os.O_RDONLY)
         self._end = 0
         self._pending: dict[str, list] = {name: [] for name in self._COLUMNS}
-        self._id_hashes: list[int] = []
         self._source_index: list[int] = []
         self.columns: dict[str, np.ndarray] = {}
         self.alive = np.zeros(0, dtype=bool)
@@ -64,7 +63,6 @@ class ProblemStore:
 
     def append(self, problem: Problem, source_index: int) -> None:
         self._write(problem, self._pending, None)
-        self._id_hashes.append(id_hash(problem.id))
         self._source_index.append(source_index)
 
     def seal(self) -> None:
@@ -72,8 +70,7 @@ class ProblemStore:
         self.columns = {name: np.array(values, dtype=self._COLUMNS[name]) for name, values in self._pending.items()}
         self._pending = {}
         self.alive = np.ones(len(self.columns["offset"]), dtype=bool)
-        hashes = np.array(self._id_hashes, dtype=np.uint64)
-        self._id_hashes = []
+        hashes = self.columns["id_hash"].copy()
         order = np.argsort(hashes, kind="stable")  # equal ids stay in load order: the first keeps its id
         repeated = order[1:][hashes[order][1:] == hashes[order][:-1]]
         for i in np.sort(repeated).tolist():
@@ -91,8 +88,12 @@ class ProblemStore:
         return np.flatnonzero(self.alive)
 
     def read(self, i: int) -> Problem:
+        return decode(self.raw(i))
+
+    def raw(self, i: int) -> bytes:
+        """Row i as its JSONL line (what `append` and `put` wrote)."""
         self._out.flush()
-        return _decode(os.pread(self._fd, int(self.columns["size"][i]), int(self.columns["offset"][i])))
+        return os.pread(self._fd, int(self.columns["size"][i]), int(self.columns["offset"][i]))
 
     def batches(self, indices: np.ndarray, batch: int = BATCH) -> Iterator[tuple[np.ndarray, list[Problem]]]:
         """The problems at `indices`, in that order, `batch` at a time."""
@@ -120,7 +121,7 @@ class ProblemStore:
         data = _encode(problem)
         self._out.write(data)
         best = problem.best_chain
-        values = {"offset": self._end, "size": len(data), "has_chain": best is not None,
+        values = {"offset": self._end, "size": len(data), "id_hash": id_hash(problem.id), "has_chain": best is not None,
                   "has_answer": problem.answer is not None, "correct": sum(1 for c in problem.chains if c.correct),
                   "score": best.score if best is not None and best.score is not None else -np.inf,
                   "length": len(best.text) if best is not None else 0}
