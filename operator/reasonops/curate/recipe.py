@@ -34,7 +34,7 @@ from ..grading import Grader
 from ..llm import api_key_env, check_endpoint
 from ..progress import Reporter
 from . import output, sharding
-from .decontaminate import decontaminate, load_items
+from .decontaminate import DEFAULT_NGRAM, BenchmarkIndex, decontaminate, load_items
 from .dedupe import dedupe_rows
 from .generate import ModelContext, difficulty_filter, generate_chains
 from .loaders import SourceInfo, iter_problems
@@ -225,10 +225,12 @@ def _run_stage(stage: Stage, store: ProblemStore, rows: np.ndarray, report: Stag
         return
     report.input = len(rows)
     batch = MODEL_BATCH if stage.difficulty is not None or stage.generate is not None else BATCH
+    index = (BenchmarkIndex(benchmarks[stage.name], stage.decontaminate.ngram or DEFAULT_NGRAM)
+             if stage.decontaminate is not None else None)
     for part, problems in store.batches(rows, batch):
         piece = StageReport(report.name, report.kind, log=report.log)
         if stage.decontaminate is not None:
-            kept = decontaminate(problems, stage.decontaminate, benchmarks[stage.name], piece)
+            kept = decontaminate(problems, stage.decontaminate, benchmarks[stage.name], piece, index)
         elif stage.difficulty is not None:
             kept = difficulty_filter(problems, stage.difficulty, stage.name, ctx, piece)
         elif stage.generate is not None:
