@@ -229,12 +229,26 @@ def _run_coroutine(factory: Callable[[], Any]) -> Any:
         return pool.submit(lambda: asyncio.run(factory())).result()
 
 
+@dataclass
+class Endpoint:
+    """One replica serving the model: its URL, API key and requests in flight."""
+
+    url: str
+    api_key: str | None = None
+    concurrency: int = DEFAULT_CONCURRENCY
+
+
 class OpenAIGenerator:
-    """Chat completions from an OpenAI-compatible server, `concurrency` requests in flight."""
+    """Chat completions from OpenAI-compatible servers, `concurrency` requests in flight per server.
+
+    With several endpoints (replicas of one model), each has its own connection pool and workers, and
+    all workers take the next sample from one shared queue: every replica gets requests, a faster one
+    gets more, and no single keep-alive connection carries the whole stage.
+    """
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | list[Endpoint],
         model: str,
         *,
         api_key: str | None = None,
@@ -244,10 +258,13 @@ class OpenAIGenerator:
         cache_path: str | Path | None = None,
         backoff: float = 1.0,
     ) -> None:
-        self.base_url = api_base(base_url)
+        given = [Endpoint(base_url, api_key, concurrency)] if isinstance(base_url, str) else list(base_url)
+        if not given:
+            raise ValueError("OpenAIGenerator needs at least one endpoint")
+        self.endpoints = [Endpoint(api_base(e.url), e.api_key, e.concurrency) for e in given]
+        self.base_url = self.endpoints[0].url
         self.model = model
-        self.api_key = api_key
-        self.concurrency = concurrency
+        self.api_key = self.endpoints[0].api_key
         self.timeout = timeout
         self.max_retries = max_retries
         self.cache_path = cache_path
@@ -265,6 +282,8 @@ class OpenAIGenerator:
         import httpx
 
         info: dict[str, Any] = {"engine": "openai-compatible", "endpoint": self.base_url, "model": self.model}
+        if len(self.endpoints) > 1:
+            info["endpoints"] = [e.url for e in self.endpoints]
         root = self.base_url.removesuffix("/v1")
         try:
             models = httpx.get(f"{self.base_url}/models", headers=_headers(self.api_key), timeout=10).json()["data"]
@@ -279,18 +298,27 @@ class OpenAIGenerator:
         return info
 
     async def _generate(self, collector: _Collector) -> None:
+        import contextlib
+
         import httpx
 
         jobs: Iterator[tuple[GenerationRequest, int]] = iter(collector.missing)
-        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
         timeout = httpx.Timeout(self.timeout, connect=min(self.timeout, 30.0))
-        async with httpx.AsyncClient(headers=_headers(self.api_key), limits=limits, timeout=timeout) as client:
+        async with contextlib.AsyncExitStack() as stack:
+            clients = []
+            for endpoint in self.endpoints:
+                limits = httpx.Limits(max_connections=endpoint.concurrency, max_keepalive_connections=endpoint.concurrency)
+                clients.append(await stack.enter_async_context(
+                    httpx.AsyncClient(headers=_headers(endpoint.api_key), limits=limits, timeout=timeout)))
 
-            async def worker() -> None:
+            async def worker(client: Any, url: str) -> None:
                 for request, index in jobs:  # one shared iterator: each sample is taken by one worker
-                    collector.record(await self._sample(client, request, index))
+                    collector.record(await self._sample(client, url, request, index))
 
-            tasks = [asyncio.create_task(worker()) for _ in range(min(self.concurrency, len(collector.missing)))]
+            # workers start in turns over the endpoints, so even a short stage reaches every replica
+            slots = min(max(e.concurrency for e in self.endpoints), len(collector.missing))
+            tasks = [asyncio.create_task(worker(client, endpoint.url))
+                     for k in range(slots) for endpoint, client in zip(self.endpoints, clients) if k < endpoint.concurrency]
             done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for task in pending:
                 task.cancel()
@@ -298,7 +326,7 @@ class OpenAIGenerator:
             for task in done:
                 task.result()  # re-raise the first failure
 
-    async def _sample(self, client: Any, request: GenerationRequest, index: int) -> Completion:
+    async def _sample(self, client: Any, base_url: str, request: GenerationRequest, index: int) -> Completion:
         body: dict[str, Any] = {
             "model": self.model,
             "messages": request.messages,
@@ -310,7 +338,7 @@ class OpenAIGenerator:
         seed = request.sample_seed(index)
         if seed is not None:
             body["seed"] = seed
-        data = await self._post(client, body, f"{request.id}#{index}")
+        data = await self._post(client, base_url, body, f"{request.id}#{index}")
         choice = data["choices"][0]
         usage = data.get("usage") or {}
         return Completion(
@@ -322,10 +350,10 @@ class OpenAIGenerator:
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
         )
 
-    async def _post(self, client: Any, body: dict[str, Any], what: str) -> dict[str, Any]:
+    async def _post(self, client: Any, base_url: str, body: dict[str, Any], what: str) -> dict[str, Any]:
         import httpx
 
-        url = f"{self.base_url}/chat/completions"
+        url = f"{base_url}/chat/completions"
         failure, unreachable = "", False
         for attempt in range(self.max_retries + 1):
             retry_after: float | None = None
@@ -458,35 +486,42 @@ def api_key_env(ref: SecretKeyRef) -> str:
 
 
 def make_generator(
-    sampler: SamplerModel | dict, *, cache_path: str | Path | None = None, endpoint_override: str | None = None
+    sampler: SamplerModel | dict, *, cache_path: str | Path | None = None, endpoint_override: str | list[str] | None = None
 ) -> Generator:
-    """A generator for a SamplerModel: its endpoint (or `endpoint_override`, the URL the operator resolved for
-    an `evalRun` reference) through HTTP, otherwise vLLM in this pod."""
+    """A generator for a SamplerModel: its endpoint(s) (or `endpoint_override`, the URL or replica URLs the
+    operator resolved for an `evalRun` reference) through HTTP, otherwise vLLM in this pod."""
     spec = sampler if isinstance(sampler, SamplerModel) else SamplerModel.model_validate(sampler)
-    endpoint = spec.endpoint
-    url = endpoint_override or (endpoint.url if endpoint else None)
-    if spec.evalRun and not url:
+    if endpoint_override:
+        urls = [endpoint_override] if isinstance(endpoint_override, str) else list(endpoint_override)
+        settings = [spec.endpoint or ModelEndpoint(url=u) for u in urls]
+        endpoints = [(u, s) for u, s in zip(urls, settings)]
+    else:
+        endpoints = [(e.url, e) for e in (spec.endpoints or ([spec.endpoint] if spec.endpoint else []))]
+    if spec.evalRun and not endpoints:
         raise WorkloadError("EndpointUnreachable", f"the endpoint of EvalRun {spec.evalRun} was not resolved by the operator")
-    if url is None:
+    if not endpoints:
         return VLLMGenerator(
             spec.model, tensor_parallel_size=spec.tensorParallelSize or 1, max_model_len=spec.maxModelLen, cache_path=cache_path
         )
-    api_key = None
-    if endpoint and endpoint.apiKeySecretRef:
-        variable = api_key_env(endpoint.apiKeySecretRef)
-        api_key = os.environ.get(variable)
-        if not api_key:
-            raise WorkloadError(
-                "ApiKeyMissing",
-                f"{variable} is not set (it carries key {endpoint.apiKeySecretRef.key} of Secret {endpoint.apiKeySecretRef.name})",
-            )
-    settings = endpoint or ModelEndpoint(url=url)
+    replicas = [Endpoint(url, _api_key(settings), settings.concurrency or DEFAULT_CONCURRENCY) for url, settings in endpoints]
+    first = endpoints[0][1]
     return OpenAIGenerator(
-        url,
+        replicas,
         spec.model,
-        api_key=api_key,
-        concurrency=settings.concurrency or DEFAULT_CONCURRENCY,
-        timeout=float(settings.timeoutSeconds or DEFAULT_TIMEOUT),
-        max_retries=DEFAULT_MAX_RETRIES if settings.maxRetries is None else settings.maxRetries,
+        timeout=float(first.timeoutSeconds or DEFAULT_TIMEOUT),
+        max_retries=DEFAULT_MAX_RETRIES if first.maxRetries is None else first.maxRetries,
         cache_path=cache_path,
     )
+
+
+def _api_key(endpoint: ModelEndpoint) -> str | None:
+    if not endpoint.apiKeySecretRef:
+        return None
+    variable = api_key_env(endpoint.apiKeySecretRef)
+    api_key = os.environ.get(variable)
+    if not api_key:
+        raise WorkloadError(
+            "ApiKeyMissing",
+            f"{variable} is not set (it carries key {endpoint.apiKeySecretRef.key} of Secret {endpoint.apiKeySecretRef.name})",
+        )
+    return api_key

@@ -54,7 +54,8 @@ class SamplerModel(Model):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                {"rule": "!(has(self.endpoint) && has(self.evalRun))", "message": "set at most one of endpoint or evalRun"}
+                {"rule": "[has(self.endpoint), has(self.endpoints), has(self.evalRun)].filter(x, x).size() <= 1",
+                 "message": "set at most one of endpoint, endpoints or evalRun"}
             ]
         }
     )
@@ -63,6 +64,10 @@ class SamplerModel(Model):
         description="Hub id, path or URI of the weights (vLLM in the pod), or the served model name (endpoint)."
     )
     endpoint: Optional[ModelEndpoint] = Field(default=None, description="Use this OpenAI-compatible endpoint.")
+    endpoints: Optional[list[ModelEndpoint]] = Field(
+        default=None, min_length=1, max_length=64,
+        description="Replicas serving the same model: requests are spread over them (each with its own concurrency).",
+    )
     evalRun: Optional[Name] = Field(
         default=None, description="Use the endpoint served by this EvalRun (same namespace)."
     )

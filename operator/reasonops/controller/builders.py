@@ -327,9 +327,10 @@ def _sampler_secrets(spec: dict[str, Any]) -> list[dict[str, Any]]:
         for teacher in (stage.get("generate") or {}).get("teachers", []):
             samplers.append(teacher["sampler"])
         for sampler in samplers:
-            ref = (sampler.get("endpoint") or {}).get("apiKeySecretRef")
-            if ref:
-                env.append(_secret_env(ref["name"], ref["key"], api_key_env(ref["name"], ref["key"])))
+            for endpoint in [sampler.get("endpoint") or {}, *(sampler.get("endpoints") or [])]:
+                ref = endpoint.get("apiKeySecretRef")
+                if ref:
+                    env.append(_secret_env(ref["name"], ref["key"], api_key_env(ref["name"], ref["key"])))
     return list({e["name"]: e for e in env}.values())
 
 

@@ -1,8 +1,8 @@
 """The model stages: the solve-rate difficulty filter and chain generation with rejection sampling.
 
 Both send every problem as a chat (system prompt, question) to a SamplerModel through
-`reasonops.llm.make_generator` (an OpenAI-compatible endpoint, the endpoint of an EvalRun that the
-operator resolved into doc["context"]["endpoints"], or vLLM in the pod) and grade the responses against
+`reasonops.llm.make_generator` (an OpenAI-compatible endpoint, a list of replica endpoints, the
+endpoint(s) of an EvalRun that the operator resolved into doc["context"]["endpoints"], or vLLM in the pod) and grade the responses against
 the problem's reference answer with the shared `reasonops.grading.Grader`. A response that cannot be
 graded counts as unsolved. Problems without a reference answer cannot be graded and are dropped.
 

@@ -54,7 +54,8 @@ class CurateConfig:
     output: str  # directory (or fsspec URI) of this revision
     name: str = "dataset"
     revision: str | None = None  # the resource revision (spec hash) this run works for
-    endpoints: dict[str, str] = field(default_factory=dict)  # EvalRun name -> base URL, resolved by the operator
+    # EvalRun name -> base URL (or the URLs of its replicas), resolved by the operator
+    endpoints: dict[str, str | list[str]] = field(default_factory=dict)
     workers: int | None = None  # CPU workers for grading and hashing (default: all cores)
     progress: bool = True  # tqdm bars on stderr
     shard: sharding.Shard | None = None  # this pod's shard of the model stages (default: from the environment)
@@ -158,12 +159,15 @@ def _preflight(config: CurateConfig) -> dict[str, list[tuple[str, BenchmarkItem]
         if stage.decontaminate is not None:
             benchmarks[stage.name] = load_items(stage.decontaminate)
         for sampler in _samplers(stage):
-            url = config.endpoints.get(sampler.evalRun) if sampler.evalRun else (sampler.endpoint.url if sampler.endpoint else None)
-            if sampler.evalRun and not url:
-                raise WorkloadError("EndpointUnreachable", f"stage {stage.name}: the endpoint of EvalRun {sampler.evalRun} was not resolved")
-            if url:
-                ref = sampler.endpoint.apiKeySecretRef if sampler.endpoint else None
-                check_endpoint(url, api_key=os.environ.get(api_key_env(ref)) if ref else None)
+            if sampler.evalRun:
+                resolved = config.endpoints.get(sampler.evalRun)
+                if not resolved:
+                    raise WorkloadError("EndpointUnreachable", f"stage {stage.name}: the endpoint of EvalRun {sampler.evalRun} was not resolved")
+                for url in [resolved] if isinstance(resolved, str) else resolved:
+                    check_endpoint(url)
+            for endpoint in sampler.endpoints or ([sampler.endpoint] if sampler.endpoint else []):
+                ref = endpoint.apiKeySecretRef
+                check_endpoint(endpoint.url, api_key=os.environ.get(api_key_env(ref)) if ref else None)
     return benchmarks
 
 
@@ -223,7 +227,6 @@ def _run_stage(stage: Stage, store: ProblemStore, rows: np.ndarray, report: Stag
     if stage.select is not None:
         select_rows(store, rows, stage.select, report)
         return
-    report.input = len(rows)
     batch = MODEL_BATCH if stage.difficulty is not None or stage.generate is not None else BATCH
     index = (BenchmarkIndex(benchmarks[stage.name], stage.decontaminate.ngram or DEFAULT_NGRAM)
              if stage.decontaminate is not None else None)
