@@ -393,9 +393,12 @@ def _seconds(value: str | None) -> float | None:
 
 
 class VLLMGenerator:
-    """Offline batch generation with vLLM (GPU images only; imported when first used).
+    """Offline generation with vLLM (GPU images only; imported when first used).
 
-    Samples are submitted in chunks so that the cache, and with it resume, advances during a long run.
+    Every missing sample of the call is submitted to the engine at once, so its scheduler batches
+    continuously over the whole stage (no chunk waits on its longest sequence), and each sample is
+    recorded (resume cache) as soon as it finishes. `close()` releases the engine and its GPU memory, so
+    the next stage's model can load.
     """
 
     def __init__(
@@ -407,7 +410,6 @@ class VLLMGenerator:
         dtype: str = "auto",
         seed: int = 0,
         cache_path: str | Path | None = None,
-        chunk_size: int = 1024,
     ) -> None:
         self.model = model
         self.engine_args = {
@@ -418,7 +420,6 @@ class VLLMGenerator:
             "seed": seed,
         }
         self.cache_path = cache_path
-        self.chunk_size = chunk_size
         self._llm: Any = None
 
     def generate(self, requests: Iterable[GenerationRequest], *, on_result: OnResult | None = None) -> dict[str, list[Completion]]:
@@ -426,28 +427,36 @@ class VLLMGenerator:
         collector.announce_cached()
         if collector.missing:
             vllm, llm = self._engine()
-            for start in range(0, len(collector.missing), self.chunk_size):
-                chunk = collector.missing[start : start + self.chunk_size]
-                params = [
-                    vllm.SamplingParams(
-                        n=1, temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens, seed=r.sample_seed(i)
-                    )
-                    for r, i in chunk
-                ]
-                outputs = llm.chat([r.messages for r, _ in chunk], params, use_tqdm=False)
-                for (request, index), output in zip(chunk, outputs):
-                    sample = output.outputs[0]
-                    collector.record(
-                        Completion(
-                            request_id=request.id,
-                            index=index,
-                            text=sample.text,
-                            finish_reason=sample.finish_reason or "stop",
-                            completion_tokens=len(sample.token_ids),
-                            prompt_tokens=len(output.prompt_token_ids or ()),
-                        )
-                    )
+            tokenizer = llm.get_tokenizer()
+            jobs = {
+                f"{r.id}#{i}": (
+                    r, i,
+                    tokenizer.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True),
+                    vllm.SamplingParams(n=1, temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens, seed=r.sample_seed(i)),
+                )
+                for r, i in collector.missing
+            }
+            drain(llm.llm_engine, {key: (prompt, params) for key, (_, _, prompt, params) in jobs.items()},
+                  lambda key, output: collector.record(_vllm_completion(jobs[key][0], jobs[key][1], output)))
         return collector.results()
+
+    def close(self) -> None:
+        """Release the engine (and with it the GPU memory) before another model loads."""
+        if self._llm is None:
+            return
+        import gc
+
+        self._llm = None
+        gc.collect()
+        try:
+            import torch
+            from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+            cleanup_dist_env_and_memory()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:  # an older vLLM: the collected engine frees its memory on its own
+            pass
 
     def describe(self) -> dict[str, Any]:
         info: dict[str, Any] = {"engine": "vllm", "model": self.model, "dtype": self.engine_args["dtype"]}
@@ -471,6 +480,34 @@ class VLLMGenerator:
         if self._llm is None:
             self._llm = vllm.LLM(**{k: v for k, v in self.engine_args.items() if v is not None})
         return vllm, self._llm
+
+
+def drain(engine: Any, jobs: dict[str, tuple[str, Any]], record: Callable[[str, Any], None]) -> None:
+    """Submit every job (request id -> (prompt, sampling params)) to a vLLM engine, then step it until all
+    are finished, recording each output the step it finishes in."""
+    for key, (prompt, params) in jobs.items():
+        engine.add_request(key, prompt, params)
+    remaining = set(jobs)
+    while remaining:
+        outputs = engine.step()
+        for output in outputs:
+            if output.finished and output.request_id in remaining:
+                remaining.discard(output.request_id)
+                record(output.request_id, output)
+        if not outputs and not engine.has_unfinished_requests():
+            raise WorkloadError("GenerationFailed", f"vLLM finished without {len(remaining)} requests (e.g. {min(remaining)})")
+
+
+def _vllm_completion(request: GenerationRequest, index: int, output: Any) -> Completion:
+    sample = output.outputs[0]
+    return Completion(
+        request_id=request.id,
+        index=index,
+        text=sample.text,
+        finish_reason=sample.finish_reason or "stop",
+        completion_tokens=len(sample.token_ids),
+        prompt_tokens=len(output.prompt_token_ids or ()),
+    )
 
 
 # ------------------------------------------------------------------------------------------------

@@ -86,6 +86,9 @@ class ModelContext:
             return generator.generate(requests, on_result=on_result)
         finally:
             bar.close()
+            release = getattr(generator, "close", None)  # an in-pod engine frees the GPU for the next model
+            if release is not None:
+                release()
 
     def grade(self, texts: list[str], gold: list[str]) -> list[GradeResult]:
         return self.grader.grade([(t, g, "math") for t, g in zip(texts, gold)])
