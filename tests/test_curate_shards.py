@@ -125,3 +125,24 @@ def test_shard_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(WorkloadError) as err:
         Shard.from_env()
     assert err.value.reason == "InvalidSpec"
+
+
+def test_a_sharded_dataset_is_an_indexed_job_with_the_shard_count() -> None:
+    import yaml
+
+    from reasonops.api.v1alpha1 import ReasoningDataset
+    from reasonops.controller import builders
+    from reasonops.controller.settings import Settings
+
+    body = yaml.safe_load((Path(__file__).resolve().parents[1] / "examples" / "reasoningdataset.yaml").read_text())
+    body["metadata"].update(namespace="team", uid="uid-1")
+    for shards, indexed in ((None, False), (4, True)):
+        body["spec"]["shards"] = shards
+        ds = ReasoningDataset.model_validate(body)
+        job = builders.build_dataset_children(body, ds, "rev1", Settings(), {}, suspend=False)[1]
+        env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+        if indexed:
+            assert (job["spec"]["completionMode"], job["spec"]["completions"], job["spec"]["parallelism"]) == ("Indexed", 4, 4)
+            assert env["REASONOPS_SHARDS"] == "4"
+        else:
+            assert "completionMode" not in job["spec"] and "REASONOPS_SHARDS" not in env

@@ -272,6 +272,11 @@ class ReasoningDatasetSpec(Model):
     )
     output: Location = Field(description="Where the dataset is written; each revision in its own directory.")
     resources: Optional[Resources] = Field(default=None, description="Compute for the curation pod.")
+    shards: Optional[int] = Field(
+        default=None, ge=1, le=256,
+        description="Pods that share the model stages (default 1): an Indexed Job; each pod samples its shard of the"
+        " problems and resumes it after a restart, pod 0 merges and writes the dataset.",
+    )
     backoffLimit: Optional[int] = Field(default=None, ge=0, le=100, description="Pod retries before the revision fails (default 2).")
     activeDeadlineSeconds: Optional[int] = Field(default=None, ge=1, description="Deadline of the curation Job.")
     suspend: Optional[bool] = Field(default=None, description="Do not start (or stop) the curation Job.")

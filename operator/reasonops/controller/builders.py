@@ -351,17 +351,19 @@ def build_dataset_children(
     document = resource_document(body, spec, revision, output, context)
     resources = ds.spec.resources
     gpus = resources.gpus if resources and resources.gpus is not None else 0
+    shards = ds.spec.shards or 1  # >1: an Indexed Job; the pod reads its index from JOB_COMPLETION_INDEX
+    shard_env = [{"name": "REASONOPS_SHARDS", "value": str(shards)}] if shards > 1 else []
     pod = build_pod_spec(
         body, settings,
         image=settings.curate_image, command=WORKLOAD_COMMAND,
-        env=_identity_env(body, revision, output) + _sampler_secrets(spec),
+        env=_identity_env(body, revision, output) + shard_env + _sampler_secrets(spec),
         resources=resources, gpus=gpus, locations=[output, *sources], configmap=name,
         env_from_secrets=[ds.spec.output.credentialsSecretRef] if ds.spec.output.credentialsSecretRef else [],
     )
     job = build_job(
         body, settings, name=name, labels=labels, pod_spec=pod, resources=resources, suspend=suspend,
         backoff_limit=ds.spec.backoffLimit if ds.spec.backoffLimit is not None else 2,
-        active_deadline=ds.spec.activeDeadlineSeconds,
+        active_deadline=ds.spec.activeDeadlineSeconds, completions=shards if shards > 1 else None,
     )
     return [build_configmap(body, name, labels, document), job]
 
