@@ -54,10 +54,15 @@ def test_requests_are_spread_over_replicas(servers: list[str]) -> None:
 
 
 def spec(servers: list[str]) -> ReasoningDatasetSpec:
+    from reasonops.benchmarks import load_benchmark
+
     sampler = {"model": "tiny", "endpoints": [{"url": u, "concurrency": 2} for u in servers]}
+    rows = [{"question": f"What is {i} times {i % 7 + 2}?", "answer": str(i * (i % 7 + 2)),
+             "solution": f"It is \\boxed{{{i * (i % 7 + 2)}}}."} for i in range(20)]
+    rows += [{"question": item.question, "answer": item.answer, "solution": f"\\boxed{{{item.answer}}}"}
+             for item in load_benchmark("demo")[:4]]  # dropped by the decontaminate stage inside the shards
     return ReasoningDatasetSpec.model_validate({
-        "sources": [{"name": "i", "inline": [{"question": f"What is {i} times {i % 7 + 2}?", "answer": str(i * (i % 7 + 2)),
-                                              "solution": f"It is \\\\boxed{{{i * (i % 7 + 2)}}}."} for i in range(24)]}],
+        "sources": [{"name": "i", "inline": rows}],
         "stages": [
             {"name": "dedupe", "dedupe": {}},
             {"name": "attempts", "difficulty": {"sampler": sampler, "attempts": 2, "minSolved": 0, "maxSolved": 2,
@@ -102,6 +107,7 @@ def test_sharded_run_equals_one_pod_and_resumes_per_shard(servers: list[str], tm
 
     merged = run(servers, out, Shard(0, 3))  # pod 0: its shard, then the merge and the global stages
     assert merged["contentHash"] == single["contentHash"] and merged["stageCounts"] == single["stageCounts"]
+    assert {c["stage"]: c["kept"] for c in merged["stageCounts"]}["clean"] == 20, merged["stageCounts"]
     assert sum(served(u) for u in servers) - total == 2 * 24  # each sample once: 2 attempts per problem
     assert 0 < sent < 2 * 24  # shards 1 and 2 did only their part of it
     assert not shards.exists() and (out / "_COMPLETE").exists()

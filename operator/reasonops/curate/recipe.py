@@ -114,7 +114,7 @@ def main(config: CurateConfig, reporter: Reporter | None = None) -> dict[str, An
                 if shard.index != 0:
                     return {"shard": shard.index, "shards": shard.count, "location": config.output}
                 for report in exchange.merge(store, before, stages[first:last], drops, reporter):
-                    _finish(reporter, report, store, reports, timed=False)
+                    _finish(reporter, report, store, reports, merged=True)
             for stage in stages[last:]:
                 _stage(stage, store, reporter, reports, benchmarks, ctx, config, drops)
 
@@ -277,10 +277,10 @@ def _start(reporter: Reporter, name: str, kind: str, drops: DropLog | None = Non
 
 
 def _finish(reporter: Reporter, report: StageReport, store: ProblemStore, reports: list[StageReport],
-            timed: bool = True) -> None:
-    if timed:  # seconds holds the start time (merged shard reports carry their own durations)
+            merged: bool = False) -> None:
+    if not merged:  # seconds holds the start time (merged shard reports carry their own counts and durations)
         report.seconds = time.monotonic() - report.seconds
-    report.kept = int(store.alive.sum())
+        report.kept = int(store.alive.sum())
     reports.append(report)
     reporter.update(stage=report.name, message=f"{report.name}: {report.summary()} in {report.seconds:.1f}s", force=True)
     if not report.kept:
