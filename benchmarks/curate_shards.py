@@ -155,6 +155,7 @@ def resume(pool: Path, args: argparse.Namespace, tmp: Path) -> dict:
                 break
         victim.send_signal(signal.SIGKILL)
         victim.wait()
+        time.sleep(2 * args.latency + 0.5)  # requests in flight at the kill still complete on the server
         cached = len(cache.read_text().splitlines())
         served_before = requests_of(urls[1])
         restarted = pod(pool, urls, args, out, 1, 2)
