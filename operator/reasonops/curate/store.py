@@ -23,6 +23,7 @@ import numpy as np
 from .records import Chain, Problem
 
 BATCH = 20_000  # problems per batch read back; ~200 MB of Python objects at worst
+_BLOCK = 65_536  # rows per numpy block while loading
 
 
 def _encode(problem: Problem) -> bytes:
@@ -54,8 +55,10 @@ class ProblemStore:
         self._out = self.path.open("wb")
         self._fd = os.open(self.path, os.O_RDONLY)
         self._end = 0
-        self._pending: dict[str, list] = {name: [] for name in self._COLUMNS}
-        self._source_index: list[int] = []
+        # rows being loaded: Python values for the last few thousand, numpy blocks for the rest
+        # (a Python int or float per value would cost ~35 bytes instead of 1-8)
+        self._pending: dict[str, list] = {name: [] for name in [*self._COLUMNS, "source_index"]}
+        self._blocks: dict[str, list[np.ndarray]] = {name: [] for name in self._pending}
         self.columns: dict[str, np.ndarray] = {}
         self.alive = np.zeros(0, dtype=bool)
 
@@ -63,21 +66,30 @@ class ProblemStore:
 
     def append(self, problem: Problem, source_index: int) -> None:
         self._write(problem, self._pending, None)
-        self._source_index.append(source_index)
+        self._pending["source_index"].append(source_index)
+        if len(self._pending["source_index"]) >= _BLOCK:
+            self._flush_pending()
+
+    def _flush_pending(self) -> None:
+        for name, values in self._pending.items():
+            self._blocks[name].append(np.array(values, dtype=self._COLUMNS.get(name, np.int64)))
+            values.clear()
 
     def seal(self) -> None:
-        """End of loading: arrays from the pending lists, and unique ids."""
-        self.columns = {name: np.array(values, dtype=self._COLUMNS[name]) for name, values in self._pending.items()}
-        self._pending = {}
+        """End of loading: the columns from the loaded blocks, and unique ids."""
+        self._flush_pending()
+        merged = {name: np.concatenate(blocks) for name, blocks in self._blocks.items()}
+        self._pending, self._blocks = {}, {}
+        source_index = merged.pop("source_index")
+        self.columns = merged
         self.alive = np.ones(len(self.columns["offset"]), dtype=bool)
         hashes = self.columns["id_hash"].copy()
         order = np.argsort(hashes, kind="stable")  # equal ids stay in load order: the first keeps its id
         repeated = order[1:][hashes[order][1:] == hashes[order][:-1]]
         for i in np.sort(repeated).tolist():
             problem = self.read(i)
-            problem.id = f"{problem.id}#{self._source_index[i]}"
+            problem.id = f"{problem.id}#{source_index[i]}"
             self.put(i, problem)
-        self._source_index = []
 
     # --- reading and updating ------------------------------------------------------------------
 
