@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -80,7 +81,7 @@ def dedupe_rows(order: np.ndarray, questions: Callable[[np.ndarray], list[str]],
     """Rows that survive, of `order` (row numbers, best first); only compact per-row state stays in memory.
 
     The questions are read `batch` rows at a time; each row leaves an exact key, a number key, its band
-    keys (uint32) and its shingle hashes, which go to a temporary file in `work_dir` for the exact
+    keys (uint32) and its shingle hashes, which go to a temporary file in `work_dir` (read back with pread) for the exact
     Jaccard checks of the candidate pairs.
     """
     threshold = decimal(stage.threshold, DEFAULT_THRESHOLD)
@@ -110,10 +111,19 @@ def dedupe_rows(order: np.ndarray, questions: Callable[[np.ndarray], list[str]],
                 sizes[span] = np.diff(shingles.offsets)
                 fh.write(shingles.values.tobytes())
         offsets = np.concatenate(([0], np.cumsum(sizes)))
-        values = np.memmap(shingle_file, dtype=np.uint32, mode="r") if offsets[-1] else np.zeros(0, dtype=np.uint32)
-        kept = _exact(order, exact, ids, report)
-        dropped = _near(order, kept, bands, values, offsets, numbers, ids, threshold, report, progress)
-        del values
+        fd = os.open(shingle_file, os.O_RDONLY)
+
+        def values(i: int) -> np.ndarray:
+            # pread, not a memory map: mapped pages would count towards the process's memory, and the
+            # candidates are spread over the whole file
+            start, end = int(offsets[i]), int(offsets[i + 1])
+            return np.frombuffer(os.pread(fd, 4 * (end - start), 4 * start), dtype=np.uint32)
+
+        try:
+            kept = _exact(order, exact, ids, report)
+            dropped = _near(order, kept, bands, values, offsets, numbers, ids, threshold, report, progress)
+        finally:
+            os.close(fd)
     kept[dropped] = False
     report.kept = int(kept.sum())
     report.info = {"threshold": threshold, "shingleSize": shingle, "numPerm": num_perm, "numbersMustMatch": True}
@@ -140,7 +150,7 @@ def _exact(order: np.ndarray, keys: np.ndarray, ids: Callable[[int], str], repor
     return kept
 
 
-def _near(order: np.ndarray, kept: np.ndarray, bands: np.ndarray | None, values: np.ndarray, offsets: np.ndarray,
+def _near(order: np.ndarray, kept: np.ndarray, bands: np.ndarray | None, values: Callable[[int], np.ndarray], offsets: np.ndarray,
           numbers: np.ndarray, ids: Callable[[int], str], threshold: float, report: StageReport,
           progress: bool) -> np.ndarray:
     """Positions dropped as near-duplicates of a better kept position (with the same numbers)."""
@@ -166,8 +176,8 @@ def _near(order: np.ndarray, kept: np.ndarray, bands: np.ndarray | None, values:
                     earlier.setdefault(later, set()).add(better)
     dropped = np.zeros(len(order), dtype=bool)
     for position in tqdm(sorted(earlier), desc="near-duplicates", disable=not progress, mininterval=10):
-        mine = values[offsets[position] : offsets[position + 1]]
-        best = max(((_jaccard(mine, values[offsets[j] : offsets[j + 1]]), -j) for j in earlier[position] if not dropped[j]),
+        mine = values(position)
+        best = max(((_jaccard(mine, values(j)), -j) for j in earlier[position] if not dropped[j]),
                    default=None)
         if best is not None and best[0] >= threshold:
             report.drop(ids(int(order[position])), "near-duplicate", f"of {ids(int(order[-best[1]]))} (jaccard {best[0]:.2f})")
