@@ -14,9 +14,9 @@ words with worked solutions, plus planted items:
 The pipeline (`reasonops.curate.main`: load, normalise, dedupe, decontaminate against the four
 benchmarks, score, select 10%, write the dataset) runs in a fresh child process, which reports its wall
 time and peak RSS. Recall counts a planted duplicate as caught when it and its original did not both
-survive deduplication (keep-best may keep either), among plants whose true word 5-shingle Jaccard
-similarity to the original is at least the 0.8 threshold (the definition of a near-duplicate; the
-others are reported separately). A false drop is a clean problem removed by dedupe or decontamination.
+survive deduplication (keep-best may keep either), among plants whose true word-shingle Jaccard
+similarity to the original reaches the stage's default threshold (the definition of a near-duplicate;
+the others are reported separately). A false drop is a clean problem removed by dedupe or decontamination.
 
 --http also measures the request rate the curation HTTP client (`reasonops.llm`) reaches against the
 local `reasonops.serve` server with a tiny random model, next to the server's plain load generator.
@@ -39,8 +39,10 @@ from pathlib import Path
 
 BENCHMARKS = ("math500", "aime24", "amc23", "olympiadbench")
 DEFAULT_BENCHMARK_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmarks"
-THRESHOLD = 0.8
-SHINGLE = 5
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
+from reasonops.curate.dedupe import DEFAULT_SHINGLE as SHINGLE  # noqa: E402  # the stage's defaults
+from reasonops.curate.dedupe import DEFAULT_THRESHOLD as THRESHOLD  # noqa: E402
+
 PHRASES = (
     "What is the value of", "Find the number of", "Compute the sum of all", "How many positive integers",
     "Express your answer as a common fraction.", "Determine the smallest possible value of",
@@ -161,7 +163,7 @@ def run_pipeline(pool: str, out: str, benchmark_dir: str, select: int) -> dict:
     spec = ReasoningDatasetSpec.model_validate({
         "sources": [{"name": "pool", "path": pool}],
         "stages": [
-            {"name": "dedupe", "dedupe": {"threshold": str(THRESHOLD), "shingleSize": SHINGLE}},
+            {"name": "dedupe", "dedupe": {}},
             {"name": "decontaminate", "decontaminate": {"benchmarks": list(BENCHMARKS), "benchmarkPath": benchmark_dir}},
             {"name": "score", "score": {}},
             {"name": "select", "select": {"size": select}},

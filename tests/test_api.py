@@ -137,7 +137,7 @@ def test_named_defaults_reach_the_crd_text():
     crd = (ROOT / "crds" / "reasonops.io_reasoningdatasets.yaml").read_text()
     assert f'(default "{api.DEDUPE_THRESHOLD}")' in crd and f"(default {api.DECONTAMINATE_NGRAM})" in crd
     ds = crdgen.schema_for(api.DedupeStage)["properties"]["threshold"]["description"]
-    assert ds.endswith('(default "0.8").')
+    assert ds.endswith('(default "0.6").')
 
 
 def test_defaults_doc_is_current():

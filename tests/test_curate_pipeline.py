@@ -92,10 +92,10 @@ def test_rerun_is_deterministic_and_replaces_atomically(tmp_path: Path) -> None:
 def test_a_crash_while_writing_leaves_no_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "rev"
 
-    def crash(rows: list) -> bytes:
+    def crash(self: object, rows: list) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(output_module, "encode_parquet", crash)
+    monkeypatch.setattr(output_module.RowsWriter, "write", crash)
     with pytest.raises(OSError):
         run(out)
     real_open = open
@@ -122,17 +122,21 @@ def test_object_store_output_writes_the_marker_last(tmp_path: Path) -> None:
     fs = fsspec.filesystem("memory")
     fs.pipe_file("memory://bucket/ds/rev/_COMPLETE", b"stale")
     written: list[str] = []
-    original = fs.pipe_file
+    pipe, put = fs.pipe_file, fs.put_file
 
-    def record(path: str, data: bytes, **kwargs: object) -> None:
+    def record_pipe(path: str, data: bytes, **kwargs: object) -> None:
         written.append(path.rsplit("/", 1)[-1])
-        original(path, data, **kwargs)
+        pipe(path, data, **kwargs)
 
-    fs.pipe_file = record  # type: ignore[method-assign]  # the memory filesystem is a cached singleton
+    def record_put(local: str, path: str, **kwargs: object) -> None:  # large files are copied, not held in memory
+        written.append(path.rsplit("/", 1)[-1])
+        put(local, path, **kwargs)
+
+    fs.pipe_file, fs.put_file = record_pipe, record_put  # type: ignore[method-assign]  # a cached singleton
     try:
         result = run("memory://bucket/ds/rev")
     finally:
-        del fs.pipe_file
+        del fs.pipe_file, fs.put_file
     assert written[-1] == "_COMPLETE" and "data.jsonl" in written
     assert result["location"] == "memory://bucket/ds/rev"
     assert fs.cat_file("memory://bucket/ds/rev/_COMPLETE") != b"stale"
@@ -155,6 +159,25 @@ def test_empty_result_is_an_error_not_an_empty_dataset(tmp_path: Path) -> None:
         run(out, sources=[{"name": "p", "path": str(pool)}])
     assert err.value.reason == "EmptyDataset" and "decontaminate" in err.value.message
     assert not out.exists()
+    failed = tmp_path / "rev-failed"
+    assert str(failed) in err.value.message
+    drops = [json.loads(line) for line in (failed / "dropped.jsonl").read_text().splitlines()]
+    assert [(d["stage"], d["reason"]) for d in drops] == [("decontaminate", "contaminated")]
+    failure = json.loads((failed / "failure.json").read_text())
+    assert failure["error"]["reason"] == "EmptyDataset" and failure["sources"][0]["rows"] == 1
+    assert [s["stage"] for s in failure["stages"]] == ["load", "dedupe", "decontaminate"]
+    assert "contaminated 1" in (failed / "report.md").read_text()
+
+
+def test_report_says_what_each_source_contributed(tmp_path: Path) -> None:
+    inline = [{"question": f"Inline question number {w} about apples?", "solution": f"So \\boxed{{{i}}}"}
+              for i, w in enumerate(["one", "two", "three"])]
+    result = run(tmp_path / "rev", sources=[{"name": "demo", "path": str(DEMO_POOL)}, {"name": "extra", "inline": inline}],
+                 stages=[{"name": "dedupe", "dedupe": {}}])
+    manifest = json.loads((tmp_path / "rev" / "manifest.json").read_text())
+    by_source = {s["name"]: (s["rows"], s["samples"]) for s in manifest["sources"]}
+    assert by_source == {"demo": (61, 54), "extra": (3, 3)} and result["samples"] == 57
+    assert "| extra | inline | inline |" in (tmp_path / "rev" / "report.md").read_text()
 
 
 def test_problems_without_solutions_are_dropped_at_output(tmp_path: Path) -> None:

@@ -32,12 +32,47 @@ def test_default_components_follow_limo() -> None:
     assert {"therefore", "since"} <= set(components["granularity"].keywords)
 
 
-def test_keyword_density_counts_whole_words_and_phrases() -> None:
+def test_keywords_count_whole_words_phrases_and_inflections() -> None:
     scorer = ChainScorer(resolve_components(None))
-    words, verification, exploration, granularity = scorer.raw("Let me check. Checkpoint, unchecked; verify! Perhaps.")
-    assert words == 7
-    assert verification == pytest.approx(3 / 7)  # "let me check" and "check" both count, "checkpoint" does not
-    assert exploration == pytest.approx(1 / 7) and granularity == 0
+    plain = scorer.raw("We add. Checkpoint, unchecked; done. Nothing else.")
+    assert plain[1:] == [0, 0, 0]  # "checkpoint" and "unchecked" are not "check"
+    tail = " the sum of the two numbers we found above, which is twelve"
+    phrase = scorer.raw("Let me check" + tail)
+    word = scorer.raw("Now check" + tail)
+    assert phrase[1] == pytest.approx(word[1]) and word[1] > 0  # "let me check" counts once, not also as "check"
+    assert scorer.raw("We checked it" + tail)[1] == pytest.approx(scorer.raw("We check it" + tail)[1])
+    assert scorer.raw("Trying again, plugging back x" + tail)[1:3] == pytest.approx(scorer.raw("Try again, plug back x" + tail)[1:3])
+
+
+def test_repeating_one_keyword_saturates_and_variety_counts_more() -> None:
+    scorer = ChainScorer(resolve_components(None))
+    filler = " ".join(["we add the numbers one by one and write the result down"] * 10)
+    once, often = (scorer.raw(f"{filler} " + " ".join(["perhaps x is 3, step."] * n))[2] for n in (1, 15))
+    varied = scorer.raw(filler + " perhaps x is 3. maybe y is 2. alternatively z is 1. suppose w is 4. consider v. "
+                        "what if u is 5. could t be 6. possibly s is 7. try r. another way is q.")[2]
+    assert once < often < 2 * once * 2.2 and often < varied
+
+
+def test_scores_are_absolute_per_chain() -> None:
+    batch_a = [Problem("p", "?", "12", "s", [Chain(REFLECTIVE)]), Problem("q", "?", "2", "s", [Chain(PLAIN)])]
+    batch_b = [Problem("r", "?", "3", "s", [Chain("Thus \\boxed{3}.")]), Problem("p", "?", "12", "s", [Chain(REFLECTIVE)]),
+               Problem("t", "?", "4", "s", [Chain(CHAIN * 5)]), Problem("u", "?", "5", "s", [Chain(STUFFED)])]
+    first = score(batch_a, None, StageReport("score", "score"))[0].chains[0].score
+    second = score(batch_b, None, StageReport("score", "score"))[1].chains[0].score
+    alone = score([Problem("p", "?", "12", "s", [Chain(REFLECTIVE)])], None, StageReport("score", "score"))[0].chains[0].score
+    assert first == second == alone and 0 < first < 1
+
+
+STUFFED = ("We add the numbers. So so so so so so so so so so so so so so so so, then then then then then then then, "
+           + "could try wait " * 12 + "The answer is \\boxed{12}.")
+
+
+def test_keyword_stuffing_scores_below_a_reflective_chain() -> None:
+    scorer = ChainScorer(resolve_components(None))
+    assert scorer.score(STUFFED) < scorer.score(REFLECTIVE)
+    sprinkled = " ".join(["So we then could try, wait, so then could try wait."] * 20) + " \\boxed{12}"
+    assert scorer.score(sprinkled) < scorer.score(REFLECTIVE)
+    assert scorer.score(PLAIN) < scorer.score(REFLECTIVE)
 
 
 def test_reflective_chain_outscores_a_plain_one() -> None:

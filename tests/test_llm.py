@@ -189,7 +189,7 @@ def test_make_generator(monkeypatch: pytest.MonkeyPatch) -> None:
     endpoint = {"model": "m", "endpoint": {"url": "http://h:8000/v1", "concurrency": 7, "maxRetries": 0}}
     generator = make_generator(endpoint)
     assert isinstance(generator, OpenAIGenerator)
-    assert (generator.concurrency, generator.max_retries, generator.timeout) == (7, 0, 3600.0)
+    assert (generator.endpoints[0].concurrency, generator.max_retries, generator.timeout) == (7, 0, 3600.0)
     assert isinstance(make_generator({"model": "m", "evalRun": "e"}, endpoint_override="http://s/v1"), OpenAIGenerator)
     with pytest.raises(WorkloadError, match="EvalRun e"):
         make_generator({"model": "m", "evalRun": "e"})

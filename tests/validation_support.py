@@ -88,7 +88,7 @@ INVALID = [
     ("stage with no kind", with_(DATASET, "spec.stages", _stage()), "spec.stages[0]", _STAGE_KIND),
     ("output with two places", with_(DATASET, "spec.output.uri", "s3://b/k"), "spec.output", "exactly one of volume, uri or path must be set"),
     ("sampler with two endpoints", with_(DATASET, "spec.stages", _stage(difficulty={**_difficulty(), "sampler": {"model": "m", "evalRun": "e", "endpoint": {"url": "http://x/v1"}}})),
-     "spec.stages[0].difficulty.sampler", "set at most one of endpoint or evalRun"),
+     "spec.stages[0].difficulty.sampler", "set at most one of endpoint, endpoints or evalRun"),
     ("lora block with full", with_(FINETUNE, "spec.lora", {"rank": 8}), "spec", "lora is only allowed with method: lora"),
     ("dataset twice", with_(FINETUNE, "spec.dataset", {"path": "/d"}), "spec", "set exactly one of datasetRef or dataset"),
     ("eval of a named model without output", with_(EVAL, "spec.model", {"name": "Qwen/Qwen2.5-7B"}), "spec",

@@ -62,6 +62,7 @@ class Env:
     MODEL_REVISION = "REASONOPS_MODEL_REVISION"  # server pods: the revision of the served model
     STATUS_KUBECONFIG = "REASONOPS_STATUS_KUBECONFIG"  # tests: a kubeconfig for status patches
     HF_TOKEN = "HF_TOKEN"  # a hub token, from spec.hubTokenSecretRef
+    SHARDS = "REASONOPS_SHARDS"  # curation pods sharing the model stages (their index: JOB_COMPLETION_INDEX)
     SANDBOX_URL = "REASONOPS_SANDBOX_URL"  # the resource's sandbox service (model-written code runs there)
     API_KEY_PREFIX = "REASONOPS_API_KEY_"
 

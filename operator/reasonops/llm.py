@@ -238,12 +238,26 @@ def _run_coroutine(factory: Callable[[], Any]) -> Any:
         return pool.submit(lambda: asyncio.run(factory())).result()
 
 
+@dataclass
+class Endpoint:
+    """One replica serving the model: its URL, API key and requests in flight."""
+
+    url: str
+    api_key: str | None = None
+    concurrency: int = DEFAULT_CONCURRENCY
+
+
 class OpenAIGenerator:
-    """Chat completions from an OpenAI-compatible server, `concurrency` requests in flight."""
+    """Chat completions from OpenAI-compatible servers, `concurrency` requests in flight per server.
+
+    With several endpoints (replicas of one model), each has its own connection pool and workers, and
+    all workers take the next sample from one shared queue: every replica gets requests, a faster one
+    gets more, and no single keep-alive connection carries the whole stage.
+    """
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | list[Endpoint],
         model: str,
         *,
         api_key: str | None = None,
@@ -253,10 +267,13 @@ class OpenAIGenerator:
         cache_path: str | Path | None = None,
         backoff: float = 1.0,
     ) -> None:
-        self.base_url = api_base(base_url)
+        given = [Endpoint(base_url, api_key, concurrency)] if isinstance(base_url, str) else list(base_url)
+        if not given:
+            raise ValueError("OpenAIGenerator needs at least one endpoint")
+        self.endpoints = [Endpoint(api_base(e.url), e.api_key, e.concurrency) for e in given]
+        self.base_url = self.endpoints[0].url
         self.model = model
-        self.api_key = api_key
-        self.concurrency = concurrency
+        self.api_key = self.endpoints[0].api_key
         self.timeout = timeout
         self.max_retries = max_retries
         self.cache_path = cache_path
@@ -274,6 +291,8 @@ class OpenAIGenerator:
         import httpx
 
         info: dict[str, Any] = {"engine": "openai-compatible", "endpoint": self.base_url, "model": self.model}
+        if len(self.endpoints) > 1:
+            info["endpoints"] = [e.url for e in self.endpoints]
         root = self.base_url.removesuffix("/v1")
         try:
             models = httpx.get(f"{self.base_url}/models", headers=_headers(self.api_key), timeout=10).json()["data"]
@@ -289,18 +308,27 @@ class OpenAIGenerator:
         return info
 
     async def _generate(self, collector: _Collector) -> None:
+        import contextlib
+
         import httpx
 
         jobs: Iterator[tuple[GenerationRequest, int]] = iter(collector.missing)
-        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
         timeout = httpx.Timeout(self.timeout, connect=min(self.timeout, 30.0))
-        async with httpx.AsyncClient(headers=_headers(self.api_key), limits=limits, timeout=timeout) as client:
+        async with contextlib.AsyncExitStack() as stack:
+            clients = []
+            for endpoint in self.endpoints:
+                limits = httpx.Limits(max_connections=endpoint.concurrency, max_keepalive_connections=endpoint.concurrency)
+                clients.append(await stack.enter_async_context(
+                    httpx.AsyncClient(headers=_headers(endpoint.api_key), limits=limits, timeout=timeout)))
 
-            async def worker() -> None:
+            async def worker(client: Any, url: str) -> None:
                 for request, index in jobs:  # one shared iterator: each sample is taken by one worker
-                    collector.record(await self._sample(client, request, index))
+                    collector.record(await self._sample(client, url, request, index))
 
-            tasks = [asyncio.create_task(worker()) for _ in range(min(self.concurrency, len(collector.missing)))]
+            # workers start in turns over the endpoints, so even a short stage reaches every replica
+            slots = min(max(e.concurrency for e in self.endpoints), len(collector.missing))
+            tasks = [asyncio.create_task(worker(client, endpoint.url))
+                     for k in range(slots) for endpoint, client in zip(self.endpoints, clients) if k < endpoint.concurrency]
             done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for task in pending:
                 task.cancel()
@@ -308,7 +336,7 @@ class OpenAIGenerator:
             for task in done:
                 task.result()  # re-raise the first failure
 
-    async def _sample(self, client: Any, request: GenerationRequest, index: int) -> Completion:
+    async def _sample(self, client: Any, base_url: str, request: GenerationRequest, index: int) -> Completion:
         body: dict[str, Any] = {
             "model": self.model,
             "messages": request.messages,
@@ -320,7 +348,7 @@ class OpenAIGenerator:
         seed = request.sample_seed(index)
         if seed is not None:
             body["seed"] = seed
-        data = await self._post(client, body, f"{request.id}#{index}")
+        data = await self._post(client, base_url, body, f"{request.id}#{index}")
         choice = data["choices"][0]
         usage = data.get("usage") or {}
         return Completion(
@@ -332,10 +360,10 @@ class OpenAIGenerator:
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
         )
 
-    async def _post(self, client: Any, body: dict[str, Any], what: str) -> dict[str, Any]:
+    async def _post(self, client: Any, base_url: str, body: dict[str, Any], what: str) -> dict[str, Any]:
         import httpx
 
-        url = f"{self.base_url}/chat/completions"
+        url = f"{base_url}/chat/completions"
         failure, unreachable = "", False
         for attempt in range(self.max_retries + 1):
             retry_after: float | None = None
@@ -375,9 +403,12 @@ def _seconds(value: str | None) -> float | None:
 
 
 class VLLMGenerator:
-    """Offline batch generation with vLLM (GPU images only; imported when first used).
+    """Offline generation with vLLM (GPU images only; imported when first used).
 
-    Samples are submitted in chunks so that the cache, and with it resume, advances during a long run.
+    Every missing sample of the call is submitted to the engine at once, so its scheduler batches
+    continuously over the whole stage (no chunk waits on its longest sequence), and each sample is
+    recorded (resume cache) as soon as it finishes. `close()` releases the engine and its GPU memory, so
+    the next stage's model can load.
     """
 
     def __init__(
@@ -389,7 +420,6 @@ class VLLMGenerator:
         dtype: str = "auto",
         seed: int = 0,
         cache_path: str | Path | None = None,
-        chunk_size: int = 1024,
     ) -> None:
         self.model = model
         self.engine_args = {
@@ -400,7 +430,6 @@ class VLLMGenerator:
             "seed": seed,
         }
         self.cache_path = cache_path
-        self.chunk_size = chunk_size
         self._llm: Any = None
 
     def generate(self, requests: Iterable[GenerationRequest], *, on_result: OnResult | None = None) -> dict[str, list[Completion]]:
@@ -408,28 +437,36 @@ class VLLMGenerator:
         collector.announce_cached()
         if collector.missing:
             vllm, llm = self._engine()
-            for start in range(0, len(collector.missing), self.chunk_size):
-                chunk = collector.missing[start : start + self.chunk_size]
-                params = [
-                    vllm.SamplingParams(
-                        n=1, temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens, seed=r.sample_seed(i)
-                    )
-                    for r, i in chunk
-                ]
-                outputs = llm.chat([r.messages for r, _ in chunk], params, use_tqdm=False)
-                for (request, index), output in zip(chunk, outputs):
-                    sample = output.outputs[0]
-                    collector.record(
-                        Completion(
-                            request_id=request.id,
-                            index=index,
-                            text=sample.text,
-                            finish_reason=sample.finish_reason or "stop",
-                            completion_tokens=len(sample.token_ids),
-                            prompt_tokens=len(output.prompt_token_ids or ()),
-                        )
-                    )
+            tokenizer = llm.get_tokenizer()
+            jobs = {
+                f"{r.id}#{i}": (
+                    r, i,
+                    tokenizer.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True),
+                    vllm.SamplingParams(n=1, temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens, seed=r.sample_seed(i)),
+                )
+                for r, i in collector.missing
+            }
+            drain(llm.llm_engine, {key: (prompt, params) for key, (_, _, prompt, params) in jobs.items()},
+                  lambda key, output: collector.record(_vllm_completion(jobs[key][0], jobs[key][1], output)))
         return collector.results()
+
+    def close(self) -> None:
+        """Release the engine (and with it the GPU memory) before another model loads."""
+        if self._llm is None:
+            return
+        import gc
+
+        self._llm = None
+        gc.collect()
+        try:
+            import torch
+            from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+            cleanup_dist_env_and_memory()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:  # an older vLLM: the collected engine frees its memory on its own
+            pass
 
     def describe(self) -> dict[str, Any]:
         info: dict[str, Any] = {"engine": "vllm", "model": self.model, "dtype": self.engine_args["dtype"]}
@@ -457,6 +494,34 @@ class VLLMGenerator:
         return vllm, self._llm
 
 
+def drain(engine: Any, jobs: dict[str, tuple[str, Any]], record: Callable[[str, Any], None]) -> None:
+    """Submit every job (request id -> (prompt, sampling params)) to a vLLM engine, then step it until all
+    are finished, recording each output the step it finishes in."""
+    for key, (prompt, params) in jobs.items():
+        engine.add_request(key, prompt, params)
+    remaining = set(jobs)
+    while remaining:
+        outputs = engine.step()
+        for output in outputs:
+            if output.finished and output.request_id in remaining:
+                remaining.discard(output.request_id)
+                record(output.request_id, output)
+        if not outputs and not engine.has_unfinished_requests():
+            raise WorkloadError("GenerationFailed", f"vLLM finished without {len(remaining)} requests (e.g. {min(remaining)})")
+
+
+def _vllm_completion(request: GenerationRequest, index: int, output: Any) -> Completion:
+    sample = output.outputs[0]
+    return Completion(
+        request_id=request.id,
+        index=index,
+        text=sample.text,
+        finish_reason=sample.finish_reason or "stop",
+        completion_tokens=len(sample.token_ids),
+        prompt_tokens=len(output.prompt_token_ids or ()),
+    )
+
+
 # ------------------------------------------------------------------------------------------------
 # From the API
 # ------------------------------------------------------------------------------------------------
@@ -470,35 +535,42 @@ def api_key_env(ref: SecretKeyRef) -> str:
 
 
 def make_generator(
-    sampler: SamplerModel | dict, *, cache_path: str | Path | None = None, endpoint_override: str | None = None
+    sampler: SamplerModel | dict, *, cache_path: str | Path | None = None, endpoint_override: str | list[str] | None = None
 ) -> Generator:
-    """A generator for a SamplerModel: its endpoint (or `endpoint_override`, the URL the operator resolved for
-    an `evalRun` reference) through HTTP, otherwise vLLM in this pod."""
+    """A generator for a SamplerModel: its endpoint(s) (or `endpoint_override`, the URL or replica URLs the
+    operator resolved for an `evalRun` reference) through HTTP, otherwise vLLM in this pod."""
     spec = sampler if isinstance(sampler, SamplerModel) else SamplerModel.model_validate(sampler)
-    endpoint = spec.endpoint
-    url = endpoint_override or (endpoint.url if endpoint else None)
-    if spec.evalRun and not url:
+    if endpoint_override:
+        urls = [endpoint_override] if isinstance(endpoint_override, str) else list(endpoint_override)
+        settings = [spec.endpoint or ModelEndpoint(url=u) for u in urls]
+        endpoints = [(u, s) for u, s in zip(urls, settings)]
+    else:
+        endpoints = [(e.url, e) for e in (spec.endpoints or ([spec.endpoint] if spec.endpoint else []))]
+    if spec.evalRun and not endpoints:
         raise WorkloadError("EndpointUnreachable", f"the endpoint of EvalRun {spec.evalRun} was not resolved by the operator")
-    if url is None:
+    if not endpoints:
         return VLLMGenerator(
             spec.model, tensor_parallel_size=spec.tensorParallelSize or 1, max_model_len=spec.maxModelLen, cache_path=cache_path
         )
-    api_key = None
-    if endpoint and endpoint.apiKeySecretRef:
-        variable = api_key_env(endpoint.apiKeySecretRef)
-        api_key = os.environ.get(variable)
-        if not api_key:
-            raise WorkloadError(
-                "ApiKeyMissing",
-                f"{variable} is not set (it carries key {endpoint.apiKeySecretRef.key} of Secret {endpoint.apiKeySecretRef.name})",
-            )
-    settings = endpoint or ModelEndpoint(url=url)
+    replicas = [Endpoint(url, _api_key(settings), settings.concurrency or DEFAULT_CONCURRENCY) for url, settings in endpoints]
+    first = endpoints[0][1]
     return OpenAIGenerator(
-        url,
+        replicas,
         spec.model,
-        api_key=api_key,
-        concurrency=settings.concurrency or DEFAULT_CONCURRENCY,
-        timeout=float(settings.timeoutSeconds or DEFAULT_TIMEOUT),
-        max_retries=DEFAULT_MAX_RETRIES if settings.maxRetries is None else settings.maxRetries,
+        timeout=float(first.timeoutSeconds or DEFAULT_TIMEOUT),
+        max_retries=DEFAULT_MAX_RETRIES if first.maxRetries is None else first.maxRetries,
         cache_path=cache_path,
     )
+
+
+def _api_key(endpoint: ModelEndpoint) -> str | None:
+    if not endpoint.apiKeySecretRef:
+        return None
+    variable = api_key_env(endpoint.apiKeySecretRef)
+    api_key = os.environ.get(variable)
+    if not api_key:
+        raise WorkloadError(
+            "ApiKeyMissing",
+            f"{variable} is not set (it carries key {endpoint.apiKeySecretRef.key} of Secret {endpoint.apiKeySecretRef.name})",
+        )
+    return api_key

@@ -302,8 +302,9 @@ def sampler_secrets(spec: Any) -> list[dict[str, Any]]:
         if stage.generate is not None:
             samplers.extend(t.sampler for t in stage.generate.teachers)
         for sampler in samplers:
-            if sampler.endpoint is not None and sampler.endpoint.apiKeySecretRef is not None:
-                env.append(secret_key_env(sampler.endpoint.apiKeySecretRef))
+            for endpoint in [sampler.endpoint, *(sampler.endpoints or [])]:
+                if endpoint is not None and endpoint.apiKeySecretRef is not None:
+                    env.append(secret_key_env(endpoint.apiKeySecretRef))
     return list({e["name"]: e for e in env}.values())
 
 
@@ -325,10 +326,12 @@ def build_dataset_children(
     resources = ds.spec.resources
     gpus = resources.gpus if resources and resources.gpus is not None else 0
     sources = [s for s in ds.spec.sources if s.uri]
+    shards = ds.spec.shards or 1  # >1: an Indexed Job; the pod reads its index from JOB_COMPLETION_INDEX
+    shard_env = [{"name": Env.SHARDS, "value": str(shards)}] if shards > 1 else []
     pod = build_pod_spec(
         body, settings,
         image=settings.curate_image, command=WORKLOAD_COMMAND,
-        env=_identity_env(document) + sampler_secrets(ds.spec) + hub_token_env(ds.spec.hubTokenSecretRef),
+        env=_identity_env(document) + shard_env + sampler_secrets(ds.spec) + hub_token_env(ds.spec.hubTokenSecretRef),
         resources=resources, gpus=gpus, locations=[document.outputLocation, *dataset_input_locations(ds)],
         configmap=name,
         env_from_secrets=[ds.spec.output.credentialsSecretRef, *(s.credentialsSecretRef for s in sources)],
@@ -336,7 +339,7 @@ def build_dataset_children(
     job = build_job(
         body, settings, name=name, labels=labels, pod_spec=pod, resources=resources, suspend=suspend,
         backoff_limit=ds.spec.backoffLimit if ds.spec.backoffLimit is not None else 2,
-        active_deadline=ds.spec.activeDeadlineSeconds,
+        active_deadline=ds.spec.activeDeadlineSeconds, completions=shards if shards > 1 else None,
     )
     return [build_configmap(body, name, labels, document), job]
 

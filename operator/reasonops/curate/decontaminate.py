@@ -139,11 +139,12 @@ class BenchmarkIndex:
 
 
 def decontaminate(problems: list[Problem], stage: DecontaminateStage, items: list[tuple[str, BenchmarkItem]],
-                  report: StageReport) -> list[Problem]:
+                  report: StageReport, index: BenchmarkIndex | None = None) -> list[Problem]:
+    """Drop contaminated problems; `index` (of these items, built once) serves many batches of a pool."""
     n = stage.ngram or DEFAULT_NGRAM
     threshold = decimal(stage.threshold, DEFAULT_THRESHOLD)
     report.input = len(problems)
-    matches = BenchmarkIndex(items, n).match([p.question for p in problems], threshold)
+    matches = (index or BenchmarkIndex(items, n)).match([p.question for p in problems], threshold)
     for i in sorted(matches):
         report.drop(problems[i].id, "contaminated", str(matches[i]))
     kept = [p for i, p in enumerate(problems) if i not in matches]

@@ -1,8 +1,8 @@
 """The model stages: the solve-rate difficulty filter and chain generation with rejection sampling.
 
 Both send every problem as a chat (system prompt, question) to a SamplerModel through
-`reasonops.llm.make_generator` (an OpenAI-compatible endpoint, the endpoint of an EvalRun that the
-operator resolved into doc["context"]["endpoints"], or vLLM in the pod) and grade the responses against
+`reasonops.llm.make_generator` (an OpenAI-compatible endpoint, a list of replica endpoints, the
+endpoint(s) of an EvalRun that the operator resolved into doc["context"]["endpoints"], or vLLM in the pod) and grade the responses against
 the problem's reference answer with the shared `reasonops.grading.Grader`. A response that cannot be
 graded counts as unsolved. Problems without a reference answer cannot be graded and are dropped.
 
@@ -48,13 +48,14 @@ class ModelContext:
     grader: Grader
     endpoints: dict[str, str] = field(default_factory=dict)
     progress: bool = False
-    on_progress: Callable[[str], None] | None = None
+    on_progress: Callable[[str, int, int], None] | None = None  # (message, problems done, problems in all)
+    cache_suffix: str = ""  # a shard's own resume caches: ".shard-<index>-of-<count>"
     sandbox: Any = None  # the spec's SandboxSpec: limits of code problems' test runs
     _code: CodeGrader | None = None
 
     def generator(self, sampler: SamplerModel, cache_name: str) -> Generator:
         override = self.endpoints.get(sampler.evalRun) if sampler.evalRun else None
-        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", cache_name)
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", cache_name + self.cache_suffix)
         return make_generator(sampler, cache_path=self.work_dir / f"{safe}.jsonl", endpoint_override=override)
 
     def sample(self, generator: Generator, problems: list[Problem], n: int, sampling: SamplingParams | None,
@@ -83,12 +84,15 @@ class ModelContext:
             finished += 1
             bar.update(1)
             if self.on_progress and (finished % 50 == 0 or finished == len(requests)):
-                self.on_progress(f"{label}: {finished:,} of {len(requests):,} problems sampled")
+                self.on_progress(f"{label}: {finished:,} of {len(requests):,} problems sampled", finished, len(requests))
 
         try:
             return generator.generate(requests, on_result=on_result)
         finally:
             bar.close()
+            release = getattr(generator, "close", None)  # an in-pod engine frees the GPU for the next model
+            if release is not None:
+                release()
 
     def grade(self, texts: list[str], gold: list[Any]) -> list[GradeResult]:
         """Math answers with the Grader; code problems (gold is a CodeProblem) by running their tests."""

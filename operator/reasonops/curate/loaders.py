@@ -7,6 +7,7 @@ leaves unset are detected from the common layouts:
 - ShareGPT `{system?, conversations: [{from, value}, ...]}` (first human turn, first gpt turn after it);
 - OpenAI `{messages: [{role, content}, ...]}` (first user turn, first assistant turn after it).
 
+JSONL and Parquet files are read a line or a row group at a time; a JSON document is read whole.
 A row that cannot become a problem (not an object, bad JSON, invalid UTF-8, a missing, empty or
 non-text question) is dropped with a counted reason. A source that cannot be reached at all fails the
 run at once with WorkloadError("SourceUnavailable").
@@ -15,11 +16,10 @@ run at once with WorkloadError("SourceUnavailable").
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import IO, Any, Callable, Iterable, Iterator
 
 from ..api.v1alpha1 import DataSource, FieldMapping
 from ..errors import WorkloadError
@@ -40,7 +40,8 @@ _COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
 
 
 class RowError(Exception):
-    """A row that cannot become a problem; args are (reason, detail)."""
+    """JSONL and Parquet files are read a line or a row group at a time; a JSON document is read whole.
+A row that cannot become a problem; args are (reason, detail)."""
 
 
 @dataclass
@@ -61,12 +62,24 @@ class SourceInfo:
 
 def load_sources(sources: list[DataSource], default_fields: FieldMapping | None, report: StageReport,
                  progress: bool = False) -> tuple[list[Problem], list[SourceInfo]]:
-    """Load every source in order; malformed rows become drops in `report`."""
-    from tqdm.auto import tqdm
-
+    """Load every source in order into memory (small pools, tests); `iter_problems` streams."""
     problems: list[Problem] = []
     infos: list[SourceInfo] = []
     seen_ids: set[str] = set()
+    for problem, index in iter_problems(sources, default_fields, report, infos, progress):
+        if problem.id in seen_ids:  # ids must be unique in the output; the row index disambiguates
+            problem.id = f"{problem.id}#{index}"
+        seen_ids.add(problem.id)
+        problems.append(problem)
+    return problems, infos
+
+
+def iter_problems(sources: list[DataSource], default_fields: FieldMapping | None, report: StageReport,
+                  infos: list[SourceInfo], progress: bool = False) -> Iterator[tuple[Problem, int]]:
+    """(problem, row index in its source) for every loadable row, in order; malformed rows become drops in
+    `report`, and each source's SourceInfo is appended to `infos` once it has been read."""
+    from tqdm.auto import tqdm
+
     for source in sources:
         info, rows = open_source(source)
         mapping = _merge_mapping(default_fields, source.fields)
@@ -83,14 +96,10 @@ def load_sources(sources: list[DataSource], default_fields: FieldMapping | None,
             except RowError as exc:
                 report.drop(f"{source.name}:{index}", *exc.args)
                 continue
-            if problem.id in seen_ids:  # ids must be unique in the output; the row index disambiguates
-                problem.id = f"{problem.id}#{index}"
-            seen_ids.add(problem.id)
-            problems.append(problem)
+            report.kept += 1
+            yield problem, index
         infos.append(info)
         log.info("source %s: %d rows from %s (revision %s)", source.name, info.rows, info.location, info.revision)
-    report.kept = len(problems)
-    return problems, infos
 
 
 def open_source(source: DataSource) -> tuple[SourceInfo, Iterable[Any]]:
@@ -145,15 +154,13 @@ def _open_files(source: DataSource, location: str) -> tuple[SourceInfo, Iterator
 
     def rows() -> Iterator[Any]:
         for path in files:
-            fmt = _format_of(path, source.format)
+            fmt = _format_of(path, source.format) or "jsonl"
             try:
                 with fs.open(path, "rb", compression="infer") as fh:
-                    data = fh.read()
-            except Exception as exc:
+                    yield from _parse(fh, fmt, lambda data: digest.update(data))
+            except OSError as exc:
                 raise WorkloadError("SourceUnavailable", f"source {source.name}: cannot read {path}: {exc}") from exc
-            digest.update(path.encode() + b"\0" + data)
             info.revision = "sha256:" + digest.hexdigest()[:16]  # content hash of the files read so far
-            yield from _parse(data, fmt or "jsonl")
 
     return info, rows()
 
@@ -175,38 +182,51 @@ def _decode(data: bytes) -> tuple[str, bool]:
         return data.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff"), True
 
 
-def _parse(data: bytes, fmt: str) -> Iterator[Any]:
-    """Rows of one file; an unparseable line or file yields a RowError in place of its row(s)."""
+def _parse(fh: IO[bytes], fmt: str, seen: Callable[[bytes], None]) -> Iterator[Any]:
+    """Rows of one open file, JSONL line by line; an unparseable line or file yields a RowError in its place.
+
+    `seen` receives the bytes as they are read (the content hash of the source).
+    """
+    if fmt == "jsonl":
+        for number, line in enumerate(fh, start=1):
+            seen(line)
+            if number == 1:
+                line = line.removeprefix(b"\xef\xbb\xbf")
+            if not line.strip():
+                continue
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError:
+                yield RowError("invalid-utf8", f"line {number}")
+                continue
+            try:
+                yield json.loads(text)
+            except ValueError as exc:
+                yield RowError("invalid-json", f"line {number}: {exc}"[:200])
+        return
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            seen(block)
+        fh.seek(0)
         try:
-            table = pq.read_table(io.BytesIO(data))
-        except Exception as exc:
+            batches = pq.ParquetFile(fh).iter_batches(batch_size=10_000)
+            for batch in batches:
+                yield from batch.to_pylist()
+        except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
             yield RowError("unreadable-file", str(exc)[:200])
-            return
-        yield from table.to_pylist()
         return
+    data = fh.read()  # a JSON document is parsed whole
+    seen(data)
     text, invalid = _decode(data)
-    if fmt == "json":
-        try:
-            document = json.loads(text)
-        except ValueError as exc:
-            yield RowError("invalid-json", str(exc)[:200])
-            return
-        for number, row in enumerate(_json_rows(document), start=1):
-            yield RowError("invalid-utf8", f"row {number}") if invalid and _has_surrogates(row) else row
+    try:
+        document = json.loads(text)
+    except ValueError as exc:
+        yield RowError("invalid-json", str(exc)[:200])
         return
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        if invalid and _has_surrogates(line):
-            yield RowError("invalid-utf8", f"line {number}")
-            continue
-        try:
-            yield json.loads(line)
-        except ValueError as exc:
-            yield RowError("invalid-json", f"line {number}: {exc}"[:200])
+    for number, row in enumerate(_json_rows(document), start=1):
+        yield RowError("invalid-utf8", f"row {number}") if invalid and _has_surrogates(row) else row
 
 
 def _json_rows(document: Any) -> list[Any]:

@@ -9,6 +9,7 @@ Layout of a revision directory (a local path or an fsspec URI):
                                the resolved spec
     report.md                  the same for people, with a length histogram
     dropped.jsonl              every dropped problem: {id, stage, reason, detail}
+                               (manifest and report also give each source's rows read and samples kept)
     variants/<name>/           data.jsonl, data.parquet and manifest.json of each perturbation
     _COMPLETE                  written last: a reader must ignore a directory without it
 
@@ -71,32 +72,56 @@ def encode_jsonl(rows: Iterable[dict[str, Any]]) -> bytes:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
 
 
-def encode_parquet(rows: list[dict[str, Any]]) -> bytes:
+def _parquet_schema():
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    buffer = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(rows), buffer)
-    return buffer.getvalue()
+    message = pa.struct([("role", pa.string()), ("content", pa.string())])
+    return pa.schema([("id", pa.string()), ("messages", pa.list_(message)), ("answer", pa.string()),
+                      ("source", pa.string()), ("teacher", pa.string()), ("score", pa.float64()),
+                      ("solveRate", pa.float64())])
 
 
-def content_hash(data_jsonl: bytes) -> str:
-    return hashlib.sha256(data_jsonl).hexdigest()
+class RowsWriter:
+    """Writes chat rows as they come to data.jsonl and data.parquet files, hashing and measuring them."""
+
+    def __init__(self, jsonl: Path, parquet: Path, tokenizer: str | None) -> None:
+        import pyarrow.parquet as pq
+
+        self.jsonl, self.parquet = jsonl, parquet
+        self._jsonl = jsonl.open("wb")
+        self._parquet = pq.ParquetWriter(parquet, _parquet_schema())
+        self._hash = hashlib.sha256()
+        self._count, self.method = _counter(tokenizer)
+        self.lengths: dict[str, list[int]] = {"user": [], "assistant": [], "total": []}
+        self.count = 0
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        import pyarrow as pa
+
+        if not rows:
+            return
+        data = encode_jsonl(rows)
+        self._jsonl.write(data)
+        self._hash.update(data)
+        self._parquet.write_table(pa.Table.from_pylist(rows, schema=_parquet_schema()))
+        turns = {role: [next(m["content"] for m in r["messages"] if m["role"] == role) for r in rows]
+                 for role in ("system", "user", "assistant")}
+        counted = {role: self._count(texts) for role, texts in turns.items()}
+        self.lengths["user"] += counted["user"]
+        self.lengths["assistant"] += counted["assistant"]
+        self.lengths["total"] += [sum(parts) for parts in zip(*counted.values())]
+        self.count += len(rows)
+
+    def close(self) -> tuple[str, int, str, dict[str, list[int]]]:
+        """Content hash (sha256 of data.jsonl), rows, token-length method and lengths."""
+        self._jsonl.close()
+        self._parquet.close()
+        return self._hash.hexdigest(), self.count, self.method, self.lengths
 
 
 # ------------------------------------------------------------------------------------------------
 # Token lengths
 # ------------------------------------------------------------------------------------------------
-
-
-def token_lengths(rows: list[dict[str, Any]], tokenizer: str | None) -> tuple[str, dict[str, list[int]]]:
-    """Method used and per-row lengths of the user turn, the assistant turn and the whole sample."""
-    turns = {role: [next(m["content"] for m in r["messages"] if m["role"] == role) for r in rows]
-             for role in ("system", "user", "assistant")}
-    count, method = _counter(tokenizer)
-    lengths = {role: count(texts) for role, texts in turns.items()}
-    total = [sum(parts) for parts in zip(*lengths.values())]
-    return method, {"user": lengths["user"], "assistant": lengths["assistant"], "total": total}
 
 
 def _counter(tokenizer: str | None):
@@ -155,6 +180,7 @@ def histogram(values: list[int], bins: int = 10, width: int = 40) -> str:
 
 
 def render_report(manifest: dict[str, Any], drops: list[dict[str, Any]], assistant_lengths: list[int]) -> str:
+    """The report; `drops` needs to hold only the first 50 contaminated drops (the counts come from the manifest)."""
     lines = [f"# Dataset {manifest['name']}", "",
              f"- samples: {manifest['samples']:,}", f"- revision (content hash): `{manifest['revision']}`",
              f"- resource revision: `{manifest.get('resourceRevision')}`", "", "## Stages", "",
@@ -162,8 +188,10 @@ def render_report(manifest: dict[str, Any], drops: list[dict[str, Any]], assista
     for s in manifest["stages"]:
         reasons = ", ".join(f"{r} {n:,}" for r, n in s["reasons"].items()) or "-"
         lines.append(f"| {s['stage']} | {s['kind']} | {s['input']:,} | {s['kept']:,} | {s['dropped']:,} | {reasons} |")
-    lines += ["", "## Sources", "", "| source | kind | location | revision | rows |", "|---|---|---|---|---:|"]
-    lines += [f"| {s['name']} | {s['kind']} | {s['location']} | `{s['revision']}` | {s['rows']:,} |" for s in manifest["sources"]]
+    lines += ["", "## Sources", "", "| source | kind | location | revision | rows read | samples in the dataset |",
+              "|---|---|---|---|---:|---:|"]
+    lines += [f"| {s['name']} | {s['kind']} | {s['location']} | `{s['revision']}` | {s['rows']:,} | {s['samples']:,} |"
+              for s in manifest["sources"]]
     lines += ["", "## Teachers", ""]
     lines += [f"- {name}: {count:,} samples" for name, count in manifest["teachers"].items()] or ["- none"]
     if manifest["solveRates"]:
@@ -179,11 +207,12 @@ def render_report(manifest: dict[str, Any], drops: list[dict[str, Any]], assista
             lines.append(f"| {part} | {st['mean']} | {st['p50']} | {st['p90']} | {st['p99']} | {st['max']} | {st['total']:,} |")
     lines += ["", "Assistant turn length (tokens), samples per bin:", "", "```", histogram(assistant_lengths), "```"]
     contaminated = [d for d in drops if d["reason"] == "contaminated"]
+    total = sum(s["reasons"].get("contaminated", 0) for s in manifest["stages"])
     if contaminated:
         lines += ["", "## Benchmark overlap (dropped)", ""]
         lines += [f"- `{d['id']}` matched {d['detail']}" for d in contaminated[:50]]
-        if len(contaminated) > 50:
-            lines.append(f"- ... {len(contaminated) - 50:,} more in dropped.jsonl")
+        if total > 50:
+            lines.append(f"- ... {total - 50:,} more in dropped.jsonl")
     if manifest["variants"]:
         lines += ["", "## Perturbed variants", "", "| variant | type | fraction | seed | samples |", "|---|---|---|---:|---:|"]
         lines += [f"| variants/{v['name']} | {v['type']} | {v['fraction']} | {v['seed']} | {v['samples']:,} |" for v in manifest["variants"]]
@@ -229,7 +258,19 @@ class DatasetSink:
         base = Path(os.environ.get("REASONOPS_WORK_DIR") or Path.home() / ".cache" / "reasonops" / "curate")
         return base / hashlib.sha256(self.location.encode()).hexdigest()[:16]
 
-    def write(self, files: dict[str, bytes]) -> None:
+    def shard_location(self) -> str:
+        """Where the pods of a sharded run exchange their shards: next to the output, on the same volume or store."""
+        return f"{self.location}.shards"
+
+    def remove_shard_location(self) -> None:
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(self.shard_location())
+        if fs.exists(root):
+            fs.rm(root, recursive=True)
+
+    def write(self, files: dict[str, bytes | Path]) -> None:
+        """Files by name: their contents, or a local file to copy (large ones are never held in memory)."""
         try:
             if self.path is not None:
                 self._write_local(files)
@@ -238,7 +279,7 @@ class DatasetSink:
         except OSError as exc:
             raise WorkloadError("OutputUnwritable", f"writing {self.location} failed: {exc}") from exc
 
-    def _write_local(self, files: dict[str, bytes]) -> None:
+    def _write_local(self, files: dict[str, bytes | Path]) -> None:
         assert self.path is not None
         tmp = self.path.parent / f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}"
         try:
@@ -246,7 +287,11 @@ class DatasetSink:
                 target = tmp / name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with open(target, "wb") as fh:
-                    fh.write(data)
+                    if isinstance(data, Path):
+                        with data.open("rb") as source:
+                            shutil.copyfileobj(source, fh, 1 << 20)
+                    else:
+                        fh.write(data)
                     fh.flush()
                     os.fsync(fh.fileno())
             old = None
@@ -259,13 +304,16 @@ class DatasetSink:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def _write_remote(self, files: dict[str, bytes]) -> None:
+    def _write_remote(self, files: dict[str, bytes | Path]) -> None:
         fs, root = self._fs()
         marker = f"{root}/{COMPLETE_MARKER}"
         if fs.exists(marker):
             fs.rm_file(marker)
         for name, data in files.items():
-            fs.pipe_file(f"{root}/{name}", data)
+            if isinstance(data, Path):
+                fs.put_file(str(data), f"{root}/{name}")
+            else:
+                fs.pipe_file(f"{root}/{name}", data)
         fs.pipe_file(marker, _marker(files))
 
     def _fs(self):
@@ -274,6 +322,16 @@ class DatasetSink:
         return fsspec.core.url_to_fs(self.location)
 
 
-def _marker(files: dict[str, bytes]) -> bytes:
-    listing = {name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())}
+def _marker(files: dict[str, bytes | Path]) -> bytes:
+    listing = {name: _sha256(data) for name, data in sorted(files.items())}
     return json.dumps({"files": listing}, indent=1).encode()
+
+
+def _sha256(data: bytes | Path) -> str:
+    if isinstance(data, bytes):
+        return hashlib.sha256(data).hexdigest()
+    digest = hashlib.sha256()
+    with data.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from ..api.common import decimal
 from ..api.v1alpha1 import Perturbation
 from ..grading import last_boxed
-from .scoring import DEFAULT_COMPONENTS
+from .scoring import DEFAULT_COMPONENTS, phrase_forms
 
 DEFAULT_FRACTION = 0.67
 
@@ -41,7 +41,7 @@ def keyword_pattern(keywords: list[str] | tuple[str, ...]) -> re.Pattern[str]:
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\\$])")
-_KEYWORDS = keyword_pattern([k for c in DEFAULT_COMPONENTS for k in c.keywords])
+_KEYWORDS = keyword_pattern([" ".join(f) for c in DEFAULT_COMPONENTS for k in c.keywords for f in phrase_forms(k)])
 _BOX_START = re.compile(r"\\(?:boxed|fbox)\b")
 
 

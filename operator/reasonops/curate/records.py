@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("reasonops.curate")
@@ -71,9 +73,54 @@ class Drop:
     detail: str | None = None
 
 
+# stage info entries that count rows (and add up over parts of the pool); the others describe settings
+COUNTED_INFO = frozenset({"ungraded", "chainsScored", "problemsBySolvedCount", "teachers", "matchedBenchmarks"})
+
+
+def merge_info(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Stage info of two parts of the pool: counted entries add up (nested too), the others are taken from b."""
+    merged = dict(a)
+    for key, value in b.items():
+        merged[key] = _add(merged[key], value) if key in COUNTED_INFO and key in merged else value
+    return merged
+
+
+def _add(a: Any, b: Any) -> Any:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return {k: _add(a[k], b[k]) if k in a and k in b else (a[k] if k in a else b[k]) for k in {**a, **b}}
+    return a + b if isinstance(a, (int, float)) and isinstance(b, (int, float)) else b
+
+
+class DropLog:
+    """Every drop of a run as JSONL lines in a file, so a pool of millions keeps only counts in memory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = path.open("w", encoding="utf-8")
+        self.contaminated: list[dict[str, Any]] = []  # the first few, for the report
+
+    def write(self, stage: str, drop: Drop) -> None:
+        row = {"id": drop.id, "stage": stage, "reason": drop.reason, "detail": drop.detail}
+        self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
+        if drop.reason == "contaminated" and len(self.contaminated) < 51:
+            self.contaminated.append(row)
+
+    def write_line(self, line: str) -> None:
+        """A drop another pod recorded (a JSONL line of its log)."""
+        self._file.write(line if line.endswith("\n") else line + "\n")
+        if '"contaminated"' in line and len(self.contaminated) < 51:
+            self.contaminated.append(json.loads(line))
+
+    def close(self) -> Path:
+        if not self._file.closed:
+            self._file.close()
+        return self.path
+
+
 @dataclass
 class StageReport:
-    """What one stage kept and dropped, and why."""
+    """What one stage kept and dropped, and why. With a DropLog the drops go to its file, not `drops`."""
 
     name: str
     kind: str
@@ -82,17 +129,31 @@ class StageReport:
     drops: list[Drop] = field(default_factory=list)
     seconds: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
+    log: DropLog | None = None
+    counts: Counter[str] = field(default_factory=Counter)
 
     @property
     def dropped(self) -> int:
-        return len(self.drops)
+        return sum(self.counts.values())
 
     @property
     def reasons(self) -> dict[str, int]:
-        return dict(Counter(d.reason for d in self.drops).most_common())
+        return dict(self.counts.most_common())
 
     def drop(self, problem_id: str, reason: str, detail: str | None = None) -> None:
-        self.drops.append(Drop(problem_id, reason, detail))
+        self.counts[reason] += 1
+        if self.log is not None:
+            self.log.write(self.name, Drop(problem_id, reason, detail))
+        else:
+            self.drops.append(Drop(problem_id, reason, detail))
+
+    def absorb(self, part: "StageReport") -> None:
+        """Add the counts of the same stage run over another part of the pool (a batch or a shard)."""
+        self.input += part.input
+        self.kept += part.kept
+        self.counts.update(part.counts)
+        self.drops.extend(part.drops)
+        self.info = merge_info(self.info, part.info)
 
     def summary(self) -> str:
         reasons = ", ".join(f"{r}: {n}" for r, n in self.reasons.items())
