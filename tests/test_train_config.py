@@ -167,3 +167,42 @@ def test_prometheus_metrics_are_served(monkeypatch):
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     assert "reasonops_train_step 7.0" in body and "reasonops_train_loss 1.25" in body
     assert "reasonops_train_tokens_per_second 1234.0" in body
+
+
+def test_warmup_rounds_up_as_transformers_does():
+    cfg = config_from_resource(doc(preset="sky-t1"))
+    assert cfg.warmup_ratio == 0.1
+    assert [cfg.warmup_steps(n) for n in (12, 10, 1, 0)] == [2, 1, 1, 0]
+
+
+def test_one_process_pod_env_gets_a_rank_and_a_local_master():
+    """The operator sets WORLD_SIZE=1 and a master on every training pod; torchrun is not involved for one
+    process, so RANK is missing. The pod becomes rank 0 of its own group on a free local port."""
+    from reasonops.train.launch import single_process_env
+
+    env = {"WORLD_SIZE": "1", "NNODES": "1", "NPROC_PER_NODE": "1", "MASTER_ADDR": "ft-0.ft.ns.svc", "MASTER_PORT": "29500"}
+    assert not should_launch(resource_doc("/m", "/d", "/o"), env)
+    single_process_env(env)
+    assert (env["RANK"], env["LOCAL_RANK"], env["WORLD_SIZE"], env["MASTER_ADDR"]) == ("0", "0", "1", "127.0.0.1")
+    assert int(env["MASTER_PORT"]) > 0
+    worker = {"RANK": "3", "LOCAL_RANK": "1", "WORLD_SIZE": "4", "MASTER_ADDR": "m", "MASTER_PORT": "1"}
+    single_process_env(worker)  # a torchrun worker keeps what torchrun set
+    assert worker == {"RANK": "3", "LOCAL_RANK": "1", "WORLD_SIZE": "4", "MASTER_ADDR": "m", "MASTER_PORT": "1"}
+    with pytest.raises(WorkloadError) as err:
+        single_process_env({"WORLD_SIZE": "2"})
+    assert err.value.reason == "RendezvousFailed" and "torchrun" in err.value.message
+
+
+def test_only_global_rank_zero_reports():
+    from reasonops.train import is_reporting_rank
+
+    assert is_reporting_rank({}) and is_reporting_rank({"RANK": "0", "LOCAL_RANK": "0"})
+    assert not is_reporting_rank({"RANK": "1", "LOCAL_RANK": "1"})
+    assert not is_reporting_rank({"RANK": "8", "LOCAL_RANK": "0", "NODE_RANK": "1"})  # local rank 0 of node 1
+
+
+def test_collective_timeout_covers_hours_and_is_configurable():
+    from reasonops.train.launch import collective_timeout
+
+    assert collective_timeout({}) == 4 * 3600
+    assert collective_timeout({"REASONOPS_COLLECTIVE_TIMEOUT": "36000"}) == 36000

@@ -31,6 +31,7 @@ import torch
 log = logging.getLogger("reasonops.train")
 
 MARKER = "_COMPLETE"
+TRAIN_LOG = "train_log.jsonl"  # the loss curve up to the checkpoint's step, copied in before the marker
 TAG = "state"  # DeepSpeed's tag (sub-directory) inside each checkpoint
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -72,11 +73,13 @@ def remove_incomplete(root: Path) -> None:
 
 
 def save_checkpoint(engine: Any, root: Path, state: TrainerState, *, rank: int, keep: int,
-                    owner: Optional[bool] = None, remote: Optional[str] = None) -> Path:
+                    owner: Optional[bool] = None, remote: Optional[str] = None,
+                    train_log: Optional[Path] = None) -> Path:
     """Collective: every rank calls it. Returns the (local) checkpoint directory.
 
     `owner`: whether this process finalizes `root` (default: global rank 0; on node-local disks each
     node's local rank 0). `remote`: the object-store directory the checkpoint is mirrored to.
+    `train_log`: the loss curve so far (written by rank 0), copied into the checkpoint by rank 0.
     """
     owner = rank == 0 if owner is None else owner
     tmp, final = root / f".tmp-step-{state.step}", root / f"step-{state.step}"
@@ -87,6 +90,8 @@ def save_checkpoint(engine: Any, root: Path, state: TrainerState, *, rank: int, 
     engine.save_checkpoint(str(tmp), tag=TAG, client_state={"trainer": asdict(state)})
     torch.save(_rng_state(), tmp / f"rng-rank{rank}.pt")
     _barrier()
+    if rank == 0 and train_log is not None and train_log.exists():
+        shutil.copyfile(train_log, tmp / TRAIN_LOG)
     if owner:
         (tmp / "trainer_state.json").write_text(json.dumps(asdict(state), indent=2))
         shutil.rmtree(final, ignore_errors=True)

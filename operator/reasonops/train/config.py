@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
@@ -85,6 +86,10 @@ class TrainConfig:
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    def warmup_steps(self, total_steps: int) -> int:
+        """Warm-up steps of the schedule, rounded up as transformers' TrainingArguments.get_warmup_steps does."""
+        return math.ceil(self.warmup_ratio * total_steps)
 
     def gradient_accumulation(self, world_size: int) -> int:
         """Micro-steps per optimizer step so that one step sees exactly global_batch_size samples."""
