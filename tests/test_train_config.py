@@ -33,6 +33,34 @@ def test_limo_preset_is_the_default():
     assert cfg.system_prompt == LIMO_SYSTEM_PROMPT
     assert (cfg.zero_stage, cfg.packing, cfg.gradient_checkpointing, cfg.attention) == (3, True, True, "flash_attention_2")
     assert cfg.dataset == "/data/set" and cfg.output == "/out/run" and cfg.model == "/models/base"
+    # as train_limo.yaml: cutoff_len truncates, every epoch checkpoint kept, no offload, per-sample loss
+    assert (cfg.overlong, cfg.checkpoint_keep, cfg.offload_params, cfg.offload_optimizer) == ("truncate", 0, False, False)
+    assert cfg.loss_normalisation == "sample" and cfg.lora_dropout == 0.0
+
+
+def test_sky_t1_preset_as_published():
+    """qwen2_full_sft_32B.yaml / qwen2_lora_config.yaml: ZeRO-3 offload of both, save_steps 100 with every
+    checkpoint kept, the data's own system prompt, truncation at 16384."""
+    for method in ("full", "lora"):
+        cfg = config_from_resource(doc(preset="sky-t1", method=method))
+        assert (cfg.zero_stage, cfg.offload_params, cfg.offload_optimizer) == (3, True, True)
+        assert (cfg.checkpoint_every_steps, cfg.checkpoint_every_epochs, cfg.checkpoint_keep) == (100, None, 0)
+        assert cfg.system_prompt is None and cfg.overlong == "truncate" and cfg.max_length == 16384
+    ds = deepspeed_config(cfg, world_size=8, bf16=True)
+    assert ds["zero_optimization"]["offload_param"]["device"] == "cpu" and ds["gradient_accumulation_steps"] == 12
+    # explicit fields still win: no offload at ZeRO-2, a given cadence, the built-in preset's token loss
+    cfg = config_from_resource(doc(preset="sky-t1", deepspeed={"zeroStage": 2}, checkpoints={"everyEpochs": 1, "keep": 2},
+                                   hyperparameters={"lossNormalisation": "token", "overlong": "drop"}))
+    assert (cfg.offload_params, cfg.offload_optimizer, cfg.checkpoint_every_epochs, cfg.checkpoint_keep) == (False, False, 1, 2)
+    assert (cfg.loss_normalisation, cfg.overlong) == ("token", "drop")
+    assert config_from_resource(doc(preset="none")).loss_normalisation == "token"
+
+
+def test_sample_loss_needs_one_sample_per_micro_batch():
+    cfg = config_from_resource(doc(hyperparameters={"microBatchSize": 2}))
+    with pytest.raises(WorkloadError) as err:
+        cfg.gradient_accumulation(8)
+    assert "lossNormalisation sample" in err.value.message and "microBatchSize 1" in err.value.message
 
 
 def test_sky_t1_lora_preset_and_overrides_win():
@@ -45,7 +73,7 @@ def test_sky_t1_lora_preset_and_overrides_win():
     assert (cfg.learning_rate, cfg.epochs, cfg.lora_rank, cfg.lora_alpha) == (2e-5, 5, 8, 128)
     assert cfg.lora_target_modules == ["q_proj"]
     assert (cfg.checkpoint_every_steps, cfg.checkpoint_every_epochs, cfg.checkpoint_keep) == (50, None, 7)
-    assert cfg.system_prompt == ""
+    assert cfg.system_prompt == "" and cfg.lora_dropout == 0.0
 
 
 def test_dataset_location_from_context_wins():

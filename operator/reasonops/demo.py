@@ -2,8 +2,8 @@
 a few dozen curated reasoning chains make a model better at its benchmark.
 
 LIMO's hypothesis in miniature. A tiny model is first pre-trained on its domain (two-digit arithmetic word
-problems, written as plain text with the sum worked out, never as a chat and never with a boxed answer), so it
-knows the arithmetic but not the format the benchmark grades (`\\boxed{}` in an assistant turn). The bundled
+problems, answered in chats with just the worked sum, never with a boxed answer), so it knows the arithmetic
+but not the format the benchmark grades (`\\boxed{}`): like an instruct model before LIMO's chains. The bundled
 resources (data/demo.yaml) then run through the same local runner as `reasonops run`: curate a problem pool
 (dedupe, decontamination against the benchmark, scoring, selection of 24 chains) → fine-tune the base model
 on them with DeepSpeed ZeRO-3 on CPU → serve the base and the fine-tuned model with a local OpenAI-compatible
@@ -57,18 +57,21 @@ FIRST_NUMBERS = range(10, 90, 7)
 SECOND_NUMBERS = range(2, 7)
 # Pre-training: enough steps for the tiny model to know its arithmetic (measured: all 12 benchmark sums
 # right as plain text from 400 steps on), under a minute on two idle cores.
-PRETRAIN = {"steps": 500, "rows": 12, "context": 128, "learning_rate": 3e-3, "documents": 64_000, "seed": 0}
+PRETRAIN = {"steps": 500, "batch_size": 48, "learning_rate": 3e-3, "documents": 64_000, "seed": 0}
 MODEL_SHAPE = {"layers": 3, "hidden": 128, "heads": 4, "kv_heads": 2, "vocab_size": 400, "max_positions": 512}
 _QUIET = ("httpx", "httpcore", "urllib3", "aiohttp.access", "DeepSpeed", "deepspeed", "torch", "datasets",
           "transformers", "filelock", "asyncio", "reasonops.serve")
 
 
-def pretraining_texts(count: int, seed: int) -> list[str]:
-    """Plain-text documents of the domain: a problem and its worked sum, or a bare fact ("38 + 6 = 44.").
+def pretraining_texts(count: int, seed: int, chat: Callable[[list[dict[str, str]]], str]) -> list[str]:
+    """Documents of the domain: bare facts ("38 + 6 = 44.") and problems answered as a chat, rendered by
+    `chat` (the tokenizer's template) with the LIMO system prompt, the answer being just the worked sum.
 
-    The benchmark's own questions never appear (the base model knows arithmetic, not the test), and no text
-    has a boxed answer or "the answer is": that format is what the curated chains teach.
+    The base model is thus an "instruct" model that knows its arithmetic but ignores the boxed format the
+    benchmark grades: no document has a box or "the answer is" (the grader's fallbacks), which is what
+    the curated chains teach. The benchmark's own questions never appear.
     """
+    from .api.v1alpha1 import LIMO_SYSTEM_PROMPT
     from .benchmarks import demo_items
 
     held_out = {item.question for item in demo_items()}
@@ -83,7 +86,8 @@ def pretraining_texts(count: int, seed: int) -> list[str]:
             continue
         question = rng.choice(PHRASINGS[op]).format(a=a, b=b)
         if question not in held_out:
-            texts.append(f"{question}\n{worked}")
+            texts.append(chat([{"role": "system", "content": LIMO_SYSTEM_PROMPT}, {"role": "user", "content": question},
+                               {"role": "assistant", "content": worked}]))
     return texts
 
 
@@ -92,14 +96,19 @@ def build_base_model(directory: Path, progress: Callable[[int, float], None] | N
     from .api.v1alpha1 import LIMO_SYSTEM_PROMPT
     from .tinymodel import build_tiny_model, pretrain
 
-    texts = pretraining_texts(PRETRAIN["documents"], PRETRAIN["seed"])
     staging = directory.with_name(f".tmp-{directory.name}")
     if staging.exists():
         shutil.rmtree(staging)
-    # The tokenizer knows the words of the chat format too (as a real one does); the model does not yet.
-    vocabulary = texts[:4000] + [LIMO_SYSTEM_PROMPT, "So the answer is $\\boxed{12}$."] * 50
+    facts = [f"{a} {op} {b} = {f(a, b)}." for op, f in OPERATIONS.items() for a in FIRST_NUMBERS for b in SECOND_NUMBERS]
+    phrasings = [p.format(a=10, b=2) for group in PHRASINGS.values() for p in group]
+    vocabulary = (facts + phrasings + [LIMO_SYSTEM_PROMPT, "So the answer is $\\boxed{12}$."]) * 4
     build_tiny_model(staging, seed=PRETRAIN["seed"], corpus=vocabulary, split_digits=True, **MODEL_SHAPE)
-    pretrain(staging, texts, steps=PRETRAIN["steps"], rows=PRETRAIN["rows"], context=PRETRAIN["context"],
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(staging)
+    texts = pretraining_texts(PRETRAIN["documents"], PRETRAIN["seed"],
+                              lambda messages: tokenizer.apply_chat_template(messages, tokenize=False))
+    pretrain(staging, texts, steps=PRETRAIN["steps"], batch_size=PRETRAIN["batch_size"],
              learning_rate=PRETRAIN["learning_rate"], seed=PRETRAIN["seed"], on_step=progress)
     staging.rename(directory)  # only a finished model is reused by a later `--keep` run
     return directory

@@ -133,16 +133,14 @@ def pretrain(
     texts: list[str],
     *,
     steps: int,
-    rows: int = 12,
-    context: int = 128,
+    batch_size: int = 64,
     learning_rate: float = 3e-3,
     seed: int = 0,
     on_step: Callable[[int, float], None] | None = None,
 ) -> float:
-    """Causal-LM training of the model in `model_dir` on plain `texts`, saved in place; returns the last loss.
+    """Causal-LM training of the model in `model_dir` on `texts`, saved in place; returns the last loss.
 
-    As pre-training does it: the documents, each followed by <|endoftext|> (no chat template), form one
-    token stream cut into rows of `context` tokens, `rows` per step (no padding). Deterministic for a
+    One document per row, `batch_size` rows per step (the loss skips the padding). Deterministic for a
     seed on CPU: fixed order, fixed initialisation, deterministic kernels.
     """
     import torch
@@ -154,16 +152,19 @@ def pretrain(
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model.train()
     eot = tokenizer.convert_tokens_to_ids("<|endoftext|>")
-    stream = torch.tensor([t for ids in tokenizer(texts, add_special_tokens=False)["input_ids"] for t in (*ids, eot)])
-    batches = stream[: len(stream) // context * context].view(-1, context)
+    docs = [[*ids, eot] for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
     # One-cycle: a short warm-up, then cosine annealing to (almost) zero.
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate, total_steps=steps, pct_start=0.05)
     loss = torch.zeros(())
     for step in range(steps):
-        index = torch.arange(step * rows, (step + 1) * rows) % len(batches)
-        ids = batches[index]
-        loss = model(input_ids=ids, labels=ids).loss
+        batch = [docs[(step * batch_size + i) % len(docs)] for i in range(batch_size)]
+        width = max(map(len, batch))
+        ids = torch.full((batch_size, width), eot)
+        labels = torch.full((batch_size, width), -100)
+        for row, doc in enumerate(batch):
+            ids[row, : len(doc)] = labels[row, : len(doc)] = torch.tensor(doc)
+        loss = model(input_ids=ids, labels=labels).loss
         loss.backward()
         loss = loss.detach()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

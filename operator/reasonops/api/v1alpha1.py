@@ -333,7 +333,7 @@ class DatasetRef(Model):
 class LoraSpec(Model):
     rank: Optional[int] = Field(default=None, ge=1, le=1024, description="LoRA rank (default 64).")
     alpha: Optional[int] = Field(default=None, ge=1, le=4096, description="LoRA alpha (default 128).")
-    dropout: Optional[Decimal] = Field(default=None, description="LoRA dropout (default \"0.05\").")
+    dropout: Optional[Decimal] = Field(default=None, description="LoRA dropout (default \"0\", LLaMA-Factory's).")
     targetModules: Optional[list[Annotated[str, Field(max_length=64)]]] = Field(
         default=None, max_length=32, description="Modules to adapt (default all linear layers)."
     )
@@ -352,7 +352,14 @@ class Hyperparameters(Model):
     weightDecay: Optional[Decimal] = Field(default=None, description="AdamW weight decay.")
     maxGradNorm: Optional[Decimal] = Field(default=None, description="Gradient clipping norm.")
     seed: Optional[int] = Field(default=None, ge=0, description="Seed of data order and initialisation.")
-    overlong: Optional[Literal["drop", "truncate"]] = Field(default=None, description="What to do with samples over maxLength.")
+    overlong: Optional[Literal["drop", "truncate"]] = Field(
+        default=None, description="What to do with samples over maxLength (limo, sky-t1: truncate, as LLaMA-Factory's cutoff_len; none: drop)."
+    )
+    lossNormalisation: Optional[Literal["token", "sample"]] = Field(
+        default=None,
+        description="token: mean over every target token of the global batch; sample: mean of each sample's token mean "
+        "(limo, sky-t1: sample, as their pinned LLaMA-Factory with one sample per device; none: token). sample needs microBatchSize 1.",
+    )
 
 
 class DeepSpeedSpec(Model):
@@ -364,7 +371,10 @@ class DeepSpeedSpec(Model):
 class CheckpointPolicy(Model):
     everyEpochs: Optional[int] = Field(default=None, ge=1, description="Checkpoint every N epochs (default 1).")
     everySteps: Optional[int] = Field(default=None, ge=1, description="Checkpoint every N optimizer steps (instead of epochs).")
-    keep: Optional[int] = Field(default=None, ge=1, le=100, description="Keep the last K checkpoints (default 3).")
+    keep: Optional[int] = Field(
+        default=None, ge=0, le=1000,
+        description="Keep the last K checkpoints; 0 keeps every one (default: limo and sky-t1 keep every one, none keeps 3).",
+    )
 
 
 class FineTuneJobSpec(Model):

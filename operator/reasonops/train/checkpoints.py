@@ -97,7 +97,7 @@ def save_checkpoint(engine: Any, root: Path, state: TrainerState, *, rank: int, 
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         write_marker(final)
-        for _, old in complete_checkpoints(root)[:-keep]:
+        for _, old in (complete_checkpoints(root)[:-keep] if keep else []):  # keep 0: every checkpoint
             shutil.rmtree(old, ignore_errors=True)
     _barrier()
     if remote:
@@ -122,7 +122,7 @@ def _mirror(local: Path, remote: str, *, rank: int, owner: bool, keep: int) -> N
         steps = _remote_steps(fs, base)
         complete = [step for step, done in steps if done]
         for step, done in steps:  # beyond `keep`, and uploads a crash left unfinished
-            if (done and step not in complete[-keep:]) or (not done and step < complete[-1]):
+            if (done and keep and step not in complete[-keep:]) or (not done and step < complete[-1]):
                 fs.rm(f"{base}/step-{step}", recursive=True)
         log.info("checkpoint %s mirrored to %s", local.name, remote)
     _barrier()

@@ -166,7 +166,7 @@ def _train(config: TrainConfig, reporter: Reporter, info: DistInfo) -> dict[str,
         lr = engine.get_lr()[0]
         done = train_step(engine, [[samples[i] for i in m] for m in micro], packing=config.packing,
                           pad_id=tokenizer.pad_token_id, device=device, gas=gas, world=info.world_size,
-                          flops_of=flops_of)
+                          flops_of=flops_of, normalisation=config.loss_normalisation)
         state.step, state.epoch = state.step + 1, epoch
         state.tokens += done.tokens
         state.last_loss = done.loss
@@ -210,12 +210,16 @@ def train_step(
     gas: int,
     world: int,
     flops_of: Callable[[list[int]], float],
+    normalisation: str = "token",
 ) -> StepResult:
     """One optimizer step over this rank's micro batches (every rank calls it with its share).
 
-    The loss is the mean over every target token of the global batch, whatever the split into ranks and
-    micro batches: each micro batch's summed cross-entropy is divided by the global target count scaled by
-    world x gas, which DeepSpeed's division by the accumulation steps and averaging over ranks then undo.
+    normalisation "token": the loss is the mean over every target token of the global batch, whatever the
+    split into ranks and micro batches: each micro batch's summed cross-entropy is divided by the global
+    target count scaled by world x gas, which DeepSpeed's division by the accumulation steps and averaging
+    over ranks then undo. "sample" (micro batches of one sample): the mean over the global batch's samples
+    of each sample's mean token loss, as Hugging Face's Trainer computes it with one sample per device and
+    no accumulation (LIMO): each sample's sum is divided by its own target count x samples / (world x gas).
     """
     batches = [collate(m, packing=packing, pad_id=pad_id) for m in micro_batches]
     lengths = [len(s.input_ids) for m in micro_batches for s in m]
@@ -224,15 +228,21 @@ def train_step(
          flops_of(lengths)], dtype=torch.float64, device=device)
     _all_reduce(totals)
     targets, real, processed, flops = totals.tolist()
-    per_micro = targets / (world * gas)
+    samples = len(lengths) * world  # every rank holds the same number of samples per step
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     for batch in batches:
-        out = engine(**{k: v.to(device) for k, v in batch.items()}, use_cache=False, num_items_in_batch=per_micro)
+        # The divisor of this micro batch's summed cross-entropy, and what undoes it for the logged mean.
+        if normalisation == "sample":
+            divisor, weight = target_tokens(batch) * samples / (world * gas), samples / (world * gas)
+        else:
+            divisor = weight = targets / (world * gas)
+        out = engine(**{k: v.to(device) for k, v in batch.items()}, use_cache=False, num_items_in_batch=divisor)
         engine.backward(out.loss)
         engine.step()
-        loss_sum += out.loss.detach().double() * per_micro
+        loss_sum += out.loss.detach().double() * weight
     _all_reduce(loss_sum)
-    return StepResult(float(loss_sum) / targets, int(real), int(processed), flops)
+    return StepResult(float(loss_sum) / (samples if normalisation == "sample" else targets), int(real),
+                      int(processed), flops)
 
 
 def checkpoint_location(path: Path) -> str:
@@ -369,6 +379,7 @@ def _write_summary(work: Path, config: TrainConfig, state: ckpt.TrainerState, st
         "mfu": meter.mfu(),
         "parameters": n_params,
         "attention": attention,
+        "lossNormalisation": config.loss_normalisation,  # token or sample: see train_step
         "samples": {"rows": stats.rows, "kept": stats.kept, "bad": stats.bad,
                     "overlongDropped": stats.overlong_dropped, "truncated": stats.truncated,
                     "tokens": stats.tokens, "targetTokens": stats.label_tokens},
