@@ -168,14 +168,42 @@ def test_attention_choice_is_explicit(monkeypatch):
 def test_flops_and_mfu():
     from reasonops.train.metrics import PEAK_FLOPS, Throughput, train_flops
 
-    # 6N per token plus causal attention 6·s·d·L per token
-    assert train_flops(1000, [10, 20], hidden=8, layers=2) == 6 * 1000 * 30 + 6 * 8 * 2 * (100 + 400)
-    assert train_flops(1000, [10], hidden=8, layers=2, lora=True) == 4 * 1000 * 10 + 6 * 8 * 2 * 100
+    # 6N per token plus attention 12·L·W·s per token, causal mask not credited (PaLM, torchtitan)
+    assert train_flops(1000, [10, 20], attention_width=8, layers=2) == 6 * 1000 * 30 + 12 * 2 * 8 * (100 + 400) == 276_000
+    assert train_flops(1000, [10], attention_width=8, layers=2, lora=True) == 4 * 1000 * 10 + 12 * 2 * 8 * 100 == 59_200
+    # Qwen2.5-1.5B shape (28 layers, 12 heads x 128) at 16k tokens: 6N·s = 1.4746e14, attention 1.3854e14
+    flops = train_flops(1_500_000_000, [16384], attention_width=12 * 128, layers=28)
+    assert flops == 6 * 1.5e9 * 16384 + 12 * 28 * 1536 * 16384**2 == pytest.approx(2.8600e14, rel=1e-4)
     assert PEAK_FLOPS["H200"] == PEAK_FLOPS["H100"] == 989e12
     meter = Throughput(total_steps=10, start_step=0, peak_flops_total=1e12)
     meter.add(tokens=100, flops=5e11)
     assert 0 < meter.mfu() <= 1e6 and meter.eta_seconds(5) >= 0
     assert Throughput(10, 0, None).mfu() is None
+
+
+def test_attention_width_is_heads_times_head_dim():
+    from types import SimpleNamespace
+
+    from reasonops.train.metrics import attention_width
+
+    qwen3_32b = SimpleNamespace(num_attention_heads=64, head_dim=128, hidden_size=5120)
+    assert attention_width(qwen3_32b) == 8192
+    qwen25_15b = SimpleNamespace(num_attention_heads=12, hidden_size=1536)  # no head_dim: hidden / heads
+    assert attention_width(qwen25_15b) == 1536
+
+
+@pytest.mark.parametrize("name, peak", [
+    ("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12), ("NVIDIA H100 NVL", 835e12),
+    ("NVIDIA H200", 989e12), ("NVIDIA H200 NVL", 835e12), ("NVIDIA A100-SXM4-80GB", 312e12), ("NVIDIA A10G", 70e12),
+])
+def test_peak_flops_by_device_name(monkeypatch, name, peak):
+    import torch
+
+    from reasonops.train.metrics import device_peak_flops
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    assert device_peak_flops(torch.device("cuda", 0)) == peak
+    assert device_peak_flops(torch.device("cpu")) is None
 
 
 def test_prometheus_metrics_are_served(monkeypatch):

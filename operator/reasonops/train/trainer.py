@@ -32,7 +32,7 @@ from .data import (
     target_tokens,
 )
 from .launch import DistInfo, init_distributed
-from .metrics import PrometheusMetrics, Throughput, device_peak_flops, train_flops
+from .metrics import PrometheusMetrics, Throughput, attention_width, device_peak_flops, train_flops
 from .modeling import (
     choose_attention,
     count_parameters,
@@ -149,7 +149,7 @@ def _train(config: TrainConfig, reporter: Reporter, info: DistInfo) -> dict[str,
 
     text_config = getattr(model.config, "get_text_config", lambda: model.config)()
     flops_of = lambda lengths: train_flops(  # noqa: E731
-        n_params, lengths, hidden=text_config.hidden_size, layers=text_config.num_hidden_layers,
+        n_params, lengths, attention_width=attention_width(text_config), layers=text_config.num_hidden_layers,
         lora=config.method == "lora")
     peak = device_peak_flops(device)
     meter = Throughput(total_steps, state.step, peak * info.world_size if peak else None)
