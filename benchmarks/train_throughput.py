@@ -100,7 +100,8 @@ def run_mode(packing: bool, args: argparse.Namespace, info: Any) -> dict[str, An
     attention, why = choose_attention(args.attention, device, dtype)
     cfg = TrainConfig(model="random", dataset="synthetic", output="/dev/null", learning_rate=1e-5,
                       global_batch_size=args.global_batch, micro_batch_size=args.micro_batch,
-                      zero_stage=args.zero_stage, packing=packing, max_length=args.max_length)
+                      zero_stage=args.zero_stage, packing=packing, max_length=args.max_length,
+                      loss_normalisation="token")  # as train_step measures it: any micro batch
     gas = cfg.gradient_accumulation(info.world_size)
     ds_config = deepspeed_config(cfg, world_size=info.world_size, bf16=dtype == torch.bfloat16)
     keep = HfDeepSpeedConfig(ds_config) if args.zero_stage == 3 else None  # noqa: F841 - partitioned init

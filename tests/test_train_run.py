@@ -252,7 +252,7 @@ def test_two_process_bad_input_exits_instead_of_hanging(tmp_path, base):
     resource.write_text(json.dumps(resource_doc(base, data, tmp_path / "out")))
     proc = run_training(resource, tmp_path, nproc=2, timeout=150)
     assert proc.returncode != 0
-    assert '"reason": "EmptyDataset"' in proc.stderr
+    assert "EmptyDataset" in proc.stderr  # the runner's one-line error of the failing rank
 
 
 def test_benchmark_script_runs(tmp_path):
