@@ -84,7 +84,7 @@ def run_mode(packing: bool, args: argparse.Namespace, info: Any) -> dict[str, An
 
     from reasonops.train.config import TrainConfig, deepspeed_config
     from reasonops.train.data import epoch_order, rank_micro_batches
-    from reasonops.train.metrics import device_peak_flops, train_flops
+    from reasonops.train.metrics import attention_width, device_peak_flops, train_flops
     from reasonops.train.modeling import (
         choose_attention,
         count_parameters,
@@ -100,7 +100,8 @@ def run_mode(packing: bool, args: argparse.Namespace, info: Any) -> dict[str, An
     attention, why = choose_attention(args.attention, device, dtype)
     cfg = TrainConfig(model="random", dataset="synthetic", output="/dev/null", learning_rate=1e-5,
                       global_batch_size=args.global_batch, micro_batch_size=args.micro_batch,
-                      zero_stage=args.zero_stage, packing=packing, max_length=args.max_length)
+                      zero_stage=args.zero_stage, packing=packing, max_length=args.max_length,
+                      loss_normalisation="token")  # as train_step measures it: any micro batch
     gas = cfg.gradient_accumulation(info.world_size)
     ds_config = deepspeed_config(cfg, world_size=info.world_size, bf16=dtype == torch.bfloat16)
     keep = HfDeepSpeedConfig(ds_config) if args.zero_stage == 3 else None  # noqa: F841 - partitioned init
@@ -124,7 +125,8 @@ def run_mode(packing: bool, args: argparse.Namespace, info: Any) -> dict[str, An
     steps = args.warmup + args.steps
     samples = make_samples(sample_lengths(steps * args.global_batch, args, rng), args.vocab, rng)
     order = epoch_order(len(samples), args.global_batch, args.seed, 0)
-    flops_of = lambda lengths: train_flops(params, lengths, hidden=args.hidden, layers=args.layers)  # noqa: E731
+    flops_of = lambda lengths: train_flops(params, lengths, attention_width=attention_width(model.config),  # noqa: E731
+                                           layers=args.layers)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     tokens = processed = 0

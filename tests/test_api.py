@@ -164,14 +164,14 @@ def test_resolve_defaults_fills_static_defaults_recursively_and_leaves_the_rest(
     assert resolved.protocol == "limo" and resolved.backend == "server" and resolved.backoffLimit == 2
     assert resolved.serving.enabled is True and resolved.serving.replicas == 1 and resolved.serving.dtype == "auto"
     bench = resolved.benchmarks[0]
-    assert bench.maxTokens == 32768 and bench.temperature == "0.7"  # set values win
-    assert bench.samples is None and bench.topP is None and bench.seed is None  # the protocol decides these
+    assert bench.temperature == "0.7"  # set values win
+    assert bench.maxTokens is None and bench.samples is None and bench.topP is None and bench.seed is None  # the protocol decides these
     assert resolved.concurrency is None and resolved.model.servedModelName is None
     assert type(resolved).model_validate(resolved.to_wire()) == resolved
 
     ft = FineTuneJob.model_validate(_finetune(checkpoints={"everySteps": 50}))
     spec = resolve_defaults(ft.spec)
-    assert spec.deepspeed.zeroStage == 3 and spec.checkpoints.keep == 3 and spec.checkpoints.everyEpochs is None
+    assert spec.deepspeed.zeroStage == 3 and spec.checkpoints.keep is None and spec.checkpoints.everyEpochs is None
     assert spec.hyperparameters.seed == 42 and spec.hyperparameters.learningRate is None  # the preset's
     assert spec.lora is None and spec.gpusPerNode is None and spec.numNodes == 1
     type(spec).model_validate(spec.to_wire())

@@ -33,6 +33,34 @@ def test_limo_preset_is_the_default():
     assert cfg.system_prompt == LIMO_SYSTEM_PROMPT
     assert (cfg.zero_stage, cfg.packing, cfg.gradient_checkpointing, cfg.attention) == (3, True, True, "flash_attention_2")
     assert cfg.dataset == "/data/set" and cfg.output == "/out/run" and cfg.model == "/models/base"
+    # as train_limo.yaml: cutoff_len truncates, every epoch checkpoint kept, no offload, per-sample loss
+    assert (cfg.overlong, cfg.checkpoint_keep, cfg.offload_params, cfg.offload_optimizer) == ("truncate", 0, False, False)
+    assert cfg.loss_normalisation == "sample" and cfg.lora_dropout == 0.0
+
+
+def test_sky_t1_preset_as_published():
+    """qwen2_full_sft_32B.yaml / qwen2_lora_config.yaml: ZeRO-3 offload of both, save_steps 100 with every
+    checkpoint kept, the data's own system prompt, truncation at 16384."""
+    for method in ("full", "lora"):
+        cfg = config_from_resource(doc(preset="sky-t1", method=method))
+        assert (cfg.zero_stage, cfg.offload_params, cfg.offload_optimizer) == (3, True, True)
+        assert (cfg.checkpoint_every_steps, cfg.checkpoint_every_epochs, cfg.checkpoint_keep) == (100, None, 0)
+        assert cfg.system_prompt is None and cfg.overlong == "truncate" and cfg.max_length == 16384
+    ds = deepspeed_config(cfg, world_size=8, bf16=True)
+    assert ds["zero_optimization"]["offload_param"]["device"] == "cpu" and ds["gradient_accumulation_steps"] == 12
+    # explicit fields still win: no offload at ZeRO-2, a given cadence, the built-in preset's token loss
+    cfg = config_from_resource(doc(preset="sky-t1", deepspeed={"zeroStage": 2}, checkpoints={"everyEpochs": 1, "keep": 2},
+                                   hyperparameters={"lossNormalisation": "token", "overlong": "drop"}))
+    assert (cfg.offload_params, cfg.offload_optimizer, cfg.checkpoint_every_epochs, cfg.checkpoint_keep) == (False, False, 1, 2)
+    assert (cfg.loss_normalisation, cfg.overlong) == ("token", "drop")
+    assert config_from_resource(doc(preset="none")).loss_normalisation == "token"
+
+
+def test_sample_loss_needs_one_sample_per_micro_batch():
+    cfg = config_from_resource(doc(hyperparameters={"microBatchSize": 2}))
+    with pytest.raises(WorkloadError) as err:
+        cfg.gradient_accumulation(8)
+    assert "lossNormalisation sample" in err.value.message and "microBatchSize 1" in err.value.message
 
 
 def test_sky_t1_lora_preset_and_overrides_win():
@@ -45,7 +73,7 @@ def test_sky_t1_lora_preset_and_overrides_win():
     assert (cfg.learning_rate, cfg.epochs, cfg.lora_rank, cfg.lora_alpha) == (2e-5, 5, 8, 128)
     assert cfg.lora_target_modules == ["q_proj"]
     assert (cfg.checkpoint_every_steps, cfg.checkpoint_every_epochs, cfg.checkpoint_keep) == (50, None, 7)
-    assert cfg.system_prompt == ""
+    assert cfg.system_prompt == "" and cfg.lora_dropout == 0.0
 
 
 def test_dataset_location_from_context_wins():
@@ -140,14 +168,42 @@ def test_attention_choice_is_explicit(monkeypatch):
 def test_flops_and_mfu():
     from reasonops.train.metrics import PEAK_FLOPS, Throughput, train_flops
 
-    # 6N per token plus causal attention 6·s·d·L per token
-    assert train_flops(1000, [10, 20], hidden=8, layers=2) == 6 * 1000 * 30 + 6 * 8 * 2 * (100 + 400)
-    assert train_flops(1000, [10], hidden=8, layers=2, lora=True) == 4 * 1000 * 10 + 6 * 8 * 2 * 100
+    # 6N per token plus attention 12·L·W·s per token, causal mask not credited (PaLM, torchtitan)
+    assert train_flops(1000, [10, 20], attention_width=8, layers=2) == 6 * 1000 * 30 + 12 * 2 * 8 * (100 + 400) == 276_000
+    assert train_flops(1000, [10], attention_width=8, layers=2, lora=True) == 4 * 1000 * 10 + 12 * 2 * 8 * 100 == 59_200
+    # Qwen2.5-1.5B shape (28 layers, 12 heads x 128) at 16k tokens: 6N·s = 1.4746e14, attention 1.3854e14
+    flops = train_flops(1_500_000_000, [16384], attention_width=12 * 128, layers=28)
+    assert flops == 6 * 1.5e9 * 16384 + 12 * 28 * 1536 * 16384**2 == pytest.approx(2.8600e14, rel=1e-4)
     assert PEAK_FLOPS["H200"] == PEAK_FLOPS["H100"] == 989e12
     meter = Throughput(total_steps=10, start_step=0, peak_flops_total=1e12)
     meter.add(tokens=100, flops=5e11)
     assert 0 < meter.mfu() <= 1e6 and meter.eta_seconds(5) >= 0
     assert Throughput(10, 0, None).mfu() is None
+
+
+def test_attention_width_is_heads_times_head_dim():
+    from types import SimpleNamespace
+
+    from reasonops.train.metrics import attention_width
+
+    qwen3_32b = SimpleNamespace(num_attention_heads=64, head_dim=128, hidden_size=5120)
+    assert attention_width(qwen3_32b) == 8192
+    qwen25_15b = SimpleNamespace(num_attention_heads=12, hidden_size=1536)  # no head_dim: hidden / heads
+    assert attention_width(qwen25_15b) == 1536
+
+
+@pytest.mark.parametrize("name, peak", [
+    ("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12), ("NVIDIA H100 NVL", 835e12),
+    ("NVIDIA H200", 989e12), ("NVIDIA H200 NVL", 835e12), ("NVIDIA A100-SXM4-80GB", 312e12), ("NVIDIA A10G", 70e12),
+])
+def test_peak_flops_by_device_name(monkeypatch, name, peak):
+    import torch
+
+    from reasonops.train.metrics import device_peak_flops
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    assert device_peak_flops(torch.device("cuda", 0)) == peak
+    assert device_peak_flops(torch.device("cpu")) is None
 
 
 def test_prometheus_metrics_are_served(monkeypatch):
@@ -167,3 +223,42 @@ def test_prometheus_metrics_are_served(monkeypatch):
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     assert "reasonops_train_step 7.0" in body and "reasonops_train_loss 1.25" in body
     assert "reasonops_train_tokens_per_second 1234.0" in body
+
+
+def test_warmup_rounds_up_as_transformers_does():
+    cfg = config_from_resource(doc(preset="sky-t1"))
+    assert cfg.warmup_ratio == 0.1
+    assert [cfg.warmup_steps(n) for n in (12, 10, 1, 0)] == [2, 1, 1, 0]
+
+
+def test_one_process_pod_env_gets_a_rank_and_a_local_master():
+    """The operator sets WORLD_SIZE=1 and a master on every training pod; torchrun is not involved for one
+    process, so RANK is missing. The pod becomes rank 0 of its own group on a free local port."""
+    from reasonops.train.launch import single_process_env
+
+    env = {"WORLD_SIZE": "1", "NNODES": "1", "NPROC_PER_NODE": "1", "MASTER_ADDR": "ft-0.ft.ns.svc", "MASTER_PORT": "29500"}
+    assert not should_launch(resource_doc("/m", "/d", "/o"), env)
+    single_process_env(env)
+    assert (env["RANK"], env["LOCAL_RANK"], env["WORLD_SIZE"], env["MASTER_ADDR"]) == ("0", "0", "1", "127.0.0.1")
+    assert int(env["MASTER_PORT"]) > 0
+    worker = {"RANK": "3", "LOCAL_RANK": "1", "WORLD_SIZE": "4", "MASTER_ADDR": "m", "MASTER_PORT": "1"}
+    single_process_env(worker)  # a torchrun worker keeps what torchrun set
+    assert worker == {"RANK": "3", "LOCAL_RANK": "1", "WORLD_SIZE": "4", "MASTER_ADDR": "m", "MASTER_PORT": "1"}
+    with pytest.raises(WorkloadError) as err:
+        single_process_env({"WORLD_SIZE": "2"})
+    assert err.value.reason == "RendezvousFailed" and "torchrun" in err.value.message
+
+
+def test_only_global_rank_zero_reports():
+    from reasonops.train import is_reporting_rank
+
+    assert is_reporting_rank({}) and is_reporting_rank({"RANK": "0", "LOCAL_RANK": "0"})
+    assert not is_reporting_rank({"RANK": "1", "LOCAL_RANK": "1"})
+    assert not is_reporting_rank({"RANK": "8", "LOCAL_RANK": "0", "NODE_RANK": "1"})  # local rank 0 of node 1
+
+
+def test_collective_timeout_covers_hours_and_is_configurable():
+    from reasonops.train.launch import collective_timeout
+
+    assert collective_timeout({}) == 4 * 3600
+    assert collective_timeout({"REASONOPS_COLLECTIVE_TIMEOUT": "36000"}) == 36000

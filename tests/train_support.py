@@ -68,10 +68,17 @@ def resource_doc(model: Path | str, dataset: Path | str, output: Path | str, **s
     }
 
 
-def subprocess_env(tmp: Path) -> dict[str, str]:
+# What the operator sets on a one-process training pod today: a world size, a master, but no RANK
+# (only torchrun sets that, and a one-process pod is not launched through torchrun).
+POD_ENV = {"WORLD_SIZE": "1", "NNODES": "1", "NPROC_PER_NODE": "1", "NODE_RANK": "0",
+           "MASTER_ADDR": "tiny-0.tiny.test.svc", "MASTER_PORT": "29500"}
+
+
+def subprocess_env(tmp: Path, **extra: str) -> dict[str, str]:
+    """The environment of a training subprocess: a one-process pod's, plus `extra`."""
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
     env.update(REASONOPS_SCRATCH=str(tmp / "scratch"), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1")
-    return env
+    return {**env, **POD_ENV, **extra}
 
 
 def train_command(resource: Path, nproc: int = 1) -> list[str]:
@@ -81,9 +88,17 @@ def train_command(resource: Path, nproc: int = 1) -> list[str]:
             "-m", "reasonops.train", "--resource", str(resource)]
 
 
-def run_training(resource: Path, tmp: Path, nproc: int = 1, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run(train_command(resource, nproc), env=subprocess_env(tmp), cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)
+def run_training(resource: Path, tmp: Path, nproc: int = 1, timeout: float = 240, **extra: str) -> subprocess.CompletedProcess:
+    env = subprocess_env(tmp, **extra)
+    if nproc > 1:  # torchrun sets the rank variables of its workers itself
+        env = {k: v for k, v in env.items() if k not in POD_ENV}
+    return subprocess.run(train_command(resource, nproc), env=env, cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def summary_result(output: Path) -> dict[str, Any]:
+    """The result a finished run stored (what the operator copies into status)."""
+    return json.loads((output / "training_summary.json").read_text())["result"]
 
 
 def losses(output: Path) -> dict[int, float]:

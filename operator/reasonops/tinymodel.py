@@ -3,8 +3,9 @@
 Tests, benchmarks and the offline demo need a real model directory (config, safetensors weights,
 tokenizer, chat template, generation config) that transformers, DeepSpeed and an OpenAI-compatible
 server can load — without downloading anything. `build_tiny_model` trains a small byte-level BPE
-tokenizer on a built-in corpus of math text and writes a Qwen2-architecture model of the requested
-shape next to it.
+tokenizer on a built-in corpus of math text (or a given one) and writes a Qwen2-architecture model of the
+requested shape next to it. `pretrain` then gives such a model some knowledge: a short causal-LM run on
+plain texts (the demo's base model learns its arithmetic domain this way).
 
     python -m reasonops.tinymodel /tmp/tiny --layers 2 --hidden 64
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Callable
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
@@ -45,13 +47,18 @@ _CORPUS = [
 ]
 
 
-def build_tokenizer(vocab_size: int = 512):
-    """A byte-level BPE tokenizer with ChatML special tokens, trained on the built-in corpus."""
+def build_tokenizer(vocab_size: int = 512, corpus: list[str] | None = None, split_digits: bool = False):
+    """A byte-level BPE tokenizer with ChatML special tokens, trained on `corpus` (default: the built-in one).
+
+    `split_digits`: one token per digit, as Qwen2's tokenizer does; arithmetic is far easier to learn.
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = (pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+                         if split_digits else byte_level)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -59,7 +66,7 @@ def build_tokenizer(vocab_size: int = 512):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    tok.train_from_iterator(corpus or _CORPUS * 4, trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token="<|im_end|>",
@@ -83,6 +90,8 @@ def build_tiny_model(
     intermediate: int | None = None,
     vocab_size: int = 512,
     max_positions: int = 32768,
+    corpus: list[str] | None = None,
+    split_digits: bool = False,
 ) -> Path:
     """Write a random Qwen2-style model and its tokenizer to `out_dir`; return the directory."""
     import torch
@@ -90,7 +99,7 @@ def build_tiny_model(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer(vocab_size)
+    tokenizer = build_tokenizer(vocab_size, corpus, split_digits)
     config = Qwen2Config(
         vocab_size=len(tokenizer),
         hidden_size=hidden,
@@ -117,6 +126,56 @@ def build_tiny_model(
     tokenizer.save_pretrained(out)
     (out / "tiny_model.json").write_text(json.dumps({"seed": seed, "layers": layers, "hidden": hidden}))
     return out
+
+
+def pretrain(
+    model_dir: str | Path,
+    texts: list[str],
+    *,
+    steps: int,
+    batch_size: int = 64,
+    learning_rate: float = 3e-3,
+    seed: int = 0,
+    on_step: Callable[[int, float], None] | None = None,
+) -> float:
+    """Causal-LM training of the model in `model_dir` on `texts`, saved in place; returns the last loss.
+
+    One document per row, `batch_size` rows per step (the loss skips the padding). Deterministic for a
+    seed on CPU: fixed order, fixed initialisation, deterministic kernels.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model.train()
+    eot = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    docs = [[*ids, eot] for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
+    # One-cycle: a short warm-up, then cosine annealing to (almost) zero.
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate, total_steps=steps, pct_start=0.05)
+    loss = torch.zeros(())
+    for step in range(steps):
+        batch = [docs[(step * batch_size + i) % len(docs)] for i in range(batch_size)]
+        width = max(map(len, batch))
+        ids = torch.full((batch_size, width), eot)
+        labels = torch.full((batch_size, width), -100)
+        for row, doc in enumerate(batch):
+            ids[row, : len(doc)] = labels[row, : len(doc)] = torch.tensor(doc)
+        loss = model(input_ids=ids, labels=labels).loss
+        loss.backward()
+        loss = loss.detach()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        if on_step is not None:
+            on_step(step + 1, loss.item())
+    torch.use_deterministic_algorithms(False)
+    model.save_pretrained(model_dir, safe_serialization=True)
+    return float(loss)
 
 
 def main(argv: list[str] | None = None) -> None:

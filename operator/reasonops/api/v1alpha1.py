@@ -63,19 +63,16 @@ PERTURBATION_SEED = 0
 DATASET_BACKOFF_LIMIT = 2
 LORA_RANK = 64
 LORA_ALPHA = 128
-LORA_DROPOUT = "0.05"
+LORA_DROPOUT = "0"
 TRAINING_SEED = 42
-OVERLONG = "drop"
 ZERO_STAGE = 3
 CHECKPOINT_EVERY_EPOCHS = 1  # unless everySteps is set
-CHECKPOINT_KEEP = 3
 METHOD = "full"
 PRESET = "limo"
 ATTENTION = "flash_attention_2"
 NUM_NODES = 1
 RETRAIN_POLICY = "OnDatasetChange"
 FINETUNE_BACKOFF_LIMIT = 3
-EVAL_MAX_TOKENS = 32768
 PROTOCOL = "limo"
 BACKEND = "server"
 EVAL_BACKOFF_LIMIT = 2
@@ -427,7 +424,14 @@ class Hyperparameters(Model):
     weightDecay: Optional[NonNegativeDecimal] = Field(default=None, description="AdamW weight decay, 0 or more (default: the preset's).")
     maxGradNorm: Optional[PositiveDecimal] = Field(default=None, description="Gradient clipping norm, above 0 (default: the preset's).")
     seed: Optional[int] = defaulted(TRAINING_SEED, "Seed of data order and initialisation.", ge=0)
-    overlong: Optional[Literal["drop", "truncate"]] = defaulted(OVERLONG, "What to do with samples over maxLength.")
+    overlong: Optional[Literal["drop", "truncate"]] = Field(
+        default=None, description="What to do with samples over maxLength (default: the preset's; limo, sky-t1: truncate, as LLaMA-Factory's cutoff_len; none: drop)."
+    )
+    lossNormalisation: Optional[Literal["token", "sample"]] = Field(
+        default=None,
+        description="token: mean over every target token of the global batch; sample: mean of each sample's token mean "
+        "(default: the preset's; limo, sky-t1: sample, as their pinned LLaMA-Factory with one sample per device; none: token). sample needs microBatchSize 1.",
+    )
 
 
 class DeepSpeedSpec(Model):
@@ -452,7 +456,10 @@ class CheckpointPolicy(Model):
         default=None, ge=1, description=f"Checkpoint every N epochs (default: {CHECKPOINT_EVERY_EPOCHS} unless everySteps is set)."
     )
     everySteps: Optional[int] = Field(default=None, ge=1, description="Checkpoint every N optimizer steps (instead of epochs).")
-    keep: Optional[int] = defaulted(CHECKPOINT_KEEP, "Keep the last K checkpoints.", ge=1, le=100)
+    keep: Optional[int] = Field(
+        default=None, ge=0, le=1000,
+        description="Keep the last K checkpoints; 0 keeps every one (default: the preset's; limo and sky-t1 keep every one, none keeps 3).",
+    )
 
 
 class FineTuneJobSpec(Model):
@@ -555,7 +562,7 @@ class BenchmarkSpec(Model):
     samples: Optional[int] = Field(default=None, ge=1, le=1024, description="Samples per problem (default: the protocol's).")
     temperature: Optional[Temperature] = Field(default=None, description="Sampling temperature, 0 to 2 (default: the protocol's).")
     topP: Optional[TopP] = Field(default=None, description="Nucleus sampling, above 0 and at most 1 (default: the protocol's).")
-    maxTokens: Optional[int] = defaulted(EVAL_MAX_TOKENS, "Maximum new tokens.", ge=1, le=262144)
+    maxTokens: Optional[int] = Field(default=None, ge=1, le=262144, description="Maximum new tokens (default: the protocol's; 32768 for math, LiveCodeBench's 2000 for its code protocol).")
     seed: Optional[int] = Field(default=None, ge=0, description="Sampling seed (default: the protocol's).")
     path: Optional[Annotated[str, Field(min_length=1, max_length=1024)]] = Field(default=None, description="Load the problems from this file instead of the hub.")
     limit: Optional[int] = Field(default=None, ge=1, description="Evaluate only the first N problems.")

@@ -31,6 +31,7 @@ import torch
 log = logging.getLogger("reasonops.train")
 
 MARKER = "_COMPLETE"
+TRAIN_LOG = "train_log.jsonl"  # the loss curve up to the checkpoint's step, copied in before the marker
 TAG = "state"  # DeepSpeed's tag (sub-directory) inside each checkpoint
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -72,11 +73,13 @@ def remove_incomplete(root: Path) -> None:
 
 
 def save_checkpoint(engine: Any, root: Path, state: TrainerState, *, rank: int, keep: int,
-                    owner: Optional[bool] = None, remote: Optional[str] = None) -> Path:
+                    owner: Optional[bool] = None, remote: Optional[str] = None,
+                    train_log: Optional[Path] = None) -> Path:
     """Collective: every rank calls it. Returns the (local) checkpoint directory.
 
     `owner`: whether this process finalizes `root` (default: global rank 0; on node-local disks each
     node's local rank 0). `remote`: the object-store directory the checkpoint is mirrored to.
+    `train_log`: the loss curve so far (written by rank 0), copied into the checkpoint by rank 0.
     """
     owner = rank == 0 if owner is None else owner
     tmp, final = root / f".tmp-step-{state.step}", root / f"step-{state.step}"
@@ -87,12 +90,14 @@ def save_checkpoint(engine: Any, root: Path, state: TrainerState, *, rank: int, 
     engine.save_checkpoint(str(tmp), tag=TAG, client_state={"trainer": asdict(state)})
     torch.save(_rng_state(), tmp / f"rng-rank{rank}.pt")
     _barrier()
+    if rank == 0 and train_log is not None and train_log.exists():
+        shutil.copyfile(train_log, tmp / TRAIN_LOG)
     if owner:
         (tmp / "trainer_state.json").write_text(json.dumps(asdict(state), indent=2))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         write_marker(final)
-        for _, old in complete_checkpoints(root)[:-keep]:
+        for _, old in (complete_checkpoints(root)[:-keep] if keep else []):  # keep 0: every checkpoint
             shutil.rmtree(old, ignore_errors=True)
     _barrier()
     if remote:
@@ -117,7 +122,7 @@ def _mirror(local: Path, remote: str, *, rank: int, owner: bool, keep: int) -> N
         steps = _remote_steps(fs, base)
         complete = [step for step, done in steps if done]
         for step, done in steps:  # beyond `keep`, and uploads a crash left unfinished
-            if (done and step not in complete[-keep:]) or (not done and step < complete[-1]):
+            if (done and keep and step not in complete[-keep:]) or (not done and step < complete[-1]):
                 fs.rm(f"{base}/step-{step}", recursive=True)
         log.info("checkpoint %s mirrored to %s", local.name, remote)
     _barrier()

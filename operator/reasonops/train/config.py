@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
@@ -15,30 +16,55 @@ from ..api.common import decimal
 from ..api.v1alpha1 import LIMO_SYSTEM_PROMPT, FineTuneJobSpec
 from ..errors import WorkloadError
 
-# Recipe defaults (see /docs/recipes.md). Keys are Hyperparameters fields.
+# Recipe defaults, value by value with their sources in docs/recipes.md. Keys are Hyperparameters fields.
+# weightDecay 0 and maxGradNorm 1.0 are LLaMA-Factory's (transformers TrainingArguments') defaults.
 PRESETS: dict[str, dict[str, Any]] = {
-    # LIMO (LLaMA-Factory train_limo.yaml): 32 GPUs x batch 1, no accumulation.
+    # LIMO (GAIR-NLP/LIMO train/examples/train_limo.yaml): 32 GPUs x batch 1, no accumulation.
     "limo": {
         "learningRate": 5e-6, "epochs": 15, "scheduler": "cosine", "warmupRatio": 0.0, "maxLength": 16384,
         "globalBatchSize": 32, "microBatchSize": 1, "weightDecay": 0.0, "maxGradNorm": 1.0,
+        "overlong": "truncate", "lossNormalisation": "sample",
     },
-    # Sky-T1-32B-Preview; its LoRA variant uses rank 64, alpha 128, lr 1e-4.
+    # Sky-T1-32B-Preview (NovaSky-AI/SkyThought qwen2_full_sft_32B.yaml): 8 GPUs x batch 1 x accumulation 12.
     "sky-t1": {
         "learningRate": 1e-5, "epochs": 3, "scheduler": "cosine", "warmupRatio": 0.1, "maxLength": 16384,
         "globalBatchSize": 96, "microBatchSize": 1, "weightDecay": 0.0, "maxGradNorm": 1.0,
+        "overlong": "truncate", "lossNormalisation": "sample",
     },
     "none": {
         "learningRate": 1e-5, "epochs": 3, "scheduler": "cosine", "warmupRatio": 0.0, "maxLength": 4096,
         "globalBatchSize": 32, "microBatchSize": 1, "weightDecay": 0.0, "maxGradNorm": 1.0,
+        "overlong": "drop", "lossNormalisation": "token",
     },
 }
+# Sky-T1's LoRA config (qwen2_lora_config.yaml): rank 64, lr 1e-4, LLaMA-Factory's alpha (2 x rank) and dropout 0.
 LORA_PRESETS: dict[str, dict[str, Any]] = {
     "limo": {"learningRate": 1e-4},
     "sky-t1": {"learningRate": 1e-4},
     "none": {"learningRate": 1e-4},
 }
+KEEP_ALL = 0  # checkpoints.keep: 0 keeps every checkpoint
+
+
+@dataclass(frozen=True)
+class RunPreset:
+    """What a preset decides beyond the hyperparameters."""
+
+    system_prompt: Optional[str]  # added to rows without a system turn; None: the data's own only
+    offload: bool  # ZeRO-3 CPU offload of parameters and optimizer state
+    checkpoint_every_steps: Optional[int]  # None: every epoch
+    checkpoint_keep: int
+
+
+RUN_PRESETS: dict[str, RunPreset] = {
+    # LIMO: save_strategy epoch, every checkpoint kept (the authors published epoch 9 of 15); ds_z3_config.json.
+    "limo": RunPreset(system_prompt=LIMO_SYSTEM_PROMPT, offload=False, checkpoint_every_steps=None, checkpoint_keep=KEEP_ALL),
+    # Sky-T1: save_steps 100, no save_total_limit; ds_z3_offload_config.json (full and LoRA); the data's system prompt.
+    "sky-t1": RunPreset(system_prompt=None, offload=True, checkpoint_every_steps=100, checkpoint_keep=KEEP_ALL),
+    "none": RunPreset(system_prompt=LIMO_SYSTEM_PROMPT, offload=False, checkpoint_every_steps=None, checkpoint_keep=3),
+}
 DEFAULT_SEED = 42
-DEFAULT_LORA = {"rank": 64, "alpha": 128, "dropout": 0.05}
+DEFAULT_LORA = {"rank": 64, "alpha": 128, "dropout": 0.0}
 
 
 @dataclass
@@ -63,7 +89,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     seed: int = DEFAULT_SEED
-    overlong: Literal["drop", "truncate"] = "drop"
+    overlong: Literal["drop", "truncate"] = "truncate"
+    loss_normalisation: Literal["token", "sample"] = "sample"
     zero_stage: int = 3
     offload_optimizer: bool = False
     offload_params: bool = False
@@ -80,11 +107,15 @@ class TrainConfig:
     gpus_per_node: int = 8
     checkpoint_every_epochs: Optional[int] = 1
     checkpoint_every_steps: Optional[int] = None
-    checkpoint_keep: int = 3
+    checkpoint_keep: int = KEEP_ALL  # 0: every checkpoint
     extra: dict[str, Any] = field(default_factory=dict)  # recorded, not interpreted (e.g. dataset revision)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    def warmup_steps(self, total_steps: int) -> int:
+        """Warm-up steps of the schedule, rounded up as transformers' TrainingArguments.get_warmup_steps does."""
+        return math.ceil(self.warmup_ratio * total_steps)
 
     def gradient_accumulation(self, world_size: int) -> int:
         """Micro-steps per optimizer step so that one step sees exactly global_batch_size samples."""
@@ -95,6 +126,12 @@ class TrainConfig:
                 f"globalBatchSize {self.global_batch_size} is not divisible by microBatchSize "
                 f"{self.micro_batch_size} x world size {world_size} = {per_step}; choose a global batch that is a "
                 f"multiple of {per_step}",
+            )
+        if self.loss_normalisation == "sample" and self.micro_batch_size != 1:
+            raise WorkloadError(
+                "InvalidSpec",
+                f"lossNormalisation sample averages each sample's loss, which needs microBatchSize 1 (got "
+                f"{self.micro_batch_size}); use lossNormalisation token or microBatchSize 1",
             )
         return self.global_batch_size // per_step
 
@@ -131,7 +168,12 @@ def config_from_resource(doc: dict[str, Any]) -> TrainConfig:
     ds = spec.deepspeed
     lora = spec.lora
     ckpt = spec.checkpoints
-    every_steps = ckpt.everySteps if ckpt else None
+    run = RUN_PRESETS[preset]
+    if ckpt and (ckpt.everySteps or ckpt.everyEpochs):
+        every_steps = ckpt.everySteps
+    else:
+        every_steps = run.checkpoint_every_steps
+    offload = run.offload and (ds is None or ds.zeroStage in (None, 3))
     return TrainConfig(
         model=spec.baseModel.name,
         model_revision=spec.baseModel.revision,
@@ -151,10 +193,11 @@ def config_from_resource(doc: dict[str, Any]) -> TrainConfig:
         weight_decay=float(decimal(str(hp["weightDecay"]))),
         max_grad_norm=float(decimal(str(hp["maxGradNorm"]))),
         seed=int(hp.get("seed", DEFAULT_SEED)),
-        overlong=hp.get("overlong", "drop"),
+        overlong=hp["overlong"],
+        loss_normalisation=hp["lossNormalisation"],
         zero_stage=3 if ds is None or ds.zeroStage is None else ds.zeroStage,
-        offload_optimizer=bool(ds and ds.offloadOptimizer),
-        offload_params=bool(ds and ds.offloadParams),
+        offload_optimizer=offload if ds is None or ds.offloadOptimizer is None else ds.offloadOptimizer,
+        offload_params=offload if ds is None or ds.offloadParams is None else ds.offloadParams,
         lora_rank=(lora.rank if lora and lora.rank else DEFAULT_LORA["rank"]),
         lora_alpha=(lora.alpha if lora and lora.alpha else DEFAULT_LORA["alpha"]),
         lora_dropout=float(decimal(lora.dropout if lora else None, DEFAULT_LORA["dropout"])),
@@ -162,14 +205,14 @@ def config_from_resource(doc: dict[str, Any]) -> TrainConfig:
         attention=spec.attention or "flash_attention_2",
         packing=True if spec.packing is None else spec.packing,
         gradient_checkpointing=True if spec.gradientCheckpointing is None else spec.gradientCheckpointing,
-        system_prompt=LIMO_SYSTEM_PROMPT if spec.systemPrompt is None else spec.systemPrompt,
+        system_prompt=run.system_prompt if spec.systemPrompt is None else spec.systemPrompt,
         chat_template=spec.chatTemplate,
         num_nodes=spec.numNodes or 1,
         gpus_per_node=8 if spec.gpusPerNode is None else spec.gpusPerNode,
-        # everySteps replaces the per-epoch schedule; LIMO keeps one checkpoint per epoch.
+        # everySteps replaces the per-epoch schedule.
         checkpoint_every_epochs=None if every_steps else ((ckpt.everyEpochs if ckpt else None) or 1),
         checkpoint_every_steps=every_steps,
-        checkpoint_keep=(ckpt.keep if ckpt and ckpt.keep else 3),
+        checkpoint_keep=run.checkpoint_keep if ckpt is None or ckpt.keep is None else ckpt.keep,
         extra={"datasetRevision": context.get("datasetRevision")},
     )
 

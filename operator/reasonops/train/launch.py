@@ -22,7 +22,7 @@ import socket
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, MutableMapping, Optional, Sequence
 
 from ..errors import WorkloadError
 
@@ -30,6 +30,7 @@ log = logging.getLogger("reasonops.train")
 
 DEFAULT_RESOURCE = "/etc/reasonops/resource.json"
 DEFAULT_TIMEOUT_S = 300.0  # rendezvous and first collective; override with REASONOPS_RENDEZVOUS_TIMEOUT
+DEFAULT_COLLECTIVE_TIMEOUT_S = 4 * 3600.0  # every later collective; override with REASONOPS_COLLECTIVE_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -170,20 +171,51 @@ def init_distributed(timeout_s: Optional[float] = None) -> DistInfo:
 
     timeout_s = timeout_s or rendezvous_timeout()
     if not dist.is_initialized():
-        if "WORLD_SIZE" not in os.environ:
-            os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-                              MASTER_PORT=str(_free_port()))
+        single_process_env(os.environ)
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         local_rank = int(os.environ.get("LOCAL_RANK", 0))
         if backend == "nccl":
             torch.cuda.set_device(local_rank)
         try:
-            dist.init_process_group(backend, timeout=_dt.timedelta(seconds=max(timeout_s, 1800)))
+            dist.init_process_group(backend, timeout=_dt.timedelta(seconds=collective_timeout()))
         except Exception as exc:
             raise WorkloadError("RendezvousFailed", _where(f"could not join the process group: {exc}")) from exc
     info = DistInfo(dist.get_rank(), int(os.environ.get("LOCAL_RANK", 0)), dist.get_world_size(), dist.get_backend())
     _check_all_reduce(info, timeout_s)
     return info
+
+
+def single_process_env(env: MutableMapping[str, str]) -> None:
+    """Make a process that torchrun did not start (no RANK) the rank 0 of a one-process group.
+
+    The operator sets WORLD_SIZE=1, NNODES=1, NPROC_PER_NODE=1 and MASTER_ADDR/PORT on every training pod,
+    but only torchrun sets RANK and LOCAL_RANK: a one-process pod is not launched through torchrun, so it
+    gets them here, with a free local port (the pod's MASTER_ADDR may name a Service it cannot bind).
+    """
+    if "RANK" in env:
+        return
+    world = int(env.get("WORLD_SIZE") or 1)
+    if world != 1:
+        raise WorkloadError("RendezvousFailed", f"WORLD_SIZE is {world} but RANK is not set: a job of {world} "
+                            "processes must be started by torchrun (reasonops workload launches it)")
+    env.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+
+
+def is_reporting_rank(env: Mapping[str, str]) -> bool:
+    """Whether this process reports the job's final result (status, termination message): global rank 0.
+
+    A process without RANK was not started by torchrun and is the only process of its job.
+    """
+    return int(env.get("RANK") or 0) == 0
+
+
+def collective_timeout(env: Mapping[str, str] = os.environ) -> float:
+    """Seconds a collective may wait for the slowest rank (REASONOPS_COLLECTIVE_TIMEOUT, default 4 hours).
+
+    Other ranks wait in a barrier while rank 0 gathers and writes a 32B export or one node downloads the
+    base model slowly; 30 minutes (torch's default) is too short for either. LIMO's recipe sets 180000000 s.
+    """
+    return float(env.get("REASONOPS_COLLECTIVE_TIMEOUT") or DEFAULT_COLLECTIVE_TIMEOUT_S)
 
 
 def _check_all_reduce(info: DistInfo, timeout_s: float) -> None:

@@ -12,12 +12,17 @@ import torch
 
 log = logging.getLogger("reasonops.train")
 
-# Dense bf16 peak FLOP/s per device (vendor datasheets, without sparsity); matched on the device name.
+# Dense bf16 peak FLOP/s per device (NVIDIA datasheets, without sparsity); matched on the device name as
+# torch reports it ("NVIDIA H100 PCIe", "NVIDIA H100 NVL", "NVIDIA H100 80GB HBM3" for SXM), first match wins.
 PEAK_FLOPS: dict[str, float] = {
     "GB200": 2.5e15,
     "B200": 2.25e15,
+    "H200 NVL": 835e12,
     "H200": 989e12,
+    "H100 NVL": 835e12,
+    "H100 PCIE": 756e12,
     "H100": 989e12,
+    "H800 PCIE": 756e12,
     "H800": 989e12,
     "H20": 148e12,
     "A100": 312e12,
@@ -42,15 +47,24 @@ def device_peak_flops(device: torch.device) -> Optional[float]:
     return None
 
 
-def train_flops(params: int, lengths: list[int], *, hidden: int, layers: int, lora: bool = False) -> float:
-    """FLOPs of a forward+backward pass over samples of these lengths.
+def train_flops(params: int, lengths: list[int], *, attention_width: int, layers: int, lora: bool = False) -> float:
+    """FLOPs of a forward+backward pass over samples of these lengths, as PaLM (appendix B) and torchtitan count:
 
-    6·N per token (forward 2N, backward 4N) plus causal attention 6·s·d·L per token; with LoRA the frozen
-    weights get no weight gradient, so 4·N (recomputation by gradient checkpointing is not counted: MFU).
+    6·N per token (forward 2N, backward 4N) plus attention 12·L·W·s per token of a sample of s tokens, where
+    W = heads x head_dim (the width of QK^T and AV, e.g. 64 x 128 = 8192 for Qwen3-32B, not its hidden 5120).
+    The causal mask is not credited (half of those FLOPs are masked), so figures compare with papers. With
+    LoRA the frozen weights get no weight gradient: 4·N. Recomputation (gradient checkpointing) is not work.
     """
     per_token = (4 if lora else 6) * params
-    attention = 6 * hidden * layers * sum(n * n for n in lengths)
+    attention = 12 * layers * attention_width * sum(n * n for n in lengths)
     return per_token * sum(lengths) + attention
+
+
+def attention_width(config: object) -> int:
+    """heads x head_dim of a transformers config (head_dim defaults to hidden / heads)."""
+    heads = config.num_attention_heads  # type: ignore[attr-defined]
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads  # type: ignore[attr-defined]
+    return heads * head_dim
 
 
 @dataclass

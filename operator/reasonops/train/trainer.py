@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import signal
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -30,7 +32,7 @@ from .data import (
     target_tokens,
 )
 from .launch import DistInfo, init_distributed
-from .metrics import PrometheusMetrics, Throughput, device_peak_flops, train_flops
+from .metrics import PrometheusMetrics, Throughput, attention_width, device_peak_flops, train_flops
 from .modeling import (
     choose_attention,
     count_parameters,
@@ -48,7 +50,7 @@ T = TypeVar("T")
 
 SUMMARY = "training_summary.json"
 RESOLVED_CONFIG = "train_config.json"
-TRAIN_LOG = "train_log.jsonl"  # one line per optimizer step (rank 0)
+TRAIN_LOG = ckpt.TRAIN_LOG  # one line per optimizer step (rank 0)
 SCHEDULERS = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
 
 
@@ -110,7 +112,7 @@ def _train(config: TrainConfig, reporter: Reporter, info: DistInfo) -> dict[str,
         _zero3_loading = HfDeepSpeedConfig(ds_config)  # noqa: F841 - while alive, from_pretrained partitions
     model = load_model(base_dir, config, dtype=dtype, attention=attention, device=device)
     n_params = count_parameters(model)
-    warmup = round(config.warmup_ratio * total_steps)
+    warmup = config.warmup_steps(total_steps)
     engine, _, _, _ = deepspeed.initialize(
         model=model,
         model_parameters=parameter_groups(model, config.weight_decay),
@@ -123,7 +125,6 @@ def _train(config: TrainConfig, reporter: Reporter, info: DistInfo) -> dict[str,
     root = work / "checkpoints"
     # A URI output stages on each node's own disk and mirrors checkpoints to the object store.
     remote = f"{config.output.rstrip('/')}/checkpoints" if is_uri(config.output) else None
-    remote_log = f"{config.output.rstrip('/')}/{TRAIN_LOG}"  # the loss curve's copy beside a remote checkpoint
     owner = info.local_rank == 0 if remote else is_main
     if owner:
         ckpt.remove_incomplete(root)
@@ -131,22 +132,24 @@ def _train(config: TrainConfig, reporter: Reporter, info: DistInfo) -> dict[str,
             ckpt.fetch_latest(root, remote)
     _barrier()
     state = ckpt.TrainerState()
-    latest: Optional[str] = None  # the newest checkpoint, as status shows it (remote for a URI output)
+    latest: Optional[str] = None  # the newest checkpoint, relative to the output (see checkpoint_location)
+    reached = 0  # the highest step this run reported before a restart: status never goes below it
     resume = ckpt.latest_checkpoint(root)
     if resume is not None:
         state = ckpt.load_checkpoint(engine, resume, rank=info.rank)
-        latest = f"{remote}/{resume.name}" if remote else str(resume)
-        log.info("resumed from %s at step %d", latest, state.step)
+        latest = checkpoint_location(resume)
+        log.info("resumed from %s/%s at step %d", config.output.rstrip("/"), latest, state.step)
     resumed_seconds = state.seconds
     if is_main:
-        if remote and resume is not None and not (work / TRAIN_LOG).exists():
-            _transfer(remote_log, work / TRAIN_LOG, upload=False)
-        _trim_train_log(work / TRAIN_LOG, state.step)
+        reached = _restore_train_log(work / TRAIN_LOG, resume)
         (work / RESOLVED_CONFIG).write_text(config.to_json())
+        if resume is not None:
+            reporter.update(stage="train", message=f"resumed from {latest} at step {state.step}",
+                            step=max(state.step, reached), totalSteps=total_steps, latestCheckpoint=latest, force=True)
 
     text_config = getattr(model.config, "get_text_config", lambda: model.config)()
     flops_of = lambda lengths: train_flops(  # noqa: E731
-        n_params, lengths, hidden=text_config.hidden_size, layers=text_config.num_hidden_layers,
+        n_params, lengths, attention_width=attention_width(text_config), layers=text_config.num_hidden_layers,
         lora=config.method == "lora")
     peak = device_peak_flops(device)
     meter = Throughput(total_steps, state.step, peak * info.world_size if peak else None)
@@ -163,18 +166,18 @@ def _train(config: TrainConfig, reporter: Reporter, info: DistInfo) -> dict[str,
         lr = engine.get_lr()[0]
         done = train_step(engine, [[samples[i] for i in m] for m in micro], packing=config.packing,
                           pad_id=tokenizer.pad_token_id, device=device, gas=gas, world=info.world_size,
-                          flops_of=flops_of)
+                          flops_of=flops_of, normalisation=config.loss_normalisation)
         state.step, state.epoch = state.step + 1, epoch
         state.tokens += done.tokens
         state.last_loss = done.loss
         state.seconds = time.monotonic() - loop_started
         meter.add(done.tokens, done.flops)
-        saved = _maybe_checkpoint(engine, root, state, config, per_epoch, info.rank, owner, remote)
-        latest = saved or latest
+        if is_main:  # the step's line first: a checkpoint of this step carries it (no gap after a kill)
+            _log_step(work / TRAIN_LOG, state, per_epoch, lr, meter)
+        latest = _maybe_checkpoint(engine, root, state, config, per_epoch, info.rank, owner, remote,
+                                   work / TRAIN_LOG) or latest
         if is_main:
-            _report(reporter, prom, meter, state, total_steps, per_epoch, lr, latest, work)
-            if saved and remote:  # the loss curve so far goes with the checkpoint, for a resume elsewhere
-                _transfer(remote_log, work / TRAIN_LOG, upload=True)
+            _report(reporter, prom, meter, state, total_steps, per_epoch, lr, latest, reached)
 
     if is_main:
         reporter.update(stage="export", message=f"writing the final model to {config.output}/model", force=True)
@@ -207,12 +210,16 @@ def train_step(
     gas: int,
     world: int,
     flops_of: Callable[[list[int]], float],
+    normalisation: str = "token",
 ) -> StepResult:
     """One optimizer step over this rank's micro batches (every rank calls it with its share).
 
-    The loss is the mean over every target token of the global batch, whatever the split into ranks and
-    micro batches: each micro batch's summed cross-entropy is divided by the global target count scaled by
-    world x gas, which DeepSpeed's division by the accumulation steps and averaging over ranks then undo.
+    normalisation "token": the loss is the mean over every target token of the global batch, whatever the
+    split into ranks and micro batches: each micro batch's summed cross-entropy is divided by the global
+    target count scaled by world x gas, which DeepSpeed's division by the accumulation steps and averaging
+    over ranks then undo. "sample" (micro batches of one sample): the mean over the global batch's samples
+    of each sample's mean token loss, as Hugging Face's Trainer computes it with one sample per device and
+    no accumulation (LIMO): each sample's sum is divided by its own target count x samples / (world x gas).
     """
     batches = [collate(m, packing=packing, pad_id=pad_id) for m in micro_batches]
     lengths = [len(s.input_ids) for m in micro_batches for s in m]
@@ -221,22 +228,39 @@ def train_step(
          flops_of(lengths)], dtype=torch.float64, device=device)
     _all_reduce(totals)
     targets, real, processed, flops = totals.tolist()
-    per_micro = targets / (world * gas)
+    samples = len(lengths) * world  # every rank holds the same number of samples per step
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     for batch in batches:
-        out = engine(**{k: v.to(device) for k, v in batch.items()}, use_cache=False, num_items_in_batch=per_micro)
+        # The divisor of this micro batch's summed cross-entropy, and what undoes it for the logged mean.
+        if normalisation == "sample":
+            divisor, weight = target_tokens(batch) * samples / (world * gas), samples / (world * gas)
+        else:
+            divisor = weight = targets / (world * gas)
+        out = engine(**{k: v.to(device) for k, v in batch.items()}, use_cache=False, num_items_in_batch=divisor)
         engine.backward(out.loss)
         engine.step()
-        loss_sum += out.loss.detach().double() * per_micro
+        loss_sum += out.loss.detach().double() * weight
     _all_reduce(loss_sum)
-    return StepResult(float(loss_sum) / targets, int(real), int(processed), flops)
+    return StepResult(float(loss_sum) / (samples if normalisation == "sample" else targets), int(real),
+                      int(processed), flops)
+
+
+def checkpoint_location(path: Path) -> str:
+    """How a checkpoint is named in status and results: relative to the run's output, e.g. `checkpoints/step-8`.
+
+    The same whatever the output is (volume, path, object store) and wherever the pod mounts it.
+    """
+    return f"checkpoints/{path.name}"
+
+
+CRASH_AFTER_CHECKPOINT = "REASONOPS_CRASH_AFTER_CHECKPOINT"  # fault injection for resume tests: a step number
 
 
 def _maybe_checkpoint(
     engine: Any, root: Path, state: ckpt.TrainerState, config: TrainConfig, per_epoch: int, rank: int,
-    owner: bool, remote: Optional[str],
+    owner: bool, remote: Optional[str], train_log: Path,
 ) -> Optional[str]:
-    """The checkpoint written at this step (its remote location for a URI output), if one was due."""
+    """The checkpoint written at this step (see checkpoint_location), if one was due."""
     if config.checkpoint_every_steps:
         due = state.step % config.checkpoint_every_steps == 0
     else:
@@ -244,8 +268,13 @@ def _maybe_checkpoint(
         due = end_of_epoch and (state.step // per_epoch) % (config.checkpoint_every_epochs or 1) == 0
     if not due:
         return None
-    local = ckpt.save_checkpoint(engine, root, state, rank=rank, keep=config.checkpoint_keep, owner=owner, remote=remote)
-    return f"{remote}/{local.name}" if remote else str(local)
+    local = ckpt.save_checkpoint(engine, root, state, rank=rank, keep=config.checkpoint_keep, owner=owner,
+                                 remote=remote, train_log=train_log)
+    if os.environ.get(CRASH_AFTER_CHECKPOINT) == str(state.step):
+        # As a kill at the worst moment: the checkpoint is complete, nothing after it has happened.
+        log.warning("%s=%d: killing this process after its checkpoint", CRASH_AFTER_CHECKPOINT, state.step)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return checkpoint_location(local)
 
 
 def _report(
@@ -257,7 +286,7 @@ def _report(
     per_epoch: int,
     lr: float,
     latest: Optional[str],
-    work: Path,
+    reached: int,
 ) -> None:
     epoch = state.step / per_epoch
     tps, mfu, eta = meter.tokens_per_second(), meter.mfu(), meter.eta_seconds(state.step)
@@ -267,7 +296,7 @@ def _report(
         stage="train",
         message=f"step {state.step}/{total_steps} epoch {epoch:.2f} loss {loss:.4f} lr {lr:.3g} "
         f"tokens/s {tps:.0f} mfu {mfu_text} eta {eta}s",
-        step=state.step,
+        step=max(state.step, reached),  # steps redone after a restart do not move status backwards
         totalSteps=total_steps,
         epoch=f"{epoch:.2f}",
         loss=f"{loss:.4f}",
@@ -280,9 +309,16 @@ def _report(
     if prom is not None:
         prom.set(step=state.step, total_steps=total_steps, epoch=epoch, loss=loss, learning_rate=lr,
                  tokens_per_second=tps, mfu=mfu, eta_seconds=eta, tokens=state.tokens)
-    with open(work / TRAIN_LOG, "a") as fh:
-        fh.write(json.dumps({"step": state.step, "epoch": round(epoch, 4), "loss": loss, "lr": lr,
-                             "tokens": state.tokens, "tokensPerSecond": round(tps, 1)}) + "\n")
+
+
+def _log_step(path: Path, state: ckpt.TrainerState, per_epoch: int, lr: float, meter: Throughput) -> None:
+    """Append this step's line to the loss curve, on disk before anything else happens."""
+    line = {"step": state.step, "epoch": round(state.step / per_epoch, 4), "loss": state.last_loss, "lr": lr,
+            "tokens": state.tokens, "tokensPerSecond": round(meter.tokens_per_second(), 1)}
+    with open(path, "a") as fh:
+        fh.write(json.dumps(line) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 # --------------------------------------------------------------------------------- run bookkeeping
@@ -343,6 +379,7 @@ def _write_summary(work: Path, config: TrainConfig, state: ckpt.TrainerState, st
         "mfu": meter.mfu(),
         "parameters": n_params,
         "attention": attention,
+        "lossNormalisation": config.loss_normalisation,  # token or sample: see train_step
         "samples": {"rows": stats.rows, "kept": stats.kept, "bad": stats.bad,
                     "overlongDropped": stats.overlong_dropped, "truncated": stats.truncated,
                     "tokens": stats.tokens, "targetTokens": stats.label_tokens},
@@ -353,27 +390,27 @@ def _write_summary(work: Path, config: TrainConfig, state: ckpt.TrainerState, st
     ckpt.write_marker(work)  # last: the run is complete
 
 
-def _trim_train_log(path: Path, step: int) -> None:
-    """After a resume, forget log lines of steps that are being redone."""
+def _restore_train_log(path: Path, resume: Optional[Path]) -> int:
+    """Put the loss curve back as the checkpoint resumed from holds it; return the highest step logged before.
+
+    Each checkpoint carries the curve up to its own step (ckpt.save_checkpoint), so a resume on another
+    node's empty disk continues it, and lines of steps being redone are dropped.
+    """
+    before = _steps_logged(path)
+    if resume is None:
+        path.unlink(missing_ok=True)
+    elif (resume / ckpt.TRAIN_LOG).exists():
+        shutil.copyfile(resume / ckpt.TRAIN_LOG, path)
+    else:
+        log.warning("%s carries no loss curve; the training log restarts here", resume)
+        path.unlink(missing_ok=True)
+    return max(before, default=0)
+
+
+def _steps_logged(path: Path) -> list[int]:
     if not path.exists():
-        return
-    lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in lines))
-
-
-def _transfer(uri: str, local: Path, *, upload: bool) -> None:
-    """One file to or from the object store; a missing source is not an error (nothing to carry over)."""
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(uri)
-    try:
-        if upload:
-            fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-            fs.put_file(str(local), path)
-        else:
-            fs.get_file(path, str(local))
-    except FileNotFoundError:
-        log.warning("%s not found; the training log starts here", uri if not upload else local)
+        return []
+    return [json.loads(line)["step"] for line in path.read_text().splitlines() if line.strip()]
 
 
 def _upload(work: Path, uri: str) -> None:
