@@ -250,7 +250,7 @@ def test_one_process_pod_env_gets_a_rank_and_a_local_master():
 
 
 def test_only_global_rank_zero_reports():
-    from reasonops.train import is_reporting_rank
+    from reasonops.contract import is_reporting_process as is_reporting_rank  # one owner: the contract
 
     assert is_reporting_rank({}) and is_reporting_rank({"RANK": "0", "LOCAL_RANK": "0"})
     assert not is_reporting_rank({"RANK": "1", "LOCAL_RANK": "1"})

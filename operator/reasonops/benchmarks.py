@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from .api import common as reasons
 from .errors import WorkloadError
 
 BENCHMARK_DIR_ENV = "REASONOPS_BENCHMARK_DIR"
@@ -102,7 +103,7 @@ def _first(row: dict[str, Any], names: tuple[str, ...], what: str, index: int) -
     for name in names:
         if row.get(name) not in (None, ""):
             return row[name]
-    raise WorkloadError("BenchmarkUnavailable", f"row {index} has no {what} (looked for {', '.join(names)})")
+    raise WorkloadError(reasons.REASON_BENCHMARK_UNAVAILABLE, f"row {index} has no {what} (looked for {', '.join(names)})")
 
 
 def _row_id(row: dict[str, Any], index: int) -> str:
@@ -247,10 +248,10 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
                 try:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError as exc:
-                    raise WorkloadError("BenchmarkUnavailable", f"{path}:{number}: not JSON: {exc}") from exc
+                    raise WorkloadError(reasons.REASON_BENCHMARK_UNAVAILABLE, f"{path}:{number}: not JSON: {exc}") from exc
         return rows
     except (OSError, ValueError, KeyError) as exc:
-        raise WorkloadError("BenchmarkUnavailable", f"cannot read {path}: {exc}") from exc
+        raise WorkloadError(reasons.REASON_BENCHMARK_UNAVAILABLE, f"cannot read {path}: {exc}") from exc
 
 
 def _file_in(directory: Path, name: str) -> Path | None:
@@ -274,7 +275,7 @@ def benchmark_def(name: str) -> BenchmarkDef:
     try:
         return REGISTRY[name]
     except KeyError:
-        raise WorkloadError("UnknownBenchmark", f"no benchmark {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
+        raise WorkloadError(reasons.REASON_UNKNOWN_BENCHMARK, f"no benchmark {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
 
 
 def load_benchmark(
@@ -331,7 +332,7 @@ def load_benchmark_with_source(
         candidate = Path(path)
         file = _file_in(candidate, name) if candidate.is_dir() else candidate if candidate.is_file() else None
         if file is None:
-            raise WorkloadError("BenchmarkUnavailable", f"{name}: no file at {path} (nor {name}.jsonl/.json/.parquet in it)")
+            raise WorkloadError(reasons.REASON_BENCHMARK_UNAVAILABLE, f"{name}: no file at {path} (nor {name}.jsonl/.json/.parquet in it)")
         rows = read_rows(file)
     elif os.environ.get(BENCHMARK_DIR_ENV):
         directory = Path(os.environ[BENCHMARK_DIR_ENV])
@@ -356,7 +357,7 @@ def load_benchmark_with_source(
             }
         items = _unique_ids([definition.read_row(row, i) for i, row in enumerate(r for r in rows if definition.keep_row(r))])
         if not items:
-            raise WorkloadError("BenchmarkUnavailable", f"{name}: no problems found ({'; '.join(looked) or path})")
+            raise WorkloadError(reasons.REASON_BENCHMARK_UNAVAILABLE, f"{name}: no problems found ({'; '.join(looked) or path})")
     if released_from or released_until:
         from .codebench import in_window
 
@@ -394,7 +395,7 @@ def _hub_rows(definition: BenchmarkDef, revision: str | None, cache_dir: str | N
         return _load_hub(hub, revision, cache_dir)
     except Exception as exc:  # datasets raises many types: offline, gated, missing, network
         raise WorkloadError(
-            "BenchmarkUnavailable",
+            reasons.REASON_BENCHMARK_UNAVAILABLE,
             f"{definition.name}: looked at {'; '.join(looked)}: {type(exc).__name__}: {exc}"[:1000]
             + f". Mount the file and set path (or ${BENCHMARK_DIR_ENV}), or make the hub reachable.",
         ) from exc

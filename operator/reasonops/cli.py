@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from .api import common as reasons
 from .errors import WorkloadError
 
 
@@ -50,7 +51,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .runner import run_local
 
     if Path(args.output).exists() and not Path(args.output).is_dir():
-        raise WorkloadError("InvalidArgument", f"--output {args.output} is a file; give a directory (it is created if missing)")
+        raise WorkloadError(reasons.REASON_INVALID_ARGUMENT, f"--output {args.output} is a file; give a directory (it is created if missing)")
     summaries = run_local(args.file, args.output, only=args.only)
     for s in summaries:
         print(f"{s['kind']:<17} {s['name']:<24} revision {s['revision']}  {s['seconds']:>7}s  {s['location']}")

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from .benchmarks import BUILT_IN, REGISTRY, BenchmarkDef, BenchmarkItem, HubSource, Sampling
+from .api import common as reasons
 from .errors import WorkloadError
 from .grading import GradeResult
 from .sandbox import Execution, Job, Limits, Sandbox, TestCase
@@ -74,7 +75,7 @@ class CodeProblem:
 
     def tests(self, which: str = "all") -> tuple[TestCase, ...]:
         if self.private_encoded is not None:
-            raise WorkloadError("BenchmarkUnavailable", "private tests are still encoded (decode_private first)")
+            raise WorkloadError(reasons.REASON_BENCHMARK_UNAVAILABLE, "private tests are still encoded (decode_private first)")
         return self.private if which == "private" and self.private else self.public + self.private
 
 
@@ -89,13 +90,13 @@ def _json_field(row: dict[str, Any], name: str, index: int, default: Any = None)
         try:
             return json.loads(value)
         except json.JSONDecodeError as exc:
-            raise WorkloadError("BenchmarkUnavailable", f"row {index}: {name} is not JSON: {exc}") from exc
+            raise WorkloadError(reasons.REASON_BENCHMARK_UNAVAILABLE, f"row {index}: {name} is not JSON: {exc}") from exc
     return value
 
 
 def _lcb_tests(cases: Any, index: int, what: str) -> tuple[tuple[TestCase, ...], set[str]]:
     if not isinstance(cases, list) or not all(isinstance(c, dict) and "input" in c and "output" in c for c in cases):
-        raise WorkloadError("BenchmarkUnavailable", f"row {index}: {what} is not a list of {{input, output}} objects")
+        raise WorkloadError(reasons.REASON_BENCHMARK_UNAVAILABLE, f"row {index}: {what} is not a list of {{input, output}} objects")
     return tuple(TestCase(str(c["input"]), str(c["output"])) for c in cases), {str(c.get("testtype", "stdin")) for c in cases}
 
 
@@ -118,7 +119,7 @@ def read_lcb_row(row: dict[str, Any], index: int) -> BenchmarkItem:
     """A LiveCodeBench code-generation row; compressed private tests stay encoded until decode_private."""
     question = row.get("question_content")
     if not question:
-        raise WorkloadError("BenchmarkUnavailable", f"row {index} has no question_content (not LiveCodeBench's layout)")
+        raise WorkloadError(reasons.REASON_BENCHMARK_UNAVAILABLE, f"row {index} has no question_content (not LiveCodeBench's layout)")
     public, types = _lcb_tests(_json_field(row, "public_test_cases", index, "[]"), index, "public_test_cases")
     private: tuple[TestCase, ...] = ()
     encoded = None
@@ -133,7 +134,7 @@ def read_lcb_row(row: dict[str, Any], index: int) -> BenchmarkItem:
     mode = "functional" if "functional" in types else "stdin"
     fn_name = metadata.get("func_name") if isinstance(metadata, dict) else None
     if mode == "functional" and not fn_name:
-        raise WorkloadError("BenchmarkUnavailable", f"row {index}: functional tests but no metadata.func_name")
+        raise WorkloadError(reasons.REASON_BENCHMARK_UNAVAILABLE, f"row {index}: functional tests but no metadata.func_name")
     released = str(row.get("contest_date") or "")[:10] or None
     code = CodeProblem(mode, public, private, fn_name, str(row.get("starter_code") or ""), row.get("platform"),
                        row.get("difficulty"), encoded, FUNCTIONAL_PREAMBLE if mode == "functional" else "")
@@ -145,7 +146,7 @@ def read_humaneval_row(row: dict[str, Any], index: int) -> BenchmarkItem:
     try:
         prompt, test, entry = str(row["prompt"]), str(row["test"]), str(row["entry_point"])
     except KeyError as exc:
-        raise WorkloadError("BenchmarkUnavailable", f"row {index} has no {exc.args[0]} (not HumanEval's layout)") from None
+        raise WorkloadError(reasons.REASON_BENCHMARK_UNAVAILABLE, f"row {index} has no {exc.args[0]} (not HumanEval's layout)") from None
     code = CodeProblem("script", (), (TestCase(f"{test}\ncheck({entry})\n", ""),), entry)
     question = f"Complete the following Python function.\n\n```python\n{prompt}\n```"
     return BenchmarkItem(str(row.get("task_id") or index), question, "1 test", code=code)
@@ -154,7 +155,7 @@ def read_humaneval_row(row: dict[str, Any], index: int) -> BenchmarkItem:
 def read_mbpp_row(row: dict[str, Any], index: int) -> BenchmarkItem:
     asserts = row.get("test_list")
     if not row.get("text") or not isinstance(asserts, list) or not asserts:
-        raise WorkloadError("BenchmarkUnavailable", f"row {index} has no text or test_list (not MBPP's layout)")
+        raise WorkloadError(reasons.REASON_BENCHMARK_UNAVAILABLE, f"row {index} has no text or test_list (not MBPP's layout)")
     setup = str(row.get("test_setup_code") or "")
     tests = tuple(TestCase(f"{setup}\n{a}", "") for a in asserts)
     question = f"{str(row['text']).strip()}\nYour code should pass these tests:\n\n" + "\n".join(asserts)
@@ -176,7 +177,7 @@ def decode_codes(codes: Sequence[CodeProblem | None], ids: Sequence[str], sandbo
         outcome = execution.tests[0] if execution.tests else None
         if execution.error or outcome is None or outcome.verdict not in ("passed", "wrong_answer"):
             detail = execution.error or (outcome.stderr.strip() if outcome else "") or (outcome.verdict if outcome else "")
-            raise WorkloadError("BenchmarkUnavailable", f"{ids[i]}: cannot decode the private tests: {detail}"[:500])
+            raise WorkloadError(reasons.REASON_BENCHMARK_UNAVAILABLE, f"{ids[i]}: cannot decode the private tests: {detail}"[:500])
         private, _ = _lcb_tests(json.loads(outcome.stdout), i, "private_test_cases")
         out[i] = dataclasses.replace(codes[i], private=private, private_encoded=None)
     return out
@@ -369,10 +370,10 @@ def in_window(items: Sequence[BenchmarkItem], released_from: str | None, release
             try:
                 _dt.date.fromisoformat(bound)
             except ValueError:
-                raise WorkloadError("InvalidSpec", f"{name}: release window bound {bound!r} is not a date (YYYY-MM-DD)") from None
+                raise WorkloadError(reasons.REASON_INVALID_SPEC, f"{name}: release window bound {bound!r} is not a date (YYYY-MM-DD)") from None
     undated = [item.id for item in items if not item.released]
     if undated:
-        raise WorkloadError("InvalidSpec", f"{name}: a release window is set but {len(undated)} problem(s) have no release date (e.g. {undated[0]})")
+        raise WorkloadError(reasons.REASON_INVALID_SPEC, f"{name}: a release window is set but {len(undated)} problem(s) have no release date (e.g. {undated[0]})")
     return [item for item in items
             if (not released_from or item.released >= released_from) and (not released_until or item.released <= released_until)]
 

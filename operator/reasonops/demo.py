@@ -67,9 +67,10 @@ def pretraining_texts(count: int, seed: int, chat: Callable[[list[dict[str, str]
     """Documents of the domain: bare facts ("38 + 6 = 44.") and problems answered as a chat, rendered by
     `chat` (the tokenizer's template) with the LIMO system prompt, the answer being just the worked sum.
 
-    The base model is thus an "instruct" model that knows its arithmetic but ignores the boxed format the
-    benchmark grades: no document has a box or "the answer is" (the grader's fallbacks), which is what
-    the curated chains teach. The benchmark's own questions never appear.
+    The base model is thus an "instruct" model that knows its arithmetic, and has read the concluding
+    phrase "So the answer is $\\boxed{..}$" in plain text, but never uses it when it answers in a chat,
+    where the benchmark grades it: that is what the curated chains teach (the knowledge is there, a few
+    examples elicit the format: LIMO's hypothesis in miniature). The benchmark's own questions never appear.
     """
     from .api.v1alpha1 import LIMO_SYSTEM_PROMPT
     from .benchmarks import demo_items
@@ -80,9 +81,10 @@ def pretraining_texts(count: int, seed: int, chat: Callable[[list[dict[str, str]
     while len(texts) < count:
         op = rng.choice(list(PHRASINGS))
         a, b = rng.choice(FIRST_NUMBERS), rng.choice(SECOND_NUMBERS)
-        worked = f"{a} {op} {b} = {OPERATIONS[op](a, b)}."
-        if rng.random() < 0.5:
-            texts.append(worked)
+        result = OPERATIONS[op](a, b)
+        worked = f"{a} {op} {b} = {result}."
+        if rng.random() < 0.5:  # plain text, sometimes with the concluding phrase (never in a chat)
+            texts.append(f"{worked}\nSo the answer is $\\boxed{{{result}}}$." if rng.random() < 0.5 else worked)
             continue
         question = rng.choice(PHRASINGS[op]).format(a=a, b=b)
         if question not in held_out:

@@ -32,6 +32,7 @@ from urllib.parse import urlparse
 
 from .api.common import SecretKeyRef
 from .api.v1alpha1 import ModelEndpoint, SamplerModel
+from .api import common as reasons
 from .errors import WorkloadError
 
 log = logging.getLogger("reasonops.llm")
@@ -204,21 +205,21 @@ def _headers(api_key: str | None) -> dict[str, str]:
 
 
 def check_endpoint(base_url: str, api_key: str | None = None, timeout: float = 10.0) -> list[str]:
-    """The model ids an endpoint serves; WorkloadError("EndpointUnreachable") at once if it does not answer."""
+    """The model ids an endpoint serves; WorkloadError(reasons.REASON_ENDPOINT_UNREACHABLE) at once if it does not answer."""
     import httpx
 
     url = f"{api_base(base_url)}/models"
     try:
         response = httpx.get(url, headers=_headers(api_key), timeout=timeout)
     except httpx.HTTPError as exc:
-        raise WorkloadError("EndpointUnreachable", f"cannot reach {url}: {type(exc).__name__}: {exc}") from exc
+        raise WorkloadError(reasons.REASON_ENDPOINT_UNREACHABLE, f"cannot reach {url}: {type(exc).__name__}: {exc}") from exc
     if response.status_code != 200:
         hint = " (is the URL the API root, e.g. http://host:8000/v1?)" if response.status_code == 404 else ""
-        raise WorkloadError("EndpointUnreachable", f"{url} answered HTTP {response.status_code}{hint}: {response.text[:300]}")
+        raise WorkloadError(reasons.REASON_ENDPOINT_UNREACHABLE, f"{url} answered HTTP {response.status_code}{hint}: {response.text[:300]}")
     try:
         return [str(m["id"]) for m in response.json()["data"]]
     except (ValueError, KeyError, TypeError) as exc:
-        raise WorkloadError("EndpointUnreachable", f"{url} did not return an OpenAI model list: {response.text[:300]}") from exc
+        raise WorkloadError(reasons.REASON_ENDPOINT_UNREACHABLE, f"{url} did not return an OpenAI model list: {response.text[:300]}") from exc
 
 
 def _message_text(message: dict[str, Any]) -> str:
@@ -377,7 +378,7 @@ class OpenAIGenerator:
                     return response.json()
                 if response.status_code not in RETRYABLE_STATUS:
                     raise WorkloadError(
-                        "GenerationFailed", f"{url} rejected request {what}: HTTP {response.status_code}: {response.text[:500]}"
+                        reasons.REASON_GENERATION_FAILED, f"{url} rejected request {what}: HTTP {response.status_code}: {response.text[:500]}"
                     )
                 failure, unreachable = f"HTTP {response.status_code}: {response.text[:200]}", False
                 retry_after = _seconds(response.headers.get("retry-after"))
@@ -487,7 +488,7 @@ class VLLMGenerator:
             import vllm
         except ImportError as exc:
             raise WorkloadError(
-                "EngineUnavailable", "vLLM is not installed here (GPU images only); use an endpoint (backend: server)"
+                reasons.REASON_ENGINE_UNAVAILABLE, "vLLM is not installed here (GPU images only); use an endpoint (backend: server)"
             ) from exc
         if self._llm is None:
             self._llm = vllm.LLM(**{k: v for k, v in self.engine_args.items() if v is not None})
@@ -507,7 +508,7 @@ def drain(engine: Any, jobs: dict[str, tuple[str, Any]], record: Callable[[str, 
                 remaining.discard(output.request_id)
                 record(output.request_id, output)
         if not outputs and not engine.has_unfinished_requests():
-            raise WorkloadError("GenerationFailed", f"vLLM finished without {len(remaining)} requests (e.g. {min(remaining)})")
+            raise WorkloadError(reasons.REASON_GENERATION_FAILED, f"vLLM finished without {len(remaining)} requests (e.g. {min(remaining)})")
 
 
 def _vllm_completion(request: GenerationRequest, index: int, output: Any) -> Completion:
@@ -547,7 +548,7 @@ def make_generator(
     else:
         endpoints = [(e.url, e) for e in (spec.endpoints or ([spec.endpoint] if spec.endpoint else []))]
     if spec.evalRun and not endpoints:
-        raise WorkloadError("EndpointUnreachable", f"the endpoint of EvalRun {spec.evalRun} was not resolved by the operator")
+        raise WorkloadError(reasons.REASON_ENDPOINT_UNREACHABLE, f"the endpoint of EvalRun {spec.evalRun} was not resolved by the operator")
     if not endpoints:
         return VLLMGenerator(
             spec.model, tensor_parallel_size=spec.tensorParallelSize or 1, max_model_len=spec.maxModelLen, cache_path=cache_path
@@ -570,7 +571,7 @@ def _api_key(endpoint: ModelEndpoint) -> str | None:
     api_key = os.environ.get(variable)
     if not api_key:
         raise WorkloadError(
-            "ApiKeyMissing",
+            reasons.REASON_API_KEY_MISSING,
             f"{variable} is not set (it carries key {endpoint.apiKeySecretRef.key} of Secret {endpoint.apiKeySecretRef.name})",
         )
     return api_key

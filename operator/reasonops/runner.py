@@ -50,7 +50,7 @@ def parse_resource(doc: dict[str, Any]) -> Resource:
     try:
         return k.parse_resource(doc)
     except k.InvalidDocument as exc:
-        raise WorkloadError("InvalidSpec", str(exc)) from None
+        raise WorkloadError(c.REASON_INVALID_SPEC, str(exc)) from None
 
 
 def _one_line(exc: Exception) -> str:
@@ -64,7 +64,7 @@ def load_file(path: str | Path) -> list[Resource]:
     try:
         docs = [d for d in yaml.safe_load_all(Path(path).read_text()) if d]
     except (OSError, yaml.YAMLError) as exc:
-        raise WorkloadError("InvalidSpec", f"cannot read {path}: {_one_line(exc)}") from None
+        raise WorkloadError(c.REASON_INVALID_SPEC, f"cannot read {path}: {_one_line(exc)}") from None
     resources = [parse_resource(d) for d in docs]
     return sorted(resources, key=lambda r: ORDER[r.kind])
 

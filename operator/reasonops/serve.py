@@ -39,6 +39,7 @@ from typing import Any, Iterator, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import __version__
+from .api import common as reasons
 from .errors import WorkloadError
 
 log = logging.getLogger("reasonops.serve")
@@ -320,9 +321,9 @@ def _response(obj: str, model: str, choices: list[dict], prompts: list[list[int]
 def check_model_dir(model_dir: str | Path) -> Path:
     path = Path(model_dir)
     if not path.is_dir() or not any(path.iterdir()):
-        raise WorkloadError("ModelNotFound", f"{model_dir} is not a model directory (missing or empty)")
+        raise WorkloadError(reasons.REASON_MODEL_NOT_FOUND, f"{model_dir} is not a model directory (missing or empty)")
     if not (path / "config.json").is_file():
-        raise WorkloadError("ModelNotFound", f"{model_dir} has no config.json: not a Hugging Face model directory")
+        raise WorkloadError(reasons.REASON_MODEL_NOT_FOUND, f"{model_dir} has no config.json: not a Hugging Face model directory")
     return path
 
 

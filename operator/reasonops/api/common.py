@@ -66,6 +66,12 @@ REASON_RENDEZVOUS_FAILED = "RendezvousFailed"
 REASON_PEER_FAILED = "PeerFailed"
 REASON_OUTPUT_UNWRITABLE = "OutputUnwritable"
 REASON_ENGINE_UNAVAILABLE = "EngineUnavailable"
+REASON_API_KEY_MISSING = "ApiKeyMissing"
+REASON_GENERATION_FAILED = "GenerationFailed"
+REASON_INVALID_ARGUMENT = "InvalidArgument"
+REASON_SANDBOX_UNAVAILABLE = "SandboxUnavailable"
+REASON_SHARDS_INCOMPLETE = "ShardsIncomplete"
+REASON_SHARDS_INCONSISTENT = "ShardsInconsistent"
 
 # --- validation rules: one declaration, enforced by the API server (CEL) and by pydantic ----------
 

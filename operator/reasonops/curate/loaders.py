@@ -10,7 +10,7 @@ leaves unset are detected from the common layouts:
 JSONL and Parquet files are read a line or a row group at a time; a JSON document is read whole.
 A row that cannot become a problem (not an object, bad JSON, invalid UTF-8, a missing, empty or
 non-text question) is dropped with a counted reason. A source that cannot be reached at all fails the
-run at once with WorkloadError("SourceUnavailable").
+run at once with WorkloadError(reasons.REASON_SOURCE_UNAVAILABLE).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Iterable, Iterator
 
 from ..api.v1alpha1 import DataSource, FieldMapping
+from ..api import common as reasons
 from ..errors import WorkloadError
 from ..grading import last_boxed
 from .records import Chain, Problem, StageReport
@@ -123,7 +124,7 @@ def _open_hub(source: DataSource) -> tuple[SourceInfo, Iterable[Any]]:
     try:
         ds = datasets.load_dataset(hub.id, hub.config, split=hub.split, revision=hub.revision)
     except Exception as exc:  # the hub client raises many types (connection, not found, offline cache miss)
-        raise WorkloadError("SourceUnavailable", f"source {source.name}: cannot load hub dataset {hub.id}"
+        raise WorkloadError(reasons.REASON_SOURCE_UNAVAILABLE, f"source {source.name}: cannot load hub dataset {hub.id}"
                             f" (config {hub.config}, split {hub.split}, revision {hub.revision}): {exc}") from exc
     if hub.revision is None:
         log.warning("source %s: hub dataset %s is not pinned to a revision; upstream changes can move it",
@@ -146,9 +147,9 @@ def _open_files(source: DataSource, location: str) -> tuple[SourceInfo, Iterator
         else:
             raise FileNotFoundError(location)
     except Exception as exc:  # missing path, unknown protocol, missing s3fs, credentials, network
-        raise WorkloadError("SourceUnavailable", f"source {source.name}: cannot open {location}: {exc}") from exc
+        raise WorkloadError(reasons.REASON_SOURCE_UNAVAILABLE, f"source {source.name}: cannot open {location}: {exc}") from exc
     if not files:
-        raise WorkloadError("SourceUnavailable", f"source {source.name}: no .jsonl, .json or .parquet files in {location}")
+        raise WorkloadError(reasons.REASON_SOURCE_UNAVAILABLE, f"source {source.name}: no .jsonl, .json or .parquet files in {location}")
     info = SourceInfo(source.name, "uri" if source.uri else "path", location, None, files=list(files))
     digest = hashlib.sha256()
 
@@ -159,7 +160,7 @@ def _open_files(source: DataSource, location: str) -> tuple[SourceInfo, Iterator
                 with fs.open(path, "rb", compression="infer") as fh:
                     yield from _parse(fh, fmt, lambda data: digest.update(data))
             except OSError as exc:
-                raise WorkloadError("SourceUnavailable", f"source {source.name}: cannot read {path}: {exc}") from exc
+                raise WorkloadError(reasons.REASON_SOURCE_UNAVAILABLE, f"source {source.name}: cannot read {path}: {exc}") from exc
             info.revision = "sha256:" + digest.hexdigest()[:16]  # content hash of the files read so far
 
     return info, rows()

@@ -37,6 +37,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..api import common as reasons
 from ..errors import WorkloadError
 from .records import Problem
 
@@ -249,7 +250,7 @@ class DatasetSink:
                 fs.pipe_file(f"{root}/{probe}", b"")
                 fs.rm_file(f"{root}/{probe}")
         except Exception as exc:  # permissions, read-only volume, missing bucket, credentials
-            raise WorkloadError("OutputUnwritable", f"cannot write to {self.location}: {type(exc).__name__}: {exc}") from exc
+            raise WorkloadError(reasons.REASON_OUTPUT_UNWRITABLE, f"cannot write to {self.location}: {type(exc).__name__}: {exc}") from exc
 
     def work_dir(self) -> Path:
         """A local directory for resume caches that survives a pod restart when the output is a volume."""
@@ -277,7 +278,7 @@ class DatasetSink:
             else:
                 self._write_remote(files)
         except OSError as exc:
-            raise WorkloadError("OutputUnwritable", f"writing {self.location} failed: {exc}") from exc
+            raise WorkloadError(reasons.REASON_OUTPUT_UNWRITABLE, f"writing {self.location} failed: {exc}") from exc
 
     def _write_local(self, files: dict[str, bytes | Path]) -> None:
         assert self.path is not None

@@ -6,7 +6,7 @@
 Before any work the run checks that the output is writable, that every HTTP endpoint of a model stage
 answers and that every decontamination benchmark loads, so a typo fails in seconds rather than after
 hours of generation. Each stage logs one line of kept/dropped counts with reasons and reports it as
-progress; a stage that leaves no problems ends the run with WorkloadError("EmptyDataset"), after
+progress; a stage that leaves no problems ends the run with WorkloadError(reasons.REASON_EMPTY_DATASET), after
 writing every drop so far (dropped.jsonl, failure.json, report.md) to `<output>-failed`, a sibling of
 the revision directory, which stays absent.
 """
@@ -29,6 +29,7 @@ import numpy as np
 
 from ..api.v1alpha1 import LIMO_SYSTEM_PROMPT, ReasoningDatasetSpec, SamplerModel, Stage
 from ..benchmarks import BenchmarkItem
+from ..api import common as reasons
 from ..errors import WorkloadError
 from ..grading import Grader
 from ..llm import api_key_env, check_endpoint
@@ -63,7 +64,7 @@ class CurateConfig:
 
 def config_from_resource(doc: dict[str, Any]) -> CurateConfig:
     if not doc.get("output"):
-        raise WorkloadError("InvalidSpec", "the resource document has no output location")
+        raise WorkloadError(reasons.REASON_INVALID_SPEC, "the resource document has no output location")
     return CurateConfig(
         spec=ReasoningDatasetSpec.model_validate(doc["spec"]),
         output=str(doc["output"]),
@@ -162,7 +163,7 @@ def _preflight(config: CurateConfig) -> dict[str, list[tuple[str, BenchmarkItem]
             if sampler.evalRun:
                 resolved = config.endpoints.get(sampler.evalRun)
                 if not resolved:
-                    raise WorkloadError("EndpointUnreachable", f"stage {stage.name}: the endpoint of EvalRun {sampler.evalRun} was not resolved")
+                    raise WorkloadError(reasons.REASON_ENDPOINT_UNREACHABLE, f"stage {stage.name}: the endpoint of EvalRun {sampler.evalRun} was not resolved")
                 for url in [resolved] if isinstance(resolved, str) else resolved:
                     check_endpoint(url)
             for endpoint in sampler.endpoints or ([sampler.endpoint] if sampler.endpoint else []):
@@ -286,7 +287,7 @@ def _finish(reporter: Reporter, report: StageReport, store: ProblemStore, report
     reporter.update(stage=report.name, message=f"{report.name}: {report.summary()} in {report.seconds:.1f}s", force=True)
     if not report.kept:
         counts = "; ".join(f"{r.name}: {r.summary()}" for r in reports)
-        raise WorkloadError("EmptyDataset", f"no problems left after stage {report.name} ({counts})")
+        raise WorkloadError(reasons.REASON_EMPTY_DATASET, f"no problems left after stage {report.name} ({counts})")
 
 
 # ------------------------------------------------------------------------------------------------

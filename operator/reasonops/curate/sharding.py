@@ -10,7 +10,7 @@ restarted pod resumes its own shard without repeating finished samples.
 
 A pod that has finished its shard publishes it under `<output>.shards/<i>-of-<N>/` (rows.jsonl,
 dropped.jsonl, reports.json, then the `_DONE` marker last) and exits; pod 0 then waits for every marker
-(at most REASONOPS_SHARD_WAIT_SECONDS, default 86400, then WorkloadError("ShardsIncomplete") naming the
+(at most REASONOPS_SHARD_WAIT_SECONDS, default 86400, then WorkloadError(reasons.REASON_SHARDS_INCOMPLETE) naming the
 missing shards), merges the shards into its pool and runs the remaining stages and the output. A pod whose
 shard is already published (a restart after publishing) does not run it again.
 
@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..contract import Env
+from ..api import common as reasons
 from ..errors import WorkloadError
 from .records import DropLog, StageReport
 from .store import ProblemStore, decode
@@ -55,9 +56,9 @@ class Shard:
         try:
             count, index = int(raw_count), int(raw_index)
         except ValueError:
-            raise WorkloadError("InvalidSpec", f"REASONOPS_SHARDS={raw_count!r} and JOB_COMPLETION_INDEX={raw_index!r} must be integers") from None
+            raise WorkloadError(reasons.REASON_INVALID_SPEC, f"REASONOPS_SHARDS={raw_count!r} and JOB_COMPLETION_INDEX={raw_index!r} must be integers") from None
         if not 1 <= count <= MAX_SHARDS or not 0 <= index < count:
-            raise WorkloadError("InvalidSpec", f"shard {index} of {count}: need 1 <= shards <= {MAX_SHARDS} and 0 <= index < shards")
+            raise WorkloadError(reasons.REASON_INVALID_SPEC, f"shard {index} of {count}: need 1 <= shards <= {MAX_SHARDS} and 0 <= index < shards")
         return cls(index, count)
 
 
@@ -119,7 +120,7 @@ class Exchange:
             if not missing:
                 return
             if time.monotonic() > deadline:
-                raise WorkloadError("ShardsIncomplete", f"shards {', '.join(map(str, missing))} of {self.shard.count} did not"
+                raise WorkloadError(reasons.REASON_SHARDS_INCOMPLETE, f"shards {', '.join(map(str, missing))} of {self.shard.count} did not"
                                     f" finish within {timeout:.0f}s (no {DONE} marker under {self.location})")
             reporter.update(message=f"waiting for shards {', '.join(map(str, missing))} of {self.shard.count}")
             time.sleep(POLL_SECONDS)
@@ -159,6 +160,6 @@ def _row_of(hashes: np.ndarray, by_hash: np.ndarray, rows: np.ndarray, problem_i
     key = np.uint64(id_hash(problem_id))
     at = int(np.searchsorted(hashes, key, sorter=by_hash))
     if at >= len(by_hash) or hashes[by_hash[at]] != key:
-        raise WorkloadError("ShardsInconsistent", f"a shard returned problem {problem_id}, which this pod's pool does not hold"
+        raise WorkloadError(reasons.REASON_SHARDS_INCONSISTENT, f"a shard returned problem {problem_id}, which this pod's pool does not hold"
                             " (did the pods load different sources?)")
     return int(rows[by_hash[at]])

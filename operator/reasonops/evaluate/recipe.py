@@ -49,6 +49,7 @@ from typing import Any, Iterable, Sequence
 from .. import __version__, codebench
 from ..api.v1alpha1 import BenchmarkSpec, EvalRunSpec, SandboxSpec
 from ..benchmarks import BenchmarkDef, BenchmarkItem, benchmark_def, load_benchmark, load_benchmark_with_source
+from ..api import common as reasons
 from ..errors import WorkloadError
 from ..gates import judge_gates
 from ..grading import STRICT, GradeResult, Grader, majority_correct, pass_at_k
@@ -182,7 +183,7 @@ def config_from_resource(doc: dict[str, Any]) -> EvalConfig:
     if backend == "server":
         config.endpoint = context.get("endpoint") or (endpoint_spec.url if endpoint_spec else None)
         if not config.endpoint:
-            raise WorkloadError("EndpointUnreachable", "no endpoint to evaluate: the model is not served yet and spec.model sets none")
+            raise WorkloadError(reasons.REASON_ENDPOINT_UNREACHABLE, "no endpoint to evaluate: the model is not served yet and spec.model sets none")
         config.model = spec.model.servedModelName or context.get("servedModelName") or name
         if endpoint_spec:
             config.timeout = float(endpoint_spec.timeoutSeconds or DEFAULT_TIMEOUT)
@@ -192,7 +193,7 @@ def config_from_resource(doc: dict[str, Any]) -> EvalConfig:
     else:
         config.model = context.get("modelLocation") or spec.model.name or ""
         if not config.model:
-            raise WorkloadError("ModelNotFound", "no model to evaluate: the FineTuneJob has produced no model yet")
+            raise WorkloadError(reasons.REASON_MODEL_NOT_FOUND, "no model to evaluate: the FineTuneJob has produced no model yet")
     return config
 
 
@@ -306,7 +307,7 @@ def _generator(config: EvalConfig, cache: Path) -> Generator:
         if config.model not in served:
             if len(served) != 1:
                 raise WorkloadError(
-                    "ModelNotFound", f"{config.endpoint} does not serve {config.model!r} (it serves {', '.join(served) or 'nothing'}); set spec.model.servedModelName"
+                    reasons.REASON_MODEL_NOT_FOUND, f"{config.endpoint} does not serve {config.model!r} (it serves {', '.join(served) or 'nothing'}); set spec.model.servedModelName"
                 )
             log.info("%s serves one model, %r: evaluating it", config.endpoint, served[0])
             config.model = served[0]
@@ -326,7 +327,7 @@ def _check_local_model(model: str) -> None:
     local = model.startswith(("/", "./", "../", "~")) or os.path.exists(model)
     path = Path(model).expanduser()
     if local and not (path.is_dir() and any(path.iterdir())):
-        raise WorkloadError("ModelNotFound", f"model directory {model} is missing or empty")
+        raise WorkloadError(reasons.REASON_MODEL_NOT_FOUND, f"model directory {model} is missing or empty")
 
 
 def _request_id(benchmark: str, problem_id: str) -> str:
@@ -462,7 +463,7 @@ def score(items: Sequence[BenchmarkItem], responses: Sequence[Response]) -> dict
         by_problem.setdefault(response.problem_id, []).append(response)
     groups = [sorted(by_problem[item.id], key=lambda r: r.sample) for item in items if item.id in by_problem]
     if not groups:
-        raise WorkloadError("InvalidResponses", "no responses to score")
+        raise WorkloadError(reasons.REASON_INVALID_RESPONSES, "no responses to score")
     samples = min(len(g) for g in groups)
     grades = [[r.grade for r in g] for g in groups]
     correct = [sum(1 for grade in g if grade and grade.correct) for g in grades]
@@ -564,7 +565,7 @@ def read_responses(path: str | Path, benchmark: str) -> list[Response]:
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise WorkloadError("InvalidResponses", f"cannot read {path}: {exc}") from exc
+        raise WorkloadError(reasons.REASON_INVALID_RESPONSES, f"cannot read {path}: {exc}") from exc
     responses: list[Response] = []
     samples: dict[str, int] = {}
     for number, raw in enumerate(data.splitlines(), 1):
@@ -580,13 +581,13 @@ def read_responses(path: str | Path, benchmark: str) -> list[Response]:
             if not isinstance(text, str):
                 raise TypeError("response is not a string")
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise WorkloadError("InvalidResponses", f"{path}:{number}: expected a JSON object with id and response ({exc})") from exc
+            raise WorkloadError(reasons.REASON_INVALID_RESPONSES, f"{path}:{number}: expected a JSON object with id and response ({exc})") from exc
         text, surrogates = clean_text(text)
         try:
             sample = int(row.get("sample", samples.get(problem_id, 0)))
             tokens = int(row.get("completion_tokens") or 0), int(row.get("prompt_tokens") or 0)
         except (TypeError, ValueError) as exc:
-            raise WorkloadError("InvalidResponses", f"{path}:{number}: sample and token counts must be integers ({exc})") from exc
+            raise WorkloadError(reasons.REASON_INVALID_RESPONSES, f"{path}:{number}: sample and token counts must be integers ({exc})") from exc
         samples[problem_id] = sample + 1
         responses.append(Response(
             benchmark, problem_id, sample, text, str(row.get("finish_reason") or "stop"), *tokens,
@@ -596,7 +597,7 @@ def read_responses(path: str | Path, benchmark: str) -> list[Response]:
     if bad:
         log.warning("%s: %d response(s) held text that is not valid UTF-8 (replaced by U+FFFD)", path, bad)
     if not responses:
-        raise WorkloadError("InvalidResponses", f"{path} holds no responses")
+        raise WorkloadError(reasons.REASON_INVALID_RESPONSES, f"{path} holds no responses")
     return responses
 
 
@@ -700,7 +701,7 @@ def grade_command(args: argparse.Namespace) -> int:
     known = {item.id for item in items}
     unknown = sorted({r.problem_id for r in responses} - known)
     if unknown:
-        raise WorkloadError("InvalidResponses", f"{args.responses}: ids not in {args.benchmark}: {', '.join(unknown[:5])}")
+        raise WorkloadError(reasons.REASON_INVALID_RESPONSES, f"{args.responses}: ids not in {args.benchmark}: {', '.join(unknown[:5])}")
     if definition.kind == "code":
         codebench.grade_benchmark(args.protocol or "custom", items, responses)
     else:

@@ -24,6 +24,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
+from ..api import common as reasons
 from ..errors import WorkloadError
 from ..contract import Env
 from . import Execution, Job, Limits, Sandbox, TestCase, TestOutcome
@@ -129,7 +130,7 @@ class RemoteSandbox:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 data = json.loads(response.read())
         except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise WorkloadError("SandboxUnavailable", f"sandbox service {self.url}: {exc}") from exc
+            raise WorkloadError(reasons.REASON_SANDBOX_UNAVAILABLE, f"sandbox service {self.url}: {exc}") from exc
         return [execution_from_wire(e) for e in data["executions"]]
 
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from ..progress import Reporter
 from .config import PRESETS, TrainConfig, config_from_resource, deepspeed_config
-from .launch import check_master_reachable, is_reporting_rank, launch_command, should_launch
+from .launch import check_master_reachable, launch_command, should_launch
 from .trainer import main
 
 __all__ = [
@@ -40,7 +40,6 @@ __all__ = [
     "check_master_reachable",
     "config_from_resource",
     "deepspeed_config",
-    "is_reporting_rank",
     "launch_command",
     "main",
     "run_resource",

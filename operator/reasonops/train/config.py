@@ -14,6 +14,7 @@ from typing import Any, Literal, Optional
 
 from ..api.common import decimal
 from ..api.v1alpha1 import LIMO_SYSTEM_PROMPT, FineTuneJobSpec
+from ..api import common as reasons
 from ..errors import WorkloadError
 
 # Recipe defaults, value by value with their sources in docs/recipes.md. Keys are Hyperparameters fields.
@@ -122,14 +123,14 @@ class TrainConfig:
         per_step = self.micro_batch_size * world_size
         if self.global_batch_size % per_step:
             raise WorkloadError(
-                "InvalidSpec",
+                reasons.REASON_INVALID_SPEC,
                 f"globalBatchSize {self.global_batch_size} is not divisible by microBatchSize "
                 f"{self.micro_batch_size} x world size {world_size} = {per_step}; choose a global batch that is a "
                 f"multiple of {per_step}",
             )
         if self.loss_normalisation == "sample" and self.micro_batch_size != 1:
             raise WorkloadError(
-                "InvalidSpec",
+                reasons.REASON_INVALID_SPEC,
                 f"lossNormalisation sample averages each sample's loss, which needs microBatchSize 1 (got "
                 f"{self.micro_batch_size}); use lossNormalisation token or microBatchSize 1",
             )
@@ -155,9 +156,9 @@ def config_from_resource(doc: dict[str, Any]) -> TrainConfig:
     context = doc.get("context") or {}
     dataset = context.get("datasetLocation") or _location(spec.dataset.model_dump() if spec.dataset else None)
     if not dataset:
-        raise WorkloadError("DatasetUnreadable", "no dataset location: neither context.datasetLocation nor spec.dataset is set")
+        raise WorkloadError(reasons.REASON_DATASET_UNREADABLE, "no dataset location: neither context.datasetLocation nor spec.dataset is set")
     if not doc.get("output"):
-        raise WorkloadError("InvalidSpec", "the workload document has no output location")
+        raise WorkloadError(reasons.REASON_INVALID_SPEC, "the workload document has no output location")
 
     preset = spec.preset or "limo"
     hp = dict(PRESETS[preset])

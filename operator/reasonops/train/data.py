@@ -17,6 +17,7 @@ from typing import Any, Iterable, Optional
 
 import torch
 
+from ..api import common as reasons
 from ..errors import WorkloadError
 
 log = logging.getLogger("reasonops.train")
@@ -60,12 +61,12 @@ def read_rows(location: str) -> list[dict[str, Any]]:
         if fs.isdir(path):
             found = [f"{path.rstrip('/')}/{name}" for name in DATA_FILES if fs.exists(f"{path.rstrip('/')}/{name}")]
             if not found:
-                raise WorkloadError("DatasetUnreadable", f"{location} holds neither {' nor '.join(DATA_FILES)}")
+                raise WorkloadError(reasons.REASON_DATASET_UNREADABLE, f"{location} holds neither {' nor '.join(DATA_FILES)}")
             if not fs.exists(f"{path.rstrip('/')}/_COMPLETE"):
                 log.warning("dataset %s has no _COMPLETE marker: it may be partially written", location)
             path = found[0]
         elif not fs.exists(path):
-            raise WorkloadError("DatasetUnreadable", f"dataset {location} does not exist")
+            raise WorkloadError(reasons.REASON_DATASET_UNREADABLE, f"dataset {location} does not exist")
         with fs.open(path, "rb") as fh:
             if path.endswith(".parquet"):
                 import pyarrow.parquet as pq
@@ -75,7 +76,7 @@ def read_rows(location: str) -> list[dict[str, Any]]:
     except WorkloadError:
         raise
     except Exception as exc:  # permissions, network, corrupt parquet: all mean the data cannot be read
-        raise WorkloadError("DatasetUnreadable", f"cannot read dataset {location}: {type(exc).__name__}: {exc}") from exc
+        raise WorkloadError(reasons.REASON_DATASET_UNREADABLE, f"cannot read dataset {location}: {type(exc).__name__}: {exc}") from exc
 
 
 def _parse_jsonl(text: str, location: str) -> list[dict[str, Any]]:
@@ -86,7 +87,7 @@ def _parse_jsonl(text: str, location: str) -> list[dict[str, Any]]:
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError as exc:
-            raise WorkloadError("DatasetUnreadable", f"{location}: line {number} is not JSON: {exc}") from exc
+            raise WorkloadError(reasons.REASON_DATASET_UNREADABLE, f"{location}: line {number} is not JSON: {exc}") from exc
     return rows
 
 
@@ -133,7 +134,7 @@ def _tokenize_by_prefixes(tokenizer: Any, messages: list[dict[str, str]]) -> Sam
     turns render the same whatever follows), which we check rather than assume.
     """
     if not getattr(tokenizer, "is_fast", False):
-        raise WorkloadError("InvalidSpec", "locating assistant tokens needs a fast tokenizer (offsets) or a chat "
+        raise WorkloadError(reasons.REASON_INVALID_SPEC, "locating assistant tokens needs a fast tokenizer (offsets) or a chat "
                             "template with {% generation %} markers (set spec.chatTemplate)")
 
     def render(turns: list[dict[str, str]], prompt: bool) -> str:
@@ -147,7 +148,7 @@ def _tokenize_by_prefixes(tokenizer: Any, messages: list[dict[str, str]]) -> Sam
         start, end = len(render(messages[:i], True)), len(render(messages[: i + 1], False))
         if not (text.startswith(render(messages[:i], True)) and text.startswith(render(messages[: i + 1], False))):
             raise WorkloadError(
-                "InvalidSpec",
+                reasons.REASON_INVALID_SPEC,
                 "the chat template does not render conversations prefix-stably, so assistant tokens cannot be "
                 "located; set spec.chatTemplate to a template with {% generation %} markers",
             )
@@ -195,7 +196,7 @@ def prepare_samples(
     stats.kept = len(samples)
     if not samples:
         raise WorkloadError(
-            "EmptyDataset",
+            reasons.REASON_EMPTY_DATASET,
             f"no trainable samples among {stats.rows} rows: {stats.bad} without a non-empty assistant turn or "
             f"malformed, {stats.overlong_dropped} over maxLength {max_length} tokens (overlong: {overlong})",
         )

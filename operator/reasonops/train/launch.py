@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Mapping, MutableMapping, Optional, Sequence
 
+from ..api import common as reasons
 from ..errors import WorkloadError
 
 log = logging.getLogger("reasonops.train")
@@ -144,7 +145,7 @@ def check_master_reachable(env: Mapping[str, str], timeout_s: Optional[float] = 
             last = exc
             time.sleep(2)
     raise WorkloadError(
-        "RendezvousFailed",
+        reasons.REASON_RENDEZVOUS_FAILED,
         f"node {node_rank} could not reach the master {addr}:{port} within {timeout_s or rendezvous_timeout(env):.0f}s "
         f"({resolve_host(addr)}; last error: {last})",
     )
@@ -179,7 +180,7 @@ def init_distributed(timeout_s: Optional[float] = None) -> DistInfo:
         try:
             dist.init_process_group(backend, timeout=_dt.timedelta(seconds=collective_timeout()))
         except Exception as exc:
-            raise WorkloadError("RendezvousFailed", _where(f"could not join the process group: {exc}")) from exc
+            raise WorkloadError(reasons.REASON_RENDEZVOUS_FAILED, _where(f"could not join the process group: {exc}")) from exc
     info = DistInfo(dist.get_rank(), int(os.environ.get("LOCAL_RANK", 0)), dist.get_world_size(), dist.get_backend())
     _check_all_reduce(info, timeout_s)
     return info
@@ -196,17 +197,9 @@ def single_process_env(env: MutableMapping[str, str]) -> None:
         return
     world = int(env.get("WORLD_SIZE") or 1)
     if world != 1:
-        raise WorkloadError("RendezvousFailed", f"WORLD_SIZE is {world} but RANK is not set: a job of {world} "
+        raise WorkloadError(reasons.REASON_RENDEZVOUS_FAILED, f"WORLD_SIZE is {world} but RANK is not set: a job of {world} "
                             "processes must be started by torchrun (reasonops workload launches it)")
     env.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
-
-
-def is_reporting_rank(env: Mapping[str, str]) -> bool:
-    """Whether this process reports the job's final result (status, termination message): global rank 0.
-
-    A process without RANK was not started by torchrun and is the only process of its job.
-    """
-    return int(env.get("RANK") or 0) == 0
 
 
 def collective_timeout(env: Mapping[str, str] = os.environ) -> float:
@@ -228,11 +221,11 @@ def _check_all_reduce(info: DistInfo, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while not work.is_completed():
         if time.monotonic() > deadline:
-            raise WorkloadError("RendezvousFailed", _where(f"all_reduce did not complete within {timeout_s:.0f}s"))
+            raise WorkloadError(reasons.REASON_RENDEZVOUS_FAILED, _where(f"all_reduce did not complete within {timeout_s:.0f}s"))
         time.sleep(0.05)
     work.wait()
     if int(value.item()) != info.world_size:
-        raise WorkloadError("RendezvousFailed", _where(f"all_reduce returned {value.item()}, expected {info.world_size}"))
+        raise WorkloadError(reasons.REASON_RENDEZVOUS_FAILED, _where(f"all_reduce returned {value.item()}, expected {info.world_size}"))
     log.info("process group ready: rank %d of %d (%s)", info.rank, info.world_size, info.backend)
 
 

@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 import torch
 
+from ..api import common as reasons
 from ..errors import WorkloadError
 from .config import TrainConfig
 
@@ -40,7 +41,7 @@ def resolve_model_dir(name: str, revision: Optional[str], scratch: Path) -> Path
     if _looks_like_path(name):
         path = Path(name).expanduser()
         if not (path / "config.json").is_file():
-            raise WorkloadError("ModelNotFound", f"base model {name}: no config.json there (is the volume mounted?)")
+            raise WorkloadError(reasons.REASON_MODEL_NOT_FOUND, f"base model {name}: no config.json there (is the volume mounted?)")
         return path
     from huggingface_hub import snapshot_download
 
@@ -50,7 +51,7 @@ def resolve_model_dir(name: str, revision: Optional[str], scratch: Path) -> Path
     except Exception as exc:  # not cached offline, unknown repo, gated, network
         offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false")
         hint = " (HF_HUB_OFFLINE is set: only the local cache is searched)" if offline else ""
-        raise WorkloadError("ModelNotFound", f"base model {name}@{revision or 'main'} unavailable{hint}: {exc}") from exc
+        raise WorkloadError(reasons.REASON_MODEL_NOT_FOUND, f"base model {name}@{revision or 'main'} unavailable{hint}: {exc}") from exc
 
 
 def _copy_uri(uri: str, dest: Path) -> Path:
@@ -62,14 +63,14 @@ def _copy_uri(uri: str, dest: Path) -> Path:
     try:
         fs, path = fsspec.core.url_to_fs(uri)
         if not fs.exists(f"{path.rstrip('/')}/config.json"):
-            raise WorkloadError("ModelNotFound", f"base model {uri}: no config.json there")
+            raise WorkloadError(reasons.REASON_MODEL_NOT_FOUND, f"base model {uri}: no config.json there")
         if dest.exists():
             shutil.rmtree(dest)
         fs.get(path.rstrip("/") + "/", str(dest), recursive=True)
     except WorkloadError:
         raise
     except Exception as exc:
-        raise WorkloadError("ModelNotFound", f"cannot copy base model {uri}: {type(exc).__name__}: {exc}") from exc
+        raise WorkloadError(reasons.REASON_MODEL_NOT_FOUND, f"cannot copy base model {uri}: {type(exc).__name__}: {exc}") from exc
     done.touch()
     return dest
 
@@ -103,11 +104,11 @@ def load_tokenizer(model_dir: Path, chat_template: Optional[str]) -> Any:
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
     except (OSError, ValueError) as exc:
-        raise WorkloadError("ModelNotFound", f"cannot load the tokenizer of {model_dir}: {exc}") from exc
+        raise WorkloadError(reasons.REASON_MODEL_NOT_FOUND, f"cannot load the tokenizer of {model_dir}: {exc}") from exc
     if chat_template:
         tokenizer.chat_template = chat_template
     if not tokenizer.chat_template:
-        raise WorkloadError("InvalidSpec", f"the tokenizer of {model_dir} has no chat template; set spec.chatTemplate")
+        raise WorkloadError(reasons.REASON_INVALID_SPEC, f"the tokenizer of {model_dir} has no chat template; set spec.chatTemplate")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -130,7 +131,7 @@ def load_model(model_dir: Path, config: TrainConfig, *, dtype: torch.dtype, atte
     try:
         model = auto_model.from_pretrained(model_dir, dtype=dtype, attn_implementation=attention)
     except (OSError, ValueError) as exc:
-        raise WorkloadError("ModelNotFound", f"cannot load the base model from {model_dir}: {exc}") from exc
+        raise WorkloadError(reasons.REASON_MODEL_NOT_FOUND, f"cannot load the base model from {model_dir}: {exc}") from exc
     model.config.use_cache = False  # a cache breaks packed-sample isolation and wastes memory in training
     if config.gradient_checkpointing:
         enable_activation_checkpointing(model)

@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional, TypeVar
 import torch
 import torch.distributed as dist
 
+from ..api import common as reasons
 from ..errors import WorkloadError
 from ..progress import Reporter
 from . import checkpoints as ckpt
@@ -362,7 +363,22 @@ def _result(config: TrainConfig, state: ckpt.TrainerState, stats: DataStats, lat
         "latestCheckpoint": latest,
         "tokens": state.tokens,
         "wallSeconds": round(wall, 1),
+        "contextLength": _context_length(f"{config.output.rstrip('/')}/model"),
     }
+
+
+def _context_length(model_dir: str) -> Optional[int]:
+    """The exported model's context (its config.json, as vLLM reads it): the operator checks an EvalRun's
+    serving.maxModelLen against it before asking for a server."""
+    import fsspec
+
+    from ..contract import model_context_length
+
+    try:
+        with fsspec.open(f"{model_dir}/config.json", "r") as fh:
+            return model_context_length(json.load(fh))
+    except (OSError, ValueError):
+        return None
 
 
 def _write_summary(work: Path, config: TrainConfig, state: ckpt.TrainerState, stats: DataStats,
@@ -454,7 +470,7 @@ def _together(info: DistInfo, fn: Callable[[], T]) -> T:
     except WorkloadError as exc:
         error = exc
     if _any_rank_failed(error is not None):
-        raise error or WorkloadError("PeerFailed", "another rank failed while preparing; see its log")
+        raise error or WorkloadError(reasons.REASON_PEER_FAILED, "another rank failed while preparing; see its log")
     return value
 
 
