@@ -14,7 +14,9 @@ from reasonops.curate import output as output_module
 from reasonops.errors import WorkloadError
 from reasonops.progress import Reporter
 
-DEMO_POOL = Path(__file__).resolve().parents[1] / "operator" / "reasonops" / "data" / "demo_pool.jsonl"
+# A pool with exact and near duplicates and copies of the demo benchmark's problems (the shipped demo pool
+# is tuned for the demo's training instead).
+DEMO_POOL = Path(__file__).resolve().parent / "data" / "curate_pool.jsonl"
 PERTURBATIONS = ["shuffleSteps", "deleteSteps", "insertSteps", "wrongAnswer", "removeKeywords", "corruptDigits"]
 
 

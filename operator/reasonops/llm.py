@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol
 from urllib.parse import urlparse
 
+from .api import v1alpha1 as api
 from .api.common import SecretKeyRef
 from .api.v1alpha1 import ModelEndpoint, SamplerModel
 from .api import common as reasons
@@ -38,9 +39,9 @@ from .errors import WorkloadError
 log = logging.getLogger("reasonops.llm")
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-DEFAULT_CONCURRENCY = 64
-DEFAULT_TIMEOUT = 3600.0
-DEFAULT_MAX_RETRIES = 5
+DEFAULT_CONCURRENCY = api.ENDPOINT_CONCURRENCY  # the API names each default once
+DEFAULT_TIMEOUT = float(api.ENDPOINT_TIMEOUT_SECONDS)
+DEFAULT_MAX_RETRIES = api.ENDPOINT_MAX_RETRIES
 
 
 @dataclass

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..api import v1alpha1 as api
 from ..api.common import decimal
 from ..api.v1alpha1 import DecontaminateStage
 from ..benchmarks import FILE_SUFFIXES, BenchmarkItem, load_benchmark
@@ -33,8 +34,8 @@ from .text import Corpus, member, normalize, run_starts
 
 log = logging.getLogger("reasonops.curate")
 
-DEFAULT_NGRAM = 13
-DEFAULT_THRESHOLD = 0.5
+DEFAULT_NGRAM = api.DECONTAMINATE_NGRAM  # the API names each default once
+DEFAULT_THRESHOLD = float(api.DECONTAMINATE_THRESHOLD)
 
 
 @dataclass(frozen=True)

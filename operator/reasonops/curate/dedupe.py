@@ -44,6 +44,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..api import v1alpha1 as api
 from ..api.common import decimal
 from ..api.v1alpha1 import DedupeStage
 from .records import Problem, StageReport, quality_key
@@ -51,9 +52,9 @@ from .text import Corpus, run_starts
 
 log = logging.getLogger("reasonops.curate")
 
-DEFAULT_THRESHOLD = 0.6  # see the module docstring for the measurements behind both
-DEFAULT_SHINGLE = 2
-DEFAULT_NUM_PERM = 128
+DEFAULT_THRESHOLD = float(api.DEDUPE_THRESHOLD)  # named in the API; the module docstring has the measurements
+DEFAULT_SHINGLE = api.DEDUPE_SHINGLE_SIZE
+DEFAULT_NUM_PERM = api.DEDUPE_NUM_PERM
 SEED = 1
 LSH_WEIGHTS = (0.05, 0.95)  # (false positive, false negative): candidates are verified exactly anyway
 _NUMBER = re.compile(r"\w*\d\w*")

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from ..api import v1alpha1 as api
 from ..api.common import decimal
 from ..api.v1alpha1 import DifficultyStage, GenerateStage, SamplerModel, SamplingParams
 from ..codebench import CodeProblem
@@ -33,10 +34,10 @@ from .records import Chain, Problem, StageReport
 
 log = logging.getLogger("reasonops.curate")
 
-DEFAULT_TEMPERATURE = 0.6
-DEFAULT_TOP_P = 0.95
-DEFAULT_MAX_TOKENS = 16384
-DEFAULT_CHAINS = 4
+DEFAULT_TEMPERATURE = float(api.SAMPLING_TEMPERATURE)  # the API names each default once
+DEFAULT_TOP_P = float(api.SAMPLING_TOP_P)
+DEFAULT_MAX_TOKENS = api.SAMPLING_MAX_TOKENS
+DEFAULT_CHAINS = api.CHAINS_PER_PROBLEM
 
 
 @dataclass

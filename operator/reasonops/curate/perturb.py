@@ -24,12 +24,13 @@ import random
 import re
 from dataclasses import dataclass
 
+from ..api import v1alpha1 as api
 from ..api.common import decimal
 from ..api.v1alpha1 import Perturbation
 from ..grading import last_boxed
 from .scoring import DEFAULT_COMPONENTS, phrase_forms
 
-DEFAULT_FRACTION = 0.67
+DEFAULT_FRACTION = float(api.PERTURBATION_FRACTION)  # named in the API
 
 
 def keyword_pattern(keywords: list[str] | tuple[str, ...]) -> re.Pattern[str]:

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
+from ..api import v1alpha1 as api
 from ..api.common import decimal
 from ..api.v1alpha1 import LIMO_SYSTEM_PROMPT, FineTuneJobSpec
 from ..api import common as reasons
@@ -64,8 +65,8 @@ RUN_PRESETS: dict[str, RunPreset] = {
     "sky-t1": RunPreset(system_prompt=None, offload=True, checkpoint_every_steps=100, checkpoint_keep=KEEP_ALL),
     "none": RunPreset(system_prompt=LIMO_SYSTEM_PROMPT, offload=False, checkpoint_every_steps=None, checkpoint_keep=3),
 }
-DEFAULT_SEED = 42
-DEFAULT_LORA = {"rank": 64, "alpha": 128, "dropout": 0.0}
+DEFAULT_SEED = api.TRAINING_SEED  # the API names each default once
+DEFAULT_LORA = {"rank": api.LORA_RANK, "alpha": api.LORA_ALPHA, "dropout": float(api.LORA_DROPOUT)}
 
 
 @dataclass
