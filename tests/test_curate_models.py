@@ -135,3 +135,24 @@ def test_unresolved_or_unreachable_endpoints_fail_before_work(tmp_path: Path) ->
         with pytest.raises(WorkloadError) as err:
             main(CurateConfig(spec=spec, output=str(tmp_path / "rev"), endpoints=endpoints, progress=False))
         assert err.value.reason == "EndpointUnreachable"
+
+
+def test_an_eval_run_sampler_asks_for_the_model_its_server_serves(server: str, tmp_path: Path) -> None:
+    """The sampler's `model` is a label for an EvalRun; requests name what the server answers to (the context's
+    servedModelNames, resolved by the operator)."""
+    spec = ReasoningDatasetSpec.model_validate({
+        "sources": [{"name": "i", "inline": [{"question": f"What is {i} plus 1?", "answer": str(i + 1)} for i in range(2)]}],
+        "stages": [{"name": "attempts", "difficulty": {"sampler": {"model": "any-label", "evalRun": "my-eval"}, "attempts": 1,
+                                                      "minSolved": 0, "maxSolved": 1, "sampling": SAMPLING}}],
+        "output": {"path": "/unused"},
+    })
+    before = requests_served(server)
+    config = CurateConfig(spec=spec, output=str(tmp_path / "ds" / "rev"), endpoints={"my-eval": server},
+                          served_names={"my-eval": "tiny"}, progress=False)
+    with pytest.raises(WorkloadError) as err:  # the attempts were answered; nothing has a chain to keep
+        main(config)
+    assert err.value.reason == "EmptyDataset" and requests_served(server) - before == 2
+    wrong = CurateConfig(spec=spec, output=str(tmp_path / "ds2" / "rev"), endpoints={"my-eval": server}, progress=False)
+    with pytest.raises(WorkloadError) as err:  # asking the server for "any-label" fails, and says so
+        main(wrong)
+    assert err.value.reason != "EmptyDataset"

@@ -32,7 +32,7 @@ import hashlib
 import json
 import os
 import posixpath
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Iterable, Mapping, Optional, Union
 
 from pydantic import ConfigDict, Field, ValidationError
 
@@ -302,7 +302,9 @@ class WorkloadContext(Model):
     baseModel: Optional[str] = Field(
         default=None, description="EvalRun: the base model (hub id) of a fine-tuned model; protocols pick prompts by it."
     )
-    endpoints: dict[str, str] = Field(default_factory=dict, description="ReasoningDataset: EvalRun name -> URL of its server.")
+    endpoints: dict[str, Union[str, list[str]]] = Field(
+        default_factory=dict, description="ReasoningDataset: EvalRun name -> URL of its server (or its replicas' URLs)."
+    )
     servedModelNames: dict[str, str] = Field(
         default_factory=dict, description="ReasoningDataset: EvalRun name -> the model name its server answers to."
     )

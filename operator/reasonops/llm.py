@@ -537,10 +537,12 @@ def api_key_env(ref: SecretKeyRef) -> str:
 
 
 def make_generator(
-    sampler: SamplerModel | dict, *, cache_path: str | Path | None = None, endpoint_override: str | list[str] | None = None
+    sampler: SamplerModel | dict, *, cache_path: str | Path | None = None, endpoint_override: str | list[str] | None = None,
+    model_override: str | None = None,
 ) -> Generator:
     """A generator for a SamplerModel: its endpoint(s) (or `endpoint_override`, the URL or replica URLs the
-    operator resolved for an `evalRun` reference) through HTTP, otherwise vLLM in this pod."""
+    operator resolved for an `evalRun` reference, whose server answers to `model_override`) through HTTP,
+    otherwise vLLM in this pod."""
     spec = sampler if isinstance(sampler, SamplerModel) else SamplerModel.model_validate(sampler)
     if endpoint_override:
         urls = [endpoint_override] if isinstance(endpoint_override, str) else list(endpoint_override)
@@ -558,7 +560,7 @@ def make_generator(
     first = endpoints[0][1]
     return OpenAIGenerator(
         replicas,
-        spec.model,
+        model_override or spec.model,
         timeout=float(first.timeoutSeconds or DEFAULT_TIMEOUT),
         max_retries=DEFAULT_MAX_RETRIES if first.maxRetries is None else first.maxRetries,
         cache_path=cache_path,

@@ -47,7 +47,8 @@ class ModelContext:
     system_prompt: str
     work_dir: Path
     grader: Grader
-    endpoints: dict[str, str] = field(default_factory=dict)
+    endpoints: dict[str, str | list[str]] = field(default_factory=dict)
+    served_names: dict[str, str] = field(default_factory=dict)  # EvalRun -> the model name its server answers to
     progress: bool = False
     on_progress: Callable[[str, int, int], None] | None = None  # (message, problems done, problems in all)
     cache_suffix: str = ""  # a shard's own resume caches: ".shard-<index>-of-<count>"
@@ -57,7 +58,9 @@ class ModelContext:
     def generator(self, sampler: SamplerModel, cache_name: str) -> Generator:
         override = self.endpoints.get(sampler.evalRun) if sampler.evalRun else None
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", cache_name + self.cache_suffix)
-        return make_generator(sampler, cache_path=self.work_dir / f"{safe}.jsonl", endpoint_override=override)
+        name = self.served_names.get(sampler.evalRun) if sampler.evalRun else None
+        return make_generator(sampler, cache_path=self.work_dir / f"{safe}.jsonl", endpoint_override=override,
+                              model_override=name)
 
     def sample(self, generator: Generator, problems: list[Problem], n: int, sampling: SamplingParams | None,
                label: str) -> dict[str, list[Completion]]:

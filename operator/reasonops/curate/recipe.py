@@ -57,6 +57,7 @@ class CurateConfig:
     revision: str | None = None  # the resource revision (spec hash) this run works for
     # EvalRun name -> base URL (or the URLs of its replicas), resolved by the operator
     endpoints: dict[str, str | list[str]] = field(default_factory=dict)
+    served_names: dict[str, str] = field(default_factory=dict)  # EvalRun name -> its served model name
     workers: int | None = None  # CPU workers for grading and hashing (default: all cores)
     progress: bool = True  # tqdm bars on stderr
     shard: sharding.Shard | None = None  # this pod's shard of the model stages (default: from the environment)
@@ -71,6 +72,7 @@ def config_from_resource(doc: dict[str, Any]) -> CurateConfig:
         name=doc.get("metadata", {}).get("name", "dataset"),
         revision=doc.get("revision"),
         endpoints=dict((doc.get("context") or {}).get("endpoints") or {}),
+        served_names=dict((doc.get("context") or {}).get("servedModelNames") or {}),
     )
 
 
@@ -195,6 +197,7 @@ def _model_context(config: CurateConfig, sink: output.DatasetSink, grader: Grade
         work_dir=sink.work_dir(),
         grader=grader,
         endpoints=config.endpoints,
+        served_names=config.served_names,
         progress=config.progress,
         on_progress=progress,
         cache_suffix=f".shard-{shard.index}-of-{shard.count}" if shard.count > 1 else "",
