@@ -15,11 +15,15 @@ from reasonops.demo import pretraining_texts
 from reasonops.benchmarks import demo_items
 
 
-def test_pretraining_never_shows_the_benchmark_or_the_format():
-    texts = pretraining_texts(4000, seed=0, chat=lambda messages: "\n".join(m["content"] for m in messages))
+def test_pretraining_never_shows_the_benchmark_nor_answers_a_chat_in_the_format():
+    texts = pretraining_texts(4000, seed=0, chat=lambda messages: "CHAT\n" + "\n".join(m["content"] for m in messages))
     questions = {item.question for item in demo_items()}
     assert not any(q in t for t in texts for q in questions)
-    assert not any("\\boxed{" in t.replace("\\boxed{}", "") or "answer is" in t for t in texts)
+    chats = [t for t in texts if t.startswith("CHAT")]
+    plain = [t for t in texts if not t.startswith("CHAT")]
+    # The format is known from plain text but never used to answer: what the curated chains teach.
+    assert chats and not any("\\boxed{" in t.replace("\\boxed{}", "") or "answer is" in t for t in chats)
+    assert any("So the answer is $\\boxed{" in t for t in plain)
 
 
 @pytest.mark.slow
