@@ -435,7 +435,7 @@ def test_a_sampler_naming_an_evalrun_gets_its_servers_endpoint(operator, volumes
     body["spec"]["stages"].insert(0, {"name": "hard", "difficulty": {
         "sampler": {"model": "qwen-7b", "evalRun": "teacher"}, "attempts": 4, "minSolved": 0, "maxSolved": 2}})
     apply(c, ns, body)
-    ds = wait_for("waits for the server", lambda: (d := get(c, "reasoningdataset", ns, "ds"))["status"].get("reason") == "EndpointNotFound" and d, op=operator)
+    wait_for("waits for the server", lambda: (d := get(c, "reasoningdataset", ns, "ds"))["status"].get("reason") == "EndpointNotFound" and d, op=operator)
     assert items(c, "jobs", ns, "reasonops.io/name=ds") == []
     apply(c, ns, teacher)
     job = wait_for("curation starts", lambda: (j := items(c, "jobs", ns, "reasonops.io/name=ds")) and j[0], timeout=60, op=operator)

@@ -6,7 +6,7 @@ observed) and returns manifests, so each is unit-tested without a cluster. `kube
 
 from __future__ import annotations
 
-import json
+import hashlib
 import posixpath
 import re
 import shlex

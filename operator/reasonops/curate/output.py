@@ -26,7 +26,6 @@ heavy text runs somewhat higher), and the manifest says which method was used.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import math
