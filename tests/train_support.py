@@ -64,6 +64,7 @@ def resource_doc(model: Path | str, dataset: Path | str, output: Path | str, **s
         "spec": base,
         "revision": "r1",
         "output": str(output),
+        "outputLocation": str(output),  # the contract's canonical form (a local path here)
         "context": {},
     }
 
