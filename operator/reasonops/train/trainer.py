@@ -70,11 +70,22 @@ def main(config: TrainConfig, reporter: Optional[Reporter] = None) -> dict[str, 
         unset_hf_deepspeed_config()
 
 
+def _no_shared_memory_op() -> None:
+    """On CPU, DeepSpeed JIT-compiles a shared-memory all-reduce when its communication backend starts: a C++
+    compiler, more than 2 GiB and minutes in every pod (and a writable extension cache, which a read-only
+    root filesystem has not). gloo's collectives, which the process group already uses, are enough."""
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
 def _train(config: TrainConfig, reporter: Reporter, info: DistInfo) -> dict[str, Any]:
     import deepspeed
     from transformers import get_scheduler, set_seed
 
     started = time.monotonic()
+    if info.backend != "nccl":
+        _no_shared_memory_op()
     deepspeed.init_distributed(dist_backend=info.backend)  # adopts our group; its config code needs it
     is_main = info.rank == 0
     gas = config.gradient_accumulation(info.world_size)  # before anything slow: a wrong batch fails at once
