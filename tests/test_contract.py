@@ -129,3 +129,13 @@ def test_the_pod_reads_every_volume_location_as_a_path():
     assert k.spec_for_pod("FineTuneJob", ft)["baseModel"] == {"name": "/mnt/pvc/weights/hub/qwen-7b"}
     ev = {"model": {"fineTuneJob": "f"}, "benchmarks": [{"name": "aime24", "path": "pvc://bench/aime24.jsonl"}]}
     assert k.spec_for_pod("EvalRun", ev, "/tmp/v")["benchmarks"][0]["path"] == "/tmp/v/bench/aime24.jsonl"
+
+
+def test_locations_a_pod_reports_map_back_to_canonical_form():
+    ds = ReasoningDataset.model_validate({"metadata": {"name": "d", "namespace": "team"}, "spec": {
+        "sources": [{"name": "p", "path": "/x"}], "output": {"volume": {"claimName": "data"}}}})
+    doc = k.build_document(ds, revision="r1", output=k.dataset_output(ds, "r1"))
+    assert doc.canonical("/mnt/pvc/data/d/r1") == "pvc://data/d/r1"
+    assert doc.canonical("/mnt/pvc/data/d/r1/model") == "pvc://data/d/r1/model"
+    assert doc.canonical("checkpoints/step-8") == "pvc://data/d/r1/checkpoints/step-8"
+    assert doc.canonical("/mnt/pvc/other/x") == "pvc://other/x" and doc.canonical("s3://b/k") == "s3://b/k"

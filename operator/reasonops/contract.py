@@ -329,6 +329,15 @@ class WorkloadDocument(Model):
         return parse_resource({"apiVersion": self.apiVersion, "kind": self.kind,
                                "metadata": self.metadata.model_dump(), "spec": self.spec})
 
+    def canonical(self, reported: str) -> str:
+        """A location a workload reported (a path under `output`, a path relative to it, or anything else)
+        in canonical form: under `outputLocation` when it lies in the output, else as `canonical` maps it."""
+        if reported == self.output or reported.startswith(self.output.rstrip("/") + "/"):
+            return self.outputLocation + reported[len(self.output):]
+        if not reported.startswith("/") and "://" not in reported:
+            return f"{self.outputLocation.rstrip('/')}/{reported}"
+        return canonical(reported)
+
     def as_dict(self) -> dict[str, Any]:
         """The wire form the workloads' `config_from_resource(doc)` take."""
         return self.model_dump(mode="json", exclude_none=True)

@@ -569,8 +569,9 @@ async def reconcile_dataset(body: dict[str, Any], indexes: dict[str, Any]) -> No
     jobs, pods = _observed(indexes, "ReasoningDataset", ns, name)
     job_name = b.child_name(name, revision)
     now = now_iso()
-    sandbox_wait = await _sandbox(body, ds, spec, _finished(body, revision, jobs, job_name), indexes, now)
-    if waiting is None and not any(j.name == job_name for j in jobs):
+    job = next((j for j in jobs if j.name == job_name), None)
+    sandbox_wait = await _sandbox(body, ds, spec, _finished(body, revision, job), indexes, now)
+    if waiting is None and job is None:
         waiting = sandbox_wait
     output = k.dataset_output(ds, revision)
     document = k.build_document(ds, revision=revision, output=output,
@@ -588,7 +589,7 @@ async def reconcile_dataset(body: dict[str, Any], indexes: dict[str, Any]) -> No
     if plan.result is not None:
         result = plan.result
         status["output"] = {
-            "revision": revision, "location": _canonical(result["location"], document) if result.get("location") else output,
+            "revision": revision, "location": document.canonical(result["location"]) if result.get("location") else output,
             "contentHash": result.get("contentHash"), "samples": result.get("samples"),
         }
         status["output"] = {k_: v for k_, v in status["output"].items() if v is not None}
@@ -690,12 +691,12 @@ async def reconcile_finetune(body: dict[str, Any], indexes: dict[str, Any]) -> N
             with contextlib.suppress(ValueError):
                 metrics.TRAIN_LOSS.labels(namespace=ns, finetunejob=name).set(float(progress["loss"]))
         if progress.get("latestCheckpoint"):
-            status["latestCheckpoint"] = _canonical(str(progress["latestCheckpoint"]), document)[:1024]
+            status["latestCheckpoint"] = document.canonical(str(progress["latestCheckpoint"]))[:1024]
     if job is not None:
         status["restarts"] = job.failed  # pod failures the Job counted: peers it lost to a restart are not
     if plan.result is not None:
         result = plan.result
-        status["modelLocation"] = _canonical(result["modelLocation"], document) if result.get("modelLocation") else k.model_location(output)
+        status["modelLocation"] = document.canonical(result["modelLocation"]) if result.get("modelLocation") else k.model_location(output)
         status["modelRevision"] = revision
         if isinstance(result.get("finalLoss"), (int, float)):
             status["lastLoss"] = f"{result['finalLoss']:.4f}"
@@ -704,17 +705,8 @@ async def reconcile_finetune(body: dict[str, Any], indexes: dict[str, Any]) -> N
         if isinstance(result.get("contextLength"), int):
             status["contextLength"] = result["contextLength"]
         if result.get("latestCheckpoint"):
-            status["latestCheckpoint"] = _canonical(str(result["latestCheckpoint"]), document)
+            status["latestCheckpoint"] = document.canonical(str(result["latestCheckpoint"]))
     await _apply(body, "FineTuneJob", plan, status)
-
-
-def _canonical(reported: str, document: k.WorkloadDocument) -> str:
-    """A location a pod reported: under its output (as a pod path, or relative) → canonical; else as is."""
-    if reported.startswith(document.output.rstrip("/") + "/") or reported == document.output:
-        return document.outputLocation + reported[len(document.output):]
-    if not reported.startswith("/") and "://" not in reported:
-        return f"{document.outputLocation.rstrip('/')}/{reported}"
-    return k.canonical(reported)
 
 
 # --- EvalRun -----------------------------------------------------------------------------------
@@ -743,10 +735,9 @@ def _model_input(ev: EvalRun, body: dict[str, Any], indexes: dict[str, Any]) -> 
     return _Input(revision=k.input_hash(f"{model.endpoint.url}|{model.servedModelName or ''}"))
 
 
-def _finished(body: dict[str, Any], revision: str, jobs: list[JobState], job_name: str) -> bool:
+def _finished(body: dict[str, Any], revision: str, job: Optional[JobState]) -> bool:
     """Whether the current revision has finished (its history says so, or its Job just did)."""
     history = {h.get("revision"): h.get("phase") for h in (body.get("status") or {}).get("history") or []}
-    job = next((j for j in jobs if j.name == job_name), None)
     return history.get(revision) in p.TERMINAL or bool(job and (job.complete or job.failed_reason))
 
 
@@ -779,7 +770,7 @@ async def reconcile_eval(body: dict[str, Any], indexes: dict[str, Any]) -> None:
     jobs, pods = _observed(indexes, "EvalRun", ns, name)
     job_name = b.child_name(name, revision)
     job = next((j for j in jobs if j.name == job_name), None)
-    finished = _finished(body, revision, jobs, job_name)
+    finished = _finished(body, revision, job)
     observed_server: Optional[p.ServerState] = _one(indexes["deployment_index"], (ns, name[:63], "server"))
     keep = not (ev.spec.serving and ev.spec.serving.keepAfterEval is False)
     server = p.plan_server(
