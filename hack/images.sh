@@ -167,8 +167,20 @@ build_one() {  # name → prints the image reference
     fi
     rm -rf "$ctx"
     log "built $image in $((SECONDS - start))s ($(docker image inspect --format '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1/1e6}'))"
+    drop_superseded "$name" "$tag"
   fi
   echo "$image"
+}
+
+# drop_superseded NAME TAG: every content tag is a new image (5 GB for workload-cpu): the older tags of the
+# same image and the build cache beyond a bound go, so repeated builds do not fill the disk.
+drop_superseded() {
+  local name=$1 tag=$2 old
+  for old in $("$DOCKER" images "reasonops/$name" --format '{{.Tag}}'); do
+    [[ $old == "$tag" ]] || "$DOCKER" rmi "reasonops/$name:$old" >/dev/null 2>&1 || true
+  done
+  "$DOCKER" image prune -f >/dev/null 2>&1 || true
+  "$DOCKER" builder prune -f --keep-storage "${REASONOPS_BUILD_CACHE:-8GB}" >/dev/null 2>&1 || true
 }
 
 cmd_build() {
