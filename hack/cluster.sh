@@ -66,7 +66,14 @@ start() {
   local name=$1; shift
   log "starting $name"
   setsid "$@" </dev/null >"$LOGS/$name.log" 2>&1 9>&- &
-  echo "$name $!" >>"$PIDS"
+  local pid=$! i
+  echo "$name $pid" >>"$PIDS"
+  # Until the fork has exec'd, /proc/PID/cmdline is still this script's, which pid_is_ours would
+  # take for a dead component (wait_for then failed at random on a loaded machine).
+  for ((i = 0; i < 100; i++)); do
+    pid_is_ours "$pid" || ! [[ -e /proc/$pid ]] && break
+    sleep 0.05
+  done
 }
 
 # Pids of the processes recorded in the pids file, last started first.

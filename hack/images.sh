@@ -50,7 +50,8 @@ ensure_docker() {
   docker info >/dev/null 2>&1 && return 0
   log "starting dockerd (log: $CACHE/dockerd.log)"
   mkdir -p "$CACHE"
-  setsid dockerd --iptables=false --ip-masq=false --bridge=none </dev/null >"$CACHE/dockerd.log" 2>&1 &
+  # Not our callers' lock descriptors (hack/cluster.sh: 8 and 9): a daemon that outlives them must not hold them.
+  setsid dockerd --iptables=false --ip-masq=false --bridge=none </dev/null >"$CACHE/dockerd.log" 2>&1 8>&- 9>&- &
   local i
   for ((i = 0; i < 120; i++)); do
     docker info >/dev/null 2>&1 && return 0

@@ -39,7 +39,8 @@ OPERATOR_RULES = {
     ("reasonops.io", "finetunejobs/status"): {"patch"},
     ("reasonops.io", "evalruns/status"): {"patch"},
     ("batch", "jobs"): {"list", "watch", "create", "patch", "deletecollection"},
-    ("", "pods"): {"list", "watch", "delete"},  # delete: the peers of a failed training pod (group restart)
+    ("", "pods"): {"list", "watch"},
+    ("", "pods/eviction"): {"create"},  # the peers of a failed training pod (group restart), not counted as failures
     ("apps", "deployments"): {"list", "watch", "create", "patch", "delete"},
     ("", "services"): {"create", "patch", "deletecollection"},
     ("", "configmaps"): {"create", "deletecollection"},

@@ -75,13 +75,14 @@ def kwok_overlay(namespace: str, selected: int) -> str:
 
 
 class Repo:
-    """A git repository with the GitOps example, and the sync of a GitOps controller."""
+    """A git repository with the GitOps example plus the test's own overlay (`overlays/<overlay>`,
+    rendered and synced), and the sync of a GitOps controller."""
 
-    def __init__(self, path: Path, cluster, namespace: str) -> None:
-        self.path, self.cluster, self.namespace = path, cluster, namespace
+    def __init__(self, path: Path, cluster, namespace: str, overlay: str = "kwok", kustomization: str | None = None) -> None:
+        self.path, self.cluster, self.namespace, self.overlay = path, cluster, namespace, overlay
         shutil.copytree(GITOPS, path)
-        (path / "overlays" / "kwok").mkdir()
-        (path / "overlays" / "kwok" / "kustomization.yaml").write_text(kwok_overlay(namespace, selected=200))
+        (path / "overlays" / overlay).mkdir()
+        (path / "overlays" / overlay / "kustomization.yaml").write_text(kustomization or kwok_overlay(namespace, selected=200))
         self.git("init", "-q", "-b", "main")
         self.commit("the pipeline")
 
@@ -109,7 +110,7 @@ class Repo:
             archive = subprocess.run(["git", "-C", str(self.path), "archive", "HEAD"], check=True, capture_output=True).stdout
             with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
                 tar.extractall(checkout, filter="data")
-        return self.cluster.kubectl("kustomize", str(checkout / "overlays" / "kwok")).stdout
+        return self.cluster.kubectl("kustomize", str(checkout / "overlays" / self.overlay)).stdout
 
     def sync(self) -> None:
         self.cluster.kubectl("apply", "--server-side", f"--field-manager={FIELD_MANAGER}", "-f", "-", input=self.render())

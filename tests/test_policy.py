@@ -221,3 +221,13 @@ def test_training_jobs_do_not_count_deleted_peers_as_failures():
     job = build_job(body, Settings(), name="ft-r", labels={}, pod_spec={}, resources=None, suspend=False,
                     backoff_limit=3, active_deadline=None, completions=2)
     assert job["spec"]["podFailurePolicy"]["rules"] == [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]
+
+
+def test_a_rolling_update_is_ready_only_when_no_pod_of_the_old_template_is_left():
+    # The new pod exists but is not ready; the old one (previous model) is still the available one.
+    assert p.updated_available({"replicas": 2, "updatedReplicas": 1, "availableReplicas": 1}) == 0
+    assert p.updated_available({"replicas": 2, "updatedReplicas": 1, "availableReplicas": 2}) == 0
+    # The old pod is gone and the new one is available.
+    assert p.updated_available({"replicas": 1, "updatedReplicas": 1, "availableReplicas": 1}) == 1
+    assert p.updated_available({"replicas": 1, "updatedReplicas": 1, "availableReplicas": 0}) == 0
+    assert p.updated_available({}) == 0

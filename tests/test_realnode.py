@@ -50,6 +50,10 @@ class Release:
         # JSON, not YAML: PyYAML writes "1e-3" unquoted, which kubectl's YAML 1.2 reads as a number.
         self.cluster.kubectl("apply", "-n", self.ns, "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(docs)}))
 
+    def delete(self, kind: str, *names: str) -> None:
+        """Remove what a test no longer needs (the real node has two CPUs for every pod of the module)."""
+        self.cluster.kubectl("delete", kind, *names, "-n", self.ns, "--ignore-not-found", "--wait=false")
+
     def diagnostics(self) -> str:
         """What a person would look at: the operator's log, the namespace's pods and events."""
         c = self.cluster
@@ -141,6 +145,8 @@ def release(real_cluster: RealCluster, tmp_path_factory):
     }
     values_file = tmp_path_factory.mktemp("helm") / "values.yaml"
     values_file.write_text(yaml.safe_dump(values))
+    # Helm installs a chart's CRDs only once; on upgrade they are applied as a user would (kept clusters).
+    c.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "charts" / "reasonops" / "crds"))
     # upgrade --install: a release left by an interrupted run on a kept cluster is taken over.
     helm(c, "upgrade", "--install", "reasonops", str(ROOT / "charts" / "reasonops"), "-n", "reasonops-system", "--create-namespace",
          "-f", str(values_file), "--wait", "--timeout", "240s")
@@ -169,8 +175,7 @@ def dataset(c: RealCluster, name: str, **spec) -> dict:
 
 def finetune(c: RealCluster, name: str, dataset_name: str, nodes: int = 1, **spec) -> dict:
     body = {
-        # The trainer reads baseModel.name as is (a path in the pod); the volume only gets it mounted.
-        "baseModel": {"name": "/mnt/pvc/data/models/base", "volume": {"volume": {"claimName": "data", "path": "models/base"}}},
+        "baseModel": {"name": "base", "volume": {"volume": {"claimName": "data", "path": "models"}}},
         "datasetRef": {"name": dataset_name},
         "method": "full",
         "hyperparameters": {"learningRate": "1e-3", "epochs": 2, "maxLength": 512, "globalBatchSize": 4, "warmupRatio": "0"},
@@ -178,6 +183,7 @@ def finetune(c: RealCluster, name: str, dataset_name: str, nodes: int = 1, **spe
         "attention": "sdpa",
         "numNodes": nodes,
         "gpusPerNode": 0,
+        "distributedBackend": "gloo",
         "checkpoints": {"everyEpochs": 1, "keep": 2},
         "output": {"volume": {"claimName": "data", "path": "models"}},
         "resources": resources(c, cpu="500m", memory="2Gi"),
@@ -318,6 +324,74 @@ def test_evalrun_serves_the_model_behind_its_service_and_reports_gates(release: 
     pods_on_real_node(release, "reasonops.io/name=ev")
 
 
+# --- 6. curation sampling from an EvalRun's served model ----------------------------------------
+
+
+def served_evalrun(release: Release) -> dict:
+    """The EvalRun `ev` of test 5 (applied here when that test did not run), once it passed."""
+    if not release.get("evalrun", "ev"):
+        doc = evalrun(release.cluster, "ev", "unused")
+        doc["spec"]["model"] = {"name": "models/base", "volume": {"volume": {"claimName": "data", "path": ""}}}
+        doc["spec"]["output"] = {"volume": {"claimName": "data", "path": "evals"}}
+        release.apply(doc)
+    return release.wait_condition("evalrun", "ev", "Passed", timeout=900)
+
+
+def test_dataset_difficulty_stage_samples_from_an_evalruns_served_model(release: Release):
+    c = release.cluster
+    served_evalrun(release)
+    server = next(p for p in release.items("pods", "reasonops.io/name=ev") if "server" in p["metadata"]["name"]
+                  and p["status"].get("phase") == "Running")
+    port = server["spec"]["containers"][0]["ports"][0]["containerPort"]
+    stats = f"/api/v1/namespaces/{release.ns}/pods/{server['metadata']['name']}:{port}/proxy/stats"
+    requests = lambda: json.loads(c.kubectl("get", "--raw", stats).stdout)["requests"]  # the server's own count
+    before = requests()
+    doc = dataset(c, "sampled")
+    doc["spec"]["stages"] = [
+        {"name": "dedupe", "dedupe": {"threshold": "0.8", "shingleSize": 3}},
+        # A random tiny model solves nothing: every problem stays (minSolved 0), each attempted twice.
+        {"name": "difficulty", "difficulty": {"sampler": {"model": "served", "evalRun": "ev"}, "attempts": 2,
+                                               "minSolved": 0, "maxSolved": 2, "sampling": {"maxTokens": 8}}},
+        {"name": "select", "select": {"size": 8}},
+    ]
+    release.apply(doc)
+    ds = release.wait_condition("reasoningdataset", "sampled", "Ready", timeout=600)
+    counts = {s["stage"]: s for s in ds["status"]["stageCounts"]}
+    attempted = counts["difficulty"]["kept"] + counts["difficulty"]["dropped"]
+    assert attempted == counts["dedupe"]["kept"] > 0
+    # The attempts went to the EvalRun's server, through its Service, from the curation pod.
+    after = requests()
+    assert after - before >= attempted, (before, after, attempted)
+    pods_on_real_node(release, "reasonops.io/name=sampled")
+    release.delete("evalrun", "ev")  # its server holds CPU the later tests need
+
+
+# --- 7. status written by the pods themselves, under Pod Security `restricted` -------------------
+
+
+def test_pods_patch_their_own_progress_with_the_workload_service_account(release: Release):
+    c = release.cluster
+    labels = release.get("namespace", release.ns, ns="")["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    if not release.get("reasoningdataset", "pool"):
+        release.apply(dataset(c, "pool"))
+    ds = release.wait_condition("reasoningdataset", "pool", "Ready", timeout=600)
+    # The operator never writes status.progress: the pod did, as the workload ServiceAccount
+    # (its own field manager, kube.WORKLOAD_FIELD_MANAGER), for the current revision.
+    obj = json.loads(c.kubectl("get", "reasoningdataset", "pool", "-n", release.ns, "-o", "json", "--show-managed-fields").stdout)
+    owners = {m["manager"] for m in obj["metadata"]["managedFields"]
+              if m.get("subresource") == "status" and "f:progress" in m["fieldsV1"].get("f:status", {})}
+    assert owners == {"reasonops-workload"}, obj["metadata"]["managedFields"]
+    progress = ds["status"]["progress"]
+    assert progress["revision"] == ds["status"]["revision"]
+    assert progress["result"]["samples"] == ds["status"]["selected"]
+    pod = pods_on_real_node(release, "reasonops.io/name=pool")[0]
+    assert pod["spec"]["serviceAccountName"] == "reasonops-workload"
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    events = release.items("events")
+    assert not [e for e in events if e.get("reason") == "StatusUpdateFailed"], [e["message"] for e in events]
+
+
 # --- 8. failures surfaced with Kubernetes' reason ---------------------------------------------
 
 
@@ -331,12 +405,14 @@ def test_an_image_that_does_not_exist_is_surfaced(release: Release):
         text = json.dumps((ds.get("status") or {}).get("conditions") or [])
         return ("ErrImageNeverPull" in text or "ImagePull" in text) and ds
     release.wait_for("the missing image in the dataset's conditions", surfaced, timeout=180)
+    release.delete("reasoningdataset", "noimage")
 
 
 def test_a_server_that_crash_loops_is_surfaced(release: Release):
     c = release.cluster
     doc = evalrun(c, "crash", "ft-missing-model")
     doc["spec"]["model"] = {"name": "no-such-model", "volume": {"volume": {"claimName": "data", "path": ""}}}
+    doc["spec"]["output"] = {"volume": {"claimName": "data", "path": "evals"}}
     doc["spec"]["serving"]["resources"]["memory"] = "512Mi"
     release.apply(doc)
     def surfaced():
@@ -344,6 +420,7 @@ def test_a_server_that_crash_loops_is_surfaced(release: Release):
         text = json.dumps((ev.get("status") or {}).get("conditions") or [])
         return "CrashLoopBackOff" in text and ev
     release.wait_for("CrashLoopBackOff in the EvalRun's conditions", surfaced, timeout=300)
+    release.delete("evalrun", "crash")
 
 
 def test_a_pod_over_its_memory_limit_is_surfaced(release: Release):
@@ -354,3 +431,89 @@ def test_a_pod_over_its_memory_limit_is_surfaced(release: Release):
         text = json.dumps((ds.get("status") or {}).get("conditions") or [])
         return "OOMKilled" in text and ds
     release.wait_for("OOMKilled in the dataset's conditions", surfaced, timeout=300)
+    release.delete("reasoningdataset", "oom")
+
+
+# --- 9. the GitOps retraining loop of examples/gitops, in real containers ------------------------
+
+
+def cpu_overlay(c: RealCluster, namespace: str, selected: int) -> str:
+    """The staging overlay made to run on the real node: the shipped pool file, the tiny model on the
+    models claim, CPU training and the CPU serving engine, the demo benchmark (nothing downloads)."""
+    def replace(kind: str, name: str, **values) -> dict:
+        return {"target": {"group": "reasonops.io", "kind": kind, "name": name},
+                "patch": json.dumps([{"op": "add", "path": f"/spec/{k}", "value": v} for k, v in values.items()])}
+    small = resources(c, cpu="500m", memory="2Gi")
+    return yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "namespace": namespace,
+        "resources": ["../staging"],
+        "patches": [
+            replace("ReasoningDataset", "math-reasoning", resources=small,
+                    sources=[{"name": "pool", "path": "/mnt/pvc/reasoning-data/pool/pool.jsonl"}],
+                    stages=[{"name": "dedupe", "dedupe": {"threshold": "0.8", "shingleSize": 3}},
+                            {"name": "decontaminate", "decontaminate": {"benchmarks": ["demo"], "ngram": 8, "threshold": "0.5"}},
+                            {"name": "select", "select": {"size": selected}}]),
+            {"target": {"group": "reasonops.io", "kind": "ReasoningDataset", "name": "math-reasoning"},
+             "patch": json.dumps([{"op": "remove", "path": "/spec/tokenizer"}])},
+            replace("FineTuneJob", "reasoner", resources=small, numNodes=1, gpusPerNode=0, attention="sdpa",
+                    baseModel={"name": "base", "volume": {"volume": {"claimName": "reasoning-models", "path": ""}}},
+                    hyperparameters={"learningRate": "1e-3", "epochs": 1, "maxLength": 512, "globalBatchSize": 4, "warmupRatio": "0"},
+                    deepspeed={"zeroStage": 3}),
+            replace("EvalRun", "reasoner-eval", resources=resources(c, cpu="250m", memory="1Gi"),
+                    benchmarks=[{"name": "demo", "maxTokens": 16}],
+                    serving={"engine": "cpu", "resources": resources(c, cpu="250m", memory="1Gi")},
+                    gates=[{"benchmark": "demo", "minScore": "0"}]),
+        ],
+    }, sort_keys=False, width=1 << 20)  # one patch per line: the test edits it as text
+
+
+def test_gitops_loop_retrains_and_reevaluates_in_real_containers(release: Release):
+    from chart_support import argocd_health
+    from test_gitops_loop import Repo, readme_scripts, run_script
+
+    c, ns = release.cluster, release.ns
+    claims = {}
+    for claim in ("reasoning-data", "reasoning-models"):
+        path = c.dir / "volumes" / f"{ns}-{claim}"
+        path.mkdir(parents=True, exist_ok=True)
+        claims[claim] = path
+    (claims["reasoning-data"] / "pool").mkdir(exist_ok=True)
+    shutil.copy(POOL, claims["reasoning-data"] / "pool" / "pool.jsonl")
+    shutil.copytree(release.volume / "models" / "base", claims["reasoning-models"] / "base", dirs_exist_ok=True)
+    for path in claims.values():
+        chown_tree(path)
+    for claim, path in claims.items():  # the claims come from git; their volumes are the cluster's
+        pv = local_volume(c, ns, claim, path)[0]
+        pv["spec"]["accessModes"] = ["ReadWriteMany"]
+        pv["spec"]["capacity"]["storage"] = "2Ti"
+        c.kubectl("apply", "-f", "-", input=json.dumps(pv))
+
+    repo = Repo(c.dir / f"gitops-{ns}", c, ns, overlay="cpu", kustomization=cpu_overlay(c, ns, selected=12))
+    waits, handover, verdict = readme_scripts()
+    live = lambda kind, name: release.get(kind, name)
+
+    repo.sync()
+    proc = run_script(c, waits, ns, timeout_s=300)
+    assert proc.returncode == 0, f"{proc.stderr}\n{release.diagnostics()}"
+    ds, ft, ev = live("reasoningdataset", "math-reasoning"), live("finetunejob", "reasoner"), live("evalrun", "reasoner-eval")
+    assert ds["status"]["selected"] == 12
+    first = {"output": ds["status"]["output"]["revision"], "model": ft["status"]["modelRevision"], "eval": ev["status"]["revision"]}
+    assert [argocd_health(o)[0] for o in (ds, ft, ev)] == ["Healthy"] * 3
+
+    # The README's loop: edit the dataset in git, sync, and the chain follows on its own.
+    repo.edit("overlays/cpu/kustomization.yaml", '"size": 12', '"size": 20')
+    repo.commit("select 20 problems")
+    repo.sync()
+    proc = run_script(c, handover, ns, timeout_s=300)
+    assert proc.returncode == 0, f"{proc.stderr}\n{release.diagnostics()}"
+    proc = run_script(c, verdict, ns, timeout_s=300)
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}\n{release.diagnostics()}"
+    ds, ft, ev = live("reasoningdataset", "math-reasoning"), live("finetunejob", "reasoner"), live("evalrun", "reasoner-eval")
+    assert ds["status"]["selected"] == 20 and ds["status"]["output"]["revision"] != first["output"]
+    assert ft["status"]["datasetRevision"] == ds["status"]["output"]["revision"]
+    assert ft["status"]["modelRevision"] != first["model"], "the fine-tune retrained on the new dataset"
+    assert ev["status"]["modelRevision"] == ft["status"]["modelRevision"] and ev["status"]["revision"] != first["eval"]
+    model = claims["reasoning-models"] / ft["status"]["modelLocation"].removeprefix("pvc://reasoning-models/")
+    assert (model / "config.json").exists(), ft["status"]["modelLocation"]
+    assert repo.drift() == "", "the retraining left git and the cluster apart"
+    pods_on_real_node(release, "reasonops.io/name=reasoner")

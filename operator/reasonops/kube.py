@@ -27,6 +27,9 @@ from kubernetes.client.rest import ApiException
 log = logging.getLogger("reasonops.kube")
 
 FIELD_MANAGER = "reasonops"
+# What a workload pod writes into its resource's status (progress, result) is owned under its own name,
+# so managedFields tell the operator's writes from the pods'.
+WORKLOAD_FIELD_MANAGER = "reasonops-workload"
 _PLURALS = {
     "ConfigMap": "configmaps",
     "Service": "services",
@@ -114,7 +117,7 @@ class Kube:
     def patch_status(self, kind: str, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         return self._call(
             "PATCH", _path("reasonops.io/v1alpha1", kind, namespace, name, "status"), {"status": status},
-            content_type="application/merge-patch+json",
+            query=[("fieldManager", WORKLOAD_FIELD_MANAGER)], content_type="application/merge-patch+json",
         )
 
     def delete_by_labels(self, kind: str, namespace: str, selector: str) -> None:
@@ -242,6 +245,16 @@ class AsyncKube:
         """Core Events of a namespace matching a field selector (e.g. involvedObject.uid=...)."""
         answer = await self._call("GET", _path("v1", "Event", namespace), query=[("fieldSelector", field_selector)])
         return list(answer.get("items") or [])
+
+    async def evict(self, namespace: str, name: str) -> None:
+        """Remove a pod through the Eviction API: it gets the DisruptionTarget condition, which a Job's pod
+        failure policy can ignore (a plain delete counts against backoffLimit). Gone already is fine."""
+        body = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": namespace}}
+        try:
+            await self._call("POST", _path("v1", "Pod", namespace, name, "eviction"), body, decode=False)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
 
     async def delete(self, kind: str, namespace: str, name: str) -> None:
         try:

@@ -381,11 +381,18 @@ class ReasoningDatasetStatus(_StatusBase):
 
 
 class BaseModelRef(Model):
+    rules = (
+        Rule("!has(self.volume) || !(self.name.startsWith('/') || self.name.contains('://'))",
+             "with volume, name is a path relative to that location (not absolute, not a URI)",
+             lambda m: m.volume is None or not (m.name.startswith("/") or "://" in m.name), field=".name"),
+    )
+
     name: Annotated[str, Field(min_length=1, max_length=512)] = Field(
-        description="Hub id (e.g. Qwen/Qwen2.5-32B-Instruct), a path inside the pod, or a URI (s3://...)."
+        description="Hub id (e.g. Qwen/Qwen2.5-32B-Instruct), a path inside the pod, a URI (s3://..., pvc://claim/path), "
+        "or with volume, a path relative to that location."
     )
     revision: Optional[Annotated[str, Field(min_length=1, max_length=128)]] = Field(default=None, description="Pinned hub revision.")
-    volume: Optional[Location] = Field(default=None, description="Volume to mount when name is a path on a claim.")
+    volume: Optional[Location] = Field(default=None, description="The claim location that name is relative to (mounted in the pods).")
 
 
 class DatasetRef(Model):
@@ -468,11 +475,14 @@ class FineTuneJobSpec(Model):
              lambda m: (m.datasetRef is None) != (m.dataset is None)),
         Rule("!has(self.lora) || (has(self.method) && self.method == 'lora')", "lora is only allowed with method: lora",
              lambda m: m.lora is None or m.method == "lora"),
-        Rule("!has(self.numNodes) || self.numNodes <= 1 || (has(self.gpusPerNode) ? self.gpusPerNode > 0 :"
+        # Several nodes without GPUs is usually a forgotten GPU count; CPU training across nodes (small
+        # models, CPU-only test clusters) is asked for by naming its backend.
+        Rule("!has(self.numNodes) || self.numNodes <= 1 || (has(self.distributedBackend) && self.distributedBackend == 'gloo') ||"
+             " (has(self.gpusPerNode) ? self.gpusPerNode > 0 :"
              " !(has(self.resources) && has(self.resources.gpus) && self.resources.gpus == 0))",
-             "numNodes above 1 needs GPUs: gpusPerNode (or resources.gpus) must not be 0",
-             lambda m: (m.numNodes or 1) <= 1 or (m.gpusPerNode > 0 if m.gpusPerNode is not None
-                                                  else not (m.resources and m.resources.gpus == 0)),
+             "numNodes above 1 needs GPUs: gpusPerNode (or resources.gpus) must not be 0, unless distributedBackend is gloo (CPU training)",
+             lambda m: (m.numNodes or 1) <= 1 or m.distributedBackend == "gloo"
+             or (m.gpusPerNode > 0 if m.gpusPerNode is not None else not (m.resources and m.resources.gpus == 0)),
              field=".numNodes"),
     )
 
@@ -500,6 +510,10 @@ class FineTuneJobSpec(Model):
     gpusPerNode: Optional[int] = Field(
         default=None, ge=0, le=16,
         description="GPUs (processes) per node (default: resources.gpus, else the operator's default GPUs per node).",
+    )
+    distributedBackend: Optional[Literal["nccl", "gloo"]] = Field(
+        default=None,
+        description="torch.distributed backend of the training processes (default: nccl where GPUs are, else gloo).",
     )
     checkpoints: Optional[CheckpointPolicy] = defaulted({}, "Checkpoint policy.")
     output: Location = Field(description="Where checkpoints and the final model go; each revision in its own directory.")
@@ -534,7 +548,8 @@ class FineTuneJobStatus(_StatusBase):
     latestCheckpoint: Optional[Annotated[str, Field(max_length=1024)]] = Field(default=None, description="Latest complete checkpoint.")
     lastLoss: Optional[Annotated[str, Field(max_length=32)]] = Field(default=None, description="Latest reported loss.")
     droppedSamples: Optional[int] = Field(default=None, description="Samples dropped or truncated for length.")
-    restarts: Optional[int] = Field(default=None, description="Times the training group restarted from a checkpoint after a pod failed.")
+    restarts: Optional[int] = Field(default=None, description="Training pods the Job counted as failed; each failure restarts the group from its latest checkpoint "
+        "(peers that fail with the pod that brought them down count too; peers the operator removes do not).")
     contextLength: Optional[int] = Field(
         default=None, description="The trained model's context length (from its config.json): an EvalRun's serving.maxModelLen may not exceed it."
     )

@@ -258,7 +258,7 @@ async def deployment_index(namespace: str, labels: dict, body: Any, **_: Any) ->
             applied_at=annotations.get(p.ANNOTATION_APPLIED_AT),
             model_revision=annotations.get(p.ANNOTATION_MODEL_REVISION),
             current=status.get("observedGeneration") == meta.get("generation"),
-            updated_available=min(status.get("updatedReplicas", 0) or 0, status.get("availableReplicas", 0) or 0),
+            updated_available=p.updated_available(status),
             failure=(failure.get("reason") or "ReplicaFailure", failure.get("message") or "") if failure else None,
         )
     }
@@ -676,7 +676,7 @@ async def reconcile_finetune(body: dict[str, Any], indexes: dict[str, Any]) -> N
     job = next((j for j in jobs if j.name == job_name), None)
     restart = p.group_restart(job, pods) if job is not None else []
     for pod in restart:  # a failed node fails the group: its peers would hang in a collective
-        await STATE.kube.delete("Pod", ns, pod)  # type: ignore[union-attr]
+        await STATE.kube.evict(ns, pod)  # type: ignore[union-attr]
     if restart:
         plan.events.append(("Warning", "GroupRestart", f"a training pod failed: restarting its {len(restart)} peers from the latest checkpoint"))
     status = plan.status

@@ -283,6 +283,14 @@ class ServerState:
     failure: Optional[tuple[str, str]] = None  # (reason, message) of a ReplicaFailure condition
 
 
+def updated_available(status: dict[str, Any]) -> int:
+    """Available pods of a Deployment's latest template. During a rolling update `availableReplicas` still
+    counts the old ReplicaSet's pods (which serve the previous model), so only once no old pod is left
+    (`replicas == updatedReplicas`) are the available ones the new template's."""
+    replicas, updated = status.get("replicas", 0) or 0, status.get("updatedReplicas", 0) or 0
+    return (status.get("availableReplicas", 0) or 0) if replicas == updated else 0
+
+
 @dataclass
 class ServerPlan:
     apply: list[dict[str, Any]] = field(default_factory=list)  # objects to server-side apply

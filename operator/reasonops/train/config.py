@@ -107,6 +107,7 @@ class TrainConfig:
     chat_template: Optional[str] = None
     num_nodes: int = 1
     gpus_per_node: int = 8
+    distributed_backend: Optional[str] = None  # None: nccl where CUDA is, else gloo
     checkpoint_every_epochs: Optional[int] = 1
     checkpoint_every_steps: Optional[int] = None
     checkpoint_keep: int = KEEP_ALL  # 0: every checkpoint
@@ -211,6 +212,7 @@ def config_from_resource(doc: dict[str, Any]) -> TrainConfig:
         chat_template=spec.chatTemplate,
         num_nodes=spec.numNodes or 1,
         gpus_per_node=8 if spec.gpusPerNode is None else spec.gpusPerNode,
+        distributed_backend=spec.distributedBackend,
         # everySteps replaces the per-epoch schedule.
         checkpoint_every_epochs=None if every_steps else ((ckpt.everyEpochs if ckpt else None) or 1),
         checkpoint_every_steps=every_steps,

@@ -159,7 +159,7 @@ class DistInfo:
     backend: str
 
 
-def init_distributed(timeout_s: Optional[float] = None) -> DistInfo:
+def init_distributed(timeout_s: Optional[float] = None, backend: Optional[str] = None) -> DistInfo:
     """Join (or, for a plain single process, create) the process group and prove it with an all_reduce.
 
     Runs before the model is loaded so that a broken rendezvous fails in seconds with who/where, not after
@@ -173,7 +173,7 @@ def init_distributed(timeout_s: Optional[float] = None) -> DistInfo:
     timeout_s = timeout_s or rendezvous_timeout()
     if not dist.is_initialized():
         single_process_env(os.environ)
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
         local_rank = int(os.environ.get("LOCAL_RANK", 0))
         if backend == "nccl":
             torch.cuda.set_device(local_rank)

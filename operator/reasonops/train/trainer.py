@@ -61,7 +61,7 @@ def main(config: TrainConfig, reporter: Optional[Reporter] = None) -> dict[str, 
     if previous is not None:
         log.info("%s already holds a finished model; nothing to do", config.output)
         return previous
-    info = init_distributed()
+    info = init_distributed(backend=config.distributed_backend)
     try:
         return _train(config, reporter or Reporter(), info)
     finally:
