@@ -302,6 +302,10 @@ def test_training_pod_killed_mid_run_restarts_the_group_and_resumes(release: Rel
     logs = "".join(c.kubectl("logs", "-n", release.ns, p["metadata"]["name"], check=False).stdout
                    for p in release.items("pods", "reasonops.io/name=ftk"))
     assert "resum" in logs.lower(), logs[-3000:]
+    # One loss curve, as an uninterrupted run writes it: every step once, none repeated after the resume.
+    curve = [json.loads(line) for line in (release.volume / "models" / "ftk" / ft["status"]["modelRevision"] / "train_log.jsonl")
+             .read_text().splitlines()]
+    assert curve and [row["step"] for row in curve] == list(range(1, len(curve) + 1)), [r["step"] for r in curve]
 
 
 # --- 5. evaluation through the served model's Service (CPU engine) ------------------------------
