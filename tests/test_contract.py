@@ -75,6 +75,7 @@ def test_offline_and_endpoint_evaluations_need_no_server():
 @pytest.mark.parametrize("env, reports", [
     ({}, True), ({"RANK": "0"}, True), ({"RANK": "3", "NODE_RANK": "0"}, False),
     ({"NODE_RANK": "1"}, False), ({"NODE_RANK": "0", "WORLD_SIZE": "16"}, True),
+    ({"JOB_COMPLETION_INDEX": "2"}, False), ({"JOB_COMPLETION_INDEX": "2", k.Env.CHECKPOINTS: "3"}, True),
 ])
 def test_only_the_first_process_reports(env, reports):
     assert k.is_reporting_process(env) is reports
@@ -139,3 +140,22 @@ def test_locations_a_pod_reports_map_back_to_canonical_form():
     assert doc.canonical("/mnt/pvc/data/d/r1/model") == "pvc://data/d/r1/model"
     assert doc.canonical("checkpoints/step-8") == "pvc://data/d/r1/checkpoints/step-8"
     assert doc.canonical("/mnt/pvc/other/x") == "pvc://other/x" and doc.canonical("s3://b/k") == "s3://b/k"
+
+
+def test_each_pod_of_a_checkpoint_evaluation_rates_the_checkpoint_of_its_index():
+    ev = _eval(model={"fineTuneJob": "ft", "checkpoints": "all"}, backend="offline", selection={"benchmark": "math500"})
+    ckpts = [k.CheckpointTarget(name=f"step-{s}", step=s, epoch=f"{s / 4:.2f}",
+                                location=k.checkpoint_model(f"pvc://models/runs/ft/r1/checkpoints/step-{s}")) for s in (4, 8)]
+    doc = k.build_document(ev, revision="e1", output="pvc://models/runs/ft/r1/evals/ev/e1",
+                           context=k.WorkloadContext(modelLocation="pvc://models/runs/ft/r1/model", checkpoints=ckpts))
+    assert doc.context.checkpoints[1].location == "/mnt/pvc/models/runs/ft/r1/checkpoints/step-8/model"  # where the pod reads it
+    mine, target = k.document_for_checkpoint(k.read_document(doc.to_json()), {"JOB_COMPLETION_INDEX": "1"})
+    assert (target.name, target.step) == ("step-8", 8)
+    assert mine.context.modelLocation == "/mnt/pvc/models/runs/ft/r1/checkpoints/step-8/model" and not mine.context.checkpoints
+    assert mine.output == "/mnt/pvc/models/runs/ft/r1/evals/ev/e1/checkpoints/step-8"
+    assert mine.outputLocation == "pvc://models/runs/ft/r1/evals/ev/e1/checkpoints/step-8"
+    assert k.document_for_checkpoint(doc, {})[1].name == "step-4"  # index 0 when run alone
+    with pytest.raises(k.InvalidDocument, match="JOB_COMPLETION_INDEX='2' names none of the 2 checkpoints"):
+        k.document_for_checkpoint(doc, {"JOB_COMPLETION_INDEX": "2"})
+    plain = k.build_document(_eval(), revision="e1", output="/o")
+    assert k.document_for_checkpoint(plain, {"JOB_COMPLETION_INDEX": "1"}) == (plain, None)

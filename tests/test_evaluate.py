@@ -41,7 +41,7 @@ def _doc(output: Path, spec: dict[str, Any], context: dict[str, Any] | None = No
         "apiVersion": "reasonops.io/v1alpha1", "kind": "EvalRun",
         "metadata": {"name": "tiny-eval", "namespace": "default", "uid": "u"},
         "spec": {"output": {"path": str(output.parent)}, **spec}, "revision": "r1", "output": str(output),
-        "context": context or {},
+        "outputLocation": str(output), "context": context or {},
     }
 
 

@@ -48,6 +48,7 @@ from typing import Any, Iterable, Sequence
 
 from .. import __version__, codebench
 from ..api.v1alpha1 import BenchmarkSpec, EvalRunSpec, SandboxSpec
+from ..contract import InvalidDocument, document_for_checkpoint, read_document
 from ..benchmarks import BenchmarkDef, BenchmarkItem, benchmark_def, load_benchmark, load_benchmark_with_source
 from ..api import common as reasons
 from ..errors import WorkloadError
@@ -202,8 +203,17 @@ def config_from_resource(doc: dict[str, Any]) -> EvalConfig:
 # ------------------------------------------------------------------------------------------------
 
 
-def run_resource(doc: dict[str, Any], reporter: Reporter) -> dict[str, Any]:
-    return main(config_from_resource(doc), reporter)
+def run_resource(doc: dict[str, Any], reporter: Reporter, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """One evaluation; with model.checkpoints, of the checkpoint this pod's completion index names
+    (contract.document_for_checkpoint), whose result then says which checkpoint it rates."""
+    try:
+        document, target = document_for_checkpoint(read_document(doc), os.environ if env is None else env)
+    except InvalidDocument as exc:
+        raise WorkloadError(reasons.REASON_INVALID_SPEC, str(exc)) from None
+    result = main(config_from_resource(document.as_dict()), reporter)
+    if target is not None:
+        result["checkpoint"] = {"name": target.name, "step": target.step}
+    return result
 
 
 def main(config: EvalConfig, reporter: Reporter | None = None) -> dict[str, Any]:
