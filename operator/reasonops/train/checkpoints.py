@@ -23,7 +23,7 @@ import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -74,12 +74,14 @@ def remove_incomplete(root: Path) -> None:
 
 def save_checkpoint(engine: Any, root: Path, state: TrainerState, *, rank: int, keep: int,
                     owner: Optional[bool] = None, remote: Optional[str] = None,
-                    train_log: Optional[Path] = None) -> Path:
+                    train_log: Optional[Path] = None, export: Optional[Callable[[Path], Any]] = None) -> Path:
     """Collective: every rank calls it. Returns the (local) checkpoint directory.
 
     `owner`: whether this process finalizes `root` (default: global rank 0; on node-local disks each
     node's local rank 0). `remote`: the object-store directory the checkpoint is mirrored to.
     `train_log`: the loss curve so far (written by rank 0), copied into the checkpoint by rank 0.
+    `export`: a collective that writes a servable model into the checkpoint's directory (before its
+    marker: a complete checkpoint always has its export); pruning removes it with the checkpoint.
     """
     owner = rank == 0 if owner is None else owner
     tmp, final = root / f".tmp-step-{state.step}", root / f"step-{state.step}"
@@ -90,6 +92,8 @@ def save_checkpoint(engine: Any, root: Path, state: TrainerState, *, rank: int, 
     engine.save_checkpoint(str(tmp), tag=TAG, client_state={"trainer": asdict(state)})
     torch.save(_rng_state(), tmp / f"rng-rank{rank}.pt")
     _barrier()
+    if export is not None:
+        export(tmp)
     if rank == 0 and train_log is not None and train_log.exists():
         shutil.copyfile(train_log, tmp / TRAIN_LOG)
     if owner:
