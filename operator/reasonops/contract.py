@@ -22,7 +22,7 @@ the served model's name        `served_model_name`
 the endpoint of an EvalRun     `endpoint_url`
 env var of a secret's value    `api_key_env`
 who reports final results      `is_reporting_process`
-where a checkpoint's export is `checkpoint_model`
+what a checkpoint is called    `checkpoint_name`; its servable export: `checkpoint_model`
 which checkpoint a pod rates   `document_for_checkpoint` (`Env.CHECKPOINTS`, the pod's completion index)
 the termination message        `encode_result` (valid JSON within 4 KiB)
 ============================  ==========================================================
@@ -128,6 +128,11 @@ def finetune_output(ft: FineTuneJob, revision: str) -> str:
 def model_location(finetune_output_location: str) -> str:
     """Where a FineTuneJob revision's final model is (the `model/` directory of its output)."""
     return f"{finetune_output_location.rstrip('/')}/model"
+
+
+def checkpoint_name(step: int) -> str:
+    """The name of a training checkpoint (its directory under `<output>/checkpoints/`)."""
+    return f"step-{step}"
 
 
 def checkpoint_model(checkpoint: str) -> str:

@@ -418,6 +418,29 @@ def current_results(plan_result: Optional[dict[str, Any]], phase: str, old_statu
     return None
 
 
+def checkpoint_results(
+    targets: list[dict[str, Any]], job_name: str, pods: list[PodState], old_status: dict[str, Any], revision: str,
+) -> list[dict[str, Any]]:
+    """status.checkpoints of a per-checkpoint evaluation: each target (name, step, epoch, location) with the
+    results its pod reported (the termination message names the checkpoint), else those an earlier
+    reconcile of the same revision stored (the pods may be gone), else none yet."""
+    stored = {c.get("name"): c.get("results") for c in old_status.get("checkpoints") or []
+              if old_status.get("revision") == revision}
+    reported: dict[str, list[dict[str, Any]]] = {}
+    for pod in pods:
+        result = parse_result(pod.message) if pod.job == job_name and pod.phase == "Succeeded" else None
+        checkpoint = (result or {}).get("checkpoint")
+        if isinstance(checkpoint, dict) and isinstance(result.get("results"), list):  # type: ignore[union-attr]
+            reported[str(checkpoint.get("name"))] = [
+                {k: (str(v) if k in RESULT_DECIMALS else v) for k, v in r.items() if k in RESULT_FIELDS}
+                for r in result["results"][:32] if isinstance(r, dict)]  # type: ignore[index]
+    out = []
+    for target in targets:
+        results = reported.get(target["name"]) or stored.get(target["name"])
+        out.append({**target, "results": results or None})
+    return out
+
+
 # --- training groups ------------------------------------------------------------------------------------
 
 

@@ -28,6 +28,8 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
+from ..contract import checkpoint_name
+
 log = logging.getLogger("reasonops.train")
 
 MARKER = "_COMPLETE"
@@ -84,7 +86,8 @@ def save_checkpoint(engine: Any, root: Path, state: TrainerState, *, rank: int, 
     marker: a complete checkpoint always has its export); pruning removes it with the checkpoint.
     """
     owner = rank == 0 if owner is None else owner
-    tmp, final = root / f".tmp-step-{state.step}", root / f"step-{state.step}"
+    name = checkpoint_name(state.step)
+    tmp, final = root / f".tmp-{name}", root / name
     if owner:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -127,7 +130,7 @@ def _mirror(local: Path, remote: str, *, rank: int, owner: bool, keep: int) -> N
         complete = [step for step, done in steps if done]
         for step, done in steps:  # beyond `keep`, and uploads a crash left unfinished
             if (done and keep and step not in complete[-keep:]) or (not done and step < complete[-1]):
-                fs.rm(f"{base}/step-{step}", recursive=True)
+                fs.rm(f"{base}/{checkpoint_name(step)}", recursive=True)
         log.info("checkpoint %s mirrored to %s", local.name, remote)
     _barrier()
 
@@ -157,7 +160,7 @@ def fetch_latest(root: Path, remote: str) -> Optional[Path]:
     if not complete or (local and local[-1][0] >= complete[-1]):
         return None
     step = complete[-1]
-    source, tmp, final = f"{base}/step-{step}", root / f".tmp-step-{step}", root / f"step-{step}"
+    source, tmp, final = f"{base}/{checkpoint_name(step)}", root / f".tmp-{checkpoint_name(step)}", root / checkpoint_name(step)
     shutil.rmtree(tmp, ignore_errors=True)
     for path in fs.find(source):
         rel = path[len(source) + 1:]  # fs.find gives paths as url_to_fs does: without the protocol

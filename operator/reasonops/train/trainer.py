@@ -370,7 +370,7 @@ def _finished_result(output: str) -> Optional[dict[str, Any]]:
 
 def exported_checkpoints(root: Path, per_epoch: int) -> list[dict[str, Any]]:
     """The kept checkpoints with a servable export, oldest first, as the result lists them: step and epoch
-    (the operator names each `step-N` at `contract.checkpoint_model` of its checkpoint location)."""
+    (the operator names each by `contract.checkpoint_name`, its model at `contract.checkpoint_model`)."""
     return [{"step": step, "epoch": f"{step / per_epoch:.2f}"} for step, path in ckpt.complete_checkpoints(root)
             if Path(checkpoint_model(str(path))).is_dir()]
 
