@@ -159,3 +159,12 @@ def test_each_pod_of_a_checkpoint_evaluation_rates_the_checkpoint_of_its_index()
         k.document_for_checkpoint(doc, {"JOB_COMPLETION_INDEX": "2"})
     plain = k.build_document(_eval(), revision="e1", output="/o")
     assert k.document_for_checkpoint(plain, {"JOB_COMPLETION_INDEX": "1"}) == (plain, None)
+
+
+def test_exported_checkpoints_are_named_and_located_once_for_status_and_local_runs():
+    reported = [{"step": s, "epoch": f"{s / 4:.2f}"} for s in range(4, 4 * 70 + 1, 4)] + [{"step": "x"}, "junk"]
+    listed = k.exported_checkpoints("pvc://models/runs/ft/r1/", reported)
+    assert len(listed) == 64 and listed[-1] == {"name": "step-280", "step": 280, "epoch": "70.00",
+                                                "location": "pvc://models/runs/ft/r1/checkpoints/step-280/model"}
+    assert listed[0]["name"] == "step-28"  # the newest 64 are kept
+    assert k.exported_checkpoints("/out", None) == [] and k.exported_checkpoints("/out", [{"step": 2}])[0]["epoch"] is None

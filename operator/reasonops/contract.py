@@ -23,6 +23,7 @@ the endpoint of an EvalRun     `endpoint_url`
 env var of a secret's value    `api_key_env`
 who reports final results      `is_reporting_process`
 what a checkpoint is called    `checkpoint_name`; its servable export: `checkpoint_model`
+the checkpoints a run exported `exported_checkpoints` (FineTuneJob status.checkpoints)
 which checkpoint a pod rates   `document_for_checkpoint` (`Env.CHECKPOINTS`, the pod's completion index)
 the termination message        `encode_result` (valid JSON within 4 KiB)
 ============================  ==========================================================
@@ -39,7 +40,7 @@ from typing import Any, Iterable, Mapping, Optional, Union
 from pydantic import ConfigDict, Field, ValidationError
 
 from .api.common import API_VERSION, Location, Model, validation_problems
-from .api.v1alpha1 import KINDS, EvalRun, EvalRunSpec, FineTuneJob, FineTuneJobSpec, ReasoningDataset, Resource
+from .api.v1alpha1 import KINDS, MAX_CHECKPOINTS, EvalRun, EvalRunSpec, FineTuneJob, FineTuneJobSpec, ReasoningDataset, Resource
 
 # --- where things are in a pod ---------------------------------------------------------------------
 
@@ -138,6 +139,18 @@ def checkpoint_name(step: int) -> str:
 def checkpoint_model(checkpoint: str) -> str:
     """Where the servable export of a training checkpoint is (`checkpoints.export`): its `model/` directory."""
     return f"{checkpoint.rstrip('/')}/model"
+
+
+def exported_checkpoints(finetune_output_location: str, reported: Any, limit: int = MAX_CHECKPOINTS) -> list[dict[str, Any]]:
+    """A FineTuneJob's status.checkpoints from the exported checkpoints its training reported (step and epoch,
+    oldest first): the newest `limit`, each named and located (`checkpoint_name`, `checkpoint_model`)."""
+    out = []
+    valid = [e for e in (reported if isinstance(reported, list) else []) if isinstance(e, dict) and isinstance(e.get("step"), int)]
+    for entry in valid[-limit:]:
+        name = checkpoint_name(entry["step"])
+        out.append({"name": name, "step": entry["step"], "epoch": str(entry.get("epoch") or "")[:16] or None,
+                        "location": checkpoint_model(f"{finetune_output_location.rstrip('/')}/checkpoints/{name}")[:1024]})
+    return out
 
 
 def eval_output(ev: EvalRun, revision: str, model_location_: str = "") -> Optional[str]:

@@ -35,7 +35,7 @@ from pydantic import ValidationError
 from .. import contract as k
 from ..api import common as c
 from ..gates import judge_gates, select_checkpoint
-from ..api.v1alpha1 import MAX_CHECKPOINTS, EvalRun, FineTuneJob, ReasoningDataset, Resource
+from ..api.v1alpha1 import EvalRun, FineTuneJob, ReasoningDataset, Resource
 from ..kube import AsyncKube
 from . import builders as b
 from . import sandbox_builders as sb
@@ -710,19 +710,8 @@ async def reconcile_finetune(body: dict[str, Any], indexes: dict[str, Any]) -> N
             status["contextLength"] = result["contextLength"]
         if result.get("latestCheckpoint"):
             status["latestCheckpoint"] = document.canonical(str(result["latestCheckpoint"]))
-        status["checkpoints"] = _exported_checkpoints(document, result.get("checkpoints")) or None
+        status["checkpoints"] = k.exported_checkpoints(document.outputLocation, result.get("checkpoints")) or None
     await _apply(body, "FineTuneJob", plan, status)
-
-
-def _exported_checkpoints(document: k.WorkloadDocument, reported: Any) -> list[dict[str, Any]]:
-    """FineTuneJob status.checkpoints from the steps (and epochs) of the exported checkpoints training reported."""
-    out = []
-    for entry in (reported if isinstance(reported, list) else [])[-MAX_CHECKPOINTS:]:
-        if isinstance(entry, dict) and isinstance(entry.get("step"), int):
-            name = k.checkpoint_name(entry["step"])
-            out.append({"name": name, "step": entry["step"], "epoch": str(entry.get("epoch") or "")[:16] or None,
-                        "location": document.canonical(k.checkpoint_model(f"checkpoints/{name}"))[:1024]})
-    return out
 
 
 # --- EvalRun -----------------------------------------------------------------------------------

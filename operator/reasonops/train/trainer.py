@@ -200,7 +200,7 @@ def _train(config: TrainConfig, reporter: Reporter, info: DistInfo) -> dict[str,
         reporter.update(stage="export", message=f"writing the final model to {config.output}/model", force=True)
     export_model(engine, config, tokenizer=tokenizer, base_dir=base_dir, dtype=dtype, output=work, rank=info.rank)
     result = _result(config, state, stats, latest, resumed_seconds + time.monotonic() - started,
-                     exported_checkpoints(root, per_epoch))
+                     _exported_steps(root, per_epoch))
     if is_main:
         _write_summary(work, config, state, stats, meter, n_params, attention, result)
         if is_uri(config.output):
@@ -368,7 +368,7 @@ def _finished_result(output: str) -> Optional[dict[str, Any]]:
         return None
 
 
-def exported_checkpoints(root: Path, per_epoch: int) -> list[dict[str, Any]]:
+def _exported_steps(root: Path, per_epoch: int) -> list[dict[str, Any]]:
     """The kept checkpoints with a servable export, oldest first, as the result lists them: step and epoch
     (the operator names each by `contract.checkpoint_name`, its model at `contract.checkpoint_model`)."""
     return [{"step": step, "epoch": f"{step / per_epoch:.2f}"} for step, path in ckpt.complete_checkpoints(root)
