@@ -64,6 +64,7 @@ def test_gpu_counts_are_decided_once():
     assert k.eval_job_gpus(_eval().spec) == 0  # through the server: an HTTP client needs no GPU
     assert k.eval_job_gpus(_eval(backend="offline", serving={"tensorParallelSize": 2}).spec) == 2
     assert k.eval_job_gpus(_eval(resources={"gpus": 1}).spec) == 1
+    assert k.eval_job_gpus(_eval(backend="offline", serving={"engine": "cpu"}).spec) == 0
 
 
 def test_offline_and_endpoint_evaluations_need_no_server():

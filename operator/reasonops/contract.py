@@ -217,10 +217,13 @@ def serving_enabled(spec: EvalRunSpec) -> bool:
 
 
 def eval_job_gpus(spec: EvalRunSpec) -> int:
-    """GPUs of the benchmark Job: as set, else the engine's tensor parallel size offline, else none (HTTP client)."""
+    """GPUs of the benchmark Job: as set, else vLLM's tensor parallel size offline, else none (an HTTP client,
+    or the CPU engine offline)."""
     if spec.resources is not None and spec.resources.gpus is not None:
         return spec.resources.gpus
     if spec.backend == "offline":
+        if spec.serving and spec.serving.engine == "cpu":
+            return 0
         return (spec.serving.tensorParallelSize if spec.serving and spec.serving.tensorParallelSize else 1)
     return 0
 
