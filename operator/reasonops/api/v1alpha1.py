@@ -739,6 +739,7 @@ class EvalRunStatus(_StatusBase):
     )
     selectedCheckpoint: Optional[SelectedCheckpoint] = Field(
         default=None, description="The checkpoint spec.selection picked once every checkpoint was evaluated; results and gates are its."
+        " It stays while a newer revision evaluates, until that one selects."
     )
 
 

@@ -852,9 +852,9 @@ async def reconcile_eval(body: dict[str, Any], indexes: dict[str, Any]) -> None:
         status["checkpoints"] = per_checkpoint
         chosen = (select_checkpoint(per_checkpoint, selection.benchmark, selection.metric or "score")
                   if selection and status["phase"] == "Succeeded" else None)
-        status["selectedCheckpoint"] = {**chosen, "modelRevision": model.revision} if chosen else None
         results = next(x["results"] for x in per_checkpoint if x["name"] == chosen["name"]) if chosen else None
-        if chosen:
+        if chosen:  # until then the previous selection stays (as a FineTuneJob's model does while it retrains)
+            status["selectedCheckpoint"] = {**chosen, "modelRevision": model.revision}
             status["modelLocation"] = chosen["location"]
             for entry in status.get("history") or []:
                 if entry.get("revision") == revision:
