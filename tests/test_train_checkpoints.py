@@ -73,3 +73,25 @@ def test_without_export_checkpoints_hold_only_training_state(tmp_path):
     assert "checkpoints" not in result
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-2"]
     assert not (out / "checkpoints" / "step-2" / "model").exists()
+
+
+def test_lora_checkpoints_export_merged_models_and_reach_an_object_store(tmp_path, monkeypatch):
+    """LoRA under ZeRO-3 with a file:// output: each kept checkpoint's export is the merged model (what vLLM
+    loads), mirrored with its checkpoint; the remote copy is pruned with it too."""
+    from safetensors.torch import load_file
+
+    base = build_tiny_model(tmp_path / "base", layers=1, hidden=16, seed=3)
+    data = write_dataset(tmp_path / "data", arithmetic_rows(8))
+    remote = tmp_path / "bucket"
+    monkeypatch.setenv("REASONOPS_SCRATCH", str(tmp_path / "scratch"))
+    doc = resource_doc(base, data, f"file://{remote}", method="lora", lora={"rank": 4, "alpha": 8, "dropout": "0"},
+                       hyperparameters={"learningRate": "2e-2", "epochs": 3}, checkpoints={"everySteps": 2, "keep": 2, "export": True})
+    doc["output"] = f"file://{remote}"
+    result = main(config_from_resource(doc))
+    assert [c["step"] for c in result["checkpoints"]] == [4, 6]
+    assert sorted(p.name for p in (remote / "checkpoints").iterdir()) == ["step-4", "step-6"]
+    merged = load_file(remote / "checkpoints" / "step-6" / "model" / "model.safetensors")
+    original = load_file(base / "model.safetensors")
+    assert set(merged) == set(original) and not any("lora" in key for key in merged)
+    assert any(not torch.equal(merged[k], original[k]) for k in merged)
+    assert (remote / "checkpoints" / "step-6" / "adapter" / "adapter_config.json").exists()
