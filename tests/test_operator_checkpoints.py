@@ -105,6 +105,28 @@ def test_every_kept_checkpoint_is_evaluated_and_the_best_is_selected_and_used(op
     assert promoted_doc["context"]["modelLocation"] == f"/mnt/pvc/{run.removeprefix('pvc://')}/checkpoints/step-8/model"
     assert ev_job["spec"]["completionMode"] == "NonIndexed"  # one model, one pod
 
+    # Retraining (a spec edit in git): the selection stays while the new run's checkpoints are rated.
+    c.kubectl("patch", "finetunejob", "ft", "-n", ns, "--type=merge", "-p", '{"spec":{"hyperparameters":{"epochs":4}}}')
+    retrained = wait_for("retrained", lambda: (f := get(c, "finetunejob", ns, "ft"))["status"].get("modelRevision") not in (None, trained_ft["status"]["revision"])
+                         and f, timeout=90, op=operator)
+    new_run = retrained["status"]["modelLocation"].removesuffix("/model")
+    jobs = wait_for("second checkpoint job", lambda: len(j := items(c, "jobs", ns, "reasonops.io/name=pick")) == 2 and j, op=operator)
+    new_job = next(j for j in jobs if j["metadata"]["name"] != job["metadata"]["name"])
+    pods = wait_for("its pods", lambda: len(p := [x for x in items(c, "pods", ns, f"reasonops.io/job={new_job['metadata']['name']}")
+                                                  if x.get("status", {}).get("phase") == "Running"]) == 3 and p, op=operator)
+    ev = get(c, "evalrun", ns, "pick")
+    assert ev["status"]["selectedCheckpoint"]["location"] == f"{run}/checkpoints/step-8/model"
+    assert [x["location"] for x in ev["status"]["checkpoints"]][0] == f"{new_run}/checkpoints/step-4/model"
+    assert cond(get(c, "evalrun", ns, "promoted"), "Ready")["status"] == "True"
+    for pod in pods:
+        step = (int(pod["metadata"]["annotations"][INDEX]) + 1) * 4
+        finish(c, ns, pod, scores(step, 0.5 + step / 100, 0.4))
+    ev = wait_for("new selection", lambda: (e := get(c, "evalrun", ns, "pick"))["status"]["selectedCheckpoint"]["modelRevision"]
+                  == retrained["status"]["revision"] and e, timeout=90, op=operator)
+    assert ev["status"]["selectedCheckpoint"]["location"] == f"{new_run}/checkpoints/step-12/model"
+    wait_for("promoted follows", lambda: (e := get(c, "evalrun", ns, "promoted"))["status"].get("modelLocation") == f"{new_run}/checkpoints/step-12/model"
+             and cond(e, "Ready").get("status") == "True", timeout=90, op=operator)
+
 
 def test_a_fine_tune_without_exported_checkpoints_is_named_as_the_reason(operator, volumes):
     c, ns = operator.cluster, volumes
