@@ -169,3 +169,13 @@ def test_exported_checkpoints_are_named_and_located_once_for_status_and_local_ru
                                                 "location": "pvc://models/runs/ft/r1/checkpoints/step-280/model"}
     assert listed[0]["name"] == "step-28"  # the newest 64 are kept
     assert k.exported_checkpoints("/out", None) == [] and k.exported_checkpoints("/out", [{"step": 2}])[0]["epoch"] is None
+
+
+def test_a_training_result_listing_the_most_checkpoints_status_keeps_fits_the_termination_message():
+    from reasonops.api.v1alpha1 import MAX_CHECKPOINTS
+
+    result = {"modelLocation": "/mnt/pvc/reasoning-models/runs/limo-32b/3f9c0a1b2c/model", "finalLoss": 0.123456, "steps": 999000,
+              "droppedSamples": 12, "truncatedSamples": 3, "badSamples": 0, "latestCheckpoint": "checkpoints/step-999000",
+              "tokens": 123456789012, "wallSeconds": 123456.7, "contextLength": 131072,
+              "checkpoints": [{"step": 999000 - i * 1000, "epoch": f"{150 - i}.00"} for i in reversed(range(MAX_CHECKPOINTS))]}
+    assert json.loads(k.encode_result(result)) == result  # nothing dropped: the newest checkpoints reach status
