@@ -5,6 +5,7 @@ evaluates the selection."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -41,8 +42,10 @@ def test_reasonops_run_selects_a_checkpoint_and_evaluates_it(tmp_path: Path):
     file = tmp_path / "pipeline.yaml"
     file.write_text(yaml.safe_dump_all(docs))
     out = tmp_path / "out"
+    # A shell's environment: none of the rendezvous variables an in-process training test leaves behind.
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
     proc = subprocess.run([sys.executable, "-m", "reasonops.cli", "run", str(file), "--output", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=900)
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     state = {p.stem: json.loads(p.read_text()) for p in (out / "state").glob("*.json")}
