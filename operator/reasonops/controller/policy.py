@@ -428,12 +428,12 @@ def checkpoint_results(
               if old_status.get("revision") == revision}
     reported: dict[str, list[dict[str, Any]]] = {}
     for pod in pods:
-        result = parse_result(pod.message) if pod.job == job_name and pod.phase == "Succeeded" else None
-        checkpoint = (result or {}).get("checkpoint")
-        if isinstance(checkpoint, dict) and isinstance(result.get("results"), list):  # type: ignore[union-attr]
+        result = (parse_result(pod.message) if pod.job == job_name and pod.phase == "Succeeded" else None) or {}
+        checkpoint, results = result.get("checkpoint"), result.get("results")
+        if isinstance(checkpoint, dict) and isinstance(results, list):
             reported[str(checkpoint.get("name"))] = [
                 {k: (str(v) if k in RESULT_DECIMALS else v) for k, v in r.items() if k in RESULT_FIELDS}
-                for r in result["results"][:32] if isinstance(r, dict)]  # type: ignore[index]
+                for r in results[:32] if isinstance(r, dict)]
     out = []
     for target in targets:
         results = reported.get(target["name"]) or stored.get(target["name"])
