@@ -235,11 +235,13 @@ def test_checkpoint_results_come_from_each_pod_and_survive_the_pods():
 
     pods = [pod(0, result(4, 0.25)), pod(1, result(8, 0.5), phase="Running"), pod(2, result(12, 0.5), job="ev-old"),
             pod(3, "not json"), pod(4, json.dumps({"results": []}))]
-    first = p.checkpoint_results(targets, "ev-e1", pods, {}, "e1")
-    assert [c["results"] for c in first] == [[{"benchmark": "aime24", "score": "0.25", "ciLow": "0.1"}], None, None]
+    reports = p.checkpoint_reports("ev-e1", pods)
+    assert list(reports) == ["step-4"] and reports["step-4"]["results"][0]["extra"] == "x"  # the pod's result in full
+    first = p.checkpoint_results(targets, reports, {}, "e1")
+    assert [c["results"] for c in first] == [[{"benchmark": "aime24", "score": "0.25", "ciLow": "0.1"}], None, None]  # in short
     assert first[0]["location"] == "pvc://m/r/checkpoints/step-4/model" and first[0]["epoch"] == "1.00"
     # The pods of step-4 are gone; its results stay, step-8 has just finished.
-    later = p.checkpoint_results(targets, "ev-e1", [pod(1, result(8, 0.5))], {"revision": "e1", "checkpoints": first}, "e1")
+    later = p.checkpoint_results(targets, p.checkpoint_reports("ev-e1", [pod(1, result(8, 0.5))]), {"revision": "e1", "checkpoints": first}, "e1")
     assert [c["results"][0]["score"] if c["results"] else None for c in later] == ["0.25", "0.5", None]
     # Results of another revision are not this one's.
-    assert p.checkpoint_results(targets, "ev-e1", [], {"revision": "e0", "checkpoints": later}, "e1")[1]["results"] is None
+    assert p.checkpoint_results(targets, {}, {"revision": "e0", "checkpoints": later}, "e1")[1]["results"] is None

@@ -709,12 +709,22 @@ class GateResult(Model):
     reason: Optional[ShortText] = Field(default=None, description="Why the gate failed without a comparison.")
 
 
+class CheckpointScore(Model):
+    """A benchmark's score on one checkpoint, in short (the checkpoint's summary.json has the rest)."""
+
+    benchmark: Annotated[str, Field(max_length=63)] = Field(description="Benchmark name.")
+    score: Annotated[str, Field(max_length=16)] = Field(description="pass@1.")
+    stderr: Optional[Annotated[str, Field(max_length=16)]] = Field(default=None, description="Standard error of the score.")
+    ciLow: Optional[Annotated[str, Field(max_length=16)]] = Field(default=None, description="Lower end of the 95% interval.")
+    ciHigh: Optional[Annotated[str, Field(max_length=16)]] = Field(default=None, description="Upper end of the 95% interval.")
+
+
 class CheckpointResult(Model):
     name: Annotated[str, Field(max_length=63)] = Field(description="Checkpoint name, e.g. step-40.")
     step: int = Field(description="Optimizer step.")
     epoch: Optional[Annotated[str, Field(max_length=16)]] = Field(default=None, description="Epochs completed at the step.")
     location: Annotated[str, Field(max_length=1024)] = Field(description="The checkpoint's servable model directory.")
-    results: Optional[list[BenchmarkResult]] = Field(default=None, max_length=32, description="Scores per benchmark (none yet: not evaluated).")
+    results: Optional[list[CheckpointScore]] = Field(default=None, max_length=32, description="Scores per benchmark (none yet: not evaluated).")
 
 
 class SelectedCheckpoint(Model):

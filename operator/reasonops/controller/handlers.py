@@ -847,13 +847,16 @@ async def reconcile_eval(body: dict[str, Any], indexes: dict[str, Any]) -> None:
         with_condition(status, condition(prev_conditions, c.COND_SERVING, *serving_cond, generation, now))
     selection = ev.spec.selection
     if model.checkpoints:  # results and gates are the selected checkpoint's
-        per_checkpoint = p.checkpoint_results([t.model_dump() for t in model.checkpoints], job_name,
-                                              [x for x in pods if not x.server], old, revision)
+        reports = p.checkpoint_reports(job_name, [x for x in pods if not x.server])
+        per_checkpoint = p.checkpoint_results([t.model_dump() for t in model.checkpoints], reports, old, revision)
         status["checkpoints"] = per_checkpoint
         chosen = (select_checkpoint(per_checkpoint, selection.benchmark, selection.metric or "score")
                   if selection and status["phase"] == "Succeeded" else None)
-        results = next(x["results"] for x in per_checkpoint if x["name"] == chosen["name"]) if chosen else None
+        results = None
         if chosen:  # until then the previous selection stays (as a FineTuneJob's model does while it retrains)
+            # Its results in full from its pod, else as stored, else its scores in short.
+            results = (p.current_results(reports.get(chosen["name"]), status["phase"], old, revision)
+                       or next(x["results"] for x in per_checkpoint if x["name"] == chosen["name"]))
             status["selectedCheckpoint"] = {**chosen, "modelRevision": model.revision}
             status["modelLocation"] = chosen["location"]
             for entry in status.get("history") or []:
