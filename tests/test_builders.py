@@ -182,3 +182,24 @@ def test_eval_job_mounts_its_output_and_not_the_model_when_a_server_serves_it():
     claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
     assert claims == {"results", "reasoning-models"}
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "4"  # the engine's tensor parallel size
+
+
+def test_a_checkpoint_evaluation_is_an_indexed_job_with_one_pod_per_checkpoint():
+    body = {"apiVersion": "reasonops.io/v1alpha1", "kind": "EvalRun",
+            "metadata": {"name": "sel", "namespace": "team", "uid": "u", "generation": 1},
+            "spec": {"model": {"fineTuneJob": "ft", "checkpoints": "all"}, "backend": "offline", "benchmarks": [{"name": "aime24"}],
+                     "selection": {"benchmark": "aime24"}}}
+    ev = EvalRun.model_validate(body)
+    run = "pvc://models/runs/ft/r1"
+    targets = [k.CheckpointTarget(name=f"step-{s}", step=s, location=k.checkpoint_model(f"{run}/checkpoints/step-{s}")) for s in (4, 8, 12)]
+    document = _doc(ev, "e1", f"{run}/evals/sel/e1", modelLocation=f"{run}/model", checkpoints=targets)
+    cm, job = b.build_eval_children(body, ev, document, SETTINGS, False, model_location=f"{run}/model")
+    assert (job["spec"]["completionMode"], job["spec"]["completions"], job["spec"]["parallelism"]) == ("Indexed", 3, 3)
+    pod = job["spec"]["template"]["spec"]
+    assert _env(pod["containers"][0])[k.Env.CHECKPOINTS] == "3"  # every index reports its own result
+    assert [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v] == ["models"]
+    # The document every pod reads lists the checkpoints where the pod finds them.
+    mounted = k.read_document(cm["data"][next(iter(cm["data"]))])
+    assert [c.location for c in mounted.context.checkpoints][2] == "/mnt/pvc/models/runs/ft/r1/checkpoints/step-12/model"
+    plain = b.build_eval_children(body, ev, _doc(ev, "e1", f"{run}/evals/sel/e1", modelLocation=f"{run}/model"), SETTINGS, False)[1]
+    assert "completionMode" not in plain["spec"]

@@ -64,6 +64,7 @@ def test_gpu_counts_are_decided_once():
     assert k.eval_job_gpus(_eval().spec) == 0  # through the server: an HTTP client needs no GPU
     assert k.eval_job_gpus(_eval(backend="offline", serving={"tensorParallelSize": 2}).spec) == 2
     assert k.eval_job_gpus(_eval(resources={"gpus": 1}).spec) == 1
+    assert k.eval_job_gpus(_eval(backend="offline", serving={"engine": "cpu"}).spec) == 0
 
 
 def test_offline_and_endpoint_evaluations_need_no_server():
@@ -75,6 +76,7 @@ def test_offline_and_endpoint_evaluations_need_no_server():
 @pytest.mark.parametrize("env, reports", [
     ({}, True), ({"RANK": "0"}, True), ({"RANK": "3", "NODE_RANK": "0"}, False),
     ({"NODE_RANK": "1"}, False), ({"NODE_RANK": "0", "WORLD_SIZE": "16"}, True),
+    ({"JOB_COMPLETION_INDEX": "2"}, False), ({"JOB_COMPLETION_INDEX": "2", k.Env.CHECKPOINTS: "3"}, True),
 ])
 def test_only_the_first_process_reports(env, reports):
     assert k.is_reporting_process(env) is reports
@@ -139,3 +141,41 @@ def test_locations_a_pod_reports_map_back_to_canonical_form():
     assert doc.canonical("/mnt/pvc/data/d/r1/model") == "pvc://data/d/r1/model"
     assert doc.canonical("checkpoints/step-8") == "pvc://data/d/r1/checkpoints/step-8"
     assert doc.canonical("/mnt/pvc/other/x") == "pvc://other/x" and doc.canonical("s3://b/k") == "s3://b/k"
+
+
+def test_each_pod_of_a_checkpoint_evaluation_rates_the_checkpoint_of_its_index():
+    ev = _eval(model={"fineTuneJob": "ft", "checkpoints": "all"}, backend="offline", selection={"benchmark": "math500"})
+    ckpts = [k.CheckpointTarget(name=f"step-{s}", step=s, epoch=f"{s / 4:.2f}",
+                                location=k.checkpoint_model(f"pvc://models/runs/ft/r1/checkpoints/step-{s}")) for s in (4, 8)]
+    doc = k.build_document(ev, revision="e1", output="pvc://models/runs/ft/r1/evals/ev/e1",
+                           context=k.WorkloadContext(modelLocation="pvc://models/runs/ft/r1/model", checkpoints=ckpts))
+    assert doc.context.checkpoints[1].location == "/mnt/pvc/models/runs/ft/r1/checkpoints/step-8/model"  # where the pod reads it
+    mine, target = k.document_for_checkpoint(k.read_document(doc.to_json()), {"JOB_COMPLETION_INDEX": "1"})
+    assert (target.name, target.step) == ("step-8", 8)
+    assert mine.context.modelLocation == "/mnt/pvc/models/runs/ft/r1/checkpoints/step-8/model" and not mine.context.checkpoints
+    assert mine.output == "/mnt/pvc/models/runs/ft/r1/evals/ev/e1/checkpoints/step-8"
+    assert mine.outputLocation == "pvc://models/runs/ft/r1/evals/ev/e1/checkpoints/step-8"
+    assert k.document_for_checkpoint(doc, {})[1].name == "step-4"  # index 0 when run alone
+    with pytest.raises(k.InvalidDocument, match="JOB_COMPLETION_INDEX='2' names none of the 2 checkpoints"):
+        k.document_for_checkpoint(doc, {"JOB_COMPLETION_INDEX": "2"})
+    plain = k.build_document(_eval(), revision="e1", output="/o")
+    assert k.document_for_checkpoint(plain, {"JOB_COMPLETION_INDEX": "1"}) == (plain, None)
+
+
+def test_exported_checkpoints_are_named_and_located_once_for_status_and_local_runs():
+    reported = [{"step": s, "epoch": f"{s / 4:.2f}"} for s in range(4, 4 * 70 + 1, 4)] + [{"step": "x"}, "junk"]
+    listed = k.exported_checkpoints("pvc://models/runs/ft/r1/", reported)
+    assert len(listed) == 64 and listed[-1] == {"name": "step-280", "step": 280, "epoch": "70.00",
+                                                "location": "pvc://models/runs/ft/r1/checkpoints/step-280/model"}
+    assert listed[0]["name"] == "step-28"  # the newest 64 are kept
+    assert k.exported_checkpoints("/out", None) == [] and k.exported_checkpoints("/out", [{"step": 2}])[0]["epoch"] is None
+
+
+def test_a_training_result_listing_the_most_checkpoints_status_keeps_fits_the_termination_message():
+    from reasonops.api.v1alpha1 import MAX_CHECKPOINTS
+
+    result = {"modelLocation": "/mnt/pvc/reasoning-models/runs/limo-32b/3f9c0a1b2c/model", "finalLoss": 0.123456, "steps": 999000,
+              "droppedSamples": 12, "truncatedSamples": 3, "badSamples": 0, "latestCheckpoint": "checkpoints/step-999000",
+              "tokens": 123456789012, "wallSeconds": 123456.7, "contextLength": 131072,
+              "checkpoints": [{"step": 999000 - i * 1000, "epoch": f"{150 - i}.00"} for i in reversed(range(MAX_CHECKPOINTS))]}
+    assert json.loads(k.encode_result(result)) == result  # nothing dropped: the newest checkpoints reach status

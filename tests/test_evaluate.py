@@ -41,7 +41,7 @@ def _doc(output: Path, spec: dict[str, Any], context: dict[str, Any] | None = No
         "apiVersion": "reasonops.io/v1alpha1", "kind": "EvalRun",
         "metadata": {"name": "tiny-eval", "namespace": "default", "uid": "u"},
         "spec": {"output": {"path": str(output.parent)}, **spec}, "revision": "r1", "output": str(output),
-        "context": context or {},
+        "outputLocation": str(output), "context": context or {},
     }
 
 
@@ -286,3 +286,15 @@ def test_generation_cache_skips_lines_that_are_not_utf8(tmp_path: Path, caplog: 
     assert sorted(found[("demo/demo-0", "fp")]) == [0, 1]
     assert found[("demo/demo-0", "fp")][1].text == "lone \ud800 surrogate" and found[("demo/demo-0", "fp")][0].cached
     assert loaded.unreadable == 2 and "skipped 2 unreadable cache line(s)" in caplog.text
+
+
+def test_offline_on_a_cpu_node_runs_the_model_in_the_pod(tiny_model: Path, tmp_path: Path) -> None:
+    """backend: offline with serving.engine: cpu: no vLLM, no server outside the pod, no GPU."""
+    spec = {"model": {"fineTuneJob": "tiny"}, "backend": "offline", "serving": {"engine": "cpu"},
+            "benchmarks": [{"name": "demo", "maxTokens": 4, "limit": 3}]}
+    result = run_resource(_doc(tmp_path, spec, {"modelLocation": str(tiny_model), "modelRevision": "rev-1"}), Reporter())
+    assert result["results"][0]["problems"] == 3
+    assert result["provenance"]["engine"] == "reasonops.serve" and result["provenance"]["modelLocation"] == str(tiny_model)
+    assert len((tmp_path / "responses" / "demo.jsonl").read_text().splitlines()) == 3
+    with pytest.raises(WorkloadError, match="missing or empty"):
+        run_resource(_doc(tmp_path / "again", spec, {"modelLocation": str(tmp_path / "nothing")}), Reporter())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from reasonops.api.v1alpha1 import BenchmarkResult, Gate
-from reasonops.gates import judge_gates
+from reasonops.gates import judge_gates, select_checkpoint
 
 RESULTS = [
     {"benchmark": "aime24", "score": "0.5000", "stderr": "0.0928", "ciLow": "0.3315", "ciHigh": "0.6685"},
@@ -37,3 +37,28 @@ def test_api_models_are_accepted() -> None:
     results = [BenchmarkResult(**RESULTS[0])]
     assert [o.passed for o in judge_gates(gates, results)] == [True, False]
     assert Gate(benchmark="aime24", minScore="0.3").bound in (None, "point")
+
+
+def _ckpt(step: int, **scores: tuple[str, str | None]) -> dict:
+    results = [{"benchmark": b, "score": s, **({"ciLow": low} if low else {})} for b, (s, low) in scores.items()]
+    return {"name": f"step-{step}", "step": step, "location": f"pvc://m/ft/r/checkpoints/step-{step}/model", "results": results}
+
+
+def test_select_checkpoint_takes_the_best_and_ties_go_to_the_earlier() -> None:
+    checkpoints = [_ckpt(10, aime24=("0.40", "0.25")), _ckpt(20, aime24=("0.60", "0.30")),
+                   _ckpt(30, aime24=("0.60", "0.42")), _ckpt(40, aime24=("0.55", "0.42"))]
+    assert select_checkpoint(checkpoints, "aime24") == {
+        "name": "step-20", "step": 20, "location": "pvc://m/ft/r/checkpoints/step-20/model",
+        "benchmark": "aime24", "metric": "score", "score": "0.60"}
+    # lower95: 30 and 40 tie on the bound; the earlier wins, whatever the listing order
+    assert select_checkpoint(list(reversed(checkpoints)), "aime24", "lower95")["name"] == "step-30"
+    # decimals compare as numbers, not strings
+    assert select_checkpoint([_ckpt(1, aime24=("0.9", None)), _ckpt(2, aime24=("0.10", None))], "aime24")["name"] == "step-1"
+
+
+def test_select_checkpoint_skips_missing_results() -> None:
+    checkpoints = [{"name": "step-5", "step": 5, "location": "x", "results": None},
+                   _ckpt(10, math500=("0.9", "0.8")), _ckpt(20, aime24=("0.2", None)), _ckpt(30, aime24=("bad", None))]
+    assert select_checkpoint(checkpoints, "aime24")["name"] == "step-20"
+    assert select_checkpoint(checkpoints, "aime24", "lower95") is None  # no aime24 interval anywhere
+    assert select_checkpoint([], "aime24") is None

@@ -162,6 +162,8 @@ CASES = [
     ("invalid spec", _obj("ReasoningDataset", _conditions(failed="True", reason="InvalidSpec", message="spec.stages.0: bad")), "Degraded", "InvalidSpec"),
     ("its dataset failed", _obj("FineTuneJob", _conditions(progressing="True", reason="DatasetFailed", message="EmptyDataset")), "Degraded", "DatasetFailed"),
     ("its model failed", _obj("EvalRun", _conditions(progressing="True", reason="ModelFailed"), ), "Degraded", "ModelFailed"),
+    ("its fine-tune kept no servable checkpoints", _obj("EvalRun", _conditions(progressing="True", reason="NoCheckpoints")), "Degraded", "NoCheckpoints"),
+    ("waiting for a selection", _obj("EvalRun", _conditions(progressing="True", reason="WaitingForSelection")), "Progressing", "WaitingForSelection"),
     ("suspended", _obj("FineTuneJob", _conditions(suspended="True", reason="Suspended")), "Suspended", "Suspended"),
     ("gates passed", _obj("EvalRun", _conditions(ready="True", reason="Succeeded", passed="True", passed_reason="GatesPassed")), "Healthy", "GatesPassed: 2 gates passed"),
     ("no gates", _obj("EvalRun", _conditions(ready="True", reason="Succeeded", passed="True", passed_reason="NoGates")), "Healthy", "NoGates"),
@@ -185,5 +187,5 @@ def test_argocd_health_script_conditions_are_the_operators():
 
     script = HEALTH_LUA.read_text()
     for name in (c.COND_READY, c.COND_PROGRESSING, c.COND_FAILED, c.COND_SUSPENDED, c.COND_PASSED,
-                 c.REASON_DATASET_FAILED, c.REASON_MODEL_FAILED):
+                 c.REASON_DATASET_FAILED, c.REASON_MODEL_FAILED, c.REASON_NO_CHECKPOINTS):
         assert f'"{name}"' in script

@@ -231,3 +231,27 @@ def test_a_rolling_update_is_ready_only_when_no_pod_of_the_old_template_is_left(
     assert p.updated_available({"replicas": 1, "updatedReplicas": 1, "availableReplicas": 1}) == 1
     assert p.updated_available({"replicas": 1, "updatedReplicas": 1, "availableReplicas": 0}) == 0
     assert p.updated_available({}) == 0
+
+
+def test_checkpoint_results_come_from_each_pod_and_survive_the_pods():
+    targets = [{"name": f"step-{s}", "step": s, "epoch": f"{s / 4:.2f}", "location": f"pvc://m/r/checkpoints/step-{s}/model"} for s in (4, 8, 12)]
+
+    def pod(index: int, message: str, phase: str = "Succeeded", job: str = "ev-e1") -> PodState:
+        return PodState(name=f"ev-e1-{index}", job=job, phase=phase, message=message)
+
+    def result(step: int, score: float) -> str:
+        return json.dumps({"checkpoint": {"name": f"step-{step}", "step": step},
+                           "results": [{"benchmark": "aime24", "score": score, "ciLow": 0.1, "extra": "x"}]})
+
+    pods = [pod(0, result(4, 0.25)), pod(1, result(8, 0.5), phase="Running"), pod(2, result(12, 0.5), job="ev-old"),
+            pod(3, "not json"), pod(4, json.dumps({"results": []}))]
+    reports = p.checkpoint_reports("ev-e1", pods)
+    assert list(reports) == ["step-4"] and reports["step-4"]["results"][0]["extra"] == "x"  # the pod's result in full
+    first = p.checkpoint_results(targets, reports, {}, "e1")
+    assert [c["results"] for c in first] == [[{"benchmark": "aime24", "score": "0.25", "ciLow": "0.1"}], None, None]  # in short
+    assert first[0]["location"] == "pvc://m/r/checkpoints/step-4/model" and first[0]["epoch"] == "1.00"
+    # The pods of step-4 are gone; its results stay, step-8 has just finished.
+    later = p.checkpoint_results(targets, p.checkpoint_reports("ev-e1", [pod(1, result(8, 0.5))]), {"revision": "e1", "checkpoints": first}, "e1")
+    assert [c["results"][0]["score"] if c["results"] else None for c in later] == ["0.25", "0.5", None]
+    # Results of another revision are not this one's.
+    assert p.checkpoint_results(targets, {}, {"revision": "e0", "checkpoints": later}, "e1")[1]["results"] is None

@@ -22,6 +22,9 @@ the served model's name        `served_model_name`
 the endpoint of an EvalRun     `endpoint_url`
 env var of a secret's value    `api_key_env`
 who reports final results      `is_reporting_process`
+what a checkpoint is called    `checkpoint_name`; its servable export: `checkpoint_model`
+the checkpoints a run exported `exported_checkpoints` (FineTuneJob status.checkpoints)
+which checkpoint a pod rates   `document_for_checkpoint` (`Env.CHECKPOINTS`, the pod's completion index)
 the termination message        `encode_result` (valid JSON within 4 KiB)
 ============================  ==========================================================
 """
@@ -37,7 +40,7 @@ from typing import Any, Iterable, Mapping, Optional, Union
 from pydantic import ConfigDict, Field, ValidationError
 
 from .api.common import API_VERSION, Location, Model, validation_problems
-from .api.v1alpha1 import KINDS, EvalRun, EvalRunSpec, FineTuneJob, FineTuneJobSpec, ReasoningDataset, Resource
+from .api.v1alpha1 import KINDS, MAX_CHECKPOINTS, EvalRun, EvalRunSpec, FineTuneJob, FineTuneJobSpec, ReasoningDataset, Resource
 
 # --- where things are in a pod ---------------------------------------------------------------------
 
@@ -64,6 +67,7 @@ class Env:
     HF_TOKEN = "HF_TOKEN"  # a hub token, from spec.hubTokenSecretRef
     SHARDS = "REASONOPS_SHARDS"  # curation pods sharing the model stages (their index: JOB_COMPLETION_INDEX)
     SANDBOX_URL = "REASONOPS_SANDBOX_URL"  # the resource's sandbox service (model-written code runs there)
+    CHECKPOINTS = "REASONOPS_CHECKPOINTS"  # EvalRun pods, one per checkpoint (their index: JOB_COMPLETION_INDEX)
     API_KEY_PREFIX = "REASONOPS_API_KEY_"
 
 
@@ -125,6 +129,28 @@ def finetune_output(ft: FineTuneJob, revision: str) -> str:
 def model_location(finetune_output_location: str) -> str:
     """Where a FineTuneJob revision's final model is (the `model/` directory of its output)."""
     return f"{finetune_output_location.rstrip('/')}/model"
+
+
+def checkpoint_name(step: int) -> str:
+    """The name of a training checkpoint (its directory under `<output>/checkpoints/`)."""
+    return f"step-{step}"
+
+
+def checkpoint_model(checkpoint: str) -> str:
+    """Where the servable export of a training checkpoint is (`checkpoints.export`): its `model/` directory."""
+    return f"{checkpoint.rstrip('/')}/model"
+
+
+def exported_checkpoints(finetune_output_location: str, reported: Any, limit: int = MAX_CHECKPOINTS) -> list[dict[str, Any]]:
+    """A FineTuneJob's status.checkpoints from the exported checkpoints its training reported (step and epoch,
+    oldest first): the newest `limit`, each named and located (`checkpoint_name`, `checkpoint_model`)."""
+    out = []
+    valid = [e for e in (reported if isinstance(reported, list) else []) if isinstance(e, dict) and isinstance(e.get("step"), int)]
+    for entry in valid[-limit:]:
+        name = checkpoint_name(entry["step"])
+        out.append({"name": name, "step": entry["step"], "epoch": str(entry.get("epoch") or "")[:16] or None,
+                        "location": checkpoint_model(f"{finetune_output_location.rstrip('/')}/checkpoints/{name}")[:1024]})
+    return out
 
 
 def eval_output(ev: EvalRun, revision: str, model_location_: str = "") -> Optional[str]:
@@ -191,10 +217,13 @@ def serving_enabled(spec: EvalRunSpec) -> bool:
 
 
 def eval_job_gpus(spec: EvalRunSpec) -> int:
-    """GPUs of the benchmark Job: as set, else the engine's tensor parallel size offline, else none (HTTP client)."""
+    """GPUs of the benchmark Job: as set, else vLLM's tensor parallel size offline, else none (an HTTP client,
+    or the CPU engine offline)."""
     if spec.resources is not None and spec.resources.gpus is not None:
         return spec.resources.gpus
     if spec.backend == "offline":
+        if spec.serving and spec.serving.engine == "cpu":
+            return 0
         return (spec.serving.tensorParallelSize if spec.serving and spec.serving.tensorParallelSize else 1)
     return 0
 
@@ -241,7 +270,9 @@ def sandbox_url(name: str, namespace: str) -> str:
 
 def is_reporting_process(env: Mapping[str, str]) -> bool:
     """Only the first process of a job publishes results (status, termination message): rank 0 of torchrun
-    workers, the launcher of node 0, or a plain single process."""
+    workers, the launcher of node 0, or a plain single process; every pod of a per-checkpoint evaluation."""
+    if env.get(Env.CHECKPOINTS):  # each pod of a checkpoint evaluation reports its own checkpoint's result
+        return True
     rank = env.get("RANK")
     if rank is not None:
         return rank == "0"
@@ -290,6 +321,13 @@ class Identity(Model):
     uid: str = Field(default="local", description="metadata.uid (\"local\" for reasonops run).")
 
 
+class CheckpointTarget(Model):
+    name: str = Field(description="Checkpoint name, e.g. step-40.")
+    step: int = Field(description="Optimizer step.")
+    epoch: Optional[str] = Field(default=None, description="Epochs completed at the step.")
+    location: str = Field(description="Its servable model directory.")
+
+
 class WorkloadContext(Model):
     """What the operator resolved for the pod; every location is where the pod reads it."""
 
@@ -307,6 +345,9 @@ class WorkloadContext(Model):
     )
     servedModelNames: dict[str, str] = Field(
         default_factory=dict, description="ReasoningDataset: EvalRun name -> the model name its server answers to."
+    )
+    checkpoints: list[CheckpointTarget] = Field(
+        default_factory=list, description="EvalRun with model.checkpoints: the checkpoints, one per pod (`document_for_checkpoint`).",
     )
 
 
@@ -427,6 +468,7 @@ def build_document(
         value = getattr(ctx, key)
         if value:
             setattr(ctx, key, pod_path(value, root))
+    ctx.checkpoints = [c.model_copy(update={"location": pod_path(c.location, root)}) for c in ctx.checkpoints]
     meta = res.metadata
     return WorkloadDocument(
         kind=res.kind,
@@ -437,6 +479,23 @@ def build_document(
         outputLocation=output,
         context=ctx,
     )
+
+
+def document_for_checkpoint(doc: WorkloadDocument, env: Mapping[str, str]) -> tuple[WorkloadDocument, Optional[CheckpointTarget]]:
+    """The document one pod of a per-checkpoint evaluation works on: the checkpoint of its completion index
+    as the model, its results under `<output>/checkpoints/<name>`. Unchanged (and None) for other documents."""
+    if not doc.context.checkpoints:
+        return doc, None
+    raw = env.get("JOB_COMPLETION_INDEX") or "0"
+    if not raw.isdigit() or int(raw) >= len(doc.context.checkpoints):
+        raise InvalidDocument(f"JOB_COMPLETION_INDEX={raw!r} names none of the {len(doc.context.checkpoints)} checkpoints")
+    target = doc.context.checkpoints[int(raw)]
+    context = doc.context.model_copy(update={"modelLocation": target.location, "checkpoints": []})
+    sub = f"checkpoints/{target.name}"
+    return doc.model_copy(update={
+        "context": context, "output": f"{doc.output.rstrip('/')}/{sub}",
+        "outputLocation": f"{doc.outputLocation.rstrip('/')}/{sub}",
+    }), target
 
 
 # --- results ---------------------------------------------------------------------------------------

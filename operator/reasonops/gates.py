@@ -1,4 +1,4 @@
-"""Judging an EvalRun's gates against its results: one pure function, used by the workload and the operator.
+"""Judging an EvalRun's results: its gates (used by the workload and the operator) and which checkpoint to select.
 
 A gate names a benchmark, a minimum score and which bound must clear it: ``point`` (the score itself,
 the default) or ``lower95`` (the lower end of the score's 95% interval, so that noise alone cannot pass a
@@ -63,3 +63,26 @@ def judge_gates(gates: Iterable[Any], results: Iterable[Any]) -> list[GateOutcom
             else:
                 outcomes.append(GateOutcome(benchmark, threshold, bound, str(_field(result, BOUNDS[bound])), value >= minimum))
     return outcomes
+
+
+def select_checkpoint(checkpoints: Iterable[Any], benchmark: str, metric: str = "score") -> dict[str, Any] | None:
+    """The checkpoint with the best value of `metric` (score, or lower95: the lower end of its 95% interval)
+    on `benchmark`; ties go to the earlier checkpoint (the lower step: less training for the same result).
+
+    `checkpoints` are mappings with name, step, location and results (BenchmarkResult dicts). A checkpoint
+    without that benchmark's value is no candidate; None when no checkpoint has one.
+    """
+    key = BOUNDS["lower95" if metric == "lower95" else "point"]
+    best: tuple[Decimal, int] | None = None
+    chosen: dict[str, Any] | None = None
+    for entry in checkpoints:
+        result = next((r for r in _field(entry, "results") or [] if _field(r, "benchmark") == benchmark), None)
+        value = _decimal(_field(result, key)) if result is not None else None
+        if value is None:
+            continue
+        step = int(_field(entry, "step"))
+        if best is None or value > best[0] or (value == best[0] and step < best[1]):
+            best = (value, step)
+            chosen = {"name": _field(entry, "name"), "step": step, "location": _field(entry, "location"),
+                      "benchmark": benchmark, "metric": metric, "score": str(_field(result, key))}
+    return chosen

@@ -66,7 +66,8 @@ def load_file(path: str | Path) -> list[Resource]:
     except (OSError, yaml.YAMLError) as exc:
         raise WorkloadError(c.REASON_INVALID_SPEC, f"cannot read {path}: {_one_line(exc)}") from None
     resources = [parse_resource(d) for d in docs]
-    return sorted(resources, key=lambda r: ORDER[r.kind])
+    # An EvalRun of another EvalRun's selected checkpoint runs after the evaluations.
+    return sorted(resources, key=lambda r: (ORDER[r.kind], isinstance(r, EvalRun) and r.spec.model.evalRun is not None))
 
 
 # --- in a pod ------------------------------------------------------------------------------------
@@ -161,6 +162,18 @@ def local_document(res: Resource, output_root: Path) -> k.WorkloadDocument:
                 raise WorkloadError(c.REASON_MODEL_NOT_FOUND, f"FineTuneJob {model.fineTuneJob!r} has not been run under {output_root}; put it in the same file or run it first")
             context.modelLocation, context.modelRevision = state["location"], state["revision"]
             context.baseModel = state.get("baseModel")
+            if model.checkpoints:
+                listed = k.exported_checkpoints(state.get("output") or "", (state.get("result") or {}).get("checkpoints"))
+                if not listed:
+                    raise WorkloadError(c.REASON_NO_CHECKPOINTS, f"FineTuneJob {model.fineTuneJob!r} kept no servable checkpoints: set its spec.checkpoints.export: true")
+                context.checkpoints = [k.CheckpointTarget.model_validate(x) for x in listed]
+        elif model.evalRun:
+            state = _read_state(output_root, "EvalRun", model.evalRun)
+            selected = ((state or {}).get("result") or {}).get("selectedCheckpoint")
+            if not selected:
+                raise WorkloadError(c.REASON_WAITING_FOR_SELECTION, f"EvalRun {model.evalRun!r} has selected no checkpoint under {output_root}; put it in the same file or run it first")
+            context.modelLocation, context.modelRevision = selected["location"], k.input_hash(selected["location"])
+            context.baseModel = state.get("baseModel")  # type: ignore[union-attr]
         elif model.name:
             location = k.location_string(model.volume, model.name) if model.volume else model.name
             context.modelLocation, context.modelRevision = location, k.input_hash(location)
@@ -207,6 +220,30 @@ def _local_server(doc: k.WorkloadDocument) -> Iterator[None]:
             process.wait(timeout=20)
 
 
+def _evaluate_checkpoints(res: Resource, doc: k.WorkloadDocument, reporter: Reporter) -> dict[str, Any]:
+    """model.checkpoints on a laptop: each checkpoint in turn, as the Job's pod of its index would, then the
+    selection and the gates on the selected checkpoint (the operator's status.checkpoints, selectedCheckpoint)."""
+    from . import evaluate
+    from .gates import judge_gates, select_checkpoint
+
+    assert isinstance(res, EvalRun)
+    rated = {}
+    for index, target in enumerate(doc.context.checkpoints):
+        print(f"[reasonops] checkpoint {target.name} (in a cluster: pod {index} of the Indexed Job)", flush=True)
+        rated[target.name] = evaluate.run_resource(doc.as_dict(), reporter, env={"JOB_COMPLETION_INDEX": str(index)})
+    checkpoints = [{**t.model_dump(exclude_none=True), "results": rated[t.name].get("results")} for t in doc.context.checkpoints]
+    out: dict[str, Any] = {"checkpoints": checkpoints}
+    selection = res.spec.selection
+    chosen = select_checkpoint(checkpoints, selection.benchmark, selection.metric or "score") if selection else None
+    if chosen is not None:
+        out.update(selectedCheckpoint=chosen, results=rated[chosen["name"]]["results"], accuracy=rated[chosen["name"]].get("accuracy"))
+        gates = [g.to_dict() for g in judge_gates(res.spec.gates or [], out["results"])]
+        if gates:
+            out["gates"] = gates
+        print(f"[reasonops] selected {chosen['name']}: {chosen['benchmark']} {chosen['metric']} {chosen['score']}", flush=True)
+    return out
+
+
 def run_local(path: str | Path, output_root: str | Path, only: Optional[str] = None) -> list[dict[str, Any]]:
     """Run every resource of a YAML file locally; returns one summary per resource."""
     root = Path(output_root).resolve()
@@ -224,11 +261,13 @@ def run_local(path: str | Path, output_root: str | Path, only: Optional[str] = N
         started = time.time()
         reporter = Reporter(res.kind, name, "local", doc.revision, min_interval=0)
         with _local_server(doc):
-            result = _workload(res.kind)(doc.as_dict(), reporter)
-        location = result.get("location") or result.get("modelLocation") or doc.output
-        state = {"revision": doc.revision, "location": location, "result": result}
+            result = _evaluate_checkpoints(res, doc, reporter) if doc.context.checkpoints else _workload(res.kind)(doc.as_dict(), reporter)
+        location = (result.get("selectedCheckpoint") or {}).get("location") or result.get("location") or result.get("modelLocation") or doc.output
+        state = {"revision": doc.revision, "location": location, "output": doc.output, "result": result}
         if isinstance(res, FineTuneJob):
             state["baseModel"] = res.spec.baseModel.name
+        elif doc.context.baseModel:
+            state["baseModel"] = doc.context.baseModel
         _local_state(root, res.kind, name).parent.mkdir(parents=True, exist_ok=True)
         _local_state(root, res.kind, name).write_text(json.dumps(state, indent=1))
         summaries.append({"kind": res.kind, "name": name, "seconds": round(time.time() - started, 1), **state})

@@ -4,7 +4,7 @@
 --
 --   Failed=True                        Degraded  (the current revision failed)
 --   EvalRun Passed=False               Degraded  (a gate was missed: do not promote)
---   waiting on a failed input          Degraded  (DatasetFailed, ModelFailed: fix the upstream resource)
+--   waiting on a failed input          Degraded  (DatasetFailed, ModelFailed, NoCheckpoints: fix the upstream)
 --   Suspended=True                     Suspended
 --   Ready=True (EvalRun: Passed=True)  Healthy
 --   anything else                      Progressing (pending, running, waiting, or not yet seen)
@@ -51,7 +51,7 @@ end
 
 if has("Progressing", "True") then
   local reason = conditions["Progressing"].reason
-  if reason == "DatasetFailed" or reason == "ModelFailed" then
+  if reason == "DatasetFailed" or reason == "ModelFailed" or reason == "NoCheckpoints" then
     return {status = "Degraded", message = describe(conditions["Progressing"])}
   end
 end

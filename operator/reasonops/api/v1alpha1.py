@@ -78,6 +78,7 @@ BACKEND = "server"
 EVAL_BACKOFF_LIMIT = 2
 SERVING_REPLICAS = 1
 SERVING_DTYPE = "auto"
+MAX_CHECKPOINTS = 64  # checkpoints listed in a status (the newest); status must stay small
 
 Benchmark = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
 IsoDate = Annotated[str, Field(max_length=10, pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
@@ -467,6 +468,10 @@ class CheckpointPolicy(Model):
         default=None, ge=0, le=1000,
         description="Keep the last K checkpoints; 0 keeps every one (default: the preset's; limo and sky-t1 keep every one, none keeps 3).",
     )
+    export: Optional[bool] = defaulted(
+        False, "Also write a servable model (merged safetensors, tokenizer, generation config) into each kept checkpoint,"
+        " at checkpoints/step-N/model, pruned with it: what an EvalRun's model.checkpoints evaluates. Off by default:"
+        " each export is a full copy of the weights.")
 
 
 class FineTuneJobSpec(Model):
@@ -537,6 +542,15 @@ class TrainingProgress(WorkloadProgress):
     etaSeconds: Optional[int] = Field(default=None, description="Estimated seconds left.")
 
 
+class CheckpointRef(Model):
+    """A kept checkpoint with a servable export."""
+
+    name: Annotated[str, Field(max_length=63)] = Field(description="Checkpoint name, e.g. step-40.")
+    step: int = Field(description="Optimizer step.")
+    epoch: Optional[Annotated[str, Field(max_length=16)]] = Field(default=None, description="Epochs completed at the step.")
+    location: Annotated[str, Field(max_length=1024)] = Field(description="The servable model directory of the checkpoint.")
+
+
 class FineTuneJobStatus(_StatusBase):
     progress: Optional[TrainingProgress] = Field(default=None, description="Progress reported by the training pods.")
     datasetRevision: Optional[Annotated[str, Field(max_length=64)]] = Field(default=None, description="Dataset revision trained on.")
@@ -553,6 +567,10 @@ class FineTuneJobStatus(_StatusBase):
     contextLength: Optional[int] = Field(
         default=None, description="The trained model's context length (from its config.json): an EvalRun's serving.maxModelLen may not exceed it."
     )
+    checkpoints: Optional[list[CheckpointRef]] = Field(
+        default=None, max_length=MAX_CHECKPOINTS,
+        description=f"Kept checkpoints with a servable export (checkpoints.export), oldest first (at most the newest {MAX_CHECKPOINTS}).",
+    )
 
 
 # =============================================================================================
@@ -561,9 +579,20 @@ class FineTuneJobStatus(_StatusBase):
 
 
 class EvalModelRef(Model):
-    rules = (exactly_one("fineTuneJob", "name", "endpoint", message="exactly one of fineTuneJob, name or endpoint must be set"),)
+    rules = (
+        exactly_one("fineTuneJob", "name", "endpoint", "evalRun", message="exactly one of fineTuneJob, name, endpoint or evalRun must be set"),
+        Rule("!has(self.checkpoints) || has(self.fineTuneJob)", "checkpoints needs fineTuneJob (whose kept checkpoints are evaluated)",
+             lambda m: m.checkpoints is None or m.fineTuneJob is not None, field=".checkpoints"),
+    )
 
     fineTuneJob: Optional[Name] = Field(default=None, description="Evaluate the model this FineTuneJob produced.")
+    checkpoints: Optional[Literal["all"]] = Field(
+        default=None, description="all: evaluate every kept checkpoint of the FineTuneJob (it must set checkpoints.export), each in its"
+        " own pod, instead of its final model; results per checkpoint go to status.checkpoints.",
+    )
+    evalRun: Optional[Name] = Field(
+        default=None, description="Evaluate the checkpoint this EvalRun selected (its status.selectedCheckpoint), same namespace.",
+    )
     name: Optional[Annotated[str, Field(min_length=1, max_length=512)]] = Field(default=None, description="Hub id, path or URI of a model.")
     volume: Optional[Location] = Field(default=None, description="Volume to mount when name is a path on a claim.")
     endpoint: Optional[ModelEndpoint] = Field(default=None, description="Evaluate an already-served model.")
@@ -588,7 +617,8 @@ class BenchmarkSpec(Model):
 class ServingSpec(Model):
     enabled: Optional[bool] = defaulted(True, "Serve the model with vLLM.")
     engine: Optional[Literal["vllm", "cpu"]] = defaulted(
-        SERVING_ENGINE, "Server engine: vllm on GPUs, or cpu (`reasonops serve`, the eval image) for small models on CPU-only nodes."
+        SERVING_ENGINE, "Server engine: vllm on GPUs, or cpu (`reasonops serve`, the eval image) for small models on CPU-only nodes;"
+        " with backend: offline, the engine in the benchmark pod."
     )
     replicas: Optional[int] = defaulted(SERVING_REPLICAS, "Server replicas.", ge=0, le=64)
     tensorParallelSize: Optional[int] = defaulted(TENSOR_PARALLEL_SIZE, "GPUs per replica.", ge=1, le=16)
@@ -606,6 +636,13 @@ class Gate(Model):
     )
 
 
+class SelectionPolicy(Model):
+    benchmark: Benchmark = Field(description="Benchmark that picks the checkpoint; one of spec.benchmarks.")
+    metric: Optional[Literal["score", "lower95"]] = defaulted(
+        "score", "What is compared: the score, or the lower end of its 95% interval. Ties go to the earlier checkpoint."
+    )
+
+
 class EvalRunSpec(Model):
     rules = (
         Rule("has(self.output) || has(self.model.fineTuneJob)",
@@ -619,6 +656,18 @@ class EvalRunSpec(Model):
              "serving.enabled: false needs model.endpoint or backend: offline (nothing else serves the model)",
              lambda m: m.serving is None or m.serving.enabled is not False or m.model.endpoint is not None
              or m.backend == "offline", field=".serving.enabled"),
+        Rule("!has(self.model.checkpoints) || (has(self.backend) && self.backend == 'offline')",
+             "model.checkpoints needs backend: offline (each checkpoint is evaluated by the engine in its own pod)",
+             lambda m: m.model.checkpoints is None or m.backend == "offline", field=".model.checkpoints"),
+        Rule("!has(self.selection) || has(self.model.checkpoints)", "selection needs model.checkpoints (the candidates)",
+             lambda m: m.selection is None or m.model.checkpoints is not None, field=".selection"),
+        Rule("!has(self.gates) || !has(self.model.checkpoints) || has(self.selection)",
+             "gates with model.checkpoints need selection (they judge the selected checkpoint)",
+             lambda m: not m.gates or m.model.checkpoints is None or m.selection is not None, field=".gates"),
+        Rule("!has(self.selection) || self.benchmarks.exists(b, b.name == self.selection.benchmark)",
+             "selection.benchmark must name a benchmark of spec.benchmarks",
+             lambda m: m.selection is None or any(b.name == m.selection.benchmark for b in m.benchmarks),
+             field=".selection.benchmark"),
     )
 
     model: EvalModelRef = Field(description="What to evaluate.")
@@ -643,8 +692,11 @@ class EvalRunSpec(Model):
     output: Optional[Location] = Field(
         default=None, description="Where responses and reports go; required unless model.fineTuneJob is set (default: next to that model)."
     )
-    gates: Optional[list[Gate]] = Field(default=None, max_length=32, description="Minimum scores; all must pass for Passed=True.")
-    resources: Optional[Resources] = Field(default=None, description="Compute for the benchmark Job.")
+    gates: Optional[list[Gate]] = Field(default=None, max_length=32, description="Minimum scores; all must pass for Passed=True (with selection: the selected checkpoint's).")
+    selection: Optional[SelectionPolicy] = Field(
+        default=None, description="Pick one of model.checkpoints by a benchmark: the best, ties to the earlier; set in status.selectedCheckpoint."
+    )
+    resources: Optional[Resources] = Field(default=None, description="Compute for the benchmark Job (per checkpoint pod with model.checkpoints).")
     sandbox: Optional[SandboxSpec] = Field(default=None, description="Execution of code benchmarks' programs.")
     backoffLimit: Optional[int] = defaulted(EVAL_BACKOFF_LIMIT, "Pod retries.", ge=0, le=100)
     activeDeadlineSeconds: Optional[int] = Field(default=None, ge=1, description="Deadline of the benchmark Job.")
@@ -672,6 +724,34 @@ class GateResult(Model):
     reason: Optional[ShortText] = Field(default=None, description="Why the gate failed without a comparison.")
 
 
+class CheckpointScore(Model):
+    """A benchmark's score on one checkpoint, in short (the checkpoint's summary.json has the rest)."""
+
+    benchmark: Annotated[str, Field(max_length=63)] = Field(description="Benchmark name.")
+    score: Annotated[str, Field(max_length=16)] = Field(description="pass@1.")
+    stderr: Optional[Annotated[str, Field(max_length=16)]] = Field(default=None, description="Standard error of the score.")
+    ciLow: Optional[Annotated[str, Field(max_length=16)]] = Field(default=None, description="Lower end of the 95% interval.")
+    ciHigh: Optional[Annotated[str, Field(max_length=16)]] = Field(default=None, description="Upper end of the 95% interval.")
+
+
+class CheckpointResult(Model):
+    name: Annotated[str, Field(max_length=63)] = Field(description="Checkpoint name, e.g. step-40.")
+    step: int = Field(description="Optimizer step.")
+    epoch: Optional[Annotated[str, Field(max_length=16)]] = Field(default=None, description="Epochs completed at the step.")
+    location: Annotated[str, Field(max_length=1024)] = Field(description="The checkpoint's servable model directory.")
+    results: Optional[list[CheckpointScore]] = Field(default=None, max_length=32, description="Scores per benchmark (none yet: not evaluated).")
+
+
+class SelectedCheckpoint(Model):
+    name: Annotated[str, Field(max_length=63)] = Field(description="Checkpoint name.")
+    step: int = Field(description="Optimizer step.")
+    location: Annotated[str, Field(max_length=1024)] = Field(description="Its servable model directory: what a downstream EvalRun or promotion uses.")
+    benchmark: Annotated[str, Field(max_length=63)] = Field(description="Benchmark that picked it.")
+    metric: Literal["score", "lower95"] = Field(description="What was compared.")
+    score: Annotated[str, Field(max_length=16)] = Field(description="Its value of the metric.")
+    modelRevision: Optional[Annotated[str, Field(max_length=64)]] = Field(default=None, description="Revision of the FineTuneJob that wrote it.")
+
+
 class EvalRunStatus(_StatusBase):
     modelRevision: Optional[Annotated[str, Field(max_length=64)]] = Field(default=None, description="Revision of the evaluated model.")
     modelLocation: Optional[Annotated[str, Field(max_length=1024)]] = Field(default=None, description="Evaluated model directory.")
@@ -679,6 +759,13 @@ class EvalRunStatus(_StatusBase):
     results: Optional[list[BenchmarkResult]] = Field(default=None, max_length=32, description="Scores per benchmark.")
     gates: Optional[list[GateResult]] = Field(default=None, max_length=32, description="Gate outcomes.")
     accuracy: Optional[Annotated[str, Field(max_length=16)]] = Field(default=None, description="Mean pass@1 over benchmarks.")
+    checkpoints: Optional[list[CheckpointResult]] = Field(
+        default=None, max_length=MAX_CHECKPOINTS, description="model.checkpoints: each checkpoint evaluated, oldest first, with its scores."
+    )
+    selectedCheckpoint: Optional[SelectedCheckpoint] = Field(
+        default=None, description="The checkpoint spec.selection picked once every checkpoint was evaluated; results and gates are its."
+        " It stays while a newer revision evaluates, until that one selects."
+    )
 
 
 # =============================================================================================

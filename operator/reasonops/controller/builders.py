@@ -529,6 +529,9 @@ def build_eval_children(
     if ev.spec.model.endpoint and ev.spec.model.endpoint.apiKeySecretRef:
         env.append(secret_key_env(ev.spec.model.endpoint.apiKeySecretRef))
     offline = ev.spec.backend == "offline"
+    checkpoints = len(document.context.checkpoints)  # model.checkpoints: an Indexed Job, one pod per checkpoint
+    if checkpoints:
+        env.append({"name": Env.CHECKPOINTS, "value": str(checkpoints)})
     locations = [document.outputLocation, *(b.path for b in ev.spec.benchmarks if b.path)]
     if offline:
         locations.append(model_location)
@@ -542,7 +545,7 @@ def build_eval_children(
     job = build_job(
         body, settings, name=name, labels=labels, pod_spec=pod, resources=ev.spec.resources, suspend=suspend,
         backoff_limit=ev.spec.backoffLimit if ev.spec.backoffLimit is not None else 2,
-        active_deadline=ev.spec.activeDeadlineSeconds,
+        active_deadline=ev.spec.activeDeadlineSeconds, completions=checkpoints or None,
     )
     return [build_configmap(body, name, labels, document), job]
 

@@ -34,7 +34,7 @@ from pydantic import ValidationError
 
 from .. import contract as k
 from ..api import common as c
-from ..gates import judge_gates
+from ..gates import judge_gates, select_checkpoint
 from ..api.v1alpha1 import EvalRun, FineTuneJob, ReasoningDataset, Resource
 from ..kube import AsyncKube
 from . import builders as b
@@ -379,10 +379,13 @@ async def reconcile(kind: str, namespace: str, name: str, indexes: dict[str, Any
         for (ns, ev_name), store in list(indexes["eval_index"].items()):
             if ns == namespace and any(((x.get("spec") or {}).get("model") or {}).get("fineTuneJob") == name for x in store):
                 await reconcile("EvalRun", ns, ev_name, indexes)
-    elif kind == "EvalRun":  # datasets whose samplers use this EvalRun's server
+    elif kind == "EvalRun":  # datasets whose samplers use this EvalRun's server, evaluations of its selection
         for (ns, ds_name), store in list(indexes["dataset_index"].items()):
             if ns == namespace and any(name in _sampler_eval_runs(x.get("spec") or {}) for x in store):
                 await reconcile("ReasoningDataset", ns, ds_name, indexes)
+        for (ns, ev_name), store in list(indexes["eval_index"].items()):
+            if ns == namespace and ev_name != name and any(((x.get("spec") or {}).get("model") or {}).get("evalRun") == name for x in store):
+                await reconcile("EvalRun", ns, ev_name, indexes, cascade=False)
 
 
 def _sampler_eval_runs(spec: dict[str, Any]) -> list[str]:
@@ -616,6 +619,7 @@ class _Input:
     secret: Optional[str] = None  # Secret with the credentials of its location
     base_model: Optional[str] = None  # a fine-tuned model's base (hub id): protocols choose prompts by it
     context_length: Optional[int] = None  # a fine-tuned model's context, as its training reported it
+    checkpoints: tuple[k.CheckpointTarget, ...] = ()  # model.checkpoints: the FineTuneJob's exported checkpoints
 
 
 def _dataset_input(ft: FineTuneJob, body: dict[str, Any], indexes: dict[str, Any]) -> _Input:
@@ -706,6 +710,7 @@ async def reconcile_finetune(body: dict[str, Any], indexes: dict[str, Any]) -> N
             status["contextLength"] = result["contextLength"]
         if result.get("latestCheckpoint"):
             status["latestCheckpoint"] = document.canonical(str(result["latestCheckpoint"]))
+        status["checkpoints"] = k.exported_checkpoints(document.outputLocation, result.get("checkpoints")) or None
     await _apply(body, "FineTuneJob", plan, status)
 
 
@@ -723,11 +728,29 @@ def _model_input(ev: EvalRun, body: dict[str, Any], indexes: dict[str, Any]) -> 
         secret = (((ft.get("spec") or {}).get("output")) or {}).get("credentialsSecretRef")
         base = (((ft.get("spec") or {}).get("baseModel")) or {}).get("name")
         if st.get("modelLocation") and st.get("modelRevision"):
+            checkpoints = tuple(k.CheckpointTarget.model_validate({f: x.get(f) for f in ("name", "step", "epoch", "location")})
+                                for x in st.get("checkpoints") or [])
+            if model.checkpoints and not checkpoints:
+                return _Input(waiting=(c.REASON_NO_CHECKPOINTS, f"FineTuneJob {model.fineTuneJob!r} kept no servable checkpoints: "
+                                       "set its spec.checkpoints.export: true (and keep them: checkpoints.keep)"))
             return _Input(revision=st["modelRevision"], location=st["modelLocation"], secret=secret, base_model=base,
-                          context_length=st.get("contextLength"))
+                          context_length=st.get("contextLength"), checkpoints=checkpoints if model.checkpoints else ())
         if st.get("phase") == "Failed":
             return _Input(waiting=(c.REASON_MODEL_FAILED, f"FineTuneJob {model.fineTuneJob!r} failed"))
         return _Input(waiting=(c.REASON_WAITING_FOR_MODEL, f"waiting for FineTuneJob {model.fineTuneJob!r} to succeed ({st.get('reason', 'Pending')})"))
+    if model.evalRun:
+        upstream = _one(indexes["eval_index"], (ns, model.evalRun))
+        if upstream is None:
+            return _Input(waiting=(c.REASON_MODEL_NOT_FOUND, f"EvalRun {model.evalRun!r} does not exist in namespace {ns}"))
+        selected = (upstream.get("status") or {}).get("selectedCheckpoint") or {}
+        if not selected.get("location"):
+            return _Input(waiting=(c.REASON_WAITING_FOR_SELECTION, f"waiting for EvalRun {model.evalRun!r} to select a checkpoint "
+                                   f"({(upstream.get('status') or {}).get('reason', 'Pending')})"))
+        ft = _one(indexes["finetune_index"], (ns, ((upstream.get("spec") or {}).get("model") or {}).get("fineTuneJob") or ""))
+        ft_spec = (ft or {}).get("spec") or {}
+        return _Input(revision=k.input_hash(selected["location"]), location=selected["location"],
+                      secret=(ft_spec.get("output") or {}).get("credentialsSecretRef"), base_model=(ft_spec.get("baseModel") or {}).get("name"),
+                      context_length=((ft or {}).get("status") or {}).get("contextLength"))
     if model.name:
         loc = k.location_string(model.volume, model.name) if model.volume else model.name
         return _Input(revision=k.input_hash(loc), location=loc, secret=model.volume.credentialsSecretRef if model.volume else None)
@@ -799,6 +822,7 @@ async def reconcile_eval(body: dict[str, Any], indexes: dict[str, Any]) -> None:
         modelLocation=model.location or None, modelRevision=model.revision or None, endpoint=endpoint or None,
         baseModel=model.base_model or (ev.spec.model.name if ev.spec.model.name else None),
         servedModelName=k.served_model_name(ev) if serving else (ev.spec.model.servedModelName or model.location or None),
+        checkpoints=list(model.checkpoints),
     )
     output = k.eval_output(ev, revision, model.location) or f"{k.SCRATCH}/reasonops/{name}/{revision}"
     document = k.build_document(ev, revision=revision, output=output, context=context)
@@ -807,7 +831,8 @@ async def reconcile_eval(body: dict[str, Any], indexes: dict[str, Any]) -> None:
         history_limit=settings.history_limit, waiting=waiting, output_location=output,
         build_children=lambda suspend: b.build_eval_children(
             body, ev, document, settings, suspend, model_location=model.location, input_secrets=[model.secret]),
-        summarize=lambda r: f"accuracy {r['accuracy']:.3f}" if isinstance(r.get("accuracy"), (int, float)) else None,
+        # With model.checkpoints a pod's result is one checkpoint's: the history says what was selected instead.
+        summarize=lambda r: f"accuracy {r['accuracy']:.3f}" if isinstance(r.get("accuracy"), (int, float)) and not model.checkpoints else None,
     )
     _stuck(plan, await _creation_problem("EvalRun", body, job_name, jobs, [x for x in pods if not x.server], now), generation, now)
     status = plan.status
@@ -820,7 +845,25 @@ async def reconcile_eval(body: dict[str, Any], indexes: dict[str, Any]) -> None:
         else:
             serving_cond = ("False", *(problem or (c.REASON_SERVER_STARTING, "the model server is starting")))
         with_condition(status, condition(prev_conditions, c.COND_SERVING, *serving_cond, generation, now))
-    results = p.current_results(plan.result, status["phase"], old, revision)
+    selection = ev.spec.selection
+    if model.checkpoints:  # results and gates are the selected checkpoint's
+        reports = p.checkpoint_reports(job_name, [x for x in pods if not x.server])
+        per_checkpoint = p.checkpoint_results([t.model_dump() for t in model.checkpoints], reports, old, revision)
+        status["checkpoints"] = per_checkpoint
+        chosen = (select_checkpoint(per_checkpoint, selection.benchmark, selection.metric or "score")
+                  if selection and status["phase"] == "Succeeded" else None)
+        results = None
+        if chosen:  # until then the previous selection stays (as a FineTuneJob's model does while it retrains)
+            # Its results in full from its pod, else as stored, else its scores in short.
+            results = (p.current_results(reports.get(chosen["name"]), status["phase"], old, revision)
+                       or next(x["results"] for x in per_checkpoint if x["name"] == chosen["name"]))
+            status["selectedCheckpoint"] = {**chosen, "modelRevision": model.revision}
+            status["modelLocation"] = chosen["location"]
+            for entry in status.get("history") or []:
+                if entry.get("revision") == revision:
+                    entry["summary"] = f"selected {chosen['name']}: {chosen['benchmark']} {chosen['metric']} {chosen['score']}"[:256]
+    else:
+        results = p.current_results(plan.result, status["phase"], old, revision)
     gates = ev.spec.gates or []
     if results is not None:
         results = [{k_: (str(v) if k_ in p.RESULT_DECIMALS else v) for k_, v in r.items() if k_ in p.RESULT_FIELDS} for r in results]
@@ -848,6 +891,11 @@ async def reconcile_eval(body: dict[str, Any], indexes: dict[str, Any]) -> None:
             plan.events.append(("Normal" if passed[0] == "True" else "Warning", passed[1], passed[2][:1024]))
     elif status["phase"] == "Failed":
         passed = ("False", c.REASON_FAILED, "the evaluation failed")
+    elif status["phase"] == "Succeeded" and model.checkpoints and selection:
+        passed = ("False", c.REASON_NO_SELECTION, f"no checkpoint has a {selection.metric or 'score'} on {selection.benchmark}")
+        status.update(results=None, gates=None, accuracy=None)
+    elif status["phase"] == "Succeeded" and model.checkpoints:
+        passed = ("True", c.REASON_NO_GATES, "no gates configured (per-checkpoint results in status.checkpoints)")
     else:
         passed = ("Unknown", c.REASON_PENDING, "no results yet")
         status.update(results=None, gates=None, accuracy=None)

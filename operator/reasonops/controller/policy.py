@@ -259,6 +259,8 @@ def with_condition(status: dict[str, Any], cond: dict[str, Any]) -> None:
 # What of a workload's benchmark result goes to status (BenchmarkResult), and which of it are decimals.
 RESULT_FIELDS = ("benchmark", "score", "problems", "samples", "truncated", "stderr", "ciLow", "ciHigh", "contentHash")
 RESULT_DECIMALS = ("score", "truncated", "stderr", "ciLow", "ciHigh")
+# What of each checkpoint's results status.checkpoints keeps (CheckpointScore): 64 checkpoints x 32 benchmarks stay small.
+CHECKPOINT_SCORE_FIELDS = ("benchmark", "score", "stderr", "ciLow", "ciHigh")
 
 
 # --- the model server of an EvalRun ----------------------------------------------------------------
@@ -424,6 +426,34 @@ def current_results(plan_result: Optional[dict[str, Any]], phase: str, old_statu
     if old_status.get("revision") == revision and isinstance(old_status.get("results"), list):
         return list(old_status["results"])
     return None
+
+
+def checkpoint_reports(job_name: str, pods: list[PodState]) -> dict[str, dict[str, Any]]:
+    """Checkpoint name -> the result its pod reported, for the succeeded pods of a per-checkpoint evaluation
+    (each termination message names the checkpoint it rates)."""
+    reported = {}
+    for pod in pods:
+        result = (parse_result(pod.message) if pod.job == job_name and pod.phase == "Succeeded" else None) or {}
+        if isinstance(result.get("checkpoint"), dict) and isinstance(result.get("results"), list):
+            reported[str(result["checkpoint"].get("name"))] = result
+    return reported
+
+
+def checkpoint_results(
+    targets: list[dict[str, Any]], reported: dict[str, dict[str, Any]], old_status: dict[str, Any], revision: str,
+) -> list[dict[str, Any]]:
+    """status.checkpoints: each target (name, step, epoch, location) with the scores its pod reported
+    (`checkpoint_reports`), else those an earlier reconcile of the same revision stored (the pods may be
+    gone), else none yet."""
+    stored = {c.get("name"): c.get("results") for c in old_status.get("checkpoints") or []
+              if old_status.get("revision") == revision}
+    out = []
+    for target in targets:
+        result = reported.get(target["name"])
+        scores = [{k: str(v) for k, v in r.items() if k in CHECKPOINT_SCORE_FIELDS}
+                  for r in result["results"][:32] if isinstance(r, dict)] if result else stored.get(target["name"])
+        out.append({**target, "results": scores or None})
+    return out
 
 
 # --- training groups ------------------------------------------------------------------------------------

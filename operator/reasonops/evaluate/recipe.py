@@ -34,6 +34,7 @@ restarted pod only generates what is missing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -48,6 +49,7 @@ from typing import Any, Iterable, Sequence
 
 from .. import __version__, codebench
 from ..api.v1alpha1 import BenchmarkSpec, EvalRunSpec, SandboxSpec
+from ..contract import InvalidDocument, document_for_checkpoint, read_document
 from ..benchmarks import BenchmarkDef, BenchmarkItem, benchmark_def, load_benchmark, load_benchmark_with_source
 from ..api import common as reasons
 from ..errors import WorkloadError
@@ -66,6 +68,7 @@ from ..llm import (
     check_endpoint,
 )
 from ..progress import Reporter
+from ..serve import running_server
 from .protocols import MAX_TOKENS, PROTOCOLS, Protocol, protocol, sampling_for
 from .stats import estimate
 
@@ -111,6 +114,7 @@ class EvalConfig:
     dtype: str = "auto"
     tensor_parallel_size: int = 1
     max_model_len: int | None = None
+    engine: str = "vllm"  # offline: vllm, or cpu (reasonops.serve's engine in the pod)
     benchmark_cache_dir: str | None = None
     model_location: str | None = None  # from the context: where the model's files are
     model_revision: str | None = None
@@ -175,6 +179,7 @@ def config_from_resource(doc: dict[str, Any]) -> EvalConfig:
         dtype=(serving and serving.dtype) or "auto",
         tensor_parallel_size=(serving and serving.tensorParallelSize) or 1,
         max_model_len=serving and serving.maxModelLen,
+        engine=(serving and serving.engine) or "vllm",
         model_location=context.get("modelLocation") or None,
         model_revision=context.get("modelRevision") or None,
         model_id=model_id,
@@ -202,13 +207,26 @@ def config_from_resource(doc: dict[str, Any]) -> EvalConfig:
 # ------------------------------------------------------------------------------------------------
 
 
-def run_resource(doc: dict[str, Any], reporter: Reporter) -> dict[str, Any]:
-    return main(config_from_resource(doc), reporter)
+def run_resource(doc: dict[str, Any], reporter: Reporter, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """One evaluation; with model.checkpoints, of the checkpoint this pod's completion index names
+    (contract.document_for_checkpoint), whose result then says which checkpoint it rates."""
+    try:
+        document, target = document_for_checkpoint(read_document(doc), os.environ if env is None else env)
+    except InvalidDocument as exc:
+        raise WorkloadError(reasons.REASON_INVALID_SPEC, str(exc)) from None
+    result = main(config_from_resource(document.as_dict()), reporter)
+    if target is not None:
+        result["checkpoint"] = {"name": target.name, "step": target.step}
+    return result
 
 
 def main(config: EvalConfig, reporter: Reporter | None = None) -> dict[str, Any]:
     """Run the evaluation; write responses, summary.json and report.md; return the small status result."""
-    reporter = reporter or Reporter()
+    with contextlib.ExitStack() as stack:  # holds the in-pod CPU engine's server (engine: cpu, offline) until the end
+        return _evaluate(config, reporter or Reporter(), stack)
+
+
+def _evaluate(config: EvalConfig, reporter: Reporter, stack: contextlib.ExitStack) -> dict[str, Any]:
     started = _now()
     output, upload = _local_output(config.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -221,7 +239,7 @@ def main(config: EvalConfig, reporter: Reporter | None = None) -> dict[str, Any]
             run.name, path=run.path, cache_dir=config.benchmark_cache_dir, limit=run.limit,
             released_from=run.released_from, released_until=run.released_until,
         )
-    generator = _generator(config, output / CACHE_FILE)
+    generator = _generator(config, output / CACHE_FILE, stack)
     engine = generator.describe()
     chosen = protocol(config.protocol, config.model_id or config.model, config.system_prompt)
 
@@ -299,7 +317,14 @@ def _response(benchmark: str, problem_id: str, completion: Completion, request: 
     )
 
 
-def _generator(config: EvalConfig, cache: Path) -> Generator:
+def _generator(config: EvalConfig, cache: Path, stack: contextlib.ExitStack) -> Generator:
+    if config.backend == "offline" and config.engine == "cpu":
+        # Offline on a CPU node: the model in this pod, behind `reasonops serve` on localhost (small models only).
+        _check_local_model(config.model)
+        url = stack.enter_context(running_server(config.model, served_model_name=CPU_SERVED_NAME,
+                                                 dtype="float32" if config.dtype == "auto" else config.dtype))
+        return OpenAIGenerator(url, CPU_SERVED_NAME, concurrency=config.concurrency, timeout=config.timeout,
+                               max_retries=config.max_retries, cache_path=cache)
     if config.backend == "server":
         assert config.endpoint  # set by config_from_resource, or by the caller of main
         api_key = os.environ.get(config.api_key_env) if config.api_key_env else None
@@ -320,6 +345,9 @@ def _generator(config: EvalConfig, cache: Path) -> Generator:
         config.model, tensor_parallel_size=config.tensor_parallel_size, max_model_len=config.max_model_len,
         dtype=config.dtype, cache_path=cache,
     )
+
+
+CPU_SERVED_NAME = "model"  # what the in-pod CPU engine's server answers to
 
 
 def _check_local_model(model: str) -> None:

@@ -23,10 +23,12 @@ import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
+
+from ..contract import checkpoint_name
 
 log = logging.getLogger("reasonops.train")
 
@@ -74,15 +76,18 @@ def remove_incomplete(root: Path) -> None:
 
 def save_checkpoint(engine: Any, root: Path, state: TrainerState, *, rank: int, keep: int,
                     owner: Optional[bool] = None, remote: Optional[str] = None,
-                    train_log: Optional[Path] = None) -> Path:
+                    train_log: Optional[Path] = None, export: Optional[Callable[[Path], Any]] = None) -> Path:
     """Collective: every rank calls it. Returns the (local) checkpoint directory.
 
     `owner`: whether this process finalizes `root` (default: global rank 0; on node-local disks each
     node's local rank 0). `remote`: the object-store directory the checkpoint is mirrored to.
     `train_log`: the loss curve so far (written by rank 0), copied into the checkpoint by rank 0.
+    `export`: a collective that writes a servable model into the checkpoint's directory (before its
+    marker: a complete checkpoint always has its export); pruning removes it with the checkpoint.
     """
     owner = rank == 0 if owner is None else owner
-    tmp, final = root / f".tmp-step-{state.step}", root / f"step-{state.step}"
+    name = checkpoint_name(state.step)
+    tmp, final = root / f".tmp-{name}", root / name
     if owner:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -90,6 +95,8 @@ def save_checkpoint(engine: Any, root: Path, state: TrainerState, *, rank: int, 
     engine.save_checkpoint(str(tmp), tag=TAG, client_state={"trainer": asdict(state)})
     torch.save(_rng_state(), tmp / f"rng-rank{rank}.pt")
     _barrier()
+    if export is not None:
+        export(tmp)
     if rank == 0 and train_log is not None and train_log.exists():
         shutil.copyfile(train_log, tmp / TRAIN_LOG)
     if owner:
@@ -123,7 +130,7 @@ def _mirror(local: Path, remote: str, *, rank: int, owner: bool, keep: int) -> N
         complete = [step for step, done in steps if done]
         for step, done in steps:  # beyond `keep`, and uploads a crash left unfinished
             if (done and keep and step not in complete[-keep:]) or (not done and step < complete[-1]):
-                fs.rm(f"{base}/step-{step}", recursive=True)
+                fs.rm(f"{base}/{checkpoint_name(step)}", recursive=True)
         log.info("checkpoint %s mirrored to %s", local.name, remote)
     _barrier()
 
@@ -153,7 +160,7 @@ def fetch_latest(root: Path, remote: str) -> Optional[Path]:
     if not complete or (local and local[-1][0] >= complete[-1]):
         return None
     step = complete[-1]
-    source, tmp, final = f"{base}/step-{step}", root / f".tmp-step-{step}", root / f"step-{step}"
+    source, tmp, final = f"{base}/{checkpoint_name(step)}", root / f".tmp-{checkpoint_name(step)}", root / checkpoint_name(step)
     shutil.rmtree(tmp, ignore_errors=True)
     for path in fs.find(source):
         rel = path[len(source) + 1:]  # fs.find gives paths as url_to_fs does: without the protocol

@@ -111,6 +111,7 @@ class TrainConfig:
     checkpoint_every_epochs: Optional[int] = 1
     checkpoint_every_steps: Optional[int] = None
     checkpoint_keep: int = KEEP_ALL  # 0: every checkpoint
+    checkpoint_export: bool = False  # a servable model in each kept checkpoint (checkpoints/step-N/model)
     extra: dict[str, Any] = field(default_factory=dict)  # recorded, not interpreted (e.g. dataset revision)
 
     def to_json(self) -> str:
@@ -217,6 +218,7 @@ def config_from_resource(doc: dict[str, Any]) -> TrainConfig:
         checkpoint_every_epochs=None if every_steps else ((ckpt.everyEpochs if ckpt else None) or 1),
         checkpoint_every_steps=every_steps,
         checkpoint_keep=run.checkpoint_keep if ckpt is None or ckpt.keep is None else ckpt.keep,
+        checkpoint_export=bool(ckpt and ckpt.export),
         extra={"datasetRevision": context.get("datasetRevision")},
     )
 

@@ -17,6 +17,8 @@ import torch
 import torch.distributed as dist
 
 from ..api import common as reasons
+from ..api.v1alpha1 import MAX_CHECKPOINTS
+from ..contract import checkpoint_model
 from ..errors import WorkloadError
 from ..progress import Reporter
 from . import checkpoints as ckpt
@@ -135,6 +137,9 @@ def _train(config: TrainConfig, reporter: Reporter, info: DistInfo) -> dict[str,
     set_seed(config.seed + info.rank)  # distinct dropout per rank; resumed runs restore RNG from the checkpoint
 
     root = work / "checkpoints"
+    # The same export as the final model's (ZeRO-3 partitions gathered on rank 0), into a checkpoint's directory.
+    export = (lambda directory: export_model(engine, config, tokenizer=tokenizer, base_dir=base_dir, dtype=dtype,
+                                             output=directory, rank=info.rank)) if config.checkpoint_export else None
     # A URI output stages on each node's own disk and mirrors checkpoints to the object store.
     remote = f"{config.output.rstrip('/')}/checkpoints" if is_uri(config.output) else None
     owner = info.local_rank == 0 if remote else is_main
@@ -187,14 +192,15 @@ def _train(config: TrainConfig, reporter: Reporter, info: DistInfo) -> dict[str,
         if is_main:  # the step's line first: a checkpoint of this step carries it (no gap after a kill)
             _log_step(work / TRAIN_LOG, state, per_epoch, lr, meter)
         latest = _maybe_checkpoint(engine, root, state, config, per_epoch, info.rank, owner, remote,
-                                   work / TRAIN_LOG) or latest
+                                   work / TRAIN_LOG, export) or latest
         if is_main:
             _report(reporter, prom, meter, state, total_steps, per_epoch, lr, latest, reached)
 
     if is_main:
         reporter.update(stage="export", message=f"writing the final model to {config.output}/model", force=True)
     export_model(engine, config, tokenizer=tokenizer, base_dir=base_dir, dtype=dtype, output=work, rank=info.rank)
-    result = _result(config, state, stats, latest, resumed_seconds + time.monotonic() - started)
+    result = _result(config, state, stats, latest, resumed_seconds + time.monotonic() - started,
+                     _exported_steps(root, per_epoch))
     if is_main:
         _write_summary(work, config, state, stats, meter, n_params, attention, result)
         if is_uri(config.output):
@@ -270,7 +276,7 @@ CRASH_AFTER_CHECKPOINT = "REASONOPS_CRASH_AFTER_CHECKPOINT"  # fault injection f
 
 def _maybe_checkpoint(
     engine: Any, root: Path, state: ckpt.TrainerState, config: TrainConfig, per_epoch: int, rank: int,
-    owner: bool, remote: Optional[str], train_log: Path,
+    owner: bool, remote: Optional[str], train_log: Path, export: Optional[Callable[[Path], Any]],
 ) -> Optional[str]:
     """The checkpoint written at this step (see checkpoint_location), if one was due."""
     if config.checkpoint_every_steps:
@@ -281,7 +287,7 @@ def _maybe_checkpoint(
     if not due:
         return None
     local = ckpt.save_checkpoint(engine, root, state, rank=rank, keep=config.checkpoint_keep, owner=owner,
-                                 remote=remote, train_log=train_log)
+                                 remote=remote, train_log=train_log, export=export)
     if os.environ.get(CRASH_AFTER_CHECKPOINT) == str(state.step):
         # As a kill at the worst moment: the checkpoint is complete, nothing after it has happened.
         log.warning("%s=%d: killing this process after its checkpoint", CRASH_AFTER_CHECKPOINT, state.step)
@@ -362,8 +368,15 @@ def _finished_result(output: str) -> Optional[dict[str, Any]]:
         return None
 
 
+def _exported_steps(root: Path, per_epoch: int) -> list[dict[str, Any]]:
+    """The kept checkpoints with a servable export, oldest first, as the result lists them: step and epoch
+    (the operator names each by `contract.checkpoint_name`, its model at `contract.checkpoint_model`)."""
+    return [{"step": step, "epoch": f"{step / per_epoch:.2f}"} for step, path in ckpt.complete_checkpoints(root)
+            if Path(checkpoint_model(str(path))).is_dir()]
+
+
 def _result(config: TrainConfig, state: ckpt.TrainerState, stats: DataStats, latest: Optional[str],
-            wall: float) -> dict[str, Any]:
+            wall: float, checkpoints: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "modelLocation": f"{config.output.rstrip('/')}/model",
         "finalLoss": round(state.last_loss, 6) if state.last_loss is not None else None,
@@ -375,6 +388,7 @@ def _result(config: TrainConfig, state: ckpt.TrainerState, stats: DataStats, lat
         "tokens": state.tokens,
         "wallSeconds": round(wall, 1),
         "contextLength": _context_length(f"{config.output.rstrip('/')}/model"),
+        **({"checkpoints": checkpoints[-MAX_CHECKPOINTS:]} if checkpoints else {}),
     }
 
 
