@@ -289,14 +289,16 @@ def test_training_pod_killed_mid_run_restarts_the_group_and_resumes(release: Rel
     if not release.get("reasoningdataset", "pool"):
         release.apply(dataset(c, "pool"))
     ft_doc = finetune(c, "ftk", "pool", nodes=2)
-    ft_doc["spec"]["hyperparameters"]["epochs"] = 4
+    # Long enough (160 steps of ~0.2-0.5 s) that the kill lands mid-run: with 16 steps the run could end
+    # between the first checkpoint and the kill, and a group whose peer already finished cannot re-form.
+    ft_doc["spec"]["hyperparameters"]["epochs"] = 40
+    ft_doc["spec"]["checkpoints"] = {"everySteps": 20, "keep": 2}
     release.apply(ft_doc)
     # Wait for the first checkpoint on the volume, then kill one pod of the group.
     def checkpoint():
         return list((release.volume / "models" / "ftk").glob("*/checkpoints/*")) or list((release.volume / "models" / "ftk").rglob("checkpoint*"))
     release.wait_for("a first checkpoint", checkpoint, timeout=600)
-    # A worker pod (index 1), not the one that hosts torchrun's store: when index 0 was killed, the other
-    # pod's torchrun once exited 0 (its exit barrier failed) and the group could not re-form (issue #11).
+    # A worker pod (index 1), not the one that hosts torchrun's store.
     victim = next(p for p in release.items("pods", "reasonops.io/name=ftk,batch.kubernetes.io/job-completion-index=1")
                   if p["status"].get("phase") == "Running")
     c.kubectl("delete", "pod", "-n", release.ns, victim["metadata"]["name"], "--grace-period=0", "--force", check=False)
