@@ -191,7 +191,7 @@ def test_a_checkpoint_evaluation_is_an_indexed_job_with_one_pod_per_checkpoint()
                      "selection": {"benchmark": "aime24"}}}
     ev = EvalRun.model_validate(body)
     run = "pvc://models/runs/ft/r1"
-    targets = [k.CheckpointTarget(name=f"step-{s}", step=s, location=k.checkpoint_model(f"{run}/checkpoints/step-{s}")) for s in (4, 8, 12)]
+    targets = [k.CheckpointRef(name=f"step-{s}", step=s, location=k.checkpoint_model(f"{run}/checkpoints/step-{s}")) for s in (4, 8, 12)]
     document = _doc(ev, "e1", f"{run}/evals/sel/e1", modelLocation=f"{run}/model", checkpoints=targets)
     cm, job = b.build_eval_children(body, ev, document, SETTINGS, False, model_location=f"{run}/model")
     assert (job["spec"]["completionMode"], job["spec"]["completions"], job["spec"]["parallelism"]) == ("Indexed", 3, 3)

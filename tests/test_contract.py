@@ -145,7 +145,7 @@ def test_locations_a_pod_reports_map_back_to_canonical_form():
 
 def test_each_pod_of_a_checkpoint_evaluation_rates_the_checkpoint_of_its_index():
     ev = _eval(model={"fineTuneJob": "ft", "checkpoints": "all"}, backend="offline", selection={"benchmark": "math500"})
-    ckpts = [k.CheckpointTarget(name=f"step-{s}", step=s, epoch=f"{s / 4:.2f}",
+    ckpts = [k.CheckpointRef(name=f"step-{s}", step=s, epoch=f"{s / 4:.2f}",
                                 location=k.checkpoint_model(f"pvc://models/runs/ft/r1/checkpoints/step-{s}")) for s in (4, 8)]
     doc = k.build_document(ev, revision="e1", output="pvc://models/runs/ft/r1/evals/ev/e1",
                            context=k.WorkloadContext(modelLocation="pvc://models/runs/ft/r1/model", checkpoints=ckpts))

@@ -208,6 +208,14 @@ def evalrun(c: RealCluster, name: str, ft_name: str, **spec) -> dict:
     return {"apiVersion": API, "kind": "EvalRun", "metadata": {"name": name}, "spec": body}
 
 
+def base_model_evalrun(c: RealCluster, name: str) -> dict:
+    """An EvalRun of the tiny base model on the volume: it depends on no training test."""
+    doc = evalrun(c, name, "unused")
+    doc["spec"]["model"] = {"name": "models/base", "volume": {"volume": {"claimName": "data", "path": ""}}}
+    doc["spec"]["output"] = {"volume": {"claimName": "data", "path": "evals"}}
+    return doc
+
+
 def pods_on_real_node(rel: Release, selector: str) -> list[dict]:
     pods = rel.items("pods", selector)
     assert pods, f"no pods for {selector}"
@@ -318,11 +326,7 @@ def test_training_pod_killed_mid_run_restarts_the_group_and_resumes(release: Rel
 
 def test_evalrun_serves_the_model_behind_its_service_and_reports_gates(release: Release):
     c = release.cluster
-    # The tiny base model on the volume, so that this test does not depend on the training tests.
-    doc = evalrun(c, "ev", "unused")
-    doc["spec"]["model"] = {"name": "models/base", "volume": {"volume": {"claimName": "data", "path": ""}}}
-    doc["spec"]["output"] = {"volume": {"claimName": "data", "path": "evals"}}
-    release.apply(doc)
+    release.apply(base_model_evalrun(c, "ev"))
     ev = release.wait_condition("evalrun", "ev", "Passed", timeout=900)
     assert ev["status"]["results"][0]["benchmark"] == "demo"
     assert ev["status"]["gates"][0]["passed"] is True
@@ -339,10 +343,7 @@ def test_evalrun_serves_the_model_behind_its_service_and_reports_gates(release: 
 def served_evalrun(release: Release) -> dict:
     """The EvalRun `ev` of test 5 (applied here when that test did not run), once it passed."""
     if not release.get("evalrun", "ev"):
-        doc = evalrun(release.cluster, "ev", "unused")
-        doc["spec"]["model"] = {"name": "models/base", "volume": {"volume": {"claimName": "data", "path": ""}}}
-        doc["spec"]["output"] = {"volume": {"claimName": "data", "path": "evals"}}
-        release.apply(doc)
+        release.apply(base_model_evalrun(release.cluster, "ev"))
     return release.wait_condition("evalrun", "ev", "Passed", timeout=900)
 
 

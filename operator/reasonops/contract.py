@@ -40,7 +40,7 @@ from typing import Any, Iterable, Mapping, Optional, Union
 from pydantic import ConfigDict, Field, ValidationError
 
 from .api.common import API_VERSION, Location, Model, validation_problems
-from .api.v1alpha1 import KINDS, MAX_CHECKPOINTS, EvalRun, EvalRunSpec, FineTuneJob, FineTuneJobSpec, ReasoningDataset, Resource
+from .api.v1alpha1 import KINDS, MAX_CHECKPOINTS, CheckpointRef, EvalRun, EvalRunSpec, FineTuneJob, FineTuneJobSpec, ReasoningDataset, Resource
 
 # --- where things are in a pod ---------------------------------------------------------------------
 
@@ -149,7 +149,7 @@ def exported_checkpoints(finetune_output_location: str, reported: Any, limit: in
     for entry in valid[-limit:]:
         name = checkpoint_name(entry["step"])
         out.append({"name": name, "step": entry["step"], "epoch": str(entry.get("epoch") or "")[:16] or None,
-                        "location": checkpoint_model(f"{finetune_output_location.rstrip('/')}/checkpoints/{name}")[:1024]})
+                    "location": checkpoint_model(f"{finetune_output_location.rstrip('/')}/checkpoints/{name}")[:1024]})
     return out
 
 
@@ -321,13 +321,6 @@ class Identity(Model):
     uid: str = Field(default="local", description="metadata.uid (\"local\" for reasonops run).")
 
 
-class CheckpointTarget(Model):
-    name: str = Field(description="Checkpoint name, e.g. step-40.")
-    step: int = Field(description="Optimizer step.")
-    epoch: Optional[str] = Field(default=None, description="Epochs completed at the step.")
-    location: str = Field(description="Its servable model directory.")
-
-
 class WorkloadContext(Model):
     """What the operator resolved for the pod; every location is where the pod reads it."""
 
@@ -346,7 +339,7 @@ class WorkloadContext(Model):
     servedModelNames: dict[str, str] = Field(
         default_factory=dict, description="ReasoningDataset: EvalRun name -> the model name its server answers to."
     )
-    checkpoints: list[CheckpointTarget] = Field(
+    checkpoints: list[CheckpointRef] = Field(
         default_factory=list, description="EvalRun with model.checkpoints: the checkpoints, one per pod (`document_for_checkpoint`).",
     )
 
@@ -481,7 +474,7 @@ def build_document(
     )
 
 
-def document_for_checkpoint(doc: WorkloadDocument, env: Mapping[str, str]) -> tuple[WorkloadDocument, Optional[CheckpointTarget]]:
+def document_for_checkpoint(doc: WorkloadDocument, env: Mapping[str, str]) -> tuple[WorkloadDocument, Optional[CheckpointRef]]:
     """The document one pod of a per-checkpoint evaluation works on: the checkpoint of its completion index
     as the model, its results under `<output>/checkpoints/<name>`. Unchanged (and None) for other documents."""
     if not doc.context.checkpoints:

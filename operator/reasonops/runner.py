@@ -166,7 +166,7 @@ def local_document(res: Resource, output_root: Path) -> k.WorkloadDocument:
                 listed = k.exported_checkpoints(state.get("output") or "", (state.get("result") or {}).get("checkpoints"))
                 if not listed:
                     raise WorkloadError(c.REASON_NO_CHECKPOINTS, f"FineTuneJob {model.fineTuneJob!r} kept no servable checkpoints: set its spec.checkpoints.export: true")
-                context.checkpoints = [k.CheckpointTarget.model_validate(x) for x in listed]
+                context.checkpoints = [k.CheckpointRef.model_validate(x) for x in listed]
         elif model.evalRun:
             state = _read_state(output_root, "EvalRun", model.evalRun)
             selected = ((state or {}).get("result") or {}).get("selectedCheckpoint")

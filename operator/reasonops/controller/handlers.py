@@ -619,7 +619,7 @@ class _Input:
     secret: Optional[str] = None  # Secret with the credentials of its location
     base_model: Optional[str] = None  # a fine-tuned model's base (hub id): protocols choose prompts by it
     context_length: Optional[int] = None  # a fine-tuned model's context, as its training reported it
-    checkpoints: tuple[k.CheckpointTarget, ...] = ()  # model.checkpoints: the FineTuneJob's exported checkpoints
+    checkpoints: tuple[k.CheckpointRef, ...] = ()  # model.checkpoints: the FineTuneJob's exported checkpoints
 
 
 def _dataset_input(ft: FineTuneJob, body: dict[str, Any], indexes: dict[str, Any]) -> _Input:
@@ -728,7 +728,7 @@ def _model_input(ev: EvalRun, body: dict[str, Any], indexes: dict[str, Any]) -> 
         secret = (((ft.get("spec") or {}).get("output")) or {}).get("credentialsSecretRef")
         base = (((ft.get("spec") or {}).get("baseModel")) or {}).get("name")
         if st.get("modelLocation") and st.get("modelRevision"):
-            checkpoints = tuple(k.CheckpointTarget.model_validate({f: x.get(f) for f in ("name", "step", "epoch", "location")})
+            checkpoints = tuple(k.CheckpointRef.model_validate({f: x.get(f) for f in k.CheckpointRef.model_fields})
                                 for x in st.get("checkpoints") or [])
             if model.checkpoints and not checkpoints:
                 return _Input(waiting=(c.REASON_NO_CHECKPOINTS, f"FineTuneJob {model.fineTuneJob!r} kept no servable checkpoints: "
