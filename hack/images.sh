@@ -203,6 +203,11 @@ cmd_load() {
       log "loading $image into $sock"
       docker save "$image" | ctr --address "$sock" -n k8s.io images import --no-unpack=false - >/dev/null
     fi
+    # As drop_superseded does for Docker: a kept node would hold every content tag ever loaded (5 GB each).
+    local old
+    for old in $(ctr --address "$sock" -n k8s.io images ls -q | grep "^docker.io/${image%:*}:" | grep -vx "docker.io/$image"); do
+      ctr --address "$sock" -n k8s.io images rm "$old" >/dev/null 2>&1 || true
+    done
     echo "$line"
   done < <(cmd_build "$@")
 }

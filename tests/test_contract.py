@@ -96,6 +96,23 @@ def test_documents_round_trip_and_translate_locations_for_the_pod():
         k.read_document({**doc.as_dict(), "surprise": 1})
 
 
+def test_the_pod_gets_the_spec_with_the_apis_static_defaults_filled_in():
+    """One owner for each default: the API's. The pod reads the values the operator decided with."""
+    from reasonops.api import v1alpha1 as api
+
+    ft = FineTuneJob.model_validate({"metadata": {"name": "ft", "namespace": "team"}, "spec": {
+        "baseModel": {"name": "Qwen/Qwen2.5-0.5B-Instruct"}, "dataset": {"path": "/d"},
+        "output": {"path": "/o"}}})
+    assert ft.spec.numNodes is None  # what the user wrote
+    spec = k.build_document(ft, revision="r1", output="/o/ft/r1").spec
+    assert spec["numNodes"] == api.NUM_NODES and spec["deepspeed"]["zeroStage"] == api.ZERO_STAGE
+    assert spec["hyperparameters"]["seed"] == api.TRAINING_SEED
+    assert "learningRate" not in spec["hyperparameters"]  # the preset's to decide: no static default
+    ev = _eval()
+    assert k.build_document(ev, revision="r1", output="/o/ev/r1").spec["serving"]["tensorParallelSize"] == api.TENSOR_PARALLEL_SIZE
+    assert ft.spec.numNodes is None  # the resource itself is unchanged (its revision is of the spec as written)
+
+
 def test_results_always_fit_the_termination_message_as_valid_json():
     small = {"samples": 3, "location": "/x"}
     assert json.loads(k.encode_result(small)) == small

@@ -220,7 +220,12 @@ def test_training_jobs_do_not_count_deleted_peers_as_failures():
     body = {"kind": "FineTuneJob", "metadata": {"name": "ft", "namespace": "n", "uid": "u"}}
     job = build_job(body, Settings(), name="ft-r", labels={}, pod_spec={}, resources=None, suspend=False,
                     backoff_limit=3, active_deadline=None, completions=2)
-    assert job["spec"]["podFailurePolicy"]["rules"] == [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]
+    from reasonops.contract import PEER_LOST_EXIT_CODE
+
+    assert job["spec"]["podFailurePolicy"]["rules"] == [
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+        {"action": "Ignore", "onExitCodes": {"operator": "In", "values": [PEER_LOST_EXIT_CODE]}},
+    ]
 
 
 def test_a_rolling_update_is_ready_only_when_no_pod_of_the_old_template_is_left():

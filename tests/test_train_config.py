@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
 import sys
 import time
 
@@ -144,6 +147,80 @@ def test_unreachable_master_fails_fast_with_details():
         check_master_reachable({**env, "MASTER_ADDR": "no-such-host.invalid"}, timeout_s=1)
     assert "no-such-host.invalid does not resolve" in err.value.message
     check_master_reachable({**env, "NODE_RANK": "0"}, timeout_s=1)  # the master node does not wait for itself
+
+
+def _worker(code: str) -> list[str]:
+    """A stand-in for torchrun: a real child process running `code` (the launcher only sees its exit)."""
+    return [sys.executable, "-c", "import os, signal, sys, time\nfrom reasonops.train.launch import mark_worker_done\n" + code]
+
+
+def test_group_exit_zero_counts_only_when_every_worker_finished():
+    from reasonops.train.launch import run_group
+
+    # torchrun ending with 0 when its store's node went away: no worker finished, so the pod must fail
+    with pytest.raises(WorkloadError) as err:
+        run_group(_worker("sys.exit(0)"), nproc_per_node=1)
+    assert err.value.reason == "PeerFailed"
+    assert "0 of this node's 1 workers finished" in err.value.message
+    with pytest.raises(WorkloadError):  # one of two local workers finished
+        run_group(_worker("mark_worker_done({**os.environ, 'LOCAL_RANK': '1'})"), nproc_per_node=2)
+    two = "mark_worker_done({**os.environ, 'LOCAL_RANK': '0'}); mark_worker_done({**os.environ, 'LOCAL_RANK': '1'})"
+    assert run_group(_worker(two), nproc_per_node=2) == 0
+    assert run_group(_worker("sys.exit(3)"), nproc_per_node=1) == 3  # a failure keeps its status
+    mark_worker_done_outside = _worker("mark_worker_done({}); print('ok')")  # not under a launcher: a no-op
+    assert subprocess.run(mark_worker_done_outside, capture_output=True, text=True).stdout == "ok\n"
+
+
+def test_a_pod_that_only_lost_its_peer_exits_with_the_uncounted_status():
+    from reasonops.contract import PEER_LOST_EXIT_CODE
+    from reasonops.train.launch import is_peer_loss, run_group
+
+    gloo = RuntimeError("[gloo/transport/tcp/pair.cc:561] Connection closed by peer [10.1.0.7]:16807. This is "
+                        "typically caused by a remote worker crashing.")
+    assert is_peer_loss(gloo) and is_peer_loss(RuntimeError("NCCL error: ncclRemoteError: remote process exited or there was a network error"))
+    try:
+        try:
+            raise gloo
+        except RuntimeError as inner:
+            raise WorkloadError("WorkloadCrashed", "step failed") from inner
+    except WorkloadError as wrapped:
+        assert is_peer_loss(wrapped)  # the cause counts
+    assert is_peer_loss(WorkloadError("PeerFailed", "another rank failed while preparing; see its log"))
+    for own in (RuntimeError("Mismatch in shape: grad_output[0] has a shape of [4]"), WorkloadError("EmptyDataset", "no rows"),
+                MemoryError()):
+        assert not is_peer_loss(own)
+
+    lost = "from reasonops.train.launch import mark_worker_failed\n"
+    assert run_group(_worker(lost + "mark_worker_failed(RuntimeError('Connection reset by peer')); sys.exit(1)"),
+                     nproc_per_node=1) == PEER_LOST_EXIT_CODE
+    # a local worker's own failure, with another that then lost it: the pod's failure counts
+    both = (lost + "mark_worker_failed(ValueError('bad batch'), {**os.environ, 'LOCAL_RANK': '0'})\n"
+            "mark_worker_failed(RuntimeError('Connection closed by peer'), {**os.environ, 'LOCAL_RANK': '1'}); sys.exit(1)")
+    assert run_group(_worker(both), nproc_per_node=2) == 1
+
+
+def test_group_launcher_passes_sigterm_on(tmp_path):
+    """The kubelet signals the container's first process (the launcher): torchrun must get it to stop its workers."""
+    import threading
+
+    from reasonops.train.launch import run_group
+
+    seen = tmp_path / "sigterm"
+    child = _worker(f"signal.signal(signal.SIGTERM, lambda *a: (open({str(seen)!r}, 'w').close(), sys.exit(143)))\n"
+                    f"open({str(tmp_path / 'started')!r}, 'w').close()\ntime.sleep(60)")
+
+    def terminate_when_started() -> None:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "started").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    threading.Thread(target=terminate_when_started, daemon=True).start()
+    started = time.monotonic()
+    assert run_group(child, nproc_per_node=1) == 143
+    assert seen.exists() and time.monotonic() - started < 30
+    assert signal.getsignal(signal.SIGTERM) is before  # the launcher's own handlers are put back
 
 
 def test_attention_choice_is_explicit(monkeypatch):

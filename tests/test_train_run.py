@@ -7,8 +7,12 @@ import json
 import os
 import shutil
 import signal
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import torch
@@ -18,7 +22,8 @@ from reasonops.progress import Reporter
 from reasonops.tinymodel import build_tiny_model
 from reasonops.train import config_from_resource, main
 
-from train_support import REPO, arithmetic_rows, losses, resource_doc, run_training, summary_result, write_dataset
+from train_support import (REPO, arithmetic_rows, losses, resource_doc, run_training, subprocess_env, summary_result,
+                           write_dataset)
 
 pytestmark = pytest.mark.slow
 
@@ -40,6 +45,12 @@ def reference(tmp_path_factory, base, dataset) -> tuple[Path, dict, list[dict]]:
     sent: list[dict] = []
     reporter = Reporter(min_interval=0, patcher=sent.append)
     return out, main(config_from_resource(resource_doc(base, dataset, out)), reporter), sent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def generate(model_dir: Path) -> str:
@@ -146,6 +157,81 @@ def test_two_processes_zero3_match_one_process(tmp_path, reference, base, datase
     # same samples per step, loss normalised over the global batch: the curves agree
     assert all(abs(curve[k] - expected[k]) < 2e-3 for k in expected), (curve, expected)
     generate(out / "model")
+
+
+def start_pods(resource: Path, tmp: Path, nnodes: int, port: int, ranks: Optional[list[int]] = None,
+               rank_env: Optional[dict[int, dict[str, str]]] = None, **extra: str) -> list[subprocess.Popen]:
+    """`reasonops workload` as the pods (`ranks`, default all) of an `nnodes`-node FineTuneJob run it, with the
+    operator's rendezvous environment (builders.torchrun_env) pointing at node 0 on this machine."""
+    procs = []
+    for rank in range(nnodes) if ranks is None else ranks:
+        values = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "NNODES": str(nnodes), "NPROC_PER_NODE": "1",
+                  "NODE_RANK": str(rank)}
+        env = subprocess_env(tmp, **values, **{f"PET_{k}": v for k, v in values.items()}, WORLD_SIZE=str(nnodes),
+                             PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", **extra,
+                             **(rank_env or {}).get(rank, {}))
+        procs.append(subprocess.Popen([sys.executable, "-m", "reasonops", "workload", "--resource", str(resource)],
+                                      env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    return procs
+
+
+def finish(procs: list[subprocess.Popen], timeout: float) -> list[tuple[int, str]]:
+    deadline = time.monotonic() + timeout
+    out = []
+    for proc in procs:
+        try:
+            text, _ = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            for other in procs:
+                other.kill()
+            raise AssertionError(f"a pod did not end within {timeout:.0f}s")
+        out.append((proc.returncode, text))
+    return out
+
+
+def test_two_pods_train_as_one_group_and_a_finished_run_does_not_launch_again(tmp_path, reference, base, dataset):
+    """Two pods (nodes) of one job, each launching torchrun for its node as the pod entry does; afterwards,
+    pods of the finished run (a replaced pod, or its peer) end at once instead of waiting at a rendezvous
+    for an index the Job already counts as done (issue #11)."""
+    out = tmp_path / "pods"
+    resource = tmp_path / "resource.json"
+    resource.write_text(json.dumps(resource_doc(base, dataset, out)))
+    ended = finish(start_pods(resource, tmp_path, 2, free_port()), timeout=300)
+    assert [code for code, _ in ended] == [0, 0], [text[-3000:] for _, text in ended]
+    assert "launching" in ended[1][1] and "--node-rank=1" in ended[1][1]
+    curve, expected = losses(out), losses(reference[0])
+    assert all(abs(curve[k] - expected[k]) < 2e-3 for k in expected), (curve, expected)
+    written = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+
+    for rank in (0, 1):  # one pod replaced, its peer done: a launch would wait for the peer for minutes
+        started = time.monotonic()
+        [(code, text)] = finish(start_pods(resource, tmp_path, 2, free_port(), ranks=[rank]), timeout=100)
+        assert code == 0 and "nothing to launch" in text and "launching" not in text, text[-3000:]
+        assert time.monotonic() - started < 60
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == written
+
+
+def test_a_pod_killed_mid_run_fails_counted_and_its_peer_uncounted_then_the_group_resumes(tmp_path, reference, base, dataset):
+    """Node 0 (the store's host) dies right after its step-4 checkpoint. Its pod fails as a pod failure the Job
+    counts; the peer fails too, but with PEER_LOST_EXIT_CODE, which the Job's pod failure policy ignores, so
+    one kill is one counted restart. Both pods started again resume and end on the uninterrupted curve."""
+    from reasonops.contract import PEER_LOST_EXIT_CODE
+
+    out = tmp_path / "pods"
+    resource = tmp_path / "resource.json"
+    resource.write_text(json.dumps(resource_doc(base, dataset, out)))
+    ended = finish(start_pods(resource, tmp_path, 2, free_port(), rank_env={0: {"REASONOPS_CRASH_AFTER_CHECKPOINT": "4"}}),
+                   timeout=300)
+    assert ended[0][0] not in (0, PEER_LOST_EXIT_CODE), ended[0][1][-3000:]
+    assert ended[1][0] == PEER_LOST_EXIT_CODE, ended[1][1][-3000:]
+    assert "lost a peer" in ended[1][1]
+    assert (out / "checkpoints" / "step-4" / "_COMPLETE").exists() and not (out / "_COMPLETE").exists()
+    again = finish(start_pods(resource, tmp_path, 2, free_port()), timeout=300)
+    assert [code for code, _ in again] == [0, 0], [text[-3000:] for _, text in again]
+    assert "resumed from" in again[0][1]
+    curve, expected = losses(out), losses(reference[0])
+    assert sorted(curve) == sorted(expected)
+    assert all(abs(curve[k] - expected[k]) < 2e-3 for k in expected), (curve, expected)
 
 
 def kill_after_checkpoint(resource: Path, tmp: Path, out: Path) -> None:

@@ -39,7 +39,7 @@ from typing import Any, Iterable, Mapping, Optional, Union
 
 from pydantic import ConfigDict, Field, ValidationError
 
-from .api.common import API_VERSION, Location, Model, validation_problems
+from .api.common import API_VERSION, Location, Model, resolve_defaults, validation_problems
 from .api.v1alpha1 import KINDS, MAX_CHECKPOINTS, CheckpointRef, EvalRun, EvalRunSpec, FineTuneJob, FineTuneJobSpec, ReasoningDataset, Resource
 
 # --- where things are in a pod ---------------------------------------------------------------------
@@ -50,6 +50,10 @@ SCRATCH = "/tmp"  # the pod's only writable path besides volumes (read-only root
 TERMINATION_LOG = "/dev/termination-log"
 TERMINATION_LIMIT = 4096  # bytes; the kubelet truncates longer messages
 PVC_SCHEME = "pvc://"
+# A training pod that failed only because another pod of its group went away exits with this status; the
+# Job's pod failure policy ignores it (the lost pod's own failure is the one counted), so `backoffLimit` and
+# status.restarts count group restarts. 75 is EX_TEMPFAIL: try again.
+PEER_LOST_EXIT_CODE = 75
 
 
 class Env:
@@ -454,7 +458,9 @@ def build_document(
     volume_root: Optional[str] = None,
 ) -> WorkloadDocument:
     """The document of one revision. `output` and the context's locations are canonical; they are
-    translated to where the workload finds them (claims under `volume_root`, default `VOLUME_ROOT`)."""
+    translated to where the workload finds them (claims under `volume_root`, default `VOLUME_ROOT`).
+    The spec comes with its static defaults filled in (`resolve_defaults`): the API's defaults are the
+    only ones, and the pod reads the values the operator decided with, not defaults of its own."""
     ctx = (context or WorkloadContext()).model_copy()
     root = volume_root or VOLUME_ROOT
     for key in ("datasetLocation", "modelLocation"):
@@ -466,7 +472,7 @@ def build_document(
     return WorkloadDocument(
         kind=res.kind,
         metadata=Identity(name=meta["name"], namespace=meta.get("namespace") or "local", uid=meta.get("uid") or "local"),
-        spec=spec_for_pod(res.kind, res.spec.to_wire(), root),  # type: ignore[attr-defined]
+        spec=spec_for_pod(res.kind, resolve_defaults(res.spec).to_wire(), root),  # type: ignore[attr-defined]
         revision=revision,
         output=pod_path(output, root),
         outputLocation=output,

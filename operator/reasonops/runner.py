@@ -86,28 +86,64 @@ def run_in_pod(resource_file: str) -> int:
             doc = k.read_document(Path(resource_file).read_text())
         except (OSError, k.InvalidDocument) as exc:
             raise WorkloadError(c.REASON_INVALID_SPEC, str(exc)) from None
-        if doc.kind == "FineTuneJob":
-            from . import train
-
-            if train.should_launch(doc.as_dict(), os.environ):  # several processes: torchrun re-enters `reasonops workload`
-                train.check_master_reachable(os.environ)
-                command = train.launch_command(doc.as_dict(), os.environ, resource_path=resource_file)
-                log.info("launching %s", " ".join(command))
-                sys.stdout.flush()
-                os.execvp(command[0], command)
+        if doc.kind == "FineTuneJob" and _launches_group(doc):
+            return _launch_group(doc, resource_file, reporter, reporting)
         result = _workload(doc.kind)(doc.as_dict(), reporter)
     except WorkloadError as exc:
         log.error("%s", exc)
+        _tell_launcher(exc)
         reporter.finish({"error": exc.to_dict()}, message=exc.message, publish=reporting)
         return 1
     except Exception as exc:  # an unexpected crash still says why in the termination message
         log.exception("workload crashed")
+        _tell_launcher(exc)
         error = {"reason": c.REASON_WORKLOAD_CRASHED, "message": f"{type(exc).__name__}: {exc}"[:2000]}
         reporter.finish({"error": error}, publish=reporting)
         return 2
     if reporting:
         reporter.finish(result)
     return 0
+
+
+def _launches_group(doc: k.WorkloadDocument) -> bool:
+    from . import train
+
+    return train.should_launch(doc.as_dict(), os.environ)
+
+
+def _launch_group(doc: k.WorkloadDocument, resource_file: str, reporter: Reporter, reporting: bool) -> int:
+    """A pod of a job of several processes: torchrun's workers re-enter `reasonops workload` and report; this
+    launcher only says whether they all finished (train.run_group). A finished run is not launched again: a
+    pod replaced after the last write, or the peer of one, would otherwise wait at the rendezvous for indexes
+    the Job already counts as done."""
+    from . import train
+
+    spec = doc.as_dict()
+    previous = train.finished_result(train.config_from_resource(spec).output)
+    if previous is not None:
+        log.info("the output already holds a finished model; nothing to launch")
+        if reporting:
+            reporter.finish(previous)
+        return 0
+    train.check_master_reachable(os.environ)
+    command = train.launch_command(spec, os.environ, resource_path=resource_file)
+    log.info("launching %s", " ".join(command))
+    sys.stdout.flush()
+    try:
+        return train.run_group(command, train.topology(spec, os.environ).nproc_per_node)
+    except WorkloadError as exc:  # torchrun ended 0 without its workers finishing: the group lost a peer
+        log.error("%s", exc)
+        reporter.finish({"error": exc.to_dict()}, message=exc.message, publish=reporting)
+        return k.PEER_LOST_EXIT_CODE
+
+
+def _tell_launcher(exc: BaseException) -> None:
+    """A torchrun worker that fails tells its pod's launcher whether only a lost peer caused it."""
+    if "LOCAL_RANK" not in os.environ:
+        return
+    from .train import mark_worker_failed
+
+    mark_worker_failed(exc)
 
 
 # --- on a laptop ---------------------------------------------------------------------------------

@@ -562,8 +562,8 @@ class FineTuneJobStatus(_StatusBase):
     latestCheckpoint: Optional[Annotated[str, Field(max_length=1024)]] = Field(default=None, description="Latest complete checkpoint.")
     lastLoss: Optional[Annotated[str, Field(max_length=32)]] = Field(default=None, description="Latest reported loss.")
     droppedSamples: Optional[int] = Field(default=None, description="Samples dropped or truncated for length.")
-    restarts: Optional[int] = Field(default=None, description="Training pods the Job counted as failed; each failure restarts the group from its latest checkpoint "
-        "(peers that fail with the pod that brought them down count too; peers the operator removes do not).")
+    restarts: Optional[int] = Field(default=None, description="Group restarts: training pods the Job counted as failed, each restarting the group from its latest "
+        "checkpoint (peers that failed only because that pod went away, and peers the operator removes, do not count).")
     contextLength: Optional[int] = Field(
         default=None, description="The trained model's context length (from its config.json): an EvalRun's serving.maxModelLen may not exceed it."
     )

@@ -15,6 +15,7 @@ from typing import Any, Iterable, Optional
 from ..api.common import API_VERSION, Resources, SecretKeyRef
 from ..api.v1alpha1 import EvalRun, FineTuneJob, ReasoningDataset
 from ..contract import (
+    PEER_LOST_EXIT_CODE,
     RESOURCE_FILE,
     VOLUME_ROOT,
     Env,
@@ -281,8 +282,12 @@ def build_job(
     if completions is not None:
         spec.update(completionMode="Indexed", completions=completions, parallelism=completions)
         # Peers the operator deletes after a failure (policy.group_restart), evictions and preemptions are
-        # disruptions, not failures of the workload: backoffLimit counts group restarts.
-        spec["podFailurePolicy"] = {"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]}
+        # disruptions, not failures of the workload, and so is a pod that failed only because its peer went
+        # away (PEER_LOST_EXIT_CODE, train.run_group): backoffLimit counts group restarts.
+        spec["podFailurePolicy"] = {"rules": [
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            {"action": "Ignore", "onExitCodes": {"operator": "In", "values": [PEER_LOST_EXIT_CODE]}},
+        ]}
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": _metadata(body, name, job_labels), "spec": spec}
 
 

@@ -8,14 +8,16 @@ Entry points (docs/architecture.md):
 
 Launch. A pod runs `reasonops workload --resource /etc/reasonops/resource.json`. When the job has more than one
 process (NNODES x NPROC_PER_NODE > 1, see `should_launch`) and the process is not yet a torchrun worker, the
-runner first calls `check_master_reachable(os.environ)` and then execs `launch_command(doc, os.environ)`:
+runner first returns the stored result if the output already holds a finished model (`finished_result`), else
+calls `check_master_reachable(os.environ)` and runs `launch_command(doc, os.environ)` under `run_group`:
 
     python -m torch.distributed.run --nnodes=$NNODES --nproc-per-node=$NPROC_PER_NODE --max-restarts=0 \\
         --node-rank=$NODE_RANK --master-addr=$MASTER_ADDR --master-port=$MASTER_PORT \\
         --no-python reasonops workload --resource /etc/reasonops/resource.json
 
 (single node without MASTER_PORT: `--standalone` instead of the node/master flags). Each worker then finds
-LOCAL_RANK/WORLD_SIZE set and calls `run_resource` in-process. Locally, for one process:
+LOCAL_RANK/WORLD_SIZE set and calls `run_resource` in-process, which tells the launcher when it finished
+(`mark_worker_done`: torchrun's own exit status 0 does not prove it). Locally, for one process:
 
     python -m reasonops.train --resource resource.json          # or torchrun --nproc-per-node 2 -m reasonops.train ...
 
@@ -31,8 +33,9 @@ from typing import Any
 
 from ..progress import Reporter
 from .config import PRESETS, TrainConfig, config_from_resource, deepspeed_config
-from .launch import check_master_reachable, launch_command, should_launch
-from .trainer import main
+from .launch import (check_master_reachable, launch_command, mark_worker_done, mark_worker_failed, run_group,
+                     should_launch, topology)
+from .trainer import finished_result, main
 
 __all__ = [
     "PRESETS",
@@ -40,13 +43,20 @@ __all__ = [
     "check_master_reachable",
     "config_from_resource",
     "deepspeed_config",
+    "finished_result",
     "launch_command",
     "main",
+    "mark_worker_done",
+    "mark_worker_failed",
+    "run_group",
     "run_resource",
     "should_launch",
+    "topology",
 ]
 
 
 def run_resource(doc: dict[str, Any], reporter: Reporter) -> dict[str, Any]:
     """Train for a FineTuneJob workload document; returns the result the operator copies into status."""
-    return main(config_from_resource(doc), reporter)
+    result = main(config_from_resource(doc), reporter)
+    mark_worker_done()
+    return result

@@ -1,8 +1,8 @@
-"""Process topology: the torchrun command a training pod execs, and the preflight of its process group.
+"""Process topology: the torchrun command a training pod runs, and the preflight of its process group.
 
 Every pod of a FineTuneJob runs `reasonops workload --resource /etc/reasonops/resource.json`. When the
 job needs more than one process (NNODES x NPROC_PER_NODE > 1) and the process is not already a torchrun
-worker, the runner replaces itself with `launch_command(doc, os.environ)`:
+worker, the runner runs `launch_command(doc, os.environ)` as its child (`run_group`, below):
 
     python -m torch.distributed.run --nnodes=$NNODES --nproc-per-node=$NPROC_PER_NODE --node-rank=$NODE_RANK \
         --master-addr=$MASTER_ADDR --master-port=$MASTER_PORT --max-restarts=0 \
@@ -11,6 +11,20 @@ worker, the runner replaces itself with `launch_command(doc, os.environ)`:
 Each worker (LOCAL_RANK set by torchrun) then calls `reasonops.train.run_resource` in-process.
 Pod restarts (the Job's backoffLimit) rather than torchrun restarts handle failures: a restarted pod
 resumes from the latest complete checkpoint.
+
+The runner does not exec torchrun: it runs it as a child (`run_group`) and trusts its exit status only as
+far as its workers say they finished. torchrun can end with status 0 when the node that hosts its store
+(node 0) goes away mid-run; a pod that then exits 0 is an index the Indexed Job counts as done and never
+runs again, so a replacement of node 0 would wait for it at the rendezvous forever. Each worker that returns
+from training (after the job's last barrier, which follows the final write) leaves a file in a directory
+the launcher names (`mark_worker_done`); without one file per local worker the pod fails (PeerFailed), and
+the whole group restarts. A pod of a run whose output already holds a finished model does not launch at
+all (the runner checks first): every index of a finished run ends at once.
+
+A worker that fails only because a peer went away (`is_peer_loss`: the transport's "connection closed by
+peer", or another rank's reported failure) says so with a `.peer-lost` file, any other failure with a
+`.failed` one; a pod whose failed workers all lost a peer exits with PEER_LOST_EXIT_CODE, which the Job's pod
+failure policy ignores: the pod that went away is the failure counted, once per group restart.
 """
 
 from __future__ import annotations
@@ -18,13 +32,18 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import os
+import signal
 import socket
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping, MutableMapping, Optional, Sequence
 
 from ..api import common as reasons
+from ..contract import PEER_LOST_EXIT_CODE
 from ..errors import WorkloadError
 
 log = logging.getLogger("reasonops.train")
@@ -32,6 +51,7 @@ log = logging.getLogger("reasonops.train")
 DEFAULT_RESOURCE = "/etc/reasonops/resource.json"
 DEFAULT_TIMEOUT_S = 300.0  # rendezvous and first collective; override with REASONOPS_RENDEZVOUS_TIMEOUT
 DEFAULT_COLLECTIVE_TIMEOUT_S = 4 * 3600.0  # every later collective; override with REASONOPS_COLLECTIVE_TIMEOUT
+GROUP_DONE_ENV = "REASONOPS_GROUP_DONE"  # launcher -> its workers: where each leaves rank-<LOCAL_RANK>.done
 
 
 @dataclass(frozen=True)
@@ -113,6 +133,85 @@ def launch_command(
     return cmd + ["--no-python"] + worker
 
 
+def run_group(command: Sequence[str], nproc_per_node: int, env: Optional[Mapping[str, str]] = None) -> int:
+    """Run the torchrun `command` as a child and return the pod's exit status.
+
+    SIGTERM and SIGINT are passed on to torchrun (which stops its workers). A non-zero status is returned as
+    it is (the failing worker wrote the termination message). Status 0 counts only when every local worker
+    left its done file (`mark_worker_done`); otherwise the group lost a peer and this raises PeerFailed.
+    """
+    env = dict(os.environ if env is None else env)
+    done = Path(tempfile.mkdtemp(prefix="reasonops-group-"))
+    env[GROUP_DONE_ENV] = str(done)
+    child = subprocess.Popen(list(command), env=env)
+
+    def forward(signum: int, _frame: Any) -> None:
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        code = child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if code != 0:
+        lost, failed = list(done.glob("rank-*.peer-lost")), list(done.glob("rank-*.failed"))
+        if lost and not failed:
+            log.error("torchrun exited with status %d: this node lost a peer (exit %d, not counted as a failure)",
+                      code, PEER_LOST_EXIT_CODE)
+            return PEER_LOST_EXIT_CODE
+        log.error("torchrun exited with status %d", code)
+        return code
+    finished = len(list(done.glob("rank-*.done")))
+    if finished < nproc_per_node:
+        raise WorkloadError(
+            reasons.REASON_PEER_FAILED,
+            f"torchrun exited with status 0 but {finished} of this node's {nproc_per_node} workers finished "
+            "training: the process group lost a peer (the node hosting the rendezvous store went away); failing the "
+            "pod so that the whole group restarts and resumes from the latest checkpoint",
+        )
+    return 0
+
+
+def mark_worker_done(env: Mapping[str, str] = os.environ) -> None:
+    """Called by a torchrun worker after its training returned: tells `run_group` this worker finished."""
+    _mark(env, "done")
+
+
+def mark_worker_failed(exc: BaseException, env: Mapping[str, str] = os.environ) -> None:
+    """Called by a torchrun worker that is failing: tells `run_group` whether only a peer's loss caused it."""
+    _mark(env, "peer-lost" if is_peer_loss(exc) else "failed")
+
+
+def _mark(env: Mapping[str, str], outcome: str) -> None:
+    directory = env.get(GROUP_DONE_ENV)
+    if directory:
+        Path(directory, f"rank-{env.get('LOCAL_RANK', '0')}.{outcome}").touch()
+
+
+# What the collective backends say when the other end of the group went away (gloo's TCP transport, NCCL's
+# remote error). Only these: an error of this process's own (a shape mismatch in a collective, a bad
+# input) must stay a counted failure, or a bug would restart forever.
+_PEER_LOSS = ("connection closed by peer", "connection reset by peer", "broken pipe", "ncclremoteerror",
+              "remote process exited or there was a network error")
+
+
+def is_peer_loss(exc: BaseException) -> bool:
+    """Whether a worker's failure comes from losing another process of its group, not from itself."""
+    seen: set[int] = set()
+    current: Optional[BaseException] = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, WorkloadError):
+            if current.reason == reasons.REASON_PEER_FAILED:  # another rank reported its own failure
+                return True
+        elif any(sign in str(current).lower() for sign in _PEER_LOSS):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def rendezvous_timeout(env: Mapping[str, str] = os.environ) -> float:
     return float(env.get("REASONOPS_RENDEZVOUS_TIMEOUT") or DEFAULT_TIMEOUT_S)
 
@@ -127,7 +226,7 @@ def resolve_host(host: str) -> str:
 
 
 def check_master_reachable(env: Mapping[str, str], timeout_s: Optional[float] = None) -> None:
-    """On nodes other than 0, before exec'ing torchrun: wait until MASTER_ADDR:MASTER_PORT accepts TCP.
+    """On nodes other than 0, before starting torchrun: wait until MASTER_ADDR:MASTER_PORT accepts TCP.
 
     torchrun itself would block on an unreachable master for many minutes without saying why.
     """

@@ -59,7 +59,7 @@ SCHEDULERS = {"cosine": "cosine", "linear": "linear", "constant": "constant_with
 
 def main(config: TrainConfig, reporter: Optional[Reporter] = None) -> dict[str, Any]:
     """Train (or resume, or return the finished result of) one run. Every process of the job calls it."""
-    previous = _finished_result(config.output)
+    previous = finished_result(config.output)
     if previous is not None:
         log.info("%s already holds a finished model; nothing to do", config.output)
         return previous
@@ -354,7 +354,7 @@ def _local_output(config: TrainConfig) -> Path:
     return path
 
 
-def _finished_result(output: str) -> Optional[dict[str, Any]]:
+def finished_result(output: str) -> Optional[dict[str, Any]]:
     """The result of a run that already completed (a retried pod after the final write)."""
     import fsspec
 
