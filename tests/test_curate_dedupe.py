@@ -7,7 +7,7 @@ import random
 import numpy as np
 
 from reasonops.api.v1alpha1 import DedupeStage
-from reasonops.curate.dedupe import ShingleSets, dedupe, minhash_signatures, shingle_hashes
+from reasonops.curate.dedupe import ShingleSets, candidate_pairs, dedupe, minhash_signatures, shingle_hashes
 from reasonops.curate.records import Chain, Problem, StageReport
 from reasonops.curate.text import Corpus
 
@@ -142,3 +142,18 @@ def test_many_planted_near_duplicates_are_found_without_false_drops() -> None:
     kept = set(ids)
     assert {f"p{i}" for i in range(100, 400)} <= kept  # nothing unrelated dropped
     assert all((f"p{i}" in kept) != (f"copy{i}" in kept) for i in range(100))  # exactly one of each pair
+
+
+def test_candidate_pairs_are_every_pair_sharing_a_band_key_and_the_numbers_once() -> None:
+    gen = np.random.default_rng(5)
+    rows = 400
+    bands = gen.integers(0, 6, size=(rows, 4), dtype=np.uint32)  # few keys: long runs, pairs in several bands
+    numbers = gen.choice(np.array([7, 7 + (1 << 32), 9], dtype=np.uint64), size=rows)  # two differ only above bit 32
+    candidates = np.sort(gen.choice(rows, size=300, replace=False))
+    expected = sorted({(int(b), int(a)) for a in candidates for b in candidates if a < b and numbers[a] == numbers[b]
+                       and (bands[a] == bands[b]).any()})
+    later, better = candidate_pairs(candidates, bands, numbers)
+    assert list(zip(later.tolist(), better.tolist())) == expected
+    assert len(expected) > 1000  # the case has long runs to pair
+    none = candidate_pairs(candidates[:0], bands, numbers)
+    assert len(none[0]) == 0 and len(none[1]) == 0
