@@ -157,3 +157,15 @@ def test_candidate_pairs_are_every_pair_sharing_a_band_key_and_the_numbers_once(
     assert len(expected) > 1000  # the case has long runs to pair
     none = candidate_pairs(candidates[:0], bands, numbers)
     assert len(none[0]) == 0 and len(none[1]) == 0
+
+
+def test_number_keys_are_the_multiset_of_digit_bearing_words() -> None:
+    texts = ["Find 3x if x2 = 12 and 7.", "if 12 and 7, find x2 from 3X", "Find 3x if x2 = 13 and 7.", "no digits here", "",
+             "7 7 12", "7 12 12", "٣ apples"]
+    keys = Corpus.build(texts, numbers=True, batch=3).number_keys  # batches: the keys do not depend on them
+    assert keys[0] == keys[1]  # same numbers, other words and order (and case)
+    assert keys[0] != keys[2]  # one number changed
+    assert keys[3] == 0 and keys[4] == 0
+    assert keys[5] != keys[6]  # a multiset: how often a number occurs counts
+    assert keys[7] != 0  # a Unicode decimal digit is a digit
+    assert Corpus.build(texts).number_keys is None

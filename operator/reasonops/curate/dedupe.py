@@ -36,7 +36,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -57,14 +56,7 @@ DEFAULT_SHINGLE = api.DEDUPE_SHINGLE_SIZE
 DEFAULT_NUM_PERM = api.DEDUPE_NUM_PERM
 SEED = 1
 LSH_WEIGHTS = (0.05, 0.95)  # (false positive, false negative): candidates are verified exactly anyway
-_NUMBER = re.compile(r"\w*\d\w*")
 _CHUNK = 1 << 16  # shingles per numpy block: 64k x 128 permutations x 4 bytes = 32 MiB
-
-
-def number_key(question: str) -> int:
-    """A hash of the question's numbers (digit-bearing words, as a multiset): changing one changes the problem."""
-    found = sorted(_NUMBER.findall(question.lower()))
-    return int.from_bytes(hashlib.blake2b(" ".join(found).encode(), digest_size=8).digest(), "little") if found else 0
 
 
 def dedupe(problems: list[Problem], stage: DedupeStage, report: StageReport,
@@ -100,10 +92,10 @@ def dedupe_rows(order: np.ndarray, questions: Callable[[np.ndarray], list[str]],
             for start in range(0, count, batch):
                 rows = order[start : start + batch]
                 texts = questions(rows)
-                corpus = Corpus.build(texts)
+                corpus = Corpus.build(texts, numbers=True)
                 span = slice(start, start + len(rows))
                 exact[span] = [_sequence_key(corpus, i, t) for i, t in enumerate(texts)]
-                numbers[span] = [number_key(t) for t in texts]
+                numbers[span] = corpus.number_keys  # the numbers: a changed one makes another problem
                 shingles = ShingleSets(*shingle_hashes(corpus, shingle), len(corpus))
                 keys = band_keys(minhash_signatures(shingles, num_perm, workers=workers), threshold, num_perm)
                 if bands is None:

@@ -35,6 +35,7 @@ _INVISIBLE = {ord(c): None for c in "\u200b\u200c\u200d\u2060\ufeff\u00ad"}
 
 _MANY_NEWLINES = re.compile(r"\n{3,}")
 _WORD = re.compile(r"\w+")
+_DIGIT = re.compile(r"\d")
 
 
 _UNTIDY = ("  ", "\t", "\r", "\n ", " \n", "\n\n\n", "\x0b", "\x0c")
@@ -57,15 +58,19 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-def _word_hashes(tokens: Sequence[str]) -> np.ndarray:
-    """Stable 64-bit hash per token (hashing each distinct word once)."""
+def _word_hashes(tokens: Sequence[str], with_digits: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """Stable 64-bit hash per token (hashing each distinct word once) and, with_digits, which tokens hold a
+    digit (a regex per distinct word: `\\d`, Unicode decimal digits)."""
     import pandas as pd  # a dependency of `datasets`; its factorize and siphash are vectorised
 
     if not tokens:
-        return np.zeros(0, dtype=np.uint64)
+        return np.zeros(0, dtype=np.uint64), (np.zeros(0, dtype=bool) if with_digits else None)
     codes, uniques = pd.factorize(np.asarray(tokens, dtype=object), sort=False)
     unique_hashes = pd.util.hash_array(np.asarray(uniques, dtype=object), categorize=False)
-    return unique_hashes[codes].astype(np.uint64, copy=False)
+    digits = None
+    if with_digits:
+        digits = np.fromiter((_DIGIT.search(u) is not None for u in uniques), dtype=bool, count=len(uniques))[codes]
+    return unique_hashes[codes].astype(np.uint64, copy=False), digits
 
 
 def member(values: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
@@ -85,6 +90,13 @@ def run_starts(sorted_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return sorted_values[starts], starts
 
 
+def _multiset_sums(hashes: np.ndarray, selected: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Per document, the sum (mod 2**64) of its selected tokens' hashes: a multiset hash, order-free."""
+    with np.errstate(over="ignore"):
+        running = np.concatenate(([np.uint64(0)], np.cumsum(np.where(selected, hashes, np.uint64(0)), dtype=np.uint64)))
+        return running[offsets[1:]] - running[offsets[:-1]]
+
+
 _ROLL = np.uint64(1099511628211)  # FNV prime: mixes positions so "a b" and "b a" differ
 
 
@@ -94,19 +106,28 @@ class Corpus:
 
     hashes: np.ndarray
     offsets: np.ndarray
+    # Per document (build(numbers=True)): a key of the multiset of its digit-bearing words ("12", "3x",
+    # "x2"), 0 when it has none; equal multisets give equal keys, in any order.
+    number_keys: np.ndarray | None = None
 
     @classmethod
-    def build(cls, texts: Sequence[str], batch: int = 10_000) -> "Corpus":
+    def build(cls, texts: Sequence[str], batch: int = 10_000, numbers: bool = False) -> "Corpus":
+        """With `numbers`, also each document's number key (`number_keys`)."""
         # in batches: a list of 100k tokenised texts as Python strings would take gigabytes
-        hashes, lengths = [], []
+        hashes, lengths, digits = [], [], []
         for start in range(0, len(texts), batch):
             tokenised = [words(t) for t in texts[start : start + batch]]
             lengths.append(np.fromiter((len(t) for t in tokenised), dtype=np.int64, count=len(tokenised)))
-            hashes.append(_word_hashes(list(chain.from_iterable(tokenised))))
+            batch_hashes, batch_digits = _word_hashes(list(chain.from_iterable(tokenised)), with_digits=numbers)
+            hashes.append(batch_hashes)
+            digits.append(batch_digits)
         offsets = np.zeros(len(texts) + 1, dtype=np.int64)
         if texts:
             np.cumsum(np.concatenate(lengths), out=offsets[1:])
-        return cls(np.concatenate(hashes) if hashes else np.zeros(0, dtype=np.uint64), offsets)
+        corpus = cls(np.concatenate(hashes) if hashes else np.zeros(0, dtype=np.uint64), offsets)
+        if numbers:
+            corpus.number_keys = _multiset_sums(corpus.hashes, np.concatenate(digits) if digits else np.zeros(0, dtype=bool), offsets)
+        return corpus
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
