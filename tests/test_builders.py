@@ -203,3 +203,9 @@ def test_a_checkpoint_evaluation_is_an_indexed_job_with_one_pod_per_checkpoint()
     assert [c.location for c in mounted.context.checkpoints][2] == "/mnt/pvc/models/runs/ft/r1/checkpoints/step-12/model"
     plain = b.build_eval_children(body, ev, _doc(ev, "e1", f"{run}/evals/sel/e1", modelLocation=f"{run}/model"), SETTINGS, False)[1]
     assert "completionMode" not in plain["spec"]
+    # spec.parallelism limits the pods that run at once, never above one per checkpoint.
+    for limit, expected in ((2, 2), (10, 3)):
+        limited = EvalRun.model_validate({**body, "spec": {**body["spec"], "parallelism": limit}})
+        limited_job = b.build_eval_children(body, limited, document, SETTINGS, False, model_location=f"{run}/model")[1]
+        assert (limited_job["spec"]["completions"], limited_job["spec"]["parallelism"]) == (3, expected)
+    assert b.eval_parallelism(ev.spec, 0) is None and b.eval_parallelism(ev.spec, 3) == 3

@@ -34,8 +34,8 @@ def test_revision_ignores_how_a_run_is_scheduled_and_judged_but_not_what_it_prod
     assert rev != k.revision_of("ReasoningDataset", {**spec, "stages": [{"name": "s", "select": {"size": 5}}]})
     assert k.revision_of("FineTuneJob", spec, {"dataset": "r1"}) != k.revision_of("FineTuneJob", spec, {"dataset": "r2"})
     ev = {"model": {"fineTuneJob": "ft"}, "benchmarks": [{"name": "aime24"}]}
-    gated = {**ev, "gates": [{"benchmark": "aime24", "minScore": "0.5"}], "concurrency": 8, "serving": {"replicas": 2}}
-    # A gate, concurrency or serving edit re-judges or re-serves; it does not re-run the benchmark.
+    gated = {**ev, "gates": [{"benchmark": "aime24", "minScore": "0.5"}], "concurrency": 8, "serving": {"replicas": 2}, "parallelism": 2}
+    # A gate, concurrency, serving or parallelism edit re-judges, re-serves or resizes; it does not re-run the benchmark.
     assert k.revision_of("EvalRun", ev, {"model": "m"}) == k.revision_of("EvalRun", gated, {"model": "m"})
     assert k.revision_of("EvalRun", ev, {"model": "m"}) != k.revision_of("EvalRun", {**ev, "protocol": "skythought"}, {"model": "m"})
 

@@ -139,3 +139,28 @@ def test_a_fine_tune_without_exported_checkpoints_is_named_as_the_reason(operato
                   timeout=90, op=operator)
     assert "set its spec.checkpoints.export: true" in cond(ev, "Ready")["message"]
     assert not items(c, "jobs", ns, "reasonops.io/name=pick")
+
+
+def test_parallelism_limits_the_checkpoint_pods_and_an_edit_resizes_the_running_job(operator, volumes):
+    c, ns = operator.cluster, volumes
+    trained = {"finalLoss": 0.3, "steps": 12, "checkpoints": [{"step": s, "epoch": f"{s // 4}.00"} for s in (4, 8, 12)]}
+    ft = finetune("ft", "ds", numNodes=1, checkpoints={"everyEpochs": 1, "keep": 0, "export": True},
+                  resources={"podAnnotations": {"reasonops.io/kwok-result": json.dumps(trained)}})
+    selecting = {"apiVersion": API, "kind": "EvalRun", "metadata": {"name": "pick"}, "spec": {
+        "model": {"fineTuneJob": "ft", "checkpoints": "all"}, "backend": "offline", "benchmarks": [{"name": "aime24"}],
+        "selection": {"benchmark": "aime24"}, "parallelism": 1, "resources": {"podAnnotations": HOLD}}}
+    apply(c, ns, dataset("ds"), ft, selecting)
+
+    job = wait_for("checkpoint job", lambda: (j := items(c, "jobs", ns, "reasonops.io/name=pick")) and j[0], timeout=120, op=operator)
+    assert (job["spec"]["completions"], job["spec"]["parallelism"]) == (3, 1)
+    pods = f"reasonops.io/job={job['metadata']['name']}"
+    wait_for("one pod running", lambda: len(items(c, "pods", ns, pods)) == 1, op=operator)
+    revision = get(c, "evalrun", ns, "pick")["status"]["revision"]
+
+    # Two at a time now: the same Job (no new revision) gets the new count and starts a second pod.
+    c.kubectl("patch", "evalrun", "pick", "-n", ns, "--type=merge", "-p", json.dumps({"spec": {"parallelism": 2}}))
+    resized = wait_for("job resized", lambda: (j := get(c, "job", ns, job["metadata"]["name"]))["spec"]["parallelism"] == 2 and j, op=operator)
+    assert resized["metadata"]["uid"] == job["metadata"]["uid"]
+    wait_for("two pods", lambda: len(items(c, "pods", ns, pods)) == 2, op=operator)
+    assert get(c, "evalrun", ns, "pick")["status"]["revision"] == revision
+    assert len(items(c, "jobs", ns, "reasonops.io/name=pick")) == 1

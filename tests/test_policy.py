@@ -91,6 +91,17 @@ def test_suspend_is_mirrored_to_the_job_but_kueue_admission_is_left_to_kueue():
     assert plan.suspend_jobs == {} and plan.status["reason"] == "Queued"
 
 
+def test_a_parallelism_edit_reaches_the_running_job_but_not_a_kueue_admitted_or_finished_one():
+    def planned(job, parallelism=1):
+        return plan_run(body=_body(), revision="r1", jobs=[job], pods=[], job_name="d-r1", now=NOW, history_limit=2,
+                        build_children=lambda s: [], parallelism=parallelism).parallelism_jobs
+    assert planned(JobState(name="d-r1", revision="r1", active=3, parallelism=3)) == {"d-r1": 1}
+    assert planned(JobState(name="d-r1", revision="r1", active=1, parallelism=1)) == {}
+    assert planned(JobState(name="d-r1", revision="r1", active=3, parallelism=3), parallelism=None) == {}
+    assert planned(JobState(name="d-r1", revision="r1", active=3, parallelism=3, queued=True)) == {}
+    assert planned(JobState(name="d-r1", revision="r1", complete=True, parallelism=3)) == {}
+
+
 def test_waiting_for_an_input_creates_nothing_and_records_no_revision():
     plan = _plan(_body(), waiting=("WaitingForDataset", "waiting for ReasoningDataset 'limo'"))
     assert plan.create == [] and plan.status["phase"] == "Waiting"

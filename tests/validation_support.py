@@ -107,6 +107,10 @@ INVALID = [
     ("selection on another benchmark", with_(EVAL, "spec", {**EVAL["spec"], "model": {"fineTuneJob": "f", "checkpoints": "all"}, "backend": "offline",
                                                            "selection": {"benchmark": "math500"}}),
      "spec.selection.benchmark", "selection.benchmark must name a benchmark of spec.benchmarks"),
+    ("parallelism without checkpoints", with_(EVAL, "spec.parallelism", 2), "spec.parallelism",
+     "parallelism needs model.checkpoints (it limits the checkpoint pods that run at once)"),
+    ("parallelism of 0", with_(EVAL, "spec", {**EVAL["spec"], "model": {"fineTuneJob": "f", "checkpoints": "all"}, "backend": "offline",
+                                              "parallelism": 0}), "spec.parallelism", None),
     # ranges of decimals
     ("dedupe threshold 2", with_(DATASET, "spec.stages", _stage(dedupe={"threshold": "2"})), "spec.stages[0].dedupe.threshold", _FRACTION),
     ("decontamination threshold 2", with_(DATASET, "spec.stages", _stage(decontaminate={"benchmarks": ["aime24"], "threshold": "2"})),
@@ -214,6 +218,8 @@ VALID = [
     ("serving disabled offline", with_(EVAL, "spec", {**EVAL["spec"], "backend": "offline", "serving": {"enabled": False}})),
     ("checkpoint selection", with_(EVAL, "spec", {**EVAL["spec"], "model": {"fineTuneJob": "f", "checkpoints": "all"}, "backend": "offline",
                                                  "selection": {"benchmark": "aime24", "metric": "lower95"}})),
+    ("checkpoints two at a time", with_(EVAL, "spec", {**EVAL["spec"], "model": {"fineTuneJob": "f", "checkpoints": "all"}, "backend": "offline",
+                                                       "parallelism": 2})),
     ("a selected checkpoint", with_(EVAL, "spec", {**EVAL["spec"], "model": {"evalRun": "sel"}, "output": {"path": "/o"}})),
     ("checkpoints exported", with_(FINETUNE, "spec.checkpoints", {"everyEpochs": 1, "keep": 0, "export": True})),
 ]

@@ -181,7 +181,7 @@ def eval_output(ev: EvalRun, revision: str, model_location_: str = "") -> Option
 NON_REVISION_FIELDS: dict[str, frozenset[str]] = {
     "ReasoningDataset": frozenset({"suspend", "resources", "backoffLimit", "activeDeadlineSeconds"}),
     "FineTuneJob": frozenset({"suspend", "resources", "backoffLimit", "activeDeadlineSeconds", "retrainPolicy"}),
-    "EvalRun": frozenset({"suspend", "resources", "backoffLimit", "activeDeadlineSeconds", "serving", "gates", "concurrency"}),
+    "EvalRun": frozenset({"suspend", "resources", "backoffLimit", "activeDeadlineSeconds", "serving", "gates", "concurrency", "parallelism"}),
 }
 
 

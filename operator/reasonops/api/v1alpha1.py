@@ -668,6 +668,9 @@ class EvalRunSpec(Model):
              "selection.benchmark must name a benchmark of spec.benchmarks",
              lambda m: m.selection is None or any(b.name == m.selection.benchmark for b in m.benchmarks),
              field=".selection.benchmark"),
+        Rule("!has(self.parallelism) || has(self.model.checkpoints)",
+             "parallelism needs model.checkpoints (it limits the checkpoint pods that run at once)",
+             lambda m: m.parallelism is None or m.model.checkpoints is not None, field=".parallelism"),
     )
 
     model: EvalModelRef = Field(description="What to evaluate.")
@@ -697,6 +700,11 @@ class EvalRunSpec(Model):
         default=None, description="Pick one of model.checkpoints by a benchmark: the best, ties to the earlier; set in status.selectedCheckpoint."
     )
     resources: Optional[Resources] = Field(default=None, description="Compute for the benchmark Job (per checkpoint pod with model.checkpoints).")
+    parallelism: Optional[int] = Field(
+        default=None, ge=1, le=MAX_CHECKPOINTS,
+        description="With model.checkpoints: checkpoint pods that run at once (default: every checkpoint at once). An edit"
+        " applies to the running Job and makes no new revision; a Job admitted by Kueue keeps the count it was admitted with.",
+    )
     sandbox: Optional[SandboxSpec] = Field(default=None, description="Execution of code benchmarks' programs.")
     backoffLimit: Optional[int] = defaulted(EVAL_BACKOFF_LIMIT, "Pod retries.", ge=0, le=100)
     activeDeadlineSeconds: Optional[int] = Field(default=None, ge=1, description="Deadline of the benchmark Job.")

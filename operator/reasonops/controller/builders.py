@@ -13,7 +13,7 @@ import shlex
 from typing import Any, Iterable, Optional
 
 from ..api.common import API_VERSION, Resources, SecretKeyRef
-from ..api.v1alpha1 import EvalRun, FineTuneJob, ReasoningDataset
+from ..api.v1alpha1 import EvalRun, EvalRunSpec, FineTuneJob, ReasoningDataset
 from ..contract import (
     PEER_LOST_EXIT_CODE,
     RESOURCE_FILE,
@@ -259,6 +259,7 @@ def build_job(
     backoff_limit: int,
     active_deadline: Optional[int],
     completions: Optional[int] = None,
+    parallelism: Optional[int] = None,
 ) -> dict[str, Any]:
     """A batch/v1 Job; Kueue's queue label is passed on and the Job is then created suspended.
 
@@ -280,7 +281,7 @@ def build_job(
     if settings.ttl_seconds_after_finished is not None:
         spec["ttlSecondsAfterFinished"] = settings.ttl_seconds_after_finished
     if completions is not None:
-        spec.update(completionMode="Indexed", completions=completions, parallelism=completions)
+        spec.update(completionMode="Indexed", completions=completions, parallelism=parallelism or completions)
         # Peers the operator deletes after a failure (policy.group_restart), evictions and preemptions are
         # disruptions, not failures of the workload, and so is a pod that failed only because its peer went
         # away (PEER_LOST_EXIT_CODE, train.run_group): backoffLimit counts group restarts.
@@ -521,6 +522,14 @@ def _label_value_ok(value: str) -> bool:
     return len(value) <= 63 and bool(re.fullmatch(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?", value))
 
 
+def eval_parallelism(spec: EvalRunSpec, checkpoints: int) -> Optional[int]:
+    """Pods of the per-checkpoint Job that run at once: spec.parallelism, at most one per checkpoint, else
+    every checkpoint at once; None without checkpoints (a one-pod Job)."""
+    if not checkpoints:
+        return None
+    return min(spec.parallelism, checkpoints) if spec.parallelism else checkpoints
+
+
 def build_eval_children(
     body: dict[str, Any], ev: EvalRun, document: WorkloadDocument, settings: Settings, suspend: bool,
     *, model_location: str = "", input_secrets: Iterable[Optional[str]] = (),
@@ -551,6 +560,7 @@ def build_eval_children(
         body, settings, name=name, labels=labels, pod_spec=pod, resources=ev.spec.resources, suspend=suspend,
         backoff_limit=ev.spec.backoffLimit if ev.spec.backoffLimit is not None else 2,
         active_deadline=ev.spec.activeDeadlineSeconds, completions=checkpoints or None,
+        parallelism=eval_parallelism(ev.spec, checkpoints),
     )
     return [build_configmap(body, name, labels, document), job]
 

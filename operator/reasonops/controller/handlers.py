@@ -206,6 +206,7 @@ def _job_state(body: Any) -> JobState:
         queued=b.QUEUE_LABEL in (meta.get("labels") or {}),
         created=meta.get("creationTimestamp"),
         uid=meta.get("uid", ""),
+        parallelism=spec.get("parallelism"),
     )
 
 
@@ -468,6 +469,8 @@ async def _apply(body: dict[str, Any], kind: str, plan: Plan, status: dict[str, 
             metrics.CHILDREN_CREATED.labels(kind=obj["kind"]).inc()
     for job, suspend in plan.suspend_jobs.items():
         await kube.patch("Job", ns, job, {"spec": {"suspend": suspend}})
+    for job, parallelism in plan.parallelism_jobs.items():
+        await kube.patch("Job", ns, job, {"spec": {"parallelism": parallelism}})
     for revision in plan.delete_revisions:
         selector = f"{b.LABEL_KIND}={kind},{b.LABEL_NAME}={name[:63]},{b.LABEL_REVISION}={revision}"
         for child_kind in ("Job", "ConfigMap", "Service"):
@@ -829,6 +832,7 @@ async def reconcile_eval(body: dict[str, Any], indexes: dict[str, Any]) -> None:
     plan = plan_run(
         body=body, revision=revision, jobs=jobs, pods=[x for x in pods if not x.server], job_name=job_name, now=now,
         history_limit=settings.history_limit, waiting=waiting, output_location=output,
+        parallelism=b.eval_parallelism(ev.spec, len(model.checkpoints)),
         build_children=lambda suspend: b.build_eval_children(
             body, ev, document, settings, suspend, model_location=model.location, input_secrets=[model.secret]),
         # With model.checkpoints a pod's result is one checkpoint's: the history says what was selected instead.

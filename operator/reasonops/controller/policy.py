@@ -45,6 +45,7 @@ class JobState:
     queued: bool = False  # carries Kueue's queue label
     created: Optional[str] = None  # metadata.creationTimestamp
     uid: str = ""
+    parallelism: Optional[int] = None  # spec.parallelism
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class PodState:
 class Plan:
     create: list[dict[str, Any]] = field(default_factory=list)
     suspend_jobs: dict[str, bool] = field(default_factory=dict)  # job name -> desired spec.suspend
+    parallelism_jobs: dict[str, int] = field(default_factory=dict)  # job name -> desired spec.parallelism
     delete_revisions: list[str] = field(default_factory=list)  # revisions whose children go
     status: dict[str, Any] = field(default_factory=dict)
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
@@ -162,8 +164,11 @@ def plan_run(
     waiting: Optional[tuple[str, str]] = None,
     summarize: Callable[[dict[str, Any]], Optional[str]] = lambda r: None,
     output_location: Optional[str] = None,
+    parallelism: Optional[int] = None,
 ) -> Plan:
-    """The common lifecycle of a revision-based resource (all three kinds)."""
+    """The common lifecycle of a revision-based resource (all three kinds). `parallelism` is what the
+    current revision's Job should run at once where that may change while it runs (EvalRun spec.parallelism
+    with model.checkpoints): a running Job gets it, unless Kueue admitted the Job with its own count."""
     meta, spec = body["metadata"], body.get("spec") or {}
     status = body.get("status") or {}
     generation = meta.get("generation")
@@ -188,6 +193,9 @@ def plan_run(
     else:
         if job.suspended != user_suspended and not (job.queued and not user_suspended) and not (job.complete or job.failed_reason):
             plan.suspend_jobs[job.name] = user_suspended
+        if (parallelism is not None and job.parallelism is not None and job.parallelism != parallelism
+                and not job.queued and not (job.complete or job.failed_reason)):
+            plan.parallelism_jobs[job.name] = parallelism
         phase, reason, message = job_phase(job, pods, user_suspended)
         if phase == "Succeeded":
             plan.result = succeeded_result(job, pods, status.get("progress") or {}, revision)
