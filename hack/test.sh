@@ -19,5 +19,13 @@ fi
 
 hack/build-tools.sh >/dev/null
 
+# The sandbox tests run model-written code under bubblewrap where it is installed (as the curate and eval
+# images do), and only under the process-limits fallback otherwise: install it where we may.
+if ! command -v bwrap >/dev/null && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+  apt-get install -y -q bubblewrap >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q bubblewrap >/dev/null 2>&1; } \
+    || echo "test.sh: could not install bubblewrap; the sandbox tests run the fallback isolation only" >&2
+fi
+
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 exec .venv/bin/python -m pytest "$@"
