@@ -11,6 +11,9 @@
 #   - kubelet and containerd run in a private mount namespace with tmpfs over the host paths they
 #     hard-code (/var/lib/cni, /var/log/pods, /var/log/containers, /run/containerd), so their mounts
 #     and files vanish with it; directories created for that on the host are removed.
+# A node whose processes died without `down` (a killed test run) leaves these behind; the next
+# `up --real-node` finds its bridge and undoes them (clear_stale_real_node). A second `up --real-node`
+# while a node runs waits for it (REASONOPS_REAL_NODE_WAIT seconds, default 900).
 # Packages it installs when missing (apt): containerd runc containernetworking-plugins iptables conntrack.
 
 NODE_NAME=real-node
@@ -25,6 +28,9 @@ NODE_SYSCTLS=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_
 # Paths the kubelet, containerd and the CNI plugins write to whatever their configuration says.
 NODE_PRIVATE_PATHS=(/var/lib/cni /var/log/pods /var/log/containers /run/containerd /var/lib/kubelet)
 NODE_LOCK=/run/reasonops-real-node.lock
+# A copy of the node's records of the host (sysctls, iptables.before) that outlives its cluster
+# directory, for undoing a stale node whose directory is gone.
+NODE_HOST_RECORDS=/run/reasonops-real-node
 
 real_node_prereqs() {
   ((EUID == 0)) || die "--real-node needs root (a kubelet, cgroups, a bridge, iptables)"
@@ -41,11 +47,52 @@ real_node_prereqs() {
       || die "cannot install ${missing[*]}"
   fi
   [[ -d /sys/fs/cgroup/memory || -f /sys/fs/cgroup/cgroup.controllers ]] || die "no cgroup filesystem"
-  # One real node per machine.
-  exec 8>"$NODE_LOCK"
-  flock -n 8 || die "another real node runs on this machine (lock $NODE_LOCK held)"
-  ! ip link show "$BRIDGE" >/dev/null 2>&1 || die "bridge $BRIDGE exists: another real node, or a stale one (\`$0 down\` of its cluster)"
+  lock_real_node
   ! ss -ltn | grep -q ':10250 ' || die "port 10250 (kubelet) is in use"
+  if ip link show "$BRIDGE" >/dev/null 2>&1; then
+    clear_stale_real_node "$(cat "$NODE_LOCK")"
+    ! ip link show "$BRIDGE" >/dev/null 2>&1 || die "bridge $BRIDGE exists and is not a stale real node's of ours; not touching it"
+  fi
+  echo "$CLUSTER_DIR" >"$NODE_LOCK"
+}
+
+# One real node per machine: the lock is held (fd 8, which every component inherits) for as long as
+# any process of the node's cluster lives; the file names the cluster directory that holds it. Another
+# `up --real-node` (a second test run on the machine) waits for it, at most REASONOPS_REAL_NODE_WAIT s.
+lock_real_node() {
+  local wait=${REASONOPS_REAL_NODE_WAIT:-900}
+  exec 8>>"$NODE_LOCK"
+  flock -n 8 && return 0
+  log "another real node runs on this machine (cluster $(cat "$NODE_LOCK")); waiting up to ${wait}s for it to stop"
+  flock -w "$wait" 8 || die "another real node still runs on this machine after ${wait}s (cluster $(cat "$NODE_LOCK"), lock $NODE_LOCK)"
+}
+
+# With the lock ours, a bridge of ours that is still there is a stale node's: its processes are gone
+# (they held the lock) but its host changes are not, e.g. a run killed before its `down`. `down` of its
+# cluster directory puts them back; when that directory is gone too, what can be undone without its
+# records is: pod cgroups, kube-proxy's and the kubelet's iptables chains, the bridge.
+clear_stale_real_node() {
+  local owner=$1
+  if [[ -n $owner && $owner != "$CLUSTER_DIR" && -e $owner/.reasonops-cluster && -d $owner/node ]]; then
+    log "bridge $BRIDGE is left by the stopped real node of $owner; running \`down\` of that cluster"
+    REASONOPS_CLUSTER_DIR=$owner "$ROOT/hack/cluster.sh" down || log "\`down\` of $owner failed"
+  fi
+  ip link show "$BRIDGE" >/dev/null 2>&1 || return 0
+  log "bridge $BRIDGE is left by a stopped real node (${owner:-unknown cluster}, its directory gone); removing its pod cgroups, iptables chains and bridge, restoring the sysctls of $NODE_HOST_RECORDS"
+  kill_pod_cgroups
+  [[ -x $BIN/kube-proxy ]] && "$BIN/kube-proxy" --cleanup >/dev/null 2>&1
+  NODE_DIR=$NODE_HOST_RECORDS remove_kube_chains
+  ip link del "$BRIDGE" 2>/dev/null || true
+  [[ -f $NODE_HOST_RECORDS/sysctls ]] || log "no record of the sysctls before that node; they stay as it left them"
+  NODE_DIR=$NODE_HOST_RECORDS restore_sysctls
+  rm -rf "$NODE_HOST_RECORDS"
+}
+
+# After the records are made: the host's copy of them.
+copy_host_records() {
+  rm -rf "$NODE_HOST_RECORDS"
+  mkdir -p "$NODE_HOST_RECORDS"
+  cp "$NODE_DIR/sysctls" "$NODE_DIR/iptables.before" "$NODE_HOST_RECORDS/" 2>/dev/null || true
 }
 
 # The sandbox ("pause") image: a static program that waits for a signal; imported, not pulled.
@@ -283,6 +330,7 @@ start_real_node() {
   make_node_pki
   write_node_configs "$kubelet_hz" "$proxy_hz" "$proxy_metrics" "$dns_health" "$dns_ready_port"
   iptables-save >"$NODE_DIR/iptables.before" 2>/dev/null || true
+  copy_host_records
   make_private_paths
   start real-node unshare --mount --propagation private "$NODE_DIR/run-node.sh"
   start coredns "$BIN/coredns" -conf "$NODE_DIR/Corefile"
@@ -349,6 +397,12 @@ remove_kube_chains() {
 stop_real_node() {
   [[ -d $NODE_DIR ]] || return 0
   kill_node_namespace
+  local owner
+  owner=$(cat "$NODE_LOCK" 2>/dev/null) || true
+  if [[ -n $owner && $owner != "$CLUSTER_DIR" ]]; then
+    log "the host's real node is now $owner's; its pods, bridge, iptables and sysctls are left to it"
+    return 0
+  fi
   kill_pod_cgroups
   "$BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
   remove_kube_chains
@@ -361,4 +415,5 @@ stop_real_node() {
     <(grep -v '^#' "$NODE_DIR/iptables.before" | sed 's/\[[0-9:]*\]//') >/dev/null; then
     log "warning: iptables differ from before the node started (see iptables-save)"
   fi
+  rm -rf "$NODE_HOST_RECORDS"
 }
