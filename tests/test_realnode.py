@@ -530,3 +530,21 @@ def test_gitops_loop_retrains_and_reevaluates_in_real_containers(release: Releas
     assert (model / "config.json").exists(), ft["status"]["modelLocation"]
     assert repo.drift() == "", "the retraining left git and the cluster apart"
     pods_on_real_node(release, "reasonops.io/name=reasoner")
+
+
+# --- 10. one real node per machine ------------------------------------------------------------
+
+
+def test_a_second_real_node_waits_for_the_running_one_and_touches_nothing(real_cluster: RealCluster, tmp_path):
+    other = tmp_path / "second-cluster"
+    env = {**os.environ, "REASONOPS_CLUSTER_DIR": str(other), "REASONOPS_REAL_NODE_WAIT": "2"}
+    started = time.monotonic()
+    proc = subprocess.run([str(ROOT / "hack" / "cluster.sh"), "up", "--real-node"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert f"another real node still runs on this machine after 2s (cluster {os.path.realpath(real_cluster.dir)}" in proc.stderr, proc.stderr
+    assert time.monotonic() - started >= 2, "it waited for the lock before giving up"
+    assert not other.exists(), "nothing of the second cluster was made"
+    nodes = real_cluster.kubectl("get", "node", "real-node", "-o", "json")
+    ready = [c["status"] for c in json.loads(nodes.stdout)["status"]["conditions"] if c["type"] == "Ready"]
+    assert ready == ["True"], "the running node kept its bridge and its kubelet"
