@@ -188,6 +188,24 @@ def test_exported_checkpoints_are_named_and_located_once_for_status_and_local_ru
     assert k.exported_checkpoints("/out", None) == [] and k.exported_checkpoints("/out", [{"step": 2}])[0]["epoch"] is None
 
 
+def test_checkpoints_to_evaluate_are_every_kept_one_or_the_listed_steps_in_training_order():
+    from reasonops.api.v1alpha1 import CheckpointRef, EvalModelRef
+
+    kept = [CheckpointRef.model_validate(x) for x in k.exported_checkpoints("/out", [{"step": s} for s in (100, 200, 300, 400)])]
+    steps = lambda chosen: [x.step for x in chosen]
+    chosen, problem = k.checkpoints_to_evaluate(EvalModelRef(fineTuneJob="ft", checkpoints="all"), kept)
+    assert steps(chosen) == [100, 200, 300, 400] and problem is None
+    chosen, problem = k.checkpoints_to_evaluate(EvalModelRef(fineTuneJob="ft", checkpoints="steps", checkpointSteps=[400, 200]), kept)
+    assert steps(chosen) == [200, 400] and problem is None  # oldest first, as the FineTuneJob lists them
+    assert chosen[0].location == "/out/checkpoints/step-200/model"
+    chosen, problem = k.checkpoints_to_evaluate(EvalModelRef(fineTuneJob="ft", checkpoints="steps", checkpointSteps=[500, 200, 150]), kept)
+    assert chosen == [] and problem == ("FineTuneJob 'ft' kept no servable checkpoint at steps 150, 500 of model.checkpointSteps; "
+                                        "it kept steps 100, 200, 300, 400")
+    chosen, problem = k.checkpoints_to_evaluate(EvalModelRef(fineTuneJob="ft", checkpoints="steps", checkpointSteps=[100]), [])
+    assert chosen == [] and "kept no servable checkpoints: set its spec.checkpoints.export: true" in problem
+    assert k.checkpoints_to_evaluate(EvalModelRef(fineTuneJob="ft"), kept) == ([], None)  # its final model instead
+
+
 def test_a_training_result_listing_the_most_checkpoints_status_keeps_fits_the_termination_message():
     from reasonops.api.v1alpha1 import MAX_CHECKPOINTS
 

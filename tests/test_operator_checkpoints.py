@@ -164,3 +164,30 @@ def test_parallelism_limits_the_checkpoint_pods_and_an_edit_resizes_the_running_
     wait_for("two pods", lambda: len(items(c, "pods", ns, pods)) == 2, op=operator)
     assert get(c, "evalrun", ns, "pick")["status"]["revision"] == revision
     assert len(items(c, "jobs", ns, "reasonops.io/name=pick")) == 1
+
+
+def test_listed_checkpoint_steps_are_evaluated_in_training_order_and_a_step_not_kept_is_named(operator, volumes):
+    c, ns = operator.cluster, volumes
+    trained = {"finalLoss": 0.3, "steps": 12, "checkpoints": [{"step": s, "epoch": f"{s // 4}.00"} for s in (4, 8, 12)]}
+    ft = finetune("ft", "ds", numNodes=1, checkpoints={"everyEpochs": 1, "keep": 0, "export": True},
+                  resources={"podAnnotations": {"reasonops.io/kwok-result": json.dumps(trained)}})
+    selecting = {"apiVersion": API, "kind": "EvalRun", "metadata": {"name": "pick"}, "spec": {
+        "model": {"fineTuneJob": "ft", "checkpoints": "steps", "checkpointSteps": [12, 5]}, "backend": "offline",
+        "benchmarks": [{"name": "aime24"}], "selection": {"benchmark": "aime24"}, "resources": {"podAnnotations": HOLD}}}
+    apply(c, ns, dataset("ds"), ft, selecting)
+
+    # Step 5 was never kept: the run waits, naming it and what was kept, and starts nothing.
+    ev = wait_for("a step not kept", lambda: (e := get(c, "evalrun", ns, "pick")).get("status", {}).get("reason") == "NoCheckpoints" and e,
+                  timeout=120, op=operator)
+    assert cond(ev, "Ready")["message"] == ("FineTuneJob 'ft' kept no servable checkpoint at step 5 of model.checkpointSteps; "
+                                            "it kept steps 4, 8, 12")
+    assert not items(c, "jobs", ns, "reasonops.io/name=pick")
+
+    # The list fixed: one pod per listed step, oldest first whatever the list's order.
+    c.kubectl("patch", "evalrun", "pick", "-n", ns, "--type=merge", "-p", json.dumps({"spec": {"model": {"checkpointSteps": [12, 4]}}}))
+    job = wait_for("checkpoint job", lambda: (j := items(c, "jobs", ns, "reasonops.io/name=pick")) and j[0], op=operator)
+    assert (job["spec"]["completionMode"], job["spec"]["completions"]) == ("Indexed", 2)
+    document = json.loads(get(c, "configmap", ns, job["metadata"]["name"])["data"]["resource.json"])
+    assert [x["name"] for x in document["context"]["checkpoints"]] == ["step-4", "step-12"]
+    ev = wait_for("listed in status", lambda: (e := get(c, "evalrun", ns, "pick")).get("status", {}).get("checkpoints") and e, op=operator)
+    assert [x["name"] for x in ev["status"]["checkpoints"]] == ["step-4", "step-12"]

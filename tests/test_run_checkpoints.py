@@ -38,6 +38,8 @@ def test_reasonops_run_selects_a_checkpoint_and_evaluates_it(tmp_path: Path):
         {"apiVersion": API, "kind": "EvalRun", "metadata": {"name": "pick"}, "spec": {
             "model": {"fineTuneJob": "tiny", "checkpoints": "all"}, "benchmarks": bench, **engine,
             "selection": {"benchmark": "demo"}, "gates": [{"benchmark": "demo", "minScore": "0"}]}},
+        {"apiVersion": API, "kind": "EvalRun", "metadata": {"name": "last"}, "spec": {
+            "model": {"fineTuneJob": "tiny", "checkpoints": "steps", "checkpointSteps": [4]}, "benchmarks": bench, **engine}},
     ]
     file = tmp_path / "pipeline.yaml"
     file.write_text(yaml.safe_dump_all(docs))
@@ -70,3 +72,12 @@ def test_reasonops_run_selects_a_checkpoint_and_evaluates_it(tmp_path: Path):
     release = state["EvalRun-release"]
     assert release["result"]["provenance"]["modelLocation"] == selected["location"]
     assert release["output"].startswith(str(out / "evals" / "release"))
+    # Only the listed step; then a step the fine-tune did not keep, named with the kept ones, in a later run.
+    assert [c["name"] for c in state["EvalRun-last"]["result"]["checkpoints"]] == ["step-4"]
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text(yaml.safe_dump({**docs[3], "spec": {**docs[3]["spec"], "model": {"fineTuneJob": "tiny", "checkpoints": "steps",
+                                                                                      "checkpointSteps": [3]}}}))
+    proc = subprocess.run([sys.executable, "-m", "reasonops.cli", "run", str(wrong), "--output", str(out)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "FineTuneJob 'tiny' kept no servable checkpoint at step 3 of model.checkpointSteps; it kept steps 2, 4" in proc.stderr, proc.stderr[-2000:]

@@ -40,7 +40,7 @@ from typing import Any, Iterable, Mapping, Optional, Union
 from pydantic import ConfigDict, Field, ValidationError
 
 from .api.common import API_VERSION, Location, Model, resolve_defaults, validation_problems
-from .api.v1alpha1 import KINDS, MAX_CHECKPOINTS, CheckpointRef, EvalRun, EvalRunSpec, FineTuneJob, FineTuneJobSpec, ReasoningDataset, Resource
+from .api.v1alpha1 import KINDS, MAX_CHECKPOINTS, CheckpointRef, EvalModelRef, EvalRun, EvalRunSpec, FineTuneJob, FineTuneJobSpec, ReasoningDataset, Resource
 
 # --- where things are in a pod ---------------------------------------------------------------------
 
@@ -155,6 +155,26 @@ def exported_checkpoints(finetune_output_location: str, reported: Any, limit: in
         out.append({"name": name, "step": entry["step"], "epoch": str(entry.get("epoch") or "")[:16] or None,
                     "location": checkpoint_model(f"{finetune_output_location.rstrip('/')}/checkpoints/{name}")[:1024]})
     return out
+
+
+def checkpoints_to_evaluate(model: EvalModelRef, kept: Iterable[CheckpointRef]) -> tuple[list[CheckpointRef], Optional[str]]:
+    """An EvalRun's model.checkpoints: which of its FineTuneJob's kept exported checkpoints (oldest first) are
+    evaluated, every one or those of model.checkpointSteps, in the FineTuneJob's order; or, when there are
+    none to evaluate, why (the message of a NoCheckpoints condition, naming what was kept)."""
+    kept = list(kept)
+    if not model.checkpoints:
+        return [], None
+    if not kept:
+        return [], (f"FineTuneJob {model.fineTuneJob!r} kept no servable checkpoints: set its spec.checkpoints.export: true "
+                    "(and keep them: checkpoints.keep)")
+    if model.checkpoints == "all":
+        return kept, None
+    wanted = set(model.checkpointSteps or ())
+    missing = sorted(wanted - {x.step for x in kept})
+    if missing:
+        return [], (f"FineTuneJob {model.fineTuneJob!r} kept no servable checkpoint at step{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))} of "
+                    f"model.checkpointSteps; it kept steps {', '.join(str(x.step) for x in kept)}")
+    return [x for x in kept if x.step in wanted], None
 
 
 def eval_output(ev: EvalRun, revision: str, model_location_: str = "") -> Optional[str]:

@@ -200,9 +200,9 @@ def local_document(res: Resource, output_root: Path) -> k.WorkloadDocument:
             context.baseModel = state.get("baseModel")
             if model.checkpoints:
                 listed = k.exported_checkpoints(state.get("output") or "", (state.get("result") or {}).get("checkpoints"))
-                if not listed:
-                    raise WorkloadError(c.REASON_NO_CHECKPOINTS, f"FineTuneJob {model.fineTuneJob!r} kept no servable checkpoints: set its spec.checkpoints.export: true")
-                context.checkpoints = [k.CheckpointRef.model_validate(x) for x in listed]
+                context.checkpoints, problem = k.checkpoints_to_evaluate(model, (k.CheckpointRef.model_validate(x) for x in listed))
+                if problem:
+                    raise WorkloadError(c.REASON_NO_CHECKPOINTS, problem)
         elif model.evalRun:
             state = _read_state(output_root, "EvalRun", model.evalRun)
             selected = ((state or {}).get("result") or {}).get("selectedCheckpoint")

@@ -542,6 +542,14 @@ class TrainingProgress(WorkloadProgress):
     etaSeconds: Optional[int] = Field(default=None, description="Estimated seconds left.")
 
 
+CheckpointSteps = Annotated[
+    list[Annotated[int, Field(ge=1)]],
+    Field(min_length=1, max_length=MAX_CHECKPOINTS),
+    Rule("self.all(s, self.exists_one(t, t == s))", "checkpointSteps lists a step more than once",
+         lambda v: len(set(v)) == len(v)),
+]
+
+
 class CheckpointRef(Model):
     """A kept checkpoint with a servable export."""
 
@@ -583,12 +591,20 @@ class EvalModelRef(Model):
         exactly_one("fineTuneJob", "name", "endpoint", "evalRun", message="exactly one of fineTuneJob, name, endpoint or evalRun must be set"),
         Rule("!has(self.checkpoints) || has(self.fineTuneJob)", "checkpoints needs fineTuneJob (whose kept checkpoints are evaluated)",
              lambda m: m.checkpoints is None or m.fineTuneJob is not None, field=".checkpoints"),
+        Rule("has(self.checkpointSteps) == (has(self.checkpoints) && self.checkpoints == 'steps')",
+             "checkpointSteps is set exactly when checkpoints is steps (it lists the steps to evaluate)",
+             lambda m: (m.checkpointSteps is not None) == (m.checkpoints == "steps"), field=".checkpointSteps"),
     )
 
     fineTuneJob: Optional[Name] = Field(default=None, description="Evaluate the model this FineTuneJob produced.")
-    checkpoints: Optional[Literal["all"]] = Field(
-        default=None, description="all: evaluate every kept checkpoint of the FineTuneJob (it must set checkpoints.export), each in its"
-        " own pod, instead of its final model; results per checkpoint go to status.checkpoints.",
+    checkpoints: Optional[Literal["all", "steps"]] = Field(
+        default=None, description="Evaluate kept checkpoints of the FineTuneJob (it must set checkpoints.export) instead of its final"
+        " model, each in its own pod; results per checkpoint go to status.checkpoints. all: every kept checkpoint; steps: those of"
+        " checkpointSteps.",
+    )
+    checkpointSteps: Optional[CheckpointSteps] = Field(
+        default=None, description="With checkpoints: steps, the optimizer steps of the kept checkpoints to evaluate, e.g. [200, 400];"
+        " a step the FineTuneJob did not keep is an error that names the kept ones.",
     )
     evalRun: Optional[Name] = Field(
         default=None, description="Evaluate the checkpoint this EvalRun selected (its status.selectedCheckpoint), same namespace.",

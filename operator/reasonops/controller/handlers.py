@@ -731,13 +731,12 @@ def _model_input(ev: EvalRun, body: dict[str, Any], indexes: dict[str, Any]) -> 
         secret = (((ft.get("spec") or {}).get("output")) or {}).get("credentialsSecretRef")
         base = (((ft.get("spec") or {}).get("baseModel")) or {}).get("name")
         if st.get("modelLocation") and st.get("modelRevision"):
-            checkpoints = tuple(k.CheckpointRef.model_validate({f: x.get(f) for f in k.CheckpointRef.model_fields})
-                                for x in st.get("checkpoints") or [])
-            if model.checkpoints and not checkpoints:
-                return _Input(waiting=(c.REASON_NO_CHECKPOINTS, f"FineTuneJob {model.fineTuneJob!r} kept no servable checkpoints: "
-                                       "set its spec.checkpoints.export: true (and keep them: checkpoints.keep)"))
+            kept = [k.CheckpointRef.model_validate({f: x.get(f) for f in k.CheckpointRef.model_fields}) for x in st.get("checkpoints") or []]
+            checkpoints, problem = k.checkpoints_to_evaluate(model, kept)
+            if problem:
+                return _Input(waiting=(c.REASON_NO_CHECKPOINTS, problem))
             return _Input(revision=st["modelRevision"], location=st["modelLocation"], secret=secret, base_model=base,
-                          context_length=st.get("contextLength"), checkpoints=checkpoints if model.checkpoints else ())
+                          context_length=st.get("contextLength"), checkpoints=tuple(checkpoints))
         if st.get("phase") == "Failed":
             return _Input(waiting=(c.REASON_MODEL_FAILED, f"FineTuneJob {model.fineTuneJob!r} failed"))
         return _Input(waiting=(c.REASON_WAITING_FOR_MODEL, f"waiting for FineTuneJob {model.fineTuneJob!r} to succeed ({st.get('reason', 'Pending')})"))
