@@ -37,6 +37,20 @@ def scores(step: int, aime: float, low: float) -> dict:
                         {"benchmark": "math500", "score": "0.8000", "problems": 500, "samples": 1}]}
 
 
+def exporting_finetune() -> dict:
+    """FineTuneJob `ft` (on dataset `ds`) whose kwok pod reports the exported checkpoints of steps 4, 8 and 12."""
+    trained = {"finalLoss": 0.3, "steps": 12, "checkpoints": [{"step": s, "epoch": f"{s // 4}.00"} for s in (4, 8, 12)]}
+    return finetune("ft", "ds", numNodes=1, checkpoints={"everyEpochs": 1, "keep": 0, "export": True},
+                    resources={"podAnnotations": {"reasonops.io/kwok-result": json.dumps(trained)}})
+
+
+def held_selection(model: dict, **spec) -> dict:
+    """EvalRun `pick` selecting on aime24 among `model`'s checkpoints; its pods run until the test ends."""
+    return {"apiVersion": API, "kind": "EvalRun", "metadata": {"name": "pick"}, "spec": {
+        "model": model, "backend": "offline", "benchmarks": [{"name": "aime24"}], "selection": {"benchmark": "aime24"},
+        "resources": {"podAnnotations": HOLD}, **spec}}
+
+
 def test_every_kept_checkpoint_is_evaluated_and_the_best_is_selected_and_used(operator, volumes):
     c, ns = operator.cluster, volumes
     trained = {"finalLoss": 0.3, "steps": 12, "checkpoints": [{"step": 4, "epoch": "1.00"}, {"step": 8, "epoch": "2.00"}, {"step": 12, "epoch": "3.00"}]}
@@ -143,12 +157,8 @@ def test_a_fine_tune_without_exported_checkpoints_is_named_as_the_reason(operato
 
 def test_parallelism_limits_the_checkpoint_pods_and_an_edit_resizes_the_running_job(operator, volumes):
     c, ns = operator.cluster, volumes
-    trained = {"finalLoss": 0.3, "steps": 12, "checkpoints": [{"step": s, "epoch": f"{s // 4}.00"} for s in (4, 8, 12)]}
-    ft = finetune("ft", "ds", numNodes=1, checkpoints={"everyEpochs": 1, "keep": 0, "export": True},
-                  resources={"podAnnotations": {"reasonops.io/kwok-result": json.dumps(trained)}})
-    selecting = {"apiVersion": API, "kind": "EvalRun", "metadata": {"name": "pick"}, "spec": {
-        "model": {"fineTuneJob": "ft", "checkpoints": "all"}, "backend": "offline", "benchmarks": [{"name": "aime24"}],
-        "selection": {"benchmark": "aime24"}, "parallelism": 1, "resources": {"podAnnotations": HOLD}}}
+    ft = exporting_finetune()
+    selecting = held_selection({"fineTuneJob": "ft", "checkpoints": "all"}, parallelism=1)
     apply(c, ns, dataset("ds"), ft, selecting)
 
     job = wait_for("checkpoint job", lambda: (j := items(c, "jobs", ns, "reasonops.io/name=pick")) and j[0], timeout=120, op=operator)
@@ -168,12 +178,8 @@ def test_parallelism_limits_the_checkpoint_pods_and_an_edit_resizes_the_running_
 
 def test_listed_checkpoint_steps_are_evaluated_in_training_order_and_a_step_not_kept_is_named(operator, volumes):
     c, ns = operator.cluster, volumes
-    trained = {"finalLoss": 0.3, "steps": 12, "checkpoints": [{"step": s, "epoch": f"{s // 4}.00"} for s in (4, 8, 12)]}
-    ft = finetune("ft", "ds", numNodes=1, checkpoints={"everyEpochs": 1, "keep": 0, "export": True},
-                  resources={"podAnnotations": {"reasonops.io/kwok-result": json.dumps(trained)}})
-    selecting = {"apiVersion": API, "kind": "EvalRun", "metadata": {"name": "pick"}, "spec": {
-        "model": {"fineTuneJob": "ft", "checkpoints": "steps", "checkpointSteps": [12, 5]}, "backend": "offline",
-        "benchmarks": [{"name": "aime24"}], "selection": {"benchmark": "aime24"}, "resources": {"podAnnotations": HOLD}}}
+    ft = exporting_finetune()
+    selecting = held_selection({"fineTuneJob": "ft", "checkpoints": "steps", "checkpointSteps": [12, 5]})
     apply(c, ns, dataset("ds"), ft, selecting)
 
     # Step 5 was never kept: the run waits, naming it and what was kept, and starts nothing.
