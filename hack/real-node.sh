@@ -69,8 +69,8 @@ lock_real_node() {
 
 # With the lock ours, a bridge of ours that is still there is a stale node's: its processes are gone
 # (they held the lock) but its host changes are not, e.g. a run killed before its `down`. `down` of its
-# cluster directory puts them back; when that directory is gone too, what can be undone without its
-# records is: pod cgroups, kube-proxy's and the kubelet's iptables chains, the bridge.
+# cluster directory puts them back; when that directory is gone too, they are undone from the copy of
+# its records in NODE_HOST_RECORDS: pod cgroups, iptables chains, the bridge, the sysctls.
 clear_stale_real_node() {
   local owner=$1
   if [[ -n $owner && $owner != "$CLUSTER_DIR" && -e $owner/.reasonops-cluster && -d $owner/node ]]; then
@@ -80,7 +80,7 @@ clear_stale_real_node() {
   ip link show "$BRIDGE" >/dev/null 2>&1 || return 0
   log "bridge $BRIDGE is left by a stopped real node (${owner:-unknown cluster}, its directory gone); removing its pod cgroups, iptables chains and bridge, restoring the sysctls of $NODE_HOST_RECORDS"
   kill_pod_cgroups
-  [[ -x $BIN/kube-proxy ]] && "$BIN/kube-proxy" --cleanup >/dev/null 2>&1
+  if [[ -x $BIN/kube-proxy ]]; then "$BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true; fi
   NODE_DIR=$NODE_HOST_RECORDS remove_kube_chains
   ip link del "$BRIDGE" 2>/dev/null || true
   [[ -f $NODE_HOST_RECORDS/sysctls ]] || log "no record of the sysctls before that node; they stay as it left them"
