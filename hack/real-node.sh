@@ -78,14 +78,11 @@ clear_stale_real_node() {
     REASONOPS_CLUSTER_DIR=$owner "$ROOT/hack/cluster.sh" down || log "\`down\` of $owner failed"
   fi
   ip link show "$BRIDGE" >/dev/null 2>&1 || return 0
-  log "bridge $BRIDGE is left by a stopped real node (${owner:-unknown cluster}, its directory gone); removing its pod cgroups, iptables chains and bridge, restoring the sysctls of $NODE_HOST_RECORDS"
-  kill_pod_cgroups
-  if [[ -x $BIN/kube-proxy ]]; then "$BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true; fi
-  NODE_DIR=$NODE_HOST_RECORDS remove_kube_chains
-  ip link del "$BRIDGE" 2>/dev/null || true
+  log "bridge $BRIDGE is left by a stopped real node (${owner:-unknown cluster}, its directory gone); undoing it from $NODE_HOST_RECORDS"
   [[ -f $NODE_HOST_RECORDS/sysctls ]] || log "no record of the sysctls before that node; they stay as it left them"
-  NODE_DIR=$NODE_HOST_RECORDS restore_sysctls
-  rm -rf "$NODE_HOST_RECORDS"
+  mkdir -p "$NODE_HOST_RECORDS"
+  # That node's own `down`, with the host's copy of its records for its directory.
+  CLUSTER_DIR=$owner NODE_DIR=$NODE_HOST_RECORDS stop_real_node
 }
 
 # After the records are made: the host's copy of them.
