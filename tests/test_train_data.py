@@ -93,7 +93,11 @@ def test_bad_rows_are_counted(tokenizer):
     assert (len(samples), stats.kept, stats.bad, stats.rows) == (3, 3, 5, 8)
     with pytest.raises(WorkloadError) as err:
         prepare_samples(tokenizer, bad, max_length=512, overlong="drop", system_prompt="S")
-    assert err.value.reason == "EmptyDataset" and "5 without a non-empty assistant turn" in err.value.message
+    assert err.value.reason == "EmptyDataset" and "5 unusable" in err.value.message
+    # each reason with its count, its first rows and what was looked for
+    assert "no-assistant-turn: 3 (rows row 0, row 1, row 3): the row has no non-empty answer" in err.value.message
+    assert "malformed-messages: 1 (rows row 2): messages[0].role is 'robot'" in err.value.message
+    assert "not-an-object: 1 (rows row 4): str" in err.value.message
 
 
 def test_overlong_drop_and_truncate(tokenizer):
@@ -126,14 +130,19 @@ def test_read_rows_jsonl_parquet_and_unreadable(tmp_path):
         read_rows(str(tmp_path / "missing"))
     assert err.value.reason == "DatasetUnreadable"
     (tmp_path / "empty").mkdir()
-    with pytest.raises(WorkloadError, match="neither data.jsonl nor data.parquet"):
+    with pytest.raises(WorkloadError, match="no .jsonl, .json or .parquet files") as err:
         read_rows(str(tmp_path / "empty"))
+    assert err.value.reason == "DatasetUnreadable"
+
+
+def test_a_broken_line_is_counted_with_its_number(tmp_path, tokenizer):
+    rows = arithmetic_rows(3)
     broken = write_dataset(tmp_path / "broken", rows)
     with open(broken / "data.jsonl", "a") as fh:
         fh.write("{not json\n")
-    with pytest.raises(WorkloadError, match="line 4 is not JSON") as err:
-        read_rows(str(broken))
-    assert err.value.reason == "DatasetUnreadable"
+    samples, stats = prepare_samples(tokenizer, read_rows(str(broken)), max_length=512, overlong="drop", system_prompt=None)
+    assert len(samples) == 3 and stats.unusable.reasons == {"invalid-json": 1}
+    assert stats.unusable.details["invalid-json"].startswith("line 4:")
 
 
 def test_epoch_order_is_deterministic_and_wraps():

@@ -157,13 +157,34 @@ class HubSource(Model):
     )
 
 
+SOLUTION_SEPARATOR = "\n\n"  # between the parts of a chain joined from several columns
+
+# A column of a row, or a path into nested fields: `conversations[0].value`, `metadata.answer`.
+ColumnPath = Annotated[str, Field(min_length=1, max_length=128)]
+
+
 class FieldMapping(Model):
-    question: Optional[Annotated[str, Field(max_length=128)]] = Field(default=None, description="Column of the problem.")
-    solution: Optional[Annotated[str, Field(max_length=128)]] = Field(default=None, description="Column of the worked solution.")
-    answer: Optional[Annotated[str, Field(max_length=128)]] = Field(
+    """Which columns of a row hold what. A column may be a path to a nested field (`conversations[0].value`);
+    a named column that a row lacks drops that row with a reason naming it."""
+
+    rules = (at_most_one("solution", "solutionParts", message="set at most one of solution and solutionParts"),)
+
+    question: Optional[ColumnPath] = Field(default=None, description="Column of the problem.")
+    solution: Optional[ColumnPath] = Field(default=None, description="Column of the worked solution (the chain).")
+    solutionParts: Optional[list[ColumnPath]] = Field(
+        default=None, min_length=1, max_length=8,
+        description="Columns joined, in order, into the chain, e.g. a thinking trajectory and the attempt after it"
+                    " (s1K: [deepseek_thinking_trajectory, deepseek_attempt]); exclusive with solution.",
+    )
+    separator: Optional[Annotated[str, Field(max_length=64)]] = defaulted(
+        SOLUTION_SEPARATOR, "Text between the parts of solutionParts.")
+    answer: Optional[ColumnPath] = Field(
         default=None, description="Column of the final answer; when absent, the last \\boxed{} of the solution."
     )
-    id: Optional[Annotated[str, Field(max_length=128)]] = Field(default=None, description="Column of a stable row id.")
+    system: Optional[ColumnPath] = Field(
+        default=None, description="Column of the row's own system prompt (it replaces the spec's systemPrompt for that row)."
+    )
+    id: Optional[ColumnPath] = Field(default=None, description="Column of a stable row id.")
 
 
 class InlineRow(Model):

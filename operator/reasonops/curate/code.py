@@ -23,8 +23,7 @@ from ..codebench import FUNCTIONAL_PREAMBLE, CodeProblem, code_protocol, decode_
 from ..errors import WorkloadError
 from ..grading import GradeResult
 from ..sandbox import TestCase
-from .loaders import RowError
-from .records import Problem
+from .records import Problem, RowError
 from .text import normalize
 
 STDIN_FORMAT = ("Read the input from standard input and write the answer to standard output. "

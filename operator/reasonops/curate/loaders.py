@@ -1,16 +1,23 @@
 """Load problem pools: hub datasets, JSONL/JSON/Parquet files or directories (local or fsspec URIs), inline rows.
 
-Rows are mapped to question/solution/answer by the source's (or the spec's) field mapping; fields it
-leaves unset are detected from the common layouts:
+The one reader of rows, for curation (`row_to_problem`) and training (`read_conversation`, `open_location`).
+A row is read as a conversation: the columns the source's (or the spec's) field mapping names, and for
+what it leaves unset, the first of these layouts that the row has (the README lists them with the
+public datasets that use them):
 
-- LIMO `{question, solution, answer}` and MATH-style `{problem, solution, answer}`;
-- ShareGPT `{system?, conversations: [{from, value}, ...]}` (first human turn, first gpt turn after it);
-- OpenAI `{messages: [{role, content}, ...]}` (first user turn, first assistant turn after it).
+- a thinking trajectory and an attempt (s1K-1.1 `deepseek_thinking_trajectory` + `deepseek_attempt`,
+  s1K `thinking_trajectories` + `attempt`): the chain joins them; a short reference `solution` is the answer;
+- ShareGPT `{system?, conversations: [{from, value}, ...]}` (Sky-T1, Bespoke-Stratos, OpenThoughts) and
+  OpenAI `{messages: [{role, content}, ...]}` (NuminaMath-CoT, OpenR1-Math, plain chat): the turns from
+  the first user turn on; the row's `system` column or system turn is its own system prompt;
+- columns: LIMO `{question, solution, answer}`, MATH-style `{problem, solution, answer}` and the other
+  names of QUESTION_KEYS, SOLUTION_KEYS, ANSWER_KEYS.
 
-JSONL and Parquet files are read a line or a row group at a time; a JSON document is read whole.
-A row that cannot become a problem (not an object, bad JSON, invalid UTF-8, a missing, empty or
-non-text question) is dropped with a counted reason. A source that cannot be reached at all fails the
-run at once with WorkloadError(reasons.REASON_SOURCE_UNAVAILABLE).
+JSONL and Parquet files are read a line or a row group at a time; a JSON document (a list of rows, or an
+object holding one) is read whole. A row that cannot become a problem (not an object, bad JSON, invalid
+UTF-8, a missing, empty or non-text question, a named column it lacks) is dropped with a counted reason
+whose detail names the columns looked for. A source that cannot be reached at all fails the run at once
+with WorkloadError(reasons.REASON_SOURCE_UNAVAILABLE).
 """
 
 from __future__ import annotations
@@ -18,31 +25,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Iterable, Iterator
 
-from ..api.v1alpha1 import DataSource, FieldMapping
+from ..api.v1alpha1 import SOLUTION_SEPARATOR, DataSource, FieldMapping
 from ..api import common as reasons
 from ..errors import WorkloadError
 from ..grading import last_boxed
-from .records import Chain, Problem, StageReport
+from . import code
+from .records import Chain, Problem, RowError, StageReport
 from .text import normalize
 
 log = logging.getLogger("reasonops.curate")
 
-QUESTION_KEYS = ("question", "problem", "prompt", "query", "instruction", "input")
-SOLUTION_KEYS = ("solution", "response", "output", "completion", "reasoning")
-ANSWER_KEYS = ("answer", "final_answer", "expected_answer", "gold", "target")
-ID_KEYS = ("id", "unique_id", "uid", "problem_id", "idx")
-_USER_ROLES = ("human", "user")
-_ASSISTANT_ROLES = ("gpt", "assistant", "model")
 _FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet"}
 _COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
-
-
-class RowError(Exception):
-    """JSONL and Parquet files are read a line or a row group at a time; a JSON document is read whole.
-A row that cannot become a problem; args are (reason, detail)."""
 
 
 @dataclass
@@ -83,17 +81,15 @@ def iter_problems(sources: list[DataSource], default_fields: FieldMapping | None
 
     for source in sources:
         info, rows = open_source(source)
-        mapping = _merge_mapping(default_fields, source.fields)
-        if source.codeTests:
-            from .code import row_to_problem as code_row  # code problems carry tests instead of an answer
+        columns = columns_of(default_fields, source.fields)
         for index, row in enumerate(tqdm(rows, desc=f"load {source.name}", disable=not progress, mininterval=10)):
             if source.limit is not None and index >= source.limit:
                 break
             info.rows += 1
             report.input += 1
             try:
-                problem = (code_row(row, source.codeTests, source.name, index) if source.codeTests
-                           else row_to_problem(row, mapping, source.name, index))
+                problem = (code.row_to_problem(row, source.codeTests, source.name, index) if source.codeTests
+                           else row_to_problem(row, columns, source.name, index))
             except RowError as exc:
                 report.drop(f"{source.name}:{index}", *exc.args)
                 continue
@@ -112,7 +108,7 @@ def open_source(source: DataSource) -> tuple[SourceInfo, Iterable[Any]]:
         return _open_hub(source)
     location = source.path or source.uri
     assert location is not None, "DataSource validation guarantees one of hub, path, uri or inline"
-    return _open_files(source, location)
+    return open_location(source.name, location, source.format, "uri" if source.uri else "path")
 
 
 def _open_hub(source: DataSource) -> tuple[SourceInfo, Iterable[Any]]:
@@ -135,7 +131,9 @@ def _open_hub(source: DataSource) -> tuple[SourceInfo, Iterable[Any]]:
     return SourceInfo(source.name, "hub", location, hub.revision or "unpinned"), ds
 
 
-def _open_files(source: DataSource, location: str) -> tuple[SourceInfo, Iterator[Any]]:
+def open_location(name: str, location: str, declared: str | None = None, kind: str = "path") -> tuple[SourceInfo, Iterator[Any]]:
+    """The rows of a file, or of every .jsonl/.json/.parquet file under a directory (local path or fsspec URI),
+    parsed as they are read; an unparseable line or file comes as a RowError in its place."""
     import fsspec
 
     try:
@@ -147,20 +145,20 @@ def _open_files(source: DataSource, location: str) -> tuple[SourceInfo, Iterator
         else:
             raise FileNotFoundError(location)
     except Exception as exc:  # missing path, unknown protocol, missing s3fs, credentials, network
-        raise WorkloadError(reasons.REASON_SOURCE_UNAVAILABLE, f"source {source.name}: cannot open {location}: {exc}") from exc
+        raise WorkloadError(reasons.REASON_SOURCE_UNAVAILABLE, f"source {name}: cannot open {location}: {exc}") from exc
     if not files:
-        raise WorkloadError(reasons.REASON_SOURCE_UNAVAILABLE, f"source {source.name}: no .jsonl, .json or .parquet files in {location}")
-    info = SourceInfo(source.name, "uri" if source.uri else "path", location, None, files=list(files))
+        raise WorkloadError(reasons.REASON_SOURCE_UNAVAILABLE, f"source {name}: no .jsonl, .json or .parquet files in {location}")
+    info = SourceInfo(name, kind, location, None, files=list(files))
     digest = hashlib.sha256()
 
     def rows() -> Iterator[Any]:
         for path in files:
-            fmt = _format_of(path, source.format) or "jsonl"
+            fmt = _format_of(path, declared) or "jsonl"
             try:
                 with fs.open(path, "rb", compression="infer") as fh:
                     yield from _parse(fh, fmt, lambda data: digest.update(data))
             except OSError as exc:
-                raise WorkloadError(reasons.REASON_SOURCE_UNAVAILABLE, f"source {source.name}: cannot read {path}: {exc}") from exc
+                raise WorkloadError(reasons.REASON_SOURCE_UNAVAILABLE, f"source {name}: cannot read {path}: {exc}") from exc
             info.revision = "sha256:" + digest.hexdigest()[:16]  # content hash of the files read so far
 
     return info, rows()
@@ -258,51 +256,258 @@ def _has_surrogates(value: Any) -> bool:
     return False
 
 
-def _merge_mapping(default: FieldMapping | None, override: FieldMapping | None) -> dict[str, str]:
-    merged: dict[str, str] = {}
+@dataclass(frozen=True)
+class Columns:
+    """A resolved field mapping: the columns (or nested paths) named for each part; None: detected."""
+
+    question: str | None = None
+    solution: tuple[str, ...] | None = None
+    separator: str = SOLUTION_SEPARATOR
+    answer: str | None = None
+    system: str | None = None
+    id: str | None = None
+
+    @property
+    def names_text(self) -> bool:
+        """Whether the question or the chain comes from named columns (not from a detected conversation)."""
+        return self.question is not None or self.solution is not None
+
+
+def columns_of(default: FieldMapping | None, override: FieldMapping | None) -> Columns:
+    """The spec's mapping, then the source's over it (a source naming solution or solutionParts replaces both)."""
+    merged: dict[str, Any] = {}
     for mapping in (default, override):
-        if mapping is not None:
-            merged.update(mapping.model_dump(exclude_none=True))
-    return merged
+        if mapping is None:
+            continue
+        values = mapping.model_dump(exclude_none=True)
+        if "solution" in values or "solutionParts" in values:
+            merged.pop("solution", None), merged.pop("solutionParts", None)
+        merged.update(values)
+    parts = merged.get("solutionParts") or ([merged["solution"]] if merged.get("solution") else None)
+    return Columns(question=merged.get("question"), solution=tuple(parts) if parts else None,
+                   separator=merged.get("separator", SOLUTION_SEPARATOR), answer=merged.get("answer"),
+                   system=merged.get("system"), id=merged.get("id"))
 
 
-def row_to_problem(row: Any, mapping: dict[str, str], source: str, index: int) -> Problem:
+@dataclass
+class Conversation:
+    """One row read as a conversation: the one reading of a row that curation and training share.
+
+    `turns` are (role, text) pairs, role "user" or "assistant", from the row's first user turn on; a row of
+    columns has two (the question, the chain) or one (no chain). `system` is the row's own system prompt.
+    """
+
+    turns: list[tuple[str, str]]
+    system: str | None = None
+    answer: str | None = None
+    id: Any = None
+
+    @property
+    def question(self) -> str:
+        return self.turns[0][1]
+
+    @property
+    def chain(self) -> str | None:
+        """The first assistant turn after the question."""
+        return next((text for role, text in self.turns[1:] if role == "assistant"), None)
+
+    def messages(self, system_prompt: str | None) -> list[dict[str, str]]:
+        """Chat messages: the row's system prompt, else `system_prompt` (none when empty), then the turns."""
+        system = self.system if self.system is not None else system_prompt
+        head = [{"role": "system", "content": system}] if system else []
+        return head + [{"role": role, "content": text} for role, text in self.turns]
+
+
+def row_to_problem(row: Any, columns: Columns, source: str, index: int) -> Problem:
     """Turn one raw row into a Problem or raise RowError(reason, detail)."""
+    conversation = read_conversation(row, columns)
+    question = normalize(conversation.question)
+    if not question:
+        raise RowError("empty-question", None)
+    solution = normalize(conversation.chain) if conversation.chain else None
+    answer = conversation.answer
+    if answer is None and solution:
+        answer = last_boxed(solution)
+    row_id = conversation.id
+    problem_id = f"{source}:{row_id if row_id not in (None, '') else index}"
+    chains = [Chain(text=solution, answer=last_boxed(solution) or answer)] if solution else []
+    system = normalize(conversation.system) if conversation.system is not None else None
+    return Problem(id=problem_id, question=question, answer=answer, source=source, chains=chains, system=system)
+
+
+def read_conversation(row: Any, columns: Columns = Columns()) -> Conversation:
+    """The conversation of one raw row, from the named columns and else the detected layout (see LAYOUTS);
+    RowError(reason, detail) for a row that holds none."""
     if isinstance(row, RowError):
         raise row
     if not isinstance(row, dict):
         raise RowError("not-an-object", type(row).__name__)
-    question, solution = _from_conversation(row) if not mapping.get("question") else (None, None)
-    question = _text_field(row, "question", mapping.get("question"), QUESTION_KEYS, question)
+    if columns.names_text:
+        turns = _named_turns(row, columns)
+    else:
+        turns = _reasoning_trace(row) or _chat_turns(row) or _column_turns(row)
+    system = _named_text(row, columns.system, "system") if columns.system else _detected_system(row)
+    answer = _answer(row, columns.answer)
+    if answer is None and not columns.answer and not columns.names_text:
+        answer = _reference_answer(row)
+    row_id = _path_value(row, columns.id, "id") if columns.id else _first(row, ID_KEYS)
+    return Conversation(turns=turns, system=system, answer=answer, id=row_id)
+
+
+# ------------------------------------------------------------------------------------------ layouts
+
+# The layouts read without a mapping, in the order they are tried (the README's table lists them).
+QUESTION_KEYS = ("question", "problem", "prompt", "query", "instruction", "input")
+SOLUTION_KEYS = ("solution", "response", "output", "completion", "reasoning")
+ANSWER_KEYS = ("answer", "final_answer", "expected_answer", "gold", "target")
+ID_KEYS = ("id", "unique_id", "uid", "uuid", "problem_id", "idx")
+# s1K and s1K-1.1: a thinking trajectory and the attempt written after it make the chain; `solution` is the
+# reference (often only the answer). The DeepSeek-R1 traces of s1K-1.1 come first, as s1.1 was trained on them.
+TRACE_COLUMNS = (("deepseek_thinking_trajectory", "deepseek_attempt"), ("gemini_thinking_trajectory", "gemini_attempt"),
+                 ("thinking_trajectories", "attempt"))
+# ShareGPT (Sky-T1, Bespoke-Stratos, OpenThoughts) and OpenAI chat (NuminaMath-CoT, OpenR1-Math, plain chat)
+CHAT_KEYS = (("conversations", "from", "value"), ("messages", "role", "content"))
+ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "model": "assistant",
+         "system": "system"}
+SHORT_REFERENCE = 64  # a reference solution this short on one line is the answer itself (s1K's "48")
+
+
+def _reasoning_trace(row: dict) -> list[tuple[str, str]] | None:
+    question = row.get("question")
+    for trace, attempt in TRACE_COLUMNS:
+        if trace in row and attempt in row and isinstance(question, str):
+            parts = [_joined(row[trace], trace), _joined(row[attempt], attempt)]
+            chain = SOLUTION_SEPARATOR.join(p for p in parts if p)
+            return [("user", question), ("assistant", chain)] if chain else [("user", question)]
+    return None
+
+
+def _joined(value: Any, column: str) -> str | None:
+    """A text column, or a list of texts (s1K's `thinking_trajectories`) joined."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return SOLUTION_SEPARATOR.join(value)
+    raise RowError("wrong-type-solution", f"column {column} holds {type(value).__name__}")
+
+
+def _chat_turns(row: dict) -> list[tuple[str, str]] | None:
+    """The turns of a ShareGPT `conversations` or OpenAI `messages` list, from the first user turn on."""
+    for key, role_key, text_key in CHAT_KEYS:
+        turns = row.get(key)
+        if not isinstance(turns, list):
+            continue
+        out: list[tuple[str, str]] = []
+        for number, turn in enumerate(turns):
+            if not isinstance(turn, dict):
+                raise RowError(f"malformed-{key}", f"{key}[{number}] is not an object")
+            role, text = ROLES.get(turn.get(role_key)), turn.get(text_key)
+            if role is None:
+                raise RowError(f"malformed-{key}", f"{key}[{number}].{role_key} is {turn.get(role_key)!r}, not one of "
+                               f"{', '.join(ROLES)}")
+            if not isinstance(text, str):
+                raise RowError(f"malformed-{key}", f"{key}[{number}].{text_key} is {type(text).__name__}, not text")
+            if role != "system" and (out or role == "user"):
+                out.append((role, text))
+        if out:
+            return out
+    return None
+
+
+def _detected_system(row: dict) -> str | None:
+    """A ShareGPT row's `system` column, or the system turn of its conversation."""
+    if isinstance(row.get("system"), str):
+        return row["system"]
+    for key, role_key, text_key in CHAT_KEYS:
+        turns = row.get(key)
+        if isinstance(turns, list):
+            return next((t.get(text_key) for t in turns if isinstance(t, dict) and t.get(role_key) == "system"
+                         and isinstance(t.get(text_key), str)), None)
+    return None
+
+
+def _column_turns(row: dict) -> list[tuple[str, str]]:
+    question = _first(row, QUESTION_KEYS)
     if question is None:
-        raise RowError("missing-question", None)
-    if not question:
-        raise RowError("empty-question", None)
-    solution = _text_field(row, "solution", mapping.get("solution"), SOLUTION_KEYS, solution) or None
-    answer = _answer_field(row, mapping.get("answer"))
-    if answer is None and solution is not None:
-        answer = last_boxed(solution)
-    row_id = _first(row, (mapping["id"],) if mapping.get("id") else ID_KEYS)
-    problem_id = f"{source}:{row_id if row_id not in (None, '') else index}"
-    chains = [Chain(text=solution, answer=last_boxed(solution) or answer)] if solution else []
-    return Problem(id=problem_id, question=question, answer=answer, source=source, chains=chains)
+        raise RowError("missing-question", f"looked for {', '.join(QUESTION_KEYS + tuple(k for k, _, _ in CHAT_KEYS))}"
+                       f"; the row has {_columns(row)}")
+    if not isinstance(question, str):
+        raise RowError("wrong-type-question", type(question).__name__)
+    solution = _first(row, SOLUTION_KEYS)
+    if solution is not None and not isinstance(solution, str):
+        raise RowError("wrong-type-solution", type(solution).__name__)
+    return [("user", question), ("assistant", solution)] if solution else [("user", question)]
+
+
+def _reference_answer(row: dict) -> str | None:
+    """The answer of a reasoning-trace row (s1K): its reference `solution` when that is short, else its box."""
+    if not any(t in row for t, _ in TRACE_COLUMNS) or not isinstance(row.get("solution"), str):
+        return None
+    reference = row["solution"].strip()
+    boxed = last_boxed(reference)
+    if boxed:
+        return boxed
+    return normalize(reference) if reference and len(reference) <= SHORT_REFERENCE and "\n" not in reference else None
+
+
+# ------------------------------------------------------------------------------------ named columns
+
+
+def _named_turns(row: dict, columns: Columns) -> list[tuple[str, str]]:
+    if columns.question:
+        question = _named_text(row, columns.question, "question")
+    else:
+        question = _first(row, QUESTION_KEYS)
+        if question is None:
+            raise RowError("missing-question", f"looked for {', '.join(QUESTION_KEYS)}; the row has {_columns(row)}")
+        if not isinstance(question, str):
+            raise RowError("wrong-type-question", type(question).__name__)
+    assert question is not None
+    parts = [_named_text(row, column, "solution") for column in columns.solution or ()]
+    chain = columns.separator.join(p for p in parts if p)
+    return [("user", question), ("assistant", chain)] if chain else [("user", question)]
+
+
+_STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def _path_value(row: dict, path: str, part: str) -> Any:
+    """The value at a column or a nested path (`conversations[0].value`, `metadata.answer`); a column the row
+    lacks drops it with RowError(missing-<part>) naming the column. A column whose name holds dots wins."""
+    if path in row:
+        return row[path]
+    value: Any = row
+    for match in _STEP.finditer(path):
+        key, position = match.groups()
+        if key is not None and isinstance(value, dict) and key in value:
+            value = value[key]
+        elif position is not None and isinstance(value, list) and int(position) < len(value):
+            value = value[int(position)]
+        else:
+            raise RowError(f"missing-{part}", f"column {path} (fields.{part}) is not in the row; the row has {_columns(row)}")
+    return value
+
+
+def _named_text(row: dict, path: str, part: str) -> str | None:
+    value = _path_value(row, path, part)
+    if part == "solution":
+        return _joined(value, path)
+    if value is not None and not isinstance(value, str):
+        raise RowError(f"wrong-type-{part}", f"column {path} holds {type(value).__name__}")
+    return value
+
+
+def _columns(row: dict) -> str:
+    names = list(row)
+    return ", ".join(map(str, names[:12])) + (f" and {len(names) - 12} more" if len(names) > 12 else "") if names else "no columns"
 
 
 def _first(row: dict, keys: Iterable[str]) -> Any:
     return next((row[k] for k in keys if k in row and row[k] is not None), None)
 
 
-def _text_field(row: dict, name: str, column: str | None, keys: tuple[str, ...], detected: str | None) -> str | None:
-    value = row.get(column) if column else (detected if detected is not None else _first(row, keys))
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise RowError(f"wrong-type-{name}", type(value).__name__)
-    return normalize(value)
-
-
-def _answer_field(row: dict, column: str | None) -> str | None:
-    value = row.get(column) if column else _first(row, ANSWER_KEYS)
+def _answer(row: dict, column: str | None) -> str | None:
+    value = _path_value(row, column, "answer") if column else _first(row, ANSWER_KEYS)
     if isinstance(value, bool):
         raise RowError("wrong-type-answer", "bool")
     if value is None:
@@ -316,26 +521,3 @@ def _answer_field(row: dict, column: str | None) -> str | None:
     if not isinstance(value, str):
         raise RowError("wrong-type-answer", type(value).__name__)
     return normalize(value).strip("$ ") or None
-
-
-def _from_conversation(row: dict) -> tuple[str | None, str | None]:
-    """Question and solution from ShareGPT `conversations` or OpenAI `messages`; (None, None) otherwise."""
-    for key, role_key, text_key in (("conversations", "from", "value"), ("messages", "role", "content")):
-        turns = row.get(key)
-        if not isinstance(turns, list):
-            continue
-        question = solution = None
-        for turn in turns:
-            if not isinstance(turn, dict):
-                raise RowError(f"malformed-{key}", "turn is not an object")
-            role, text = turn.get(role_key), turn.get(text_key)
-            if question is None and role in _USER_ROLES:
-                question = text
-            elif question is not None and role in _ASSISTANT_ROLES:
-                solution = text
-                break
-        for value in (question, solution):
-            if value is not None and not isinstance(value, str):
-                raise RowError(f"malformed-{key}", f"turn text is {type(value).__name__}")
-        return question, solution
-    return None, None

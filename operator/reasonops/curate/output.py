@@ -47,15 +47,17 @@ CHARS_PER_TOKEN = 4
 
 
 def build_rows(problems: list[Problem], system_prompt: str) -> list[dict[str, Any]]:
-    """One chat row per problem, from its best chain."""
+    """One chat row per problem, from its best chain: the row's own system prompt, else `system_prompt`
+    (no system turn where the one that applies is empty), the question, the chain."""
     rows = []
     for problem in problems:
         chain = problem.best_chain
         assert chain is not None, "problems without a chain are dropped before output"
+        system = problem.system if problem.system is not None else system_prompt
         rows.append({
             "id": problem.id,
             "messages": [
-                {"role": "system", "content": system_prompt},
+                *([{"role": "system", "content": system}] if system else []),
                 {"role": "user", "content": problem.question},
                 {"role": "assistant", "content": chain.text},
             ],

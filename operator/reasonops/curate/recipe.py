@@ -193,7 +193,7 @@ def _model_context(config: CurateConfig, sink: output.DatasetSink, grader: Grade
             reporter.update(message=message)
 
     return ModelContext(
-        system_prompt=config.spec.systemPrompt or LIMO_SYSTEM_PROMPT,
+        system_prompt=LIMO_SYSTEM_PROMPT if config.spec.systemPrompt is None else config.spec.systemPrompt,
         work_dir=sink.work_dir(),
         grader=grader,
         endpoints=config.endpoints,
@@ -302,7 +302,7 @@ def _write_dataset(config: CurateConfig, sink: output.DatasetSink, store: Proble
                    sources: list[SourceInfo], drops: DropLog, scratch: Path) -> dict[str, Any]:
     """Stream the surviving rows into the dataset files (in `scratch`), then write them all atomically."""
     spec = config.spec
-    system_prompt = spec.systemPrompt or LIMO_SYSTEM_PROMPT
+    system_prompt = LIMO_SYSTEM_PROMPT if spec.systemPrompt is None else spec.systemPrompt
     writer = output.RowsWriter(scratch / "data.jsonl", scratch / "data.parquet", spec.tokenizer)
     samples: list[Sample] = []
     contributed: Counter[str] = Counter()
@@ -317,7 +317,7 @@ def _write_dataset(config: CurateConfig, sink: output.DatasetSink, store: Proble
             for name in rates.keys() & problem.solve_rates.keys():
                 rates[name][problem.solve_rates[name]] += 1
             if spec.perturbations:  # perturbations mix steps across samples: their texts stay in memory
-                samples.append(Sample(row["id"], row["messages"][2]["content"], row["answer"]))
+                samples.append(Sample(row["id"], row["messages"][-1]["content"], row["answer"]))
     digest, count, method, lengths = writer.close()
     files: dict[str, bytes | Path] = {"data.jsonl": writer.jsonl, "data.parquet": writer.parquet}
     variants = []
@@ -327,7 +327,7 @@ def _write_dataset(config: CurateConfig, sink: output.DatasetSink, store: Proble
         for _, problems in store.batches(store.live()):
             rows = output.build_rows(problems, system_prompt)
             start = variant.count
-            variant.write([{**r, "messages": [*r["messages"][:2], {"role": "assistant", "content": t}]}
+            variant.write([{**r, "messages": [*r["messages"][:-1], {"role": "assistant", "content": t}]}
                            for r, t in zip(rows, texts[start : start + len(rows)])])
         variant_digest = variant.close()[0]
         info = {"name": perturbation.name, "type": perturbation.type, "fraction": perturbation.fraction or "0.67",

@@ -12,6 +12,13 @@ from typing import Any
 log = logging.getLogger("reasonops.curate")
 
 
+class RowError(Exception):
+    """A row that cannot become a problem or a training sample; args are (reason, detail).
+
+    Raised by the loaders of both kinds of rows (`loaders`, `code`); shared here so neither imports the other.
+    """
+
+
 @dataclass
 class Chain:
     """One reasoning chain for a problem: the source solution or a teacher's generation."""
@@ -32,6 +39,7 @@ class Problem:
     chains: list[Chain] = field(default_factory=list)
     solve_rates: dict[str, float] = field(default_factory=dict)  # difficulty stage name -> share solved
     tests: Any = None  # code problems: a codebench.CodeProblem, graded by running its tests (curate/code.py)
+    system: str | None = None  # the row's own system prompt; None: the dataset's applies
 
     @property
     def gold(self) -> Any:
@@ -72,6 +80,8 @@ class Drop:
     reason: str
     detail: str | None = None
 
+
+DROP_EXAMPLES = 5  # dropped ids kept per reason for the summary, the manifest and the status
 
 # stage info entries that count rows (and add up over parts of the pool); the others describe settings
 COUNTED_INFO = frozenset({"ungraded", "chainsScored", "problemsBySolvedCount", "teachers", "matchedBenchmarks"})
@@ -131,6 +141,8 @@ class StageReport:
     info: dict[str, Any] = field(default_factory=dict)
     log: DropLog | None = None
     counts: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)  # reason -> the first few dropped ids
+    details: dict[str, str] = field(default_factory=dict)  # reason -> the detail of its first drop
 
     @property
     def dropped(self) -> int:
@@ -142,6 +154,11 @@ class StageReport:
 
     def drop(self, problem_id: str, reason: str, detail: str | None = None) -> None:
         self.counts[reason] += 1
+        ids = self.examples.setdefault(reason, [])
+        if len(ids) < DROP_EXAMPLES:
+            ids.append(problem_id)
+        if detail and reason not in self.details:
+            self.details[reason] = detail
         if self.log is not None:
             self.log.write(self.name, Drop(problem_id, reason, detail))
         else:
@@ -152,11 +169,24 @@ class StageReport:
         self.input += part.input
         self.kept += part.kept
         self.counts.update(part.counts)
+        for reason, ids in part.examples.items():
+            self.examples[reason] = (self.examples.get(reason, []) + ids)[:DROP_EXAMPLES]
+        for reason, detail in part.details.items():
+            self.details.setdefault(reason, detail)
         self.drops.extend(part.drops)
         self.info = merge_info(self.info, part.info)
 
+    def explain(self, reason: str) -> str:
+        """One drop reason with its count, its first few rows and the detail of the first (what was looked for)."""
+        text = f"{reason}: {self.counts[reason]:,}"
+        ids = self.examples.get(reason)
+        if ids:
+            text += f" (rows {', '.join(ids)}{', ...' if self.counts[reason] > len(ids) else ''})"
+        detail = self.details.get(reason)
+        return f"{text}: {detail}" if detail else text
+
     def summary(self) -> str:
-        reasons = ", ".join(f"{r}: {n}" for r, n in self.reasons.items())
+        reasons = "; ".join(self.explain(r) for r in self.reasons)
         return f"kept {self.kept:,} of {self.input:,}, dropped {self.dropped:,}" + (f" ({reasons})" if reasons else "")
 
     def to_manifest(self) -> dict[str, Any]:
@@ -164,6 +194,8 @@ class StageReport:
             "stage": self.name, "kind": self.kind, "input": self.input, "kept": self.kept,
             "dropped": self.dropped, "reasons": self.reasons, "seconds": round(self.seconds, 3),
         }
+        if self.examples:
+            out["dropExamples"] = {r: {"rows": self.examples.get(r, []), "detail": self.details.get(r)} for r in self.reasons}
         if self.info:
             out["info"] = self.info
         return out

@@ -33,12 +33,14 @@ def _encode(problem: Problem) -> bytes:
            "r": problem.solve_rates}
     if problem.tests is not None:  # a code problem: its tests travel with it
         row["t"] = dataclasses.asdict(problem.tests)
+    if problem.system is not None:  # the row's own system prompt
+        row["y"] = problem.system
     return (json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8", "surrogatepass")
 
 
 def decode(line: bytes) -> Problem:
     row = json.loads(line.decode("utf-8", "surrogatepass"))
-    problem = Problem(row["i"], row["q"], row["a"], row["s"], [Chain(*c) for c in row["c"]], row["r"])
+    problem = Problem(row["i"], row["q"], row["a"], row["s"], [Chain(*c) for c in row["c"]], row["r"], system=row.get("y"))
     if row.get("t") is not None:
         problem.tests = _code_problem(row["t"])
     return problem

@@ -1,4 +1,7 @@
-"""Training data: read the curated dataset, tokenise with the chat template, order and batch it.
+"""Training data: read the dataset, tokenise with the chat template, order and batch it.
+
+The dataset is a curated one or a file in any layout curation reads: rows are read and understood by the
+curation loader (`curate.loaders`), the one reader of rows, so a raw public file trains as it curates.
 
 Loss is computed on assistant tokens only: every other label is IGNORE. With packing, the samples of a
 micro batch are concatenated into one row whose position ids restart at 0 for each sample; the model then
@@ -9,7 +12,6 @@ use_cache=False) and no compute is spent on padding.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -18,12 +20,13 @@ from typing import Any, Iterable, Optional
 import torch
 
 from ..api import common as reasons
+from ..curate.loaders import SOLUTION_KEYS, open_location, read_conversation
+from ..curate.records import RowError, StageReport
 from ..errors import WorkloadError
 
 log = logging.getLogger("reasonops.train")
 
 IGNORE = -100
-ROLES = ("system", "user", "assistant")
 DATA_FILES = ("data.jsonl", "data.parquet")
 
 
@@ -37,12 +40,17 @@ class Sample:
 class DataStats:
     rows: int = 0
     kept: int = 0
-    bad: int = 0  # no assistant turn, empty, malformed
     overlong_dropped: int = 0
     truncated: int = 0
     tokens: int = 0
     label_tokens: int = 0
     lengths: list[int] = field(default_factory=list, repr=False)
+    unusable: StageReport = field(default_factory=lambda: StageReport("rows", "train"), repr=False)  # why rows were unusable
+
+    @property
+    def bad(self) -> int:
+        """Rows that hold no conversation with a non-empty assistant turn, or are malformed."""
+        return self.unusable.dropped
 
     @property
     def dropped_for_length(self) -> int:
@@ -52,59 +60,36 @@ class DataStats:
 # ----------------------------------------------------------------------------------------- reading
 
 
-def read_rows(location: str) -> list[dict[str, Any]]:
-    """Rows of data.jsonl (or data.parquet) in a directory, or of such a file; local path or fsspec URI."""
+def read_rows(location: str) -> list[Any]:
+    """Rows of a dataset through the curation loader: a curated directory's data.jsonl (or data.parquet), or
+    any file or directory of .jsonl, .json or .parquet files that curation reads; local path or fsspec URI.
+    A row that cannot be parsed comes as a RowError in its place (counted by `prepare_samples`)."""
     import fsspec
 
     try:
         fs, path = fsspec.core.url_to_fs(location)
         if fs.isdir(path):
-            found = [f"{path.rstrip('/')}/{name}" for name in DATA_FILES if fs.exists(f"{path.rstrip('/')}/{name}")]
-            if not found:
-                raise WorkloadError(reasons.REASON_DATASET_UNREADABLE, f"{location} holds neither {' nor '.join(DATA_FILES)}")
-            if not fs.exists(f"{path.rstrip('/')}/_COMPLETE"):
+            curated = [name for name in DATA_FILES if fs.exists(f"{path.rstrip('/')}/{name}")]
+            if curated and not fs.exists(f"{path.rstrip('/')}/_COMPLETE"):
                 log.warning("dataset %s has no _COMPLETE marker: it may be partially written", location)
-            path = found[0]
-        elif not fs.exists(path):
-            raise WorkloadError(reasons.REASON_DATASET_UNREADABLE, f"dataset {location} does not exist")
-        with fs.open(path, "rb") as fh:
-            if path.endswith(".parquet"):
-                import pyarrow.parquet as pq
-
-                return pq.read_table(fh).to_pylist()
-            return _parse_jsonl(fh.read().decode("utf-8"), location)
-    except WorkloadError:
-        raise
+            if curated:
+                location = f"{location.rstrip('/')}/{curated[0]}"
+        _, rows = open_location("dataset", location)
+        return list(rows)
+    except WorkloadError as exc:
+        raise WorkloadError(reasons.REASON_DATASET_UNREADABLE, f"cannot read dataset {location}: {exc.message}") from exc
     except Exception as exc:  # permissions, network, corrupt parquet: all mean the data cannot be read
         raise WorkloadError(reasons.REASON_DATASET_UNREADABLE, f"cannot read dataset {location}: {type(exc).__name__}: {exc}") from exc
 
 
-def _parse_jsonl(text: str, location: str) -> list[dict[str, Any]]:
-    rows = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise WorkloadError(reasons.REASON_DATASET_UNREADABLE, f"{location}: line {number} is not JSON: {exc}") from exc
-    return rows
-
-
-def to_messages(row: Any, system_prompt: Optional[str]) -> Optional[list[dict[str, str]]]:
-    """The row's conversation with the system prompt added when it has no system turn; None if unusable."""
-    if not isinstance(row, dict) or not isinstance(row.get("messages"), list):
-        return None
-    messages = []
-    for turn in row["messages"]:
-        if not isinstance(turn, dict) or turn.get("role") not in ROLES or not isinstance(turn.get("content"), str):
-            return None
-        messages.append({"role": turn["role"], "content": turn["content"]})
-    if not any(m["role"] == "assistant" and m["content"].strip() for m in messages):
-        return None
-    if system_prompt and messages[0]["role"] != "system":
-        messages.insert(0, {"role": "system", "content": system_prompt})
-    return messages
+def to_messages(row: Any, system_prompt: Optional[str]) -> list[dict[str, str]]:
+    """The row's conversation (any layout curation reads) with its own system prompt, else `system_prompt`
+    (none when empty); RowError(reason, detail) when it has no non-empty assistant turn or is malformed."""
+    conversation = read_conversation(row)
+    if not any(role == "assistant" and text.strip() for role, text in conversation.turns):
+        raise RowError("no-assistant-turn", "the row has no non-empty answer to learn: looked for an assistant turn in"
+                       f" conversations or messages, or a chain in {', '.join(SOLUTION_KEYS)}")
+    return conversation.messages(system_prompt)
 
 
 # ------------------------------------------------------------------------------------- tokenising
@@ -173,12 +158,16 @@ def prepare_samples(
     """Tokenise every row; drop bad rows, drop or truncate over-long ones. Raises EmptyDataset if none is left."""
     stats = DataStats()
     samples: list[Sample] = []
-    for row in rows:
+    for number, row in enumerate(rows):
         stats.rows += 1
-        messages = to_messages(row, system_prompt)
-        sample = tokenize_conversation(tokenizer, messages) if messages else None
-        if sample is None or not any(label != IGNORE for label in sample.labels[1:]):
-            stats.bad += 1
+        stats.unusable.input += 1
+        try:
+            sample = tokenize_conversation(tokenizer, to_messages(row, system_prompt))
+        except RowError as exc:
+            stats.unusable.drop(f"row {number}", *exc.args)
+            continue
+        if not any(label != IGNORE for label in sample.labels[1:]):
+            stats.unusable.drop(f"row {number}", "no-assistant-tokens", "the chat template left no assistant token")
             continue
         if len(sample.input_ids) > max_length:
             if overlong == "drop":
@@ -197,8 +186,9 @@ def prepare_samples(
     if not samples:
         raise WorkloadError(
             reasons.REASON_EMPTY_DATASET,
-            f"no trainable samples among {stats.rows} rows: {stats.bad} without a non-empty assistant turn or "
-            f"malformed, {stats.overlong_dropped} over maxLength {max_length} tokens (overlong: {overlong})",
+            f"no trainable samples among {stats.rows} rows: {stats.bad} unusable"
+            f"{' (' + '; '.join(map(stats.unusable.explain, stats.unusable.reasons)) + ')' if stats.bad else ''}, "
+            f"{stats.overlong_dropped} over maxLength {max_length} tokens (overlong: {overlong})",
         )
     return samples, stats
 
