@@ -141,3 +141,71 @@ def test_duplicate_ids_are_made_unique(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "ids.jsonl", [{"id": 1, "question": "A?"}, {"id": 1, "question": "B?"}])
     problems, _, _ = load({"name": "s", "path": str(path)})
     assert len({p.id for p in problems}) == 2
+
+
+def test_a_rows_own_system_prompt_is_kept(tmp_path: Path) -> None:
+    rows = [
+        {"system": "Sky-T1's prompt.", "conversations": [{"from": "user", "value": "ShareGPT?"},
+                                                          {"from": "assistant", "value": "\\boxed{1}"}]},
+        {"conversations": [{"from": "system", "value": "A system turn."}, {"from": "human", "value": "Turn?"},
+                           {"from": "gpt", "value": "\\boxed{2}"}]},
+        {"messages": [{"role": "system", "content": "Chat's prompt."}, {"role": "user", "content": "Chat?"},
+                      {"role": "assistant", "content": "\\boxed{3}"}]},
+        {"question": "LIMO?", "solution": "\\boxed{4}"},
+    ]
+    problems, _, _ = load({"name": "s", "path": str(write_jsonl(tmp_path / "s.jsonl", rows))})
+    assert [p.system for p in problems] == ["Sky-T1's prompt.", "A system turn.", "Chat's prompt.", None]
+    assert [p.question for p in problems] == ["ShareGPT?", "Turn?", "Chat?", "LIMO?"]
+
+
+def test_s1k_chain_is_the_trajectory_and_the_attempt(tmp_path: Path) -> None:
+    s1k_11 = {"solution": "48", "question": "How many?", "cot_type": "math", "source_type": "x", "metadata": "{}",
+              "gemini_thinking_trajectory": "G.", "gemini_attempt": "G: 1",
+              "deepseek_thinking_trajectory": "Let me count.", "deepseek_attempt": "There are $\\boxed{48}$."}
+    s1k_10 = {"solution": "Long reference\nwith lines, no box.", "question": "Sum?", "cot_type": "math",
+              "thinking_trajectories": ["First.", "Second."], "attempt": "So \\boxed{7}.", "cot": None}
+    problems, _, _ = load({"name": "s1k", "path": str(write_jsonl(tmp_path / "s1k.jsonl", [s1k_11, s1k_10]))})
+    assert problems[0].chains[0].text == "Let me count.\n\nThere are $\\boxed{48}$." and problems[0].answer == "48"
+    assert problems[1].chains[0].text == "First.\n\nSecond.\n\nSo \\boxed{7}." and problems[1].answer == "7"
+
+
+def test_mapping_joins_columns_and_names_nested_fields(tmp_path: Path) -> None:
+    row = {"conversations": [{"value": "Nested question?"}, {"value": "ignored"}], "think": "Hmm.", "final": "\\boxed{5}",
+           "meta": {"gold": 5, "prompt": "Own prompt."}}
+    path = write_jsonl(tmp_path / "n.jsonl", [row])
+    problems, _, report = load({"name": "n", "path": str(path), "fields": {
+        "question": "conversations[0].value", "solutionParts": ["think", "final"], "separator": "\n",
+        "answer": "meta.gold", "system": "meta.prompt"}})
+    assert report.dropped == 0
+    assert (problems[0].question, problems[0].chains[0].text) == ("Nested question?", "Hmm.\n\\boxed{5}")
+    assert (problems[0].answer, problems[0].system) == ("5", "Own prompt.")
+    # a source's solution replaces the spec's solutionParts
+    problems, _, _ = load({"name": "n", "path": str(path), "fields": {"solution": "final"}},
+                          fields={"question": "conversations[0].value", "solutionParts": ["think", "final"]})
+    assert problems[0].chains[0].text == "\\boxed{5}"
+
+
+def test_a_named_column_the_row_lacks_is_named(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "m.jsonl", [{"question": "Q?", "worked": "w"}, {"question": "R?"}])
+    problems, _, report = load({"name": "m", "path": str(path),
+                                "fields": {"solutionParts": ["worked", "conversations[1].value"]}})
+    assert problems == [] and report.reasons == {"missing-solution": 2}
+    assert report.examples["missing-solution"] == ["m:0", "m:1"]
+    assert report.details["missing-solution"] == ("column conversations[1].value (fields.solution) is not in the row;"
+                                                   " the row has question, worked")
+    assert "missing-solution: 2 (rows m:0, m:1): column conversations[1].value" in report.summary()
+
+
+def test_missing_question_names_the_columns_looked_for(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "q.jsonl", [{"text": "x", "label": 1}] * 7)
+    _, _, report = load({"name": "q", "path": str(path)})
+    assert report.reasons == {"missing-question": 7}
+    explained = report.explain("missing-question")
+    assert explained.startswith("missing-question: 7 (rows q:0, q:1, q:2, q:3, q:4, ...): looked for question, problem,")
+    assert explained.endswith("conversations, messages; the row has text, label")
+    assert report.to_manifest()["dropExamples"]["missing-question"]["rows"] == ["q:0", "q:1", "q:2", "q:3", "q:4"]
+
+
+def test_solution_and_solution_parts_exclude_each_other() -> None:
+    with pytest.raises(ValueError, match="set at most one of solution and solutionParts"):
+        FieldMapping.model_validate({"solution": "a", "solutionParts": ["b"]})

@@ -426,13 +426,17 @@ def _detected_system(row: dict) -> str | None:
     return None
 
 
-def _column_turns(row: dict) -> list[tuple[str, str]]:
+def _column_question(row: dict, looked_for: tuple[str, ...]) -> str:
     question = _first(row, QUESTION_KEYS)
     if question is None:
-        raise RowError("missing-question", f"looked for {', '.join(QUESTION_KEYS + tuple(k for k, _, _ in CHAT_KEYS))}"
-                       f"; the row has {_columns(row)}")
+        raise RowError("missing-question", f"looked for {', '.join(looked_for)}; the row has {_columns(row)}")
     if not isinstance(question, str):
         raise RowError("wrong-type-question", type(question).__name__)
+    return question
+
+
+def _column_turns(row: dict) -> list[tuple[str, str]]:
+    question = _column_question(row, QUESTION_KEYS + tuple(key for key, _, _ in CHAT_KEYS))
     solution = _first(row, SOLUTION_KEYS)
     if solution is not None and not isinstance(solution, str):
         raise RowError("wrong-type-solution", type(solution).__name__)
@@ -454,15 +458,9 @@ def _reference_answer(row: dict) -> str | None:
 
 
 def _named_turns(row: dict, columns: Columns) -> list[tuple[str, str]]:
-    if columns.question:
-        question = _named_text(row, columns.question, "question")
-    else:
-        question = _first(row, QUESTION_KEYS)
-        if question is None:
-            raise RowError("missing-question", f"looked for {', '.join(QUESTION_KEYS)}; the row has {_columns(row)}")
-        if not isinstance(question, str):
-            raise RowError("wrong-type-question", type(question).__name__)
-    assert question is not None
+    question = _named_text(row, columns.question, "question") if columns.question else _column_question(row, QUESTION_KEYS)
+    if question is None:
+        raise RowError("missing-question", f"column {columns.question} (fields.question) is empty")
     parts = [_named_text(row, column, "solution") for column in columns.solution or ()]
     chain = columns.separator.join(p for p in parts if p)
     return [("user", question), ("assistant", chain)] if chain else [("user", question)]

@@ -106,8 +106,8 @@ class RowsWriter:
         self._jsonl.write(data)
         self._hash.update(data)
         self._parquet.write_table(pa.Table.from_pylist(rows, schema=_parquet_schema()))
-        turns = {role: [next(m["content"] for m in r["messages"] if m["role"] == role) for r in rows]
-                 for role in ("system", "user", "assistant")}
+        turns = {role: [next((m["content"] for m in r["messages"] if m["role"] == role), "") for r in rows]
+                 for role in ("system", "user", "assistant")}  # a row without a system prompt counts none
         counted = {role: self._count(texts) for role, texts in turns.items()}
         self.lengths["user"] += counted["user"]
         self.lengths["assistant"] += counted["assistant"]
