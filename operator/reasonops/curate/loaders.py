@@ -336,7 +336,7 @@ def row_to_problem(row: Any, columns: Columns, source: str, index: int) -> Probl
 
 
 def read_conversation(row: Any, columns: Columns = Columns()) -> Conversation:
-    """The conversation of one raw row, from the named columns and else the detected layout (see LAYOUTS);
+    """The conversation of one raw row, from the named columns and else the detected layout (module docstring);
     RowError(reason, detail) for a row that holds none."""
     if isinstance(row, RowError):
         raise row
