@@ -209,3 +209,11 @@ def test_missing_question_names_the_columns_looked_for(tmp_path: Path) -> None:
 def test_solution_and_solution_parts_exclude_each_other() -> None:
     with pytest.raises(ValueError, match="set at most one of solution and solutionParts"):
         FieldMapping.model_validate({"solution": "a", "solutionParts": ["b"]})
+
+
+@pytest.mark.parametrize("path", ["turns[5].value", "turns.value", "meta[0]", "turns[x]", "meta..gold"])
+def test_a_nested_path_that_leads_nowhere_is_a_missing_column(tmp_path: Path, path: str) -> None:
+    rows = [{"turns": [{"value": "Q?"}], "meta": {"gold": 1}, "question": "Q?"}]
+    problems, _, report = load({"name": "p", "path": str(write_jsonl(tmp_path / "p.jsonl", rows)), "fields": {"answer": path}})
+    assert problems == [] and report.reasons == {"missing-answer": 1}
+    assert report.details["missing-answer"].startswith(f"column {path} (fields.answer) is not in the row")

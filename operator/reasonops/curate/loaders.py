@@ -467,6 +467,7 @@ def _named_turns(row: dict, columns: Columns) -> list[tuple[str, str]]:
 
 
 _STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+_PATH = re.compile(r"[^.\[\]]+(?:\[\d+\])*(?:\.[^.\[\]]+(?:\[\d+\])*)*")
 
 
 def _path_value(row: dict, path: str, part: str) -> Any:
@@ -474,16 +475,18 @@ def _path_value(row: dict, path: str, part: str) -> Any:
     lacks drops it with RowError(missing-<part>) naming the column. A column whose name holds dots wins."""
     if path in row:
         return row[path]
-    value: Any = row
-    for match in _STEP.finditer(path):
-        key, position = match.groups()
-        if key is not None and isinstance(value, dict) and key in value:
-            value = value[key]
-        elif position is not None and isinstance(value, list) and int(position) < len(value):
-            value = value[int(position)]
+    if _PATH.fullmatch(path):
+        value: Any = row
+        for key, position in _STEP.findall(path):
+            if key and isinstance(value, dict) and key in value:
+                value = value[key]
+            elif position and isinstance(value, list) and int(position) < len(value):
+                value = value[int(position)]
+            else:
+                break
         else:
-            raise RowError(f"missing-{part}", f"column {path} (fields.{part}) is not in the row; the row has {_columns(row)}")
-    return value
+            return value
+    raise RowError(f"missing-{part}", f"column {path} (fields.{part}) is not in the row; the row has {_columns(row)}")
 
 
 def _named_text(row: dict, path: str, part: str) -> str | None:
