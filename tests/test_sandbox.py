@@ -13,24 +13,28 @@ import uuid
 
 import pytest
 
-from reasonops.sandbox import SLOT_UIDS, Job, Limits, Sandbox
+from reasonops.errors import WorkloadError
+from reasonops.sandbox import SLOT_UIDS, Job, Limits, Sandbox, decide_isolation
 from reasonops.sandbox import TestCase as Case
+from sandbox_support import BWRAP_MODES, without_bwrap
 
 GOOD = "a, b = map(int, input().split())\nprint(a + b)\n"
 ADD = [Case("3 4\n", "7\n"), Case("10 -2\n", "8\n")]
 
 
-def _bwrap_usable() -> bool:
-    return Sandbox(isolation="auto").isolation == "bwrap"
-
-
-MODES = ["none"] + (["bwrap"] if _bwrap_usable() else [])
 ROOT = os.geteuid() == 0
 
 
-@pytest.fixture(params=MODES)
-def sandbox(request) -> Sandbox:
-    return Sandbox(Limits(timeout=1.0, memory_mb=256, nproc=32), isolation=request.param)
+@pytest.fixture(params=["unconfined", *BWRAP_MODES])
+def sandbox(request, monkeypatch) -> Sandbox:
+    """Under bubblewrap, and as on a machine without it with the explicit opt-out."""
+    limits = Limits(timeout=1.0, memory_mb=256, nproc=32)
+    if request.param == "unconfined":
+        with without_bwrap(monkeypatch):
+            made = Sandbox(limits, isolation="unconfined")
+        assert made.isolation == "unconfined"
+        return made
+    return Sandbox(limits, isolation=request.param)
 
 
 def _contained(sandbox: Sandbox, program: str, tests=ADD) -> list:
@@ -114,7 +118,7 @@ def test_signalling_the_parent(sandbox):
 
 
 def test_writing_outside_the_temporary_directory(sandbox, tmp_path):
-    if sandbox.isolation == "none" and not ROOT:
+    if sandbox.isolation == "unconfined" and not ROOT:
         pytest.skip("without namespaces or a uid change the file system is the pod's to protect")
     target = tmp_path / "outside.txt"
     host_tmp = f"/tmp/reasonops-escape-{uuid.uuid4().hex}"
@@ -132,7 +136,7 @@ def test_writing_outside_the_temporary_directory(sandbox, tmp_path):
 
 
 def test_service_account_token_is_not_readable(sandbox, tmp_path):
-    if sandbox.isolation == "none" and not ROOT:
+    if sandbox.isolation == "unconfined" and not ROOT:
         pytest.skip("without namespaces or a uid change the pod must not mount a token")
     account = tmp_path / "serviceaccount"
     account.mkdir()
@@ -146,8 +150,8 @@ def test_service_account_token_is_not_readable(sandbox, tmp_path):
     assert "fake-token-value" not in escape.tests[0].stdout
 
 
-@pytest.mark.skipif("bwrap" not in MODES, reason="bubblewrap is not usable here")
-def test_network_is_unreachable():
+@pytest.mark.parametrize("mode", BWRAP_MODES)
+def test_network_is_unreachable(mode):
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(1)
@@ -164,18 +168,47 @@ def test_network_is_unreachable():
     thread = threading.Thread(target=accept)
     thread.start()
     program = f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=1)\nprint('connected')\n"
-    escape = _contained(Sandbox(Limits(timeout=2.0), isolation="bwrap"), program, [Case("", "connected")])
+    escape = _contained(Sandbox(Limits(timeout=2.0), isolation=mode), program, [Case("", "connected")])
     thread.join()
     server.close()
     assert accepted == []
     assert escape.verdict == "runtime_error"
 
 
-def test_bad_job_is_a_clear_error():
+def test_bad_job_is_a_clear_error(monkeypatch):
+    with without_bwrap(monkeypatch):
+        unconfined = Sandbox(isolation="unconfined")
     with pytest.raises(ValueError, match="fn_name"):
-        Sandbox(isolation="none").run("pass", ADD, mode="functional")
-    with pytest.raises(ValueError, match="isolation"):
+        unconfined.run("pass", ADD, mode="functional")
+    with pytest.raises(WorkloadError, match="isolation must be bwrap or unconfined, not 'docker'"):
         Sandbox(isolation="docker")
+
+
+def test_isolation_decision():
+    """bubblewrap where it works; without it, unconfined only when opted out, else a refusal naming both ways on."""
+    assert decide_isolation("bwrap", None) == "bwrap"
+    assert decide_isolation("unconfined", None) == "bwrap"
+    assert decide_isolation("unconfined", "bubblewrap (bwrap) is not installed") == "unconfined"
+    with pytest.raises(WorkloadError) as refused:
+        decide_isolation("bwrap", "bubblewrap (bwrap) is not installed")
+    message = refused.value.message
+    assert "\n" not in message and "not installed" in message
+    assert "install bubblewrap" in message and "REASONOPS_SANDBOX_ISOLATION=unconfined" in message
+    with pytest.raises(WorkloadError, match="not 'none'"):  # the old silent fallback's name is not an opt-out
+        decide_isolation("none", "bubblewrap (bwrap) is not installed")
+
+
+def test_refuses_without_bubblewrap_unless_opted_out(monkeypatch):
+    """What curation and eval call (`sandbox_for`): no bubblewrap and no opt-out is a refusal, not a log line."""
+    from reasonops.sandbox.service import sandbox_for
+
+    monkeypatch.delenv("REASONOPS_SANDBOX_ISOLATION", raising=False)
+    monkeypatch.delenv("REASONOPS_SANDBOX_URL", raising=False)
+    with without_bwrap(monkeypatch):
+        with pytest.raises(WorkloadError, match="refusing to run model-written code without isolation"):
+            sandbox_for(Limits())
+        monkeypatch.setenv("REASONOPS_SANDBOX_ISOLATION", "unconfined")
+        assert sandbox_for(Limits()).isolation == "unconfined"
 
 
 def _free_port() -> int:
