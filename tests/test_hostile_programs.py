@@ -166,12 +166,11 @@ def grade(host: Host, isolation: str | None, bwrap: bool) -> dict[str, Any]:
     env.pop("REASONOPS_SANDBOX_URL", None)
     if not bwrap:
         env["PATH"] = PATH_WITHOUT_BWRAP
-    if isolation:
-        env["REASONOPS_SANDBOX_ISOLATION"] = isolation
+    flags = ["--isolation", isolation] if isolation else []  # the variable's opt-out: test_sandbox.py
     started = time.monotonic()
     run = subprocess.run([sys.executable, "-m", "reasonops.cli", "--log-level", "ERROR", "grade", "--benchmark", "livecodebench",
                           "--path", str(benchmark), "--responses", str(responses), "--protocol", "livecodebench",
-                          "--output", str(graded)], env=env, capture_output=True, text=True, timeout=BOUND_SECONDS * 2)
+                          "--output", str(graded), *flags], env=env, capture_output=True, text=True, timeout=BOUND_SECONDS * 2)
     seconds = time.monotonic() - started
     rows = [json.loads(line) for line in graded.read_text().splitlines()] if graded.exists() else []
     stdout_of = {row["id"]: "".join(t.get("stdout", "") for t in row["execution"]["tests"]) for row in rows}

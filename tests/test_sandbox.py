@@ -261,3 +261,34 @@ def test_execution_service_over_http(monkeypatch):
         proc.wait(timeout=10)
     with pytest.raises(WorkloadError, match="SandboxUnavailable|sandbox service"):
         RemoteSandbox(url).run_many([Job(GOOD, ADD)])
+
+
+def test_execution_service_refuses_without_bubblewrap_unless_opted_out():
+    """`reasonops sandbox-serve` without bubblewrap: one line and exit 1, not a service running code unconfined;
+    `--isolation unconfined` (what the sandbox pod sets, by its variable) serves with process limits only."""
+    from pathlib import Path
+
+    import httpx
+
+    from sandbox_support import PATH_WITHOUT_BWRAP
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root / "operator"), "PATH": PATH_WITHOUT_BWRAP}
+    env.pop("REASONOPS_SANDBOX_ISOLATION", None)
+    port = _free_port()
+    command = [sys.executable, "-m", "reasonops.cli", "sandbox-serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    refused = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [refused.stderr.strip()] and "install bubblewrap" in refused.stderr
+    proc = subprocess.Popen([*command, "--isolation", "unconfined"], env=env, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(300):
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/healthz")
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        assert health.json() == {"isolation": "unconfined"}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
