@@ -292,3 +292,25 @@ def test_execution_service_refuses_without_bubblewrap_unless_opted_out():
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_a_bwrap_that_does_not_work_is_no_isolation(monkeypatch):
+    """bubblewrap installed but unable to make namespaces (user namespaces denied, as in an unprivileged container)
+    counts as missing: the trial run fails, and the refusal says why."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from sandbox_support import PATH_WITHOUT_BWRAP
+
+    denied = Path(tempfile.mkdtemp(prefix="reasonops-denied-bwrap-"))  # runnable by the sandbox's uid, as /usr/bin is
+    denied.chmod(0o755)
+    (denied / "bwrap").write_text("#!/bin/sh\necho 'bwrap: setting up uid map: Permission denied' >&2\nexit 1\n")
+    (denied / "bwrap").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{denied}:{PATH_WITHOUT_BWRAP}")
+    try:
+        with pytest.raises(WorkloadError, match="bubblewrap does not work here .bwrap: setting up uid map: Permission denied"):
+            Sandbox()
+        assert Sandbox(isolation="unconfined").isolation == "unconfined"
+    finally:
+        shutil.rmtree(denied)

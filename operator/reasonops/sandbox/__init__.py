@@ -152,6 +152,7 @@ class Sandbox:
         self._drop = os.geteuid() == 0
         self.python = python or os.environ.get(PYTHON_ENV) or _sandbox_python(self._drop)
         wanted = isolation or os.environ.get(ISOLATION_ENV) or BWRAP
+        self.bwrap = shutil.which("bwrap")  # found once, run by this path
         self.isolation = decide_isolation(wanted, _bwrap_problem(self))
 
     # ---------------------------------------------------------------------------------------------
@@ -219,7 +220,7 @@ class Sandbox:
         interpreter = [self.python, "-I", "-S", "-c", HARNESS]
         if self.isolation == UNCONFINED:
             return interpreter
-        return [*bwrap_args(work, self.python, self.hidden_paths), *interpreter]
+        return [*bwrap_args(str(self.bwrap), work, self.python, self.hidden_paths), *interpreter]
 
     def _execute(self, command: list[str], work: Path, payload: bytes, deadline: float, cap: int,
                  uid: int | None) -> tuple[bytes, str | None]:
@@ -245,9 +246,9 @@ class Sandbox:
         return out, None
 
 
-def bwrap_args(work: Path, python: str, hidden: Sequence[str]) -> list[str]:
-    """bubblewrap's arguments: new namespaces, read-only system directories, `work` as /tmp and cwd."""
-    args = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+def bwrap_args(bwrap: str, work: Path, python: str, hidden: Sequence[str]) -> list[str]:
+    """bubblewrap's command line: new namespaces, read-only system directories, `work` as /tmp and cwd."""
+    args = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
     bound: list[str] = []
     for directory in SYSTEM_DIRS:
         if os.path.islink(directory):
@@ -361,7 +362,7 @@ _probe_lock = threading.Lock()
 
 def _bwrap_problem(sandbox: Sandbox) -> str | None:
     """Why bubblewrap cannot isolate this sandbox's programs (None: a trial run worked); probed once per setup."""
-    key = (shutil.which("bwrap"), sandbox.python, sandbox._drop)
+    key = (sandbox.bwrap, sandbox.python, sandbox._drop)
     with _probe_lock:
         if key not in _probed:
             _probed[key] = _probe_bwrap(sandbox) if key[0] else "bubblewrap (bwrap) is not installed"
@@ -374,7 +375,7 @@ def _probe_bwrap(sandbox: Sandbox) -> str | None:
         if sandbox._drop:
             os.chown(work, NOBODY, NOBODY)
         ids: dict[str, Any] = {"user": NOBODY, "group": NOBODY, "extra_groups": []} if sandbox._drop else {}
-        result = subprocess.run([*bwrap_args(work, sandbox.python, ()), sandbox.python, "-I", "-S", "-c", "pass"],
+        result = subprocess.run([*bwrap_args(str(sandbox.bwrap), work, sandbox.python, ()), sandbox.python, "-I", "-S", "-c", "pass"],
                                 capture_output=True, timeout=30, env={"PATH": "/usr/bin:/bin"}, cwd=work, **ids)
     except (OSError, subprocess.SubprocessError) as exc:
         return f"bubblewrap does not work here ({exc})"
