@@ -1,7 +1,7 @@
 """Execution of untrusted programs (model-written code) against test cases.
 
 One `Sandbox.run` is one process tree, started in its own session, that never shares the workload's
-credentials, environment or network:
+credentials or environment, nor (under bubblewrap, the default) its network or files:
 
 - **Isolation tool: bubblewrap** (`bwrap`, Debian/Ubuntu package ``bubblewrap``), the unprivileged sandbox
   that Flatpak uses. It gives each execution new user, PID, network, IPC, UTS and mount namespaces: only
