@@ -19,12 +19,12 @@ fi
 
 hack/build-tools.sh >/dev/null
 
-# The sandbox tests run model-written code under bubblewrap where it is installed (as the curate and eval
-# images do), and only under the process-limits fallback otherwise: install it where we may.
+# Model-written code runs only under bubblewrap (as in the curate and eval images) unless opted out
+# (REASONOPS_SANDBOX_ISOLATION=unconfined), and the bubblewrap tests are not skipped: install it where we may.
 if ! command -v bwrap >/dev/null && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
   apt-get install -y -q bubblewrap >/dev/null 2>&1 \
     || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q bubblewrap >/dev/null 2>&1; } \
-    || echo "test.sh: could not install bubblewrap; the sandbox tests run the fallback isolation only" >&2
+    || echo "test.sh: could not install bubblewrap; the tests that run model-written code fail (they refuse without it)" >&2
 fi
 
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1

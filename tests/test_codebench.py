@@ -161,7 +161,7 @@ def test_correct_programs_score_one(coder: str, tmp_path: Path):
     execution = scores["execution"]
     assert execution["releaseWindow"] == {"from": "2024-06-01", "until": None}
     assert execution["verdicts"] == {"passed": 18} and execution["protocol"] == "livecodebench"
-    assert execution["sandbox"]["isolation"] in ("bwrap", "none")
+    assert execution["sandbox"]["isolation"] in ("bwrap", "unconfined")
     rows = [json.loads(line) for line in (tmp_path / "responses" / "code-demo.jsonl").read_text().splitlines()]
     assert len(rows) == 18 and all(r["correct"] for r in rows)
     assert all(len(r["execution"]["tests"]) >= 2 and r["execution"]["verdict"] == "passed" for r in rows)

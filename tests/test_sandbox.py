@@ -13,24 +13,28 @@ import uuid
 
 import pytest
 
-from reasonops.sandbox import SLOT_UIDS, Job, Limits, Sandbox
+from reasonops.errors import WorkloadError
+from reasonops.sandbox import SLOT_UIDS, Job, Limits, Sandbox, decide_isolation
 from reasonops.sandbox import TestCase as Case
+from sandbox_support import BWRAP_MODES, without_bwrap
 
 GOOD = "a, b = map(int, input().split())\nprint(a + b)\n"
 ADD = [Case("3 4\n", "7\n"), Case("10 -2\n", "8\n")]
 
 
-def _bwrap_usable() -> bool:
-    return Sandbox(isolation="auto").isolation == "bwrap"
-
-
-MODES = ["none"] + (["bwrap"] if _bwrap_usable() else [])
 ROOT = os.geteuid() == 0
 
 
-@pytest.fixture(params=MODES)
-def sandbox(request) -> Sandbox:
-    return Sandbox(Limits(timeout=1.0, memory_mb=256, nproc=32), isolation=request.param)
+@pytest.fixture(params=["unconfined", *BWRAP_MODES])
+def sandbox(request, monkeypatch) -> Sandbox:
+    """Under bubblewrap, and as on a machine without it with the explicit opt-out."""
+    limits = Limits(timeout=1.0, memory_mb=256, nproc=32)
+    if request.param == "unconfined":
+        with without_bwrap(monkeypatch):
+            made = Sandbox(limits, isolation="unconfined")
+        assert made.isolation == "unconfined"
+        return made
+    return Sandbox(limits, isolation=request.param)
 
 
 def _contained(sandbox: Sandbox, program: str, tests=ADD) -> list:
@@ -114,7 +118,7 @@ def test_signalling_the_parent(sandbox):
 
 
 def test_writing_outside_the_temporary_directory(sandbox, tmp_path):
-    if sandbox.isolation == "none" and not ROOT:
+    if sandbox.isolation == "unconfined" and not ROOT:
         pytest.skip("without namespaces or a uid change the file system is the pod's to protect")
     target = tmp_path / "outside.txt"
     host_tmp = f"/tmp/reasonops-escape-{uuid.uuid4().hex}"
@@ -132,7 +136,7 @@ def test_writing_outside_the_temporary_directory(sandbox, tmp_path):
 
 
 def test_service_account_token_is_not_readable(sandbox, tmp_path):
-    if sandbox.isolation == "none" and not ROOT:
+    if sandbox.isolation == "unconfined" and not ROOT:
         pytest.skip("without namespaces or a uid change the pod must not mount a token")
     account = tmp_path / "serviceaccount"
     account.mkdir()
@@ -146,8 +150,8 @@ def test_service_account_token_is_not_readable(sandbox, tmp_path):
     assert "fake-token-value" not in escape.tests[0].stdout
 
 
-@pytest.mark.skipif("bwrap" not in MODES, reason="bubblewrap is not usable here")
-def test_network_is_unreachable():
+@pytest.mark.parametrize("mode", BWRAP_MODES)
+def test_network_is_unreachable(mode):
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(1)
@@ -164,18 +168,47 @@ def test_network_is_unreachable():
     thread = threading.Thread(target=accept)
     thread.start()
     program = f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=1)\nprint('connected')\n"
-    escape = _contained(Sandbox(Limits(timeout=2.0), isolation="bwrap"), program, [Case("", "connected")])
+    escape = _contained(Sandbox(Limits(timeout=2.0), isolation=mode), program, [Case("", "connected")])
     thread.join()
     server.close()
     assert accepted == []
     assert escape.verdict == "runtime_error"
 
 
-def test_bad_job_is_a_clear_error():
+def test_bad_job_is_a_clear_error(monkeypatch):
+    with without_bwrap(monkeypatch):
+        unconfined = Sandbox(isolation="unconfined")
     with pytest.raises(ValueError, match="fn_name"):
-        Sandbox(isolation="none").run("pass", ADD, mode="functional")
-    with pytest.raises(ValueError, match="isolation"):
+        unconfined.run("pass", ADD, mode="functional")
+    with pytest.raises(WorkloadError, match="isolation must be bwrap or unconfined, not 'docker'"):
         Sandbox(isolation="docker")
+
+
+def test_isolation_decision():
+    """bubblewrap where it works; without it, unconfined only when opted out, else a refusal naming both ways on."""
+    assert decide_isolation("bwrap", None) == "bwrap"
+    assert decide_isolation("unconfined", None) == "bwrap"
+    assert decide_isolation("unconfined", "bubblewrap (bwrap) is not installed") == "unconfined"
+    with pytest.raises(WorkloadError) as refused:
+        decide_isolation("bwrap", "bubblewrap (bwrap) is not installed")
+    message = refused.value.message
+    assert "\n" not in message and "not installed" in message
+    assert "install bubblewrap" in message and "REASONOPS_SANDBOX_ISOLATION=unconfined" in message
+    with pytest.raises(WorkloadError, match="not 'none'"):  # the old silent fallback's name is not an opt-out
+        decide_isolation("none", "bubblewrap (bwrap) is not installed")
+
+
+def test_refuses_without_bubblewrap_unless_opted_out(monkeypatch):
+    """What curation and eval call (`sandbox_for`): no bubblewrap and no opt-out is a refusal, not a log line."""
+    from reasonops.sandbox.service import sandbox_for
+
+    monkeypatch.delenv("REASONOPS_SANDBOX_ISOLATION", raising=False)
+    monkeypatch.delenv("REASONOPS_SANDBOX_URL", raising=False)
+    with without_bwrap(monkeypatch):
+        with pytest.raises(WorkloadError, match="refusing to run model-written code without isolation"):
+            sandbox_for(Limits())
+        monkeypatch.setenv("REASONOPS_SANDBOX_ISOLATION", "unconfined")
+        assert sandbox_for(Limits()).isolation == "unconfined"
 
 
 def _free_port() -> int:
@@ -228,3 +261,56 @@ def test_execution_service_over_http(monkeypatch):
         proc.wait(timeout=10)
     with pytest.raises(WorkloadError, match="SandboxUnavailable|sandbox service"):
         RemoteSandbox(url).run_many([Job(GOOD, ADD)])
+
+
+def test_execution_service_refuses_without_bubblewrap_unless_opted_out():
+    """`reasonops sandbox-serve` without bubblewrap: one line and exit 1, not a service running code unconfined;
+    `--isolation unconfined` (what the sandbox pod sets, by its variable) serves with process limits only."""
+    from pathlib import Path
+
+    import httpx
+
+    from sandbox_support import PATH_WITHOUT_BWRAP
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root / "operator"), "PATH": PATH_WITHOUT_BWRAP}
+    env.pop("REASONOPS_SANDBOX_ISOLATION", None)
+    port = _free_port()
+    command = [sys.executable, "-m", "reasonops.cli", "sandbox-serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    refused = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [refused.stderr.strip()] and "install bubblewrap" in refused.stderr
+    proc = subprocess.Popen([*command, "--isolation", "unconfined"], env=env, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(300):
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/healthz")
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        assert health.json() == {"isolation": "unconfined"}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_a_bwrap_that_does_not_work_is_no_isolation(monkeypatch):
+    """bubblewrap installed but unable to make namespaces (user namespaces denied, as in an unprivileged container)
+    counts as missing: the trial run fails, and the refusal says why."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from sandbox_support import PATH_WITHOUT_BWRAP
+
+    denied = Path(tempfile.mkdtemp(prefix="reasonops-denied-bwrap-"))  # runnable by the sandbox's uid, as /usr/bin is
+    denied.chmod(0o755)
+    (denied / "bwrap").write_text("#!/bin/sh\necho 'bwrap: setting up uid map: Permission denied' >&2\nexit 1\n")
+    (denied / "bwrap").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{denied}:{PATH_WITHOUT_BWRAP}")
+    try:
+        with pytest.raises(WorkloadError, match="bubblewrap does not work here .bwrap: setting up uid map: Permission denied"):
+            Sandbox()
+        assert Sandbox(isolation="unconfined").isolation == "unconfined"
+    finally:
+        shutil.rmtree(denied)

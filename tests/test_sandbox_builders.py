@@ -41,6 +41,8 @@ def test_deployment_is_locked_down():
     assert container["command"][:2] == ["reasonops", "sandbox-serve"] and container["command"][-1] == "4"
     assert container["resources"]["limits"] == {"cpu": "4", "memory": "8Gi"}
     assert not any(e["name"].endswith(("TOKEN", "KEY")) for e in container["env"]) and "envFrom" not in container
+    # the one place that opts out of the refusal to run code unconfined: this pod is the boundary
+    assert {"name": "REASONOPS_SANDBOX_ISOLATION", "value": "unconfined"} in container["env"]
     assert deployment["spec"]["replicas"] == 2
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert all(labels[k] == v for k, v in deployment["spec"]["selector"]["matchLabels"].items())

@@ -65,7 +65,10 @@ def _cmd_workload(args: argparse.Namespace) -> int:
 
 def _cmd_grade(args: argparse.Namespace) -> int:
     from .evaluate import grade_command
+    from .sandbox import ISOLATION_ENV
 
+    if args.isolation:  # read where the sandbox is made (`sandbox.decide_isolation`), like the variable itself
+        os.environ[ISOLATION_ENV] = args.isolation
     return grade_command(args)
 
 
@@ -131,10 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
     # The options are defined by the modules themselves (one definition for `python -m` and `reasonops`);
     # importing them here costs nothing heavy: torch and math-verify load only when used.
     from .evaluate import add_grade_arguments
+    from .sandbox import ISOLATION_ENV, ISOLATIONS
     from .serve import add_arguments as add_serve_arguments
+
+    isolation_help = (f"how model-written code runs: bwrap (bubblewrap, refusing where it does not work) or unconfined "
+                      f"(the opt-out: process limits only where bubblewrap does not work); default: ${ISOLATION_ENV} or bwrap")
 
     p = sub.add_parser("grade", help="score an existing responses file offline", description="Grade a responses file against a benchmark.")
     add_grade_arguments(p)
+    p.add_argument("--isolation", choices=ISOLATIONS, default=None, help=isolation_help)
     p.set_defaults(func=_cmd_grade)
 
     p = sub.add_parser("serve", help="serve a model directory with a local OpenAI-compatible server (CPU)",
@@ -146,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="0.0.0.0")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="executions at a time")
-    p.add_argument("--isolation", choices=("auto", "bwrap", "none"), default=None, help="default: $REASONOPS_SANDBOX_ISOLATION or auto")
+    p.add_argument("--isolation", choices=ISOLATIONS, default=None, help=isolation_help)
     p.set_defaults(func=_cmd_sandbox_serve)
 
     p = sub.add_parser("tiny-model", help="write a tiny random model in Hugging Face format")

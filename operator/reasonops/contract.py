@@ -71,8 +71,12 @@ class Env:
     HF_TOKEN = "HF_TOKEN"  # a hub token, from spec.hubTokenSecretRef
     SHARDS = "REASONOPS_SHARDS"  # curation pods sharing the model stages (their index: JOB_COMPLETION_INDEX)
     SANDBOX_URL = "REASONOPS_SANDBOX_URL"  # the resource's sandbox service (model-written code runs there)
+    SANDBOX_ISOLATION = "REASONOPS_SANDBOX_ISOLATION"  # bwrap (default: refuse without it) or SANDBOX_UNCONFINED
     CHECKPOINTS = "REASONOPS_CHECKPOINTS"  # EvalRun pods, one per checkpoint (their index: JOB_COMPLETION_INDEX)
     API_KEY_PREFIX = "REASONOPS_API_KEY_"
+
+
+SANDBOX_UNCONFINED = "unconfined"  # the explicit opt-out: process limits only where bubblewrap does not work
 
 
 def api_key_env(secret: str, key: str) -> str:

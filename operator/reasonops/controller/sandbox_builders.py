@@ -13,8 +13,9 @@ the model's network reach). The operator gives such a resource a small execution
   is closed even before its own policy exists (NetworkPolicies add up: this one only opens ingress).
 
 Inside the pod, bubblewrap isolates each execution where the node allows unprivileged user namespaces;
-where it does not (common under RuntimeDefault seccomp), the sandbox falls back to process limits and the
-pod is the boundary — which is why the pod itself is locked down as above.
+where it does not (common under RuntimeDefault seccomp), the pod is the boundary — which is why it is locked
+down as above, and the only place that opts out of the sandbox's refusal: its container sets
+``REASONOPS_SANDBOX_ISOLATION=unconfined`` (process limits only where bubblewrap does not work).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from ..api.v1alpha1 import SANDBOX_CPU, SANDBOX_MEMORY, SandboxSpec
-from ..contract import SANDBOX_PORT, Env, sandbox_name, sandbox_url
+from ..contract import SANDBOX_PORT, SANDBOX_UNCONFINED, Env, sandbox_name, sandbox_url
 from .builders import LABEL_COMPONENT, LABEL_KIND, LABEL_NAME, UID, _metadata, labels_for
 from .settings import Settings
 
@@ -55,7 +56,8 @@ def build_sandbox_children(body: dict[str, Any], settings: Settings, spec: Optio
         "image": settings.curate_image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["reasonops", "sandbox-serve", "--port", str(PORT), "--workers", str(workers)],
-        "env": [{"name": "HOME", "value": "/tmp"}, {"name": "PYTHONUNBUFFERED", "value": "1"}],
+        "env": [{"name": "HOME", "value": "/tmp"}, {"name": "PYTHONUNBUFFERED", "value": "1"},
+                {"name": Env.SANDBOX_ISOLATION, "value": SANDBOX_UNCONFINED}],  # the pod is the boundary
         "ports": [{"name": "http", "containerPort": PORT}],
         "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 5},
         "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": {"cpu": cpu, "memory": memory}},

@@ -1,7 +1,7 @@
 """Execution of untrusted programs (model-written code) against test cases.
 
 One `Sandbox.run` is one process tree, started in its own session, that never shares the workload's
-credentials, environment or network:
+credentials or environment, nor (under bubblewrap, the default) its network or files:
 
 - **Isolation tool: bubblewrap** (`bwrap`, Debian/Ubuntu package ``bubblewrap``), the unprivileged sandbox
   that Flatpak uses. It gives each execution new user, PID, network, IPC, UTS and mount namespaces: only
@@ -12,12 +12,17 @@ credentials, environment or network:
   over hand-written namespace code (``unshare`` plus mounts) because it is small, audited and does the
   mount set-up that is easy to get wrong. `hidden_paths` (default: the ServiceAccount and secrets
   directories) are covered with an empty tmpfs should they lie under a bound directory.
-- **Fallback, ``isolation="none"``** (picked by ``auto`` when bwrap is missing or user namespaces are not
-  allowed, e.g. in an unprivileged container): the same process limits, session, scrubbed environment and
-  private cwd, without namespaces. There is then no network or file system isolation on the host; in a
-  cluster the boundary is the sandbox pod itself (no ServiceAccount token mounted, read-only root, all
-  capabilities dropped, egress denied by the chart's NetworkPolicy, optionally gVisor/Kata), see
-  `reasonops.controller.sandbox_builders`.
+- **No isolation without an explicit opt-out.** Where bubblewrap is missing or does not work (it is run
+  once to check: user namespaces may be denied, e.g. in an unprivileged container), creating a `Sandbox`
+  refuses with one line naming the two ways on: install bubblewrap, or opt out with
+  ``REASONOPS_SANDBOX_ISOLATION=unconfined`` (``--isolation unconfined`` on `reasonops grade` and
+  `reasonops sandbox-serve`). `decide_isolation` is that decision, for every caller: curation's code
+  verification, eval's code benchmarks, `reasonops grade` and the sandbox service.
+- **Opt-out, ``unconfined``**: bubblewrap still where it works; otherwise the same process limits, session,
+  scrubbed environment and private cwd, without namespaces: no network or file system isolation on the host.
+  The sandbox pod opts out in its spec because the pod itself is the boundary there (no ServiceAccount
+  token mounted, read-only root, all capabilities dropped, egress denied by the chart's NetworkPolicy,
+  optionally gVisor/Kata), see `reasonops.controller.sandbox_builders`.
 - In both modes, when the workload runs as root the execution runs unprivileged, so it can neither write the
   workload's files nor signal its processes: as uid/gid 65534 (nobody) under bubblewrap, whose user
   namespace gives each execution its own process count; in the fallback as a uid of its own from
@@ -51,9 +56,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from ..api import common as reasons
+from ..contract import SANDBOX_UNCONFINED, Env
+from ..errors import WorkloadError
+
 log = logging.getLogger("reasonops.sandbox")
 
-ISOLATION_ENV = "REASONOPS_SANDBOX_ISOLATION"  # auto | bwrap | none
+ISOLATION_ENV = Env.SANDBOX_ISOLATION
+BWRAP, UNCONFINED = "bwrap", SANDBOX_UNCONFINED  # the values of ISOLATION_ENV and `--isolation`
+ISOLATIONS = (BWRAP, UNCONFINED)
 PYTHON_ENV = "REASONOPS_SANDBOX_PYTHON"
 DEFAULT_HIDDEN = ("/var/run/secrets", "/run/secrets")
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
@@ -140,10 +151,9 @@ class Sandbox:
         self.stop_on_failure = stop_on_failure
         self._drop = os.geteuid() == 0
         self.python = python or os.environ.get(PYTHON_ENV) or _sandbox_python(self._drop)
-        wanted = isolation or os.environ.get(ISOLATION_ENV) or "auto"
-        if wanted not in ("auto", "bwrap", "none"):
-            raise ValueError(f"sandbox isolation must be auto, bwrap or none, not {wanted!r}")
-        self.isolation = _resolve_isolation(wanted, self)
+        wanted = isolation or os.environ.get(ISOLATION_ENV) or BWRAP
+        self.bwrap = shutil.which("bwrap")  # found once, run by this path
+        self.isolation = decide_isolation(wanted, _bwrap_problem(self))
 
     # ---------------------------------------------------------------------------------------------
 
@@ -180,7 +190,7 @@ class Sandbox:
         deadline = len(job.tests) * (limits.timeout + 0.5) + 10.0
         started = time.monotonic()
         work = Path(tempfile.mkdtemp(prefix="reasonops-sbx-"))
-        uid = None if not self._drop else NOBODY if self.isolation == "bwrap" else _free_uids.get()
+        uid = None if not self._drop else NOBODY if self.isolation == BWRAP else _free_uids.get()
         try:
             if uid is not None:
                 os.chown(work, uid, uid)
@@ -208,13 +218,13 @@ class Sandbox:
 
     def _command(self, work: Path) -> list[str]:
         interpreter = [self.python, "-I", "-S", "-c", HARNESS]
-        if self.isolation == "none":
+        if self.isolation == UNCONFINED:
             return interpreter
-        return [*bwrap_args(work, self.python, self.hidden_paths), *interpreter]
+        return [*bwrap_args(str(self.bwrap), work, self.python, self.hidden_paths), *interpreter]
 
     def _execute(self, command: list[str], work: Path, payload: bytes, deadline: float, cap: int,
                  uid: int | None) -> tuple[bytes, str | None]:
-        env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp" if self.isolation == "bwrap" else str(work), "LANG": "C.UTF-8"}
+        env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp" if self.isolation == BWRAP else str(work), "LANG": "C.UTF-8"}
         ids: dict[str, Any] = {"user": uid, "group": uid, "extra_groups": []} if uid is not None else {}
         try:
             proc = subprocess.Popen(
@@ -236,9 +246,9 @@ class Sandbox:
         return out, None
 
 
-def bwrap_args(work: Path, python: str, hidden: Sequence[str]) -> list[str]:
-    """bubblewrap's arguments: new namespaces, read-only system directories, `work` as /tmp and cwd."""
-    args = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+def bwrap_args(bwrap: str, work: Path, python: str, hidden: Sequence[str]) -> list[str]:
+    """bubblewrap's command line: new namespaces, read-only system directories, `work` as /tmp and cwd."""
+    args = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
     bound: list[str] = []
     for directory in SYSTEM_DIRS:
         if os.path.islink(directory):
@@ -326,38 +336,52 @@ def _sandbox_python(dropping: bool) -> str:
     raise RuntimeError("no Python interpreter the sandbox user can execute; set " + PYTHON_ENV)
 
 
-_probed: dict[tuple[str, bool], bool] = {}
+def decide_isolation(wanted: str, bwrap_problem: str | None) -> str:
+    """How programs run: "bwrap" where bubblewrap works, "unconfined" only when opted out; else refuse.
+
+    `bwrap_problem` is why bubblewrap cannot isolate here (None: it works).
+    """
+    if wanted not in ISOLATIONS:
+        raise WorkloadError(reasons.REASON_INVALID_ARGUMENT,
+                            f"sandbox isolation must be {' or '.join(ISOLATIONS)}, not {wanted!r} (${ISOLATION_ENV}, --isolation)")
+    if bwrap_problem is None:
+        return BWRAP
+    if wanted == UNCONFINED:
+        log.warning("%s; %s=%s: model-written code runs with process limits only (no network or file system "
+                    "isolation)", bwrap_problem, ISOLATION_ENV, UNCONFINED)
+        return UNCONFINED
+    raise WorkloadError(reasons.REASON_SANDBOX_UNAVAILABLE, (
+        f"refusing to run model-written code without isolation: {bwrap_problem}; install bubblewrap "
+        f"(apt-get install bubblewrap, with unprivileged user namespaces allowed), or opt out explicitly with "
+        f"{ISOLATION_ENV}={UNCONFINED} (--isolation {UNCONFINED}) to run it with process limits only"))
+
+
+_probed: dict[tuple[str | None, str, bool], str | None] = {}
 _probe_lock = threading.Lock()
 
 
-def _resolve_isolation(wanted: str, sandbox: Sandbox) -> str:
-    if wanted == "none":
-        return "none"
-    key = (sandbox.python, sandbox._drop)
+def _bwrap_problem(sandbox: Sandbox) -> str | None:
+    """Why bubblewrap cannot isolate this sandbox's programs (None: a trial run worked); probed once per setup."""
+    key = (sandbox.bwrap, sandbox.python, sandbox._drop)
     with _probe_lock:
         if key not in _probed:
-            _probed[key] = _bwrap_works(sandbox)
-    if _probed[key]:
-        return "bwrap"
-    if wanted == "bwrap":
-        raise RuntimeError("bubblewrap is not usable here (missing, or user namespaces are not allowed)")
-    log.warning("bubblewrap is not usable here: sandboxed programs run with process limits only "
-                "(no network or file system isolation; rely on the sandbox pod)")
-    return "none"
+            _probed[key] = _probe_bwrap(sandbox) if key[0] else "bubblewrap (bwrap) is not installed"
+    return _probed[key]
 
 
-def _bwrap_works(sandbox: Sandbox) -> bool:
-    if shutil.which("bwrap") is None:
-        return False
+def _probe_bwrap(sandbox: Sandbox) -> str | None:
     work = Path(tempfile.mkdtemp(prefix="reasonops-sbx-probe-"))
     try:
         if sandbox._drop:
             os.chown(work, NOBODY, NOBODY)
         ids: dict[str, Any] = {"user": NOBODY, "group": NOBODY, "extra_groups": []} if sandbox._drop else {}
-        result = subprocess.run([*bwrap_args(work, sandbox.python, ()), sandbox.python, "-I", "-S", "-c", "pass"],
+        result = subprocess.run([*bwrap_args(str(sandbox.bwrap), work, sandbox.python, ()), sandbox.python, "-I", "-S", "-c", "pass"],
                                 capture_output=True, timeout=30, env={"PATH": "/usr/bin:/bin"}, cwd=work, **ids)
-        return result.returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"bubblewrap does not work here ({exc})"
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if result.returncode == 0:
+        return None
+    said = result.stderr.decode("utf-8", "replace").strip().splitlines()
+    return f"bubblewrap does not work here ({said[-1] if said else f'exit {result.returncode}'}; are user namespaces allowed?)"
