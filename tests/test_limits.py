@@ -116,3 +116,136 @@ def test_vllm_derives_the_same_context(name, config, limit, default):
     assert _vllm_context(config, limit) == limit
     with pytest.raises(ValueError, match="max_model_len"):
         _vllm_context(config, limit + 1)
+
+
+# --- an evaluation whose protocol asks more tokens than the served context ------------------------------
+
+
+@pytest.fixture(scope="module")
+def short_model(tmp_path_factory: pytest.TempPathFactory):
+    from reasonops.tinymodel import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("short"), max_positions=384)
+
+
+def _evaluation(output, spec: dict, context: dict) -> dict:
+    return {"apiVersion": "reasonops.io/v1alpha1", "kind": "EvalRun", "metadata": {"name": "short", "namespace": "default", "uid": "u"},
+            "spec": {"output": {"path": str(output.parent)}, **spec}, "revision": "r1", "output": str(output),
+            "outputLocation": str(output), "context": context}
+
+
+def test_protocol_max_tokens_above_the_context_is_capped_alike_on_both_backends(short_model, tmp_path):
+    """examples/gitops staging's case: limo's 32768 tokens on a smaller context. The server refuses a max_tokens
+    above its context (HTTP 400, fatal to the evaluation); the request asks for the context instead, the
+    server cuts each answer to what its prompt leaves, and the offline backend answers the same."""
+    import json
+
+    from reasonops.evaluate import run_resource
+    from reasonops.progress import Reporter
+    from reasonops.serve import running_server
+
+    # limo's maxTokens (32768) stays; one greedy sample of two problems keeps it short
+    spec = {"model": {"fineTuneJob": "tiny"}, "protocol": "limo",
+            "benchmarks": [{"name": "demo", "limit": 2, "samples": 1, "temperature": "0"}]}
+    with running_server(short_model, served_model_name="short") as url:
+        served = run_resource(_evaluation(tmp_path / "server", spec, {"endpoint": url, "modelLocation": str(short_model)}), Reporter())
+    offline = run_resource(_evaluation(tmp_path / "offline", {**spec, "backend": "offline", "serving": {"engine": "cpu"}},
+                                       {"modelLocation": str(short_model)}), Reporter())
+    for result in (served, offline):
+        assert result["provenance"]["maxTokensCapped"] == {"demo": {"requested": 32768, "sent": 384}}
+    rows = {name: [json.loads(line) for line in (tmp_path / name / "responses" / "demo.jsonl").read_text().splitlines()]
+            for name in ("server", "offline")}
+    assert [r["response"] for r in rows["server"]] == [r["response"] for r in rows["offline"]]
+    assert all(r["finish_reason"] == "length" for r in rows["server"])
+    summary = json.loads((tmp_path / "server" / "summary.json").read_text())
+    (bench,) = summary["benchmarks"]
+    assert bench["sampling"]["maxTokens"] == 384 and "capped" in bench["sampling"]["note"]
+
+
+# --- the examples' numbers fit the models they name ----------------------------------------------------
+
+# The context-bounding fields of the config.json of every model an example names (Hugging Face, as published).
+MODEL_CONFIGS = {
+    "Qwen/Qwen2.5-32B-Instruct": QWEN25_32B,
+    "Qwen/Qwen2.5-7B-Instruct": {"model_type": "qwen2", "max_position_embeddings": 32768, "sliding_window": 131072, "rope_scaling": None},
+    "Qwen/Qwen2.5-1.5B-Instruct": {"model_type": "qwen2", "max_position_embeddings": 32768, "sliding_window": 32768, "rope_scaling": None},
+    "Qwen/Qwen2.5-Math-7B-Instruct": {"model_type": "qwen2", "max_position_embeddings": 4096, "sliding_window": 4096, "rope_scaling": None},
+    "Qwen/QwQ-32B": {"model_type": "qwen2", "max_position_embeddings": 131072, "sliding_window": 32768, "rope_scaling": None},
+    "Qwen/QwQ-32B-Preview": {"model_type": "qwen2", "max_position_embeddings": 32768, "sliding_window": None, "rope_scaling": None},
+    "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B": {"model_type": "qwen2", "max_position_embeddings": 131072, "sliding_window": 4096, "rope_scaling": None},
+    "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B": {"model_type": "qwen2", "max_position_embeddings": 131072, "sliding_window": 131072, "rope_scaling": None},
+}
+# FineTuneJobs an example names without defining them, and their base models (the example says so).
+OUTSIDE_FINETUNES = {"sky-t1-32b": "Qwen/Qwen2.5-32B-Instruct"}
+LOCAL_MODELS = ("./tiny-model",)  # built by `reasonops tiny-model` on the spot
+
+
+def _example_sets():
+    """Every example as applied, grouped as it is applied together: the YAML files of a directory, and each
+    gitops overlay as kustomize renders it (when kubectl is at hand)."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    import yaml
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    sets = {str(directory.relative_to(examples.parent)): [d for p in sorted(directory.glob("*.yaml")) for d in yaml.safe_load_all(p.read_text()) if d]
+            for directory in (examples, examples / "code")}
+    kubectl = shutil.which("kubectl")
+    for overlay in sorted((examples / "gitops" / "overlays").iterdir()):
+        if kubectl:
+            out = subprocess.run([kubectl, "kustomize", str(overlay)], capture_output=True, text=True, timeout=60, check=True).stdout
+            sets[f"gitops/overlays/{overlay.name}"] = [d for d in yaml.safe_load_all(out) if d]
+    return sets
+
+
+def _eval_model(docs: list[dict], spec: dict) -> str:
+    """The base model an EvalRun's spec evaluates (a fine-tune's base, or what another EvalRun evaluates)."""
+    model = spec["model"]
+    if model.get("name"):
+        return model["name"]
+    if model.get("evalRun"):
+        return _eval_model(docs, next(d["spec"] for d in docs if d["kind"] == "EvalRun" and d["metadata"]["name"] == model["evalRun"]))
+    fine_tunes = {d["metadata"]["name"]: d["spec"]["baseModel"]["name"] for d in docs if d["kind"] == "FineTuneJob"}
+    return {**OUTSIDE_FINETUNES, **fine_tunes}[model["fineTuneJob"]]
+
+
+def _samplers(node, sampling=None):
+    """(sampler, the maxTokens its stage samples with) of every sampler in a ReasoningDataset spec."""
+    if isinstance(node, dict):
+        sampling = node.get("sampling", sampling)
+        if isinstance(node.get("sampler"), dict):
+            yield node["sampler"], (sampling or {}).get("maxTokens")
+        for value in node.values():
+            yield from _samplers(value, sampling)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _samplers(value, sampling)
+
+
+EXAMPLE_SETS = _example_sets()
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLE_SETS))
+def test_examples_ask_no_more_context_than_their_models_have(name):
+    from reasonops.api.v1alpha1 import SAMPLING_MAX_TOKENS
+
+    docs = EXAMPLE_SETS[name]
+    checked = 0
+    for doc in docs:
+        if doc["kind"] == "EvalRun":
+            model = _eval_model(docs, doc["spec"])
+            if model in LOCAL_MODELS:
+                continue
+            error = limits.check_max_model_len(MODEL_CONFIGS[model], (doc["spec"].get("serving") or {}).get("maxModelLen"))
+            assert error is None, f"{name}: EvalRun {doc['metadata']['name']} on {model}: {error}"
+            checked += 1
+        elif doc["kind"] == "ReasoningDataset":
+            for sampler, max_tokens in _samplers(doc["spec"]):
+                config = MODEL_CONFIGS[sampler["model"]]
+                assert limits.check_max_model_len(config, sampler.get("maxModelLen")) is None, (name, sampler)
+                # above the served context vLLM's server answers 400 to every request
+                assert (max_tokens or SAMPLING_MAX_TOKENS) <= limits.model_context_length(config), (name, sampler, max_tokens)
+                checked += 1
+    assert checked or not [d for d in docs if d["kind"] in ("EvalRun", "ReasoningDataset")], name
