@@ -249,3 +249,20 @@ def test_examples_ask_no_more_context_than_their_models_have(name):
                 assert (max_tokens or SAMPLING_MAX_TOKENS) <= limits.model_context_length(config), (name, sampler, max_tokens)
                 checked += 1
     assert checked or not [d for d in docs if d["kind"] in ("EvalRun", "ReasoningDataset")], name
+
+
+def test_the_served_context_is_the_servers_the_specs_or_the_models_config(tmp_path):
+    """Offline, vLLM has not loaded the model when requests are made: the context is the one it will derive."""
+    from reasonops.evaluate.recipe import BenchmarkRun, EvalConfig, _served_context, _within_context
+
+    (tmp_path / "config.json").write_text(json.dumps({"max_position_embeddings": 8192, "rope_scaling": {"type": "dynamic", "factor": 2.0}}))
+    offline = EvalConfig(name="e", output=str(tmp_path / "out"), model=str(tmp_path), benchmarks=[], backend="offline")
+    assert _served_context(offline, {}) == 16384
+    assert _served_context(EvalConfig(**{**offline.__dict__, "max_model_len": 4096}), {}) == 4096
+    assert _served_context(offline, {"maxModelLen": 2048}) == 2048  # what the engine reports wins
+    server = EvalConfig(name="e", output="o", model="served", benchmarks=[], backend="server", endpoint="http://x/v1")
+    assert _served_context(server, {}) is None  # an endpoint that lists no context: sent as asked
+    run = BenchmarkRun(name="aime24", max_tokens=32768, note="n=16 at temperature 0.7")
+    assert _within_context(run, None) is run and _within_context(run, 32768) is run
+    capped = _within_context(run, 16384)
+    assert capped.max_tokens == 16384 and capped.note.startswith("n=16 at temperature 0.7; maxTokens 32768 capped")
