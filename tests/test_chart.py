@@ -272,34 +272,98 @@ def test_workload_service_account_in_extra_namespaces_without_duplicates():
     assert namespaces == ["lab", "reasonops-system"]
 
 
-def test_service_monitor_and_pod_monitor():
+def test_service_monitor_and_pod_monitors():
     docs = render({"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}, "interval": "15s"},
                                "podMonitor": {"enabled": True}}})
     service = one(docs, "Service", name="rel-reasonops-metrics")
     monitor = one(docs, "ServiceMonitor", name="rel-reasonops")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     assert monitor["metadata"]["labels"]["release"] == "prom"
-    selector = monitor["spec"]["selector"]["matchLabels"]
-    assert selector.items() <= service["metadata"]["labels"].items()
     assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "15s"}]
-    assert [p["name"] for p in service["spec"]["ports"]] == ["metrics"]
-    # The Service reaches the operator pod.
-    pod_labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
-    assert service["spec"]["selector"].items() <= pod_labels.items()
-
-    pod_monitor = one(docs, "PodMonitor", name="rel-reasonops-workloads")
-    assert pod_monitor["spec"]["namespaceSelector"] == {"any": True}
-    assert pod_monitor["spec"]["selector"]["matchLabels"] == {b.LABEL_MANAGED_BY: b.MANAGED_BY}
-    (endpoint,) = pod_monitor["spec"]["podMetricsEndpoints"]
-    assert endpoint["port"] == "metrics"
-    # ...which is what the operator gives training pods: the label, and a port of that name on 9400.
-    assert b.labels_for("FineTuneJob", "ft", "train")[b.LABEL_MANAGED_BY] == b.MANAGED_BY
-    assert Settings().workload_metrics_port == 9400
+    assert sorted(m["metadata"]["name"] for m in find(docs, "PodMonitor")) == ["rel-reasonops-servers", "rel-reasonops-training"]
+    for pod_monitor in find(docs, "PodMonitor"):
+        assert pod_monitor["spec"]["namespaceSelector"] == {"any": True}
+        assert pod_monitor["spec"]["selector"]["matchLabels"][b.LABEL_MANAGED_BY] == b.MANAGED_BY
 
 
-def test_pod_monitor_follows_watch_namespaces():
+def _pods(docs: list[dict]) -> list[tuple[str, dict]]:
+    """(what, pod template) of every pod a monitor may select: the operator's (from the chart) and the workload
+    pods as the operator builds them from the examples."""
+    from reasonops import contract as k
+    from reasonops.api.v1alpha1 import EvalRun, FineTuneJob, ReasoningDataset
+
+    settings = Settings()
+
+    def example(name: str, kind: str) -> dict:
+        body = next(d for d in yaml.safe_load_all((ROOT / "examples" / name).read_text()) if d and d["kind"] == kind)
+        body["metadata"].update(namespace="team", uid="uid-1", generation=1)
+        return body
+
+    ft_body = example("finetunejob.yaml", "FineTuneJob")
+    ft = FineTuneJob.model_validate(ft_body)
+    training = b.build_finetune_children(ft_body, ft, k.build_document(ft, revision="r1", output=k.finetune_output(ft, "r1")), settings, False)
+    ds_body = example("reasoningdataset.yaml", "ReasoningDataset")
+    ds = ReasoningDataset.model_validate(ds_body)
+    curation = b.build_dataset_children(ds_body, ds, k.build_document(ds, revision="r1", output=k.dataset_output(ds, "r1")), settings, suspend=False)
+    ev_body = example("evalrun.yaml", "EvalRun")
+    vllm_server = b.build_eval_server(ev_body, EvalRun.model_validate(ev_body), "pvc://models/m", "r1", settings)
+    ev_body["spec"]["serving"] = {"engine": "cpu"}
+    cpu_server = b.build_eval_server(ev_body, EvalRun.model_validate(ev_body), "pvc://models/m", "r1", settings)
+    templates = [("operator", one(docs, "Deployment")["spec"]["template"])]
+    for what, children in (("training", training), ("curation", curation), ("vLLM server", vllm_server), ("CPU server", cpu_server)):
+        templates += [(what, c["spec"]["template"]) for c in children if c["kind"] in ("Job", "Deployment")]
+    return templates
+
+
+def _port_names(template: dict) -> set[str]:
+    return {p["name"] for c in template["spec"]["containers"] for p in c.get("ports", []) if "name" in p}
+
+
+def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return selector.items() <= labels.items()
+
+
+@pytest.mark.parametrize("values", [{}, {"watchNamespaces": ["team"]}], ids=["cluster-wide", "namespaced"])
+def test_every_monitor_selects_pods_that_have_its_port(values):
+    """vLLM serves /metrics on its API port (`http`), training pods on `metrics`: each monitor must find pods, and
+    every pod it finds must have the port it scrapes (a PodMonitor naming a missing port scrapes nothing)."""
+    docs = render({**values, "metrics": {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}}})
+    pods = _pods(docs)
+    scraped = set()
+    for monitor in find(docs, "PodMonitor"):
+        selected = [(what, t) for what, t in pods if _selects(monitor["spec"]["selector"]["matchLabels"], t["metadata"]["labels"])]
+        assert selected, f"{monitor['metadata']['name']} selects no pod"
+        for endpoint in monitor["spec"]["podMetricsEndpoints"]:
+            for what, template in selected:
+                assert endpoint["port"] in _port_names(template), f"{monitor['metadata']['name']}: the {what} pod has no port {endpoint['port']}"
+        scraped |= {what for what, _ in selected}
+    for monitor in find(docs, "ServiceMonitor"):
+        services = [s for s in find(docs, "Service") if _selects(monitor["spec"]["selector"]["matchLabels"], s["metadata"]["labels"])]
+        assert services, f"{monitor['metadata']['name']} selects no Service"
+        for service in services:
+            ports = {p["name"]: p["targetPort"] for p in service["spec"]["ports"]}
+            selected = [(what, t) for what, t in pods if _selects(service["spec"]["selector"], t["metadata"]["labels"])]
+            assert selected
+            for endpoint in monitor["spec"]["endpoints"]:
+                assert endpoint["port"] in ports
+                assert all(ports[endpoint["port"]] in _port_names(t) for _, t in selected)
+            scraped |= {what for what, _ in selected}
+    assert scraped >= {"operator", "training", "vLLM server"}
+
+
+def test_grafana_dashboard_is_a_configmap_for_the_sidecar_when_enabled():
+    assert not find(render(), "ConfigMap")
+    docs = render({"dashboards": {"enabled": True, "annotations": {"grafana_folder": "ML"}}})
+    configmap = one(docs, "ConfigMap", name="rel-reasonops-dashboard")
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert configmap["metadata"]["annotations"] == {"grafana_folder": "ML"}
+    dashboard = json.loads(configmap["data"]["reasonops.json"])
+    assert dashboard == json.loads((CHART / "dashboards" / "reasonops.json").read_text())  # tests/test_dashboard.py checks its queries
+
+
+def test_pod_monitors_follow_watch_namespaces():
     docs = render({"watchNamespaces": ["team-a"], "metrics": {"podMonitor": {"enabled": True}}})
-    assert one(docs, "PodMonitor")["spec"]["namespaceSelector"] == {"matchNames": ["team-a"]}
+    assert [m["spec"]["namespaceSelector"] for m in find(docs, "PodMonitor")] == [{"matchNames": ["team-a"]}] * 2
 
 
 def test_workload_settings_reach_the_operator_environment():

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import yaml
 
 from reasonops.api.v1alpha1 import EvalRun
-from reasonops import contract as k
 from reasonops.controller import builders as b
 from reasonops.controller.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = Settings(eval_image="eval:1", serve_image="serve:1")
-# Qwen2.5-32B-Instruct's config.json (the fields that bound the context).
-QWEN25_32B = {"architectures": ["Qwen2ForCausalLM"], "max_position_embeddings": 32768, "sliding_window": 131072, "rope_scaling": None}
 
 
 def _evalrun(**serving) -> tuple[dict, EvalRun]:
@@ -29,28 +25,6 @@ def _server(**serving) -> tuple[dict, dict]:
     body, ev = _evalrun(**serving)
     deployment, _ = b.build_eval_server(body, ev, "pvc://models/m/model", "rev1", SETTINGS)
     return deployment, deployment["spec"]["template"]["spec"]["containers"][0]
-
-
-def test_max_model_len_is_checked_against_the_models_config():
-    assert k.check_max_model_len(QWEN25_32B, 32768) is None
-    assert k.check_max_model_len(QWEN25_32B, None) is None
-    error = k.check_max_model_len(QWEN25_32B, 40960)
-    assert error and "40960" in error and "32768" in error and "\n" not in error
-    # YaRN extends the context by its factor (Qwen2.5's documented 131072 with factor 4).
-    yarn = {**QWEN25_32B, "rope_scaling": {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}}
-    assert k.check_max_model_len(yarn, 131072) is None and k.check_max_model_len(yarn, 131073)
-    # Llama 3.1's rope_scaling does not change the stated context; the smallest length key wins.
-    llama = {"max_position_embeddings": 131072, "rope_scaling": {"rope_type": "llama3", "factor": 8.0}}
-    assert k.check_max_model_len(llama, 131072) is None and k.check_max_model_len(llama, 262144)
-    assert k.check_max_model_len({"max_position_embeddings": 4096, "seq_length": 2048}, 4096)
-    assert k.check_max_model_len({"text_config": {"max_position_embeddings": 8192}}, 16384)
-    assert k.check_max_model_len({}, 1 << 20) is None  # no length in the config: vLLM decides
-
-
-@pytest.mark.parametrize("example", ["examples/evalrun.yaml", "examples/gitops/base/evalrun.yaml"])
-def test_examples_ask_for_no_more_context_than_qwen25_32b_has(example):
-    doc = next(d for d in yaml.safe_load_all((ROOT / example).read_text()) if d and d["kind"] == "EvalRun")
-    assert k.check_max_model_len(QWEN25_32B, doc["spec"]["serving"]["maxModelLen"]) is None
 
 
 def test_vllm_server_sends_the_protocols_sampling_only():

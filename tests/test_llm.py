@@ -254,6 +254,6 @@ def test_server_completions_and_errors(server: str) -> None:
     assert len(data["choices"]) == 4 and data["object"] == "text_completion"
     assert _chat(server, model="other").status_code == 404
     too_long = _chat(server, max_tokens=10**6)
-    assert too_long.status_code == 400 and "maximum context length" in too_long.json()["error"]["message"]
+    assert too_long.status_code == 400 and "max_model_len" in too_long.json()["error"]["message"]
     assert _chat(server, n=0).status_code == 400
     assert httpx.get(server.removesuffix("/v1") + "/health").json() == {"status": "ok"}

@@ -41,6 +41,8 @@ from pydantic import ConfigDict, Field, ValidationError
 
 from .api.common import API_VERSION, Location, Model, resolve_defaults, validation_problems
 from .api.v1alpha1 import KINDS, MAX_CHECKPOINTS, CheckpointRef, EvalModelRef, EvalRun, EvalRunSpec, FineTuneJob, FineTuneJobSpec, ReasoningDataset, Resource
+# The operator checks serving.maxModelLen with these, and training reports a model's context with them.
+from .limits import check_max_model_len, model_context_length  # noqa: F401
 
 # --- where things are in a pod ---------------------------------------------------------------------
 
@@ -306,38 +308,6 @@ def is_reporting_process(env: Mapping[str, str]) -> bool:
         return rank == "0"
     node_rank = env.get("NODE_RANK") or env.get("JOB_COMPLETION_INDEX")
     return node_rank in (None, "", "0")
-
-
-# Keys of a Hugging Face config.json that bound the context, as vLLM reads them (the smallest wins).
-_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "max_sequence_length", "max_seq_length", "seq_len")
-
-
-def model_context_length(model_config: Mapping[str, Any]) -> Optional[int]:
-    """The longest context a model's config.json allows, as vLLM derives it: the smallest of the
-    length keys (of `text_config` for multimodal models), times a rope_scaling factor that extends it."""
-    config = model_config.get("text_config") or model_config
-    lengths = [int(config[k]) for k in _CONTEXT_KEYS if isinstance(config.get(k), (int, float)) and config[k] > 0]
-    if not lengths:
-        return None
-    length = min(lengths)
-    rope = config.get("rope_scaling") or {}
-    kind = rope.get("rope_type", rope.get("type"))
-    if kind not in (None, "su", "longrope", "llama3", "mrope", "default") and rope.get("factor"):
-        length = int(rope.get("original_max_position_embeddings", length) * rope["factor"])
-    return length
-
-
-def check_max_model_len(model_config: Mapping[str, Any], requested: Optional[int]) -> Optional[str]:
-    """A one-line error when serving.maxModelLen exceeds the model's context (vLLM refuses to start
-    then), else None."""
-    if requested is None:
-        return None
-    allowed = model_context_length(model_config)
-    if allowed is not None and requested > allowed:
-        return (f"serving.maxModelLen {requested} exceeds the model's context of {allowed} tokens "
-                f"(max_position_embeddings and rope_scaling in its config.json)")
-    return None
-
 
 
 # --- the document ----------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ For tests, `reasonops run` on a laptop and the demo, where vLLM is unavailable. 
 max_tokens, seed and stop, usage counts, and finish_reason "stop" or "length". Concurrent requests are
 batched: one thread decodes up to ``max_batch`` sequences together, each with its own sampling parameters
 and random generator, so a seed gives the same tokens whatever else is in the batch (up to float noise).
-Like vLLM, a request whose prompt plus max_tokens exceeds the model's context is refused (HTTP 400).
+Like vLLM, a request whose prompt or max_tokens alone exceeds the model's context is refused (HTTP 400), and an
+answer that would run past the context is cut to what the prompt leaves.
 
     python -m reasonops.serve MODEL_DIR --port 8000 --served-model-name tiny
 
@@ -282,13 +283,13 @@ def _encode_prompts(engine: Engine, request: CompletionRequest) -> list[list[int
 
 
 async def _sample(engine: Engine, request: _Sampling, prompt: list[int]) -> list[Sample]:
-    max_tokens = request.max_tokens or request.max_completion_tokens or engine.context - len(prompt)
-    if len(prompt) + max_tokens > engine.context:
-        raise _BadRequest(
-            400,
-            f"This model's maximum context length is {engine.context} tokens. However, you requested "
-            f"{len(prompt) + max_tokens} tokens ({len(prompt)} in the messages, {max_tokens} in the completion).",
-        )
+    # vLLM's rules (docs/protocols.md, served context): a prompt or a max_tokens beyond the context is refused, an answer
+    # that would run past it is cut to what the prompt leaves (finish_reason "length").
+    asked = request.max_tokens or request.max_completion_tokens
+    if len(prompt) >= engine.context or (asked or 0) > engine.context:
+        what = f"max_tokens={asked}" if len(prompt) < engine.context else f"the prompt's {len(prompt)} tokens"
+        raise _BadRequest(400, f"{what} cannot be greater than the maximum context length, max_model_len={engine.context}.")
+    max_tokens = min(asked or engine.context, engine.context - len(prompt))
     stop = (request.stop,) if isinstance(request.stop, str) else tuple(request.stop or ())
     futures = [
         engine.submit(

@@ -43,7 +43,7 @@ import math
 import os
 import statistics
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -54,6 +54,7 @@ from ..benchmarks import BenchmarkDef, BenchmarkItem, benchmark_def, load_benchm
 from ..api import common as reasons
 from ..errors import WorkloadError
 from ..gates import judge_gates
+from ..limits import model_context, request_max_tokens
 from ..grading import STRICT, GradeResult, Grader, majority_correct, pass_at_k
 from ..llm import (
     DEFAULT_CONCURRENCY,
@@ -242,6 +243,9 @@ def _evaluate(config: EvalConfig, reporter: Reporter, stack: contextlib.ExitStac
     generator = _generator(config, output / CACHE_FILE, stack)
     engine = generator.describe()
     chosen = protocol(config.protocol, config.model_id or config.model, config.system_prompt)
+    asked, context = config.benchmarks, _served_context(config, engine)
+    config.benchmarks = [_within_context(run, context) for run in asked]
+    capped = {a.name: {"requested": a.max_tokens, "sent": run.max_tokens} for a, run in zip(asked, config.benchmarks) if run is not a}
 
     requests = [
         GenerationRequest(
@@ -291,7 +295,7 @@ def _evaluate(config: EvalConfig, reporter: Reporter, stack: contextlib.ExitStac
     gates = [g.to_dict() for g in judge_gates(config.gates, results)]
     for run in config.benchmarks:
         write_responses(output / "responses" / f"{run.name}.jsonl", responses[run.name], problems[run.name])
-    provenance = _provenance(config, engine, responses)
+    provenance = _provenance(config, engine, responses, capped)
     summary = _summary(config, chosen, engine, provenance, scores, sources, gates, started)
     (output / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     (output / "report.md").write_text(report(summary))
@@ -348,6 +352,28 @@ def _generator(config: EvalConfig, cache: Path, stack: contextlib.ExitStack) -> 
 
 
 CPU_SERVED_NAME = "model"  # what the in-pod CPU engine's server answers to
+
+
+def _served_context(config: EvalConfig, engine: dict[str, Any]) -> int | None:
+    """The context the model is served with: as the server lists it, the spec's maxModelLen, or (offline, before
+    vLLM loads) what vLLM derives from the model's config.json; None where nobody says."""
+    known = engine.get("maxModelLen") or config.max_model_len
+    if known or config.backend == "server" or "://" in config.model:
+        return known
+    try:
+        context = model_context(json.loads((Path(config.model) / "config.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return None
+    return context.default if context else None
+
+
+def _within_context(run: BenchmarkRun, context: int | None) -> BenchmarkRun:
+    """The run with max_tokens capped to the served context (vLLM's server refuses more), saying so in its note."""
+    sent = request_max_tokens(run.max_tokens, context)
+    if sent == run.max_tokens:
+        return run
+    note = f"maxTokens {run.max_tokens} capped to the served context of {sent} tokens (an answer gets what its prompt leaves)"
+    return replace(run, max_tokens=sent, note="; ".join(n for n in (run.note, note) if n))
 
 
 def _check_local_model(model: str) -> None:
@@ -424,7 +450,8 @@ def _generation_defaults(model_dir: str | None) -> dict[str, Any] | None:
     return {k: config[k] for k in keys if k in config} or None
 
 
-def _provenance(config: EvalConfig, engine: dict[str, Any], responses: dict[str, list[Response]]) -> dict[str, Any]:
+def _provenance(config: EvalConfig, engine: dict[str, Any], responses: dict[str, list[Response]],
+                capped: dict[str, dict[str, int]] | None = None) -> dict[str, Any]:
     model_dir = config.model_location or (config.model if config.backend == "offline" else None)
     return {
         "model": config.model,
@@ -436,6 +463,7 @@ def _provenance(config: EvalConfig, engine: dict[str, Any], responses: dict[str,
         "dtype": engine.get("dtype") or config.dtype,
         "tensorParallelSize": config.tensor_parallel_size,
         "maxModelLen": engine.get("maxModelLen") or config.max_model_len,
+        "maxTokensCapped": capped or None,  # benchmark -> the max_tokens asked and sent (the served context)
         "chatTemplateHash": chat_template_hash(model_dir),
         "generationDefaults": _generation_defaults(model_dir),
         "responses": sum(len(r) for r in responses.values()),
@@ -447,7 +475,7 @@ def _provenance(config: EvalConfig, engine: dict[str, Any], responses: dict[str,
 def _short_provenance(provenance: dict[str, Any]) -> dict[str, Any]:
     """What the status result carries (the termination message is small): no endpoint, no defaults."""
     keys = ("modelLocation", "modelRevision", "engine", "engineVersion", "dtype", "tensorParallelSize", "maxModelLen",
-            "chatTemplateHash", "cachedResponses")
+            "maxTokensCapped", "chatTemplateHash", "cachedResponses")
     return {k: provenance[k] for k in keys if provenance.get(k) is not None}
 
 
