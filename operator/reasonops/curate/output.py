@@ -5,9 +5,10 @@ Layout of a revision directory (a local path or an fsspec URI):
     data.jsonl  data.parquet   chat rows: {id, messages: [system, user, assistant], answer, source,
                                teacher, score, solveRate}
     manifest.json              revision (= contentHash, sha256 of data.jsonl), per-stage counts and drop
-                               reasons, sources and their revisions, teachers, solve rates, token lengths,
-                               the resolved spec
+                               reasons, sources and their revisions, teachers, solve rates, token lengths
+                               (and the assistant turn's length histogram), the resolved spec
     report.md                  the same for people, with a length histogram
+    report.html                the funnel, length and difficulty histograms as plots (reasonops.report)
     dropped.jsonl              every dropped problem: {id, stage, reason, detail}
                                (manifest and report also give each source's rows read and samples kept)
     variants/<name>/           data.jsonl, data.parquet and manifest.json of each perturbation

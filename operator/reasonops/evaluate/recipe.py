@@ -27,7 +27,7 @@ may be missing.
 
 Outputs under the revision's output directory:
 ``responses/<benchmark>.jsonl`` (one line per sample, with its messages and seed), ``summary.json``,
-``report.md``, and ``generation-cache.jsonl``, where samples are appended as they arrive so that a
+``report.md``, ``report.html`` (the scores with their intervals and pass@k as plots: reasonops.report), and ``generation-cache.jsonl``, where samples are appended as they arrive so that a
 restarted pod only generates what is missing.
 """
 

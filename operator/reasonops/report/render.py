@@ -26,8 +26,8 @@ from . import plots
 log = logging.getLogger("reasonops.report")
 
 REPORT_FILE = "report.html"
-MAX_DEPTH = 6  # below the directory given: <root>/evals/<name>/<revision>/checkpoints/<checkpoint>
-SKIPPED = {"model", "adapter", "responses", "variants", "volumes", "state", "base-model"}
+MAX_DEPTH = 8  # below the directory given, e.g. <root>/volumes/<claim>/evals/<name>/<revision>/checkpoints/<checkpoint>
+SKIPPED = {"model", "adapter", "responses", "variants", "state", "base-model"}  # never hold outputs
 
 
 @dataclass
