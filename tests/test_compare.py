@@ -123,6 +123,7 @@ def _reasonops(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=120, env=env)
 
 
+@pytest.mark.slow
 def test_compare_as_a_shell_runs_it(server: str, tmp_path: Path) -> None:
     bench = {"name": "demo", "maxTokens": 4, "samples": 2, "temperature": "0.7", "seed": 5}
     a = _evaluate(server, tmp_path / "base", bench)
@@ -155,6 +156,7 @@ def _refused(a: Path, b: Path) -> str:
     return proc.stderr
 
 
+@pytest.mark.slow
 def test_compare_refuses_different_problems_protocols_and_sampling(server: str, tmp_path: Path) -> None:
     bench = {"name": "demo", "maxTokens": 4}
     a = _evaluate(server, tmp_path / "a", bench)
