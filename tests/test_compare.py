@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import pytest
 
 from reasonops.evaluate import config_from_resource, main
-from reasonops.evaluate.compare import paired_difference
+from reasonops.evaluate.compare import EvalOutput, Refused, compare, incomparable, paired_difference
 from reasonops.serve import running_server
 from reasonops.tinymodel import build_tiny_model
 
@@ -95,6 +95,34 @@ def test_the_same_inputs_give_the_same_interval_and_bad_inputs_are_refused() -> 
         paired_difference([1.0], [1.0, 0.0])
     with pytest.raises(ValueError):
         paired_difference([], [])
+
+
+def _output(benchmarks: dict[str, dict[str, float]], protocol: str = "limo", seed: int | None = 0, **sampling: Any) -> EvalOutput:
+    summary = {"name": "run", "model": "m", "protocol": protocol, "systemPrompt": "p", "extraction": "strict", "benchmarks": [
+        {"name": name, "contentHash": "sha256:abc", "sampling": {"samples": 1, "temperature": 0.0, "topP": 1.0, "maxTokens": 8,
+                                                                "seeds": [seed], **sampling}} for name in benchmarks]}
+    return EvalOutput("/x", summary, benchmarks, {name: {(i, 0): seed for i in values} for name, values in benchmarks.items()})
+
+
+def test_what_makes_two_outputs_incomparable() -> None:
+    base = _output({"demo": {"p1": 0.0, "p2": 1.0}})
+    assert incomparable(base, _output({"demo": {"p1": 1.0, "p2": 1.0}}), "demo") is None  # other scores: comparable
+    assert "different protocol" in incomparable(base, _output({"demo": {"p1": 0.0, "p2": 1.0}}, protocol="skythought"), "demo")
+    assert "sampling temperature: 0.0 in A, 0.7 in B" in incomparable(base, _output({"demo": {"p1": 0.0, "p2": 1.0}}, temperature=0.7), "demo")
+    assert "different problems (1 only in A" in incomparable(base, _output({"demo": {"p1": 0.0, "p3": 1.0}}), "demo")
+    other_seeds = _output({"demo": {"p1": 0.0, "p2": 1.0}})
+    other_seeds.seeds["demo"][("p1", 0)] = 9
+    assert "different seeds" in incomparable(base, other_seeds, "demo")
+
+
+def test_compare_lists_what_only_one_run_evaluated_and_refuses_nothing_in_common() -> None:
+    a = _output({"demo": {"p1": 0.0, "p2": 0.0}, "aime24": {"q": 1.0}})
+    b = _output({"demo": {"p1": 1.0, "p2": 1.0}, "math500": {"r": 1.0}})
+    result = compare(a, b)
+    assert [row["benchmark"] for row in result["benchmarks"]] == ["demo"] and result["notCompared"] == ["aime24", "math500"]
+    assert result["benchmarks"][0]["difference"] == 1.0
+    with pytest.raises(Refused, match="no benchmark in common"):
+        compare(_output({"aime24": {"q": 1.0}}), _output({"math500": {"r": 1.0}}))
 
 
 # ---------------------------------------------------------------------------------------------- the command
