@@ -49,3 +49,14 @@ def test_demo_fine_tuning_beats_the_base_model(tmp_path: Path):
     assert "reasonops demo — summary" in proc.stdout and f"demo pass@1 {scores['fineTuned']:.2f}" in proc.stdout
     # The point of the product: a few dozen curated chains make the model better (LIMO's hypothesis in miniature).
     assert scores["gain"] >= 0.30, f"fine-tuning gained {scores['gain']:+.2f} pass@1 over the base (< 0.30)"
+    # It ends by pointing at one report of the whole chain, and at the paired comparison of its evaluations.
+    report = out / "report.html"
+    assert f"no network needed): {report}" in proc.stdout
+    html = report.read_text()
+    assert [s for s in ("run dataset", "run training", "run evaluation") if s in html] == ["run dataset", "run training", "run evaluation"]
+    assert html.count('class="plot') == 3 + 3 + 2 * 2 and 'class="plot no-data"' not in html.split("run training")[1].split("run evaluation")[0]
+    command = next(line for line in proc.stdout.splitlines() if "reasonops compare" in line).split(": ", 1)[1].split()
+    compared = subprocess.run([sys.executable, "-m", "reasonops", *command[1:], "--json"], capture_output=True, text=True, timeout=120)
+    assert compared.returncode == 0, compared.stderr
+    (row,) = json.loads(compared.stdout)["benchmarks"]
+    assert row["difference"] == pytest.approx(scores["gain"], abs=1e-3) and row["low"] <= row["difference"] <= row["high"]

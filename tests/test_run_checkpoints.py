@@ -62,6 +62,10 @@ def test_reasonops_run_selects_a_checkpoint_and_evaluates_it(tmp_path: Path):
     for name in ("step-2", "step-4"):
         summary = json.loads((pick_out / "checkpoints" / name / "summary.json").read_text())
         assert summary["provenance"]["modelLocation"] == str(run_dir / "checkpoints" / name / "model")
+    # The report above the checkpoints' directories draws the checkpoint curve: one point per checkpoint.
+    report = (pick_out / "report.html").read_text()
+    curve = report.split('aria-label="checkpoint curve (pass@1)"')[0].rsplit("<svg", 1)[1]
+    assert 'data-series-count="1" data-points="2"' in curve and "<script" not in report
     scores = [c["results"][0]["score"] for c in pick["checkpoints"]]
     best = max(range(2), key=lambda i: (float(scores[i]), -i))  # ties go to the earlier
     selected = pick["selectedCheckpoint"]

@@ -72,6 +72,18 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     return grade_command(args)
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .evaluate.compare import command
+
+    return command(args)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import command
+
+    return command(args)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import main as demo_main
 
@@ -144,6 +156,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_grade_arguments(p)
     p.add_argument("--isolation", choices=ISOLATIONS, default=None, help=isolation_help)
     p.set_defaults(func=_cmd_grade)
+
+    from .evaluate.compare import add_arguments as add_compare_arguments
+    from .report import add_arguments as add_report_arguments
+
+    p = sub.add_parser("compare", help="the paired difference of two evaluations per benchmark, with its 95% interval",
+                       description="Compare two evaluation outputs (B - A) on the same problems, paired per problem.")
+    add_compare_arguments(p)
+    p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("report", help="render the HTML report (plots) of an output directory",
+                       description="Write a self-contained HTML report of the runs found under a directory.")
+    add_report_arguments(p)
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("serve", help="serve a model directory with a local OpenAI-compatible server (CPU)",
                        description="OpenAI-compatible server for a local model on CPU.")

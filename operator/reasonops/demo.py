@@ -220,6 +220,13 @@ def main(output: str = "./reasonops-demo", keep: bool = False) -> int:
     for s in summaries:
         print(f"  {s['kind']:<17} {s['name']:<15} {s['location']}")
     print(f"\nfinished in {time.time() - started:.0f}s; summary in {root / 'summary.json'}")
+    from .report import write_report_quietly
+
+    report = write_report_quietly(root)
+    if report is not None:
+        print(f"report with plots (open it in a browser, no network needed): {report}")
+    print(f"paired comparison of the two evaluations: reasonops compare {evals['demo-eval-base']['output']} "
+          f"{evals['demo-eval']['output']}")
     return 0
 
 

@@ -5,9 +5,10 @@ Layout of a revision directory (a local path or an fsspec URI):
     data.jsonl  data.parquet   chat rows: {id, messages: [system, user, assistant], answer, source,
                                teacher, score, solveRate}
     manifest.json              revision (= contentHash, sha256 of data.jsonl), per-stage counts and drop
-                               reasons, sources and their revisions, teachers, solve rates, token lengths,
-                               the resolved spec
+                               reasons, sources and their revisions, teachers, solve rates, token lengths
+                               (and the assistant turn's length histogram), the resolved spec
     report.md                  the same for people, with a length histogram
+    report.html                the funnel, length and difficulty histograms as plots (reasonops.report)
     dropped.jsonl              every dropped problem: {id, stage, reason, detail}
                                (manifest and report also give each source's rows read and samples kept)
     variants/<name>/           data.jsonl, data.parquet and manifest.json of each perturbation
@@ -158,22 +159,28 @@ def length_stats(values: list[int]) -> dict[str, Any]:
             "min": ordered[0], "p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99), "max": ordered[-1]}
 
 
+def histogram_bins(values: list[int], bins: int = 10) -> dict[str, Any]:
+    """Equal-width integer bins over the values: each bin's first value ("starts", the last bin ending at
+    "end", the maximum) and its count; the manifest keeps them for the HTML report's length histogram."""
+    if not values:
+        return {"starts": [], "counts": [], "end": None}
+    low, high = min(values), max(values)
+    step = max(1, math.ceil((high - low + 1) / bins))
+    counts = Counter(min((v - low) // step, bins - 1) for v in values)
+    starts = [low + b * step for b in range(bins) if low + b * step <= high]
+    return {"starts": starts, "counts": [counts.get(b, 0) for b in range(len(starts))], "end": high}
+
+
 def histogram(values: list[int], bins: int = 10, width: int = 40) -> str:
     """A text histogram, one line per bin: range, count and a bar."""
     if not values:
         return "(no samples)"
-    low, high = min(values), max(values)
-    step = max(1, math.ceil((high - low + 1) / bins))
-    counts = Counter(min((v - low) // step, bins - 1) for v in values)
-    peak = max(counts.values())
-    lines = []
-    for b in range(bins):
-        start = low + b * step
-        if start > high:
-            break
-        bar = "#" * round(width * counts.get(b, 0) / peak)
-        lines.append(f"{start:>7}-{min(start + step - 1, high):<7} {counts.get(b, 0):>7}  {bar}")
-    return "\n".join(lines)
+    binned = histogram_bins(values, bins)
+    starts, counts = binned["starts"], binned["counts"]
+    ends = [start - 1 for start in starts[1:]] + [binned["end"]]
+    peak = max(counts)
+    return "\n".join(f"{start:>7}-{end:<7} {count:>7}  {'#' * round(width * count / peak)}"
+                     for start, end, count in zip(starts, ends, counts))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from ..errors import WorkloadError
 from ..grading import Grader
 from ..llm import api_key_env, check_endpoint
 from ..progress import Reporter
+from ..report import REPORT_FILE, dataset_section, page
 from . import output, sharding
 from .decontaminate import DEFAULT_NGRAM, BenchmarkIndex, decontaminate, load_items
 from .dedupe import dedupe_rows
@@ -352,7 +353,8 @@ def _write_dataset(config: CurateConfig, sink: output.DatasetSink, store: Proble
         "sources": [{**s.to_manifest(), "samples": contributed.get(s.name, 0)} for s in sources],
         "teachers": dict(teachers.most_common()),
         "solveRates": solve_rates,
-        "tokenLengths": {"method": method, **{part: output.length_stats(v) for part, v in lengths.items()}},
+        "tokenLengths": {"method": method, **{part: output.length_stats(v) for part, v in lengths.items()},
+                         "assistantHistogram": output.histogram_bins(lengths["assistant"])},
         "variants": variants,
         "config": spec.to_wire(),
         "files": sorted([*files, "manifest.json", "report.md", "dropped.jsonl"]),
@@ -360,8 +362,20 @@ def _write_dataset(config: CurateConfig, sink: output.DatasetSink, store: Proble
     files["dropped.jsonl"] = drops.close()
     files["manifest.json"] = _json(manifest)
     files["report.md"] = output.render_report(manifest, drops.contaminated, lengths["assistant"]).encode()
+    html = _html_report(config.output, manifest)
+    if html is not None:
+        files[REPORT_FILE] = html
     sink.write(files)
     return manifest
+
+
+def _html_report(location: str, manifest: dict[str, Any]) -> bytes | None:
+    """report.html (the funnel, length and difficulty histograms); one that fails is logged, not fatal."""
+    try:
+        return page(f"Dataset {manifest['name']}", [dataset_section(location, manifest)]).encode()
+    except Exception as exc:  # noqa: BLE001 - the dataset is written whatever happens to its report
+        log.warning("no HTML report for %s: %s", location, exc)
+        return None
 
 
 def failure_location(output_location: str) -> str:

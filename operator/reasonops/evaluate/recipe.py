@@ -27,7 +27,7 @@ may be missing.
 
 Outputs under the revision's output directory:
 ``responses/<benchmark>.jsonl`` (one line per sample, with its messages and seed), ``summary.json``,
-``report.md``, and ``generation-cache.jsonl``, where samples are appended as they arrive so that a
+``report.md``, ``report.html`` (the scores with their intervals and pass@k as plots: reasonops.report), and ``generation-cache.jsonl``, where samples are appended as they arrive so that a
 restarted pod only generates what is missing.
 """
 
@@ -69,6 +69,7 @@ from ..llm import (
     check_endpoint,
 )
 from ..progress import Reporter
+from ..report import write_report_quietly
 from ..serve import running_server
 from .protocols import MAX_TOKENS, PROTOCOLS, Protocol, protocol, sampling_for
 from .stats import estimate
@@ -218,6 +219,9 @@ def run_resource(doc: dict[str, Any], reporter: Reporter, env: dict[str, str] | 
     result = main(config_from_resource(document.as_dict()), reporter)
     if target is not None:
         result["checkpoint"] = {"name": target.name, "step": target.step}
+        parent = str(doc["output"])
+        if "://" not in parent:  # the checkpoint curve of those rated so far, above their directories
+            write_report_quietly(parent)
     return result
 
 
@@ -299,6 +303,7 @@ def _evaluate(config: EvalConfig, reporter: Reporter, stack: contextlib.ExitStac
     summary = _summary(config, chosen, engine, provenance, scores, sources, gates, started)
     (output / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     (output / "report.md").write_text(report(summary))
+    write_report_quietly(output)  # report.html: the scores and intervals as plots
     if upload:
         upload()
     result: dict[str, Any] = {

@@ -21,6 +21,7 @@ from ..api.v1alpha1 import MAX_CHECKPOINTS
 from ..contract import checkpoint_model
 from ..errors import WorkloadError
 from ..progress import Reporter
+from ..report import REPORT_FILE, write_report_quietly
 from . import checkpoints as ckpt
 from .config import TrainConfig, deepspeed_config
 from .data import (
@@ -203,6 +204,7 @@ def _train(config: TrainConfig, reporter: Reporter, info: DistInfo) -> dict[str,
                      _exported_steps(root, per_epoch))
     if is_main:
         _write_summary(work, config, state, stats, meter, n_params, attention, result)
+        write_report_quietly(work)  # report.html: loss, learning rate and throughput as plots
         if is_uri(config.output):
             _upload(work, config.output)
     _barrier()
@@ -461,7 +463,7 @@ def _upload(work: Path, uri: str) -> None:
     for name in ("model", "adapter"):
         if (work / name).is_dir():
             fs.put(str(work / name), f"{dest}/{name}", recursive=True)
-    for name in (RESOLVED_CONFIG, TRAIN_LOG, SUMMARY, ckpt.MARKER):  # the marker last
+    for name in (RESOLVED_CONFIG, TRAIN_LOG, SUMMARY, REPORT_FILE, ckpt.MARKER):  # the marker last
         if (work / name).exists():
             fs.put(str(work / name), f"{dest}/{name}")
 
