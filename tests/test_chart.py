@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from reasonops.controller import builders as b
+from reasonops.controller import labels as child_labels
 from reasonops.controller.settings import Settings
 from reasonops.progress import Reporter
 
@@ -289,11 +289,11 @@ def test_service_monitor_and_pod_monitor():
 
     pod_monitor = one(docs, "PodMonitor", name="rel-reasonops-workloads")
     assert pod_monitor["spec"]["namespaceSelector"] == {"any": True}
-    assert pod_monitor["spec"]["selector"]["matchLabels"] == {b.LABEL_MANAGED_BY: b.MANAGED_BY}
+    assert pod_monitor["spec"]["selector"]["matchLabels"] == {child_labels.LABEL_MANAGED_BY: child_labels.MANAGED_BY}
     (endpoint,) = pod_monitor["spec"]["podMetricsEndpoints"]
     assert endpoint["port"] == "metrics"
     # ...which is what the operator gives training pods: the label, and a port of that name on 9400.
-    assert b.labels_for("FineTuneJob", "ft", "train")[b.LABEL_MANAGED_BY] == b.MANAGED_BY
+    assert child_labels.labels_for("FineTuneJob", "ft", "train")[child_labels.LABEL_MANAGED_BY] == child_labels.MANAGED_BY
     assert Settings().workload_metrics_port == 9400
 
 
@@ -452,7 +452,7 @@ def test_helm_install_runs_the_chain_with_only_the_charts_rights_and_upgrades(cl
         operator.start()
         _apply(c, ns, _dataset(2), *CHAIN)
         ev = _wait_for("EvalRun Passed", lambda: _cond(e := _get(c, "evalrun", ns, "ev"), "Passed") == "True" and e, 120, operator.diagnose)
-        assert _get(c, "deployment", ns, "ev-server")["metadata"]["labels"][b.LABEL_MANAGED_BY] == b.MANAGED_BY
+        assert _get(c, "deployment", ns, "ev-server")["metadata"]["labels"][child_labels.LABEL_MANAGED_BY] == child_labels.MANAGED_BY
         assert ev["status"]["accuracy"] == "0.7000"
         events = json.loads(c.kubectl("get", "events", "-n", ns, "-o", "json").stdout)["items"]
         assert any(e["involvedObject"]["kind"] == "ReasoningDataset" for e in events), "kopf could not post events"
