@@ -87,6 +87,18 @@ class Observed:
         return [x for x in self.pods if not x.server]
 
 
+def resolution_of(body: dict[str, Any], resource: Resource, spec: dict[str, Any], lookup: contract.Lookup,
+                  settings: Settings) -> contract.Resolution:
+    """A resource's inputs as the operator resolves them (`contract.resolve`): a FineTuneJob keeps what it
+    trained on while its spec is unchanged (retrainPolicy: Manual), an EvalRun's server is its Service."""
+    meta = body["metadata"]
+    return contract.resolve(
+        resource, spec, lookup,
+        pinned_dataset=pinned_dataset(body) if resource.kind == "FineTuneJob" else None,
+        server_url=contract.endpoint_url(meta["name"], meta["namespace"], settings.server_port) if resource.kind == "EvalRun" else None,
+    )
+
+
 def document(observed: Observed) -> contract.WorkloadDocument:
     """The document of the current revision. Only built for a revision whose inputs are resolved (its output
     is decided by then: `contract.eval_output`)."""

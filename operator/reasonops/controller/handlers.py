@@ -38,7 +38,7 @@ from ..api.v1alpha1 import KINDS, Resource
 from ..kube import AsyncKube
 from . import metrics
 from .builders import child_name
-from .decide import DECIDERS, Observed, decide_invalid, pinned_dataset
+from .decide import DECIDERS, Observed, decide_invalid, resolution_of
 from .labels import (
     ANNOTATION_APPLIED_AT,
     ANNOTATION_MODEL_REVISION,
@@ -479,11 +479,7 @@ async def gather(kind: str, body: dict[str, Any], parsed: _Parsed, indexes: dict
     def lookup(other_kind: str, other_name: str) -> Optional[dict[str, Any]]:
         return _one(indexes[INDEX_OF_KIND[other_kind]], (namespace, other_name))
 
-    resolution = contract.resolve(
-        resource, parsed.spec, lookup,
-        pinned_dataset=pinned_dataset(body) if kind == "FineTuneJob" else None,
-        server_url=contract.endpoint_url(name, namespace, STATE.settings.server_port) if kind == "EvalRun" else None,
-    )
+    resolution = resolution_of(body, resource, parsed.spec, lookup, STATE.settings)
     children = (namespace, kind, name)
     jobs, pods = _all(indexes["job_index"], children), _all(indexes["pod_index"], children)
     now = now_iso()
