@@ -18,6 +18,7 @@ how many processes train       `training_world`
 GPUs of the evaluation Job     `eval_job_gpus`
 whether a server is needed     `serving_enabled`
 whether a sandbox is needed    `needs_sandbox` (`CODE_BENCHMARKS`)
+a revision's inputs, output   `resolve` (`resolve_dataset`, `resolve_model`, `resolve_samplers`)
 the served model's name        `served_model_name`
 the endpoint of an EvalRun     `endpoint_url`
 env var of a secret's value    `api_key_env`
@@ -338,13 +339,15 @@ def model_context_length(model_config: Mapping[str, Any]) -> Optional[int]:
 def check_max_model_len(model_config: Mapping[str, Any], requested: Optional[int]) -> Optional[str]:
     """A one-line error when serving.maxModelLen exceeds the model's context (vLLM refuses to start
     then), else None."""
-    if requested is None:
+    return max_model_len_problem(requested, model_context_length(model_config))
+
+
+def max_model_len_problem(requested: Optional[int], allowed: Optional[int]) -> Optional[str]:
+    """A one-line error when serving.maxModelLen exceeds a model's context of `allowed` tokens, else None."""
+    if requested is None or allowed is None or requested <= allowed:
         return None
-    allowed = model_context_length(model_config)
-    if allowed is not None and requested > allowed:
-        return (f"serving.maxModelLen {requested} exceeds the model's context of {allowed} tokens "
-                f"(max_position_embeddings and rope_scaling in its config.json)")
-    return None
+    return (f"serving.maxModelLen {requested} exceeds the model's context of {allowed} tokens "
+            f"(max_position_embeddings and rope_scaling in its config.json)")
 
 
 

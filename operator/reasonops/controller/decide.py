@@ -300,8 +300,7 @@ def decide_eval(observed: Observed) -> Plan:
     waiting = resolution.waiting
     spec = evaluation.spec
     serving = contract.serving_enabled(spec)
-    too_long = (contract.check_max_model_len({"max_position_embeddings": model.context_length}, spec.serving.maxModelLen)
-                if serving and model.context_length else None)
+    too_long = contract.max_model_len_problem(spec.serving.maxModelLen, model.context_length) if serving else None
     if waiting is None and too_long:  # vLLM would refuse to start: say so before any GPU is asked for
         waiting = (common.REASON_MAX_MODEL_LEN_TOO_LONG, too_long)
     old = body.get("status") or {}
@@ -349,7 +348,7 @@ def decide_eval(observed: Observed) -> Plan:
         reports = checkpoint_reports(job_name, pods)
         per_checkpoint = checkpoint_results([t.model_dump() for t in model.checkpoints], reports, old, revision)
         status["checkpoints"] = per_checkpoint
-        chosen = (select_checkpoint(per_checkpoint, selection.benchmark, selection.metric or "score")
+        chosen = (select_checkpoint(per_checkpoint, selection.benchmark, selection.metric)
                   if selection and status["phase"] == "Succeeded" else None)
         results = None
         if chosen:  # until then the previous selection stays (as a FineTuneJob's model does while it retrains)
@@ -382,7 +381,7 @@ def decide_eval(observed: Observed) -> Plan:
     elif status["phase"] == "Failed":
         passed = ("False", common.REASON_FAILED, "the evaluation failed")
     elif status["phase"] == "Succeeded" and model.checkpoints and selection:
-        passed = ("False", common.REASON_NO_SELECTION, f"no checkpoint has a {selection.metric or 'score'} on {selection.benchmark}")
+        passed = ("False", common.REASON_NO_SELECTION, f"no checkpoint has a {selection.metric} on {selection.benchmark}")
         status.update(results=None, gates=None, accuracy=None)
     elif status["phase"] == "Succeeded" and model.checkpoints:
         passed = ("True", common.REASON_NO_GATES, "no gates configured (per-checkpoint results in status.checkpoints)")
