@@ -14,6 +14,7 @@ import yaml
 from reasonops import contract, runner
 from reasonops.api.v1alpha1 import EVAL_BACKOFF_LIMIT, FINETUNE_BACKOFF_LIMIT, KINDS
 from reasonops.controller import decide
+from reasonops.controller.labels import ANNOTATION_SPEC_HASH
 from reasonops.controller.policy import JobState, Plan, PodState, ServerState
 from reasonops.controller.settings import Settings
 from reasonops.errors import WorkloadError
@@ -241,7 +242,7 @@ def test_an_evaluation_starts_its_server_first_and_waits_for_it():
 
 def _applied_server(plan: Plan, ready: bool) -> ServerState:
     annotations = plan.server.apply[0]["metadata"]["annotations"]
-    return ServerState(name="ev-server", spec_hash=annotations["reasonops.io/spec-hash"], applied_at=NOW,
+    return ServerState(name="ev-server", spec_hash=annotations[ANNOTATION_SPEC_HASH], applied_at=NOW,
                        current=True, updated_available=1 if ready else 0)
 
 

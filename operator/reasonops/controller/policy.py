@@ -1,8 +1,9 @@
 """Decide, from what was observed, what a resource's children and status should be.
 
-Pure functions (no API calls): `plan_run` turns a resource, its current revision and the observed state of
-its Jobs and pods into a `Plan` — objects to create, Jobs to suspend or resume, old revisions to delete,
-and the status to write. The handlers gather the observations and apply the plan.
+Pure functions (no API calls) that the three kinds share; each kind's own decision (`decide.py`) calls them.
+`plan_run` turns a resource, its current revision and the observed state of its Jobs and pods into a `Plan`
+— objects to create, Jobs to suspend or resume, old revisions to delete, and the status to write;
+`plan_server` decides a server's (or sandbox's) desired state. The handlers gather and apply.
 
 The rules that matter most:
 - one Job per revision, named after it, so a restarted operator never creates duplicates;
