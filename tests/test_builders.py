@@ -6,9 +6,9 @@ from pathlib import Path
 
 import yaml
 
-from reasonops import contract as k
+from reasonops import contract
 from reasonops.api.v1alpha1 import EvalRun, FineTuneJob, ReasoningDataset
-from reasonops.controller import builders as b
+from reasonops.controller import builders
 from reasonops.controller.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,10 +24,10 @@ def _load(name: str, kind: str) -> dict:
     raise AssertionError(kind)
 
 
-def _doc(res, revision: str, output: str | None = None, **context) -> k.WorkloadDocument:
+def _doc(res, revision: str, output: str | None = None, **context) -> contract.WorkloadDocument:
     if output is None:
-        output = {"ReasoningDataset": k.dataset_output, "FineTuneJob": k.finetune_output}[res.kind](res, revision)
-    return k.build_document(res, revision=revision, output=output, context=k.WorkloadContext(**context))
+        output = {"ReasoningDataset": contract.dataset_output, "FineTuneJob": contract.finetune_output}[res.kind](res, revision)
+    return contract.build_document(res, revision=revision, output=output, context=contract.WorkloadContext(**context))
 
 
 def _env(container: dict) -> dict:
@@ -35,15 +35,15 @@ def _env(container: dict) -> dict:
 
 
 def test_child_names_fit_indexed_pod_hostnames():
-    name = b.child_name("x" * 80, "0123456789")
+    name = builders.child_name("x" * 80, "0123456789")
     assert len(name) <= 53 and name.endswith("-01234567")
     assert len(f"{name}-255") <= 63
 
 
 def test_dataset_job_is_secure_queued_and_carries_its_config():
     body = _load("reasoningdataset.yaml", "ReasoningDataset")
-    ds = ReasoningDataset.model_validate(body)
-    children = b.build_dataset_children(body, ds, _doc(ds, "rev1234567"), SETTINGS, suspend=False)
+    ds = contract.with_defaults(ReasoningDataset.model_validate(body))
+    children = builders.build_dataset_children(body, ds, _doc(ds, "rev1234567"), SETTINGS, suspend=False)
     cm, job = children
     assert cm["kind"] == "ConfigMap" and job["kind"] == "Job"
     assert job["metadata"]["ownerReferences"][0] == {
@@ -51,7 +51,7 @@ def test_dataset_job_is_secure_queued_and_carries_its_config():
         "controller": True, "blockOwnerDeletion": True,
     }
     # Kueue: the queue label is passed on and the Job starts suspended so Kueue can admit it.
-    assert job["metadata"]["labels"][b.QUEUE_LABEL] == "gpu-batch" and job["spec"]["suspend"] is True
+    assert job["metadata"]["labels"][builders.QUEUE_LABEL] == "gpu-batch" and job["spec"]["suspend"] is True
     pod = job["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert pod["securityContext"]["runAsNonRoot"] and container["securityContext"]["readOnlyRootFilesystem"]
@@ -68,14 +68,14 @@ def test_dataset_job_is_secure_queued_and_carries_its_config():
 
 def test_finetune_is_an_indexed_job_with_rendezvous_environment():
     body = _load("finetunejob.yaml", "FineTuneJob")
-    ft = FineTuneJob.model_validate(body)
+    ft = contract.with_defaults(FineTuneJob.model_validate(body))
     dataset = "pvc://reasoning-data/datasets/limo-math/r1"
     document = _doc(ft, "abcdef123456", datasetLocation=dataset, datasetRevision="r1")
-    cm, svc, job = b.build_finetune_children(body, ft, document, SETTINGS, False, input_locations=[dataset])
+    cm, svc, job = builders.build_finetune_children(body, ft, document, SETTINGS, False, input_locations=[dataset])
     name = "limo-32b-abcdef12"
     assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == 4 == job["spec"]["parallelism"]
     assert svc["spec"]["clusterIP"] == "None" and svc["spec"]["publishNotReadyAddresses"] is True
-    assert svc["spec"]["selector"] == {b.LABEL_JOB: name}
+    assert svc["spec"]["selector"] == {builders.LABEL_JOB: name}
     pod = job["spec"]["template"]["spec"]
     assert pod["subdomain"] == name
     env = _env(pod["containers"][0])
@@ -91,23 +91,23 @@ def test_finetune_is_an_indexed_job_with_rendezvous_environment():
 
 def test_eval_server_has_startup_probe_and_gpus_per_tensor_parallel_rank():
     body = _load("evalrun.yaml", "EvalRun")
-    ev = EvalRun.model_validate(body)
-    deployment, service = b.build_eval_server(body, ev, "pvc://reasoning-models/runs/limo-32b/r/model", "r", SETTINGS)
+    ev = contract.with_defaults(EvalRun.model_validate(body))
+    deployment, service = builders.build_eval_server(body, ev, "pvc://reasoning-models/runs/limo-32b/r/model", "r", SETTINGS)
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["command"][:3] == ["vllm", "serve", "/mnt/pvc/reasoning-models/runs/limo-32b/r/model"]
     assert "--tensor-parallel-size" in container["command"] and container["resources"]["limits"]["nvidia.com/gpu"] == "4"
     assert container["startupProbe"]["httpGet"]["path"] == "/v1/models"
     assert container["startupProbe"]["failureThreshold"] * container["startupProbe"]["periodSeconds"] >= 1800
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
-    assert k.endpoint_url("limo-32b-eval", "team", SETTINGS.server_port) == "http://limo-32b-eval-server.team.svc:8000/v1"
+    assert contract.endpoint_url("limo-32b-eval", "team", SETTINGS.server_port) == "http://limo-32b-eval-server.team.svc:8000/v1"
 
 
 def test_secrets_are_referenced_never_copied():
     body = _load("reasoningdataset.yaml", "ReasoningDataset")
     body["spec"]["stages"][2]["difficulty"]["sampler"]["endpoint"] = {
         "url": "https://api.example.com/v1", "apiKeySecretRef": {"name": "openai", "key": "token"}}
-    ds = ReasoningDataset.model_validate(body)
-    cm, job = b.build_dataset_children(body, ds, _doc(ds, "r"), SETTINGS, suspend=False)
+    ds = contract.with_defaults(ReasoningDataset.model_validate(body))
+    cm, job = builders.build_dataset_children(body, ds, _doc(ds, "r"), SETTINGS, suspend=False)
     env = [e for e in job["spec"]["template"]["spec"]["containers"][0]["env"] if e["name"] == "REASONOPS_API_KEY_OPENAI_TOKEN"]
     assert env == [{"name": "REASONOPS_API_KEY_OPENAI_TOKEN", "valueFrom": {"secretKeyRef": {"name": "openai", "key": "token"}}}]
 
@@ -117,9 +117,9 @@ def test_pod_annotations_and_labels_reach_the_pods_without_a_new_revision():
     spec = dict(body["spec"])
     body["spec"]["resources"]["podAnnotations"] = {"sidecar.istio.io/inject": "false"}
     body["spec"]["resources"]["podLabels"] = {"team": "math"}
-    assert k.revision_of("ReasoningDataset", spec) == k.revision_of("ReasoningDataset", body["spec"])
-    ds = ReasoningDataset.model_validate(body)
-    job = b.build_dataset_children(body, ds, _doc(ds, "r"), SETTINGS, suspend=False)[1]
+    assert contract.revision_of("ReasoningDataset", spec) == contract.revision_of("ReasoningDataset", body["spec"])
+    ds = contract.with_defaults(ReasoningDataset.model_validate(body))
+    job = builders.build_dataset_children(body, ds, _doc(ds, "r"), SETTINGS, suspend=False)[1]
     meta = job["spec"]["template"]["metadata"]
     assert meta["annotations"] == {"sidecar.istio.io/inject": "false"} and meta["labels"]["team"] == "math"
 
@@ -127,10 +127,10 @@ def test_pod_annotations_and_labels_reach_the_pods_without_a_new_revision():
 def test_gpu_pods_get_the_operators_default_placement_unless_they_set_their_own():
     settings = Settings(gpu_node_selector={"pool": "gpu"}, gpu_tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists"}])
     body = _load("evalrun.yaml", "EvalRun")
-    ev = EvalRun.model_validate(body)
-    server = b.build_eval_server(body, ev, "/models/m", "r", settings)[0]["spec"]["template"]["spec"]
+    ev = contract.with_defaults(EvalRun.model_validate(body))
+    server = builders.build_eval_server(body, ev, "/models/m", "r", settings)[0]["spec"]["template"]["spec"]
     assert server["nodeSelector"] == {"pool": "gpu"} and server["tolerations"][0]["key"] == "nvidia.com/gpu"
-    job = b.build_eval_children(body, ev, _doc(ev, "r", "/results/r", modelLocation="/models/m"), settings, False,
+    job = builders.build_eval_children(body, ev, _doc(ev, "r", "/results/r", modelLocation="/models/m"), settings, False,
                                 model_location="/models/m")[1]
     assert "nodeSelector" not in job["spec"]["template"]["spec"]  # the benchmark Job uses no GPU
 
@@ -143,8 +143,8 @@ def test_every_referenced_volume_is_mounted_and_every_credential_reaches_the_pod
         if "decontaminate" in stage:
             stage["decontaminate"]["benchmarkPath"] = "pvc://benchmarks/math"
     body["spec"]["hubTokenSecretRef"] = {"name": "hf", "key": "token"}
-    ds = ReasoningDataset.model_validate(body)
-    pod = b.build_dataset_children(body, ds, _doc(ds, "r"), SETTINGS, suspend=False)[1]["spec"]["template"]["spec"]
+    ds = contract.with_defaults(ReasoningDataset.model_validate(body))
+    pod = builders.build_dataset_children(body, ds, _doc(ds, "r"), SETTINGS, suspend=False)[1]["spec"]["template"]["spec"]
     claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
     assert claims == {"pools", "benchmarks"}
     container = pod["containers"][0]
@@ -156,9 +156,9 @@ def test_every_referenced_volume_is_mounted_and_every_credential_reaches_the_pod
 
 def test_training_pods_get_the_credentials_of_the_dataset_they_read():
     body = _load("finetunejob.yaml", "FineTuneJob")
-    ft = FineTuneJob.model_validate(body)
+    ft = contract.with_defaults(FineTuneJob.model_validate(body))
     document = _doc(ft, "r", datasetLocation="s3://bucket/ds/r1")
-    job = b.build_finetune_children(body, ft, document, SETTINGS, False, input_locations=["s3://bucket/ds/r1"],
+    job = builders.build_finetune_children(body, ft, document, SETTINGS, False, input_locations=["s3://bucket/ds/r1"],
                                     input_secrets=["dataset-store"])[2]
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert {"secretRef": {"name": "dataset-store"}} in container["envFrom"]
@@ -167,18 +167,18 @@ def test_training_pods_get_the_credentials_of_the_dataset_they_read():
 def test_eval_job_mounts_its_output_and_not_the_model_when_a_server_serves_it():
     body = _load("evalrun.yaml", "EvalRun")
     body["spec"]["output"] = {"volume": {"claimName": "results", "path": "evals"}}
-    ev = EvalRun.model_validate(body)
+    ev = contract.with_defaults(EvalRun.model_validate(body))
     model = "pvc://reasoning-models/runs/limo-32b/r/model"
-    output = k.eval_output(ev, "r", model)
+    output = contract.eval_output(ev, "r", model)
     assert output == "pvc://results/evals/limo-32b-eval/r"  # spec.output wins over "next to the model"
     document = _doc(ev, "r", output, modelLocation=model)
-    job = b.build_eval_children(body, ev, document, SETTINGS, False, model_location=model)[1]
+    job = builders.build_eval_children(body, ev, document, SETTINGS, False, model_location=model)[1]
     pod = job["spec"]["template"]["spec"]
     claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
     assert claims == {"results"}
     assert _env(pod["containers"][0])["REASONOPS_OUTPUT"] == "/mnt/pvc/results/evals/limo-32b-eval/r"
     offline = EvalRun.model_validate({**body, "spec": {**body["spec"], "backend": "offline"}})
-    pod = b.build_eval_children(body, offline, document, SETTINGS, False, model_location=model)[1]["spec"]["template"]["spec"]
+    pod = builders.build_eval_children(body, offline, document, SETTINGS, False, model_location=model)[1]["spec"]["template"]["spec"]
     claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
     assert claims == {"results", "reasoning-models"}
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "4"  # the engine's tensor parallel size
@@ -189,23 +189,23 @@ def test_a_checkpoint_evaluation_is_an_indexed_job_with_one_pod_per_checkpoint()
             "metadata": {"name": "sel", "namespace": "team", "uid": "u", "generation": 1},
             "spec": {"model": {"fineTuneJob": "ft", "checkpoints": "all"}, "backend": "offline", "benchmarks": [{"name": "aime24"}],
                      "selection": {"benchmark": "aime24"}}}
-    ev = EvalRun.model_validate(body)
+    ev = contract.with_defaults(EvalRun.model_validate(body))
     run = "pvc://models/runs/ft/r1"
-    targets = [k.CheckpointRef(name=f"step-{s}", step=s, location=k.checkpoint_model(f"{run}/checkpoints/step-{s}")) for s in (4, 8, 12)]
+    targets = [contract.CheckpointRef(name=f"step-{s}", step=s, location=contract.checkpoint_model(f"{run}/checkpoints/step-{s}")) for s in (4, 8, 12)]
     document = _doc(ev, "e1", f"{run}/evals/sel/e1", modelLocation=f"{run}/model", checkpoints=targets)
-    cm, job = b.build_eval_children(body, ev, document, SETTINGS, False, model_location=f"{run}/model")
+    cm, job = builders.build_eval_children(body, ev, document, SETTINGS, False, model_location=f"{run}/model")
     assert (job["spec"]["completionMode"], job["spec"]["completions"], job["spec"]["parallelism"]) == ("Indexed", 3, 3)
     pod = job["spec"]["template"]["spec"]
-    assert _env(pod["containers"][0])[k.Env.CHECKPOINTS] == "3"  # every index reports its own result
+    assert _env(pod["containers"][0])[contract.Env.CHECKPOINTS] == "3"  # every index reports its own result
     assert [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v] == ["models"]
     # The document every pod reads lists the checkpoints where the pod finds them.
-    mounted = k.read_document(cm["data"][next(iter(cm["data"]))])
+    mounted = contract.read_document(cm["data"][next(iter(cm["data"]))])
     assert [c.location for c in mounted.context.checkpoints][2] == "/mnt/pvc/models/runs/ft/r1/checkpoints/step-12/model"
-    plain = b.build_eval_children(body, ev, _doc(ev, "e1", f"{run}/evals/sel/e1", modelLocation=f"{run}/model"), SETTINGS, False)[1]
+    plain = builders.build_eval_children(body, ev, _doc(ev, "e1", f"{run}/evals/sel/e1", modelLocation=f"{run}/model"), SETTINGS, False)[1]
     assert "completionMode" not in plain["spec"]
     # spec.parallelism limits the pods that run at once, never above one per checkpoint.
     for limit, expected in ((2, 2), (10, 3)):
         limited = EvalRun.model_validate({**body, "spec": {**body["spec"], "parallelism": limit}})
-        limited_job = b.build_eval_children(body, limited, document, SETTINGS, False, model_location=f"{run}/model")[1]
+        limited_job = builders.build_eval_children(body, limited, document, SETTINGS, False, model_location=f"{run}/model")[1]
         assert (limited_job["spec"]["completions"], limited_job["spec"]["parallelism"]) == (3, expected)
-    assert b.eval_parallelism(ev.spec, 0) is None and b.eval_parallelism(ev.spec, 3) == 3
+    assert builders.eval_parallelism(ev.spec, 0) is None and builders.eval_parallelism(ev.spec, 3) == 3

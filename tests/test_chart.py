@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
-from reasonops.controller import builders as b
+from reasonops.controller import builders
+from reasonops.controller import labels as child_labels
 from reasonops.controller.settings import Settings
 from reasonops.progress import Reporter
 
@@ -283,13 +284,13 @@ def test_service_monitor_and_pod_monitors():
     assert sorted(m["metadata"]["name"] for m in find(docs, "PodMonitor")) == ["rel-reasonops-servers", "rel-reasonops-training"]
     for pod_monitor in find(docs, "PodMonitor"):
         assert pod_monitor["spec"]["namespaceSelector"] == {"any": True}
-        assert pod_monitor["spec"]["selector"]["matchLabels"][b.LABEL_MANAGED_BY] == b.MANAGED_BY
+        assert pod_monitor["spec"]["selector"]["matchLabels"][child_labels.LABEL_MANAGED_BY] == child_labels.MANAGED_BY
 
 
 def _pods(docs: list[dict]) -> list[tuple[str, dict]]:
     """(what, pod template) of every pod a monitor may select: the operator's (from the chart) and the workload
     pods as the operator builds them from the examples."""
-    from reasonops import contract as k
+    from reasonops import contract
     from reasonops.api.v1alpha1 import EvalRun, FineTuneJob, ReasoningDataset
 
     settings = Settings()
@@ -300,15 +301,15 @@ def _pods(docs: list[dict]) -> list[tuple[str, dict]]:
         return body
 
     ft_body = example("finetunejob.yaml", "FineTuneJob")
-    ft = FineTuneJob.model_validate(ft_body)
-    training = b.build_finetune_children(ft_body, ft, k.build_document(ft, revision="r1", output=k.finetune_output(ft, "r1")), settings, False)
+    ft = contract.with_defaults(FineTuneJob.model_validate(ft_body))
+    training = builders.build_finetune_children(ft_body, ft, contract.build_document(ft, revision="r1", output=contract.finetune_output(ft, "r1")), settings, False)
     ds_body = example("reasoningdataset.yaml", "ReasoningDataset")
-    ds = ReasoningDataset.model_validate(ds_body)
-    curation = b.build_dataset_children(ds_body, ds, k.build_document(ds, revision="r1", output=k.dataset_output(ds, "r1")), settings, suspend=False)
+    ds = contract.with_defaults(ReasoningDataset.model_validate(ds_body))
+    curation = builders.build_dataset_children(ds_body, ds, contract.build_document(ds, revision="r1", output=contract.dataset_output(ds, "r1")), settings, suspend=False)
     ev_body = example("evalrun.yaml", "EvalRun")
-    vllm_server = b.build_eval_server(ev_body, EvalRun.model_validate(ev_body), "pvc://models/m", "r1", settings)
+    vllm_server = builders.build_eval_server(ev_body, contract.with_defaults(EvalRun.model_validate(ev_body)), "pvc://models/m", "r1", settings)
     ev_body["spec"]["serving"] = {"engine": "cpu"}
-    cpu_server = b.build_eval_server(ev_body, EvalRun.model_validate(ev_body), "pvc://models/m", "r1", settings)
+    cpu_server = builders.build_eval_server(ev_body, contract.with_defaults(EvalRun.model_validate(ev_body)), "pvc://models/m", "r1", settings)
     templates = [("operator", one(docs, "Deployment")["spec"]["template"])]
     for what, children in (("training", training), ("curation", curation), ("vLLM server", vllm_server), ("CPU server", cpu_server)):
         templates += [(what, c["spec"]["template"]) for c in children if c["kind"] in ("Job", "Deployment")]
@@ -516,7 +517,7 @@ def test_helm_install_runs_the_chain_with_only_the_charts_rights_and_upgrades(cl
         operator.start()
         _apply(c, ns, _dataset(2), *CHAIN)
         ev = _wait_for("EvalRun Passed", lambda: _cond(e := _get(c, "evalrun", ns, "ev"), "Passed") == "True" and e, 120, operator.diagnose)
-        assert _get(c, "deployment", ns, "ev-server")["metadata"]["labels"][b.LABEL_MANAGED_BY] == b.MANAGED_BY
+        assert _get(c, "deployment", ns, "ev-server")["metadata"]["labels"][child_labels.LABEL_MANAGED_BY] == child_labels.MANAGED_BY
         assert ev["status"]["accuracy"] == "0.7000"
         events = json.loads(c.kubectl("get", "events", "-n", ns, "-o", "json").stdout)["items"]
         assert any(e["involvedObject"]["kind"] == "ReasoningDataset" for e in events), "kopf could not post events"

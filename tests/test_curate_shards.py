@@ -145,7 +145,7 @@ def test_a_sharded_dataset_is_an_indexed_job_with_the_shard_count() -> None:
     body["metadata"].update(namespace="team", uid="uid-1")
     for shards, indexed in ((None, False), (4, True)):
         body["spec"]["shards"] = shards
-        ds = ReasoningDataset.model_validate(body)
+        ds = k.with_defaults(ReasoningDataset.model_validate(body))
         document = k.build_document(ds, revision="rev1", output=k.dataset_output(ds, "rev1"))
         job = builders.build_dataset_children(body, ds, document, Settings(), suspend=False)[1]
         env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}

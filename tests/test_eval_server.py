@@ -18,7 +18,7 @@ def _evalrun(**serving) -> tuple[dict, EvalRun]:
     body = yaml.safe_load((ROOT / "examples" / "evalrun.yaml").read_text())
     body["metadata"].update(namespace="team", uid="uid-1", generation=1)
     body["spec"]["serving"] = {**body["spec"]["serving"], **serving}
-    return body, EvalRun.model_validate(body)
+    return body, k.with_defaults(EvalRun.model_validate(body))
 
 
 def _server(**serving) -> tuple[dict, dict]:

@@ -119,7 +119,8 @@ def test_condition_transition_time_moves_only_on_change():
 
 # --- the server of an EvalRun ---------------------------------------------------------------------
 
-from reasonops.controller import policy as p  # noqa: E402
+from reasonops.controller import policy  # noqa: E402
+from reasonops.controller.labels import ANNOTATION_APPLIED_AT, ANNOTATION_SPEC_HASH  # noqa: E402
 
 
 def _server_objects(replicas=1):
@@ -129,86 +130,73 @@ def _server_objects(replicas=1):
 
 def _applied(objects):
     """What the watch shows after the operator applied `objects` and the rollout finished."""
-    plan = p.plan_server(wanted=True, finished=False, keep_after_eval=True, desired=lambda: objects, observed=None, now=NOW)
+    plan = policy.plan_server(wanted=True, finished=False, keep_after_eval=True, desired=lambda: objects, observed=None, now=NOW)
     ann = plan.apply[0]["metadata"]["annotations"]
-    return p.ServerState(name="ev-server", spec_hash=ann[p.ANNOTATION_SPEC_HASH], applied_at=ann[p.ANNOTATION_APPLIED_AT],
+    return policy.ServerState(name="ev-server", spec_hash=ann[ANNOTATION_SPEC_HASH], applied_at=ann[ANNOTATION_APPLIED_AT],
                          current=True, updated_available=1)
 
 
 def test_an_edit_of_spec_serving_reaches_the_deployment_and_nothing_else_is_reapplied():
     observed = _applied(_server_objects(replicas=1))
-    same = p.plan_server(wanted=True, finished=False, keep_after_eval=True, desired=lambda: _server_objects(1),
+    same = policy.plan_server(wanted=True, finished=False, keep_after_eval=True, desired=lambda: _server_objects(1),
                          observed=observed, now=NOW)
     assert same.apply == [] and same.ready and same.delete is None
-    edited = p.plan_server(wanted=True, finished=False, keep_after_eval=True, desired=lambda: _server_objects(3),
+    edited = policy.plan_server(wanted=True, finished=False, keep_after_eval=True, desired=lambda: _server_objects(3),
                            observed=observed, now=NOW)
     assert [o["spec"].get("replicas") for o in edited.apply] == [3, None] and not edited.ready
 
 
 def test_keep_after_eval_false_removes_the_server_once_and_never_recreates_it():
     observed = _applied(_server_objects())
-    first = p.plan_server(wanted=True, finished=True, keep_after_eval=False, desired=_server_objects, observed=observed, now=NOW)
+    first = policy.plan_server(wanted=True, finished=True, keep_after_eval=False, desired=_server_objects, observed=observed, now=NOW)
     assert first.delete == "ev-server" and first.apply == []
     for _ in range(3):  # every later reconcile of the finished revision: nothing to create
-        later = p.plan_server(wanted=True, finished=True, keep_after_eval=False, desired=_server_objects, observed=None, now=NOW)
+        later = policy.plan_server(wanted=True, finished=True, keep_after_eval=False, desired=_server_objects, observed=None, now=NOW)
         assert later.apply == [] and later.delete is None
 
 
 def test_offline_or_endpoint_runs_remove_a_server_and_unknown_models_leave_it_alone():
     observed = _applied(_server_objects())
-    assert p.plan_server(wanted=False, finished=False, keep_after_eval=True, desired=_server_objects,
+    assert policy.plan_server(wanted=False, finished=False, keep_after_eval=True, desired=_server_objects,
                          observed=observed, now=NOW).delete == "ev-server"
-    untouched = p.plan_server(wanted=None, finished=False, keep_after_eval=True, desired=_server_objects, observed=observed, now=NOW)
+    untouched = policy.plan_server(wanted=None, finished=False, keep_after_eval=True, desired=_server_objects, observed=observed, now=NOW)
     assert untouched.apply == [] and untouched.delete is None
 
 
 def test_a_server_pod_that_cannot_start_is_named_with_kubernetes_reason():
     pods = [PodState("ev-server-1", "", "Pending", waiting_reason="ImagePullBackOff", message="no such image", server=True)]
-    assert p.server_problem(None, pods, NOW, 1800)[0] == "ImagePullBackOff"
+    assert policy.server_problem(None, pods, NOW, 1800)[0] == "ImagePullBackOff"
     oom = [PodState("ev-server-1", "", "Running", exit_code=137, reason="OOMKilled", waiting_reason="CrashLoopBackOff", server=True)]
-    reason, message = p.server_problem(None, oom, NOW, 1800)
+    reason, message = policy.server_problem(None, oom, NOW, 1800)
     assert reason == "CrashLoopBackOff" and "OOMKilled" in message
-    refused = p.ServerState(name="ev-server", failure=("FailedCreate", "pods is forbidden: violates PodSecurity"))
-    assert p.server_problem(refused, [], NOW, 1800) == ("FailedCreate", "pods is forbidden: violates PodSecurity")
-    slow = p.ServerState(name="ev-server", applied_at="2025-12-31T23:00:00Z")
-    assert p.server_problem(slow, [], NOW, 1800)[0] == "ServerStartTimeout"
-    assert p.server_problem(slow, [], NOW, 7200) is None
+    refused = policy.ServerState(name="ev-server", failure=("FailedCreate", "pods is forbidden: violates PodSecurity"))
+    assert policy.server_problem(refused, [], NOW, 1800) == ("FailedCreate", "pods is forbidden: violates PodSecurity")
+    slow = policy.ServerState(name="ev-server", applied_at="2025-12-31T23:00:00Z")
+    assert policy.server_problem(slow, [], NOW, 1800)[0] == "ServerStartTimeout"
+    assert policy.server_problem(slow, [], NOW, 7200) is None
 
 
 def test_jobs_whose_pods_are_refused_show_failed_create():
     job = JobState(name="d-r1", revision="r1", created="2025-12-31T23:59:58Z")
-    assert not p.needs_creation_check(job, [], NOW)  # inside the grace period
+    assert not policy.needs_creation_check(job, [], NOW)  # inside the grace period
     old = JobState(name="d-r1", revision="r1", created="2025-12-31T23:59:00Z")
-    assert p.needs_creation_check(old, [], NOW)
-    assert not p.needs_creation_check(old, [PodState("x", "d-r1", "Pending")], NOW)
+    assert policy.needs_creation_check(old, [], NOW)
+    assert not policy.needs_creation_check(old, [PodState("x", "d-r1", "Pending")], NOW)
     events = [{"reason": "SuccessfulCreate", "message": "ok", "lastTimestamp": "2025-12-31T23:59:01Z"},
               {"reason": "FailedCreate", "message": "pods \"d-r1-x\" is forbidden: violates PodSecurity \"restricted\"",
                "lastTimestamp": "2025-12-31T23:59:30Z"}]
-    assert p.creation_failure(events) == ("FailedCreate", events[1]["message"])
-    assert p.creation_failure(events[:1]) is None
-
-
-def test_samplers_resolve_an_evalruns_server_or_wait_with_the_reason():
-    serving = {"spec": {"model": {"servedModelName": "teacher"}}, "status": {
-        "endpoint": "http://t-server.ns.svc:8000/v1", "conditions": [{"type": "Serving", "status": "True"}]}}
-    starting = {"spec": {}, "status": {"endpoint": "http://s/v1", "conditions": [
-        {"type": "Serving", "status": "False", "message": "server pod x: CrashLoopBackOff"}]}}
-    bodies = {"t": serving, "s": starting}
-    waiting, urls, names = p.sampler_endpoints(["t", "t"], bodies.get)
-    assert waiting is None and urls == {"t": "http://t-server.ns.svc:8000/v1"} and names == {"t": "teacher"}
-    waiting, urls, _ = p.sampler_endpoints(["t", "s"], bodies.get)
-    assert waiting[0] == "WaitingForEndpoint" and "CrashLoopBackOff" in waiting[1] and urls == {}
-    assert p.sampler_endpoints(["missing"], bodies.get)[0][0] == "EndpointNotFound"
+    assert policy.creation_failure(events) == ("FailedCreate", events[1]["message"])
+    assert policy.creation_failure(events[:1]) is None
 
 
 def test_stored_results_are_rejudged_without_running_the_revision_again():
     results = [{"benchmark": "aime24", "score": "0.4"}]
-    fresh = p.current_results({"results": results}, "Succeeded", {}, "r1")
+    fresh = policy.current_results({"results": results}, "Succeeded", {}, "r1")
     assert fresh == results
     # The Job is gone (TTL) and a gate changed: the results stored for this revision are judged again.
-    assert p.current_results(None, "Succeeded", {"revision": "r1", "results": results}, "r1") == results
-    assert p.current_results(None, "Succeeded", {"revision": "r0", "results": results}, "r1") is None
-    assert p.current_results(None, "Running", {"revision": "r1", "results": results}, "r1") is None
+    assert policy.current_results(None, "Succeeded", {"revision": "r1", "results": results}, "r1") == results
+    assert policy.current_results(None, "Succeeded", {"revision": "r0", "results": results}, "r1") is None
+    assert policy.current_results(None, "Running", {"revision": "r1", "results": results}, "r1") is None
 
 
 def test_a_failed_training_pod_restarts_its_whole_group_once():
@@ -217,11 +205,11 @@ def test_a_failed_training_pod_restarts_its_whole_group_once():
             PodState("ft-r1-1", "ft-r1", "Running", created="2026-01-01T00:00:00Z"),
             PodState("ft-r1-2", "ft-r1", "Running", created="2026-01-01T00:00:01Z"),
             PodState("ft-r1-0-new", "ft-r1", "Pending", created="2026-01-01T00:05:01Z")]  # the Job's replacement
-    assert p.group_restart(job, pods) == ["ft-r1-1", "ft-r1-2"]
+    assert policy.group_restart(job, pods) == ["ft-r1-1", "ft-r1-2"]
     # Once the peers are gone and replaced, nothing more is deleted.
     later = [pods[0]] + [PodState(f"ft-r1-{i}-new", "ft-r1", "Running", created="2026-01-01T00:05:02Z") for i in range(3)]
-    assert p.group_restart(job, later) == []
-    assert p.group_restart(JobState(name="ft-r1", revision="r1", complete=True), pods) == []
+    assert policy.group_restart(job, later) == []
+    assert policy.group_restart(JobState(name="ft-r1", revision="r1", complete=True), pods) == []
 
 
 def test_training_jobs_do_not_count_deleted_peers_as_failures():
@@ -241,12 +229,12 @@ def test_training_jobs_do_not_count_deleted_peers_as_failures():
 
 def test_a_rolling_update_is_ready_only_when_no_pod_of_the_old_template_is_left():
     # The new pod exists but is not ready; the old one (previous model) is still the available one.
-    assert p.updated_available({"replicas": 2, "updatedReplicas": 1, "availableReplicas": 1}) == 0
-    assert p.updated_available({"replicas": 2, "updatedReplicas": 1, "availableReplicas": 2}) == 0
+    assert policy.updated_available({"replicas": 2, "updatedReplicas": 1, "availableReplicas": 1}) == 0
+    assert policy.updated_available({"replicas": 2, "updatedReplicas": 1, "availableReplicas": 2}) == 0
     # The old pod is gone and the new one is available.
-    assert p.updated_available({"replicas": 1, "updatedReplicas": 1, "availableReplicas": 1}) == 1
-    assert p.updated_available({"replicas": 1, "updatedReplicas": 1, "availableReplicas": 0}) == 0
-    assert p.updated_available({}) == 0
+    assert policy.updated_available({"replicas": 1, "updatedReplicas": 1, "availableReplicas": 1}) == 1
+    assert policy.updated_available({"replicas": 1, "updatedReplicas": 1, "availableReplicas": 0}) == 0
+    assert policy.updated_available({}) == 0
 
 
 def test_checkpoint_results_come_from_each_pod_and_survive_the_pods():
@@ -261,13 +249,13 @@ def test_checkpoint_results_come_from_each_pod_and_survive_the_pods():
 
     pods = [pod(0, result(4, 0.25)), pod(1, result(8, 0.5), phase="Running"), pod(2, result(12, 0.5), job="ev-old"),
             pod(3, "not json"), pod(4, json.dumps({"results": []}))]
-    reports = p.checkpoint_reports("ev-e1", pods)
+    reports = policy.checkpoint_reports("ev-e1", pods)
     assert list(reports) == ["step-4"] and reports["step-4"]["results"][0]["extra"] == "x"  # the pod's result in full
-    first = p.checkpoint_results(targets, reports, {}, "e1")
+    first = policy.checkpoint_results(targets, reports, {}, "e1")
     assert [c["results"] for c in first] == [[{"benchmark": "aime24", "score": "0.25", "ciLow": "0.1"}], None, None]  # in short
     assert first[0]["location"] == "pvc://m/r/checkpoints/step-4/model" and first[0]["epoch"] == "1.00"
     # The pods of step-4 are gone; its results stay, step-8 has just finished.
-    later = p.checkpoint_results(targets, p.checkpoint_reports("ev-e1", [pod(1, result(8, 0.5))]), {"revision": "e1", "checkpoints": first}, "e1")
+    later = policy.checkpoint_results(targets, policy.checkpoint_reports("ev-e1", [pod(1, result(8, 0.5))]), {"revision": "e1", "checkpoints": first}, "e1")
     assert [c["results"][0]["score"] if c["results"] else None for c in later] == ["0.25", "0.5", None]
     # Results of another revision are not this one's.
-    assert p.checkpoint_results(targets, {}, {"revision": "e0", "checkpoints": later}, "e1")[1]["results"] is None
+    assert policy.checkpoint_results(targets, {}, {"revision": "e0", "checkpoints": later}, "e1")[1]["results"] is None

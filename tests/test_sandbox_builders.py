@@ -8,7 +8,7 @@ import json
 import pytest
 
 from reasonops.api.v1alpha1 import SandboxSpec
-from reasonops.controller import builders as b
+from reasonops.controller import labels as child_labels
 from reasonops.contract import needs_sandbox
 from reasonops.controller.sandbox_builders import build_sandbox_children, sandbox_env, sandbox_name
 from reasonops.controller.settings import Settings
@@ -54,15 +54,15 @@ def test_network_policy_admits_only_this_workload_and_no_egress():
     spec = policy["spec"]
     assert spec["policyTypes"] == ["Ingress", "Egress"] and spec["egress"] == []
     peers = spec["ingress"][0]["from"]
-    workload = b.labels_for("EvalRun", "lcb", "eval", "rev1")  # the labels of the benchmark Job's pods
+    workload = child_labels.labels_for("EvalRun", "lcb", "eval", "rev1")  # the labels of the benchmark Job's pods
     assert len(peers) == 1 and all(workload[k] == v for k, v in peers[0]["podSelector"]["matchLabels"].items())
-    other = b.labels_for("EvalRun", "other", "eval", "rev1")
+    other = child_labels.labels_for("EvalRun", "other", "eval", "rev1")
     assert not all(other.get(k) == v for k, v in peers[0]["podSelector"]["matchLabels"].items())
-    server = b.labels_for("EvalRun", "lcb", "server")  # the vLLM server of the same EvalRun is not admitted
+    server = child_labels.labels_for("EvalRun", "lcb", "server")  # the vLLM server of the same EvalRun is not admitted
     assert not all(server.get(k) == v for k, v in peers[0]["podSelector"]["matchLabels"].items())
     dataset = {**BODY, "kind": "ReasoningDataset"}
     _, _, curate_policy = build_sandbox_children(dataset, Settings())
-    assert curate_policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"][b.LABEL_COMPONENT] == "curate"
+    assert curate_policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"][child_labels.LABEL_COMPONENT] == "curate"
 
 
 def test_workload_environment_names_the_service():

@@ -18,6 +18,7 @@ how many processes train       `training_world`
 GPUs of the evaluation Job     `eval_job_gpus`
 whether a server is needed     `serving_enabled`
 whether a sandbox is needed    `needs_sandbox` (`CODE_BENCHMARKS`)
+a revision's inputs, output   `resolve` (`resolve_dataset`, `resolve_model`, `resolve_samplers`)
 the served model's name        `served_model_name`
 the endpoint of an EvalRun     `endpoint_url`
 env var of a secret's value    `api_key_env`
@@ -35,14 +36,19 @@ import hashlib
 import json
 import os
 import posixpath
-from typing import Any, Iterable, Mapping, Optional, Union
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Optional, TypeVar, Union
 
 from pydantic import ConfigDict, Field, ValidationError
 
-from .api.common import API_VERSION, Location, Model, resolve_defaults, validation_problems
+from .api.common import (
+    API_VERSION, COND_FAILED, COND_SERVING, REASON_DATASET_FAILED, REASON_DATASET_NOT_FOUND, REASON_ENDPOINT_NOT_FOUND,
+    REASON_MODEL_FAILED, REASON_MODEL_NOT_FOUND, REASON_NO_CHECKPOINTS, REASON_WAITING_FOR_DATASET, REASON_WAITING_FOR_ENDPOINT,
+    REASON_WAITING_FOR_MODEL, REASON_WAITING_FOR_SELECTION, Location, Model, resolve_defaults, validation_problems,
+)
 from .api.v1alpha1 import KINDS, MAX_CHECKPOINTS, CheckpointRef, EvalModelRef, EvalRun, EvalRunSpec, FineTuneJob, FineTuneJobSpec, ReasoningDataset, Resource
 # The operator checks serving.maxModelLen with these, and training reports a model's context with them.
-from .limits import check_max_model_len, model_context_length  # noqa: F401
+from .limits import check_max_model_len, max_model_len_problem, model_context_length  # noqa: F401
 
 # --- where things are in a pod ---------------------------------------------------------------------
 
@@ -187,8 +193,9 @@ def eval_output(ev: EvalRun, revision: str, model_location_: str = "") -> Option
     """Where an EvalRun revision writes responses and reports.
 
     `spec.output` when set; otherwise next to the evaluated FineTuneJob model
-    (``<finetune output>/evals/<name>/<revision>``). None when neither applies: the API requires
-    `spec.output` unless the model is a FineTuneJob's.
+    (``<finetune output>/evals/<name>/<revision>``). None only while that model is not known yet (the API
+    requires `spec.output` unless the model is a FineTuneJob's): no revision runs before it is, so there is
+    no fallback (a scratch directory in the pod would lose the results with the pod).
     """
     name = ev.metadata["name"]
     if ev.spec.output is not None:
@@ -259,6 +266,12 @@ def eval_job_gpus(spec: EvalRunSpec) -> int:
 
 
 def served_model_name(ev: EvalRun) -> str:
+    """The model name in an EvalRun's API requests: spec.model.servedModelName, else the resource name.
+
+    The same for the operator's server (`--served-model-name`), the local server of `reasonops run`, an
+    external endpoint and the samplers of a ReasoningDataset naming the EvalRun: the API documents the
+    resource name as the default. A model location is never the name (a path is what vLLM answers to only
+    when nobody names the model, and the operator always names it)."""
     return ev.spec.model.servedModelName or ev.metadata["name"]
 
 
@@ -447,6 +460,15 @@ def spec_for_pod(kind: str, spec: Mapping[str, Any], volume_root: Optional[str] 
     return out
 
 
+R = TypeVar("R", bound=Resource)
+
+
+def with_defaults(res: R) -> R:
+    """The resource with every static default of its spec filled in (`api.common.resolve_defaults`): what
+    the operator decides with and builds from, and what the pod reads (`build_document`)."""
+    return res.model_copy(update={"spec": resolve_defaults(res.spec)})  # type: ignore[attr-defined]
+
+
 def build_document(
     res: Resource, *, revision: str, output: str, context: Optional[WorkloadContext] = None,
     volume_root: Optional[str] = None,
@@ -489,6 +511,192 @@ def document_for_checkpoint(doc: WorkloadDocument, env: Mapping[str, str]) -> tu
         "context": context, "output": f"{doc.output.rstrip('/')}/{sub}",
         "outputLocation": f"{doc.outputLocation.rstrip('/')}/{sub}",
     }), target
+
+
+# --- inputs: what a revision reads, resolved once for the operator and `reasonops run` -----------------
+
+# The resource a reference names, as last observed: its `spec` and `status` on the wire (None: it does not
+# exist). The operator looks into its watch indexes; `reasonops run` into the results of earlier local runs,
+# written in the form the operator's status has (`runner.observed_state`).
+Lookup = Callable[[str, str], Optional[Mapping[str, Any]]]  # (kind, name) -> {"spec": ..., "status": ...}
+Waiting = tuple[str, str]  # (reason, message): why a revision cannot start yet
+
+
+@dataclass(frozen=True)
+class Input:
+    """A resolved input of a revision (a dataset or a model), or why it is not available yet."""
+
+    waiting: Optional[Waiting] = None
+    revision: str = ""
+    location: str = ""  # canonical
+    secret: Optional[str] = None  # Secret with the credentials of its location
+    base_model: Optional[str] = None  # a fine-tuned model's base (hub id): protocols choose prompts by it
+    context_length: Optional[int] = None  # a fine-tuned model's context, as its training reported it
+    checkpoints: tuple[CheckpointRef, ...] = ()  # model.checkpoints: the FineTuneJob's exported checkpoints
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """Everything a revision reads, decided before anything runs: its revision, where it writes (None only
+    while waiting for the model that decides it) and the context its pod receives."""
+
+    revision: str
+    output: Optional[str]
+    context: WorkloadContext
+    waiting: Optional[Waiting] = None
+    input: Input = Input()
+
+
+def _body_spec(body: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+    return dict((body or {}).get("spec") or {})
+
+
+def _body_status(body: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+    return dict((body or {}).get("status") or {})
+
+
+def _same(location: str) -> str:
+    return location
+
+
+def resolve_dataset(
+    ft: FineTuneJob, lookup: Lookup, *, namespace: str, pinned: Optional[tuple[str, str]] = None,
+    place: Callable[[str], str] = _same,
+) -> Input:
+    """The dataset a FineTuneJob trains on: `spec.dataset` as written, else the succeeded output of the
+    ReasoningDataset it names (the revision `datasetRef.revision` names, else the current one). `pinned`
+    (revision, location): what it trained on before, kept with `retrainPolicy: Manual` until its spec changes.
+    `place` maps a location as written to where it is read (relative paths of `reasonops run`)."""
+    if ft.spec.dataset is not None:
+        location = place(location_string(ft.spec.dataset))
+        return Input(revision=input_hash(location), location=location, secret=ft.spec.dataset.credentialsSecretRef)
+    ref = ft.spec.datasetRef
+    assert ref is not None  # the API requires dataset or datasetRef
+    body = lookup("ReasoningDataset", ref.name)
+    secret = (_body_spec(body).get("output") or {}).get("credentialsSecretRef")
+    if ft.spec.retrainPolicy == "Manual" and pinned is not None:
+        return Input(revision=pinned[0], location=pinned[1], secret=secret)
+    if body is None:
+        return Input(waiting=(REASON_DATASET_NOT_FOUND, f"ReasoningDataset {ref.name!r} does not exist in namespace {namespace}"))
+    status = _body_status(body)
+    if ref.revision:
+        entry = next((h for h in status.get("history") or [] if h.get("revision") == ref.revision), None)
+        if entry and entry.get("phase") == "Succeeded" and entry.get("location"):
+            return Input(revision=ref.revision, location=entry["location"], secret=secret)
+        return Input(waiting=(REASON_WAITING_FOR_DATASET, f"revision {ref.revision} of ReasoningDataset {ref.name!r} has not succeeded"))
+    out = status.get("output") or {}
+    if out.get("location") and out.get("revision"):
+        return Input(revision=out["revision"], location=out["location"], secret=secret)
+    if status.get("phase") == "Failed":
+        detail = next((x.get("message", "") for x in status.get("conditions") or [] if x.get("type") == COND_FAILED), "")
+        return Input(waiting=(REASON_DATASET_FAILED, f"ReasoningDataset {ref.name!r} failed: {detail}"))
+    return Input(waiting=(REASON_WAITING_FOR_DATASET, f"waiting for ReasoningDataset {ref.name!r} to become Ready ({status.get('reason', 'Pending')})"))
+
+
+def resolve_model(ev: EvalRun, lookup: Lookup, *, namespace: str) -> Input:
+    """The model an EvalRun evaluates: a FineTuneJob's final model (and its kept checkpoints with
+    model.checkpoints), the checkpoint another EvalRun selected, a named model, or an endpoint."""
+    model = ev.spec.model
+    if model.fineTuneJob:
+        body = lookup("FineTuneJob", model.fineTuneJob)
+        if body is None:
+            return Input(waiting=(REASON_MODEL_NOT_FOUND, f"FineTuneJob {model.fineTuneJob!r} does not exist in namespace {namespace}"))
+        status, spec = _body_status(body), _body_spec(body)
+        secret = (spec.get("output") or {}).get("credentialsSecretRef")
+        if status.get("modelLocation") and status.get("modelRevision"):
+            kept = [CheckpointRef.model_validate({f: x.get(f) for f in CheckpointRef.model_fields}) for x in status.get("checkpoints") or []]
+            checkpoints, problem = checkpoints_to_evaluate(model, kept)
+            if problem:
+                return Input(waiting=(REASON_NO_CHECKPOINTS, problem))
+            return Input(revision=status["modelRevision"], location=status["modelLocation"], secret=secret,
+                         base_model=(spec.get("baseModel") or {}).get("name"), context_length=status.get("contextLength"),
+                         checkpoints=tuple(checkpoints))
+        if status.get("phase") == "Failed":
+            return Input(waiting=(REASON_MODEL_FAILED, f"FineTuneJob {model.fineTuneJob!r} failed"))
+        return Input(waiting=(REASON_WAITING_FOR_MODEL, f"waiting for FineTuneJob {model.fineTuneJob!r} to succeed ({status.get('reason', 'Pending')})"))
+    if model.evalRun:
+        upstream = lookup("EvalRun", model.evalRun)
+        if upstream is None:
+            return Input(waiting=(REASON_MODEL_NOT_FOUND, f"EvalRun {model.evalRun!r} does not exist in namespace {namespace}"))
+        selected = _body_status(upstream).get("selectedCheckpoint") or {}
+        if not selected.get("location"):
+            return Input(waiting=(REASON_WAITING_FOR_SELECTION, f"waiting for EvalRun {model.evalRun!r} to select a checkpoint "
+                                  f"({_body_status(upstream).get('reason', 'Pending')})"))
+        finetune = lookup("FineTuneJob", (_body_spec(upstream).get("model") or {}).get("fineTuneJob") or "")
+        spec = _body_spec(finetune)
+        return Input(revision=input_hash(selected["location"]), location=selected["location"],
+                     secret=(spec.get("output") or {}).get("credentialsSecretRef"), base_model=(spec.get("baseModel") or {}).get("name"),
+                     context_length=_body_status(finetune).get("contextLength"))
+    if model.name:
+        location = location_string(model.volume, model.name) if model.volume else model.name
+        return Input(revision=input_hash(location), location=location, secret=model.volume.credentialsSecretRef if model.volume else None)
+    assert model.endpoint is not None  # the API requires one of the four
+    return Input(revision=input_hash(f"{model.endpoint.url}|{model.servedModelName or ''}"))
+
+
+def sampler_eval_runs(spec: Mapping[str, Any]) -> list[str]:
+    """Names of the EvalRuns whose servers a dataset's samplers use (from the spec on the wire)."""
+    names = []
+    for stage in spec.get("stages") or []:
+        samplers = [(stage.get("difficulty") or {}).get("sampler") or {}]
+        samplers += [t.get("sampler") or {} for t in (stage.get("generate") or {}).get("teachers") or []]
+        names += [s["evalRun"] for s in samplers if s.get("evalRun")]
+    return names
+
+
+def resolve_samplers(spec: Mapping[str, Any], lookup: Lookup) -> tuple[Optional[Waiting], dict[str, str], dict[str, str]]:
+    """(why to wait, EvalRun → URL, EvalRun → served model name) for samplers naming EvalRuns.
+
+    An EvalRun is usable when its Serving condition is True; until then the dataset waits, with the reason.
+    The name is the EvalRun's `served_model_name`."""
+    urls: dict[str, str] = {}
+    names: dict[str, str] = {}
+    for name in dict.fromkeys(sampler_eval_runs(spec)):
+        body = lookup("EvalRun", name)
+        if body is None:
+            return (REASON_ENDPOINT_NOT_FOUND, f"EvalRun {name!r} (a sampler's evalRun) does not exist"), {}, {}
+        status = _body_status(body)
+        serving = next((x for x in status.get("conditions") or [] if x.get("type") == COND_SERVING), None)
+        if not status.get("endpoint") or serving is None or serving.get("status") != "True":
+            why = (serving or {}).get("message") or "its server is not ready"
+            return (REASON_WAITING_FOR_ENDPOINT, f"waiting for the server of EvalRun {name!r}: {why}"), {}, {}
+        urls[name] = status["endpoint"]
+        names[name] = (_body_spec(body).get("model") or {}).get("servedModelName") or name
+    return None, urls, names
+
+
+def resolve(
+    res: Resource, spec: Mapping[str, Any], lookup: Lookup, *, pinned_dataset: Optional[tuple[str, str]] = None,
+    server_url: Optional[str] = None, place: Callable[[str], str] = _same,
+) -> Resolution:
+    """A resource's inputs, revision, output and pod context: the one resolution of the operator and of
+    `reasonops run`. `spec` is the spec on the wire as written (the revision's hash); `server_url` where the
+    server of a serving EvalRun answers (the operator's Service; None for `reasonops run`, whose local
+    server starts with the run); `place` maps locations as written to where they are read."""
+    namespace = res.metadata.get("namespace") or "local"
+    if isinstance(res, FineTuneJob):
+        dataset = resolve_dataset(res, lookup, namespace=namespace, pinned=pinned_dataset, place=place)
+        revision = revision_of(res.kind, spec, {"dataset": dataset.revision or None})
+        context = WorkloadContext(datasetLocation=dataset.location or None, datasetRevision=dataset.revision or None)
+        return Resolution(revision, place(finetune_output(res, revision)), context, dataset.waiting, dataset)
+    if isinstance(res, EvalRun):
+        model = resolve_model(res, lookup, namespace=namespace)
+        revision = revision_of(res.kind, spec, {"model": model.revision or None})
+        serving = serving_enabled(res.spec)
+        endpoint = server_url if serving else (res.spec.model.endpoint.url if res.spec.model.endpoint else None)
+        context = WorkloadContext(
+            modelLocation=model.location or None, modelRevision=model.revision or None, endpoint=endpoint or None,
+            baseModel=model.base_model or res.spec.model.name or None,
+            servedModelName=served_model_name(res) if res.spec.backend != "offline" or res.spec.model.endpoint else None,
+            checkpoints=list(model.checkpoints),
+        )
+        output = eval_output(res, revision, model.location)
+        return Resolution(revision, place(output) if output else None, context, model.waiting, model)
+    assert isinstance(res, ReasoningDataset)
+    revision = revision_of(res.kind, spec)
+    waiting, urls, served = resolve_samplers(spec, lookup)
+    context = WorkloadContext(endpoints=urls, servedModelNames=served)
+    return Resolution(revision, place(dataset_output(res, revision)), context, waiting)
 
 
 # --- results ---------------------------------------------------------------------------------------

@@ -94,10 +94,17 @@ def check_max_model_len(model_config: Mapping[str, Any], requested: Optional[int
     """A one-line error when serving.maxModelLen exceeds the model's context (vLLM refuses to start
     then), else None."""
     context = model_context(model_config)
-    if requested is None or context is None or requested <= context.limit:
+    if context is None:
         return None
-    return (f"serving.maxModelLen {requested} exceeds the model's context of {context.limit} tokens "
-            f"({context.key} and rope scaling in its config.json, as vLLM derives it)")
+    return max_model_len_problem(requested, context.limit, source=f"{context.key} and rope scaling in its config.json, as vLLM derives it")
+
+
+def max_model_len_problem(requested: Optional[int], allowed: Optional[int],
+                          source: str = "as vLLM derives it from its config.json") -> Optional[str]:
+    """A one-line error when serving.maxModelLen exceeds a model's context of `allowed` tokens, else None."""
+    if requested is None or allowed is None or requested <= allowed:
+        return None
+    return f"serving.maxModelLen {requested} exceeds the model's context of {allowed} tokens ({source})"
 
 
 def request_max_tokens(max_tokens: int, max_model_len: Optional[int]) -> int:

@@ -170,65 +170,57 @@ def _local_location(location: str, output_root: Path) -> str:
     return str(output_root / location)
 
 
+def observed_state(kind: str, state: dict[str, Any], volume_root: str) -> dict[str, Any]:
+    """An earlier local run as the operator observes the resource once it succeeded: its spec and the status
+    its reconcile writes (locations canonical, as `contract.canonical` maps them back from `volume_root`), so
+    that `contract.resolve` resolves a reference alike in a cluster and on a laptop."""
+    result = state.get("result") or {}
+    revision, location = state["revision"], k.canonical(state["location"], volume_root)
+    spec = state.get("spec") or {"baseModel": {"name": state.get("baseModel")}}
+    status: dict[str, Any] = {"phase": "Succeeded", "revision": revision}
+    if kind == "ReasoningDataset":
+        status.update(output={"revision": revision, "location": location},
+                      history=[{"revision": revision, "phase": "Succeeded", "location": location}])
+    elif kind == "FineTuneJob":
+        output = k.canonical(state.get("output") or "", volume_root)
+        status.update(modelLocation=location, modelRevision=revision, contextLength=result.get("contextLength"),
+                      checkpoints=k.exported_checkpoints(output, result.get("checkpoints")))
+    elif result.get("selectedCheckpoint"):
+        selected = result["selectedCheckpoint"]
+        status.update(selectedCheckpoint={**selected, "location": k.canonical(selected["location"], volume_root)})
+    return {"spec": spec, "status": status}
+
+
 def local_document(res: Resource, output_root: Path) -> k.WorkloadDocument:
-    """The document the operator would hand to the pod, with references resolved to earlier local runs."""
-    name = res.metadata["name"]
-    spec = res.spec.to_wire()
-    context = k.WorkloadContext()
-    inputs: dict[str, Any] = {}
-    output: Optional[str] = None
-    if isinstance(res, FineTuneJob):
-        if res.spec.dataset is not None:
-            context.datasetLocation = _local_location(k.location_string(res.spec.dataset), output_root)
-            context.datasetRevision = k.input_hash(context.datasetLocation)
-        else:
-            ref = res.spec.datasetRef
-            state = _read_state(output_root, "ReasoningDataset", ref.name)
-            if state is None:
-                raise WorkloadError(c.REASON_DATASET_NOT_FOUND, f"ReasoningDataset {ref.name!r} has not been run under {output_root}; put it in the same file or run it first")
-            context.datasetLocation, context.datasetRevision = state["location"], state["revision"]
-        inputs["dataset"] = context.datasetRevision
-        revision = k.revision_of(res.kind, spec, inputs)
-        output = k.finetune_output(res, revision)
-    elif isinstance(res, EvalRun):
-        model = res.spec.model
-        if model.fineTuneJob:
-            state = _read_state(output_root, "FineTuneJob", model.fineTuneJob)
-            if state is None:
-                raise WorkloadError(c.REASON_MODEL_NOT_FOUND, f"FineTuneJob {model.fineTuneJob!r} has not been run under {output_root}; put it in the same file or run it first")
-            context.modelLocation, context.modelRevision = state["location"], state["revision"]
-            context.baseModel = state.get("baseModel")
-            if model.checkpoints:
-                listed = k.exported_checkpoints(state.get("output") or "", (state.get("result") or {}).get("checkpoints"))
-                context.checkpoints, problem = k.checkpoints_to_evaluate(model, (k.CheckpointRef.model_validate(x) for x in listed))
-                if problem:
-                    raise WorkloadError(c.REASON_NO_CHECKPOINTS, problem)
-        elif model.evalRun:
-            state = _read_state(output_root, "EvalRun", model.evalRun)
-            selected = ((state or {}).get("result") or {}).get("selectedCheckpoint")
-            if not selected:
-                raise WorkloadError(c.REASON_WAITING_FOR_SELECTION, f"EvalRun {model.evalRun!r} has selected no checkpoint under {output_root}; put it in the same file or run it first")
-            context.modelLocation, context.modelRevision = selected["location"], k.input_hash(selected["location"])
-            context.baseModel = state.get("baseModel")  # type: ignore[union-attr]
-        elif model.name:
-            location = k.location_string(model.volume, model.name) if model.volume else model.name
-            context.modelLocation, context.modelRevision = location, k.input_hash(location)
-            context.baseModel = model.name
-        if model.endpoint:
-            context.endpoint = model.endpoint.url
-            context.servedModelName = model.servedModelName or name
-            context.modelRevision = k.input_hash(f"{model.endpoint.url}|{model.servedModelName or ''}")
-        inputs["model"] = context.modelRevision
-        revision = k.revision_of(res.kind, spec, inputs)
-        output = k.eval_output(res, revision, context.modelLocation or "")
-    else:
-        revision = k.revision_of(res.kind, spec)
-        output = k.dataset_output(res, revision)  # type: ignore[arg-type]
-    assert output is not None  # the API requires an output where no default applies
-    output = _local_location(output, output_root)
+    """The document the operator would hand to the pod, with references resolved to earlier local runs by
+    the operator's own resolution (`contract.resolve`)."""
     res.metadata.setdefault("namespace", "local")
-    return k.build_document(res, revision=revision, output=output, context=context,
+
+    def lookup(kind: str, name: str) -> Optional[dict[str, Any]]:
+        state = _read_state(output_root, kind, name)
+        return observed_state(kind, state, local_volume_root(output_root)) if state is not None else None
+
+    resolution = k.resolve(res, res.spec.to_wire(), lookup, place=lambda location: _local_location(location, output_root))
+    if resolution.waiting is not None:
+        reason, message = resolution.waiting
+        raise WorkloadError(reason, f"{message} under {output_root}: put it in the same file or run it first")
+    assert resolution.output is not None  # decided once the inputs are
+    return k.build_document(res, revision=resolution.revision, output=resolution.output, context=resolution.context,
                             volume_root=local_volume_root(output_root))
+
+
+def record_local_run(output_root: Path, res: Resource, doc: k.WorkloadDocument, result: dict[str, Any]) -> dict[str, Any]:
+    """Keep what a finished local run produced, for the runs that reference it (`observed_state`)."""
+    location = (result.get("selectedCheckpoint") or {}).get("location") or result.get("location") or result.get("modelLocation") or doc.output
+    state = {"revision": doc.revision, "location": location, "output": doc.output, "result": result, "spec": res.spec.to_wire()}
+    if isinstance(res, FineTuneJob):
+        state["baseModel"] = res.spec.baseModel.name
+    elif doc.context.baseModel:
+        state["baseModel"] = doc.context.baseModel
+    path = _local_state(output_root, res.kind, res.metadata["name"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(state, indent=1))
+    return state
 
 
 @contextlib.contextmanager
@@ -298,13 +290,6 @@ def run_local(path: str | Path, output_root: str | Path, only: Optional[str] = N
         reporter = Reporter(res.kind, name, "local", doc.revision, min_interval=0)
         with _local_server(doc):
             result = _evaluate_checkpoints(res, doc, reporter) if doc.context.checkpoints else _workload(res.kind)(doc.as_dict(), reporter)
-        location = (result.get("selectedCheckpoint") or {}).get("location") or result.get("location") or result.get("modelLocation") or doc.output
-        state = {"revision": doc.revision, "location": location, "output": doc.output, "result": result}
-        if isinstance(res, FineTuneJob):
-            state["baseModel"] = res.spec.baseModel.name
-        elif doc.context.baseModel:
-            state["baseModel"] = doc.context.baseModel
-        _local_state(root, res.kind, name).parent.mkdir(parents=True, exist_ok=True)
-        _local_state(root, res.kind, name).write_text(json.dumps(state, indent=1))
+        state = record_local_run(root, res, doc, result)
         summaries.append({"kind": res.kind, "name": name, "seconds": round(time.time() - started, 1), **state})
     return summaries

@@ -2,6 +2,7 @@
 
 Nothing here talks to the API server: every function takes the resource (and what the operator
 observed) and returns manifests, so each is unit-tested without a cluster. `kube.py` applies them.
+The resources come with their defaults filled in (`contract.with_defaults`): no default is decided here.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import re
-import shlex
 from typing import Any, Iterable, Optional
 
 from ..api.common import API_VERSION, Resources, SecretKeyRef
@@ -31,18 +31,22 @@ from ..contract import (
     server_name,
     training_world,
 )
+from .labels import (
+    ANNOTATION_ENGINE,
+    ANNOTATION_GENERATION_CONFIG,
+    ANNOTATION_MODEL_REVISION,
+    COMPONENT_CURATE,
+    COMPONENT_EVAL,
+    COMPONENT_SERVER,
+    COMPONENT_TRAIN,
+    LABEL_JOB,
+    LABEL_MODEL_REVISION,
+    PRIORITY_LABEL,
+    QUEUE_LABEL,
+    component_selector,
+    labels_for,
+)
 from .settings import Settings
-
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-MANAGED_BY = "reasonops"
-LABEL_PART_OF = "app.kubernetes.io/part-of"
-LABEL_KIND = "reasonops.io/kind"
-LABEL_NAME = "reasonops.io/name"
-LABEL_REVISION = "reasonops.io/revision"
-LABEL_COMPONENT = "reasonops.io/component"
-LABEL_JOB = "reasonops.io/job"
-QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
-PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
 
 GPU = "nvidia.com/gpu"
 UID = 1000
@@ -54,19 +58,6 @@ UID = 1000
 def child_name(name: str, revision: str) -> str:
     """Name of a revision's children; short enough for pod hostnames of indexed Jobs (<= 63 chars)."""
     return f"{name[:44].rstrip('-')}-{revision[:8]}"
-
-
-def labels_for(kind: str, name: str, component: str, revision: Optional[str] = None) -> dict[str, str]:
-    labels = {
-        LABEL_MANAGED_BY: MANAGED_BY,
-        LABEL_PART_OF: "reasonops",
-        LABEL_KIND: kind,
-        LABEL_NAME: name[:63],
-        LABEL_COMPONENT: component,
-    }
-    if revision:
-        labels[LABEL_REVISION] = revision
-    return labels
 
 
 def owner_reference(body: dict[str, Any]) -> dict[str, Any]:
@@ -328,11 +319,11 @@ def build_dataset_children(
 ) -> list[dict[str, Any]]:
     revision = document.revision
     name = child_name(ds.metadata["name"], revision)
-    labels = labels_for("ReasoningDataset", ds.metadata["name"], "curate", revision)
+    labels = labels_for("ReasoningDataset", ds.metadata["name"], COMPONENT_CURATE, revision)
     resources = ds.spec.resources
     gpus = resources.gpus if resources and resources.gpus is not None else 0
     sources = [s for s in ds.spec.sources if s.uri]
-    shards = ds.spec.shards or 1  # >1: an Indexed Job; the pod reads its index from JOB_COMPLETION_INDEX
+    shards = ds.spec.shards  # >1: an Indexed Job; the pod reads its index from JOB_COMPLETION_INDEX
     shard_env = [{"name": Env.SHARDS, "value": str(shards)}] if shards > 1 else []
     pod = build_pod_spec(
         body, settings,
@@ -344,7 +335,7 @@ def build_dataset_children(
     )
     job = build_job(
         body, settings, name=name, labels=labels, pod_spec=pod, resources=resources, suspend=suspend,
-        backoff_limit=ds.spec.backoffLimit if ds.spec.backoffLimit is not None else 2,
+        backoff_limit=ds.spec.backoffLimit,
         active_deadline=ds.spec.activeDeadlineSeconds, completions=shards if shards > 1 else None,
     )
     return [build_configmap(body, name, labels, document), job]
@@ -380,7 +371,7 @@ def build_finetune_children(
     revision = document.revision
     meta_name = ft.metadata["name"]
     name = child_name(meta_name, revision)
-    labels = labels_for("FineTuneJob", meta_name, "train", revision)
+    labels = labels_for("FineTuneJob", meta_name, COMPONENT_TRAIN, revision)
     nnodes, gpus, nproc = training_world(ft.spec, settings.default_gpus_per_node)
     base = ft.spec.baseModel
     locations = [document.outputLocation, *input_locations, base.name]
@@ -402,7 +393,7 @@ def build_finetune_children(
     )
     job = build_job(
         body, settings, name=name, labels=labels, pod_spec=pod, resources=ft.spec.resources, suspend=suspend,
-        backoff_limit=ft.spec.backoffLimit if ft.spec.backoffLimit is not None else 3,
+        backoff_limit=ft.spec.backoffLimit,
         active_deadline=ft.spec.activeDeadlineSeconds, completions=nnodes,
     )
     service = {
@@ -423,10 +414,6 @@ def build_finetune_children(
 # --- EvalRun -----------------------------------------------------------------------------------
 
 
-# The pod template label of the server's pods with the model revision they serve: the evaluation
-# waits for a ready pod with the current one (not the old ReplicaSet's pods during a rollout).
-LABEL_MODEL_REVISION = "reasonops.io/model-revision"
-
 def build_eval_server(
     body: dict[str, Any], ev: EvalRun, model_location: str, model_revision: str, settings: Settings,
     input_secrets: Iterable[Optional[str]] = (),
@@ -435,30 +422,30 @@ def build_eval_server(
     on CPU (serving.engine: cpu)."""
     serving = ev.spec.serving
     name = server_name(ev.metadata["name"])
-    labels = labels_for("EvalRun", ev.metadata["name"], "server")
+    labels = labels_for("EvalRun", ev.metadata["name"], COMPONENT_SERVER)
     port = str(settings.server_port)
-    cpu = bool(serving and serving.engine == "cpu")
+    cpu = serving.engine == "cpu"
     if cpu:
         image, gpus = settings.eval_image, 0
-        dtype = serving.dtype if serving.dtype and serving.dtype != "auto" else "float32"
+        dtype = serving.dtype if serving.dtype != "auto" else "float32"  # the CPU server has no "auto"
         args = ["reasonops", "serve", pod_path(model_location), "--served-model-name", served_model_name(ev),
                 "--host", "0.0.0.0", "--port", port, "--dtype", dtype]
         requests = {"cpu": "250m", "memory": "512Mi"}
         env = []
     else:
         image = settings.serve_image
-        gpus = serving.tensorParallelSize if serving and serving.tensorParallelSize else 1
+        gpus = serving.tensorParallelSize
         args = [
             "vllm", "serve", pod_path(model_location),
             "--served-model-name", served_model_name(ev),
             "--host", "0.0.0.0", "--port", port,
             "--tensor-parallel-size", str(gpus),
-            "--dtype", (serving.dtype if serving and serving.dtype else "auto"),
+            "--dtype", serving.dtype,
             # vLLM's own defaults, not the model's generation_config.json (Qwen2.5-Instruct's adds
             # repetition_penalty 1.05 and top_k 20 to every request): the protocol's sampling, exactly.
             "--generation-config", "vllm",
         ]
-        if serving and serving.maxModelLen:
+        if serving.maxModelLen:
             args += ["--max-model-len", str(serving.maxModelLen)]
         # Loading weights goes through host memory; tokenisation and the API server use CPU.
         requests = {"cpu": str(2 * gpus), "memory": f"{16 * gpus}Gi"}
@@ -473,7 +460,7 @@ def build_eval_server(
         "livenessProbe": {"httpGet": {"path": "/health", "port": settings.server_port}, "timeoutSeconds": 10,
                           "periodSeconds": 30, "failureThreshold": 4},
     }
-    resources = (serving.resources if serving else None) or ev.spec.resources
+    resources = serving.resources or ev.spec.resources
     pod = build_pod_spec(
         body, settings,
         image=image, command=args,
@@ -483,19 +470,19 @@ def build_eval_server(
     )
     container = pod["containers"][0]
     container["resources"] = {**container["resources"], "requests": {**requests, **container["resources"].get("requests", {})}}
-    selector = {LABEL_NAME: labels[LABEL_NAME], LABEL_KIND: "EvalRun", LABEL_COMPONENT: "server"}
-    replicas = serving.replicas if serving and serving.replicas is not None else 1
+    selector = component_selector("EvalRun", ev.metadata["name"], COMPONENT_SERVER)
+    replicas = serving.replicas
     revision_label = model_revision if _label_value_ok(model_revision) else hashlib.sha256(model_revision.encode()).hexdigest()[:16]
-    annotations = {"reasonops.io/model-revision": model_revision, "reasonops.io/engine": "cpu" if cpu else "vllm"}
+    annotations = {ANNOTATION_MODEL_REVISION: model_revision, ANNOTATION_ENGINE: serving.engine}
     if not cpu:
-        annotations["reasonops.io/generation-config"] = "vllm"
+        annotations[ANNOTATION_GENERATION_CONFIG] = "vllm"
     spec: dict[str, Any] = {
         "replicas": replicas,
         "selector": {"matchLabels": selector},
         "template": {
             "metadata": {
                 "labels": {**pod_labels(resources), **labels, LABEL_MODEL_REVISION: revision_label},
-                "annotations": {**pod_annotations(resources, settings), "reasonops.io/model-revision": model_revision},
+                "annotations": {**pod_annotations(resources, settings), ANNOTATION_MODEL_REVISION: model_revision},
             },
             "spec": pod,
         },
@@ -538,7 +525,7 @@ def build_eval_children(
     the weights itself (backend: offline); through a server it needs none."""
     revision = document.revision
     name = child_name(ev.metadata["name"], revision)
-    labels = labels_for("EvalRun", ev.metadata["name"], "eval", revision)
+    labels = labels_for("EvalRun", ev.metadata["name"], COMPONENT_EVAL, revision)
     env = _identity_env(document) + hub_token_env(ev.spec.hubTokenSecretRef)
     if ev.spec.model.endpoint and ev.spec.model.endpoint.apiKeySecretRef:
         env.append(secret_key_env(ev.spec.model.endpoint.apiKeySecretRef))
@@ -558,12 +545,8 @@ def build_eval_children(
     )
     job = build_job(
         body, settings, name=name, labels=labels, pod_spec=pod, resources=ev.spec.resources, suspend=suspend,
-        backoff_limit=ev.spec.backoffLimit if ev.spec.backoffLimit is not None else 2,
+        backoff_limit=ev.spec.backoffLimit,
         active_deadline=ev.spec.activeDeadlineSeconds, completions=checkpoints or None,
         parallelism=eval_parallelism(ev.spec, checkpoints),
     )
     return [build_configmap(body, name, labels, document), job]
-
-
-def describe_command(command: list[str]) -> str:
-    return " ".join(shlex.quote(c) for c in command)

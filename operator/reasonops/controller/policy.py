@@ -1,8 +1,9 @@
 """Decide, from what was observed, what a resource's children and status should be.
 
-Pure functions (no API calls): `plan_run` turns a resource, its current revision and the observed state of
-its Jobs and pods into a `Plan` — objects to create, Jobs to suspend or resume, old revisions to delete,
-and the status to write. The handlers gather the observations and apply the plan.
+Pure functions (no API calls) that the three kinds share; each kind's own decision (`decide.py`) calls them.
+`plan_run` turns a resource, its current revision and the observed state of its Jobs and pods into a `Plan`
+— objects to create, Jobs to suspend or resume, old revisions to delete, and the status to write;
+`plan_server` decides a server's (or sandbox's) desired state. The handlers gather and apply.
 
 The rules that matter most:
 - one Job per revision, named after it, so a restarted operator never creates duplicates;
@@ -19,7 +20,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from ..api import common as c
+from ..api import common
+from .labels import ANNOTATION_APPLIED_AT, ANNOTATION_SPEC_HASH
 
 TERMINAL = ("Succeeded", "Failed")
 # Pod states that will not resolve by waiting: shown as the reason while the revision is pending.
@@ -63,22 +65,11 @@ class PodState:
     deleting: bool = False
 
 
-@dataclass
-class Plan:
-    create: list[dict[str, Any]] = field(default_factory=list)
-    suspend_jobs: dict[str, bool] = field(default_factory=dict)  # job name -> desired spec.suspend
-    parallelism_jobs: dict[str, int] = field(default_factory=dict)  # job name -> desired spec.parallelism
-    delete_revisions: list[str] = field(default_factory=list)  # revisions whose children go
-    status: dict[str, Any] = field(default_factory=dict)
-    events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
-    result: Optional[dict[str, Any]] = None  # the workload's result, for the current revision
-
-
 def condition(
     previous: list[dict[str, Any]], type_: str, status: str, reason: str, message: str, generation: Optional[int], now: str
 ) -> dict[str, Any]:
     """A metav1.Condition; lastTransitionTime only moves when the status changes."""
-    old = next((p for p in previous if p.get("type") == type_), None)
+    old = next((x for x in previous if x.get("type") == type_), None)
     changed = old is None or old.get("status") != status
     return {
         "type": type_,
@@ -108,35 +99,35 @@ def failure_detail(job: JobState, pods: list[PodState]) -> tuple[str, str]:
         result = parse_result(pod.message)
         if result and isinstance(result.get("error"), dict):
             err = result["error"]
-            return str(err.get("reason") or c.REASON_FAILED), str(err.get("message") or "")
+            return str(err.get("reason") or common.REASON_FAILED), str(err.get("message") or "")
         if pod.message or pod.exit_code is not None:
             text = (pod.message or "").strip()
             detail = f"pod {pod.name} exited with code {pod.exit_code}" + (f" ({pod.reason})" if pod.reason else "")
-            return c.REASON_FAILED, f"{detail}: {text[-1500:]}" if text else detail
-    reason = job.failed_reason or c.REASON_FAILED
+            return common.REASON_FAILED, f"{detail}: {text[-1500:]}" if text else detail
+    reason = job.failed_reason or common.REASON_FAILED
     return reason, job.failed_message or "the Job failed"
 
 
 def job_phase(job: JobState, pods: list[PodState], user_suspended: bool) -> tuple[str, str, str]:
     """(phase, reason, message) of a revision from its Job and pods."""
     if job.complete:
-        return "Succeeded", c.REASON_SUCCEEDED, f"Job {job.name} completed"
+        return "Succeeded", common.REASON_SUCCEEDED, f"Job {job.name} completed"
     if job.failed_reason:
         reason, message = failure_detail(job, pods)
         return "Failed", reason, message
     if job.suspended:
         if user_suspended:
-            return "Suspended", c.REASON_SUSPENDED, "spec.suspend is true"
+            return "Suspended", common.REASON_SUSPENDED, "spec.suspend is true"
         if job.queued:
-            return "Pending", c.REASON_QUEUED, f"Job {job.name} waits for admission by Kueue"
-        return "Suspended", c.REASON_SUSPENDED, f"Job {job.name} is suspended"
+            return "Pending", common.REASON_QUEUED, f"Job {job.name} waits for admission by Kueue"
+        return "Suspended", common.REASON_SUSPENDED, f"Job {job.name} is suspended"
     mine = [p for p in pods if p.job == job.name]
     stuck = next((p for p in mine if p.waiting_reason in STUCK), None)
     if stuck:
-        return "Pending", stuck.waiting_reason or c.REASON_PENDING, f"pod {stuck.name}: {stuck.waiting_reason} {stuck.message or ''}".strip()
+        return "Pending", stuck.waiting_reason or common.REASON_PENDING, f"pod {stuck.name}: {stuck.waiting_reason} {stuck.message or ''}".strip()
     if any(p.phase == "Running" for p in mine):
-        return "Running", c.REASON_RUNNING, f"Job {job.name} is running ({len([p for p in mine if p.phase == 'Running'])} pods)"
-    return "Pending", c.REASON_PENDING, f"Job {job.name} is waiting for its pods to start"
+        return "Running", common.REASON_RUNNING, f"Job {job.name} is running ({len([p for p in mine if p.phase == 'Running'])} pods)"
+    return "Pending", common.REASON_PENDING, f"Job {job.name} is waiting for its pods to start"
 
 
 def succeeded_result(job: JobState, pods: list[PodState], progress: dict[str, Any], revision: str) -> dict[str, Any]:
@@ -181,13 +172,13 @@ def plan_run(
     if job is None and entry is not None and entry.get("phase") in TERMINAL:
         phase, reason, message = entry["phase"], entry.get("reason") or entry["phase"], f"revision {revision} {entry['phase'].lower()}"
         if entry.get("phase") == "Failed" and status.get("revision") == revision:
-            message = next((x.get("message", message) for x in status.get("conditions") or [] if x.get("type") == c.COND_FAILED), message)
+            message = next((x.get("message", message) for x in status.get("conditions") or [] if x.get("type") == common.COND_FAILED), message)
     elif job is None and waiting is not None:
         phase, (reason, message) = "Waiting", waiting
     elif job is None:
         plan.create = build_children(user_suspended)
         phase = "Suspended" if user_suspended else "Pending"
-        reason = c.REASON_SUSPENDED if user_suspended else c.REASON_PENDING
+        reason = common.REASON_SUSPENDED if user_suspended else common.REASON_PENDING
         message = "spec.suspend is true" if user_suspended else f"created Job {job_name} for revision {revision}"
         plan.events.append(("Normal", "Created", f"Job {job_name} for revision {revision}"))
     else:
@@ -233,10 +224,10 @@ def plan_run(
         "reason": reason,
         "history": history,
         "conditions": [
-            condition(conditions, c.COND_READY, "True" if ready else "False", reason, message, generation, now),
-            condition(conditions, c.COND_PROGRESSING, "True" if progressing else "False", reason, message, generation, now),
-            condition(conditions, c.COND_FAILED, "True" if phase == "Failed" else "False", reason if phase == "Failed" else "NotFailed", message if phase == "Failed" else "", generation, now),
-            condition(conditions, c.COND_SUSPENDED, "True" if user_suspended else "False", c.REASON_SUSPENDED if user_suspended else "NotSuspended", "", generation, now),
+            condition(conditions, common.COND_READY, "True" if ready else "False", reason, message, generation, now),
+            condition(conditions, common.COND_PROGRESSING, "True" if progressing else "False", reason, message, generation, now),
+            condition(conditions, common.COND_FAILED, "True" if phase == "Failed" else "False", reason if phase == "Failed" else "NotFailed", message if phase == "Failed" else "", generation, now),
+            condition(conditions, common.COND_SUSPENDED, "True" if user_suspended else "False", common.REASON_SUSPENDED if user_suspended else "NotSuspended", "", generation, now),
         ],
         "startTime": (entry or {}).get("startTime"),
         "completionTime": (entry or {}).get("completionTime"),
@@ -273,9 +264,6 @@ CHECKPOINT_SCORE_FIELDS = ("benchmark", "score", "stderr", "ciLow", "ciHigh")
 
 # --- the model server of an EvalRun ----------------------------------------------------------------
 
-ANNOTATION_SPEC_HASH = "reasonops.io/spec-hash"  # hash of the desired server objects last applied
-ANNOTATION_APPLIED_AT = "reasonops.io/applied-at"  # when they were applied (the startup budget's start)
-ANNOTATION_MODEL_REVISION = "reasonops.io/model-revision"
 # Pod states of a server that waiting will not cure (OOMKilled: the last termination of a restarting pod).
 SERVER_STUCK = STUCK + ("OOMKilled", "Error", "ContainerCannotRun", "RunContainerError")
 
@@ -306,6 +294,25 @@ class ServerPlan:
     apply: list[dict[str, Any]] = field(default_factory=list)  # objects to server-side apply
     delete: Optional[str] = None  # Deployment to delete
     ready: bool = False  # a pod of the desired template serves
+
+
+@dataclass
+class Plan:
+    """What a reconcile does (`decide.py` fills it, the handlers apply it)."""
+
+    create: list[dict[str, Any]] = field(default_factory=list)
+    suspend_jobs: dict[str, bool] = field(default_factory=dict)  # job name -> desired spec.suspend
+    parallelism_jobs: dict[str, int] = field(default_factory=dict)  # job name -> desired spec.parallelism
+    delete_revisions: list[str] = field(default_factory=list)  # revisions whose children go
+    status: dict[str, Any] = field(default_factory=dict)
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+    result: Optional[dict[str, Any]] = None  # the workload's result, for the current revision
+    server: ServerPlan = field(default_factory=ServerPlan)  # EvalRun: its model server
+    sandbox: ServerPlan = field(default_factory=ServerPlan)  # the sandbox of model-written code
+    evict: list[str] = field(default_factory=list)  # pods of a training group to restart (`group_restart`)
+    requeue_after: Optional[float] = None  # seconds: look again although no watch event will come
+    scores: dict[str, float] = field(default_factory=dict)  # benchmark -> score of fresh results (metrics)
+    loss: Optional[float] = None  # the training loss last reported (metrics)
 
 
 def objects_hash(objects: list[dict[str, Any]]) -> str:
@@ -395,32 +402,6 @@ def creation_failure(events: list[dict[str, Any]]) -> Optional[tuple[str, str]]:
     return "FailedCreate", str(newest.get("message") or "the Job's pods could not be created")[:1024]
 
 
-# --- samplers that use an EvalRun's served model -----------------------------------------------------
-
-
-def sampler_endpoints(
-    eval_runs: list[str], lookup: Callable[[str], Optional[dict[str, Any]]],
-) -> tuple[Optional[tuple[str, str]], dict[str, str], dict[str, str]]:
-    """(waiting reason+message, EvalRun → URL, EvalRun → served model name) for samplers naming EvalRuns.
-
-    An EvalRun is usable when its Serving condition is True; until then the dataset waits, with the reason.
-    """
-    urls: dict[str, str] = {}
-    names: dict[str, str] = {}
-    for name in dict.fromkeys(eval_runs):
-        body = lookup(name)
-        if body is None:
-            return (c.REASON_ENDPOINT_NOT_FOUND, f"EvalRun {name!r} (a sampler's evalRun) does not exist"), {}, {}
-        status = body.get("status") or {}
-        serving = next((x for x in status.get("conditions") or [] if x.get("type") == c.COND_SERVING), None)
-        if not status.get("endpoint") or serving is None or serving.get("status") != "True":
-            why = (serving or {}).get("message") or "its server is not ready"
-            return (c.REASON_WAITING_FOR_ENDPOINT, f"waiting for the server of EvalRun {name!r}: {why}"), {}, {}
-        urls[name] = status["endpoint"]
-        names[name] = ((body.get("spec") or {}).get("model") or {}).get("servedModelName") or name
-    return None, urls, names
-
-
 # --- results and gates ---------------------------------------------------------------------------------
 
 
@@ -453,7 +434,7 @@ def checkpoint_results(
     """status.checkpoints: each target (name, step, epoch, location) with the scores its pod reported
     (`checkpoint_reports`), else those an earlier reconcile of the same revision stored (the pods may be
     gone), else none yet."""
-    stored = {c.get("name"): c.get("results") for c in old_status.get("checkpoints") or []
+    stored = {entry.get("name"): entry.get("results") for entry in old_status.get("checkpoints") or []
               if old_status.get("revision") == revision}
     out = []
     for target in targets:

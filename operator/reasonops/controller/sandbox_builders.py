@@ -22,14 +22,15 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from ..api.v1alpha1 import SANDBOX_CPU, SANDBOX_MEMORY, SandboxSpec
+from ..api.common import resolve_defaults
+from ..api.v1alpha1 import SandboxSpec
 from ..contract import SANDBOX_PORT, SANDBOX_UNCONFINED, Env, sandbox_name, sandbox_url
-from .builders import LABEL_COMPONENT, LABEL_KIND, LABEL_NAME, UID, _metadata, labels_for
+from .builders import UID, _metadata
+from .labels import COMPONENT_SANDBOX, WORKLOAD_COMPONENTS, component_selector, labels_for
 from .settings import Settings
 
 PORT = SANDBOX_PORT
-COMPONENT = "sandbox"
-WORKLOAD_COMPONENTS = {"EvalRun": "eval", "ReasoningDataset": "curate"}
+COMPONENT = COMPONENT_SANDBOX
 TMP_LIMIT = "1Gi"
 
 
@@ -39,17 +40,14 @@ def sandbox_env(body: dict[str, Any]) -> list[dict[str, str]]:
     return [{"name": Env.SANDBOX_URL, "value": sandbox_url(meta["name"], meta["namespace"])}]
 
 
-def _selector(body: dict[str, Any]) -> dict[str, str]:
-    return {LABEL_KIND: body["kind"], LABEL_NAME: body["metadata"]["name"][:63], LABEL_COMPONENT: COMPONENT}
-
-
 def build_sandbox_children(body: dict[str, Any], settings: Settings, spec: Optional[SandboxSpec] = None) -> list[dict[str, Any]]:
-    """Deployment, Service and NetworkPolicy of the resource's sandbox (not per revision: they outlive one)."""
+    """Deployment, Service and NetworkPolicy of the resource's sandbox (not per revision: they outlive one).
+    `spec.sandbox` is optional in both kinds: unset, every field has the API's default."""
     kind, name = body["kind"], body["metadata"]["name"]
-    spec = spec or SandboxSpec()
+    spec = resolve_defaults(spec or SandboxSpec())
     labels = labels_for(kind, name, COMPONENT)
-    selector = _selector(body)
-    cpu, memory = spec.cpu or SANDBOX_CPU, spec.memory or SANDBOX_MEMORY
+    selector = component_selector(kind, name, COMPONENT)
+    cpu, memory = spec.cpu, spec.memory
     workers = max(1, int(float(cpu.removesuffix("m")) / (1000 if cpu.endswith("m") else 1)))
     container = {
         "name": "sandbox",
@@ -82,7 +80,7 @@ def build_sandbox_children(body: dict[str, Any], settings: Settings, spec: Optio
     deployment = {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": _metadata(body, sandbox_name(name), labels),
-        "spec": {"replicas": spec.replicas or 1, "selector": {"matchLabels": selector},
+        "spec": {"replicas": spec.replicas, "selector": {"matchLabels": selector},
                  "template": {"metadata": {"labels": labels}, "spec": pod}},
     }
     service = {
@@ -90,7 +88,7 @@ def build_sandbox_children(body: dict[str, Any], settings: Settings, spec: Optio
         "metadata": _metadata(body, sandbox_name(name), labels),
         "spec": {"selector": selector, "ports": [{"name": "http", "port": PORT, "targetPort": "http"}]},
     }
-    workload = {LABEL_KIND: kind, LABEL_NAME: name[:63], LABEL_COMPONENT: WORKLOAD_COMPONENTS.get(kind, "eval")}
+    workload = component_selector(kind, name, WORKLOAD_COMPONENTS[kind])
     policy = {
         "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
         "metadata": _metadata(body, sandbox_name(name), labels),
