@@ -1,16 +1,20 @@
 """Answer extraction and equivalence, shared by curation (rejection sampling) and evaluation.
 
-Extraction (`extract_answer`):
+Extraction (`extract_answer`), on what follows the last ``</think>`` (a ``<think>`` block still open at the
+end states no answer: the model ran out of tokens while thinking):
 
-- ``kind="math"``: the content of the last ``\\boxed{...}`` (or ``\\fbox{...}``), braces matched, empty boxes
-  skipped (models echo "put your answer within \\boxed{}"); ``\\boxed 5`` without braces is read up to the
-  next space. Without a box, two fallbacks are tried on the last ``FALLBACK_WINDOW`` characters, the last
-  match winning: "answer is X" (also "final answer: X", "the answer is actually X"), then a line starting
-  with "Answer: X"; X is cut at the end of its sentence or at an explaining clause ("3, since ...").
-  With ``extraction="last-number"`` (SkyThought's protocol) the last number of that window comes next;
-  by default the last number in a response is *not* taken as its answer.
-- ``kind="choice"`` (GPQA): a letter A–J, read from the last box, else from "answer is (B)" / "Answer: B"
-  (with ``last-number``: else the last standalone capital A–D).
+- ``kind="math"``: the last group of boxes: the content of the last ``\\boxed{...}`` (or ``\\fbox{...}``), braces
+  matched, empty boxes skipped (models echo "put your answer within \\boxed{}"), joined by ", " with the boxes
+  before it that only spacing, commas, "and"/"or" or delimiters separate (a several-part answer boxed part by
+  part); ``\\boxed 5`` without braces is read up to the next space. ``extraction="boxed"`` (LIMO's protocol)
+  stops there. Otherwise ("strict", the default) a "final answer is X" after the last box replaces it, and
+  without a box these are tried on the last ``FALLBACK_WINDOW`` characters: "answer is X" (also "final
+  answer: X", "the answer is actually X"), a line starting with "Answer: X" (X cut at the end of its sentence
+  or at an explaining clause, "3, since ..."), the last math span ($..$, $$..$$, \\(..\\), \\[..\\]), and a
+  response that is nothing but an answer. With ``extraction="last-number"`` (SkyThought's protocol) the last
+  number of that window comes next; otherwise the last number of prose is *not* taken as its answer.
+- ``kind="choice"`` (GPQA): a letter A–J, read from the last box, else (not under "boxed") from
+  "answer is (B)" / "Answer: B" (with ``last-number``: else the last standalone capital A–D).
 
 Extraction is linear in the response length (reasoning models loop until max_tokens): braces are
 matched in one pass, and answers longer than ``MAX_VERIFY_CHARS`` never reach math-verify.
