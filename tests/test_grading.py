@@ -390,6 +390,10 @@ def test_a_box_inside_an_unfinished_think_block_is_no_answer(grader: Grader, ext
     finished = "<think>\nfirst guess \\boxed{4}\n</think>\n\nThe answer is \\boxed{5}."
     assert _grade(grader, finished, "5", extraction).correct is True
     assert _grade(grader, "<think>\n\\boxed{5}\n</think>\n\nI am not sure.", "5", extraction).reason == NO_ANSWER
+    sky_t1 = "<|begin_of_thought|>\n\\boxed{5} so far"  # SkyThought's system prompt asks for these markers
+    assert _grade(grader, sky_t1, "5", extraction).reason == NO_ANSWER
+    sky_t1 += "<|end_of_thought|>\n<|begin_of_solution|>\nThus \\boxed{5}.<|end_of_solution|>"
+    assert _grade(grader, sky_t1, "5", extraction).correct is True
 
 
 def test_a_worked_solution_as_gold_stands_for_its_boxed_answer(grader: Grader) -> None:

@@ -1,7 +1,7 @@
 """Answer extraction and equivalence, shared by curation (rejection sampling) and evaluation.
 
-Extraction (`extract_answer`), on what follows the last ``</think>`` (a ``<think>`` block still open at the
-end states no answer: the model ran out of tokens while thinking):
+Extraction (`extract_answer`), on what follows the last ``</think>`` or ``<|end_of_thought|>`` (a block still
+open at the end states no answer: the model ran out of tokens while thinking):
 
 - ``kind="math"``: the last group of boxes: the content of the last ``\\boxed{...}`` (or ``\\fbox{...}``), braces
   matched, empty boxes skipped (models echo "put your answer within \\boxed{}"), joined by ", " with the boxes
@@ -81,9 +81,9 @@ _MATH_SPAN = re.compile(
     re.DOTALL,
 )
 _FINAL_ANSWER = re.compile(r"final answer is\s*:?\s*(.+)", re.IGNORECASE)
-# Think blocks: the answer is stated after the last one; a block that never closed (the model ran out of tokens
-# while thinking) states none, whatever it boxed.
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+# Think blocks, (open, close): DeepSeek-R1/QwQ's and Sky-T1's (SkyThought's system prompt). The answer is stated
+# after the last one; a block that never closed (the model ran out of tokens while thinking) states none.
+THINK_BLOCKS = (("<think>", "</think>"), ("<|begin_of_thought|>", "<|end_of_thought|>"))
 _ANSWER_PHRASE = re.compile(
     r"\banswer\s*(?:is|:|=)\s*[:=]?\s*(?:(?:actually|indeed|simply|just|thus|therefore|then|now|clearly|exactly|precisely)\s+)*(.+)",
     re.IGNORECASE,
@@ -266,12 +266,15 @@ def _choice_letter(value: str) -> str | None:
 
 
 def final_part(text: str) -> str:
-    """The part of a response that states its answer: what follows the last ``</think>``; nothing when a
-    ``<think>`` block is still open at the end."""
-    close = text.rfind(THINK_CLOSE)
-    if close >= 0:
-        text = text[close + len(THINK_CLOSE) :]
-    return "" if THINK_OPEN in text else text
+    """The part of a response that states its answer: what follows the last ``</think>`` (or Sky-T1's
+    ``<|end_of_thought|>``); nothing when such a block is still open at the end."""
+    for opening, closing in THINK_BLOCKS:
+        close = text.rfind(closing)
+        if close >= 0:
+            text = text[close + len(closing) :]
+        if opening in text:
+            return ""
+    return text
 
 
 def extract_answer(text: str, kind: str = "math", extraction: str = STRICT) -> str | None:
@@ -386,9 +389,9 @@ def canonical(answer: str) -> str:
 
 
 def reference_answer(gold: str) -> str:
-    """The gold answer to compare with: a worked solution (MATH's ``solution``) stands for the answer it states
-    (its boxes, else its "the answer is" phrase); a short gold is the answer itself."""
-    if "\\boxed" in gold or "\\fbox" in gold or len(gold) > _BARE_ANSWER_CHARS:
+    """The gold answer to compare with: a worked solution (MATH's ``solution``: boxed, or longer than any answer
+    math-verify could check) stands for the answer it states, read as `strict` reads a response."""
+    if "\\boxed" in gold or "\\fbox" in gold or len(gold) > MAX_VERIFY_CHARS:
         return _math_answer(gold, STRICT) or gold
     return gold
 
