@@ -336,6 +336,14 @@ def test_several_boxes_and_decimal_commas(grader: Grader, response: str, gold: s
     assert result.correct is True, result
 
 
+def test_order_counts_in_a_tuple_not_in_a_bare_list(grader: Grader) -> None:
+    # docs/protocols.md: MATH's original grader compares "10, 4, -2" and "4, 10, -2" as strings; math-verify's
+    # suite labels bare lists in another order right. Here a bare list is a set, a tuple is ordered.
+    assert _grade(grader, "\\boxed{10, 4, -2}", "4, 10, -2").correct is True
+    assert _grade(grader, "\\boxed{10, 4, -2}", "(4, 10, -2)").correct is False
+    assert _grade(grader, "\\boxed{4, 10, -2}", "(4, 10, -2)").correct is True
+
+
 def test_boxes_apart_are_not_one_answer(grader: Grader) -> None:
     assert _grade(grader, "first \\boxed{1}, then corrected: \\boxed{2}", "1, 2").correct is False
     assert _grade(grader, "\\boxed{1}, \\boxed{2}, \\boxed{3}", "1, 2").correct is False

@@ -1,8 +1,8 @@
 """Acceptance: `Grader` agrees with the labelled cases of public graders' test suites at least as often as plain
 math-verify does, under every protocol, and on 97% of the responses with a box.
 
-The cases (tests/data/grading_public.jsonl) are math-verify's own test vectors and inspect_ai's math scorer
-cases, each with its source repository, path and commit. Where a protocol differs from a label on purpose (LIMO
+The cases (tests/data/grading_public.jsonl) are math-verify's own test vectors, inspect_ai's math scorer cases
+and the tests of MATH's original grader (hendrycks/math), each with its source repository, path and commit. Where a protocol differs from a label on purpose (LIMO
 reads only boxes), docs/protocols.md lists the case and the reason; this test reads that list, leaves those cases
 out of the protocol's agreement, and fails when a listed case no longer differs (the list must stay exact).
 
@@ -74,7 +74,7 @@ def test_the_cases_name_their_public_source() -> None:
         source = case["source"]
         assert source["repository"] and source["path"] and re.fullmatch(r"[0-9a-f]{40}", source["commit"]), case
         assert isinstance(case["label"], bool)
-    assert {case["source"]["repository"] for case in CASES} >= {"huggingface/Math-Verify", "UKGovernmentBEIS/inspect_ai"}
+    assert {case["source"]["repository"] for case in CASES} >= {"huggingface/Math-Verify", "UKGovernmentBEIS/inspect_ai", "hendrycks/math"}
     assert sum(map(_boxed, CASES)) >= 100
 
 

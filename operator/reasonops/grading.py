@@ -103,6 +103,7 @@ _LAST_NUMBER = re.compile(
 # A response that is nothing but an answer ("-5", "\\frac{10}{9}", "x=2"): one line without words.
 _BARE_ANSWER_CHARS = 100
 _WORD = re.compile(r"(?<![\\\w])[A-Za-z]{3,}")
+_TEXT_GROUP = re.compile(r"\\(?:text|mathrm|mbox)\s*\{[^{}]*\}")  # 10\text{ units}: a unit, not prose
 _CHOICE_LETTER = re.compile(r"^\(?([A-J])\)?(?:$|[\s.:)])", re.IGNORECASE)
 _CHOICE_PHRASE = re.compile(r"answer\s*(?:is|:)\s*:?\s*[*_]*\s*\(?([A-J])\b", re.IGNORECASE)
 _LONE_LETTER = re.compile(r"\b([A-D])\b")
@@ -254,7 +255,7 @@ def _math_answer(text: str, extraction: str) -> str | None:
 
 def _bare_answer(text: str) -> str | None:
     value = text.strip()
-    if not value or len(value) > _BARE_ANSWER_CHARS or "\n" in value or _WORD.search(value):
+    if not value or len(value) > _BARE_ANSWER_CHARS or "\n" in value or _WORD.search(_TEXT_GROUP.sub("", value)):
         return None
     return value
 
