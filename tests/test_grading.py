@@ -344,6 +344,10 @@ def test_order_counts_in_a_tuple_not_in_a_bare_list(grader: Grader) -> None:
     assert _grade(grader, "\\boxed{4, 10, -2}", "(4, 10, -2)").correct is True
 
 
+def test_a_box_repeated_is_one_answer(grader: Grader) -> None:
+    assert _grade(grader, "So the answer is $\\boxed{12}$ $\\boxed{12}$", "12") == GradeResult(True, "12")
+
+
 def test_boxes_apart_are_not_one_answer(grader: Grader) -> None:
     assert _grade(grader, "first \\boxed{1}, then corrected: \\boxed{2}", "1, 2").correct is False
     assert _grade(grader, "\\boxed{1}, \\boxed{2}, \\boxed{3}", "1, 2").correct is False

@@ -195,7 +195,7 @@ def boxed_answer(text: str) -> tuple[str, int] | None:
             break
         parts.insert(0, earlier)
     end = parts[-1][2] if parts[-1][2] >= 0 else parts[-1][1]
-    return ", ".join(part[0] for part in parts), end
+    return ", ".join(dict.fromkeys(part[0] for part in parts)), end  # a box repeated is one answer
 
 
 def _last_math(text: str) -> str | None:
