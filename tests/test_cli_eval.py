@@ -119,8 +119,9 @@ def test_grade_on_what_models_write(tmp_path: Path) -> None:
     path = tmp_path / "r.jsonl"
     path.write_text("".join(json.dumps({"id": f"p{i}", "response": r}) + "\n" for i, r in enumerate(responses)))
     graded = tmp_path / "graded.jsonl"
+    # custom: strict extraction, which reads "The answer is 0.5" (limo reads only boxes)
     proc = _reasonops("grade", "--benchmark", "math500", "--path", str(bench), "--responses", str(path),
-                      "--workers", "1", "--output", str(graded))
+                      "--workers", "1", "--output", str(graded), "--protocol", "custom")
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in graded.read_text().splitlines()]
     assert [r["correct"] for r in rows] == [False, False, False, False, False, True]

@@ -239,7 +239,9 @@ def test_grade_main_scores_a_responses_file(tmp_path: Path, capsys: pytest.Captu
         (3, f"The final answer is {items[3].answer}."), (3, f"Answer: {items[3].answer}"),
     ]
     path = _write_responses(tmp_path / "r.jsonl", [{"id": items[p].id, "response": text, "completion_tokens": 10 * (i + 1)} for i, (p, text) in enumerate(responses)])
-    assert grade_main(["--benchmark", "demo", "--responses", str(path), "--output", str(tmp_path / "graded.jsonl")]) == 0
+    # custom: strict extraction, which reads answers in words (limo reads only boxes)
+    assert grade_main(["--benchmark", "demo", "--responses", str(path), "--output", str(tmp_path / "graded.jsonl"),
+                       "--protocol", "custom"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["problems"] == 4 and summary["samples"] == 2
     assert summary["pass@1"] == pytest.approx(5 / 8)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -299,3 +300,115 @@ def test_wrong_answers_vote_together_when_equivalent() -> None:
     samples = _samples(("1", True), (answers[0], False), ("1.0", True), (answers[1], False), (answers[2], False))
     assert majority_correct(samples, 5, [None, classes[0], None, classes[1], classes[2]]) is False
     assert majority_correct(samples, 5) is True  # by spelling alone the wrong answers split 2 + 1
+
+
+# --- defects found by public graders' test suites (tests/test_grading_public.py holds the whole suites) -------
+
+
+@pytest.fixture(scope="module")
+def grader() -> Iterator[Grader]:
+    with Grader(workers=1) as pool:
+        yield pool
+
+
+def _grade(grader: Grader, response: str, gold: str, extraction: str = "strict") -> GradeResult:
+    (result,) = grader.grade([(response, gold, "math")], extraction)
+    return result
+
+
+@pytest.mark.parametrize("extraction", ["boxed", "strict", "last-number"])
+@pytest.mark.parametrize(
+    "response, gold",
+    [
+        ("$$\\boxed{(2, 2)} \\quad \\text{and} \\quad \\boxed{(6, 2)}$$", "(2, 2), (6, 2)"),
+        ("\\boxed{1}, \\boxed{2}, \\boxed{3}", "\\{1,2,3\\}"),
+        ("\\boxed{1} and \\boxed{2} and \\boxed{3}", "1, 2, 3"),
+        ("the roots are \\[ \\boxed{-2} \\quad \\text{and} \\quad \\boxed{1}. \\]", "1, -2"),
+        ("\\( y_1 = \\boxed{-2(x - 1)^2 + 5} \\) and \\( y_2 = \\boxed{3(x + 2)^2 - 2} \\)", "-2(x-1)^2+5, 3(x+2)^2-2"),
+        ("$\\boxed{12 $ and $13 }$", "12, 13"),  # a box whose content crosses $ delimiters
+        ("\\boxed{1000,99}", "1000.99"),  # decimal commas
+        ("\\boxed{0.111}", "0,111"),
+        ("\\boxed{1.22}", "1,22"),
+    ],
+)
+def test_several_boxes_and_decimal_commas(grader: Grader, response: str, gold: str, extraction: str) -> None:
+    result = _grade(grader, response, gold, extraction)
+    assert result.correct is True, result
+
+
+def test_order_counts_in_a_tuple_not_in_a_bare_list(grader: Grader) -> None:
+    # docs/protocols.md: MATH's original grader compares "10, 4, -2" and "4, 10, -2" as strings; math-verify's
+    # suite labels bare lists in another order right. Here a bare list is a set, a tuple is ordered.
+    assert _grade(grader, "\\boxed{10, 4, -2}", "4, 10, -2").correct is True
+    assert _grade(grader, "\\boxed{10, 4, -2}", "(4, 10, -2)").correct is False
+    assert _grade(grader, "\\boxed{4, 10, -2}", "(4, 10, -2)").correct is True
+
+
+def test_a_box_repeated_is_one_answer(grader: Grader) -> None:
+    assert _grade(grader, "So the answer is $\\boxed{12}$ $\\boxed{12}$", "12") == GradeResult(True, "12")
+
+
+def test_boxes_apart_are_not_one_answer(grader: Grader) -> None:
+    assert _grade(grader, "first \\boxed{1}, then corrected: \\boxed{2}", "1, 2").correct is False
+    assert _grade(grader, "\\boxed{1}, \\boxed{2}, \\boxed{3}", "1, 2").correct is False
+
+
+@pytest.mark.parametrize(
+    "response, gold",
+    [
+        ("Answer $9$", "9"),
+        ("Answer \\[ 9 \\]", "9"),
+        ("Answer \\( (9+1) \\)", "10"),
+        ("Therefore $x \\geq 5$ is the solution.", "x \\geq 5"),
+        ("The identity matrix is $ \\begin{pmatrix}1 & 0 \\\\ 0 & 1\\end{pmatrix} $.", "\\begin{pmatrix}1 & 0 \\\\ 0 & 1\\end{pmatrix}"),
+        ("\\frac{10}{9}", "10/9"),  # a response that is only its answer
+        ("The answer is 42, but I'm not boxing it", "42"),
+    ],
+)
+def test_unboxed_answers_count_only_where_the_protocol_accepts_them(grader: Grader, response: str, gold: str) -> None:
+    for extraction in ("strict", "last-number"):
+        assert _grade(grader, response, gold, extraction).correct is True, (extraction, response)
+    assert _grade(grader, response, gold, "boxed") == GradeResult(False, None, NO_ANSWER)  # LIMO reads only boxes
+
+
+def test_inline_math_does_not_cross_lines(grader: Grader) -> None:
+    assert _grade(grader, "Answer $ \n 9 \n $", "9").reason == NO_ANSWER
+
+
+def test_a_final_answer_phrase_after_the_last_box_wins(grader: Grader) -> None:
+    response = "so the interest is \\boxed{255}. Zaius has $10,455. Final Answer: The final answer is $10,455$. I hope it is correct."
+    assert _grade(grader, response, "10455").correct is True
+    assert _grade(grader, response, "10455", "boxed").correct is False  # LIMO reads the box
+
+
+@pytest.mark.parametrize(
+    "response, gold, correct",
+    [
+        ("Soucis : 2,74 $ a..", "2.74", True),
+        ("the number is not 10 which is 1,000.99€", "1000.99", True),
+        ("which gives 1 000", "1000", True),
+        ("AZYUK2A", "2", False),  # not a number inside a word
+        ("The total is 57 apples.", "57", True),
+    ],
+)
+def test_last_number_reads_separators_and_skips_words(grader: Grader, response: str, gold: str, correct: bool) -> None:
+    assert _grade(grader, response, gold, "last-number").correct is correct
+
+
+@pytest.mark.parametrize("extraction", ["boxed", "strict", "last-number"])
+def test_a_box_inside_an_unfinished_think_block_is_no_answer(grader: Grader, extraction: str) -> None:
+    unfinished = "<think>\nLet me try 5: \\boxed{5}. Hmm, wait, maybe"
+    assert _grade(grader, unfinished, "5", extraction) == GradeResult(False, None, NO_ANSWER)
+    finished = "<think>\nfirst guess \\boxed{4}\n</think>\n\nThe answer is \\boxed{5}."
+    assert _grade(grader, finished, "5", extraction).correct is True
+    assert _grade(grader, "<think>\n\\boxed{5}\n</think>\n\nI am not sure.", "5", extraction).reason == NO_ANSWER
+    sky_t1 = "<|begin_of_thought|>\n\\boxed{5} so far"  # SkyThought's system prompt asks for these markers
+    assert _grade(grader, sky_t1, "5", extraction).reason == NO_ANSWER
+    sky_t1 += "<|end_of_thought|>\n<|begin_of_solution|>\nThus \\boxed{5}.<|end_of_solution|>"
+    assert _grade(grader, sky_t1, "5", extraction).correct is True
+
+
+def test_a_worked_solution_as_gold_stands_for_its_boxed_answer(grader: Grader) -> None:
+    solution = "This factors as $(n - 1)(n + 2) = 0,$ so the solutions are $n = \\boxed{1,-2}.$" + " " * 80
+    assert _grade(grader, "\\[ \\boxed{-2} \\quad \\text{and} \\quad \\boxed{1}. \\]", solution).correct is True
+    assert _grade(grader, "\\boxed{1}", solution).correct is False

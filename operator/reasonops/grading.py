@@ -1,16 +1,20 @@
 """Answer extraction and equivalence, shared by curation (rejection sampling) and evaluation.
 
-Extraction (`extract_answer`):
+Extraction (`extract_answer`), on what follows the last ``</think>`` or ``<|end_of_thought|>`` (a block still
+open at the end states no answer: the model ran out of tokens while thinking):
 
-- ``kind="math"``: the content of the last ``\\boxed{...}`` (or ``\\fbox{...}``), braces matched, empty boxes
-  skipped (models echo "put your answer within \\boxed{}"); ``\\boxed 5`` without braces is read up to the
-  next space. Without a box, two fallbacks are tried on the last ``FALLBACK_WINDOW`` characters, the last
-  match winning: "answer is X" (also "final answer: X", "the answer is actually X"), then a line starting
-  with "Answer: X"; X is cut at the end of its sentence or at an explaining clause ("3, since ...").
-  With ``extraction="last-number"`` (SkyThought's protocol) the last number of that window comes next;
-  by default the last number in a response is *not* taken as its answer.
-- ``kind="choice"`` (GPQA): a letter A–J, read from the last box, else from "answer is (B)" / "Answer: B"
-  (with ``last-number``: else the last standalone capital A–D).
+- ``kind="math"``: the last group of boxes: the content of the last ``\\boxed{...}`` (or ``\\fbox{...}``), braces
+  matched, empty boxes skipped (models echo "put your answer within \\boxed{}"), joined by ", " with the boxes
+  before it that only spacing, commas, "and"/"or" or delimiters separate (a several-part answer boxed part by
+  part); ``\\boxed 5`` without braces is read up to the next space. ``extraction="boxed"`` (LIMO's protocol)
+  stops there. Otherwise ("strict", the default) a "final answer is X" after the last box replaces it, and
+  without a box these are tried on the last ``FALLBACK_WINDOW`` characters: "answer is X" (also "final
+  answer: X", "the answer is actually X"), a line starting with "Answer: X" (X cut at the end of its sentence
+  or at an explaining clause, "3, since ..."), the last math span ($..$, $$..$$, \\(..\\), \\[..\\]), and a
+  response that is nothing but an answer. With ``extraction="last-number"`` (SkyThought's protocol) the last
+  number of that window comes next; otherwise the last number of prose is *not* taken as its answer.
+- ``kind="choice"`` (GPQA): a letter A–J, read from the last box, else (not under "boxed") from
+  "answer is (B)" / "Answer: B" (with ``last-number``: else the last standalone capital A–D).
 
 Extraction is linear in the response length (reasoning models loop until max_tokens): braces are
 matched in one pass, and answers longer than ``MAX_VERIFY_CHARS`` never reach math-verify.
@@ -63,6 +67,23 @@ _BOX_COMMANDS = ("\\boxed", "\\fbox")
 _BRACE_TOKEN = re.compile(r"\\.|[{}]", re.DOTALL)
 _BARE_BOX = re.compile(r"\\(?:boxed|fbox) +[^\s{$]")  # \boxed 5
 _TOKEN = re.compile(r"[^\s$]+")
+_BOX_DOLLAR = re.compile(r"(?<!\\)\$")
+# What may stand between the boxes of one several-part answer.
+_BOX_JOINER = re.compile(
+    r"(?:\s|[,;&$]|\\[()\[\]]|\\q?quad\b|\\[,;:! ]|\b(?:and|or)\b"
+    r"|\\text\s*\{(?:\s|,|\b(?:and|or|for|parts?)\b|\(\w\))*\}"  # \text{and}, \text{ for part (a) and }
+    r"|[A-Za-z](?:_\{?\w+\}?)?\s*=)*"  # y_2 =
+)
+MAX_JOINED_BOXES = 20
+# Math spans, left to right: display $$..$$ and \[..\] may cross lines, inline $..$ and \(..\) may not; \$ is a dollar sign.
+_MATH_SPAN = re.compile(
+    r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\(([^\n]+?)\\\)|(?<!\\)\$((?:\\.|[^$\n\\])+?)\$",
+    re.DOTALL,
+)
+_FINAL_ANSWER = re.compile(r"final answer is\s*:?\s*(.+)", re.IGNORECASE)
+# Think blocks, (open, close): DeepSeek-R1/QwQ's and Sky-T1's (SkyThought's system prompt). The answer is stated
+# after the last one; a block that never closed (the model ran out of tokens while thinking) states none.
+THINK_BLOCKS = (("<think>", "</think>"), ("<|begin_of_thought|>", "<|end_of_thought|>"))
 _ANSWER_PHRASE = re.compile(
     r"\banswer\s*(?:is|:|=)\s*[:=]?\s*(?:(?:actually|indeed|simply|just|thus|therefore|then|now|clearly|exactly|precisely)\s+)*(.+)",
     re.IGNORECASE,
@@ -74,15 +95,24 @@ _SENTENCE_END = re.compile(
     r"(?<!\\)\.(?:\s|$)|;|,?\s+(?:since|because|as|which|where|when|so|but|given|for|while|then|and then)\b|\n",
     re.IGNORECASE,
 )
-_LAST_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+# A number not inside a word (AZYUK2A): thousands by commas or spaces (1,000 or 1 000), a decimal point or
+# comma, or a simple fraction (2/3); units may follow (1,000.99m²).
+_LAST_NUMBER = re.compile(
+    r"(?<![\w.,/])-?(?:(?:[1-9]\d{0,2}(?:(?:,| )\d{3})+(?![\d,])|\d+)(?:[.,]\d+)?(?:/\d+)?|\.\d+)"
+)
+# A response that is nothing but an answer ("-5", "\\frac{10}{9}", "x=2"): one line without words.
+_BARE_ANSWER_CHARS = 100
+_WORD = re.compile(r"(?<![\\\w])[A-Za-z]{3,}")
+_TEXT_GROUP = re.compile(r"\\(?:text|mathrm|mbox)\s*\{[^{}]*\}")  # 10\text{ units}: a unit, not prose
 _CHOICE_LETTER = re.compile(r"^\(?([A-J])\)?(?:$|[\s.:)])", re.IGNORECASE)
 _CHOICE_PHRASE = re.compile(r"answer\s*(?:is|:)\s*:?\s*[*_]*\s*\(?([A-J])\b", re.IGNORECASE)
 _LONE_LETTER = re.compile(r"\b([A-D])\b")
 
 # Extraction modes: which fallbacks apply when a response has no box.
-STRICT = "strict"  # the answer phrases only (this project's default, and LIMO's prompt asks for a box)
+BOXED = "boxed"  # the box only (LIMO's eval/utils/parser.py)
+STRICT = "strict"  # then the answer phrases and the last math span (this project's default)
 LAST_NUMBER = "last-number"  # then the last number of the response (SkyThought, see docs/protocols.md)
-EXTRACTIONS = (STRICT, LAST_NUMBER)
+EXTRACTIONS = (BOXED, STRICT, LAST_NUMBER)
 
 
 def _group_end(text: str, start: int, stop: int) -> int | None:
@@ -101,15 +131,15 @@ def _group_end(text: str, start: int, stop: int) -> int | None:
     return None
 
 
-def last_boxed(text: str) -> str | None:
-    """The content of the last non-empty, closed \\boxed{} or \\fbox{} of text.
+def _last_box(text: str, end: int) -> tuple[str, int, int] | None:
+    """(content, start, end) of the last non-empty, closed \\boxed{} or \\fbox{} of text[:end].
 
-    Linear in len(text), for responses that loop on boxes until max_tokens: each command is searched
+    Linear in `end`, for responses that loop on boxes until max_tokens: each command is searched
     backwards once, and a group is scanned only up to the brace of a later unclosed group (a group
     still open there stays open to the end, since the later one never closes).
     """
-    found = {command: text.rfind(command) for command in _BOX_COMMANDS}
-    stop = len(text)
+    found = {command: text.rfind(command, 0, end) for command in _BOX_COMMANDS}
+    stop = end
     while True:
         command = max(found, key=found.__getitem__)
         pos = found[command]
@@ -120,9 +150,9 @@ def last_boxed(text: str) -> str | None:
         if text[i : i + 1].isalpha():  # \boxeds or \fboxed: another command
             continue
         j = i
-        while j < len(text) and text[j] == " ":
+        while j < end and text[j] == " ":
             j += 1
-        if text[j : j + 1] == "{":
+        if text[j : j + 1] == "{" and j < end:
             close = _group_end(text, j, stop)
             if close is None:
                 stop = j
@@ -131,12 +161,48 @@ def last_boxed(text: str) -> str | None:
                     # No box opened after the last '}' before this one can close either: skip them at once.
                     found = {c: text.rfind(c, 0, last_close + 1) if last_close >= 0 else -1 for c in found}
                 continue
-            content = text[j + 1 : close].strip()
+            # A '$' inside a box is a math delimiter the model closed and reopened ($\boxed{12 $ and $13}$).
+            content = _BOX_DOLLAR.sub(" ", text[j + 1 : close]).strip()
+            box_end = close + 1
         else:
-            token = _TOKEN.match(text, j) if j > i else None  # \boxed 5
+            token = _TOKEN.match(text, j, end) if j > i else None  # \boxed 5
             content = token.group(0) if token else ""
+            box_end = -1  # a bare box never joins others
         if content:
-            return content
+            return content, pos, box_end
+
+
+def last_boxed(text: str) -> str | None:
+    """The content of the last non-empty, closed \\boxed{} or \\fbox{} of text."""
+    box = _last_box(text, len(text))
+    return box[0] if box else None
+
+
+def boxed_answer(text: str) -> tuple[str, int] | None:
+    """The answer stated in the last group of boxes of text, and where that group ends; None without a box.
+
+    A several-part answer is often boxed part by part (``\\boxed{(2, 2)} \\quad\\text{and}\\quad \\boxed{(6, 2)}``,
+    ``\\boxed{1}, \\boxed{2}``): boxes separated only by spacing, commas, "and"/"or", math delimiters or a
+    part's name (``y_2 =``) form one answer, their contents joined by ", " (a list math-verify reads as a set).
+    """
+    box = _last_box(text, len(text))
+    if box is None:
+        return None
+    parts = [box]
+    while len(parts) < MAX_JOINED_BOXES and parts[0][2] >= 0:
+        earlier = _last_box(text, parts[0][1])
+        if earlier is None or earlier[2] < 0 or not _BOX_JOINER.fullmatch(text, earlier[2], parts[0][1]):
+            break
+        parts.insert(0, earlier)
+    end = parts[-1][2] if parts[-1][2] >= 0 else parts[-1][1]
+    return ", ".join(dict.fromkeys(part[0] for part in parts)), end  # a box repeated is one answer
+
+
+def _last_math(text: str) -> str | None:
+    """The content of the last math span of text: $..$, $$..$$, \\(..\\) or \\[..\\] (inline spans on one line)."""
+    spans = [m.group(m.lastindex or 0) for m in _MATH_SPAN.finditer(text)]
+    spans = [span.strip() for span in spans if span and span.strip()]
+    return spans[-1] if spans else None
 
 
 def _clean_fallback(value: str) -> str | None:
@@ -148,7 +214,7 @@ def _clean_fallback(value: str) -> str | None:
     return value.rstrip(".,:").strip() or None
 
 
-def _fallback_math(text: str, extraction: str) -> str | None:
+def _phrase_answer(text: str) -> str | None:
     tail = text[-FALLBACK_WINDOW:]
     for pattern in (_ANSWER_PHRASE, _ANSWER_LINE):
         matches = list(pattern.finditer(tail))
@@ -156,11 +222,42 @@ def _fallback_math(text: str, extraction: str) -> str | None:
             answer = _clean_fallback(matches[-1].group(1))
             if answer:
                 return answer
-    if extraction == LAST_NUMBER:
-        numbers = _LAST_NUMBER.findall(tail)
-        if numbers:
-            return numbers[-1].replace(",", "") if _THOUSANDS.match(numbers[-1]) else numbers[-1].rstrip(",")
     return None
+
+
+def _last_number(text: str) -> str | None:
+    numbers = _LAST_NUMBER.findall(text[-FALLBACK_WINDOW:])
+    if not numbers:
+        return None
+    number = numbers[-1]
+    if _SPACED_THOUSANDS.match(number):
+        return number.replace(",", "").replace(" ", "")
+    return number.replace(",", ".")  # what is left of a comma is a decimal comma (1000,99)
+
+
+def _math_answer(text: str, extraction: str) -> str | None:
+    found = boxed_answer(text)
+    if found is not None:
+        answer, end = found
+        if extraction != BOXED:
+            # "The final answer is X" after the last box restates (or corrects) it.
+            after = _FINAL_ANSWER.findall(text, end, end + FALLBACK_WINDOW)
+            restated = _clean_fallback(after[-1]) if after else None
+            return restated or answer
+        return answer
+    if extraction == BOXED:
+        return None
+    answer = _phrase_answer(text) or _last_math(text[-FALLBACK_WINDOW:]) or _bare_answer(text)
+    if answer is None and extraction == LAST_NUMBER:
+        answer = _last_number(text)
+    return answer
+
+
+def _bare_answer(text: str) -> str | None:
+    value = text.strip()
+    if not value or len(value) > _BARE_ANSWER_CHARS or "\n" in value or _WORD.search(_TEXT_GROUP.sub("", value)):
+        return None
+    return value
 
 
 def _choice_letter(value: str) -> str | None:
@@ -169,22 +266,37 @@ def _choice_letter(value: str) -> str | None:
     return match.group(1).upper() if match else None
 
 
+def final_part(text: str) -> str:
+    """The part of a response that states its answer: what follows the last ``</think>`` (or Sky-T1's
+    ``<|end_of_thought|>``); nothing when such a block is still open at the end."""
+    for opening, closing in THINK_BLOCKS:
+        close = text.rfind(closing)
+        if close >= 0:
+            text = text[close + len(closing) :]
+        if opening in text:
+            return ""
+    return text
+
+
 def extract_answer(text: str, kind: str = "math", extraction: str = STRICT) -> str | None:
     """The final answer stated in a response (see the module docstring for the rules), or None."""
     if kind not in ("math", "choice"):
         raise ValueError(f"unknown answer kind {kind!r} (math or choice)")
     if extraction not in EXTRACTIONS:
         raise ValueError(f"unknown extraction {extraction!r} ({' or '.join(EXTRACTIONS)})")
+    text = final_part(text)
+    if kind == "math":
+        return _math_answer(text, extraction)
     boxed = last_boxed(text)
-    if kind == "choice":
-        if boxed is not None:
-            return _choice_letter(boxed)
-        tail = text[-FALLBACK_WINDOW:]
-        matches = list(_CHOICE_PHRASE.finditer(tail))
-        if not matches and extraction == LAST_NUMBER:
-            matches = list(_LONE_LETTER.finditer(tail))
-        return matches[-1].group(1).upper() if matches else None
-    return boxed if boxed is not None else _fallback_math(text, extraction)
+    if boxed is not None:
+        return _choice_letter(boxed)
+    if extraction == BOXED:
+        return None
+    tail = text[-FALLBACK_WINDOW:]
+    matches = list(_CHOICE_PHRASE.finditer(tail))
+    if not matches and extraction == LAST_NUMBER:
+        matches = list(_LONE_LETTER.finditer(tail))
+    return matches[-1].group(1).upper() if matches else None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -200,7 +312,9 @@ _UNWRAP = re.compile(
 )
 _SPACING = re.compile(r"\\[,;:! ]|\\quad|\\qquad|\\displaystyle|\\left|\\right|\s+")
 _DEGREES = re.compile(r"\^\s*\{?\\circ\}?|°")
-_THOUSANDS = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
+_THOUSANDS = re.compile(r"^-?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?$")  # 0,111 is a decimal comma
+_SPACED_THOUSANDS = re.compile(r"^-?[1-9]\d{0,2}(?:[, ]\d{3})+(?:\.\d+)?$")
+_DECIMAL_COMMA = re.compile(r"^[+-]?\d+,\d+$")
 _DECIMAL = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)$")
 _FRACTION = re.compile(r"^([+-]?)\\frac\{([+-]?\d+)\}\{([+-]?\d+)\}$|^([+-]?\d+)/([+-]?\d+)$")
 _LIST_COMMA = re.compile(r",\s")
@@ -275,6 +389,14 @@ def canonical(answer: str) -> str:
     return f"={number}" if number is not None else value
 
 
+def reference_answer(gold: str) -> str:
+    """The gold answer to compare with: a worked solution (MATH's ``solution``: boxed, or longer than any answer
+    math-verify could check) stands for the answer it states, read as `strict` reads a response."""
+    if "\\boxed" in gold or "\\fbox" in gold or len(gold) > MAX_VERIFY_CHARS:
+        return _math_answer(gold, STRICT) or gold
+    return gold
+
+
 def fast_verdict(extracted: str, gold: str, kind: str = "math") -> bool | None:
     """True or False when settled without math-verify; None when math-verify must decide."""
     if kind == "choice":
@@ -284,6 +406,11 @@ def fast_verdict(extracted: str, gold: str, kind: str = "math") -> bool | None:
         return True
     a = as_number(pred, thousands=not _LIST_COMMA.search(extracted))
     b = as_number(ref, thousands=not _LIST_COMMA.search(gold))
+    # 1000,99 or 0,111 beside a plain number is a decimal comma; beside anything else it may be a list (1,2).
+    if a is None and b is not None and _DECIMAL_COMMA.match(pred):
+        a = Fraction(pred.replace(",", "."))
+    elif b is None and a is not None and _DECIMAL_COMMA.match(ref):
+        b = Fraction(ref.replace(",", "."))
     if a is None or b is None:
         # Too long for math-verify to finish in time (a looping response's box): only an equal spelling counts.
         return False if max(len(pred), len(ref)) > MAX_VERIFY_CHARS else None
@@ -366,7 +493,7 @@ def grade_one(response: str, gold: str, kind: str = "math", timeout: float = 5.0
     if extracted is None:
         return GradeResult(False, None, NO_ANSWER)
     if threading.current_thread() is threading.main_thread():
-        return _local_verdict(extracted, gold, kind, timeout)
+        return _local_verdict(extracted, reference_answer(gold) if kind == "math" else gold, kind, timeout)
     return _shared_grader(timeout).grade([(response, gold, kind)], extraction)[0]
 
 
@@ -409,6 +536,8 @@ class Grader:
             if extracted is None:
                 results.append(GradeResult(False, None, NO_ANSWER))
                 continue
+            if kind == "math":
+                gold = reference_answer(gold)
             fast = fast_verdict(extracted, gold, kind)
             if fast is not None:
                 results.append(GradeResult(fast, extracted))

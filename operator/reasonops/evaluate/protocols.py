@@ -19,7 +19,7 @@ from typing import Callable
 
 from ..api.v1alpha1 import LIMO_SYSTEM_PROMPT, BenchmarkSpec
 from ..benchmarks import MAX_TOKENS, BenchmarkDef, BenchmarkItem, Sampling
-from ..grading import LAST_NUMBER, STRICT
+from ..grading import BOXED, LAST_NUMBER, STRICT
 
 log = logging.getLogger("reasonops.evaluate")
 
@@ -136,8 +136,8 @@ class Protocol:
     name: str
     system_prompt: str | None
     render: Callable[[BenchmarkDef, BenchmarkItem], str]
-    # Answer extraction (grading.EXTRACTIONS). LIMO's eval/utils/parser.py reads only the last box; this
-    # project's strict mode adds "the answer is X" phrases, which never turn a boxed answer into another.
+    # Answer extraction (grading.EXTRACTIONS). LIMO's eval/utils/parser.py reads only the last box (boxed);
+    # this project's strict mode (custom) adds "the answer is X" phrases and the last math span.
     # SkyThought's skythought/evals/util/math_parsing_util.py extract_answer falls back to the last number.
     extraction: str
     sampling: Callable[[BenchmarkDef], Sampling]
@@ -147,7 +147,7 @@ def protocol(name: str, model: str = "", system_prompt: str | None = None) -> Pr
     """The protocol `name` for a model (its id matters to SkyThought); `system_prompt` replaces the protocol's."""
     if name == "limo":
         return Protocol("limo", LIMO_SYSTEM if system_prompt is None else system_prompt,
-                        lambda d, item: d.render(item), STRICT, _limo_sampling)
+                        lambda d, item: d.render(item), BOXED, _limo_sampling)
     if name == "skythought":
         known_system, user_template = SKYTHOUGHT_MODELS.get(model, (None, None))
         return Protocol("skythought", known_system if system_prompt is None else system_prompt,
