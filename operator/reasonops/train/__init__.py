@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..contract import WorkloadDocument
 from ..progress import Reporter
 from .config import PRESETS, TrainConfig, config_from_resource, deepspeed_config
 from .launch import (check_master_reachable, launch_command, mark_worker_done, mark_worker_failed, run_group,
@@ -55,7 +56,7 @@ __all__ = [
 ]
 
 
-def run_resource(doc: dict[str, Any], reporter: Reporter) -> dict[str, Any]:
+def run_resource(doc: WorkloadDocument, reporter: Reporter) -> dict[str, Any]:
     """Train for a FineTuneJob workload document; returns the result the operator copies into status."""
     result = main(config_from_resource(doc), reporter)
     mark_worker_done()
