@@ -136,7 +136,7 @@ def test_shard_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatc
 def test_a_sharded_dataset_is_an_indexed_job_with_the_shard_count() -> None:
     import yaml
 
-    from reasonops import contract
+    from reasonops import contract as k
     from reasonops.api.v1alpha1 import ReasoningDataset
     from reasonops.controller import builders
     from reasonops.controller.settings import Settings
@@ -146,7 +146,7 @@ def test_a_sharded_dataset_is_an_indexed_job_with_the_shard_count() -> None:
     for shards, indexed in ((None, False), (4, True)):
         body["spec"]["shards"] = shards
         ds = ReasoningDataset.model_validate(body)
-        document = contract.build_document(ds, revision="rev1", output=contract.dataset_output(ds, "rev1"))
+        document = k.build_document(ds, revision="rev1", output=k.dataset_output(ds, "rev1"))
         job = builders.build_dataset_children(body, ds, document, Settings(), suspend=False)[1]
         env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
         if indexed:

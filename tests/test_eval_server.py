@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from reasonops.api.v1alpha1 import EvalRun
-from reasonops import contract
-from reasonops.controller import builders
+from reasonops import contract as k
+from reasonops.controller import builders as b
 from reasonops.controller.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,34 +27,30 @@ def _evalrun(**serving) -> tuple[dict, EvalRun]:
 
 def _server(**serving) -> tuple[dict, dict]:
     body, ev = _evalrun(**serving)
-    deployment, _ = builders.build_eval_server(body, ev, "pvc://models/m/model", "rev1", SETTINGS)
+    deployment, _ = b.build_eval_server(body, ev, "pvc://models/m/model", "rev1", SETTINGS)
     return deployment, deployment["spec"]["template"]["spec"]["containers"][0]
 
 
-def test_the_models_context_is_read_from_its_config_as_vllm_reads_it():
-    assert contract.model_context_length(QWEN25_32B) == 32768
+def test_max_model_len_is_checked_against_the_models_config():
+    assert k.check_max_model_len(QWEN25_32B, 32768) is None
+    assert k.check_max_model_len(QWEN25_32B, None) is None
+    error = k.check_max_model_len(QWEN25_32B, 40960)
+    assert error and "40960" in error and "32768" in error and "\n" not in error
     # YaRN extends the context by its factor (Qwen2.5's documented 131072 with factor 4).
     yarn = {**QWEN25_32B, "rope_scaling": {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}}
-    assert contract.model_context_length(yarn) == 131072
+    assert k.check_max_model_len(yarn, 131072) is None and k.check_max_model_len(yarn, 131073)
     # Llama 3.1's rope_scaling does not change the stated context; the smallest length key wins.
-    assert contract.model_context_length({"max_position_embeddings": 131072, "rope_scaling": {"rope_type": "llama3", "factor": 8.0}}) == 131072
-    assert contract.model_context_length({"max_position_embeddings": 4096, "seq_length": 2048}) == 2048
-    assert contract.model_context_length({"text_config": {"max_position_embeddings": 8192}}) == 8192
-    assert contract.model_context_length({}) is None  # no length in the config: vLLM decides
-
-
-def test_max_model_len_is_checked_against_the_models_context():
-    assert contract.check_max_model_len(32768, 32768) is None
-    assert contract.check_max_model_len(32768, None) is None
-    assert contract.check_max_model_len(None, 1 << 20) is None  # the context is unknown: vLLM decides
-    error = contract.check_max_model_len(32768, 40960)
-    assert error and "40960" in error and "32768" in error and "\n" not in error
+    llama = {"max_position_embeddings": 131072, "rope_scaling": {"rope_type": "llama3", "factor": 8.0}}
+    assert k.check_max_model_len(llama, 131072) is None and k.check_max_model_len(llama, 262144)
+    assert k.check_max_model_len({"max_position_embeddings": 4096, "seq_length": 2048}, 4096)
+    assert k.check_max_model_len({"text_config": {"max_position_embeddings": 8192}}, 16384)
+    assert k.check_max_model_len({}, 1 << 20) is None  # no length in the config: vLLM decides
 
 
 @pytest.mark.parametrize("example", ["examples/evalrun.yaml", "examples/gitops/base/evalrun.yaml"])
 def test_examples_ask_for_no_more_context_than_qwen25_32b_has(example):
     doc = next(d for d in yaml.safe_load_all((ROOT / example).read_text()) if d and d["kind"] == "EvalRun")
-    assert contract.check_max_model_len(contract.model_context_length(QWEN25_32B), doc["spec"]["serving"]["maxModelLen"]) is None
+    assert k.check_max_model_len(QWEN25_32B, doc["spec"]["serving"]["maxModelLen"]) is None
 
 
 def test_vllm_server_sends_the_protocols_sampling_only():
@@ -89,11 +85,11 @@ def test_probes_survive_a_loaded_server_and_requests_are_set():
 def test_pods_carry_the_model_revision_they_serve():
     deployment, _ = _server()
     template = deployment["spec"]["template"]["metadata"]
-    assert template["labels"][builders.LABEL_MODEL_REVISION] == "rev1"
-    assert builders.LABEL_MODEL_REVISION not in deployment["spec"]["selector"]["matchLabels"]  # the selector is immutable
+    assert template["labels"][b.LABEL_MODEL_REVISION] == "rev1"
+    assert b.LABEL_MODEL_REVISION not in deployment["spec"]["selector"]["matchLabels"]  # the selector is immutable
     body, ev = _evalrun()
-    long = builders.build_eval_server(body, ev, "/m", "x" * 80, SETTINGS)[0]["spec"]["template"]["metadata"]["labels"]
-    assert len(long[builders.LABEL_MODEL_REVISION]) <= 63
+    long = b.build_eval_server(body, ev, "/m", "x" * 80, SETTINGS)[0]["spec"]["template"]["metadata"]["labels"]
+    assert len(long[b.LABEL_MODEL_REVISION]) <= 63
 
 
 def test_cpu_engine_serves_with_reasonops_from_the_eval_image_and_leaves_vllm_unchanged():

@@ -324,13 +324,16 @@ def model_context_length(model_config: Mapping[str, Any]) -> Optional[int]:
     return length
 
 
-def check_max_model_len(context_length: Optional[int], requested: Optional[int]) -> Optional[str]:
-    """A one-line error when serving.maxModelLen exceeds the model's context (`model_context_length` of its
-    config.json; vLLM refuses to start then), else None. None for either: nothing to check."""
-    if requested is None or context_length is None or requested <= context_length:
+def check_max_model_len(model_config: Mapping[str, Any], requested: Optional[int]) -> Optional[str]:
+    """A one-line error when serving.maxModelLen exceeds the model's context (vLLM refuses to start
+    then), else None."""
+    if requested is None:
         return None
-    return (f"serving.maxModelLen {requested} exceeds the model's context of {context_length} tokens "
-            f"(max_position_embeddings and rope_scaling in its config.json)")
+    allowed = model_context_length(model_config)
+    if allowed is not None and requested > allowed:
+        return (f"serving.maxModelLen {requested} exceeds the model's context of {allowed} tokens "
+                f"(max_position_embeddings and rope_scaling in its config.json)")
+    return None
 
 
 

@@ -786,7 +786,7 @@ async def reconcile_eval(body: dict[str, Any], indexes: dict[str, Any]) -> None:
     revision = k.revision_of("EvalRun", spec, {"model": model.revision or None})
     serving = k.serving_enabled(ev.spec)
     requested = ev.spec.serving.maxModelLen if ev.spec.serving else None
-    too_long = k.check_max_model_len(model.context_length, requested) if serving else None
+    too_long = k.check_max_model_len({"max_position_embeddings": model.context_length}, requested) if serving and model.context_length else None
     if waiting is None and too_long:  # vLLM would refuse to start: say so before any GPU is asked for
         waiting = (c.REASON_MAX_MODEL_LEN_TOO_LONG, too_long)
     now = now_iso()
