@@ -2,7 +2,7 @@
 
 Entry points (docs/architecture.md):
 
-    config = config_from_resource(doc)       # the FineTuneJob workload document -> TrainConfig
+    config = config_from_resource(doc)       # the FineTuneJob WorkloadDocument (contract.read_document) -> TrainConfig
     result = main(config)                    # every process of the job calls it; also usable from Python
     result = run_resource(doc, reporter)     # what `reasonops workload` calls
 
@@ -21,7 +21,7 @@ LOCAL_RANK/WORLD_SIZE set and calls `run_resource` in-process, which tells the l
 
     python -m reasonops.train --resource resource.json          # or torchrun --nproc-per-node 2 -m reasonops.train ...
 
-Output layout (`doc["output"]`): checkpoints/step-N/ (atomic, `_COMPLETE` last, last K kept), model/ (merged
+Output layout (`doc.output`): checkpoints/step-N/ (atomic, `_COMPLETE` last, last K kept), model/ (merged
 Hugging Face safetensors + tokenizer + chat template + generation_config.json), adapter/ (LoRA only),
 train_log.jsonl, train_config.json, training_summary.json, and `_COMPLETE` last. A restarted process resumes
 from the latest complete checkpoint; a finished run returns its stored result.
