@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from reasonops.benchmarks import REGISTRY, BenchmarkItem, answer_text, demo_items, load_benchmark, load_benchmark_with_source
+from reasonops.benchmark_types import BenchmarkItem, answer_text
+from reasonops.benchmarks import REGISTRY, demo_items, load_benchmark, load_benchmark_with_source
 from reasonops.errors import WorkloadError
 from reasonops.grading import grade_one
 

@@ -19,6 +19,7 @@ from reasonops.evaluate.protocols import protocol
 
 from reasonops import codebench
 from reasonops.benchmarks import load_benchmark
+from reasonops.contract import WorkloadDocument, read_document
 from reasonops.errors import WorkloadError
 from reasonops.evaluate import config_from_resource, grade_main, main
 from reasonops.evaluate.recipe import benchmark_run
@@ -43,10 +44,10 @@ def coder() -> Iterator[str]:
     proc.wait(timeout=10)
 
 
-def _doc(output: Path, spec: dict[str, Any], endpoint: str) -> dict[str, Any]:
-    return {"apiVersion": "reasonops.io/v1alpha1", "kind": "EvalRun", "metadata": {"name": "coder"},
-            "spec": {"output": {"path": str(output.parent)}, **spec}, "revision": "r1", "output": str(output),
-            "context": {"endpoint": endpoint}}
+def _doc(output: Path, spec: dict[str, Any], endpoint: str) -> WorkloadDocument:
+    return read_document({"apiVersion": "reasonops.io/v1alpha1", "kind": "EvalRun", "metadata": {"name": "coder"},
+                          "spec": {"output": {"path": str(output.parent)}, **spec}, "revision": "r1", "output": str(output),
+                          "outputLocation": str(output), "context": {"endpoint": endpoint}})
 
 
 # ------------------------------------------------------------------------------------------------

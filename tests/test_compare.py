@@ -14,6 +14,7 @@ from typing import Any, Iterator
 
 import pytest
 
+from reasonops.contract import read_document
 from reasonops.evaluate import config_from_resource, main
 from reasonops.evaluate.compare import EvalOutput, Refused, compare, incomparable, paired_difference
 from reasonops.serve import running_server
@@ -142,7 +143,7 @@ def _evaluate(server: str, output: Path, benchmark: dict[str, Any], protocol: st
         "spec": {"model": {"name": "tiny"}, "protocol": protocol, "benchmarks": [benchmark], "output": {"path": str(output.parent)}},
         "revision": "r1", "output": str(output), "outputLocation": str(output), "context": {"endpoint": server},
     }
-    main(config_from_resource(doc))
+    main(config_from_resource(read_document(doc)))
     return output
 
 

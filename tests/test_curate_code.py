@@ -19,6 +19,7 @@ from reasonops.benchmarks import load_benchmark
 from reasonops.curate import code as code_rows
 from reasonops.curate.decontaminate import decontaminate, load_items
 from reasonops.curate.loaders import RowError
+from reasonops.contract import read_document
 from reasonops.curate.recipe import config_from_resource, main
 from reasonops.curate.records import StageReport
 from reasonops.sandbox import Sandbox
@@ -98,7 +99,8 @@ def test_dataset_keeps_only_test_passing_chains(mixed: str, tmp_path: Path):
         "sandbox": {"timeoutSeconds": "1"},
         "output": {"path": str(tmp_path / "out")},
     }
-    doc = {"kind": "ReasoningDataset", "metadata": {"name": "code"}, "spec": spec, "revision": "r1", "output": str(tmp_path / "out")}
+    doc = read_document({"kind": "ReasoningDataset", "metadata": {"name": "code"}, "spec": spec, "revision": "r1",
+                         "output": str(tmp_path / "out"), "outputLocation": str(tmp_path / "out")})
     config = config_from_resource(doc)
     config.progress = False
     result = main(config)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from reasonops.api.v1alpha1 import LIMO_SYSTEM_PROMPT, ReasoningDatasetSpec
+from reasonops.contract import read_document
 from reasonops.curate import CurateConfig, config_from_resource, main, run_resource
 from reasonops.curate import output as output_module
 from reasonops.errors import WorkloadError
@@ -192,7 +193,8 @@ def test_run_resource_reads_the_operator_document(tmp_path: Path) -> None:
     doc = {"apiVersion": "reasonops.io/v1alpha1", "kind": "ReasoningDataset",
            "metadata": {"name": "limo-demo", "namespace": "team", "uid": "u"},
            "spec": spec(systemPrompt="Think."), "revision": "3f9c0a1b2c3d", "output": str(tmp_path / "rev"),
-           "context": {"endpoints": {"my-eval": "http://eval:8000/v1"}}}
+           "outputLocation": str(tmp_path / "rev"), "context": {"endpoints": {"my-eval": "http://eval:8000/v1"}}}
+    doc = read_document(doc)
     config = config_from_resource(doc)
     assert (config.name, config.revision, config.endpoints) == ("limo-demo", "3f9c0a1b2c3d", {"my-eval": "http://eval:8000/v1"})
     result = run_resource(doc, Reporter(min_interval=0))

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from reasonops.api.v1alpha1 import ReasoningDatasetSpec
+from reasonops.api.v1alpha1 import ReasoningDatasetSpec, SamplerModel
 from reasonops.curate import CurateConfig, main
 from reasonops.curate.sharding import Exchange, Shard, segment
 from reasonops.errors import WorkloadError
@@ -40,7 +40,7 @@ def served(url: str) -> int:
 
 def test_requests_are_spread_over_replicas(servers: list[str]) -> None:
     before = [served(u) for u in servers]
-    generator = make_generator({"model": "tiny", "endpoints": [{"url": u, "concurrency": 2} for u in servers]})
+    generator = make_generator(SamplerModel.model_validate({"model": "tiny", "endpoints": [{"url": u, "concurrency": 2} for u in servers]}))
     results = generator.generate([GenerationRequest(id=f"q{i}", messages=[{"role": "user", "content": f"{i} + {i}?"}],
                                                     n=2, max_tokens=4) for i in range(12)])
     assert sorted(results) == sorted(f"q{i}" for i in range(12)) and all(len(c) == 2 for c in results.values())
@@ -48,7 +48,7 @@ def test_requests_are_spread_over_replicas(servers: list[str]) -> None:
     assert sum(sent) == 24 and min(sent) >= 4, sent  # both replicas served a fair part
     # an EvalRun's replicas resolved by the operator as a list of URLs
     before = [served(u) for u in servers]
-    make_generator({"model": "tiny", "evalRun": "e"}, endpoint_override=servers).generate(
+    make_generator(SamplerModel.model_validate({"model": "tiny", "evalRun": "e"}), endpoint_override=servers).generate(
         [GenerationRequest(id=f"r{i}", messages=[{"role": "user", "content": "hi"}], max_tokens=2) for i in range(8)])
     assert all(served(u) > b for u, b in zip(servers, before))
 

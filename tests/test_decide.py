@@ -411,7 +411,7 @@ def _workload_result(kind: str, doc: contract.WorkloadDocument) -> list[dict[str
     if kind == "FineTuneJob":
         return [{"modelLocation": f"{doc.output}/model", "finalLoss": 0.5, "contextLength": 65536,
                  "checkpoints": [{"step": 10, "epoch": "1.00"}, {"step": 20, "epoch": "2.00"}]}]
-    benchmarks = [b["name"] for b in doc.spec["benchmarks"]]
+    benchmarks = [benchmark.name for benchmark in doc.spec.benchmarks]
     if doc.context.checkpoints:  # the later checkpoint scores higher
         return [{"checkpoint": {"name": t.name}, "results": [{"benchmark": b, "score": f"0.{index + 4}"} for b in benchmarks]}
                 for index, t in enumerate(doc.context.checkpoints)]

@@ -12,6 +12,7 @@ import pytest
 
 from reasonops.api.v1alpha1 import LIMO_SYSTEM_PROMPT
 from reasonops.benchmarks import demo_items
+from reasonops.contract import WorkloadDocument, read_document
 from reasonops.errors import WorkloadError
 from reasonops.evaluate import CACHE_FILE, config_from_resource, grade_main, main, run_resource
 from reasonops.progress import Reporter
@@ -36,13 +37,13 @@ def _requests_served(base_url: str) -> int:
     return httpx.get(base_url.removesuffix("/v1") + "/stats").json()["requests"]
 
 
-def _doc(output: Path, spec: dict[str, Any], context: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {
+def _doc(output: Path, spec: dict[str, Any], context: dict[str, Any] | None = None) -> WorkloadDocument:
+    return read_document({
         "apiVersion": "reasonops.io/v1alpha1", "kind": "EvalRun",
         "metadata": {"name": "tiny-eval", "namespace": "default", "uid": "u"},
         "spec": {"output": {"path": str(output.parent)}, **spec}, "revision": "r1", "output": str(output),
         "outputLocation": str(output), "context": context or {},
-    }
+    })
 
 
 DEMO_SPEC = {

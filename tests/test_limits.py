@@ -134,10 +134,12 @@ def short_model(tmp_path_factory: pytest.TempPathFactory):
     return build_tiny_model(tmp_path_factory.mktemp("short"), max_positions=384)
 
 
-def _evaluation(output, spec: dict, context: dict) -> dict:
-    return {"apiVersion": "reasonops.io/v1alpha1", "kind": "EvalRun", "metadata": {"name": "short", "namespace": "default", "uid": "u"},
+def _evaluation(output, spec: dict, context: dict):
+    from reasonops.contract import read_document
+
+    return read_document({"apiVersion": "reasonops.io/v1alpha1", "kind": "EvalRun", "metadata": {"name": "short", "namespace": "default", "uid": "u"},
             "spec": {"output": {"path": str(output.parent)}, **spec}, "revision": "r1", "output": str(output),
-            "outputLocation": str(output), "context": context}
+            "outputLocation": str(output), "context": context})
 
 
 def test_protocol_max_tokens_above_the_context_is_capped_alike_on_both_backends(short_model, tmp_path):

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from reasonops.api.common import SecretKeyRef
+from reasonops.api.v1alpha1 import SamplerModel
 from reasonops.errors import WorkloadError
 from reasonops.llm import (
     GenerationRequest,
@@ -187,22 +188,22 @@ def test_reasoning_parts_are_kept() -> None:
 
 def test_make_generator(monkeypatch: pytest.MonkeyPatch) -> None:
     endpoint = {"model": "m", "endpoint": {"url": "http://h:8000/v1", "concurrency": 7, "maxRetries": 0}}
-    generator = make_generator(endpoint)
+    generator = make_generator(SamplerModel.model_validate(endpoint))
     assert isinstance(generator, OpenAIGenerator)
     assert (generator.endpoints[0].concurrency, generator.max_retries, generator.timeout) == (7, 0, 3600.0)
-    assert isinstance(make_generator({"model": "m", "evalRun": "e"}, endpoint_override="http://s/v1"), OpenAIGenerator)
+    assert isinstance(make_generator(SamplerModel.model_validate({"model": "m", "evalRun": "e"}), endpoint_override="http://s/v1"), OpenAIGenerator)
     with pytest.raises(WorkloadError, match="EvalRun e"):
-        make_generator({"model": "m", "evalRun": "e"})
+        make_generator(SamplerModel.model_validate({"model": "m", "evalRun": "e"}))
 
     secret = {"model": "m", "endpoint": {"url": "http://h/v1", "apiKeySecretRef": {"name": "openai", "key": "api-key"}}}
     assert api_key_env(SecretKeyRef(name="openai", key="api-key")) == "REASONOPS_API_KEY_OPENAI_API_KEY"
     with pytest.raises(WorkloadError) as err:
-        make_generator(secret)
+        make_generator(SamplerModel.model_validate(secret))
     assert err.value.reason == "ApiKeyMissing" and "REASONOPS_API_KEY_OPENAI_API_KEY" in err.value.message
     monkeypatch.setenv("REASONOPS_API_KEY_OPENAI_API_KEY", "sk-test")
-    assert make_generator(secret).api_key == "sk-test"  # type: ignore[attr-defined]
+    assert make_generator(SamplerModel.model_validate(secret)).api_key == "sk-test"  # type: ignore[attr-defined]
 
-    offline = make_generator({"model": "/models/x", "tensorParallelSize": 2})
+    offline = make_generator(SamplerModel.model_validate({"model": "/models/x", "tensorParallelSize": 2}))
     assert isinstance(offline, VLLMGenerator) and offline.engine_args["tensor_parallel_size"] == 2
 
 

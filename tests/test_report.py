@@ -155,6 +155,7 @@ def _reasonops(*args: str) -> subprocess.CompletedProcess:
 def test_the_workloads_write_reports_and_reasonops_report_renders_them_all(tmp_path: Path) -> None:
     from reasonops.api.v1alpha1 import ReasoningDatasetSpec
     from reasonops.curate import CurateConfig, main as curate
+    from reasonops.contract import read_document
     from reasonops.evaluate import config_from_resource, main as evaluate
     from reasonops.serve import running_server
     from reasonops.tinymodel import build_tiny_model
@@ -178,11 +179,11 @@ def test_the_workloads_write_reports_and_reasonops_report_renders_them_all(tmp_p
 
     evaluated = root / "evals" / "tiny" / "r1"
     with running_server(model, served_model_name="tiny") as url:
-        evaluate(config_from_resource({
+        evaluate(config_from_resource(read_document({
             "apiVersion": "reasonops.io/v1alpha1", "kind": "EvalRun", "metadata": {"name": "tiny", "namespace": "d", "uid": "u"},
             "spec": {"model": {"name": "tiny"}, "benchmarks": [{"name": "demo", "maxTokens": 4, "samples": 2, "temperature": "0.7"}],
                      "output": {"path": str(root / "evals")}},
-            "revision": "r1", "output": str(evaluated), "outputLocation": str(evaluated), "context": {"endpoint": url}}))
+            "revision": "r1", "output": str(evaluated), "outputLocation": str(evaluated), "context": {"endpoint": url}})))
 
     # Each run wrote its own report next to its results.
     steps = len((trained / "train_log.jsonl").read_text().splitlines())

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from reasonops.contract import read_document
 from reasonops.progress import Reporter
 from reasonops.tinymodel import build_tiny_model
 from reasonops.train import config_from_resource, main
@@ -39,7 +40,7 @@ def test_kept_checkpoints_are_servable_and_pruned_with_their_export(tmp_path):
 
     # 3 epochs x 4 steps, a checkpoint every 2 steps, the last 2 kept
     doc = resource_doc(base, data, out, checkpoints={"everySteps": 2, "keep": 2, "export": True})
-    result = main(config_from_resource(doc), Reporter(min_interval=0, patcher=patcher))
+    result = main(config_from_resource(read_document(doc)), Reporter(min_interval=0, patcher=patcher))
 
     assert result["checkpoints"] == [{"step": 10, "epoch": "2.50"}, {"step": 12, "epoch": "3.00"}]
     assert seen.get("checkpoints/step-4") is True  # written with its checkpoint ...
@@ -69,7 +70,7 @@ def test_without_export_checkpoints_hold_only_training_state(tmp_path):
     data = write_dataset(tmp_path / "data", arithmetic_rows(8))
     out = tmp_path / "out"
     doc = resource_doc(base, data, out, hyperparameters={"epochs": 1}, checkpoints={"everySteps": 1, "keep": 1})
-    result = main(config_from_resource(doc))
+    result = main(config_from_resource(read_document(doc)))
     assert "checkpoints" not in result
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-2"]
     assert not (out / "checkpoints" / "step-2" / "model").exists()
@@ -87,7 +88,7 @@ def test_lora_checkpoints_export_merged_models_and_reach_an_object_store(tmp_pat
     doc = resource_doc(base, data, f"file://{remote}", method="lora", lora={"rank": 4, "alpha": 8, "dropout": "0"},
                        hyperparameters={"learningRate": "2e-2", "epochs": 3}, checkpoints={"everySteps": 2, "keep": 2, "export": True})
     doc["output"] = f"file://{remote}"
-    result = main(config_from_resource(doc))
+    result = main(config_from_resource(read_document(doc)))
     assert [c["step"] for c in result["checkpoints"]] == [4, 6]
     assert sorted(p.name for p in (remote / "checkpoints").iterdir()) == ["step-4", "step-6"]
     merged = load_file(remote / "checkpoints" / "step-6" / "model" / "model.safetensors")

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from reasonops.api.v1alpha1 import LIMO_SYSTEM_PROMPT
+from reasonops.contract import WorkloadDocument, read_document
 from reasonops.errors import WorkloadError
 from reasonops.train import config_from_resource, deepspeed_config, launch_command, should_launch
 from reasonops.train.launch import check_master_reachable, topology
@@ -19,13 +20,13 @@ from reasonops.train.launch import check_master_reachable, topology
 from train_support import resource_doc
 
 
-def doc(**spec):
+def doc(**spec) -> WorkloadDocument:
     """A document with only the given spec fields beyond the required ones."""
     d = resource_doc("/models/base", "/data/set", "/out/run")
     for key in ("hyperparameters", "checkpoints", "preset"):
         d["spec"].pop(key)
     d["spec"].update(spec)
-    return d
+    return read_document(d)
 
 
 def test_limo_preset_is_the_default():
@@ -81,7 +82,7 @@ def test_sky_t1_lora_preset_and_overrides_win():
 
 def test_dataset_location_from_context_wins():
     d = doc()
-    d["context"] = {"datasetLocation": "s3://bucket/ds/abc", "datasetRevision": "abc"}
+    d.context.datasetLocation, d.context.datasetRevision = "s3://bucket/ds/abc", "abc"
     assert config_from_resource(d).dataset == "s3://bucket/ds/abc"
 
 
@@ -314,7 +315,7 @@ def test_one_process_pod_env_gets_a_rank_and_a_local_master():
     from reasonops.train.launch import single_process_env
 
     env = {"WORLD_SIZE": "1", "NNODES": "1", "NPROC_PER_NODE": "1", "MASTER_ADDR": "ft-0.ft.ns.svc", "MASTER_PORT": "29500"}
-    assert not should_launch(resource_doc("/m", "/d", "/o"), env)
+    assert not should_launch(read_document(resource_doc("/m", "/d", "/o")), env)
     single_process_env(env)
     assert (env["RANK"], env["LOCAL_RANK"], env["WORLD_SIZE"], env["MASTER_ADDR"]) == ("0", "0", "1", "127.0.0.1")
     assert int(env["MASTER_PORT"]) > 0
@@ -339,3 +340,16 @@ def test_collective_timeout_covers_hours_and_is_configurable():
 
     assert collective_timeout({}) == 4 * 3600
     assert collective_timeout({"REASONOPS_COLLECTIVE_TIMEOUT": "36000"}) == 36000
+
+
+def test_the_pods_document_keeps_the_presets_choices():
+    """The document the operator mounts (static defaults filled in) trains as the preset says: sky-t1 offloads at
+    ZeRO-3 and adds no system prompt (the API gave offload and systemPrompt static defaults that overrode it)."""
+    from reasonops import contract
+    from reasonops.api.v1alpha1 import FineTuneJob
+
+    ft = FineTuneJob.model_validate({"metadata": {"name": "sky", "namespace": "team"}, "spec": {
+        "baseModel": {"name": "Qwen/Qwen2.5-32B-Instruct"}, "dataset": {"path": "/d"}, "output": {"path": "/o"}, "preset": "sky-t1"}})
+    document = contract.build_document(ft, revision="r1", output=contract.finetune_output(ft, "r1"))
+    cfg = config_from_resource(read_document(document.to_json()))
+    assert (cfg.zero_stage, cfg.offload_params, cfg.offload_optimizer, cfg.system_prompt) == (3, True, True, None)

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from reasonops.errors import WorkloadError
+from reasonops.contract import read_document
 from reasonops.progress import Reporter
 from reasonops.tinymodel import build_tiny_model
 from reasonops.train import config_from_resource, main
@@ -44,7 +45,7 @@ def reference(tmp_path_factory, base, dataset) -> tuple[Path, dict, list[dict]]:
     out = tmp_path_factory.mktemp("train") / "reference"
     sent: list[dict] = []
     reporter = Reporter(min_interval=0, patcher=sent.append)
-    return out, main(config_from_resource(resource_doc(base, dataset, out)), reporter), sent
+    return out, main(config_from_resource(read_document(resource_doc(base, dataset, out))), reporter), sent
 
 
 def free_port() -> int:
@@ -100,7 +101,7 @@ def test_full_sft_zero3_one_process(reference, base, dataset):
     assert last["latestCheckpoint"] == result["latestCheckpoint"]
     # a retried pod after completion gets the stored result without training again
     started = time.monotonic()
-    assert main(config_from_resource(resource_doc(base, dataset, out))) == result
+    assert main(config_from_resource(read_document(resource_doc(base, dataset, out)))) == result
     assert time.monotonic() - started < 5
 
 
@@ -118,7 +119,7 @@ def test_lora_merges_into_a_plain_model(tmp_path, monkeypatch, base, dataset, st
                        checkpoints={"everyEpochs": 1, "everySteps": None})
     doc["spec"]["dataset"] = {"uri": data_loc} if stage == 3 else {"path": data_loc}
     doc["output"] = out_loc
-    result = main(config_from_resource(doc))
+    result = main(config_from_resource(read_document(doc)))
     assert result["steps"] == 8 and result["modelLocation"] == f"{out_loc}/model" and falls(losses(out))
     if stage == 2:
         assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-4", "step-8"]
@@ -138,7 +139,7 @@ def test_zero3_with_cpu_offload(tmp_path, base, dataset):
     out = tmp_path / "offload"
     doc = resource_doc(base, dataset, out, deepspeed={"zeroStage": 3, "offloadOptimizer": True, "offloadParams": True},
                        hyperparameters={"epochs": 1})
-    result = main(config_from_resource(doc))
+    result = main(config_from_resource(read_document(doc)))
     curve = losses(out)
     assert result["steps"] == 4 and curve[4] < curve[1] - 0.1
     assert json.loads((out / "train_config.json").read_text())["offload_optimizer"] is True
@@ -271,7 +272,7 @@ def test_resume_never_reports_a_lower_step(tmp_path, reference, base, dataset):
     lines = (out / "train_log.jsonl").read_text().splitlines()
     (out / "train_log.jsonl").write_text("\n".join(lines[:11]) + "\n")  # as a kill after step 11 leaves it
     sent: list[dict] = []
-    resumed = main(config_from_resource(resource_doc(base, dataset, out)), Reporter(min_interval=0, patcher=sent.append))
+    resumed = main(config_from_resource(read_document(resource_doc(base, dataset, out))), Reporter(min_interval=0, patcher=sent.append))
     steps = [s["progress"]["step"] for s in sent if "step" in s["progress"]]
     assert steps[0] == 11 and steps == sorted(steps) and steps[-1] == 12, steps
     assert {s["progress"].get("latestCheckpoint") for s in sent} <= {None, "checkpoints/step-10", "checkpoints/step-12"}
@@ -328,7 +329,7 @@ def test_bad_inputs_fail_with_a_reason(tmp_path, monkeypatch, base, dataset, cas
     else:
         spec = {"hyperparameters": {"globalBatchSize": 5, "microBatchSize": 2}}
     with pytest.raises(WorkloadError) as err:
-        main(config_from_resource(resource_doc(model, data, tmp_path / "out", **spec)))
+        main(config_from_resource(read_document(resource_doc(model, data, tmp_path / "out", **spec))))
     assert err.value.reason == reason, err.value.message
 
 

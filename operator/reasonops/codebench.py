@@ -47,7 +47,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from .benchmarks import BUILT_IN, REGISTRY, BenchmarkDef, BenchmarkItem, HubSource, Sampling
+from .benchmark_types import BenchmarkDef, BenchmarkItem, HubSource, Sampling
 from .api import common as reasons
 from .errors import WorkloadError
 from .grading import GradeResult
@@ -449,7 +449,8 @@ def demo_items() -> list[BenchmarkItem]:
 
 LCB_FILES = ("test.jsonl", "test2.jsonl", "test3.jsonl", "test4.jsonl", "test5.jsonl", "test6.jsonl")
 
-for _definition in (
+# The code benchmarks (benchmarks.REGISTRY holds them with the math ones; contract.CODE_BENCHMARKS names them).
+CODE_BENCHMARK_DEFS: tuple[BenchmarkDef, ...] = (
     BenchmarkDef("livecodebench", "LiveCodeBench code generation, release_v6 (all releases; window with releasedFrom/Until)",
                  HubSource("livecodebench/code_generation_lite", data_files=LCB_FILES), kind="code", read_row=read_lcb_row),
     BenchmarkDef("livecodebench-v2", "LiveCodeBench code generation, release_v2 (511 problems; SkyThought's set)",
@@ -459,9 +460,7 @@ for _definition in (
     BenchmarkDef("mbpp", "MBPP test split (500 Python problems)", HubSource("google-research-datasets/mbpp", config="full"),
                  kind="code", read_row=read_mbpp_row),
     BenchmarkDef("code-demo", "12 built-in code problems, stdin and functional (no download)", None, kind="code"),
-):
-    REGISTRY[_definition.name] = _definition
-BUILT_IN["code-demo"] = demo_items
+)
 
 
 def limits_for(protocol: CodeProtocol, spec: Any = None) -> Limits:

@@ -37,16 +37,17 @@ import json
 import os
 import posixpath
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Optional, TypeVar, Union
+from typing import Any, Callable, Iterable, Literal, Mapping, Optional, TypeVar, Union
 
-from pydantic import ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from .api.common import (
     API_VERSION, COND_FAILED, COND_SERVING, REASON_DATASET_FAILED, REASON_DATASET_NOT_FOUND, REASON_ENDPOINT_NOT_FOUND,
     REASON_MODEL_FAILED, REASON_MODEL_NOT_FOUND, REASON_NO_CHECKPOINTS, REASON_WAITING_FOR_DATASET, REASON_WAITING_FOR_ENDPOINT,
     REASON_WAITING_FOR_MODEL, REASON_WAITING_FOR_SELECTION, Location, Model, resolve_defaults, validation_problems,
 )
-from .api.v1alpha1 import KINDS, MAX_CHECKPOINTS, CheckpointRef, EvalModelRef, EvalRun, EvalRunSpec, FineTuneJob, FineTuneJobSpec, ReasoningDataset, Resource
+from .api.v1alpha1 import (KINDS, MAX_CHECKPOINTS, CheckpointRef, EvalModelRef, EvalRun, EvalRunSpec, FineTuneJob, FineTuneJobSpec, ReasoningDataset,
+                           ReasoningDatasetSpec, Resource)
 # The operator checks serving.maxModelLen with these, and training reports a model's context with them.
 from .limits import check_max_model_len, max_model_len_problem, model_context_length  # noqa: F401
 
@@ -355,24 +356,44 @@ class WorkloadContext(Model):
     )
 
 
+WorkloadSpec = Union[ReasoningDatasetSpec, FineTuneJobSpec, EvalRunSpec]
+
+
 class WorkloadDocument(Model):
-    """The document at `RESOURCE_FILE`: the resource, resolved for one revision."""
+    """The document at `RESOURCE_FILE`: the resource, resolved for one revision.
+
+    Its spec is the kind's API model with every static default filled in (`resolve_defaults`), validated
+    once, when the document is built or read; workloads read its fields. On the wire it is the spec's wire form.
+    """
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     apiVersion: str = API_VERSION
-    kind: str
+    kind: Literal["ReasoningDataset", "FineTuneJob", "EvalRun"]
     metadata: Identity
-    spec: dict[str, Any] = Field(description="The spec as written (wire form), volume locations as paths in the pod (`spec_for_pod`).")
+    spec: WorkloadSpec = Field(description="The spec with its defaults filled in, volume locations as paths in the pod (`spec_for_pod`).")
     revision: str
     output: str = Field(description="Where this revision writes, as a path (or URI) the workload opens.")
     outputLocation: str = Field(description="The same location in canonical form (pvc://, URI or path), for reports.")
     context: WorkloadContext = Field(default_factory=WorkloadContext)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _typed_spec(cls, data: Any) -> Any:
+        """The spec as its kind's model (the union alone would guess the kind from the fields)."""
+        if isinstance(data, Mapping) and data.get("kind") in KINDS and isinstance(data.get("spec"), Mapping):
+            data = {**data, "spec": typed_spec(data["kind"], data["spec"])}
+        return data
+
+    @model_validator(mode="after")
+    def _spec_of_kind(self) -> "WorkloadDocument":
+        if not isinstance(self.spec, KINDS[self.kind].spec_model):
+            raise ValueError(f"the spec of a {self.kind} document is a {type(self.spec).__name__}")
+        return self
+
     def resource(self) -> Resource:
-        """The typed resource (raises `InvalidDocument` naming the problems)."""
-        return parse_resource({"apiVersion": self.apiVersion, "kind": self.kind,
-                               "metadata": self.metadata.model_dump(), "spec": self.spec})
+        """The typed resource (its spec is this document's, not validated again)."""
+        return KINDS[self.kind](apiVersion=self.apiVersion, kind=self.kind, metadata=self.metadata.model_dump(), spec=self.spec)
 
     def canonical(self, reported: str) -> str:
         """A location a workload reported (a path under `output`, a path relative to it, or anything else)
@@ -384,11 +405,16 @@ class WorkloadDocument(Model):
         return canonical(reported)
 
     def as_dict(self) -> dict[str, Any]:
-        """The wire form the workloads' `config_from_resource(doc)` take."""
-        return self.model_dump(mode="json", exclude_none=True)
+        """The wire form (what `to_json` writes and `read_document` reads)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
     def to_json(self) -> str:
         return json.dumps(self.as_dict(), indent=1, sort_keys=True)
+
+
+def typed_spec(kind: str, spec: Mapping[str, Any]) -> WorkloadSpec:
+    """A spec in wire form as the API model of `kind`, every static default filled in (raises ValidationError)."""
+    return resolve_defaults(KINDS[kind].spec_model.model_validate(dict(spec)))  # type: ignore[return-value]
 
 
 class InvalidDocument(ValueError):
@@ -413,15 +439,26 @@ def format_validation_error(kind: str, name: str, error: ValidationError) -> str
 
 
 def read_document(data: str | bytes | Mapping[str, Any]) -> WorkloadDocument:
-    """Parse and validate a workload document (its JSON text or the decoded mapping)."""
+    """Parse and validate a workload document (its JSON text or the decoded mapping), its spec once."""
     try:
-        raw = json.loads(data) if isinstance(data, (str, bytes)) else dict(data)
-        doc = WorkloadDocument.model_validate(raw)
-    except ValueError as exc:  # JSON and pydantic errors alike
-        problems = validation_problems(exc) if isinstance(exc, ValidationError) else [str(exc)]
-        raise InvalidDocument("the workload document is invalid: " + "; ".join(problems)) from None
-    doc.resource()
-    return doc
+        raw = json.loads(data) if isinstance(data, (str, bytes)) else data
+    except ValueError as exc:
+        raise InvalidDocument(f"the workload document is not JSON: {exc}") from None
+    if not isinstance(raw, Mapping):
+        raise InvalidDocument(f"the workload document must be a JSON object, not {type(raw).__name__}")
+    kind = raw.get("kind")
+    if kind not in KINDS:
+        raise InvalidDocument(f"the workload document's kind {kind!r} is not one of {', '.join(KINDS)}")
+    name = raw.get("metadata", {}).get("name", "?") if isinstance(raw.get("metadata"), Mapping) else "?"
+    if isinstance(raw.get("spec"), Mapping):
+        try:
+            raw = {**raw, "spec": typed_spec(kind, raw["spec"])}
+        except ValidationError as exc:
+            raise InvalidDocument(f"{kind} {name!r} is invalid: " + "; ".join(f"spec.{p}" for p in validation_problems(exc))) from None
+    try:
+        return WorkloadDocument.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidDocument("the workload document is invalid: " + "; ".join(validation_problems(exc))) from None
 
 
 def _in_pod(value: Optional[str], root: str) -> Optional[str]:

@@ -537,30 +537,29 @@ def api_key_env(ref: SecretKeyRef) -> str:
 
 
 def make_generator(
-    sampler: SamplerModel | dict, *, cache_path: str | Path | None = None, endpoint_override: str | list[str] | None = None,
+    sampler: SamplerModel, *, cache_path: str | Path | None = None, endpoint_override: str | list[str] | None = None,
     model_override: str | None = None,
 ) -> Generator:
     """A generator for a SamplerModel: its endpoint(s) (or `endpoint_override`, the URL or replica URLs the
     operator resolved for an `evalRun` reference, whose server answers to `model_override`) through HTTP,
     otherwise vLLM in this pod."""
-    spec = sampler if isinstance(sampler, SamplerModel) else SamplerModel.model_validate(sampler)
     if endpoint_override:
         urls = [endpoint_override] if isinstance(endpoint_override, str) else list(endpoint_override)
-        settings = [spec.endpoint or ModelEndpoint(url=u) for u in urls]
+        settings = [sampler.endpoint or ModelEndpoint(url=u) for u in urls]
         endpoints = [(u, s) for u, s in zip(urls, settings)]
     else:
-        endpoints = [(e.url, e) for e in (spec.endpoints or ([spec.endpoint] if spec.endpoint else []))]
-    if spec.evalRun and not endpoints:
-        raise WorkloadError(reasons.REASON_ENDPOINT_UNREACHABLE, f"the endpoint of EvalRun {spec.evalRun} was not resolved by the operator")
+        endpoints = [(e.url, e) for e in (sampler.endpoints or ([sampler.endpoint] if sampler.endpoint else []))]
+    if sampler.evalRun and not endpoints:
+        raise WorkloadError(reasons.REASON_ENDPOINT_UNREACHABLE, f"the endpoint of EvalRun {sampler.evalRun} was not resolved by the operator")
     if not endpoints:
         return VLLMGenerator(
-            spec.model, tensor_parallel_size=spec.tensorParallelSize or 1, max_model_len=spec.maxModelLen, cache_path=cache_path
+            sampler.model, tensor_parallel_size=sampler.tensorParallelSize or 1, max_model_len=sampler.maxModelLen, cache_path=cache_path
         )
     replicas = [Endpoint(url, _api_key(settings), settings.concurrency or DEFAULT_CONCURRENCY) for url, settings in endpoints]
     first = endpoints[0][1]
     return OpenAIGenerator(
         replicas,
-        model_override or spec.model,
+        model_override or sampler.model,
         timeout=float(first.timeoutSeconds or DEFAULT_TIMEOUT),
         max_retries=DEFAULT_MAX_RETRIES if first.maxRetries is None else first.maxRetries,
         cache_path=cache_path,

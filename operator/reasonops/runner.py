@@ -31,7 +31,7 @@ log = logging.getLogger("reasonops.run")
 ORDER = {"ReasoningDataset": 0, "FineTuneJob": 1, "EvalRun": 2}
 
 
-def _workload(kind: str) -> Callable[[dict[str, Any], Reporter], dict[str, Any]]:
+def _workload(kind: str) -> Callable[[k.WorkloadDocument, Reporter], dict[str, Any]]:
     """The workload entry of a kind, imported only when needed (each needs its own heavy extras)."""
     if kind == "ReasoningDataset":
         from . import curate
@@ -88,7 +88,7 @@ def run_in_pod(resource_file: str) -> int:
             raise WorkloadError(c.REASON_INVALID_SPEC, str(exc)) from None
         if doc.kind == "FineTuneJob" and _launches_group(doc):
             return _launch_group(doc, resource_file, reporter, reporting)
-        result = _workload(doc.kind)(doc.as_dict(), reporter)
+        result = _workload(doc.kind)(doc, reporter)
     except WorkloadError as exc:
         log.error("%s", exc)
         _tell_launcher(exc)
@@ -108,7 +108,7 @@ def run_in_pod(resource_file: str) -> int:
 def _launches_group(doc: k.WorkloadDocument) -> bool:
     from . import train
 
-    return train.should_launch(doc.as_dict(), os.environ)
+    return train.should_launch(doc, os.environ)
 
 
 def _launch_group(doc: k.WorkloadDocument, resource_file: str, reporter: Reporter, reporting: bool) -> int:
@@ -118,19 +118,18 @@ def _launch_group(doc: k.WorkloadDocument, resource_file: str, reporter: Reporte
     the Job already counts as done."""
     from . import train
 
-    spec = doc.as_dict()
-    previous = train.finished_result(train.config_from_resource(spec).output)
+    previous = train.finished_result(train.config_from_resource(doc).output)
     if previous is not None:
         log.info("the output already holds a finished model; nothing to launch")
         if reporting:
             reporter.finish(previous)
         return 0
     train.check_master_reachable(os.environ)
-    command = train.launch_command(spec, os.environ, resource_path=resource_file)
+    command = train.launch_command(doc, os.environ, resource_path=resource_file)
     log.info("launching %s", " ".join(command))
     sys.stdout.flush()
     try:
-        return train.run_group(command, train.topology(spec, os.environ).nproc_per_node)
+        return train.run_group(command, train.topology(doc, os.environ).nproc_per_node)
     except WorkloadError as exc:  # torchrun ended 0 without its workers finishing: the group lost a peer
         log.error("%s", exc)
         reporter.finish({"error": exc.to_dict()}, message=exc.message, publish=reporting)
@@ -227,7 +226,7 @@ def record_local_run(output_root: Path, res: Resource, doc: k.WorkloadDocument, 
 def _local_server(doc: k.WorkloadDocument) -> Iterator[None]:
     """An EvalRun with a model directory and no endpoint gets a local OpenAI-compatible server."""
     ctx = doc.context
-    if doc.kind != "EvalRun" or ctx.endpoint or doc.spec.get("backend") == "offline":
+    if doc.kind != "EvalRun" or ctx.endpoint or doc.spec.backend == "offline":
         yield
         return
     from .serve import start_server
@@ -258,7 +257,7 @@ def _evaluate_checkpoints(res: Resource, doc: k.WorkloadDocument, reporter: Repo
     rated = {}
     for index, target in enumerate(doc.context.checkpoints):
         print(f"[reasonops] checkpoint {target.name} (in a cluster: pod {index} of the Indexed Job)", flush=True)
-        rated[target.name] = evaluate.run_resource(doc.as_dict(), reporter, env={"JOB_COMPLETION_INDEX": str(index)})
+        rated[target.name] = evaluate.run_resource(doc, reporter, env={"JOB_COMPLETION_INDEX": str(index)})
     checkpoints = [{**t.model_dump(exclude_none=True), "results": rated[t.name].get("results")} for t in doc.context.checkpoints]
     out: dict[str, Any] = {"checkpoints": checkpoints}
     selection = res.spec.selection
@@ -289,7 +288,7 @@ def run_local(path: str | Path, output_root: str | Path, only: Optional[str] = N
         started = time.time()
         reporter = Reporter(res.kind, name, "local", doc.revision, min_interval=0)
         with _local_server(doc):
-            result = _evaluate_checkpoints(res, doc, reporter) if doc.context.checkpoints else _workload(res.kind)(doc.as_dict(), reporter)
+            result = _evaluate_checkpoints(res, doc, reporter) if doc.context.checkpoints else _workload(res.kind)(doc, reporter)
         state = record_local_run(root, res, doc, result)
         summaries.append({"kind": res.kind, "name": name, "seconds": round(time.time() - started, 1), **state})
     return summaries

@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import __version__
 from .api import common as reasons
+from .contract import model_context_length
 from .errors import WorkloadError
 
 log = logging.getLogger("reasonops.serve")
@@ -83,7 +84,8 @@ class Engine:
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).eval()
         self.dtype = dtype
         self.max_batch = max_batch
-        self.context = int(getattr(self.model.config, "max_position_embeddings", 0) or self.tokenizer.model_max_length)
+        # the context as vLLM derives it from config.json (the operator checks serving.maxModelLen the same way)
+        self.context = model_context_length(self.model.config.to_dict()) or int(self.tokenizer.model_max_length)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         eos = self.model.generation_config.eos_token_id
         self.eos_ids = {*(eos if isinstance(eos, list) else [eos] if eos is not None else [])}

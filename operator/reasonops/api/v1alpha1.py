@@ -474,8 +474,10 @@ class DeepSpeedSpec(Model):
     )
 
     zeroStage: Optional[Literal[0, 1, 2, 3]] = defaulted(ZERO_STAGE, "ZeRO stage.")
-    offloadOptimizer: Optional[bool] = defaulted(False, "Offload optimizer state to CPU (stage 1 to 3).")
-    offloadParams: Optional[bool] = defaulted(False, "Offload parameters to CPU (stage 3).")
+    offloadOptimizer: Optional[bool] = Field(
+        default=None, description="Offload optimizer state to CPU (stage 1 to 3; default: the preset's, true for sky-t1 at ZeRO-3).")
+    offloadParams: Optional[bool] = Field(
+        default=None, description="Offload parameters to CPU (stage 3; default: the preset's, true for sky-t1).")
 
 
 class CheckpointPolicy(Model):
@@ -528,7 +530,8 @@ class FineTuneJobSpec(Model):
     )
     packing: Optional[bool] = defaulted(True, "Padding-free packing of samples.")
     gradientCheckpointing: Optional[bool] = defaulted(True, "Recompute activations.")
-    systemPrompt: Optional[LongText] = defaulted(LIMO_SYSTEM_PROMPT, "System prompt.")
+    systemPrompt: Optional[LongText] = Field(
+        default=None, description="System prompt added to samples without one (default: the preset's: LIMO's, none for sky-t1).")
     chatTemplate: Optional[Annotated[str, Field(max_length=32768)]] = Field(
         default=None, description="Jinja chat template overriding the tokenizer's."
     )

@@ -227,7 +227,7 @@ def build_pod_spec(
 def _identity_env(document: WorkloadDocument) -> list[dict[str, Any]]:
     meta = document.metadata
     sandbox = ([{"name": Env.SANDBOX_URL, "value": sandbox_url(meta.name, meta.namespace)}]
-               if needs_sandbox(document.kind, document.spec) else [])
+               if needs_sandbox(document.kind, document.spec.to_wire()) else [])
     return sandbox + [
         {"name": Env.KIND, "value": document.kind},
         {"name": Env.NAME, "value": meta.name},

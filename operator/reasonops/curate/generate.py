@@ -2,7 +2,7 @@
 
 Both send every problem as a chat (system prompt, question) to a SamplerModel through
 `reasonops.llm.make_generator` (an OpenAI-compatible endpoint, a list of replica endpoints, the
-endpoint(s) of an EvalRun that the operator resolved into doc["context"]["endpoints"], or vLLM in the pod) and grade the responses against
+endpoint(s) of an EvalRun that the operator resolved into the document's context.endpoints, or vLLM in the pod) and grade the responses against
 the problem's reference answer with the shared `reasonops.grading.Grader`. A response that cannot be
 graded counts as unsolved. Problems without a reference answer cannot be graded and are dropped.
 

@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from ..api.v1alpha1 import LIMO_SYSTEM_PROMPT, ReasoningDatasetSpec, SamplerModel, Stage
-from ..benchmarks import BenchmarkItem
+from ..benchmark_types import BenchmarkItem
+from ..contract import WorkloadDocument
 from ..api import common as reasons
 from ..errors import WorkloadError
 from ..grading import Grader
@@ -64,20 +65,22 @@ class CurateConfig:
     shard: sharding.Shard | None = None  # this pod's shard of the model stages (default: from the environment)
 
 
-def config_from_resource(doc: dict[str, Any]) -> CurateConfig:
-    if not doc.get("output"):
+def config_from_resource(doc: WorkloadDocument) -> CurateConfig:
+    """The CurateConfig of a resolved ReasoningDataset document (see docs/architecture.md)."""
+    assert isinstance(doc.spec, ReasoningDatasetSpec), f"a ReasoningDataset document, not a {doc.kind}"
+    if not doc.output:
         raise WorkloadError(reasons.REASON_INVALID_SPEC, "the resource document has no output location")
     return CurateConfig(
-        spec=ReasoningDatasetSpec.model_validate(doc["spec"]),
-        output=str(doc["output"]),
-        name=doc.get("metadata", {}).get("name", "dataset"),
-        revision=doc.get("revision"),
-        endpoints=dict((doc.get("context") or {}).get("endpoints") or {}),
-        served_names=dict((doc.get("context") or {}).get("servedModelNames") or {}),
+        spec=doc.spec,
+        output=doc.output,
+        name=doc.metadata.name,
+        revision=doc.revision,
+        endpoints=dict(doc.context.endpoints),
+        served_names=dict(doc.context.servedModelNames),
     )
 
 
-def run_resource(doc: dict[str, Any], reporter: Reporter) -> dict[str, Any]:
+def run_resource(doc: WorkloadDocument, reporter: Reporter) -> dict[str, Any]:
     return main(config_from_resource(doc), reporter=reporter)
 
 

@@ -49,8 +49,9 @@ from typing import Any, Iterable, Sequence
 
 from .. import __version__, codebench
 from ..api.v1alpha1 import BenchmarkSpec, EvalRunSpec, SandboxSpec
-from ..contract import InvalidDocument, document_for_checkpoint, read_document
-from ..benchmarks import BenchmarkDef, BenchmarkItem, benchmark_def, load_benchmark, load_benchmark_with_source
+from ..contract import InvalidDocument, WorkloadDocument, document_for_checkpoint
+from ..benchmark_types import MAX_TOKENS, BenchmarkDef, BenchmarkItem
+from ..benchmarks import benchmark_def, load_benchmark, load_benchmark_with_source
 from ..api import common as reasons
 from ..errors import WorkloadError
 from ..gates import judge_gates
@@ -71,7 +72,7 @@ from ..llm import (
 from ..progress import Reporter
 from ..report import write_report_quietly
 from ..serve import running_server
-from .protocols import MAX_TOKENS, PROTOCOLS, Protocol, protocol, sampling_for
+from .protocols import PROTOCOLS, Protocol, protocol, sampling_for
 from .stats import estimate
 
 log = logging.getLogger("reasonops.evaluate")
@@ -157,48 +158,46 @@ def benchmark_run(spec: BenchmarkSpec, chosen: Protocol) -> BenchmarkRun:
     )
 
 
-def config_from_resource(doc: dict[str, Any]) -> EvalConfig:
+def config_from_resource(doc: WorkloadDocument) -> EvalConfig:
     """The EvalConfig of a resolved EvalRun document (see docs/architecture.md)."""
-    spec = EvalRunSpec.model_validate(doc["spec"])
-    context = doc.get("context") or {}
-    name = (doc.get("metadata") or {}).get("name") or "eval"
-    protocol_name = spec.protocol or "limo"
+    spec, context, name = doc.spec, doc.context, doc.metadata.name
+    assert isinstance(spec, EvalRunSpec), f"an EvalRun document, not a {doc.kind}"
     endpoint_spec = spec.model.endpoint
-    backend = "server" if endpoint_spec else spec.backend or "server"
+    backend = "server" if endpoint_spec else spec.backend
     serving = spec.serving
-    model_id = context.get("baseModel") or spec.model.name
-    chosen = protocol(protocol_name, model_id or "", spec.systemPrompt)
+    model_id = context.baseModel or spec.model.name
+    chosen = protocol(spec.protocol, model_id or "", spec.systemPrompt)
     config = EvalConfig(
         name=name,
-        output=str(doc["output"]),
+        output=doc.output,
         model="",
         benchmarks=[benchmark_run(b, chosen) for b in spec.benchmarks],
         backend=backend,
-        protocol=protocol_name,
+        protocol=spec.protocol,
         system_prompt=spec.systemPrompt,
         concurrency=spec.concurrency or (endpoint_spec and endpoint_spec.concurrency) or DEFAULT_CONCURRENCY,
-        gates=[{"benchmark": g.benchmark, "minScore": str(g.minScore), "bound": g.bound or "point"} for g in spec.gates or []],
-        dtype=(serving and serving.dtype) or "auto",
-        tensor_parallel_size=(serving and serving.tensorParallelSize) or 1,
-        max_model_len=serving and serving.maxModelLen,
-        engine=(serving and serving.engine) or "vllm",
-        model_location=context.get("modelLocation") or None,
-        model_revision=context.get("modelRevision") or None,
+        gates=[{"benchmark": g.benchmark, "minScore": str(g.minScore), "bound": g.bound} for g in spec.gates or []],
+        dtype=serving.dtype,
+        tensor_parallel_size=serving.tensorParallelSize,
+        max_model_len=serving.maxModelLen,
+        engine=serving.engine,
+        model_location=context.modelLocation or None,
+        model_revision=context.modelRevision or None,
         model_id=model_id,
         sandbox=spec.sandbox,
     )
     if backend == "server":
-        config.endpoint = context.get("endpoint") or (endpoint_spec.url if endpoint_spec else None)
+        config.endpoint = context.endpoint or (endpoint_spec.url if endpoint_spec else None)
         if not config.endpoint:
             raise WorkloadError(reasons.REASON_ENDPOINT_UNREACHABLE, "no endpoint to evaluate: the model is not served yet and spec.model sets none")
-        config.model = spec.model.servedModelName or context.get("servedModelName") or name
+        config.model = spec.model.servedModelName or context.servedModelName or name
         if endpoint_spec:
             config.timeout = float(endpoint_spec.timeoutSeconds or DEFAULT_TIMEOUT)
             config.max_retries = DEFAULT_MAX_RETRIES if endpoint_spec.maxRetries is None else endpoint_spec.maxRetries
             if endpoint_spec.apiKeySecretRef:
                 config.api_key_env = api_key_env(endpoint_spec.apiKeySecretRef)
     else:
-        config.model = context.get("modelLocation") or spec.model.name or ""
+        config.model = context.modelLocation or spec.model.name or ""
         if not config.model:
             raise WorkloadError(reasons.REASON_MODEL_NOT_FOUND, "no model to evaluate: the FineTuneJob has produced no model yet")
     return config
@@ -209,17 +208,17 @@ def config_from_resource(doc: dict[str, Any]) -> EvalConfig:
 # ------------------------------------------------------------------------------------------------
 
 
-def run_resource(doc: dict[str, Any], reporter: Reporter, env: dict[str, str] | None = None) -> dict[str, Any]:
+def run_resource(doc: WorkloadDocument, reporter: Reporter, env: dict[str, str] | None = None) -> dict[str, Any]:
     """One evaluation; with model.checkpoints, of the checkpoint this pod's completion index names
     (contract.document_for_checkpoint), whose result then says which checkpoint it rates."""
     try:
-        document, target = document_for_checkpoint(read_document(doc), os.environ if env is None else env)
+        document, target = document_for_checkpoint(doc, os.environ if env is None else env)
     except InvalidDocument as exc:
         raise WorkloadError(reasons.REASON_INVALID_SPEC, str(exc)) from None
-    result = main(config_from_resource(document.as_dict()), reporter)
+    result = main(config_from_resource(document), reporter)
     if target is not None:
         result["checkpoint"] = {"name": target.name, "step": target.step}
-        parent = str(doc["output"])
+        parent = str(doc.output)
         if "://" not in parent:  # the checkpoint curve of those rated so far, above their directories
             write_report_quietly(parent)
     return result

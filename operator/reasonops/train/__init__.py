@@ -2,7 +2,7 @@
 
 Entry points (docs/architecture.md):
 
-    config = config_from_resource(doc)       # the FineTuneJob workload document -> TrainConfig
+    config = config_from_resource(doc)       # the FineTuneJob WorkloadDocument (contract.read_document) -> TrainConfig
     result = main(config)                    # every process of the job calls it; also usable from Python
     result = run_resource(doc, reporter)     # what `reasonops workload` calls
 
@@ -21,7 +21,7 @@ LOCAL_RANK/WORLD_SIZE set and calls `run_resource` in-process, which tells the l
 
     python -m reasonops.train --resource resource.json          # or torchrun --nproc-per-node 2 -m reasonops.train ...
 
-Output layout (`doc["output"]`): checkpoints/step-N/ (atomic, `_COMPLETE` last, last K kept), model/ (merged
+Output layout (`doc.output`): checkpoints/step-N/ (atomic, `_COMPLETE` last, last K kept), model/ (merged
 Hugging Face safetensors + tokenizer + chat template + generation_config.json), adapter/ (LoRA only),
 train_log.jsonl, train_config.json, training_summary.json, and `_COMPLETE` last. A restarted process resumes
 from the latest complete checkpoint; a finished run returns its stored result.
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..contract import WorkloadDocument
 from ..progress import Reporter
 from .config import PRESETS, TrainConfig, config_from_resource, deepspeed_config
 from .launch import (check_master_reachable, launch_command, mark_worker_done, mark_worker_failed, run_group,
@@ -55,7 +56,7 @@ __all__ = [
 ]
 
 
-def run_resource(doc: dict[str, Any], reporter: Reporter) -> dict[str, Any]:
+def run_resource(doc: WorkloadDocument, reporter: Reporter) -> dict[str, Any]:
     """Train for a FineTuneJob workload document; returns the result the operator copies into status."""
     result = main(config_from_resource(doc), reporter)
     mark_worker_done()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
@@ -16,6 +15,7 @@ from ..api import v1alpha1 as api
 from ..api.common import decimal
 from ..api.v1alpha1 import LIMO_SYSTEM_PROMPT, FineTuneJobSpec
 from ..api import common as reasons
+from ..contract import WorkloadDocument, location_string, pod_path
 from ..errors import WorkloadError
 
 # Recipe defaults, value by value with their sources in docs/recipes.md. Keys are Hyperparameters fields.
@@ -140,27 +140,14 @@ class TrainConfig:
         return self.global_batch_size // per_step
 
 
-def _location(loc: Optional[dict[str, Any]]) -> Optional[str]:
-    """A spec Location as a path or URI. Volume claims are mounted under REASONOPS_VOLUME_ROOT/<claim>."""
-    if not loc:
-        return None
-    if loc.get("uri"):
-        return loc["uri"]
-    if loc.get("path"):
-        return loc["path"]
-    vol = loc.get("volume") or {}
-    root = os.environ.get("REASONOPS_VOLUME_ROOT", "/mnt/volumes")
-    return os.path.join(root, vol["claimName"], vol.get("path", ""))
-
-
-def config_from_resource(doc: dict[str, Any]) -> TrainConfig:
+def config_from_resource(doc: WorkloadDocument) -> TrainConfig:
     """Turn the workload document of a FineTuneJob (see docs/architecture.md) into a TrainConfig."""
-    spec = FineTuneJobSpec.model_validate(doc["spec"])
-    context = doc.get("context") or {}
-    dataset = context.get("datasetLocation") or _location(spec.dataset.model_dump() if spec.dataset else None)
+    spec, context = doc.spec, doc.context
+    assert isinstance(spec, FineTuneJobSpec), f"a FineTuneJob document, not a {doc.kind}"
+    dataset = context.datasetLocation or (pod_path(location_string(spec.dataset)) if spec.dataset else None)
     if not dataset:
         raise WorkloadError(reasons.REASON_DATASET_UNREADABLE, "no dataset location: neither context.datasetLocation nor spec.dataset is set")
-    if not doc.get("output"):
+    if not doc.output:
         raise WorkloadError(reasons.REASON_INVALID_SPEC, "the workload document has no output location")
 
     preset = spec.preset or "limo"
@@ -182,9 +169,9 @@ def config_from_resource(doc: dict[str, Any]) -> TrainConfig:
         model=spec.baseModel.name,
         model_revision=spec.baseModel.revision,
         dataset=dataset,
-        output=str(doc["output"]),
-        name=(doc.get("metadata") or {}).get("name", "finetune"),
-        revision=str(doc.get("revision") or ""),
+        output=doc.output,
+        name=doc.metadata.name,
+        revision=doc.revision,
         method=spec.method,
         preset=preset,
         learning_rate=float(decimal(str(hp["learningRate"]))),
@@ -219,7 +206,7 @@ def config_from_resource(doc: dict[str, Any]) -> TrainConfig:
         checkpoint_every_steps=every_steps,
         checkpoint_keep=run.checkpoint_keep if ckpt is None or ckpt.keep is None else ckpt.keep,
         checkpoint_export=bool(ckpt and ckpt.export),
-        extra={"datasetRevision": context.get("datasetRevision")},
+        extra={"datasetRevision": context.datasetRevision},
     )
 
 

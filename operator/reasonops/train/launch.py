@@ -43,7 +43,8 @@ from pathlib import Path
 from typing import Any, Mapping, MutableMapping, Optional, Sequence
 
 from ..api import common as reasons
-from ..contract import PEER_LOST_EXIT_CODE
+from ..api.v1alpha1 import FineTuneJobSpec
+from ..contract import PEER_LOST_EXIT_CODE, WorkloadDocument
 from ..errors import WorkloadError
 
 log = logging.getLogger("reasonops.train")
@@ -71,16 +72,17 @@ def _env(env: Mapping[str, str], name: str) -> Optional[str]:
     return env.get(name) or env.get(f"PET_{name}")  # PET_* are the aliases training operators set
 
 
-def topology(doc: dict[str, Any], env: Mapping[str, str]) -> Topology:
+def topology(doc: WorkloadDocument, env: Mapping[str, str]) -> Topology:
     """Nodes and processes per node: the operator's environment first, then the spec.
 
     Without NPROC_PER_NODE, one process per visible GPU (at most spec.gpusPerNode), or one on a CPU machine.
     """
-    spec = doc.get("spec") or {}
-    nnodes = int(_env(env, "NNODES") or spec.get("numNodes") or 1)
+    spec = doc.spec
+    assert isinstance(spec, FineTuneJobSpec), f"a FineTuneJob document, not a {doc.kind}"
+    nnodes = int(_env(env, "NNODES") or spec.numNodes or 1)
     nproc = _env(env, "NPROC_PER_NODE")
     if nproc is None:
-        wanted = spec.get("gpusPerNode")
+        wanted = spec.gpusPerNode
         visible = _visible_gpus()
         nproc = min(visible, 8 if wanted is None else wanted) if visible else 1
     port = _env(env, "MASTER_PORT")
@@ -106,13 +108,13 @@ def is_torchrun_worker(env: Mapping[str, str]) -> bool:
     return "LOCAL_RANK" in env and "WORLD_SIZE" in env
 
 
-def should_launch(doc: dict[str, Any], env: Mapping[str, str]) -> bool:
+def should_launch(doc: WorkloadDocument, env: Mapping[str, str]) -> bool:
     """Whether the pod entry must exec `launch_command` instead of training in-process."""
     return not is_torchrun_worker(env) and topology(doc, env).world_size > 1
 
 
 def launch_command(
-    doc: dict[str, Any],
+    doc: WorkloadDocument,
     env: Mapping[str, str],
     *,
     resource_path: str = DEFAULT_RESOURCE,
