@@ -92,10 +92,12 @@ apt_packages() {
   echo "could not install bubblewrap; the sandbox tests run the fallback isolation only"
 }
 
-# The real node's images (Docker, the debootstrap base, the torch wheels, operator and workload-cpu):
-# content-tagged, so the node's start later finds them built.
+# The real node's images (Docker, the debootstrap base, the torch wheels, and the images hack/cluster.sh
+# loads into the node: REAL_NODE_IMAGES, default operator and workload-cpu): content-tagged, so the node's
+# start later finds them built.
 build_images() {
-  hack/images.sh build
+  # shellcheck disable=SC2086 # a list of names, as hack/real-node.sh passes it
+  hack/images.sh build ${REAL_NODE_IMAGES:-operator workload-cpu}
 }
 
 # The steps that run after the Debian packages (Docker comes with them).
