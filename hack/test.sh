@@ -15,8 +15,9 @@
 # tools (kubelet, kube-proxy, CoreDNS), its Debian packages, and the images of hack/images.sh.
 # A step that fails ends the run with the tail of its log.
 #
-# Phases: each step's wall time goes to out/ci-phases.tsv; pytest (tests/ci_phases.py) adds each test
-# module's and prints the table at the end of the run, also written to out/ci-phases.txt.
+# Phases: each step's wall time (and those of its parts: hack/build-tools.sh's tools, hack/images.sh's
+# images) goes to out/ci-phases.tsv (hack/phases.sh); pytest (tests/ci_phases.py) adds each test module's and
+# prints the table at the end of the run, also written to out/ci-phases.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,19 +30,8 @@ mkdir -p "$SETUP"
 started=$(date +%s.%N)
 
 log() { echo "[test.sh] $*" >&2; }
-
-# phase NAME COMMAND...: runs COMMAND and records its wall time as NAME (tab-separated: name, start,
-# end, exit status; epoch seconds).
-phase() {
-  local name=$1 start rc=0
-  shift
-  start=$(date +%s.%N)
-  # In the background and waited for: `set -e` holds inside the step (in `"$@" || ...` it would not).
-  "$@" &
-  wait "$!" || rc=$?
-  printf '%s\t%s\t%s\t%s\n' "$name" "$start" "$(date +%s.%N)" "$rc" >>"$REASONOPS_PHASES"
-  return "$rc"
-}
+# shellcheck source=hack/phases.sh
+source hack/phases.sh
 
 # --- the steps ---------------------------------------------------------------------------------
 
@@ -102,15 +92,16 @@ build_images() {
 
 # The steps that run after the Debian packages (Docker comes with them).
 packages_then_images() {
-  phase apt apt_packages || return
+  timed apt apt_packages
   if ((REAL_NODE)); then
-    phase images build_images
+    timed images build_images
   fi
 }
 
 # --- side by side ------------------------------------------------------------------------------
 
-# Each step in a process group of its own (job control), so a failure can stop the others whole.
+# Each step in a process group of its own (job control), so a failure can stop the others whole. A step runs
+# as a background job, so `set -e` holds in it (in a function called as `f || ...` it would not).
 set -m
 declare -A step_pid=() step_name=() step_start=()
 run_step() {  # NAME COMMAND...
@@ -131,8 +122,8 @@ stop_steps() {
 }
 trap 'stop_steps; exit 130' INT TERM
 
-run_step venv phase venv make_venv
-run_step tools phase tools build_tools
+run_step venv timed venv make_venv
+run_step tools timed tools build_tools
 if ((REAL_NODE)) || ! command -v bwrap >/dev/null; then
   run_step packages packages_then_images  # phases apt and images
 fi
@@ -152,7 +143,7 @@ while ((${#step_name[@]})); do
 done
 set +m
 trap - INT TERM
-printf '%s\t%s\t%s\t%s\n' "set-up" "$started" "$(date +%s.%N)" 0 >>"$REASONOPS_PHASES"
+printf '%s\t%s\t%s\n' "set-up" "$started" "$(date +%s.%N)" >>"$REASONOPS_PHASES"
 
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 exec .venv/bin/python -m pytest "$@"

@@ -1,7 +1,8 @@
 """The phase table of a test run: how long each set-up step of hack/test.sh and each test module took.
 
-hack/test.sh records its set-up steps in the file that ``REASONOPS_PHASES`` names, one line per step
-(name, start, end, exit status; tab-separated, epoch seconds). :class:`PhaseRecorder` (registered by
+hack/test.sh records its set-up steps in the file that ``REASONOPS_PHASES`` names, one line per step (name,
+start, end; tab-separated, epoch seconds; hack/phases.sh), and hack/build-tools.sh and hack/images.sh the parts
+of theirs (``tools/etcd``, ``images/workload-cpu``: shown under their step, when they took a second or more). :class:`PhaseRecorder` (registered by
 conftest.py only when that variable is set) adds each test module's wall time, prints the table at the end
 of the run and writes it next to that file (``ci-phases.txt``): a regression in any phase shows in every
 CI log. A module's time runs from its first test's set-up to its last test's teardown, so a session fixture
@@ -22,7 +23,7 @@ class Phase:
     name: str
     start: float  # epoch seconds
     end: float
-    status: int = 0  # a set-up step's exit status; a module's failed tests
+    failed: int = 0  # a module's failed tests
 
     @property
     def seconds(self) -> float:
@@ -34,25 +35,31 @@ def read_phases(text: str) -> list[Phase]:
     phases = []
     for line in text.splitlines():
         if line.strip():
-            name, start, end, status = line.split("\t")
-            phases.append(Phase(name, float(start), float(end), int(status)))
+            name, start, end = line.split("\t")
+            phases.append(Phase(name, float(start), float(end)))
     return phases
 
 
 def phase_table(setup: list[Phase], pytest_run: Phase, modules: list[Phase]) -> str:
-    """The table: the set-up steps by start, then pytest and its modules in run order, each with its start
-    (seconds from the first phase) and wall time, and the total."""
+    """The table: the set-up steps by start, each followed by its parts of a second or more, then pytest and its
+    modules in run order, each with its start (seconds from the first phase) and wall time, and the total."""
     origin = min(p.start for p in [*setup, pytest_run])
     end = max(p.end for p in [*setup, pytest_run])
     whole = [p for p in setup if p.name == SETUP]
-    steps = sorted((p for p in setup if p.name != SETUP), key=lambda p: p.start)
+    steps = [p for p in setup if p.name != SETUP and "/" not in p.name]
+    parts = [p for p in setup if "/" in p.name and p.seconds >= 1]
+    step_of = lambda part: part.name.split("/")[0]  # noqa: E731
+    unowned = [p for p in parts if step_of(p) not in {s.name for s in steps}]  # its step was not timed
     indent = "  " if whole else ""
-    rows = [(p.name, p, "exit {}") for p in whole] + [(indent + p.name, p, "exit {}") for p in steps]
-    rows += [("pytest", pytest_run, "")] + [("  " + p.name, p, "{} failed") for p in modules]
-    width = max(len(label) for label, _, _ in rows)
+    rows = [(p.name, p) for p in whole]
+    for step in sorted(steps + unowned, key=lambda p: p.start):
+        rows.append((indent + step.name, step))
+        rows += [(indent + "  " + p.name, p) for p in sorted(parts, key=lambda p: p.start) if step_of(p) == step.name]
+    rows += [("pytest", pytest_run)] + [("  " + p.name, p) for p in modules]
+    width = max(len(label) for label, _ in rows)
     lines = [f"{'phase':<{width}}  {'start s':>8}  {'wall s':>8}  note"]
-    for label, p, failure in rows:
-        note = failure.format(p.status) if p.status else ""
+    for label, p in rows:
+        note = f"{p.failed} failed" if p.failed else ""
         lines.append(f"{label:<{width}}  {p.start - origin:>8.0f}  {p.seconds:>8.0f}  {note}".rstrip())
     lines.append(f"{'total':<{width}}  {0:>8.0f}  {end - origin:>8.0f}")
     return "\n".join(lines) + "\n"
