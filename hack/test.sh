@@ -145,5 +145,9 @@ set +m
 trap - INT TERM
 printf '%s\t%s\t%s\n' "set-up" "$started" "$(date +%s.%N)" >>"$REASONOPS_PHASES"
 
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+# OMP_WAIT_POLICY=PASSIVE: an OpenMP thread that waits for its peer sleeps instead of spinning. Beside other
+# work (a control plane, servers, pods) a spinning thread takes the core its peer needs: 30 pre-training steps
+# of the demo's model took 133 s spinning, 30 s passive, with bitwise the same weights (docs/benchmarks.md).
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE} TOKENIZERS_PARALLELISM=false \
+  HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 exec .venv/bin/python -m pytest "$@"
