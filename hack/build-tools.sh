@@ -20,6 +20,8 @@ mkdir -p "$BIN"
 export CGO_ENABLED=0 GOFLAGS=-mod=mod GOTOOLCHAIN=local
 
 log() { echo "[build-tools] $*" >&2; }
+# shellcheck source=hack/phases.sh
+source "$(dirname "${BASH_SOURCE[0]}")/phases.sh"
 
 staging=(api apiextensions-apiserver apimachinery apiserver cli-runtime client-go cloud-provider
   cluster-bootstrap code-generator component-base component-helpers controller-manager cri-api
@@ -135,13 +137,15 @@ build_go_install() {  # name module@version
   touch "$stamp"
 }
 
-build_etcd
-build_go_install kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
-build_go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
-build_kubernetes
+# One after another, in one Go build cache ($(go env GOCACHE)): the node's binaries reuse the control
+# plane's compiled packages. Each build's wall time goes to hack/test.sh's phase table (hack/phases.sh).
+timed tools/etcd build_etcd
+timed tools/kwok build_go_install kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+timed tools/helm build_go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+timed tools/kubernetes build_kubernetes
 if [[ ${1:-} == --real-node ]]; then
-  build_node
-  build_coredns
+  timed tools/kubelet+kube-proxy build_node
+  timed tools/coredns build_coredns
 fi
 # kwok's default stages ship in its module source.
 stages="$(go env GOMODCACHE)/sigs.k8s.io/kwok@$KWOK_VERSION/kustomize/stage"

@@ -32,6 +32,8 @@ DOCKER=${DOCKER:-$(command -v /usr/bin/docker || command -v docker || true)}
 export DOCKER_BUILDKIT=1
 
 log() { echo "[images] $*" >&2; }
+# shellcheck source=hack/phases.sh
+source "$ROOT/hack/phases.sh"
 die() { echo "[images] ERROR: $*" >&2; exit 1; }
 docker() { "$DOCKER" "$@"; }
 
@@ -185,16 +187,21 @@ drop_superseded() {
 }
 
 cmd_build() {
-  local names=("$@") name
+  local names=("$@") name image
   ((${#names[@]})) || names=(operator workload-cpu)
-  ensure_docker
-  ensure_base
-  for name in "${names[@]}"; do echo "$name=$(build_one "$name")"; done
+  timed images/docker ensure_docker
+  timed images/base ensure_base
+  for name in "${names[@]}"; do
+    # Not `echo "$name=$(build_one ...)"`: that echo's status would hide a failed build.
+    image=$(timed "images/$name" build_one "$name") || return 1
+    echo "$name=$image"
+  done
 }
 
 cmd_load() {
   local sock=${1:?usage: $0 load SOCKET [NAME...]}; shift
-  local line image
+  local line image built
+  built=$(cmd_build "$@")  # (as a `< <(cmd_build)` the loop would not see a failed build)
   while IFS= read -r line; do
     image=${line#*=}
     if ctr --address "$sock" -n k8s.io images ls -q | grep -qx "docker.io/$image"; then
@@ -209,7 +216,7 @@ cmd_load() {
       ctr --address "$sock" -n k8s.io images rm "$old" >/dev/null 2>&1 || true
     done
     echo "$line"
-  done < <(cmd_build "$@")
+  done <<<"$built"
 }
 
 case ${1:-} in

@@ -7,25 +7,147 @@
 #   hack/test.sh -m "not cluster" # no control plane
 #   hack/test.sh -m realnode      # only the real-node tests (root; Docker and the node's tools are set up
 #                                 # by hack/cluster.sh up --real-node and hack/images.sh, and cached)
+#
+# The set-up steps need nothing of each other, so they run side by side, each with its log in
+# out/setup/NAME.log: the virtual environment, the Go tools, and (as root with apt) the Debian packages.
+# With REASONOPS_PREPARE_REAL_NODE=1 (what .ci/run sets) they also include what the real-node tests
+# need, which the tests' fixture would otherwise make when it first starts the node: the node's Go
+# tools (kubelet, kube-proxy, CoreDNS), its Debian packages, and the images of hack/images.sh.
+# A step that fails ends the run with the tail of its log.
+#
+# Phases: each step's wall time (and those of its parts: hack/build-tools.sh's tools, hack/images.sh's
+# images) goes to out/ci-phases.tsv (hack/phases.sh); pytest (tests/ci_phases.py) adds each test module's and
+# prints the table at the end of the run, also written to out/ci-phases.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
-if [[ ! -x .venv/bin/python ]]; then
-  "$PYTHON" -m venv .venv
+REAL_NODE=${REASONOPS_PREPARE_REAL_NODE:-0}
+SETUP=out/setup
+export REASONOPS_PHASES=$PWD/out/ci-phases.tsv
+mkdir -p "$SETUP"
+: >"$REASONOPS_PHASES"
+started=$(date +%s.%N)
+
+log() { echo "[test.sh] $*" >&2; }
+# shellcheck source=hack/phases.sh
+source hack/phases.sh
+
+# --- the steps ---------------------------------------------------------------------------------
+
+make_venv() {
+  if [[ ! -x .venv/bin/python ]]; then
+    "$PYTHON" -m venv .venv
+  fi
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -e '.[dev]'
+}
+
+# build-tools.sh builds one tool after another in one Go build cache ($(go env GOCACHE)): the
+# node's binaries reuse what the control plane's compiled.
+build_tools() {
+  if ((REAL_NODE)); then
+    hack/build-tools.sh --real-node >/dev/null
+  else
+    hack/build-tools.sh >/dev/null
+  fi
+}
+
+# Debian packages in one apt-get call (apt holds a lock; two at once would fail): bubblewrap, without which
+# model-written code refuses to run (as in the curate and eval images; REASONOPS_SANDBOX_ISOLATION=unconfined opts out), and with REAL_NODE what
+# hack/cluster.sh up --real-node (real_node_prereqs) and hack/images.sh would install one by one.
+apt_packages() {
+  local wanted=() missing=() p
+  command -v bwrap >/dev/null || wanted+=(bubblewrap)
+  if ((REAL_NODE)); then
+    for p in containerd:containerd runc:runc iptables:iptables conntrack:conntrack gcc:gcc gcc:libc6-dev \
+      dockerd:docker.io debootstrap:debootstrap; do
+      command -v "${p%%:*}" >/dev/null || missing+=("${p#*:}")
+    done
+    [[ -x /usr/lib/cni/bridge ]] || missing+=(containernetworking-plugins)
+  fi
+  ((${#wanted[@]} + ${#missing[@]})) || return 0
+  if [[ $(id -u) != 0 ]] || ! command -v apt-get >/dev/null; then
+    ((${#missing[@]} == 0)) || { echo "the real node needs ${missing[*]}: run as root with apt-get"; return 1; }
+    echo "bubblewrap is not installed; the tests that run model-written code fail (it refuses without isolation)"
+    return 0
+  fi
+  local all=("${wanted[@]+"${wanted[@]}"}" "${missing[@]+"${missing[@]}"}")
+  echo "installing ${all[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  if apt-get install -y -q "${all[@]}" || { apt-get update -q && apt-get install -y -q "${all[@]}"; }; then
+    return 0
+  fi
+  ((${#missing[@]} == 0)) || return 1
+  echo "could not install bubblewrap; the tests that run model-written code fail (it refuses without isolation)"
+}
+
+# The real node's images (Docker, the debootstrap base, the torch wheels, and the images hack/cluster.sh
+# loads into the node: REAL_NODE_IMAGES, default operator and workload-cpu): content-tagged, so the node's
+# start later finds them built.
+build_images() {
+  # shellcheck disable=SC2086 # a list of names, as hack/real-node.sh passes it
+  hack/images.sh build ${REAL_NODE_IMAGES:-operator workload-cpu}
+}
+
+# The steps that run after the Debian packages (Docker comes with them).
+packages_then_images() {
+  timed apt apt_packages
+  if ((REAL_NODE)); then
+    timed images build_images
+  fi
+}
+
+# --- side by side ------------------------------------------------------------------------------
+
+# Each step in a process group of its own (job control), so a failure can stop the others whole. A step runs
+# as a background job, so `set -e` holds in it (in a function called as `f || ...` it would not).
+set -m
+declare -A step_pid=() step_name=() step_start=()
+run_step() {  # NAME COMMAND...
+  local name=$1
+  shift
+  "$@" </dev/null >"$SETUP/$name.log" 2>&1 &
+  step_pid[$name]=$!
+  step_name[$!]=$name
+  step_start[$name]=$SECONDS
+  log "$name: started (log $SETUP/$name.log)"
+}
+
+stop_steps() {
+  local pid
+  for pid in "${step_pid[@]}"; do
+    kill -TERM -- "-$pid" 2>/dev/null || true
+  done
+}
+trap 'stop_steps; exit 130' INT TERM
+
+run_step venv timed venv make_venv
+run_step tools timed tools build_tools
+if ((REAL_NODE)) || ! command -v bwrap >/dev/null; then
+  run_step packages packages_then_images  # phases apt and images
 fi
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[dev]'
 
-hack/build-tools.sh >/dev/null
+while ((${#step_name[@]})); do
+  rc=0
+  wait -n -p done_pid "${!step_name[@]}" || rc=$?
+  name=${step_name[$done_pid]}
+  unset "step_name[$done_pid]" "step_pid[$name]"
+  if ((rc != 0)); then
+    log "$name: FAILED (exit $rc); the end of $SETUP/$name.log:"
+    tail -n 40 "$SETUP/$name.log" | sed 's/^/    /' >&2
+    { stop_steps; wait; } 2>/dev/null || true  # (without the shell's "Terminated" lines)
+    exit 1
+  fi
+  log "$name: done in $((SECONDS - step_start[$name])) s"
+done
+set +m
+trap - INT TERM
+printf '%s\t%s\t%s\n' "set-up" "$started" "$(date +%s.%N)" >>"$REASONOPS_PHASES"
 
-# Model-written code runs only under bubblewrap (as in the curate and eval images) unless opted out
-# (REASONOPS_SANDBOX_ISOLATION=unconfined), and the bubblewrap tests are not skipped: install it where we may.
-if ! command -v bwrap >/dev/null && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
-  apt-get install -y -q bubblewrap >/dev/null 2>&1 \
-    || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q bubblewrap >/dev/null 2>&1; } \
-    || echo "test.sh: could not install bubblewrap; the tests that run model-written code fail (they refuse without it)" >&2
-fi
-
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+# OMP_WAIT_POLICY=PASSIVE: an OpenMP thread that waits for its peer sleeps instead of spinning. Beside other
+# work (a control plane, servers, pods) a spinning thread takes the core its peer needs: 30 pre-training steps
+# of the demo's model took 133 s spinning, 30 s passive, with bitwise the same weights (docs/benchmarks.md).
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE} TOKENIZERS_PARALLELISM=false \
+  HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 exec .venv/bin/python -m pytest "$@"

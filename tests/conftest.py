@@ -23,6 +23,9 @@ kube-controller-manager, kube-scheduler and kwok with simulated GPU nodes). Mark
     never skipped). A :class:`RealCluster`: a ``Cluster`` plus ``.images`` (name → image reference,
     e.g. ``images["workload-cpu"]``), ``.dir`` (the cluster directory), and ``.placement`` (the
     nodeSelector and tolerations that put a pod on the real node, in ``spec.resources`` form).
+
+Runs started by ``hack/test.sh`` (``REASONOPS_PHASES`` set) end with its phase table: the set-up steps and
+each test module's wall time (tests/ci_phases.py).
 """
 
 from __future__ import annotations
@@ -36,10 +39,18 @@ from pathlib import Path
 
 import pytest
 
+from ci_phases import PhaseRecorder
+
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_SH = ROOT / "hack" / "cluster.sh"
 TOOLS_BIN = Path(os.environ.get("REASONOPS_TOOLS", Path.home() / ".cache" / "reasonops" / "tools")) / "bin"
 KUBECTL = TOOLS_BIN / "kubectl"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # hack/test.sh's phase table (tests/ci_phases.py): only in runs that it starts.
+    if os.environ.get("REASONOPS_PHASES"):
+        config.pluginmanager.register(PhaseRecorder(Path(os.environ["REASONOPS_PHASES"])), "reasonops-phases")
 
 
 class KubectlError(subprocess.CalledProcessError):

@@ -301,16 +301,23 @@ def test_training_pod_killed_mid_run_restarts_the_group_and_resumes(release: Rel
         release.apply(dataset(c, "pool"))
     name = f"ftk{index}"
     ft_doc = finetune(c, name, "pool", nodes=2)
-    # Long enough (160 steps of ~0.2-0.5 s) that the kill lands mid-run.
-    ft_doc["spec"]["hyperparameters"]["epochs"] = 40
-    ft_doc["spec"]["checkpoints"] = {"everySteps": 20, "keep": 2}
+    # 16 steps, a checkpoint every 4. The pod of `index` stands still after step 4 and its checkpoint until it is
+    # killed (the trainer's test-only pause; its peer waits for it in the next collective), so the kill lands
+    # there, mid-run, without a race. The pause's variables reach the pods as a user's would: the keys of the
+    # Secret that output.credentialsSecretRef names become their environment variables.
+    ft_doc["spec"]["hyperparameters"]["epochs"] = 4
+    ft_doc["spec"]["checkpoints"] = {"everySteps": 4, "keep": 2}
+    c.kubectl("create", "secret", "generic", f"{name}-pause", "-n", release.ns,
+              "--from-literal=REASONOPS_TEST_PAUSE_AT_STEP=4", f"--from-literal=REASONOPS_TEST_PAUSE_RANK={index}")
+    ft_doc["spec"]["output"]["credentialsSecretRef"] = f"{name}-pause"
     release.apply(ft_doc)
-    # Wait for the first checkpoint on the volume, then kill one pod of the group.
-    def checkpoint():
-        return list((release.volume / "models" / name).glob("*/checkpoints/*"))
-    release.wait_for("a first checkpoint", checkpoint, timeout=600)
-    victim = next(p for p in release.items("pods", f"reasonops.io/name={name},batch.kubernetes.io/job-completion-index={index}")
-                  if p["status"].get("phase") == "Running")
+    # Wait until the pod says it paused, then kill it.
+    def paused():
+        pods = release.items("pods", f"reasonops.io/name={name},batch.kubernetes.io/job-completion-index={index}")
+        return next((p for p in pods if p["status"].get("phase") == "Running" and "REASONOPS_TEST_PAUSE_AT_STEP=4" in
+                     c.kubectl("logs", "-n", release.ns, p["metadata"]["name"], check=False).stdout), None)
+    victim = release.wait_for(f"pod {index} paused after its step-4 checkpoint", paused, timeout=600)
+    assert list((release.volume / "models" / name).glob("*/checkpoints/step-4")), "the kill lands after a checkpoint"
     c.kubectl("delete", "pod", "-n", release.ns, victim["metadata"]["name"], "--grace-period=0", "--force", check=False)
     ft = release.wait_condition("finetunejob", name, "Ready", timeout=900)
     # One kill, one group restart: the peer's own failure (PEER_LOST_EXIT_CODE) and its eviction are not counted.

@@ -24,7 +24,7 @@ from reasonops.tinymodel import build_tiny_model
 from reasonops.train import config_from_resource, main
 
 from train_support import (REPO, arithmetic_rows, losses, resource_doc, run_training, subprocess_env, summary_result,
-                           write_dataset)
+                           train_command, write_dataset)
 
 pytestmark = pytest.mark.slow
 
@@ -261,6 +261,36 @@ def test_killed_run_resumes_the_same_curve(tmp_path, reference, base, dataset):
     assert all(abs(curve[k] - expected[k]) < 1e-4 for k in expected), (curve, expected)
     result = summary_result(out)
     assert result["steps"] == 12 and result["latestCheckpoint"] == "checkpoints/step-12"
+
+
+def test_a_run_paused_for_a_kill_waits_after_its_checkpoint_and_the_resumed_run_goes_on(tmp_path, reference, base, dataset):
+    """The trainer's test-only pause (REASONOPS_TEST_PAUSE_AT_STEP, with which tests/test_realnode.py kills a pod at
+    a known step): the process stands still after step 4 and its checkpoint until it is killed; the run resumed
+    with the same environment does not pause again and ends on the uninterrupted curve."""
+    out = tmp_path / "paused"
+    resource = tmp_path / "resource.json"
+    resource.write_text(json.dumps(resource_doc(base, dataset, out)))
+    pause = {"REASONOPS_TEST_PAUSE_AT_STEP": "4"}
+    proc = subprocess.Popen(train_command(resource), env=subprocess_env(tmp_path, **pause), cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        seen = []
+        for line in proc.stderr:  # ends only if the process does
+            seen.append(line)
+            if "REASONOPS_TEST_PAUSE_AT_STEP=4: rank 0 paused" in line:
+                break
+        time.sleep(2)
+        assert proc.poll() is None, "".join(seen)[-3000:]
+        assert sorted(losses(out)) == [1, 2, 3, 4] and (out / "checkpoints" / "step-4" / "_COMPLETE").exists()
+    finally:
+        proc.kill()
+        proc.wait()
+    resumed = run_training(resource, tmp_path, **pause)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stderr and "REASONOPS_TEST_PAUSE_AT_STEP" not in resumed.stderr
+    curve, expected = losses(out), losses(reference[0])
+    assert sorted(curve) == list(range(1, 13))
+    assert all(abs(curve[k] - expected[k]) < 1e-4 for k in expected), (curve, expected)
 
 
 def test_resume_never_reports_a_lower_step(tmp_path, reference, base, dataset):
