@@ -116,7 +116,7 @@ def test_launch_command_multi_node():
     cmd = launch_command(doc(), env)
     assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"]
     for arg in ("--nnodes=4", "--nproc-per-node=8", "--node-rank=2", "--master-addr=job-0.job",
-                "--master-port=29400", "--max-restarts=0"):
+                "--master-port=29400", "--max-restarts=0", "--shutdown-timeout=86400"):
         assert arg in cmd
     assert cmd[-5:] == ["--no-python", "reasonops", "workload", "--resource", "/etc/reasonops/resource.json"]
     assert should_launch(doc(), env)

@@ -24,7 +24,11 @@ all (the runner checks first): every index of a finished run ends at once.
 A worker that fails only because a peer went away (`is_peer_loss`: the transport's "connection closed by
 peer", or another rank's reported failure) says so with a `.peer-lost` file, any other failure with a
 `.failed` one; a pod whose failed workers all lost a peer exits with PEER_LOST_EXIT_CODE, which the Job's pod
-failure policy ignores: the pod that went away is the failure counted, once per group restart.
+failure policy ignores: the pod that went away is the failure counted, once per group restart. A worker stopped
+by SIGTERM after its checkpoint (train.preemption, errors.Stopped) leaves a `.stopped` file; a pod whose workers
+stopped that way (or lost a peer) and none failed exits with STOPPED_EXIT_CODE, ignored the same way. torchrun
+passes SIGTERM on to its workers and waits for them up to `--shutdown-timeout` (STOP_TIMEOUT_S, longer than
+any grace period: the kubelet's SIGKILL at the end of the pod's grace period is the limit that counts).
 """
 
 from __future__ import annotations
@@ -43,8 +47,8 @@ from pathlib import Path
 from typing import Any, Mapping, MutableMapping, Optional, Sequence
 
 from ..api import common as reasons
-from ..contract import PEER_LOST_EXIT_CODE
-from ..errors import WorkloadError
+from ..contract import PEER_LOST_EXIT_CODE, STOPPED_EXIT_CODE
+from ..errors import Stopped, WorkloadError
 
 log = logging.getLogger("reasonops.train")
 
@@ -52,6 +56,7 @@ DEFAULT_RESOURCE = "/etc/reasonops/resource.json"
 DEFAULT_TIMEOUT_S = 300.0  # rendezvous and first collective; override with REASONOPS_RENDEZVOUS_TIMEOUT
 DEFAULT_COLLECTIVE_TIMEOUT_S = 4 * 3600.0  # every later collective; override with REASONOPS_COLLECTIVE_TIMEOUT
 GROUP_DONE_ENV = "REASONOPS_GROUP_DONE"  # launcher -> its workers: where each leaves rank-<LOCAL_RANK>.done
+STOP_TIMEOUT_S = 24 * 3600  # torchrun's wait for workers writing their stop checkpoint (its default: 30 s)
 
 
 @dataclass(frozen=True)
@@ -121,7 +126,7 @@ def launch_command(
     """The torchrun command line for this node; `worker` is what each process runs (default: the pod entry)."""
     topo = topology(doc, env)
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={topo.nnodes}",
-           f"--nproc-per-node={topo.nproc_per_node}", "--max-restarts=0"]
+           f"--nproc-per-node={topo.nproc_per_node}", "--max-restarts=0", f"--shutdown-timeout={STOP_TIMEOUT_S}"]
     if topo.nnodes == 1 and topo.master_port is None:
         cmd.append("--standalone")  # picks a free local port
     else:
@@ -157,6 +162,10 @@ def run_group(command: Sequence[str], nproc_per_node: int, env: Optional[Mapping
             signal.signal(sig, handler)
     if code != 0:
         lost, failed = list(done.glob("rank-*.peer-lost")), list(done.glob("rank-*.failed"))
+        if list(done.glob("rank-*.stopped")) and not failed:
+            log.warning("torchrun exited with status %d: this node's workers stopped on a signal after their "
+                        "checkpoint (exit %d, not counted as a failure)", code, STOPPED_EXIT_CODE)
+            return STOPPED_EXIT_CODE
         if lost and not failed:
             log.error("torchrun exited with status %d: this node lost a peer (exit %d, not counted as a failure)",
                       code, PEER_LOST_EXIT_CODE)
@@ -180,8 +189,9 @@ def mark_worker_done(env: Mapping[str, str] = os.environ) -> None:
 
 
 def mark_worker_failed(exc: BaseException, env: Mapping[str, str] = os.environ) -> None:
-    """Called by a torchrun worker that is failing: tells `run_group` whether only a peer's loss caused it."""
-    _mark(env, "peer-lost" if is_peer_loss(exc) else "failed")
+    """Called by a torchrun worker that is failing: tells `run_group` whether it stopped on a signal after its
+    checkpoint, or only a peer's loss caused it."""
+    _mark(env, "stopped" if isinstance(exc, Stopped) else "peer-lost" if is_peer_loss(exc) else "failed")
 
 
 def _mark(env: Mapping[str, str], outcome: str) -> None:

@@ -18,8 +18,8 @@ import torch.distributed as dist
 
 from ..api import common as reasons
 from ..api.v1alpha1 import MAX_CHECKPOINTS
-from ..contract import checkpoint_model
-from ..errors import WorkloadError
+from ..contract import checkpoint_model, checkpoint_name
+from ..errors import Stopped, WorkloadError
 from ..progress import Reporter
 from . import checkpoints as ckpt
 from .config import TrainConfig, deepspeed_config
@@ -47,6 +47,7 @@ from .modeling import (
     resolve_model_dir,
     training_dtype,
 )
+from .preemption import StopSignal, stop_checkpoint_export
 
 log = logging.getLogger("reasonops.train")
 T = TypeVar("T")
@@ -65,7 +66,8 @@ def main(config: TrainConfig, reporter: Optional[Reporter] = None) -> dict[str, 
         return previous
     info = init_distributed(backend=config.distributed_backend)
     try:
-        return _train(config, reporter or Reporter(), info)
+        with StopSignal() as stop:  # SIGTERM: a checkpoint of the current step, then errors.Stopped
+            return _train(config, reporter or Reporter(), info, stop)
     finally:
         from transformers.integrations import unset_hf_deepspeed_config
 
@@ -81,7 +83,7 @@ def _no_shared_memory_op() -> None:
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
-def _train(config: TrainConfig, reporter: Reporter, info: DistInfo) -> dict[str, Any]:
+def _train(config: TrainConfig, reporter: Reporter, info: DistInfo, stop: StopSignal) -> dict[str, Any]:
     import deepspeed
     from transformers import get_scheduler, set_seed
 
@@ -175,6 +177,13 @@ def _train(config: TrainConfig, reporter: Reporter, info: DistInfo) -> dict[str,
     order: list[int] = []
 
     while state.step < total_steps:
+        if stop.agreed():  # a signal anywhere in the group: every rank saves this step, then the pods exit
+            latest = _stop_checkpoint(engine, root, state, config, info.rank, owner, remote, work / TRAIN_LOG,
+                                      export, latest)
+            if is_main:
+                reporter.update(message=f"stopped on a signal at step {state.step}; resumes from {latest}",
+                                latestCheckpoint=latest, force=True)
+            raise Stopped(state.step, latest)
         epoch, in_epoch = divmod(state.step, per_epoch)
         if in_epoch == 0 or not order:
             order = epoch_order(len(samples), config.global_batch_size, config.seed, epoch)
@@ -195,6 +204,7 @@ def _train(config: TrainConfig, reporter: Reporter, info: DistInfo) -> dict[str,
                                    work / TRAIN_LOG, export) or latest
         if is_main:
             _report(reporter, prom, meter, state, total_steps, per_epoch, lr, latest, reached)
+        stop.hold_for_test(state.step)
 
     if is_main:
         reporter.update(stage="export", message=f"writing the final model to {config.output}/model", force=True)
@@ -292,6 +302,21 @@ def _maybe_checkpoint(
         # As a kill at the worst moment: the checkpoint is complete, nothing after it has happened.
         log.warning("%s=%d: killing this process after its checkpoint", CRASH_AFTER_CHECKPOINT, state.step)
         os.kill(os.getpid(), signal.SIGKILL)
+    return checkpoint_location(local)
+
+
+def _stop_checkpoint(
+    engine: Any, root: Path, state: ckpt.TrainerState, config: TrainConfig, rank: int, owner: bool,
+    remote: Optional[str], train_log: Path, export: Optional[Callable[[Path], Any]], latest: Optional[str],
+) -> Optional[str]:
+    """Collective: the checkpoint of the step a stop was agreed at (see preemption), unless one already exists
+    (written at this step as scheduled, or resumed from); returns it as checkpoint_location names it."""
+    if state.step == 0 or latest == checkpoint_location(root / checkpoint_name(state.step)):
+        return latest
+    started = time.monotonic()
+    local = ckpt.save_checkpoint(engine, root, state, rank=rank, keep=config.checkpoint_keep, owner=owner,
+                                 remote=remote, train_log=train_log, export=stop_checkpoint_export(export))
+    log.warning("stopping: checkpoint %s written in %.2fs", local.name, time.monotonic() - started)
     return checkpoint_location(local)
 
 
