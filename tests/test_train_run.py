@@ -426,3 +426,40 @@ def test_a_second_signal_during_the_stop_checkpoint_leaves_the_previous_one(tmp_
     assert logged_steps(out) == list(range(1, 13))
     curve, expected = losses(out), losses(reference[0])
     assert all(abs(curve[k] - expected[k]) < 1e-4 for k in expected), (curve, expected)
+
+
+def test_ctrl_c_on_reasonops_run_checkpoints_and_the_next_run_resumes(tmp_path, base, dataset):
+    """`reasonops run` of a FineTuneJob, Ctrl-C at step 3: a one-line message and status 75 (no traceback), the
+    step's checkpoint; the same command again resumes at step 4 and finishes, every step logged once."""
+    import yaml
+
+    from reasonops.contract import STOPPED_EXIT_CODE
+    from reasonops.train.preemption import HOLD_AT_STEP
+
+    spec = resource_doc(base, dataset, "models", hyperparameters={"epochs": 2})["spec"]
+    file = tmp_path / "job.yaml"
+    file.write_text(yaml.safe_dump({"apiVersion": "reasonops.io/v1alpha1", "kind": "FineTuneJob",
+                                    "metadata": {"name": "tiny"}, "spec": spec}))
+    command = [sys.executable, "-m", "reasonops.cli", "run", str(file), "--output", str(tmp_path / "out")]
+    env = {k: v for k, v in subprocess_env(tmp_path).items() if k not in ("WORLD_SIZE", "NNODES", "NPROC_PER_NODE",
+                                                                          "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    proc = subprocess.Popen(command, cwd=REPO, env={**env, HOLD_AT_STEP: "3"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+    def runs() -> list[Path]:  # the run's output directory, once it has a loss curve
+        return [p.parent for p in (tmp_path / "out").rglob("train_log.jsonl") if "checkpoints" not in p.parts]
+
+    deadline = time.monotonic() + 300
+    while not [out for out in runs() if 3 in logged_steps(out)]:
+        assert proc.poll() is None and time.monotonic() < deadline, "the run did not reach step 3"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    [(code, text)] = finish([proc], timeout=120)
+    assert code == STOPPED_EXIT_CODE and "Traceback" not in text, text[-3000:]
+    assert "stopped: stopped on a signal at step 3; checkpoint checkpoints/step-3 is complete" in text
+    [out] = runs()
+    assert complete_checkpoints(out) == ["step-2", "step-3"] and logged_steps(out) == [1, 2, 3]
+
+    again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "step-3 at step 3" in again.stderr and logged_steps(out) == list(range(1, 9))

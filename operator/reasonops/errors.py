@@ -20,7 +20,7 @@ class Stopped(Exception):
     pod exits with contract.STOPPED_EXIT_CODE and the run continues from `checkpoint` when it starts again."""
 
     def __init__(self, step: int, checkpoint: str | None) -> None:
-        saved = f"its checkpoint {checkpoint} is complete" if checkpoint else "no step had been done"
-        super().__init__(f"stopped on a signal at step {step}; {saved}: the run restarts from there")
+        saved = f"checkpoint {checkpoint} is complete" if checkpoint else "no step had been done"
+        super().__init__(f"stopped on a signal at step {step}; {saved} and the next start resumes from there")
         self.step = step
         self.checkpoint = checkpoint

@@ -5,9 +5,9 @@ delete pod`) and kills it with SIGKILL when its grace period (terminationGracePe
 pod of several processes the launcher passes the signal to torchrun, which passes it to every worker and
 waits for them (`launch_command` gives it `--shutdown-timeout`; the kubelet's SIGKILL is the real limit).
 
-In each process `StopSignal` only records the first signal. The training loop asks `agreed()` at every step
-boundary: an all-reduce (MAX) of the flag, so that every rank of every pod, signalled or not, sees the same
-answer at the same step. ZeRO-3 needs that: each rank holds a shard, and every rank must take part in the
+In each process `StopSignal` only records the first signal. At every step boundary the training loop asks
+whether any rank was signalled: an all-reduce (MAX) of the flag, so that every rank of every pod, signalled or
+not, sees the same answer at the same step. ZeRO-3 needs that: each rank holds a shard, and every rank must take part in the
 save. The trainer then writes the current step's checkpoint the usual way (checkpoints.save_checkpoint: into
 `.tmp-step-N`, renamed, `_COMPLETE` last) and raises errors.Stopped; the pod exits with
 contract.STOPPED_EXIT_CODE, which the Job's pod failure policy ignores, and the Job starts the pod again. The
@@ -68,17 +68,10 @@ class StopSignal:
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
 
-    def agreed(self) -> bool:
-        """Collective, at a step boundary: whether any process of the group was asked to stop."""
-        import torch
-        import torch.distributed as dist
-
-        flag = self.received is not None
-        if not (dist.is_initialized() and dist.get_world_size() > 1):
-            return flag
-        value = torch.tensor([1.0 if flag else 0.0], device="cuda" if dist.get_backend() == "nccl" else "cpu")
-        dist.all_reduce(value, op=dist.ReduceOp.MAX)
-        return bool(value.item())
+    @property
+    def requested(self) -> bool:
+        """Whether this process was asked to stop; the trainer asks every rank at once at each step boundary."""
+        return self.received is not None
 
     def hold_for_test(self, step: int) -> None:
         """HOLD_AT_STEP: wait here, after `step`, until a stop signal came (or HOLD_LIMIT_S passed)."""

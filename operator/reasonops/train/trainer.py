@@ -177,7 +177,7 @@ def _train(config: TrainConfig, reporter: Reporter, info: DistInfo, stop: StopSi
     order: list[int] = []
 
     while state.step < total_steps:
-        if stop.agreed():  # a signal anywhere in the group: every rank saves this step, then the pods exit
+        if _on_any_rank(stop.requested):  # a signal anywhere in the group: every rank saves this step, then exits
             latest = _stop_checkpoint(engine, root, state, config, info.rank, owner, remote, work / TRAIN_LOG,
                                       export, latest)
             if is_main:
@@ -504,11 +504,12 @@ def _all_reduce(tensor: torch.Tensor) -> None:
         dist.all_reduce(tensor)
 
 
-def _any_rank_failed(failed: bool) -> bool:
-    flag = torch.tensor([1.0 if failed else 0.0], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+def _on_any_rank(flag: bool) -> bool:
+    """Collective: whether `flag` is true on any rank of the group."""
+    value = torch.tensor([1.0 if flag else 0.0], device="cuda" if dist.get_backend() == "nccl" else "cpu")
     if dist.get_world_size() > 1:
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return bool(flag.item())
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
 
 
 def _together(info: DistInfo, fn: Callable[[], T]) -> T:
@@ -519,7 +520,7 @@ def _together(info: DistInfo, fn: Callable[[], T]) -> T:
         value = fn()
     except WorkloadError as exc:
         error = exc
-    if _any_rank_failed(error is not None):
+    if _on_any_rank(error is not None):
         raise error or WorkloadError(reasons.REASON_PEER_FAILED, "another rank failed while preparing; see its log")
     return value
 
