@@ -116,7 +116,7 @@ def test_launch_command_multi_node():
     cmd = launch_command(doc(), env)
     assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"]
     for arg in ("--nnodes=4", "--nproc-per-node=8", "--node-rank=2", "--master-addr=job-0.job",
-                "--master-port=29400", "--max-restarts=0", "--shutdown-timeout=86400"):
+                "--master-port=29400", "--max-restarts=0"):
         assert arg in cmd
     assert cmd[-5:] == ["--no-python", "reasonops", "workload", "--resource", "/etc/reasonops/resource.json"]
     assert should_launch(doc(), env)
@@ -356,6 +356,9 @@ def test_a_pod_stopped_after_its_checkpoint_exits_with_the_uncounted_status():
     own = (stopped + "mark_worker_failed(Stopped(5, None), {**os.environ, 'LOCAL_RANK': '0'})\n"
            "mark_worker_failed(ValueError('bad batch'), {**os.environ, 'LOCAL_RANK': '1'}); sys.exit(1)")
     assert run_group(_worker(own), nproc_per_node=2) == 1
+    # torchrun waits for its signalled workers' checkpoint longer than any grace period (its default: 30 s)
+    waits = "mark_worker_done(); sys.exit(0 if os.environ['TORCH_ELASTIC_SHUTDOWN_TIMEOUT'] == '86400' else 9)"
+    assert run_group(_worker(waits), nproc_per_node=1) == 0
     body = {"kind": "FineTuneJob", "metadata": {"name": "ft", "namespace": "n", "uid": "u"}}
     job = build_job(body, Settings(), name="ft-r", labels={}, pod_spec={}, resources=None, suspend=False,
                     backoff_limit=3, active_deadline=None, completions=2)

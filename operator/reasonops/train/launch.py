@@ -27,8 +27,9 @@ peer", or another rank's reported failure) says so with a `.peer-lost` file, any
 failure policy ignores: the pod that went away is the failure counted, once per group restart. A worker stopped
 by SIGTERM after its checkpoint (train.preemption, errors.Stopped) leaves a `.stopped` file; a pod whose workers
 stopped that way (or lost a peer) and none failed exits with STOPPED_EXIT_CODE, ignored the same way. torchrun
-passes SIGTERM on to its workers and waits for them up to `--shutdown-timeout` (STOP_TIMEOUT_S, longer than
-any grace period: the kubelet's SIGKILL at the end of the pod's grace period is the limit that counts).
+passes SIGTERM on to its workers and waits for them up to TORCH_ELASTIC_SHUTDOWN_TIMEOUT (STOP_TIMEOUT_S, longer
+than any grace period: the kubelet's SIGKILL at the end of the pod's grace period is the limit that counts).
+A torch older than the setting waits 30 s, then kills its workers: their checkpoint is then the one before.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ DEFAULT_TIMEOUT_S = 300.0  # rendezvous and first collective; override with REAS
 DEFAULT_COLLECTIVE_TIMEOUT_S = 4 * 3600.0  # every later collective; override with REASONOPS_COLLECTIVE_TIMEOUT
 GROUP_DONE_ENV = "REASONOPS_GROUP_DONE"  # launcher -> its workers: where each leaves rank-<LOCAL_RANK>.done
 STOP_TIMEOUT_S = 24 * 3600  # torchrun's wait for workers writing their stop checkpoint (its default: 30 s)
+STOP_TIMEOUT_ENV = "TORCH_ELASTIC_SHUTDOWN_TIMEOUT"  # torchrun's own setting (its --shutdown-timeout in newer versions)
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,7 @@ def launch_command(
     """The torchrun command line for this node; `worker` is what each process runs (default: the pod entry)."""
     topo = topology(doc, env)
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={topo.nnodes}",
-           f"--nproc-per-node={topo.nproc_per_node}", "--max-restarts=0", f"--shutdown-timeout={STOP_TIMEOUT_S}"]
+           f"--nproc-per-node={topo.nproc_per_node}", "--max-restarts=0"]
     if topo.nnodes == 1 and topo.master_port is None:
         cmd.append("--standalone")  # picks a free local port
     else:
@@ -148,6 +150,7 @@ def run_group(command: Sequence[str], nproc_per_node: int, env: Optional[Mapping
     env = dict(os.environ if env is None else env)
     done = Path(tempfile.mkdtemp(prefix="reasonops-group-"))
     env[GROUP_DONE_ENV] = str(done)
+    env.setdefault(STOP_TIMEOUT_ENV, str(STOP_TIMEOUT_S))
     child = subprocess.Popen(list(command), env=env)
 
     def forward(signum: int, _frame: Any) -> None:

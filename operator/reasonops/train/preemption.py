@@ -3,7 +3,7 @@
 Kubernetes asks a pod to stop with SIGTERM (Kueue's or the scheduler's preemption, a node drain, `kubectl
 delete pod`) and kills it with SIGKILL when its grace period (terminationGracePeriodSeconds) runs out. In a
 pod of several processes the launcher passes the signal to torchrun, which passes it to every worker and
-waits for them (`launch_command` gives it `--shutdown-timeout`; the kubelet's SIGKILL is the real limit).
+waits for them (`run_group` sets its TORCH_ELASTIC_SHUTDOWN_TIMEOUT; the kubelet's SIGKILL is the real limit).
 
 In each process `StopSignal` only records the first signal. At every step boundary the training loop asks
 whether any rank was signalled: an all-reduce (MAX) of the flag, so that every rank of every pod, signalled or
