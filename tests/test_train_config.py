@@ -353,3 +353,48 @@ def test_the_pods_document_keeps_the_presets_choices():
     document = contract.build_document(ft, revision="r1", output=contract.finetune_output(ft, "r1"))
     cfg = config_from_resource(read_document(document.to_json()))
     assert (cfg.zero_stage, cfg.offload_params, cfg.offload_optimizer, cfg.system_prompt) == (3, True, True, None)
+
+
+def test_a_pod_stopped_after_its_checkpoint_exits_with_the_uncounted_status():
+    """Workers stopped by SIGTERM after their checkpoint (errors.Stopped): the pod exits with STOPPED_EXIT_CODE,
+    which the training Job's pod failure policy ignores; a failure of its own beside them still counts."""
+    from reasonops.contract import STOPPED_EXIT_CODE
+    from reasonops.controller.builders import build_job
+    from reasonops.controller.settings import Settings
+    from reasonops.train.launch import run_group
+
+    stopped = "from reasonops.errors import Stopped\nfrom reasonops.train.launch import mark_worker_failed\n"
+    both = (stopped + "mark_worker_failed(Stopped(5, 'checkpoints/step-5'), {**os.environ, 'LOCAL_RANK': '0'})\n"
+            "mark_worker_failed(Stopped(5, 'checkpoints/step-5'), {**os.environ, 'LOCAL_RANK': '1'}); sys.exit(1)")
+    assert run_group(_worker(both), nproc_per_node=2) == STOPPED_EXIT_CODE
+    own = (stopped + "mark_worker_failed(Stopped(5, None), {**os.environ, 'LOCAL_RANK': '0'})\n"
+           "mark_worker_failed(ValueError('bad batch'), {**os.environ, 'LOCAL_RANK': '1'}); sys.exit(1)")
+    assert run_group(_worker(own), nproc_per_node=2) == 1
+    # torchrun waits for its signalled workers' checkpoint longer than any grace period (its default: 30 s)
+    waits = "mark_worker_done(); sys.exit(0 if os.environ['TORCH_ELASTIC_SHUTDOWN_TIMEOUT'] == '86400' else 9)"
+    assert run_group(_worker(waits), nproc_per_node=1) == 0
+    body = {"kind": "FineTuneJob", "metadata": {"name": "ft", "namespace": "n", "uid": "u"}}
+    job = build_job(body, Settings(), name="ft-r", labels={}, pod_spec={}, resources=None, suspend=False,
+                    backoff_limit=3, active_deadline=None, completions=2)
+    ignored = [code for rule in job["spec"]["podFailurePolicy"]["rules"] if rule["action"] == "Ignore"
+               for code in rule.get("onExitCodes", {}).get("values", [])]
+    assert STOPPED_EXIT_CODE in ignored
+
+
+def test_the_first_stop_signal_is_noted_and_a_second_ends_the_process():
+    from reasonops.train.preemption import StopSignal
+
+    before = signal.getsignal(signal.SIGTERM)
+    with StopSignal() as stop:
+        assert not stop.requested
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.1)  # the handler runs between bytecodes
+        assert stop.received == signal.SIGTERM and stop.requested
+    assert signal.getsignal(signal.SIGTERM) is before
+    twice = ("import os, signal, time\nfrom reasonops.train.preemption import StopSignal\n"
+             "with StopSignal() as stop:\n"
+             "    os.kill(os.getpid(), signal.SIGTERM); time.sleep(0.1); print('noted', stop.received, flush=True)\n"
+             "    os.kill(os.getpid(), signal.SIGTERM); time.sleep(5); print('still running')\n")
+    proc = subprocess.run([sys.executable, "-c", twice], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGTERM and proc.stdout == f"noted {int(signal.SIGTERM)}\n", proc
+    assert "second signal SIGTERM: stopping now, without a checkpoint" in proc.stderr

@@ -382,3 +382,115 @@ def test_benchmark_script_runs(tmp_path):
     packed, padded = bench.main(["--max-length", "256", "--steps", "1", "--warmup", "0", "--global-batch", "4"])
     assert packed["paddingWaste"] == 0.0 < padded["paddingWaste"]
     assert packed["tokensPerSecond"] > 0 and packed["mfu"] is None  # no MFU on CPU
+
+
+def wait_for_step(out: Path, step: int, procs: list[subprocess.Popen], timeout: float = 300) -> None:
+    """Until the loss curve has `step`, where the run holds (preemption.HOLD_AT_STEP) until it is signalled."""
+    deadline = time.monotonic() + timeout
+    while step not in (logged_steps(out) if (out / "train_log.jsonl").exists() else []):
+        ended = [proc.returncode for proc in procs if proc.poll() is not None]
+        assert not ended and time.monotonic() < deadline, f"the run did not reach step {step} (ended: {ended})"
+        time.sleep(0.2)
+
+
+def logged_steps(out: Path) -> list[int]:
+    """Every line of the loss curve, in order: a step done twice shows twice."""
+    return [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()]
+
+
+def complete_checkpoints(out: Path) -> list[str]:
+    return sorted(p.name for p in (out / "checkpoints").iterdir() if (p / "_COMPLETE").exists())
+
+
+def test_sigterm_to_one_pod_checkpoints_the_step_in_every_rank_and_the_group_resumes_from_it(tmp_path, reference, base,
+                                                                                           dataset):
+    """`kubectl delete pod` of one pod of two, at step 5 (everySteps 2: the last scheduled checkpoint is step 4):
+    both ranks agree, save step 5 (ZeRO-3: each its own shard), and both pods exit with STOPPED_EXIT_CODE, which
+    the Job's pod failure policy ignores. Started again, the group resumes at step 6: every step once."""
+    from reasonops.contract import STOPPED_EXIT_CODE
+    from reasonops.train.preemption import HOLD_AT_STEP
+
+    out = tmp_path / "pods"
+    resource = tmp_path / "resource.json"
+    resource.write_text(json.dumps(resource_doc(base, dataset, out)))
+    pods = start_pods(resource, tmp_path, 2, free_port(), rank_env={0: {HOLD_AT_STEP: "5"}})
+    wait_for_step(out, 5, pods)
+    pods[0].send_signal(signal.SIGTERM)  # what the kubelet sends the deleted pod's entry
+    ended = finish(pods, timeout=200)
+    assert [code for code, _ in ended] == [STOPPED_EXIT_CODE] * 2, [text[-3000:] for _, text in ended]
+    assert "stopped on a signal at step 5" in ended[0][1] and "stopped on a signal" in ended[1][1]
+    assert complete_checkpoints(out) == ["step-4", "step-5"] and not (out / "_COMPLETE").exists()
+    shards = sorted(p.name for p in (out / "checkpoints" / "step-5" / "state").iterdir() if "optim_states" in p.name)
+    assert len(shards) == 2, shards  # one ZeRO-3 optimizer partition per rank
+    assert logged_steps(out) == [1, 2, 3, 4, 5]
+    print("checkpoint on SIGTERM:", [line for line in ended[0][1].splitlines() if "written in" in line])
+
+    again = finish(start_pods(resource, tmp_path, 2, free_port()), timeout=300)
+    assert [code for code, _ in again] == [0, 0], [text[-3000:] for _, text in again]
+    assert "step-5 at step 5" in again[0][1]
+    assert logged_steps(out) == list(range(1, 13)), "one loss curve: no step repeated or skipped"
+    curve, expected = losses(out), losses(reference[0])
+    assert all(abs(curve[k] - expected[k]) < 2e-3 for k in expected), (curve, expected)
+
+
+def test_a_second_signal_during_the_stop_checkpoint_leaves_the_previous_one(tmp_path, reference, base, dataset):
+    """A one-process pod signalled at step 7 gets a second SIGTERM while its step-7 checkpoint is written: it ends
+    at once, step-7 stays an incomplete temporary directory, and the run resumes from step 6 as if killed."""
+    from reasonops.train.preemption import HOLD_AT_STEP, SIGNAL_DURING_STOP_CHECKPOINT
+    from train_support import train_command
+
+    out = tmp_path / "out"
+    resource = tmp_path / "resource.json"
+    resource.write_text(json.dumps(resource_doc(base, dataset, out)))
+    proc = subprocess.Popen(train_command(resource), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=subprocess_env(tmp_path, **{HOLD_AT_STEP: "7", SIGNAL_DURING_STOP_CHECKPOINT: "1"}))
+    wait_for_step(out, 7, [proc])
+    proc.send_signal(signal.SIGTERM)
+    [(code, text)] = finish([proc], timeout=120)
+    assert code == -signal.SIGTERM and "second signal SIGTERM" in text, text[-3000:]
+    assert complete_checkpoints(out) == ["step-4", "step-6"]
+    assert (out / "checkpoints" / ".tmp-step-7").is_dir()
+
+    resumed = run_training(resource, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "step-6 at step 6" in resumed.stderr and not (out / "checkpoints" / ".tmp-step-7").exists()
+    assert logged_steps(out) == list(range(1, 13))
+    curve, expected = losses(out), losses(reference[0])
+    assert all(abs(curve[k] - expected[k]) < 1e-4 for k in expected), (curve, expected)
+
+
+def test_ctrl_c_on_reasonops_run_checkpoints_and_the_next_run_resumes(tmp_path, base, dataset):
+    """`reasonops run` of a FineTuneJob, Ctrl-C at step 3: a one-line message and status 75 (no traceback), the
+    step's checkpoint; the same command again resumes at step 4 and finishes, every step logged once."""
+    import yaml
+
+    from reasonops.contract import STOPPED_EXIT_CODE
+    from reasonops.train.preemption import HOLD_AT_STEP
+
+    spec = resource_doc(base, dataset, "models", hyperparameters={"epochs": 2})["spec"]
+    file = tmp_path / "job.yaml"
+    file.write_text(yaml.safe_dump({"apiVersion": "reasonops.io/v1alpha1", "kind": "FineTuneJob",
+                                    "metadata": {"name": "tiny"}, "spec": spec}))
+    command = [sys.executable, "-m", "reasonops.cli", "run", str(file), "--output", str(tmp_path / "out")]
+    env = {k: v for k, v in subprocess_env(tmp_path).items() if k not in ("WORLD_SIZE", "NNODES", "NPROC_PER_NODE",
+                                                                          "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    proc = subprocess.Popen(command, cwd=REPO, env={**env, HOLD_AT_STEP: "3"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+    def runs() -> list[Path]:  # the run's output directory, once it has a loss curve
+        return [p.parent for p in (tmp_path / "out").rglob("train_log.jsonl") if "checkpoints" not in p.parts]
+
+    deadline = time.monotonic() + 300
+    while not [out for out in runs() if 3 in logged_steps(out)]:
+        assert proc.poll() is None and time.monotonic() < deadline, "the run did not reach step 3"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    [(code, text)] = finish([proc], timeout=120)
+    assert code == STOPPED_EXIT_CODE and "Traceback" not in text, text[-3000:]
+    assert "stopped: stopped on a signal at step 3; checkpoint checkpoints/step-3 is complete" in text
+    [out] = runs()
+    assert complete_checkpoints(out) == ["step-2", "step-3"] and logged_steps(out) == [1, 2, 3]
+
+    again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "step-3 at step 3" in again.stderr and logged_steps(out) == list(range(1, 9))

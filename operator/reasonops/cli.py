@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from .api import common as reasons
-from .errors import WorkloadError
+from .contract import STOPPED_EXIT_CODE
+from .errors import Stopped, WorkloadError
 
 
 def _cmd_crds(args: argparse.Namespace) -> int:
@@ -200,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     except WorkloadError as exc:
         print(f"error: {exc.reason}: {exc.message}", file=sys.stderr)
         return 1
+    except Stopped as exc:  # Ctrl-C or SIGTERM during training, after the current step's checkpoint
+        print(f"stopped: {exc}", file=sys.stderr)
+        return STOPPED_EXIT_CODE
     except KeyboardInterrupt:
         return 130
 

@@ -63,6 +63,10 @@ PVC_SCHEME = "pvc://"
 # Job's pod failure policy ignores it (the lost pod's own failure is the one counted), so `backoffLimit` and
 # status.restarts count group restarts. 75 is EX_TEMPFAIL: try again.
 PEER_LOST_EXIT_CODE = 75
+# A training pod stopped by SIGTERM (preemption, a drain, a deleted pod) after every rank saved the current step
+# (train.preemption) exits with the same status, for the same reason: nothing failed, the group restarts from
+# that checkpoint, and neither backoffLimit nor status.restarts counts it.
+STOPPED_EXIT_CODE = PEER_LOST_EXIT_CODE
 
 
 class Env:

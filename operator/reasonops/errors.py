@@ -13,3 +13,14 @@ class WorkloadError(Exception):
 
     def to_dict(self) -> dict[str, str]:
         return {"reason": self.reason, "message": self.message}
+
+
+class Stopped(Exception):
+    """A workload asked to stop (SIGTERM: preemption, a drain, a deleted pod) that saved its state first: the
+    pod exits with contract.STOPPED_EXIT_CODE and the run continues from `checkpoint` when it starts again."""
+
+    def __init__(self, step: int, checkpoint: str | None) -> None:
+        saved = f"checkpoint {checkpoint} is complete" if checkpoint else "no step had been done"
+        super().__init__(f"stopped on a signal at step {step}; {saved} and the next start resumes from there")
+        self.step = step
+        self.checkpoint = checkpoint

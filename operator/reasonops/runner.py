@@ -24,7 +24,7 @@ import yaml
 from . import contract as k
 from .api import common as c
 from .api.v1alpha1 import EvalRun, FineTuneJob, Resource
-from .errors import WorkloadError
+from .errors import Stopped, WorkloadError
 from .progress import Reporter
 
 log = logging.getLogger("reasonops.run")
@@ -89,6 +89,10 @@ def run_in_pod(resource_file: str) -> int:
         if doc.kind == "FineTuneJob" and _launches_group(doc):
             return _launch_group(doc, resource_file, reporter, reporting)
         result = _workload(doc.kind)(doc, reporter)
+    except Stopped as exc:  # SIGTERM after the current step's checkpoint: the group restarts from it
+        log.warning("%s", exc)
+        _tell_launcher(exc)
+        return k.STOPPED_EXIT_CODE
     except WorkloadError as exc:
         log.error("%s", exc)
         _tell_launcher(exc)

@@ -24,7 +24,12 @@ all (the runner checks first): every index of a finished run ends at once.
 A worker that fails only because a peer went away (`is_peer_loss`: the transport's "connection closed by
 peer", or another rank's reported failure) says so with a `.peer-lost` file, any other failure with a
 `.failed` one; a pod whose failed workers all lost a peer exits with PEER_LOST_EXIT_CODE, which the Job's pod
-failure policy ignores: the pod that went away is the failure counted, once per group restart.
+failure policy ignores: the pod that went away is the failure counted, once per group restart. A worker stopped
+by SIGTERM after its checkpoint (train.preemption, errors.Stopped) leaves a `.stopped` file; a pod whose workers
+stopped that way (or lost a peer) and none failed exits with STOPPED_EXIT_CODE, ignored the same way. torchrun
+passes SIGTERM on to its workers and waits for them up to TORCH_ELASTIC_SHUTDOWN_TIMEOUT (STOP_TIMEOUT_S, longer
+than any grace period: the kubelet's SIGKILL at the end of the pod's grace period is the limit that counts).
+A torch older than the setting waits 30 s, then kills its workers: their checkpoint is then the one before.
 """
 
 from __future__ import annotations
@@ -44,8 +49,8 @@ from typing import Any, Mapping, MutableMapping, Optional, Sequence
 
 from ..api import common as reasons
 from ..api.v1alpha1 import FineTuneJobSpec
-from ..contract import PEER_LOST_EXIT_CODE, WorkloadDocument
-from ..errors import WorkloadError
+from ..contract import PEER_LOST_EXIT_CODE, STOPPED_EXIT_CODE, WorkloadDocument
+from ..errors import Stopped, WorkloadError
 
 log = logging.getLogger("reasonops.train")
 
@@ -53,6 +58,8 @@ DEFAULT_RESOURCE = "/etc/reasonops/resource.json"
 DEFAULT_TIMEOUT_S = 300.0  # rendezvous and first collective; override with REASONOPS_RENDEZVOUS_TIMEOUT
 DEFAULT_COLLECTIVE_TIMEOUT_S = 4 * 3600.0  # every later collective; override with REASONOPS_COLLECTIVE_TIMEOUT
 GROUP_DONE_ENV = "REASONOPS_GROUP_DONE"  # launcher -> its workers: where each leaves rank-<LOCAL_RANK>.done
+STOP_TIMEOUT_S = 24 * 3600  # torchrun's wait for workers writing their stop checkpoint (its default: 30 s)
+STOP_TIMEOUT_ENV = "TORCH_ELASTIC_SHUTDOWN_TIMEOUT"  # torchrun's own setting (its --shutdown-timeout in newer versions)
 
 
 @dataclass(frozen=True)
@@ -145,6 +152,7 @@ def run_group(command: Sequence[str], nproc_per_node: int, env: Optional[Mapping
     env = dict(os.environ if env is None else env)
     done = Path(tempfile.mkdtemp(prefix="reasonops-group-"))
     env[GROUP_DONE_ENV] = str(done)
+    env.setdefault(STOP_TIMEOUT_ENV, str(STOP_TIMEOUT_S))
     child = subprocess.Popen(list(command), env=env)
 
     def forward(signum: int, _frame: Any) -> None:
@@ -159,6 +167,10 @@ def run_group(command: Sequence[str], nproc_per_node: int, env: Optional[Mapping
             signal.signal(sig, handler)
     if code != 0:
         lost, failed = list(done.glob("rank-*.peer-lost")), list(done.glob("rank-*.failed"))
+        if list(done.glob("rank-*.stopped")) and not failed:
+            log.warning("torchrun exited with status %d: this node's workers stopped on a signal after their "
+                        "checkpoint (exit %d, not counted as a failure)", code, STOPPED_EXIT_CODE)
+            return STOPPED_EXIT_CODE
         if lost and not failed:
             log.error("torchrun exited with status %d: this node lost a peer (exit %d, not counted as a failure)",
                       code, PEER_LOST_EXIT_CODE)
@@ -182,8 +194,9 @@ def mark_worker_done(env: Mapping[str, str] = os.environ) -> None:
 
 
 def mark_worker_failed(exc: BaseException, env: Mapping[str, str] = os.environ) -> None:
-    """Called by a torchrun worker that is failing: tells `run_group` whether only a peer's loss caused it."""
-    _mark(env, "peer-lost" if is_peer_loss(exc) else "failed")
+    """Called by a torchrun worker that is failing: tells `run_group` whether it stopped on a signal after its
+    checkpoint, or only a peer's loss caused it."""
+    _mark(env, "stopped" if isinstance(exc, Stopped) else "peer-lost" if is_peer_loss(exc) else "failed")
 
 
 def _mark(env: Mapping[str, str], outcome: str) -> None:

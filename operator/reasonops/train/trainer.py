@@ -18,8 +18,8 @@ import torch.distributed as dist
 
 from ..api import common as reasons
 from ..api.v1alpha1 import MAX_CHECKPOINTS
-from ..contract import checkpoint_model
-from ..errors import WorkloadError
+from ..contract import checkpoint_model, checkpoint_name
+from ..errors import Stopped, WorkloadError
 from ..progress import Reporter
 from ..report import REPORT_FILE, write_report_quietly
 from . import checkpoints as ckpt
@@ -48,6 +48,7 @@ from .modeling import (
     resolve_model_dir,
     training_dtype,
 )
+from .preemption import StopSignal, stop_checkpoint_export
 
 log = logging.getLogger("reasonops.train")
 T = TypeVar("T")
@@ -66,7 +67,8 @@ def main(config: TrainConfig, reporter: Optional[Reporter] = None) -> dict[str, 
         return previous
     info = init_distributed(backend=config.distributed_backend)
     try:
-        return _train(config, reporter or Reporter(), info)
+        with StopSignal() as stop:  # SIGTERM: a checkpoint of the current step, then errors.Stopped
+            return _train(config, reporter or Reporter(), info, stop)
     finally:
         from transformers.integrations import unset_hf_deepspeed_config
 
@@ -82,7 +84,7 @@ def _no_shared_memory_op() -> None:
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
-def _train(config: TrainConfig, reporter: Reporter, info: DistInfo) -> dict[str, Any]:
+def _train(config: TrainConfig, reporter: Reporter, info: DistInfo, stop: StopSignal) -> dict[str, Any]:
     import deepspeed
     from transformers import get_scheduler, set_seed
 
@@ -176,6 +178,13 @@ def _train(config: TrainConfig, reporter: Reporter, info: DistInfo) -> dict[str,
     order: list[int] = []
 
     while state.step < total_steps:
+        if _on_any_rank(stop.requested):  # a signal anywhere in the group: every rank saves this step, then exits
+            latest = _stop_checkpoint(engine, root, state, config, info.rank, owner, remote, work / TRAIN_LOG,
+                                      export, latest)
+            if is_main:
+                reporter.update(message=f"stopped on a signal at step {state.step}; resumes from {latest}",
+                                latestCheckpoint=latest, force=True)
+            raise Stopped(state.step, latest)
         epoch, in_epoch = divmod(state.step, per_epoch)
         if in_epoch == 0 or not order:
             order = epoch_order(len(samples), config.global_batch_size, config.seed, epoch)
@@ -197,6 +206,7 @@ def _train(config: TrainConfig, reporter: Reporter, info: DistInfo) -> dict[str,
         if is_main:
             _report(reporter, prom, meter, state, total_steps, per_epoch, lr, latest, reached)
         _pause_for_tests(state.step, info.rank)
+        stop.hold_for_test(state.step)
 
     if is_main:
         reporter.update(stage="export", message=f"writing the final model to {config.output}/model", force=True)
@@ -312,6 +322,21 @@ def _pause_for_tests(step: int, rank: int) -> None:
         log.warning("%s=%d: rank %d paused after its step until it is killed (at most %.0f s)",
                     PAUSE_AT_STEP, step, rank, PAUSE_LIMIT_S)
         time.sleep(PAUSE_LIMIT_S)
+
+
+def _stop_checkpoint(
+    engine: Any, root: Path, state: ckpt.TrainerState, config: TrainConfig, rank: int, owner: bool,
+    remote: Optional[str], train_log: Path, export: Optional[Callable[[Path], Any]], latest: Optional[str],
+) -> Optional[str]:
+    """Collective: the checkpoint of the step a stop was agreed at (see preemption), unless one already exists
+    (written at this step as scheduled, or resumed from); returns it as checkpoint_location names it."""
+    if state.step == 0 or latest == checkpoint_location(root / checkpoint_name(state.step)):
+        return latest
+    started = time.monotonic()
+    local = ckpt.save_checkpoint(engine, root, state, rank=rank, keep=config.checkpoint_keep, owner=owner,
+                                 remote=remote, train_log=train_log, export=stop_checkpoint_export(export))
+    log.warning("stopping: checkpoint %s written in %.2fs", local.name, time.monotonic() - started)
+    return checkpoint_location(local)
 
 
 def _report(
@@ -498,11 +523,12 @@ def _all_reduce(tensor: torch.Tensor) -> None:
         dist.all_reduce(tensor)
 
 
-def _any_rank_failed(failed: bool) -> bool:
-    flag = torch.tensor([1.0 if failed else 0.0], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+def _on_any_rank(flag: bool) -> bool:
+    """Collective: whether `flag` is true on any rank of the group."""
+    value = torch.tensor([1.0 if flag else 0.0], device="cuda" if dist.get_backend() == "nccl" else "cpu")
     if dist.get_world_size() > 1:
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return bool(flag.item())
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
 
 
 def _together(info: DistInfo, fn: Callable[[], T]) -> T:
@@ -513,7 +539,7 @@ def _together(info: DistInfo, fn: Callable[[], T]) -> T:
         value = fn()
     except WorkloadError as exc:
         error = exc
-    if _any_rank_failed(error is not None):
+    if _on_any_rank(error is not None):
         raise error or WorkloadError(reasons.REASON_PEER_FAILED, "another rank failed while preparing; see its log")
     return value
 
