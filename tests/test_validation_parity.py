@@ -92,7 +92,7 @@ _BAD_INPUT = [
     ("output is a file", _yaml(next(c[1] for c in VALID if c[0] == "minimal dataset")), ("--output", "resources.yaml"),
      "--output resources.yaml is a file"),
     ("not a mapping", "- a\n- b\n", (), "a resource must be a mapping"),
-    ("no name", "apiVersion: reasonops.io/v1alpha1\nkind: EvalRun\nspec: {}\n", (), "metadata: name is required"),
+    ("no name", "apiVersion: reasonops.io/v1alpha1\nkind: EvalRun\nspec: {}\n", (), "metadata.name: Field required"),
     ("not YAML", "kind: [\n", (), "cannot read"),
 ]
 

@@ -9,6 +9,7 @@ operator when it resolves a spec, so the API server never rewrites what a user (
 from __future__ import annotations
 
 import json
+import math
 import re
 import typing
 from dataclasses import dataclass
@@ -158,6 +159,8 @@ Decimal = Annotated[
 
 
 def _bound(value: float, low: Optional[float], high: Optional[float], low_open: bool, high_open: bool) -> bool:
+    if not math.isfinite(value):  # "1e400": CEL's double() fails on it, so the API server refuses it
+        return False
     if low is not None and (value <= low if low_open else value < low):
         return False
     return high is None or (value < high if high_open else value <= high)
@@ -226,6 +229,71 @@ _VALUES_RULE = Rule(
 _Key = Annotated[str, Field(max_length=317)]
 Annotations = Annotated[dict[_Key, Annotated[str, Field(max_length=4096)]], Field(max_length=32), _KEYS_RULE]
 Labels = Annotated[dict[_Key, Annotated[str, Field(max_length=63)]], Field(max_length=32), _KEYS_RULE, _VALUES_RULE]
+
+
+# --- metadata as the API server checks it for a namespaced custom resource --------------------------
+
+_DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_DNS_SUBDOMAIN_RE = rf"^{_DNS_LABEL}(\.{_DNS_LABEL})*$"
+ANNOTATIONS_MAX_BYTES = 256 * 1024
+
+
+def _dns_subdomain(value: str) -> str:
+    if len(value) > 253 or not re.match(_DNS_SUBDOMAIN_RE, value):
+        raise PydanticCustomError("dns_subdomain", "must be a lowercase RFC 1123 subdomain: at most 253 characters, lowercase"
+                                  " alphanumerics, '-' or '.', starting and ending with an alphanumeric (e.g. 'example.com')")
+    return value
+
+
+def _dns_label(value: str) -> str:
+    if len(value) > 63 or not re.match(f"^{_DNS_LABEL}$", value):
+        raise PydanticCustomError("dns_label", "must be a lowercase RFC 1123 label: at most 63 characters, lowercase"
+                                  " alphanumerics or '-', starting and ending with an alphanumeric (e.g. 'my-name')")
+    return value
+
+
+def _qualified_keys(mapping: dict[str, str]) -> dict[str, str]:
+    bad = [key for key in mapping if not _valid_key(key.lower())]
+    if bad:
+        raise PydanticCustomError("qualified_name", "key {key!r} must be {rule}", {"key": bad[0], "rule": _QUALIFIED})
+    return mapping
+
+
+def _label_values(labels: dict[str, str]) -> dict[str, str]:
+    bad = [value for value in labels.values() if len(value) > 63 or not re.match(_VALUE_RE, value)]
+    if bad:
+        raise PydanticCustomError("label_value", "value {value!r} must be {rule}", {"value": bad[0], "rule": _LABEL_VALUE})
+    return labels
+
+
+def _annotations_size(annotations: dict[str, str]) -> dict[str, str]:
+    if sum(len(key) + len(value) for key, value in annotations.items()) > ANNOTATIONS_MAX_BYTES:
+        raise PydanticCustomError("too_long", "may not be more than 256 KiB in total")
+    return annotations
+
+
+class ObjectMeta(BaseModel):
+    """metadata of a custom resource, checked as the API server checks it (apimachinery's ObjectMeta
+    validation with names as DNS subdomains): the fields it knows and their rules; the ones it sets itself
+    are accepted as they come back from it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: Annotated[str, AfterValidator(_dns_subdomain)]
+    namespace: Optional[Annotated[str, AfterValidator(_dns_label)]] = None
+    generateName: Optional[str] = None
+    labels: Optional[Annotated[dict[str, str], AfterValidator(_qualified_keys), AfterValidator(_label_values)]] = None
+    annotations: Optional[Annotated[dict[str, str], AfterValidator(_qualified_keys), AfterValidator(_annotations_size)]] = None
+    finalizers: Optional[list[str]] = None
+    ownerReferences: Optional[list[dict[str, Any]]] = None
+    uid: Optional[str] = None
+    resourceVersion: Optional[str] = None
+    generation: Optional[int] = None
+    creationTimestamp: Optional[str] = None
+    deletionTimestamp: Optional[str] = None
+    deletionGracePeriodSeconds: Optional[int] = None
+    managedFields: Optional[list[dict[str, Any]]] = None
+    selfLink: Optional[str] = None
 
 
 def _loc(parts: tuple[Any, ...]) -> str:
@@ -334,11 +402,57 @@ def _check_unique_names(model: "Model", field: str) -> None:
         seen.add(name)
 
 
-class Model(BaseModel):
-    """Base of every API model: camelCase on the wire, unknown fields rejected, `rules` checked."""
+# --- the wire as the API server reads it ----------------------------------------------------------
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=False)
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def without_nulls(value: Any) -> Any:
+    """`value` with every explicit null of a mapping removed, recursively: the API server prunes them from
+    structural schemas without nullable fields (list items stay: a null item is invalid there too)."""
+    if isinstance(value, dict):
+        return {key: without_nulls(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [without_nulls(item) for item in value]
+    return value
+
+
+def _out_of_int64(data: dict[Any, Any]) -> list[InitErrorDetails]:
+    """Integers of an object's fields (or of its lists) that do not fit in 64 bits, which the API server
+    cannot store as integers."""
+    def outside(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX
+
+    problem = PydanticCustomError("int64", "must be an integer in [-2^63, 2^63-1] (a 64-bit integer)")
+    found = []
+    for key, value in data.items():
+        if outside(value):
+            found.append(InitErrorDetails(type=problem, loc=(key,), input=value))
+        elif isinstance(value, list):
+            found += [InitErrorDetails(type=problem, loc=(key, index), input=item) for index, item in enumerate(value) if outside(item)]
+    return found
+
+
+class Model(BaseModel):
+    """Base of every API model: camelCase on the wire, unknown fields rejected, `rules` checked.
+
+    Validation is as strict as the API server's: no conversions (strict mode: "15" is not an integer, 1 and
+    "true" are not booleans), 64-bit integers, and an explicit null is the same as an absent field.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=False, strict=True)
     rules: ClassVar[tuple[Rule, ...]] = ()  # object-level validation rules (CEL in the CRD, checked here too)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _as_the_api_server_reads(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = without_nulls(data)
+        problems = _out_of_int64(data)
+        if problems:
+            raise ValidationError.from_exception_data(cls.__name__, problems)
+        return data
 
     @model_validator(mode="after")
     def _check_rules(self) -> "Model":
