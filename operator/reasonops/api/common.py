@@ -8,6 +8,7 @@ operator when it resolves a spec, so the API server never rewrites what a user (
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -255,14 +256,14 @@ def _dns_label(value: str) -> str:
 def _qualified_keys(mapping: dict[str, str]) -> dict[str, str]:
     bad = [key for key in mapping if not _valid_key(key.lower())]
     if bad:
-        raise PydanticCustomError("qualified_name", "key {key!r} must be {rule}", {"key": bad[0], "rule": _QUALIFIED})
+        raise PydanticCustomError("qualified_name", "key {key} must be {rule}", {"key": repr(bad[0]), "rule": _QUALIFIED})
     return mapping
 
 
 def _label_values(labels: dict[str, str]) -> dict[str, str]:
     bad = [value for value in labels.values() if len(value) > 63 or not re.match(_VALUE_RE, value)]
     if bad:
-        raise PydanticCustomError("label_value", "value {value!r} must be {rule}", {"value": bad[0], "rule": _LABEL_VALUE})
+        raise PydanticCustomError("label_value", "value {value} must be {rule}", {"value": repr(bad[0]), "rule": _LABEL_VALUE})
     return labels
 
 
@@ -417,6 +418,30 @@ def without_nulls(value: Any) -> Any:
     return value
 
 
+JSON_SAFE_INTEGER = 2**53  # a float the API server takes for an integer: integral and within ±2^53
+
+
+def _holds_int(annotation: Any) -> bool:
+    """Whether a field's type is an integer, optional or in a list (`int`, `Optional[int]`, `list[int]`)."""
+    if annotation is int:
+        return True
+    return any(_holds_int(arg) for arg in typing.get_args(annotation) if not isinstance(arg, (FieldInfo, Rule)))
+
+
+@functools.cache
+def _integer_fields(model: type) -> frozenset[str]:
+    return frozenset(name for name, info in model.model_fields.items() if _holds_int(info.annotation))
+
+
+def _as_integer(value: Any) -> Any:
+    """An integral float (3.0) as the API server takes it where an integer goes; anything else unchanged."""
+    if isinstance(value, float) and value.is_integer() and abs(value) <= JSON_SAFE_INTEGER:
+        return int(value)
+    if isinstance(value, list):
+        return [_as_integer(item) for item in value]
+    return value
+
+
 def _out_of_int64(data: dict[Any, Any]) -> list[InitErrorDetails]:
     """Integers of an object's fields (or of its lists) that do not fit in 64 bits, which the API server
     cannot store as integers."""
@@ -437,7 +462,8 @@ class Model(BaseModel):
     """Base of every API model: camelCase on the wire, unknown fields rejected, `rules` checked.
 
     Validation is as strict as the API server's: no conversions (strict mode: "15" is not an integer, 1 and
-    "true" are not booleans), 64-bit integers, and an explicit null is the same as an absent field.
+    "true" are not booleans) but the one it makes (an integral float such as 3.0 is an integer), 64-bit
+    integers, and an explicit null is the same as an absent field.
     """
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=False, strict=True)
@@ -448,7 +474,8 @@ class Model(BaseModel):
     def _as_the_api_server_reads(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        data = without_nulls(data)
+        integers = _integer_fields(cls)
+        data = {key: _as_integer(value) if key in integers else value for key, value in without_nulls(data).items()}
         problems = _out_of_int64(data)
         if problems:
             raise ValidationError.from_exception_data(cls.__name__, problems)
