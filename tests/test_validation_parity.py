@@ -13,7 +13,7 @@ from reasonops.api.common import RULES, resolve_defaults
 from reasonops.api.v1alpha1 import KINDS
 from reasonops.errors import WorkloadError
 from reasonops.runner import parse_resource
-from validation_support import GENERATED, INVALID, VALID, generated_resources, judge_locally
+from validation_support import GENERATED, INVALID, VALID, generated_resources, judge_locally, with_
 
 
 def _cel_rules(node):
@@ -148,6 +148,14 @@ _BAD_INPUT = [
     ("not a mapping", "- a\n- b\n", (), "a resource must be a mapping"),
     ("no name", "apiVersion: reasonops.io/v1alpha1\nkind: EvalRun\nspec: {}\n", (), "metadata.name: Field required"),
     ("not YAML", "kind: [\n", (), "cannot read"),
+    ("metadata a list", "apiVersion: reasonops.io/v1alpha1\nkind: EvalRun\nmetadata: [e]\nspec: {}\n", (),
+     "metadata: Input should be a valid dictionary"),
+    ("metadata a string", "apiVersion: reasonops.io/v1alpha1\nkind: EvalRun\nmetadata: e\nspec: {}\n", (),
+     "metadata: Input should be a valid dictionary"),
+    ("kind a mapping", "apiVersion: reasonops.io/v1alpha1\nkind: {name: EvalRun}\nmetadata: {name: e}\nspec: {}\n", (),
+     "kind: must be one of ReasoningDataset, FineTuneJob, EvalRun"),
+    ("epochs a string", _yaml(with_(VALID[1][1], "spec.hyperparameters", {"epochs": "15"})), (),
+     "spec.hyperparameters.epochs: Input should be a valid integer"),
 ]
 
 
