@@ -301,8 +301,8 @@ def _metadata_mutations(doc: dict) -> list[tuple[str, str, object]]:
     out += [("bad metadata", "metadata", value) for value in (["name", "x"], "x", None, {})]
     out += [("bad metadata", "metadata.name", value) for value in (None, 5, ["x"])]
     out += [("labels", "metadata.labels", value) for value in (["a", "b"], {"a/b/c": "x"}, {"team": "a b"}, {"team": None},
-                                                                {"app.kubernetes.io/name": "x", "team": ""}, {"x": 5}, "a=b")]
-    out += [("annotations", "metadata.annotations", value) for value in ({"my key": "v"}, {"Note_1": "any / text"}, {"a": 1}, [])]
+                                                                {"app.kubernetes.io/name": "x", "team": ""}, {"x": 5}, "a=b", {"Example.COM/x": "x"})]
+    out += [("annotations", "metadata.annotations", value) for value in ({"my key": "v"}, {"Note_1": "any / text"}, {"a": 1}, [], {"Example.COM/x": "x"})]
     out += [("namespace", "metadata.namespace", value) for value in ("default", "Bad_NS", "x" * 64)]
     out += [("unknown field", "metadata.unknownField", "x"), ("unknown field", "unknownField", 1), ("unknown field", "specs", {})]
     out += [("bad kind", "kind", value) for value in ({"name": kind}, [kind], kind.lower(), "Other", None, DELETE, 5)]

@@ -253,11 +253,16 @@ def _dns_label(value: str) -> str:
     return value
 
 
-def _qualified_keys(mapping: dict[str, str]) -> dict[str, str]:
-    bad = [key for key in mapping if not _valid_key(key.lower())]
+def _qualified_keys(mapping: dict[str, str], fold_case: bool = False) -> dict[str, str]:
+    bad = [key for key in mapping if not _valid_key(key.lower() if fold_case else key)]
     if bad:
         raise PydanticCustomError("qualified_name", "key {key} must be {rule}", {"key": repr(bad[0]), "rule": _QUALIFIED})
     return mapping
+
+
+def _annotation_keys(annotations: dict[str, str]) -> dict[str, str]:
+    """Annotation keys are qualified names once lowercased (their prefix may be written in capitals)."""
+    return _qualified_keys(annotations, fold_case=True)
 
 
 def _label_values(labels: dict[str, str]) -> dict[str, str]:
@@ -284,7 +289,7 @@ class ObjectMeta(BaseModel):
     namespace: Optional[Annotated[str, AfterValidator(_dns_label)]] = None
     generateName: Optional[str] = None
     labels: Optional[Annotated[dict[str, str], AfterValidator(_qualified_keys), AfterValidator(_label_values)]] = None
-    annotations: Optional[Annotated[dict[str, str], AfterValidator(_qualified_keys), AfterValidator(_annotations_size)]] = None
+    annotations: Optional[Annotated[dict[str, str], AfterValidator(_annotation_keys), AfterValidator(_annotations_size)]] = None
     finalizers: Optional[list[str]] = None
     ownerReferences: Optional[list[dict[str, Any]]] = None
     uid: Optional[str] = None
@@ -422,9 +427,12 @@ JSON_SAFE_INTEGER = 2**53  # a float the API server takes for an integer: integr
 
 
 def _holds_int(annotation: Any) -> bool:
-    """Whether a field's type is an integer, optional or in a list (`int`, `Optional[int]`, `list[int]`)."""
+    """Whether a field's type is an integer, optional or in a list (`int`, `Optional[int]`, `list[int]`,
+    `Literal[0, 1]`)."""
     if annotation is int:
         return True
+    if typing.get_origin(annotation) is Literal:
+        return all(type(arg) is int for arg in typing.get_args(annotation))
     return any(_holds_int(arg) for arg in typing.get_args(annotation) if not isinstance(arg, (FieldInfo, Rule)))
 
 
