@@ -95,7 +95,7 @@ def test_generated_resources_get_a_verdict_naming_the_field_never_a_traceback():
     ({**VALID[0][1], "metadata": ["d"]}, "metadata: Input should be a valid dictionary"),
     ({**VALID[0][1], "metadata": "d"}, "metadata: Input should be a valid dictionary"),
     ({**VALID[0][1], "kind": {"name": "ReasoningDataset"}}, "kind: must be one of ReasoningDataset, FineTuneJob, EvalRun"),
-    ({**VALID[0][1], "apiVersion": "reasonops.io/v1"}, "apiVersion must be reasonops.io/v1alpha1"),
+    ({**VALID[0][1], "apiVersion": "reasonops.io/v1"}, "apiVersion: must be reasonops.io/v1alpha1"),
     ({**VALID[0][1], "unknownField": 1}, "unknownField: Extra inputs are not permitted"),
 ], ids=["numeric string", "bool as string", "bool as int", "above int64", "infinite decimal", "name with _", "name too long",
         "labels as a list", "label value", "metadata a list", "metadata a string", "kind a mapping", "apiVersion", "unknown field"])

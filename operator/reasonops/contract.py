@@ -415,7 +415,7 @@ def parse_resource(doc: Mapping[str, Any]) -> Resource:
     if not isinstance(kind, str) or kind not in KINDS:
         raise InvalidDocument(f"kind: must be one of {', '.join(KINDS)}, not {kind!r}")
     if version != API_VERSION:
-        raise InvalidDocument(f"{kind}: apiVersion must be {API_VERSION}, not {version!r}")
+        raise InvalidDocument(f"apiVersion: must be {API_VERSION}, not {version!r}")
     name = metadata.get("name", "?") if isinstance(metadata, Mapping) else "?"
     try:  # the status of an applied resource is the operator's: the API server drops it on create
         return KINDS[kind].model_validate({key: value for key, value in doc.items() if key != "status"})

@@ -450,15 +450,17 @@ def _as_integer(value: Any) -> Any:
     return value
 
 
-def _out_of_int64(data: dict[Any, Any]) -> list[InitErrorDetails]:
-    """Integers of an object's fields (or of its lists) that do not fit in 64 bits, which the API server
-    cannot store as integers."""
+def _out_of_int64(data: dict[Any, Any], integers: frozenset[str]) -> list[InitErrorDetails]:
+    """Values of integer fields (or in their lists) that do not fit in 64 bits, which the API server cannot
+    store as integers."""
     def outside(value: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX
 
     problem = PydanticCustomError("int64", "must be an integer in [-2^63, 2^63-1] (a 64-bit integer)")
     found = []
     for key, value in data.items():
+        if key not in integers:
+            continue
         if outside(value):
             found.append(InitErrorDetails(type=problem, loc=(key,), input=value))
         elif isinstance(value, list):
@@ -484,7 +486,7 @@ class Model(BaseModel):
             return data
         integers = _integer_fields(cls)
         data = {key: _as_integer(value) if key in integers else value for key, value in without_nulls(data).items()}
-        problems = _out_of_int64(data)
+        problems = _out_of_int64(data, integers)
         if problems:
             raise ValidationError.from_exception_data(cls.__name__, problems)
         return data
