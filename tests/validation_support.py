@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from urllib.parse import quote
 
 API = "reasonops.io/v1alpha1"
 DATASET = {"apiVersion": API, "kind": "ReasoningDataset", "metadata": {"name": "d"},
@@ -391,23 +392,23 @@ class ApiServer:
 
     PLURALS = {"ReasoningDataset": "reasoningdatasets", "FineTuneJob": "finetunejobs", "EvalRun": "evalruns"}
 
-    def __init__(self, kubeconfig: str, kubectl: str, namespace: str = "default"):
+    def __init__(self, kubeconfig: str, kubectl: str):
         from kubernetes import config
 
         self.client = config.new_client_from_config(config_file=kubeconfig)
-        self.kubeconfig, self.kubectl, self.namespace = kubeconfig, kubectl, namespace
+        self.kubeconfig, self.kubectl = kubeconfig, kubectl
 
     def _url(self, doc) -> str | None:
         metadata = doc.get("metadata") if isinstance(doc, dict) else None
         kind = doc.get("kind") if isinstance(doc, dict) else None
         if doc.get("apiVersion") != API or not isinstance(kind, str) or kind not in self.PLURALS or not isinstance(metadata, dict):
             return None
-        name, namespace = metadata.get("name"), metadata.get("namespace", self.namespace)
+        name, namespace = metadata.get("name"), metadata.get("namespace", "default")
         if not isinstance(name, str) or not re.fullmatch(r"[^/%?#]+", name) or name in (".", ".."):
             return None
-        if not isinstance(namespace, str) or not re.fullmatch(r"[^/%?#.]+", namespace):
+        if not isinstance(namespace, str) or not re.fullmatch(r"[^/%?#]+", namespace) or namespace in (".", ".."):
             return None
-        return f"/apis/{API}/namespaces/{namespace}/{self.PLURALS[kind]}/{name}"
+        return f"/apis/{API}/namespaces/{quote(namespace)}/{self.PLURALS[kind]}/{quote(name)}"
 
     def _apply(self, doc) -> tuple[bool, str]:
         from kubernetes.client.exceptions import ApiException
@@ -417,7 +418,7 @@ class ApiServer:
             return self._kubectl_apply(doc)
         try:
             self.client.call_api(
-                url, "PATCH", query_params=[("dryRun", "All"), ("fieldManager", "kubectl"), ("fieldValidation", "Strict"), ("force", "true")],
+                url, "PATCH", query_params=[("dryRun", "All"), ("fieldManager", "kubectl"), ("fieldValidation", "Strict"), ("force", "false")],
                 header_params={"Content-Type": "application/apply-patch+yaml", "Accept": "application/json"},
                 body=json.dumps(doc), auth_settings=["BearerToken"], _preload_content=False, _request_timeout=60)
         except ApiException as exc:
@@ -429,8 +430,8 @@ class ApiServer:
     def _kubectl_apply(self, doc) -> tuple[bool, str]:
         import subprocess
 
-        proc = subprocess.run([self.kubectl, "--kubeconfig", self.kubeconfig, "apply", "--server-side", "--dry-run=server",
-                               "-n", self.namespace, "-f", "-"], input=json.dumps(doc), capture_output=True, text=True, timeout=60)
+        proc = subprocess.run([self.kubectl, "--kubeconfig", self.kubeconfig, "apply", "--server-side", "--dry-run=server", "-f", "-"],
+                              input=json.dumps(doc), capture_output=True, text=True, timeout=60)
         return proc.returncode == 0, " ".join(proc.stderr.split())
 
     def judge(self, docs: list, threads: int = 8) -> list[tuple[bool, str]]:
