@@ -11,9 +11,9 @@ from __future__ import annotations
 import copy
 import json
 import re
-from urllib.parse import quote
 
-API = "reasonops.io/v1alpha1"
+GROUP, VERSION = "reasonops.io", "v1alpha1"
+API = f"{GROUP}/{VERSION}"
 DATASET = {"apiVersion": API, "kind": "ReasoningDataset", "metadata": {"name": "d"},
            "spec": {"sources": [{"name": "s", "path": "/data/p.jsonl"}], "output": {"path": "/out"}}}
 FINETUNE = {"apiVersion": API, "kind": "FineTuneJob", "metadata": {"name": "f"},
@@ -386,41 +386,52 @@ def judge_locally(doc) -> tuple[bool, str]:
 
 
 class ApiServer:
-    """Judges documents as `kubectl apply --server-side --dry-run=server -f` does: the same request (an
-    apply patch, strict field validation, dry run) to the resource's URL, many at once. A document kubectl
-    cannot address (no kind of ours, no name, metadata that is not a mapping) goes through kubectl itself."""
+    """Judges documents as `kubectl apply -f` (or `kubectl create -f`) with `--dry-run=server` does for a new
+    resource: the same request (a create with strict field validation, dry run) to the kind's URL, many at
+    once. A document kubectl cannot address (no kind of ours, metadata that is not a mapping) goes through
+    kubectl itself.
+
+    (`kubectl apply --server-side` judges explicit nulls differently: the API server prunes them from what is
+    created or updated, but refuses them in a server-side apply patch.)"""
 
     PLURALS = {"ReasoningDataset": "reasoningdatasets", "FineTuneJob": "finetunejobs", "EvalRun": "evalruns"}
 
     def __init__(self, kubeconfig: str, kubectl: str):
-        from kubernetes import config
+        from kubernetes import client, config
 
-        self.client = config.new_client_from_config(config_file=kubeconfig)
+        self.objects = client.CustomObjectsApi(config.new_client_from_config(config_file=kubeconfig))
         self.kubeconfig, self.kubectl = kubeconfig, kubectl
 
-    def _url(self, doc) -> str | None:
+    def _namespace(self, doc) -> str | None:
+        """Where kubectl sends a document, or None where it cannot address it."""
         metadata = doc.get("metadata") if isinstance(doc, dict) else None
         kind = doc.get("kind") if isinstance(doc, dict) else None
         if doc.get("apiVersion") != API or not isinstance(kind, str) or kind not in self.PLURALS or not isinstance(metadata, dict):
             return None
-        name, namespace = metadata.get("name"), metadata.get("namespace", "default")
-        if not isinstance(name, str) or not re.fullmatch(r"[^/%?#]+", name) or name in (".", ".."):
-            return None
-        if not isinstance(namespace, str) or not re.fullmatch(r"[^/%?#]+", namespace) or namespace in (".", ".."):
-            return None
-        return f"/apis/{API}/namespaces/{quote(namespace)}/{self.PLURALS[kind]}/{quote(name)}"
+        namespace = metadata.get("namespace", "default")
+        return namespace if isinstance(namespace, str) and namespace and "/" not in namespace and namespace not in (".", "..") else None
+
+    @staticmethod
+    def as_kubectl_sends(value):
+        """Numbers as kubectl writes them (Go): an integral float below 1e21 without its fraction (3.0 as 3)."""
+        if isinstance(value, dict):
+            return {key: ApiServer.as_kubectl_sends(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [ApiServer.as_kubectl_sends(item) for item in value]
+        if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
+            return int(value)
+        return value
 
     def _apply(self, doc) -> tuple[bool, str]:
         from kubernetes.client.exceptions import ApiException
 
-        url = self._url(doc)
-        if url is None:
+        namespace = self._namespace(doc)
+        if namespace is None:
             return self._kubectl_apply(doc)
         try:
-            self.client.call_api(
-                url, "PATCH", query_params=[("dryRun", "All"), ("fieldManager", "kubectl"), ("fieldValidation", "Strict"), ("force", "false")],
-                header_params={"Content-Type": "application/apply-patch+yaml", "Accept": "application/json"},
-                body=json.dumps(doc), auth_settings=["BearerToken"], _preload_content=False, _request_timeout=60)
+            self.objects.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, self.PLURALS[doc["kind"]], self.as_kubectl_sends(doc), dry_run="All", field_validation="Strict",
+                field_manager="kubectl-client-side-apply", _request_timeout=60)
         except ApiException as exc:
             if not 400 <= exc.status < 500 or exc.status in (401, 403, 409, 429):
                 raise
@@ -430,7 +441,7 @@ class ApiServer:
     def _kubectl_apply(self, doc) -> tuple[bool, str]:
         import subprocess
 
-        proc = subprocess.run([self.kubectl, "--kubeconfig", self.kubeconfig, "apply", "--server-side", "--dry-run=server", "-f", "-"],
+        proc = subprocess.run([self.kubectl, "--kubeconfig", self.kubeconfig, "apply", "--dry-run=server", "-f", "-"],
                               input=json.dumps(doc), capture_output=True, text=True, timeout=60)
         return proc.returncode == 0, " ".join(proc.stderr.split())
 

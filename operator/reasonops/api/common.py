@@ -423,7 +423,9 @@ def without_nulls(value: Any) -> Any:
     return value
 
 
-JSON_SAFE_INTEGER = 2**53  # a float the API server takes for an integer: integral and within ±2^53
+# kubectl (Go) writes an integral float below 1e21 without a fraction (3.0 as 3), so the API server reads
+# it as the integer it is; from 1e21 on it writes an exponent, and the API server sees a non-integer.
+GO_PLAIN_FLOAT_LIMIT = 1e21
 
 
 def _holds_int(annotation: Any) -> bool:
@@ -442,8 +444,8 @@ def _integer_fields(model: type) -> frozenset[str]:
 
 
 def _as_integer(value: Any) -> Any:
-    """An integral float (3.0) as the API server takes it where an integer goes; anything else unchanged."""
-    if isinstance(value, float) and value.is_integer() and abs(value) <= JSON_SAFE_INTEGER:
+    """An integral float (3.0, as YAML reads `3.0`) as the integer kubectl sends for it; anything else unchanged."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < GO_PLAIN_FLOAT_LIMIT:
         return int(value)
     if isinstance(value, list):
         return [_as_integer(item) for item in value]
@@ -472,8 +474,8 @@ class Model(BaseModel):
     """Base of every API model: camelCase on the wire, unknown fields rejected, `rules` checked.
 
     Validation is as strict as the API server's: no conversions (strict mode: "15" is not an integer, 1 and
-    "true" are not booleans) but the one it makes (an integral float such as 3.0 is an integer), 64-bit
-    integers, and an explicit null is the same as an absent field.
+    "true" are not booleans) but the one kubectl makes (an integral float such as 3.0 is sent as an integer),
+    64-bit integers, and an explicit null is the same as an absent field.
     """
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=False, strict=True)
