@@ -394,21 +394,21 @@ class ApiServer:
     (`kubectl apply --server-side` judges explicit nulls differently: the API server prunes them from what is
     created or updated, but refuses them in a server-side apply patch.)"""
 
-    PLURALS = {"ReasoningDataset": "reasoningdatasets", "FineTuneJob": "finetunejobs", "EvalRun": "evalruns"}
-
     def __init__(self, kubeconfig: str, kubectl: str):
         from kubernetes import client, config
 
         self.objects = client.CustomObjectsApi(config.new_client_from_config(config_file=kubeconfig))
         self.kubeconfig, self.kubectl = kubeconfig, kubectl
 
-    def _namespace(self, doc) -> str | None:
+    @staticmethod
+    def namespace_of(doc) -> str | None:
         """Where kubectl sends a document, or None where it cannot address it."""
-        metadata = doc.get("metadata") if isinstance(doc, dict) else None
-        kind = doc.get("kind") if isinstance(doc, dict) else None
-        if doc.get("apiVersion") != API or not isinstance(kind, str) or kind not in self.PLURALS or not isinstance(metadata, dict):
+        from reasonops.api.v1alpha1 import KINDS
+
+        if not isinstance(doc, dict) or doc.get("apiVersion") != API or not isinstance(doc.get("kind"), str) \
+                or doc["kind"] not in KINDS or not isinstance(doc.get("metadata"), dict):
             return None
-        namespace = metadata.get("namespace", "default")
+        namespace = doc["metadata"].get("namespace", "default")
         return namespace if isinstance(namespace, str) and namespace and "/" not in namespace and namespace not in (".", "..") else None
 
     @staticmethod
@@ -425,12 +425,14 @@ class ApiServer:
     def _apply(self, doc) -> tuple[bool, str]:
         from kubernetes.client.exceptions import ApiException
 
-        namespace = self._namespace(doc)
+        from reasonops.api.v1alpha1 import KINDS
+
+        namespace = self.namespace_of(doc)
         if namespace is None:
             return self._kubectl_apply(doc)
         try:
             self.objects.create_namespaced_custom_object(
-                GROUP, VERSION, namespace, self.PLURALS[doc["kind"]], self.as_kubectl_sends(doc), dry_run="All", field_validation="Strict",
+                GROUP, VERSION, namespace, KINDS[doc["kind"]].plural, self.as_kubectl_sends(doc), dry_run="All", field_validation="Strict",
                 field_manager="kubectl-client-side-apply", _request_timeout=60)
         except ApiException as exc:
             if not 400 <= exc.status < 500 or exc.status in (401, 403, 409, 429):
