@@ -13,7 +13,7 @@ from reasonops.api.common import RULES, resolve_defaults
 from reasonops.api.v1alpha1 import KINDS
 from reasonops.errors import WorkloadError
 from reasonops.runner import parse_resource
-from validation_support import INVALID, VALID
+from validation_support import GENERATED, INVALID, VALID, generated_resources, judge_locally, with_
 
 
 def _cel_rules(node):
@@ -61,6 +61,62 @@ def test_valid_resource_is_accepted_and_stays_valid_with_defaults(doc):
 
 
 
+# --- generated resources (the API server's verdicts: test_validation_e2e.py) -----------------------------
+
+def test_the_generator_is_seeded_and_mutates_in_every_way():
+    resources = generated_resources()
+    assert len(resources) == GENERATED >= 1000
+    assert json.dumps(resources) == json.dumps(generated_resources()), "the generator must be deterministic"
+    described = " ".join(description for description, _ in resources)
+    for category in ("type", "numeric string", "bool as string", "bool as int", "huge int", "float", "null", "null value",
+                     "unknown field", "bad name", "labels", "annotations", "bad metadata", "bad kind", "bad apiVersion",
+                     "range", "non-finite", "delete"):
+        assert f": {category} " in described or f"; {category} " in described, f"no {category!r} mutation"
+    combined = [description for description, _ in resources if "; " in description]
+    assert len(combined) >= len(resources) // 4
+
+
+def test_generated_resources_get_a_verdict_naming_the_field_never_a_traceback():
+    verdicts = [judge_locally(doc) for _, doc in generated_resources()]
+    rejected = [problem for accepted, problem in verdicts if not accepted]
+    assert 0 < len(rejected) < len(verdicts)
+    unnamed = [problem for problem in rejected if ": " not in problem or "\n" in problem]
+    assert not unnamed, unnamed[:5]
+
+
+@pytest.mark.parametrize("doc,problem", [
+    ({**VALID[1][1], "spec": {**VALID[1][1]["spec"], "hyperparameters": {"epochs": "15"}}}, "spec.hyperparameters.epochs: Input should be a valid integer"),
+    ({**VALID[1][1], "spec": {**VALID[1][1]["spec"], "deepspeed": {"offloadParams": "true"}}}, "spec.deepspeed.offloadParams: Input should be a valid boolean"),
+    ({**VALID[1][1], "spec": {**VALID[1][1]["spec"], "deepspeed": {"offloadParams": 1}}}, "spec.deepspeed.offloadParams: Input should be a valid boolean"),
+    ({**VALID[1][1], "spec": {**VALID[1][1]["spec"], "hyperparameters": {"epochs": 2**63}}}, "spec.hyperparameters.epochs: must be an integer in"),
+    ({**VALID[1][1], "spec": {**VALID[1][1]["spec"], "hyperparameters": {"learningRate": "1e400"}}}, "spec.hyperparameters.learningRate: must be a number greater than 0"),
+    ({**VALID[0][1], "metadata": {"name": "Bad_Name"}}, "metadata.name: must be a lowercase RFC 1123 subdomain"),
+    ({**VALID[0][1], "metadata": {"name": "a" * 254}}, "metadata.name: must be a lowercase RFC 1123 subdomain"),
+    ({**VALID[0][1], "metadata": {"name": "d", "labels": ["a"]}}, "metadata.labels: Input should be a valid dictionary"),
+    ({**VALID[0][1], "metadata": {"name": "d", "labels": {"team": "a b"}}}, "metadata.labels: value 'a b' must be"),
+    ({**VALID[0][1], "metadata": ["d"]}, "metadata: Input should be a valid dictionary"),
+    ({**VALID[0][1], "metadata": "d"}, "metadata: Input should be a valid dictionary"),
+    ({**VALID[0][1], "kind": {"name": "ReasoningDataset"}}, "kind: must be one of ReasoningDataset, FineTuneJob, EvalRun"),
+    ({**VALID[0][1], "apiVersion": "reasonops.io/v1"}, "apiVersion: must be reasonops.io/v1alpha1"),
+    ({**VALID[0][1], "unknownField": 1}, "unknownField: Extra inputs are not permitted"),
+], ids=["numeric string", "bool as string", "bool as int", "above int64", "infinite decimal", "name with _", "name too long",
+        "labels as a list", "label value", "metadata a list", "metadata a string", "kind a mapping", "apiVersion", "unknown field"])
+def test_what_the_api_server_refuses_is_refused_naming_the_field(doc, problem):
+    accepted, message = judge_locally(doc)
+    assert not accepted and problem in message, message
+
+
+@pytest.mark.parametrize("doc", [
+    {**VALID[0][1], "spec": {**VALID[0][1]["spec"], "resources": {"podLabels": {"team": None}}}},
+    {**VALID[1][1], "spec": {**VALID[1][1]["spec"], "baseModel": {"name": "m", "volume": {"volume": {"claimName": "c", "path": None}}}}},
+    {**VALID[1][1], "spec": {**VALID[1][1]["spec"], "hyperparameters": {"epochs": 3.0}}},
+    {**VALID[0][1], "metadata": {"name": "a" * 253}},
+], ids=["null label value", "null volume path", "integral float", "name of 253 characters"])
+def test_what_the_api_server_accepts_is_accepted(doc):
+    assert judge_locally(doc) == (True, "")
+
+
+
 # --- `reasonops run` as a shell runs it: one line naming the problem, never a traceback ----------
 
 def _run(tmp_path, text: str, *extra: str):
@@ -92,8 +148,16 @@ _BAD_INPUT = [
     ("output is a file", _yaml(next(c[1] for c in VALID if c[0] == "minimal dataset")), ("--output", "resources.yaml"),
      "--output resources.yaml is a file"),
     ("not a mapping", "- a\n- b\n", (), "a resource must be a mapping"),
-    ("no name", "apiVersion: reasonops.io/v1alpha1\nkind: EvalRun\nspec: {}\n", (), "metadata: name is required"),
+    ("no name", "apiVersion: reasonops.io/v1alpha1\nkind: EvalRun\nspec: {}\n", (), "metadata.name: Field required"),
     ("not YAML", "kind: [\n", (), "cannot read"),
+    ("metadata a list", "apiVersion: reasonops.io/v1alpha1\nkind: EvalRun\nmetadata: [e]\nspec: {}\n", (),
+     "metadata: Input should be a valid dictionary"),
+    ("metadata a string", "apiVersion: reasonops.io/v1alpha1\nkind: EvalRun\nmetadata: e\nspec: {}\n", (),
+     "metadata: Input should be a valid dictionary"),
+    ("kind a mapping", "apiVersion: reasonops.io/v1alpha1\nkind: {name: EvalRun}\nmetadata: {name: e}\nspec: {}\n", (),
+     "kind: must be one of ReasoningDataset, FineTuneJob, EvalRun"),
+    ("epochs a string", _yaml(with_(VALID[1][1], "spec.hyperparameters", {"epochs": "15"})), (),
+     "spec.hyperparameters.epochs: Input should be a valid integer"),
 ]
 
 

@@ -9,8 +9,11 @@ OpenAPI constraint differently (both still name the field).
 from __future__ import annotations
 
 import copy
+import json
+import re
 
-API = "reasonops.io/v1alpha1"
+GROUP, VERSION = "reasonops.io", "v1alpha1"
+API = f"{GROUP}/{VERSION}"
 DATASET = {"apiVersion": API, "kind": "ReasoningDataset", "metadata": {"name": "d"},
            "spec": {"sources": [{"name": "s", "path": "/data/p.jsonl"}], "output": {"path": "/out"}}}
 FINETUNE = {"apiVersion": API, "kind": "FineTuneJob", "metadata": {"name": "f"},
@@ -235,3 +238,217 @@ VALID = [
     ("a selected checkpoint", with_(EVAL, "spec", {**EVAL["spec"], "model": {"evalRun": "sel"}, "output": {"path": "/o"}})),
     ("checkpoints exported", with_(FINETUNE, "spec.checkpoints", {"everyEpochs": 1, "keep": 0, "export": True})),
 ]
+
+
+# --- generated resources: the examples, each field mutated alone and several at once ----------------
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+SEED = 21
+GENERATED = 1200
+
+
+def example_resources() -> list[dict]:
+    """The resources of examples/ (and its code/ examples) and the valid cases above: the seeds of the generator."""
+    import yaml
+
+    paths = sorted((ROOT / "examples").glob("*.yaml")) + sorted((ROOT / "examples" / "code").glob("*.yaml"))
+    docs = [d for path in paths for d in yaml.safe_load_all(path.read_text()) if d]
+    return docs + [doc for _, doc in VALID]
+
+
+_DECIMAL_TEXT = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$")
+_BAD_NAMES = ["Bad_Name", "UPPER", "-lead", "trail-", "a" * 254, "a..b", "a b", "", ".dot", "x" * 64]
+_GOOD_NAMES = ["a" * 253, "a.b-c", "x" * 63, "0abc"]
+
+
+def _variants(value) -> list[tuple[str, object]]:
+    """(category, replacement) for one field's value: type changes, coercible look-alikes, extremes, null."""
+    out: list[tuple[str, object]] = [("null", None), ("delete", DELETE)]
+    if isinstance(value, bool):
+        out += [("bool as string", "true"), ("bool as string", "false"), ("bool as int", 1), ("bool as int", 0),
+                ("type", "yes"), ("type", [value])]
+    elif isinstance(value, int):
+        out += [("numeric string", str(value)), ("bool for int", True), ("float", 1.5), ("float", float(value)),
+                ("huge int", 2**63), ("huge int", 2**64 + 1), ("huge int", -(2**63) - 1), ("range", 2**63 - 1),
+                ("range", -1), ("range", 0), ("range", 10**6), ("type", {"n": value})]
+    elif isinstance(value, str):
+        out += [("type", 1), ("type", True), ("type", [value]), ("type", {"v": value}), ("range", ""),
+                ("range", "x" * 1100), ("range", "Not A Name")]
+        if _DECIMAL_TEXT.match(value):
+            out += [("non-finite", "1e400"), ("non-finite", "-1e400"), ("range", "1e-400"), ("range", "-1"),
+                    ("range", "0"), ("range", "2"), ("range", "1e308"), ("type", "NaN"), ("type", float(value))]
+    elif isinstance(value, dict):
+        out += [("unknown field", {**value, "unknownField": 1}), ("type", "text"), ("type", []), ("type", 7),
+                ("null value", {key: None for key in value}), ("range", {})]
+    elif isinstance(value, list):
+        out += [("type", "text"), ("type", {}), ("range", []), ("null item", [None]), ("range", value * 2)]
+    return out
+
+
+def _paths(node, prefix: str = ""):
+    """The dotted path of every field under `node` (list items by index), containers included."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        path = f"{prefix}.{key}" if prefix else str(key)
+        yield path, value
+        yield from _paths(value, path)
+
+
+def _metadata_mutations(doc: dict) -> list[tuple[str, str, object]]:
+    """(category, path, value) of metadata and of the resource's frame (apiVersion, kind, spec)."""
+    kind = doc["kind"]
+    out = [("bad name", "metadata.name", name) for name in _BAD_NAMES]
+    out += [("good name", "metadata.name", name) for name in _GOOD_NAMES]
+    out += [("bad metadata", "metadata", value) for value in (["name", "x"], "x", None, {})]
+    out += [("bad metadata", "metadata.name", value) for value in (None, 5, ["x"])]
+    out += [("labels", "metadata.labels", value) for value in (["a", "b"], {"a/b/c": "x"}, {"team": "a b"}, {"team": None},
+                                                                {"app.kubernetes.io/name": "x", "team": ""}, {"x": 5}, "a=b", {"Example.COM/x": "x"})]
+    out += [("annotations", "metadata.annotations", value) for value in ({"my key": "v"}, {"Note_1": "any / text"}, {"a": 1}, [], {"Example.COM/x": "x"})]
+    out += [("namespace", "metadata.namespace", value) for value in ("default", "Bad_NS", "x" * 64)]
+    out += [("unknown field", "metadata.unknownField", "x"), ("unknown field", "unknownField", 1), ("unknown field", "specs", {})]
+    out += [("bad kind", "kind", value) for value in ({"name": kind}, [kind], kind.lower(), "Other", None, DELETE, 5)]
+    out += [("bad apiVersion", "apiVersion", value) for value in ("reasonops.io/v1", "v1", None, DELETE, 1)]
+    out += [("bad spec", "spec", value) for value in (None, "text", [], DELETE)]
+    return out
+
+
+def mutations(doc: dict) -> list[tuple[str, str, object]]:
+    """Every single mutation of one resource: (category, path, value)."""
+    out = _metadata_mutations(doc)
+    for path, value in _paths(doc.get("spec", {}), "spec"):
+        out += [(category, path, replacement) for category, replacement in _variants(value)]
+    return out
+
+
+def _apply(doc: dict, path: str, value):
+    """`with_`, tolerating a path that an earlier mutation of the same resource made unreachable."""
+    try:
+        return with_(doc, path, value)
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError):
+        return None
+
+
+def generated_resources(count: int = GENERATED, seed: int = SEED) -> list[tuple[str, dict]]:
+    """`count` resources from the examples, seeded: two thirds with one mutation (the categories in turn, each
+    over every field of every example before a field twice), the rest with two to four at once. Each is (description, document)."""
+    import random
+
+    rng = random.Random(seed)
+    bases = example_resources()
+    pools = [(base, mutations(base)) for base in bases]
+    single = [(base, mutation) for base, pool in pools for mutation in pool]
+    rng.shuffle(single)
+    # round robin over the categories; within one, every field of every example before any field again
+    by_category: dict[str, list] = {}
+    seen: set[tuple[int, str, str]] = set()
+    for base, mutation in single:
+        key = (id(base), mutation[0], mutation[1])
+        queue = by_category.setdefault(mutation[0], [[], []])
+        queue[key in seen].append((base, mutation))
+        seen.add(key)
+    queues = [first + rest for first, rest in by_category.values()]
+    singles = [queue[i] for i in range(max(map(len, queues))) for queue in queues if i < len(queue)][: count * 2 // 3]
+    out = []
+    for base, (category, path, value) in singles:
+        doc = _apply(base, path, value)
+        if doc is not None:
+            out.append((f"{base['kind']}/{base['metadata']['name']}: {category} {path}={_short(value)}", doc))
+    while len(out) < count:
+        base, pool = rng.choice(pools)
+        doc, said = base, []
+        for category, path, value in rng.sample(pool, rng.randint(2, 4)):
+            changed = _apply(doc, path, value)
+            if changed is not None:
+                doc = changed
+                said.append(f"{category} {path}={_short(value)}")
+        out.append((f"{base['kind']}/{base['metadata']['name']}: " + "; ".join(said), doc))
+    return out
+
+
+def _short(value) -> str:
+    text = "<deleted>" if value is DELETE else json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+# --- judged by the API server and by `reasonops run` --------------------------------------------------
+
+def judge_locally(doc) -> tuple[bool, str]:
+    """(accepted, problem) as `reasonops run` decides before running anything; an exception other than its
+    one-line error escapes (the caller counts it as a traceback)."""
+    from reasonops.errors import WorkloadError
+    from reasonops.runner import parse_resource
+
+    try:
+        parse_resource(doc)
+    except WorkloadError as exc:
+        return False, exc.message
+    return True, ""
+
+
+class ApiServer:
+    """Judges documents as `kubectl apply -f` (or `kubectl create -f`) with `--dry-run=server` does for a new
+    resource: the same request (a create with strict field validation, dry run) to the kind's URL, many at
+    once. A document kubectl cannot address (no kind of ours, metadata that is not a mapping) goes through
+    kubectl itself.
+
+    (`kubectl apply --server-side` judges explicit nulls differently: the API server prunes them from what is
+    created or updated, but refuses them in a server-side apply patch.)"""
+
+    def __init__(self, kubeconfig: str, kubectl: str):
+        from kubernetes import client, config
+
+        self.objects = client.CustomObjectsApi(config.new_client_from_config(config_file=kubeconfig))
+        self.kubeconfig, self.kubectl = kubeconfig, kubectl
+
+    @staticmethod
+    def namespace_of(doc) -> str | None:
+        """Where kubectl sends a document, or None where it cannot address it."""
+        from reasonops.api.v1alpha1 import KINDS
+
+        if not isinstance(doc, dict) or doc.get("apiVersion") != API or not isinstance(doc.get("kind"), str) \
+                or doc["kind"] not in KINDS or not isinstance(doc.get("metadata"), dict):
+            return None
+        namespace = doc["metadata"].get("namespace", "default")
+        return namespace if isinstance(namespace, str) and namespace and "/" not in namespace and namespace not in (".", "..") else None
+
+    @staticmethod
+    def as_kubectl_sends(value):
+        """Numbers as kubectl writes them (Go): an integral float below 1e21 without its fraction (3.0 as 3)."""
+        if isinstance(value, dict):
+            return {key: ApiServer.as_kubectl_sends(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [ApiServer.as_kubectl_sends(item) for item in value]
+        if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
+            return int(value)
+        return value
+
+    def _apply(self, doc) -> tuple[bool, str]:
+        from kubernetes.client.exceptions import ApiException
+
+        from reasonops.api.v1alpha1 import KINDS
+
+        namespace = self.namespace_of(doc)
+        if namespace is None:
+            return self._kubectl_apply(doc)
+        try:
+            self.objects.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, KINDS[doc["kind"]].plural, self.as_kubectl_sends(doc), dry_run="All", field_validation="Strict",
+                field_manager="kubectl-client-side-apply", _request_timeout=60)
+        except ApiException as exc:
+            if not 400 <= exc.status < 500 or exc.status in (401, 403, 409, 429):
+                raise
+            return False, json.loads(exc.body).get("message", "") if exc.body else str(exc.status)
+        return True, ""
+
+    def _kubectl_apply(self, doc) -> tuple[bool, str]:
+        import subprocess
+
+        proc = subprocess.run([self.kubectl, "--kubeconfig", self.kubeconfig, "apply", "--dry-run=server", "-f", "-"],
+                              input=json.dumps(doc), capture_output=True, text=True, timeout=60)
+        return proc.returncode == 0, " ".join(proc.stderr.split())
+
+    def judge(self, docs: list, threads: int = 8) -> list[tuple[bool, str]]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(threads) as pool:
+            return list(pool.map(self._apply, docs))

@@ -428,12 +428,14 @@ class InvalidDocument(ValueError):
 def parse_resource(doc: Mapping[str, Any]) -> Resource:
     if not isinstance(doc, Mapping):
         raise InvalidDocument(f"a resource must be a mapping with apiVersion, kind, metadata and spec, not {type(doc).__name__}")
-    kind = doc.get("kind")
-    if kind not in KINDS:
-        raise InvalidDocument(f"kind {kind!r} is not one of {', '.join(KINDS)}")
-    name = (doc.get("metadata") or {}).get("name", "?")
-    try:
-        return KINDS[kind].model_validate(dict(doc))
+    kind, version, metadata = doc.get("kind"), doc.get("apiVersion"), doc.get("metadata")
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise InvalidDocument(f"kind: must be one of {', '.join(KINDS)}, not {kind!r}")
+    if version != API_VERSION:
+        raise InvalidDocument(f"apiVersion: must be {API_VERSION}, not {version!r}")
+    name = metadata.get("name", "?") if isinstance(metadata, Mapping) else "?"
+    try:  # the status of an applied resource is the operator's: the API server drops it on create
+        return KINDS[kind].model_validate({key: value for key, value in doc.items() if key != "status"})
     except ValidationError as exc:
         raise InvalidDocument(format_validation_error(kind, name, exc)) from None
 

@@ -8,7 +8,9 @@ operator when it resolves a spec, so the API server never rewrites what a user (
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import re
 import typing
 from dataclasses import dataclass
@@ -158,6 +160,8 @@ Decimal = Annotated[
 
 
 def _bound(value: float, low: Optional[float], high: Optional[float], low_open: bool, high_open: bool) -> bool:
+    if not math.isfinite(value):  # "1e400": CEL's double() fails on it, so the API server refuses it
+        return False
     if low is not None and (value <= low if low_open else value < low):
         return False
     return high is None or (value < high if high_open else value <= high)
@@ -226,6 +230,76 @@ _VALUES_RULE = Rule(
 _Key = Annotated[str, Field(max_length=317)]
 Annotations = Annotated[dict[_Key, Annotated[str, Field(max_length=4096)]], Field(max_length=32), _KEYS_RULE]
 Labels = Annotated[dict[_Key, Annotated[str, Field(max_length=63)]], Field(max_length=32), _KEYS_RULE, _VALUES_RULE]
+
+
+# --- metadata as the API server checks it for a namespaced custom resource --------------------------
+
+_DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_DNS_SUBDOMAIN_RE = rf"^{_DNS_LABEL}(\.{_DNS_LABEL})*$"
+ANNOTATIONS_MAX_BYTES = 256 * 1024
+
+
+def _dns_subdomain(value: str) -> str:
+    if len(value) > 253 or not re.match(_DNS_SUBDOMAIN_RE, value):
+        raise PydanticCustomError("dns_subdomain", "must be a lowercase RFC 1123 subdomain: at most 253 characters, lowercase"
+                                  " alphanumerics, '-' or '.', starting and ending with an alphanumeric (e.g. 'example.com')")
+    return value
+
+
+def _dns_label(value: str) -> str:
+    if len(value) > 63 or not re.match(f"^{_DNS_LABEL}$", value):
+        raise PydanticCustomError("dns_label", "must be a lowercase RFC 1123 label: at most 63 characters, lowercase"
+                                  " alphanumerics or '-', starting and ending with an alphanumeric (e.g. 'my-name')")
+    return value
+
+
+def _qualified_keys(mapping: dict[str, str], fold_case: bool = False) -> dict[str, str]:
+    bad = [key for key in mapping if not _valid_key(key.lower() if fold_case else key)]
+    if bad:
+        raise PydanticCustomError("qualified_name", "key {key} must be {rule}", {"key": repr(bad[0]), "rule": _QUALIFIED})
+    return mapping
+
+
+def _annotation_keys(annotations: dict[str, str]) -> dict[str, str]:
+    """Annotation keys are qualified names once lowercased (their prefix may be written in capitals)."""
+    return _qualified_keys(annotations, fold_case=True)
+
+
+def _label_values(labels: dict[str, str]) -> dict[str, str]:
+    bad = [value for value in labels.values() if len(value) > 63 or not re.match(_VALUE_RE, value)]
+    if bad:
+        raise PydanticCustomError("label_value", "value {value} must be {rule}", {"value": repr(bad[0]), "rule": _LABEL_VALUE})
+    return labels
+
+
+def _annotations_size(annotations: dict[str, str]) -> dict[str, str]:
+    if sum(len(key) + len(value) for key, value in annotations.items()) > ANNOTATIONS_MAX_BYTES:
+        raise PydanticCustomError("too_long", "may not be more than 256 KiB in total")
+    return annotations
+
+
+class ObjectMeta(BaseModel):
+    """metadata of a custom resource, checked as the API server checks it (apimachinery's ObjectMeta
+    validation with names as DNS subdomains): the fields it knows and their rules; the ones it sets itself
+    are accepted as they come back from it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: Annotated[str, AfterValidator(_dns_subdomain)]
+    namespace: Optional[Annotated[str, AfterValidator(_dns_label)]] = None
+    generateName: Optional[str] = None
+    labels: Optional[Annotated[dict[str, str], AfterValidator(_qualified_keys), AfterValidator(_label_values)]] = None
+    annotations: Optional[Annotated[dict[str, str], AfterValidator(_annotation_keys), AfterValidator(_annotations_size)]] = None
+    finalizers: Optional[list[str]] = None
+    ownerReferences: Optional[list[dict[str, Any]]] = None
+    uid: Optional[str] = None
+    resourceVersion: Optional[str] = None
+    generation: Optional[int] = None
+    creationTimestamp: Optional[str] = None
+    deletionTimestamp: Optional[str] = None
+    deletionGracePeriodSeconds: Optional[int] = None
+    managedFields: Optional[list[dict[str, Any]]] = None
+    selfLink: Optional[str] = None
 
 
 def _loc(parts: tuple[Any, ...]) -> str:
@@ -334,11 +408,90 @@ def _check_unique_names(model: "Model", field: str) -> None:
         seen.add(name)
 
 
-class Model(BaseModel):
-    """Base of every API model: camelCase on the wire, unknown fields rejected, `rules` checked."""
+# --- the wire as the API server reads it ----------------------------------------------------------
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=False)
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def without_nulls(value: Any) -> Any:
+    """`value` with every explicit null of a mapping removed, recursively: the API server prunes them from
+    structural schemas without nullable fields (list items stay: a null item is invalid there too)."""
+    if isinstance(value, dict):
+        return {key: without_nulls(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [without_nulls(item) for item in value]
+    return value
+
+
+# kubectl (Go) writes an integral float below 1e21 without a fraction (3.0 as 3), so the API server reads
+# it as the integer it is; from 1e21 on it writes an exponent, and the API server sees a non-integer.
+GO_PLAIN_FLOAT_LIMIT = 1e21
+
+
+def _holds_int(annotation: Any) -> bool:
+    """Whether a field's type is an integer, optional or in a list (`int`, `Optional[int]`, `list[int]`,
+    `Literal[0, 1]`)."""
+    if annotation is int:
+        return True
+    if typing.get_origin(annotation) is Literal:
+        return all(type(arg) is int for arg in typing.get_args(annotation))
+    return any(_holds_int(arg) for arg in typing.get_args(annotation) if not isinstance(arg, (FieldInfo, Rule)))
+
+
+@functools.cache
+def _integer_fields(model: type) -> frozenset[str]:
+    return frozenset(name for name, info in model.model_fields.items() if _holds_int(info.annotation))
+
+
+def _as_integer(value: Any) -> Any:
+    """An integral float (3.0, as YAML reads `3.0`) as the integer kubectl sends for it; anything else unchanged."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < GO_PLAIN_FLOAT_LIMIT:
+        return int(value)
+    if isinstance(value, list):
+        return [_as_integer(item) for item in value]
+    return value
+
+
+def _out_of_int64(data: dict[Any, Any], integers: frozenset[str]) -> list[InitErrorDetails]:
+    """Values of integer fields (or in their lists) that do not fit in 64 bits, which the API server cannot
+    store as integers."""
+    def outside(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX
+
+    problem = PydanticCustomError("int64", "must be an integer in [-2^63, 2^63-1] (a 64-bit integer)")
+    found = []
+    for key, value in data.items():
+        if key not in integers:
+            continue
+        if outside(value):
+            found.append(InitErrorDetails(type=problem, loc=(key,), input=value))
+        elif isinstance(value, list):
+            found += [InitErrorDetails(type=problem, loc=(key, index), input=item) for index, item in enumerate(value) if outside(item)]
+    return found
+
+
+class Model(BaseModel):
+    """Base of every API model: camelCase on the wire, unknown fields rejected, `rules` checked.
+
+    Validation is as strict as the API server's: no conversions (strict mode: "15" is not an integer, 1 and
+    "true" are not booleans) but the one kubectl makes (an integral float such as 3.0 is sent as an integer),
+    64-bit integers, and an explicit null is the same as an absent field.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=False, strict=True)
     rules: ClassVar[tuple[Rule, ...]] = ()  # object-level validation rules (CEL in the CRD, checked here too)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _as_the_api_server_reads(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        integers = _integer_fields(cls)
+        data = {key: _as_integer(value) if key in integers else value for key, value in without_nulls(data).items()}
+        problems = _out_of_int64(data, integers)
+        if problems:
+            raise ValidationError.from_exception_data(cls.__name__, problems)
+        return data
 
     @model_validator(mode="after")
     def _check_rules(self) -> "Model":

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Annotated, Any, ClassVar, Literal, Optional
 
 from pydantic import ConfigDict, Field, field_validator
-from pydantic_core import PydanticCustomError
 
 from .common import (
     ChildRef,
@@ -22,6 +21,7 @@ from .common import (
     Model,
     Name,
     NonNegativeDecimal,
+    ObjectMeta,
     PositiveDecimal,
     Resources,
     Rule,
@@ -824,7 +824,6 @@ class EvalRunStatus(_StatusBase):
 class Resource(Model):
     """Common shape of a custom resource as the API server returns it."""
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
     kind_name: ClassVar[str]
     plural: ClassVar[str]
     short_names: ClassVar[list[str]]
@@ -832,15 +831,15 @@ class Resource(Model):
     status_model: ClassVar[type[Model]]
     printer_columns: ClassVar[list[dict[str, Any]]]
 
-    apiVersion: str = "reasonops.io/v1alpha1"
+    apiVersion: Literal["reasonops.io/v1alpha1"] = "reasonops.io/v1alpha1"
     kind: str = ""
     metadata: dict[str, Any] = Field(default_factory=dict, validate_default=True)
 
     @field_validator("metadata")
     @classmethod
-    def _named(cls, metadata: dict[str, Any]) -> dict[str, Any]:
-        if not isinstance(metadata.get("name"), str) or not metadata["name"]:
-            raise PydanticCustomError("missing", "name is required")
+    def _valid_metadata(cls, metadata: dict[str, Any]) -> dict[str, Any]:
+        """Checked as the API server checks it (ObjectMeta); kept as a mapping, as the server returns it."""
+        ObjectMeta.model_validate(metadata)
         return metadata
 
 
@@ -864,7 +863,7 @@ class ReasoningDataset(Resource):
         {"name": "Selected", "type": "integer", "jsonPath": ".status.selected", "description": "Samples selected"},
         _AGE,
     ]
-    kind: str = "ReasoningDataset"
+    kind: Literal["ReasoningDataset"] = "ReasoningDataset"
     spec: ReasoningDatasetSpec
     status: Optional[ReasoningDatasetStatus] = None
 
@@ -881,7 +880,7 @@ class FineTuneJob(Resource):
         {"name": "Loss", "type": "string", "jsonPath": ".status.lastLoss", "description": "Last training loss"},
         _AGE,
     ]
-    kind: str = "FineTuneJob"
+    kind: Literal["FineTuneJob"] = "FineTuneJob"
     spec: FineTuneJobSpec
     status: Optional[FineTuneJobStatus] = None
 
@@ -899,7 +898,7 @@ class EvalRun(Resource):
         {"name": "Passed", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Passed\")].status"},
         _AGE,
     ]
-    kind: str = "EvalRun"
+    kind: Literal["EvalRun"] = "EvalRun"
     spec: EvalRunSpec
     status: Optional[EvalRunStatus] = None
 
