@@ -7,6 +7,7 @@ from pathlib import Path
 import yaml
 
 from reasonops.api.v1alpha1 import EvalRun
+from reasonops import contract
 from reasonops.controller import builders as b
 from reasonops.controller.settings import Settings
 
@@ -18,7 +19,7 @@ def _evalrun(**serving) -> tuple[dict, EvalRun]:
     body = yaml.safe_load((ROOT / "examples" / "evalrun.yaml").read_text())
     body["metadata"].update(namespace="team", uid="uid-1", generation=1)
     body["spec"]["serving"] = {**body["spec"]["serving"], **serving}
-    return body, k.with_defaults(EvalRun.model_validate(body))
+    return body, contract.with_defaults(EvalRun.model_validate(body))
 
 
 def _server(**serving) -> tuple[dict, dict]:

@@ -92,6 +92,8 @@ INVALID = [
     ("output with two places", with_(DATASET, "spec.output.uri", "s3://b/k"), "spec.output", "exactly one of volume, uri or path must be set"),
     ("sampler with two endpoints", with_(DATASET, "spec.stages", _stage(difficulty={**_difficulty(), "sampler": {"model": "m", "evalRun": "e", "endpoint": {"url": "http://x/v1"}}})),
      "spec.stages[0].difficulty.sampler", "set at most one of endpoint, endpoints or evalRun"),
+    ("mapping with solution and its parts", with_(DATASET, "spec.sources.0.fields", {"solution": "a", "solutionParts": ["b", "c"]}),
+     "spec.sources[0].fields", "set at most one of solution and solutionParts"),
     ("lora block with full", with_(FINETUNE, "spec.lora", {"rank": 8}), "spec", "lora is only allowed with method: lora"),
     ("dataset twice", with_(FINETUNE, "spec.dataset", {"path": "/d"}), "spec", "set exactly one of datasetRef or dataset"),
     ("eval of a named model without output", with_(EVAL, "spec.model", {"name": "Qwen/Qwen2.5-7B"}), "spec",
