@@ -21,8 +21,8 @@ from typing import Any, Callable, Iterator, Optional
 
 import yaml
 
-from . import contract as k
-from .api import common as c
+from . import contract
+from .api import common as reasons
 from .api.v1alpha1 import EvalRun, FineTuneJob, Resource
 from .errors import Stopped, WorkloadError
 from .progress import Reporter
@@ -31,7 +31,7 @@ log = logging.getLogger("reasonops.run")
 ORDER = {"ReasoningDataset": 0, "FineTuneJob": 1, "EvalRun": 2}
 
 
-def _workload(kind: str) -> Callable[[k.WorkloadDocument, Reporter], dict[str, Any]]:
+def _workload(kind: str) -> Callable[[contract.WorkloadDocument, Reporter], dict[str, Any]]:
     """The workload entry of a kind, imported only when needed (each needs its own heavy extras)."""
     if kind == "ReasoningDataset":
         from . import curate
@@ -48,9 +48,9 @@ def _workload(kind: str) -> Callable[[k.WorkloadDocument, Reporter], dict[str, A
 
 def parse_resource(doc: dict[str, Any]) -> Resource:
     try:
-        return k.parse_resource(doc)
-    except k.InvalidDocument as exc:
-        raise WorkloadError(c.REASON_INVALID_SPEC, str(exc)) from None
+        return contract.parse_resource(doc)
+    except contract.InvalidDocument as exc:
+        raise WorkloadError(reasons.REASON_INVALID_SPEC, str(exc)) from None
 
 
 def _one_line(exc: Exception) -> str:
@@ -64,7 +64,7 @@ def load_file(path: str | Path) -> list[Resource]:
     try:
         docs = [d for d in yaml.safe_load_all(Path(path).read_text()) if d]
     except (OSError, yaml.YAMLError) as exc:
-        raise WorkloadError(c.REASON_INVALID_SPEC, f"cannot read {path}: {_one_line(exc)}") from None
+        raise WorkloadError(reasons.REASON_INVALID_SPEC, f"cannot read {path}: {_one_line(exc)}") from None
     resources = [parse_resource(d) for d in docs]
     # An EvalRun of another EvalRun's selected checkpoint runs after the evaluations.
     return sorted(resources, key=lambda r: (ORDER[r.kind], isinstance(r, EvalRun) and r.spec.model.evalRun is not None))
@@ -80,19 +80,19 @@ def run_in_pod(resource_file: str) -> int:
     fails writes why to its container's termination message.
     """
     reporter = Reporter.from_env()
-    reporting = k.is_reporting_process(os.environ)
+    reporting = contract.is_reporting_process(os.environ)
     try:
         try:
-            doc = k.read_document(Path(resource_file).read_text())
-        except (OSError, k.InvalidDocument) as exc:
-            raise WorkloadError(c.REASON_INVALID_SPEC, str(exc)) from None
+            doc = contract.read_document(Path(resource_file).read_text())
+        except (OSError, contract.InvalidDocument) as exc:
+            raise WorkloadError(reasons.REASON_INVALID_SPEC, str(exc)) from None
         if doc.kind == "FineTuneJob" and _launches_group(doc):
             return _launch_group(doc, resource_file, reporter, reporting)
         result = _workload(doc.kind)(doc, reporter)
     except Stopped as exc:  # SIGTERM after the current step's checkpoint: the group restarts from it
         log.warning("%s", exc)
         _tell_launcher(exc)
-        return k.STOPPED_EXIT_CODE
+        return contract.STOPPED_EXIT_CODE
     except WorkloadError as exc:
         log.error("%s", exc)
         _tell_launcher(exc)
@@ -101,7 +101,7 @@ def run_in_pod(resource_file: str) -> int:
     except Exception as exc:  # an unexpected crash still says why in the termination message
         log.exception("workload crashed")
         _tell_launcher(exc)
-        error = {"reason": c.REASON_WORKLOAD_CRASHED, "message": f"{type(exc).__name__}: {exc}"[:2000]}
+        error = {"reason": reasons.REASON_WORKLOAD_CRASHED, "message": f"{type(exc).__name__}: {exc}"[:2000]}
         reporter.finish({"error": error}, publish=reporting)
         return 2
     if reporting:
@@ -109,13 +109,13 @@ def run_in_pod(resource_file: str) -> int:
     return 0
 
 
-def _launches_group(doc: k.WorkloadDocument) -> bool:
+def _launches_group(doc: contract.WorkloadDocument) -> bool:
     from . import train
 
     return train.should_launch(doc, os.environ)
 
 
-def _launch_group(doc: k.WorkloadDocument, resource_file: str, reporter: Reporter, reporting: bool) -> int:
+def _launch_group(doc: contract.WorkloadDocument, resource_file: str, reporter: Reporter, reporting: bool) -> int:
     """A pod of a job of several processes: torchrun's workers re-enter `reasonops workload` and report; this
     launcher only says whether they all finished (train.run_group). A finished run is not launched again: a
     pod replaced after the last write, or the peer of one, would otherwise wait at the rendezvous for indexes
@@ -137,7 +137,7 @@ def _launch_group(doc: k.WorkloadDocument, resource_file: str, reporter: Reporte
     except WorkloadError as exc:  # torchrun ended 0 without its workers finishing: the group lost a peer
         log.error("%s", exc)
         reporter.finish({"error": exc.to_dict()}, message=exc.message, publish=reporting)
-        return k.PEER_LOST_EXIT_CODE
+        return contract.PEER_LOST_EXIT_CODE
 
 
 def _tell_launcher(exc: BaseException) -> None:
@@ -178,23 +178,23 @@ def observed_state(kind: str, state: dict[str, Any], volume_root: str) -> dict[s
     its reconcile writes (locations canonical, as `contract.canonical` maps them back from `volume_root`), so
     that `contract.resolve` resolves a reference alike in a cluster and on a laptop."""
     result = state.get("result") or {}
-    revision, location = state["revision"], k.canonical(state["location"], volume_root)
+    revision, location = state["revision"], contract.canonical(state["location"], volume_root)
     spec = state.get("spec") or {"baseModel": {"name": state.get("baseModel")}}
     status: dict[str, Any] = {"phase": "Succeeded", "revision": revision}
     if kind == "ReasoningDataset":
         status.update(output={"revision": revision, "location": location},
                       history=[{"revision": revision, "phase": "Succeeded", "location": location}])
     elif kind == "FineTuneJob":
-        output = k.canonical(state.get("output") or "", volume_root)
+        output = contract.canonical(state.get("output") or "", volume_root)
         status.update(modelLocation=location, modelRevision=revision, contextLength=result.get("contextLength"),
-                      checkpoints=k.exported_checkpoints(output, result.get("checkpoints")))
+                      checkpoints=contract.exported_checkpoints(output, result.get("checkpoints")))
     elif result.get("selectedCheckpoint"):
         selected = result["selectedCheckpoint"]
-        status.update(selectedCheckpoint={**selected, "location": k.canonical(selected["location"], volume_root)})
+        status.update(selectedCheckpoint={**selected, "location": contract.canonical(selected["location"], volume_root)})
     return {"spec": spec, "status": status}
 
 
-def local_document(res: Resource, output_root: Path) -> k.WorkloadDocument:
+def local_document(res: Resource, output_root: Path) -> contract.WorkloadDocument:
     """The document the operator would hand to the pod, with references resolved to earlier local runs by
     the operator's own resolution (`contract.resolve`)."""
     res.metadata.setdefault("namespace", "local")
@@ -203,16 +203,16 @@ def local_document(res: Resource, output_root: Path) -> k.WorkloadDocument:
         state = _read_state(output_root, kind, name)
         return observed_state(kind, state, local_volume_root(output_root)) if state is not None else None
 
-    resolution = k.resolve(res, res.spec.to_wire(), lookup, place=lambda location: _local_location(location, output_root))
+    resolution = contract.resolve(res, res.spec.to_wire(), lookup, place=lambda location: _local_location(location, output_root))
     if resolution.waiting is not None:
         reason, message = resolution.waiting
         raise WorkloadError(reason, f"{message} under {output_root}: put it in the same file or run it first")
     assert resolution.output is not None  # decided once the inputs are
-    return k.build_document(res, revision=resolution.revision, output=resolution.output, context=resolution.context,
+    return contract.build_document(res, revision=resolution.revision, output=resolution.output, context=resolution.context,
                             volume_root=local_volume_root(output_root))
 
 
-def record_local_run(output_root: Path, res: Resource, doc: k.WorkloadDocument, result: dict[str, Any]) -> dict[str, Any]:
+def record_local_run(output_root: Path, res: Resource, doc: contract.WorkloadDocument, result: dict[str, Any]) -> dict[str, Any]:
     """Keep what a finished local run produced, for the runs that reference it (`observed_state`)."""
     location = (result.get("selectedCheckpoint") or {}).get("location") or result.get("location") or result.get("modelLocation") or doc.output
     state = {"revision": doc.revision, "location": location, "output": doc.output, "result": result, "spec": res.spec.to_wire()}
@@ -227,7 +227,7 @@ def record_local_run(output_root: Path, res: Resource, doc: k.WorkloadDocument, 
 
 
 @contextlib.contextmanager
-def _local_server(doc: k.WorkloadDocument) -> Iterator[None]:
+def _local_server(doc: contract.WorkloadDocument) -> Iterator[None]:
     """An EvalRun with a model directory and no endpoint gets a local OpenAI-compatible server."""
     ctx = doc.context
     if doc.kind != "EvalRun" or ctx.endpoint or doc.spec.backend == "offline":
@@ -237,9 +237,9 @@ def _local_server(doc: k.WorkloadDocument) -> Iterator[None]:
 
     res = doc.resource()
     assert isinstance(res, EvalRun)
-    if not k.serving_enabled(res.spec):
-        raise WorkloadError(c.REASON_ENDPOINT_UNREACHABLE, "serving is disabled and spec.model sets no endpoint")
-    name = k.served_model_name(res)
+    if not contract.serving_enabled(res.spec):
+        raise WorkloadError(reasons.REASON_ENDPOINT_UNREACHABLE, "serving is disabled and spec.model sets no endpoint")
+    name = contract.served_model_name(res)
     print(f"[reasonops] serving {ctx.modelLocation} with the local OpenAI-compatible server (vLLM serves it in a cluster)", flush=True)
     process, url = start_server(ctx.modelLocation, served_model_name=name)
     ctx.endpoint, ctx.servedModelName = url, name
@@ -251,7 +251,7 @@ def _local_server(doc: k.WorkloadDocument) -> Iterator[None]:
             process.wait(timeout=20)
 
 
-def _evaluate_checkpoints(res: Resource, doc: k.WorkloadDocument, reporter: Reporter) -> dict[str, Any]:
+def _evaluate_checkpoints(res: Resource, doc: contract.WorkloadDocument, reporter: Reporter) -> dict[str, Any]:
     """model.checkpoints on a laptop: each checkpoint in turn, as the Job's pod of its index would, then the
     selection and the gates on the selected checkpoint (the operator's status.checkpoints, selectedCheckpoint)."""
     from . import evaluate
@@ -279,9 +279,9 @@ def run_local(path: str | Path, output_root: str | Path, only: Optional[str] = N
     """Run every resource of a YAML file locally; returns one summary per resource."""
     root = Path(output_root).resolve()
     if root.exists() and not root.is_dir():
-        raise WorkloadError(c.REASON_INVALID_SPEC, f"--output {output_root} is a file, not a directory")
+        raise WorkloadError(reasons.REASON_INVALID_SPEC, f"--output {output_root} is a file, not a directory")
     root.mkdir(parents=True, exist_ok=True)
-    os.environ[k.Env.VOLUME_ROOT] = local_volume_root(root)  # pvc:// locations in specs, as build_document maps them
+    os.environ[contract.Env.VOLUME_ROOT] = local_volume_root(root)  # pvc:// locations in specs, as build_document maps them
     summaries = []
     for res in load_file(path):
         name = res.metadata["name"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from ..api.v1alpha1 import LIMO_SYSTEM_PROMPT, BenchmarkSpec
-from ..benchmark_types import MAX_TOKENS, BenchmarkDef, BenchmarkItem, Sampling
+from ..benchmark_types import BenchmarkDef, BenchmarkItem, Sampling
 from ..grading import BOXED, LAST_NUMBER, STRICT
 
 log = logging.getLogger("reasonops.evaluate")
