@@ -389,7 +389,8 @@ def resolve_defaults(model: M) -> M:
 
 # Lists whose items are named sub-objects: in the CRD, maps keyed by name (merged by name under
 # server-side apply), so the API server refuses a name twice; pydantic does the same, in its words.
-NAMED_LISTS = ("sources", "stages", "perturbations", "teachers", "benchmarks", "components")
+NAMED_LISTS = ("sources", "stages", "perturbations", "teachers", "benchmarks", "components", "env", "volumes",
+               "extendedResources")
 
 
 def _check_unique_names(model: "Model", field: str) -> None:
@@ -577,8 +578,180 @@ class NodeSelectorEntry(Model):
     value: LabelValue = Field(description="Node label value.")
 
 
+# --- pod settings: what the operator adds to a pod is reserved, the rest is the user's ---------------
+
+# Environment variables the operator sets on workload pods (contract.Env and the rendezvous of torchrun):
+# a user's value would break the contract between the operator and the workload. HOME, HF_HOME and
+# PYTHONUNBUFFERED are set too, but only as defaults that a user's env replaces (e.g. HF_HOME on a cache claim).
+RESERVED_ENV_PREFIXES = ("REASONOPS_", "PET_")
+RESERVED_ENV_NAMES = ("HF_TOKEN", "MASTER_ADDR", "MASTER_PORT", "NNODES", "NPROC_PER_NODE", "NODE_RANK", "WORLD_SIZE",
+                      "VLLM_NO_USAGE_STATS")
+# The operator's own volumes of a workload pod and where they are mounted (contract: RESOURCE_FILE's directory
+# and VOLUME_ROOT, under which pvc://CLAIM is mounted as volume pvc-CLAIM).
+RESERVED_VOLUME_NAMES = ("tmp", "shm", "resource")
+RESERVED_VOLUME_PREFIX = "pvc-"
+RESERVED_MOUNT_PATHS = ("/tmp", "/dev/shm", "/etc/reasonops", "/mnt/pvc")
+
+
+def _cel_list(values: tuple[str, ...]) -> str:
+    return "[" + ", ".join(f"'{v}'" for v in values) + "]"
+
+
+def _env_name_free(name: str) -> bool:
+    return name not in RESERVED_ENV_NAMES and not name.startswith(RESERVED_ENV_PREFIXES)
+
+
+def _mount_path_free(path: str) -> bool:
+    """Neither one of the operator's mount paths, nor inside one, nor a directory that holds one."""
+    return not any(path == p or path.startswith(p + "/") or p.startswith(path + "/") for p in RESERVED_MOUNT_PATHS)
+
+
+_ENV_PREFIXES_CEL = " || ".join(f"self.startsWith('{p}')" for p in RESERVED_ENV_PREFIXES)
+EnvName = Annotated[
+    str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"),
+    Rule(f"!(self in {_cel_list(RESERVED_ENV_NAMES)} || {_ENV_PREFIXES_CEL})",
+         "is set by the operator: names starting with " + " or ".join(RESERVED_ENV_PREFIXES) + " and "
+         + ", ".join(RESERVED_ENV_NAMES) + " are reserved (HF_TOKEN comes from spec.hubTokenSecretRef)",
+         _env_name_free),
+]
+VolumeName = Annotated[
+    Name,
+    Rule(f"!(self in {_cel_list(RESERVED_VOLUME_NAMES)} || self.startsWith('{RESERVED_VOLUME_PREFIX}'))",
+         "is the name of one of the operator's volumes: " + ", ".join(RESERVED_VOLUME_NAMES)
+         + f" and names starting with {RESERVED_VOLUME_PREFIX} are reserved",
+         lambda name: name not in RESERVED_VOLUME_NAMES and not name.startswith(RESERVED_VOLUME_PREFIX)),
+]
+_MOUNT_CEL = " && ".join(f"!(self == '{p}' || self.startsWith('{p}/') || '{p}'.startsWith(self + '/'))"
+                         for p in RESERVED_MOUNT_PATHS)
+MountPath = Annotated[
+    str, Field(min_length=2, max_length=1024, pattern=r"^/[^:]*[^/:]$"),
+    Rule(r"!self.matches('(^|/)[.][.](/|$)')", "must not contain '..'", lambda p: re.search(r"(^|/)\.\.(/|$)", p) is None),
+    Rule(_MOUNT_CEL, "must not be, be inside or hold one of the operator's mounts: " + ", ".join(RESERVED_MOUNT_PATHS),
+         _mount_path_free),
+]
+Quantity = Annotated[str, Field(max_length=32, pattern=r"^[0-9]+(\.[0-9]+)?([KMGTPE]i?|m)?$")]
+
+
+class ConfigMapKeyRef(Model):
+    """A key of a ConfigMap in the resource's namespace."""
+
+    name: Name = Field(description="Name of the ConfigMap.")
+    key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")] = Field(
+        description="Key inside the ConfigMap whose value is used."
+    )
+
+
+class EnvSource(Model):
+    """Where an environment variable's value comes from: a key of a Secret or of a ConfigMap."""
+
+    rules = (exactly_one("secretKeyRef", "configMapKeyRef", message="exactly one of secretKeyRef or configMapKeyRef must be set"),)
+
+    secretKeyRef: Optional[SecretKeyRef] = Field(default=None, description="A key of a Secret (the value is never copied).")
+    configMapKeyRef: Optional[ConfigMapKeyRef] = Field(default=None, description="A key of a ConfigMap.")
+
+
+class EnvVar(Model):
+    """An environment variable of the workload container: a value, or a reference to a Secret or ConfigMap key."""
+
+    rules = (exactly_one("value", "valueFrom", message="exactly one of value or valueFrom must be set"),)
+
+    name: EnvName = Field(description="Variable name; the operator's own (REASONOPS_*, PET_*, the torchrun rendezvous, HF_TOKEN) are reserved.")
+    value: Optional[Annotated[str, Field(max_length=32768)]] = Field(default=None, description="The value.")
+    valueFrom: Optional[EnvSource] = Field(default=None, description="The value from a Secret or ConfigMap key.")
+
+
+class EmptyDirVolume(Model):
+    """A scratch directory that lives as long as the pod."""
+
+    medium: Optional[Literal["Memory"]] = Field(default=None, description="Memory for a tmpfs (counts against the pod's memory); unset: the node's disk.")
+    sizeLimit: Optional[Quantity] = Field(default=None, description="Most the directory may hold, e.g. \"10Gi\".")
+
+
+class ClaimVolume(Model):
+    """A PersistentVolumeClaim in the resource's namespace."""
+
+    claimName: Name = Field(description="Name of the PersistentVolumeClaim.")
+    readOnly: Optional[bool] = Field(default=None, description="Mount the claim read-only.")
+
+
+class SecretVolume(Model):
+    """The keys of a Secret as files."""
+
+    secretName: Name = Field(description="Name of the Secret.")
+
+
+class ConfigMapVolume(Model):
+    """The keys of a ConfigMap as files."""
+
+    name: Name = Field(description="Name of the ConfigMap.")
+
+
+class Volume(Model):
+    """An extra volume of the workload pods: exactly one of emptyDir, persistentVolumeClaim, secret or configMap."""
+
+    rules = (exactly_one("emptyDir", "persistentVolumeClaim", "secret", "configMap",
+                         message="exactly one of emptyDir, persistentVolumeClaim, secret or configMap must be set"),)
+
+    name: VolumeName = Field(description="Volume name, referenced by volumeMounts; tmp, shm, resource and pvc-* are the operator's.")
+    emptyDir: Optional[EmptyDirVolume] = Field(default=None, description="A scratch directory.")
+    persistentVolumeClaim: Optional[ClaimVolume] = Field(default=None, description="A volume claim.")
+    secret: Optional[SecretVolume] = Field(default=None, description="A Secret's keys as files.")
+    configMap: Optional[ConfigMapVolume] = Field(default=None, description="A ConfigMap's keys as files.")
+
+
+class VolumeMount(Model):
+    """Where an extra volume appears in the workload container."""
+
+    name: VolumeName = Field(description="Name of a volume of spec.resources.volumes.")
+    mountPath: MountPath = Field(
+        description="Absolute path in the container; not over the operator's mounts (" + ", ".join(RESERVED_MOUNT_PATHS) + ")."
+    )
+    subPath: Optional[Annotated[str, Field(max_length=1024, pattern=r"^[^/]")]] = Field(
+        default=None, description="A path inside the volume to mount instead of its root (relative)."
+    )
+    readOnly: Optional[bool] = Field(default=None, description="Mount read-only.")
+
+
+class ExtendedResource(Model):
+    """A device plugin's resource requested (and limited) per pod, e.g. rdma/hca: 1."""
+
+    rules = (Rule("!(self.name in ['cpu', 'memory', 'nvidia.com/gpu', 'ephemeral-storage'])",
+                  "cpu, memory and GPUs are set by cpu, memory and gpus; ephemeral-storage is not an extended resource",
+                  lambda r: r.name not in ("cpu", "memory", "nvidia.com/gpu", "ephemeral-storage"), field=".name"),)
+
+    name: LabelKey = Field(description="Resource name, e.g. rdma/hca or example.com/fpga.")
+    quantity: int = Field(ge=1, le=1024, description="How many per pod (request and limit).")
+
+
+class LabelSelector(Model):
+    """Pods with all of these labels."""
+
+    matchLabels: Labels = Field(description="Labels the pods counted must all have.")
+
+
+class TopologySpreadConstraint(Model):
+    """Shaped like a core/v1 TopologySpreadConstraint: how evenly the pods spread over a topology domain."""
+
+    maxSkew: int = Field(ge=1, le=1024, description="Most the pod counts of two domains may differ by.")
+    topologyKey: LabelKey = Field(description="Node label whose values are the domains, e.g. topology.kubernetes.io/zone.")
+    whenUnsatisfiable: Literal["DoNotSchedule", "ScheduleAnyway"] = Field(description="DoNotSchedule or ScheduleAnyway.")
+    labelSelector: Optional[LabelSelector] = Field(
+        default=None, description="Pods counted (default: the pods of this workload: its reasonops.io component and resource labels)."
+    )
+    minDomains: Optional[int] = Field(default=None, ge=1, le=1024, description="Domains counted at least (DoNotSchedule only).")
+
+
 class Resources(Model):
-    """Compute for the workload pods."""
+    """Compute and pod settings of the workload pods."""
+
+    rules = (
+        Rule("!has(self.volumeMounts) || self.volumeMounts.all(m, has(self.volumes) && self.volumes.exists(v, v.name == m.name))",
+             "every volume mount must name a volume of volumes",
+             lambda r: all(any(v.name == m.name for v in r.volumes or []) for m in r.volumeMounts or []), field=".volumeMounts"),
+        Rule("!has(self.volumeMounts) || self.volumeMounts.all(m, self.volumeMounts.exists_one(n, n.mountPath == m.mountPath))",
+             "two volume mounts have the same mountPath",
+             lambda r: len({m.mountPath for m in r.volumeMounts or []}) == len(r.volumeMounts or []), field=".volumeMounts"),
+    )
 
     gpus: Optional[int] = Field(default=None, ge=0, le=16, description="GPUs per pod (nvidia.com/gpu).")
     cpu: Optional[Annotated[str, Field(max_length=16, pattern=r"^[0-9]+(\.[0-9]+)?m?$")]] = Field(
@@ -588,21 +761,63 @@ class Resources(Model):
         default=None, description="Memory request and limit per pod, e.g. \"64Gi\"."
     )
     sharedMemory: Optional[Annotated[str, Field(max_length=16, pattern=r"^[0-9]+([KMGT]i?)?$")]] = Field(
-        default=None, description="Size of the /dev/shm memory volume (NCCL and data loaders need a large one)."
+        default=None, description="Size limit of /dev/shm, a memory-backed emptyDir that counts against the pod's memory"
+                                  " (NCCL and data loaders need a large one); unset: no limit but the pod's memory."
+    )
+    extendedResources: Optional[list[ExtendedResource]] = Field(
+        default=None, max_length=16, description="Device plugins' resources per pod, e.g. RDMA devices (rdma/hca: 1)."
     )
     nodeSelector: Optional[list[NodeSelectorEntry]] = Field(
         default=None, max_length=16, description="Node labels the pods must match."
     )
     tolerations: Optional[list[Toleration]] = Field(default=None, max_length=16, description="Taints the pods tolerate.")
+    affinity: Optional[dict[str, Any]] = Field(
+        default=None, description="A core/v1 Affinity (nodeAffinity, podAffinity, podAntiAffinity), given to the pods as"
+                                  " written; the API server checks it when the operator creates them."
+    )
+    topologySpreadConstraints: Optional[list[TopologySpreadConstraint]] = Field(
+        default=None, max_length=8, description="How the pods spread over zones, racks or nodes."
+    )
     image: Optional[Annotated[str, Field(min_length=1, max_length=512)]] = Field(
         default=None, description="Overrides the workload image configured in the operator."
     )
+    imagePullSecrets: Optional[list[Name]] = Field(
+        default=None, max_length=8, description="Names of Secrets (kubernetes.io/dockerconfigjson) to pull the image with."
+    )
     priorityClassName: Optional[Name] = Field(default=None, description="PriorityClass of the pods.")
+    terminationGracePeriodSeconds: Optional[int] = Field(
+        default=None, ge=0, le=86400,
+        description="Seconds a pod has after SIGTERM (preemption, drain) before it is killed (unset: Kubernetes' 30).",
+    )
+    env: Optional[list[EnvVar]] = Field(default=None, max_length=64, description="Extra environment variables of the workload container.")
+    volumes: Optional[list[Volume]] = Field(default=None, max_length=16, description="Extra volumes of the pods.")
+    volumeMounts: Optional[list[VolumeMount]] = Field(
+        default=None, max_length=16, description="Where the extra volumes appear in the workload container."
+    )
     podAnnotations: Optional[Annotations] = Field(
         default=None, description="Annotations added to the workload pods (e.g. sidecar or scrape settings)."
     )
     podLabels: Optional[Labels] = Field(
         default=None, description="Labels added to the workload pods."
+    )
+
+
+TRAINING_SHARED_MEMORY = "16Gi"
+TRAINING_GRACE_SECONDS = 600
+
+
+class TrainingResources(Resources):
+    """Compute and pod settings of the training pods: the same fields, with defaults for distributed training."""
+
+    sharedMemory: Optional[Annotated[str, Field(max_length=16, pattern=r"^[0-9]+([KMGT]i?)?$")]] = defaulted(
+        TRAINING_SHARED_MEMORY,
+        "Size limit of /dev/shm, a memory-backed emptyDir that counts against the pod's memory: NCCL's shared-memory"
+        " transport between the GPUs of a node and the data loader workers' batches live there.",
+    )
+    terminationGracePeriodSeconds: Optional[int] = defaulted(
+        TRAINING_GRACE_SECONDS,
+        "Seconds a pod has after SIGTERM (preemption, drain) to finish its step and write a checkpoint before it is"
+        " killed; size it by docs/preemption.md.", ge=0, le=86400,
     )
 
 

@@ -29,6 +29,7 @@ from .common import (
     ShortText,
     Temperature,
     TopP,
+    TrainingResources,
     at_most_one,
     decimal_in,
     defaulted,
@@ -340,7 +341,7 @@ class ReasoningDatasetSpec(Model):
         default=None, description="Secret key holding a Hugging Face token (HF_TOKEN in the pods) for gated models and datasets."
     )
     output: Location = Field(description="Where the dataset is written; each revision in its own directory.")
-    resources: Optional[Resources] = Field(default=None, description="Compute for the curation pod.")
+    resources: Optional[Resources] = Field(default=None, description="Compute and pod settings of the curation pods.")
     sandbox: Optional[SandboxSpec] = Field(default=None, description="Execution of code problems' tests.")
     shards: Optional[int] = defaulted(
         DATASET_SHARDS, "Pods that share the model stages: an Indexed Job; each pod samples its shard of the"
@@ -549,7 +550,7 @@ class FineTuneJobSpec(Model):
     retrainPolicy: Optional[Literal["OnDatasetChange", "Manual"]] = defaulted(
         RETRAIN_POLICY, "Start a new run when the dataset gets a new revision (OnDatasetChange) or only on spec edits."
     )
-    resources: Optional[Resources] = Field(default=None, description="Compute for the training pods.")
+    resources: Optional[TrainingResources] = defaulted({}, "Compute and pod settings of the training pods.")
     backoffLimit: Optional[int] = defaulted(FINETUNE_BACKOFF_LIMIT, "Pod retries (each resumes from the latest checkpoint).", ge=0, le=100)
     activeDeadlineSeconds: Optional[int] = Field(default=None, ge=1, description="Deadline of the training Job.")
     suspend: Optional[bool] = defaulted(False, "Do not start (or stop) training.")
@@ -665,7 +666,7 @@ class ServingSpec(Model):
     maxModelLen: Optional[int] = Field(default=None, ge=256, le=1048576, description="Maximum context length.")
     dtype: Optional[Literal["auto", "bfloat16", "float16", "float32"]] = defaulted(SERVING_DTYPE, "Weights dtype.")
     keepAfterEval: Optional[bool] = defaulted(True, "Keep serving after the benchmark finished.")
-    resources: Optional[Resources] = Field(default=None, description="Compute for the server pods.")
+    resources: Optional[Resources] = Field(default=None, description="Compute and pod settings of the server pods (default: spec.resources).")
 
 
 class Gate(Model):

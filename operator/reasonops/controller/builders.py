@@ -119,6 +119,8 @@ def _resource_limits(resources: Optional[Resources], gpus: int) -> dict[str, Any
         limits["cpu"] = resources.cpu
     if resources and resources.memory:
         limits["memory"] = resources.memory
+    for extended in (resources.extendedResources or []) if resources else []:
+        limits[extended.name] = str(extended.quantity)
     return {"requests": dict(limits), "limits": dict(limits)} if limits else {}
 
 
@@ -152,9 +154,12 @@ def build_pod_spec(
     ports: Optional[list[dict[str, Any]]] = None,
     probes: Optional[dict[str, Any]] = None,
     subdomain: Optional[str] = None,
+    selector: Optional[dict[str, str]] = None,
 ) -> dict[str, Any]:
     """A non-root, read-only-root pod with the resource's document, the claims of `locations` mounted
-    under the contract's volume root, credentials from `env_from_secrets`, and its GPU requests."""
+    under the contract's volume root, credentials from `env_from_secrets`, its GPU requests and the pod
+    settings of `resources` (`selector`: the labels of the workload's pods, which topology spread counts
+    unless a constraint names its own)."""
     volumes: list[dict[str, Any]] = [
         {"name": "tmp", "emptyDir": {}},
         {"name": "shm", "emptyDir": {"medium": "Memory", **({"sizeLimit": resources.sharedMemory} if resources and resources.sharedMemory else {})}},
@@ -166,17 +171,15 @@ def build_pod_spec(
     for claim in claims_of(locations):
         volumes.append({"name": f"pvc-{claim}"[:63], "persistentVolumeClaim": {"claimName": claim}})
         mounts.append({"name": f"pvc-{claim}"[:63], "mountPath": posixpath.join(VOLUME_ROOT, claim)})
+    if resources:
+        volumes += [volume.to_wire() for volume in resources.volumes or []]
+        mounts += [mount.to_wire() for mount in resources.volumeMounts or []]
     container: dict[str, Any] = {
         "name": "main",
         "image": (resources.image if resources and resources.image else image),
         "imagePullPolicy": settings.image_pull_policy,
         "command": command,
-        "env": [
-            {"name": "HOME", "value": "/tmp"},
-            {"name": "HF_HOME", "value": "/tmp/huggingface"},
-            {"name": "PYTHONUNBUFFERED", "value": "1"},
-            *env,
-        ],
+        "env": _container_env(env, resources),
         "volumeMounts": mounts,
         "resources": _resource_limits(resources, gpus),
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -217,11 +220,43 @@ def build_pod_spec(
         pod["tolerations"] = [t.to_wire() for t in resources.tolerations]
     elif gpus and settings.gpu_tolerations:
         pod["tolerations"] = list(settings.gpu_tolerations)
-    if resources and resources.priorityClassName:
-        pod["priorityClassName"] = resources.priorityClassName
+    if resources:
+        pod.update(_scheduling(resources, selector or {}))
     if subdomain:
         pod["subdomain"] = subdomain
     return pod
+
+
+# Set on every workload container unless the user's env (spec.resources.env) sets them.
+BASE_ENV = {"HOME": "/tmp", "HF_HOME": "/tmp/huggingface", "PYTHONUNBUFFERED": "1"}
+
+
+def _container_env(env: list[dict[str, Any]], resources: Optional[Resources]) -> list[dict[str, Any]]:
+    """The operator's env, then the user's (spec.resources.env), which may replace a BASE_ENV default but no
+    variable of the operator's own (the API reserves those)."""
+    user = [variable.to_wire() for variable in (resources.env or [])] if resources else []
+    named = {variable["name"] for variable in user}
+    base = [{"name": name, "value": value} for name, value in BASE_ENV.items() if name not in named]
+    return [*base, *env, *user]
+
+
+def _scheduling(resources: Resources, selector: dict[str, str]) -> dict[str, Any]:
+    """The pod-level settings of spec.resources: priority, pull secrets, affinity, topology spread, grace period."""
+    settings: dict[str, Any] = {}
+    if resources.priorityClassName:
+        settings["priorityClassName"] = resources.priorityClassName
+    if resources.imagePullSecrets:
+        settings["imagePullSecrets"] = [{"name": name} for name in resources.imagePullSecrets]
+    if resources.affinity:
+        settings["affinity"] = resources.affinity
+    if resources.topologySpreadConstraints:
+        settings["topologySpreadConstraints"] = [
+            {"labelSelector": {"matchLabels": dict(selector)}, **constraint.to_wire()}
+            for constraint in resources.topologySpreadConstraints
+        ]
+    if resources.terminationGracePeriodSeconds is not None:
+        settings["terminationGracePeriodSeconds"] = resources.terminationGracePeriodSeconds
+    return settings
 
 
 def _identity_env(document: WorkloadDocument) -> list[dict[str, Any]]:
@@ -330,7 +365,7 @@ def build_dataset_children(
         image=settings.curate_image, command=WORKLOAD_COMMAND,
         env=_identity_env(document) + shard_env + sampler_secrets(ds.spec) + hub_token_env(ds.spec.hubTokenSecretRef),
         resources=resources, gpus=gpus, locations=[document.outputLocation, *dataset_input_locations(ds)],
-        configmap=name,
+        configmap=name, selector=labels,
         env_from_secrets=[ds.spec.output.credentialsSecretRef, *(s.credentialsSecretRef for s in sources)],
     )
     job = build_job(
@@ -389,7 +424,7 @@ def build_finetune_children(
             {"name": "rendezvous", "containerPort": settings.rendezvous_port},
             {"name": "metrics", "containerPort": settings.workload_metrics_port},
         ],
-        subdomain=name,
+        subdomain=name, selector=labels,
     )
     job = build_job(
         body, settings, name=name, labels=labels, pod_spec=pod, resources=ft.spec.resources, suspend=suspend,
@@ -461,16 +496,16 @@ def build_eval_server(
                           "periodSeconds": 30, "failureThreshold": 4},
     }
     resources = serving.resources or ev.spec.resources
+    selector = component_selector("EvalRun", ev.metadata["name"], COMPONENT_SERVER)
     pod = build_pod_spec(
         body, settings,
         image=image, command=args,
         env=[{"name": Env.MODEL_REVISION, "value": model_revision}, *env, *hub_token_env(ev.spec.hubTokenSecretRef)],
         resources=resources, gpus=gpus, locations=[model_location], restart_policy="Always", env_from_secrets=input_secrets,
-        ports=[{"name": "http", "containerPort": settings.server_port}], probes=probes,
+        ports=[{"name": "http", "containerPort": settings.server_port}], probes=probes, selector=selector,
     )
     container = pod["containers"][0]
     container["resources"] = {**container["resources"], "requests": {**requests, **container["resources"].get("requests", {})}}
-    selector = component_selector("EvalRun", ev.metadata["name"], COMPONENT_SERVER)
     replicas = serving.replicas
     revision_label = model_revision if _label_value_ok(model_revision) else hashlib.sha256(model_revision.encode()).hexdigest()[:16]
     annotations = {ANNOTATION_MODEL_REVISION: model_revision, ANNOTATION_ENGINE: serving.engine}
@@ -539,7 +574,7 @@ def build_eval_children(
     pod = build_pod_spec(
         body, settings,
         image=settings.eval_image, command=WORKLOAD_COMMAND, env=env, resources=ev.spec.resources,
-        gpus=eval_job_gpus(ev.spec), locations=locations, configmap=name,
+        gpus=eval_job_gpus(ev.spec), locations=locations, configmap=name, selector=labels,
         env_from_secrets=[ev.spec.output.credentialsSecretRef if ev.spec.output else None,
                           *(input_secrets if offline else ())],
     )
