@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import posixpath
 from pathlib import Path
 
+import pydantic
+import pytest
 import yaml
 
 from reasonops import contract
+from reasonops.api.common import TRAINING_GRACE_SECONDS, TRAINING_SHARED_MEMORY, Resources
 from reasonops.api.v1alpha1 import EvalRun, FineTuneJob, ReasoningDataset
 from reasonops.controller import builders
 from reasonops.controller.settings import Settings
@@ -209,3 +213,99 @@ def test_a_checkpoint_evaluation_is_an_indexed_job_with_one_pod_per_checkpoint()
         limited_job = builders.build_eval_children(body, limited, document, SETTINGS, False, model_location=f"{run}/model")[1]
         assert (limited_job["spec"]["completions"], limited_job["spec"]["parallelism"]) == (3, expected)
     assert builders.eval_parallelism(ev.spec, 0) is None and builders.eval_parallelism(ev.spec, 3) == 3
+
+
+POD_SETTINGS = {
+    "env": [{"name": "WANDB_API_KEY", "valueFrom": {"secretKeyRef": {"name": "wandb", "key": "api-key"}}},
+            {"name": "NCCL_IB_HCA", "valueFrom": {"configMapKeyRef": {"name": "fabric", "key": "hca"}}},
+            {"name": "HF_HOME", "value": "/cache/hf"}],
+    "volumes": [{"name": "cache", "persistentVolumeClaim": {"claimName": "hf-cache"}}],
+    "volumeMounts": [{"name": "cache", "mountPath": "/cache", "readOnly": True}],
+    "imagePullSecrets": ["registry"],
+    "priorityClassName": "research-high",
+    "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+        {"weight": 1, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"a": "b"}}}}]}},
+    "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway"}],
+    "sharedMemory": "32Gi",
+    "extendedResources": [{"name": "rdma/hca", "quantity": 1}],
+    "terminationGracePeriodSeconds": 900,
+}
+
+
+def _all_pods(settings: dict) -> dict[str, tuple[dict, dict]]:
+    """The pod template (metadata, spec) of each kind's workload: curation Job, training Indexed Job, eval Job and
+    the vLLM server Deployment, each built from the examples with `settings` as its spec.resources (and the server's)."""
+    pods = {}
+    body = _load("reasoningdataset.yaml", "ReasoningDataset")
+    body["spec"]["resources"] = dict(settings)
+    ds = contract.with_defaults(ReasoningDataset.model_validate(body))
+    pods["curate"] = builders.build_dataset_children(body, ds, _doc(ds, "r1"), SETTINGS, suspend=False)[1]["spec"]["template"]
+    body = _load("finetunejob.yaml", "FineTuneJob")
+    body["spec"]["resources"] = dict(settings)
+    ft = contract.with_defaults(FineTuneJob.model_validate(body))
+    pods["train"] = builders.build_finetune_children(body, ft, _doc(ft, "r1"), SETTINGS, False)[2]["spec"]["template"]
+    body = _load("evalrun.yaml", "EvalRun")
+    body["spec"]["resources"] = dict(settings)
+    body["spec"]["serving"]["resources"] = dict(settings)
+    ev = contract.with_defaults(EvalRun.model_validate(body))
+    model = "pvc://reasoning-models/runs/limo-32b/r/model"
+    pods["eval"] = builders.build_eval_children(body, ev, _doc(ev, "r1", "/results/r1", modelLocation=model), SETTINGS, False,
+                                                model_location=model)[1]["spec"]["template"]
+    pods["server"] = builders.build_eval_server(body, ev, model, "r", SETTINGS)[0]["spec"]["template"]
+    return pods
+
+
+def test_every_pod_setting_reaches_the_pods_of_each_kind():
+    for component, template in _all_pods(POD_SETTINGS).items():
+        pod, labels = template["spec"], template["metadata"]["labels"]
+        container = pod["containers"][0]
+        env = [e for e in container["env"] if e["name"] in ("WANDB_API_KEY", "NCCL_IB_HCA", "HF_HOME")]
+        assert env == POD_SETTINGS["env"], component  # the user's HF_HOME replaces the operator's default
+        assert {"name": "cache", "persistentVolumeClaim": {"claimName": "hf-cache"}} in pod["volumes"], component
+        assert {"name": "cache", "mountPath": "/cache", "readOnly": True} in container["volumeMounts"], component
+        assert pod["imagePullSecrets"] == [{"name": "registry"}], component
+        assert pod["priorityClassName"] == "research-high", component
+        assert pod["affinity"] == POD_SETTINGS["affinity"], component
+        spread = pod["topologySpreadConstraints"]
+        assert [{k: v for k, v in c.items() if k != "labelSelector"} for c in spread] == POD_SETTINGS["topologySpreadConstraints"]
+        # spread counts this workload's pods: its selector matches the pod's own labels
+        assert spread[0]["labelSelector"]["matchLabels"].items() <= labels.items() and spread[0]["labelSelector"]["matchLabels"], component
+        shm = next(v for v in pod["volumes"] if v["name"] == "shm")
+        assert shm == {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "32Gi"}}, component
+        assert container["resources"]["limits"]["rdma/hca"] == "1" == container["resources"]["requests"]["rdma/hca"], component
+        assert pod["terminationGracePeriodSeconds"] == 900, component
+
+
+def test_pod_setting_defaults_come_from_the_api_training_gets_shm_and_time_to_checkpoint():
+    pods = _all_pods({})
+    train = pods.pop("train")["spec"]
+    assert train["terminationGracePeriodSeconds"] == TRAINING_GRACE_SECONDS
+    assert {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": TRAINING_SHARED_MEMORY}} in train["volumes"]
+    for component, template in pods.items():
+        pod = template["spec"]
+        assert "terminationGracePeriodSeconds" not in pod, component  # Kubernetes' own
+        assert "imagePullSecrets" not in pod and "affinity" not in pod and "topologySpreadConstraints" not in pod, component
+        env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+        assert env["HF_HOME"] == "/tmp/huggingface" and env["HOME"] == "/tmp", component
+
+
+def test_the_api_refuses_every_env_var_volume_and_mount_the_operator_sets_itself():
+    """What the builders put into a pod is reserved in the API: a user's env, volume or mount cannot replace it
+    (but for the BASE_ENV defaults, which a user's env may replace)."""
+    pods = _all_pods({"gpus": 1})
+    for component, template in pods.items():
+        pod = template["spec"]
+        container = pod["containers"][0]
+        for variable in container["env"]:
+            if variable["name"] not in builders.BASE_ENV:
+                with pytest.raises(pydantic.ValidationError, match="is set by the operator"):
+                    Resources.model_validate({"env": [{"name": variable["name"], "value": "x"}]})
+        for volume in pod["volumes"]:
+            with pytest.raises(pydantic.ValidationError, match="operator's volumes"):
+                Resources.model_validate({"volumes": [{"name": volume["name"], "emptyDir": {}}]})
+        for mount in container["volumeMounts"]:
+            parent = posixpath.dirname(mount["mountPath"])
+            for path in (mount["mountPath"], mount["mountPath"] + "/x", *([parent] if parent != "/" else [])):
+                with pytest.raises(pydantic.ValidationError, match="operator's mounts"):
+                    Resources.model_validate({"volumes": [{"name": "v", "emptyDir": {}}],
+                                              "volumeMounts": [{"name": "v", "mountPath": path}]})

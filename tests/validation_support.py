@@ -57,6 +57,9 @@ _TOP_P = "must be a number in (0, 1]"
 _KEYS = "keys must be a Kubernetes qualified name"
 _LABEL_VALUES = "label values must be empty or at most 63"
 _GATE = "every gate must name a benchmark of spec.benchmarks"
+_RESERVED_ENV = "is set by the operator: names starting with REASONOPS_ or PET_"
+_RESERVED_VOLUME = "is the name of one of the operator's volumes"
+_RESERVED_MOUNT = "must not be, be inside or hold one of the operator's mounts"
 _SERVING = "serving.enabled: false needs model.endpoint or backend: offline"
 
 INVALID = [
@@ -201,6 +204,53 @@ INVALID = [
      "spec.resources.nodeSelector[0].key", "must be a Kubernetes qualified name"),
     ("node selector value invalid", with_(DATASET, "spec.resources", {"nodeSelector": [{"key": "gpu", "value": "a/b"}]}),
      "spec.resources.nodeSelector[0].value", "must be empty or at most 63"),
+    # pod settings: what the operator sets on a pod is reserved
+    ("env named like the operator's", with_(FINETUNE, "spec.resources", {"env": [{"name": "REASONOPS_OUTPUT", "value": "/x"}]}),
+     "spec.resources.env[0].name", _RESERVED_ENV),
+    ("env over the rendezvous", with_(FINETUNE, "spec.resources", {"env": [{"name": "MASTER_ADDR", "value": "x"}]}),
+     "spec.resources.env[0].name", _RESERVED_ENV),
+    ("env HF_TOKEN on the server", with_(EVAL, "spec.serving", {"resources": {"env": [{"name": "HF_TOKEN", "value": "x"}]}}),
+     "spec.serving.resources.env[0].name", _RESERVED_ENV),
+    ("env with value and valueFrom", with_(DATASET, "spec.resources", {"env": [
+        {"name": "A", "value": "x", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}),
+     "spec.resources.env[0]", "exactly one of value or valueFrom must be set"),
+    ("env valueFrom with both sources", with_(DATASET, "spec.resources", {"env": [{"name": "A", "valueFrom": {
+        "secretKeyRef": {"name": "s", "key": "k"}, "configMapKeyRef": {"name": "c", "key": "k"}}}]}),
+     "spec.resources.env[0].valueFrom", "exactly one of secretKeyRef or configMapKeyRef must be set"),
+    ("env name twice", with_(EVAL, "spec.resources", {"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}),
+     "spec.resources.env[1]", None),
+    ("volume named like the operator's", with_(FINETUNE, "spec.resources", {"volumes": [{"name": "shm", "emptyDir": {}}]}),
+     "spec.resources.volumes[0].name", _RESERVED_VOLUME),
+    ("volume named like a claim's", with_(DATASET, "spec.resources", {"volumes": [{"name": "pvc-data", "emptyDir": {}}]}),
+     "spec.resources.volumes[0].name", _RESERVED_VOLUME),
+    ("volume with two sources", with_(EVAL, "spec.resources", {"volumes": [
+        {"name": "v", "emptyDir": {}, "secret": {"secretName": "s"}}]}),
+     "spec.resources.volumes[0]", "exactly one of emptyDir, persistentVolumeClaim, secret or configMap must be set"),
+    ("mount of no volume", with_(FINETUNE, "spec.resources", {"volumeMounts": [{"name": "v", "mountPath": "/data"}]}),
+     "spec.resources.volumeMounts", "every volume mount must name a volume of volumes"),
+    ("mount over the document", with_(FINETUNE, "spec.resources", {"volumes": [{"name": "v", "emptyDir": {}}],
+                                                                   "volumeMounts": [{"name": "v", "mountPath": "/etc/reasonops"}]}),
+     "spec.resources.volumeMounts[0].mountPath", _RESERVED_MOUNT),
+    ("mount inside the claims' root", with_(DATASET, "spec.resources", {"volumes": [{"name": "v", "emptyDir": {}}],
+                                                                        "volumeMounts": [{"name": "v", "mountPath": "/mnt/pvc/out"}]}),
+     "spec.resources.volumeMounts[0].mountPath", _RESERVED_MOUNT),
+    ("mount over /dev", with_(EVAL, "spec.resources", {"volumes": [{"name": "v", "emptyDir": {}}],
+                                                       "volumeMounts": [{"name": "v", "mountPath": "/dev"}]}),
+     "spec.resources.volumeMounts[0].mountPath", _RESERVED_MOUNT),
+    ("mount path with ..", with_(EVAL, "spec.resources", {"volumes": [{"name": "v", "emptyDir": {}}],
+                                                          "volumeMounts": [{"name": "v", "mountPath": "/data/../tmp/x"}]}),
+     "spec.resources.volumeMounts[0].mountPath", "must not contain '..'"),
+    ("two mounts at one path", with_(FINETUNE, "spec.resources", {"volumes": [{"name": "v", "emptyDir": {}}, {"name": "w", "emptyDir": {}}],
+                                                                 "volumeMounts": [{"name": "v", "mountPath": "/data"}, {"name": "w", "mountPath": "/data"}]}),
+     "spec.resources.volumeMounts", "two volume mounts have the same mountPath"),
+    ("GPUs as an extended resource", with_(FINETUNE, "spec.resources", {"extendedResources": [{"name": "nvidia.com/gpu", "quantity": 8}]}),
+     "spec.resources.extendedResources[0].name", "cpu, memory and GPUs are set by cpu, memory and gpus"),
+    ("no extended resource", with_(FINETUNE, "spec.resources", {"extendedResources": [{"name": "rdma/hca", "quantity": 0}]}),
+     "spec.resources.extendedResources[0].quantity", None),
+    ("negative grace period", with_(FINETUNE, "spec.resources", {"terminationGracePeriodSeconds": -1}),
+     "spec.resources.terminationGracePeriodSeconds", None),
+    ("pull secret not a name", with_(DATASET, "spec.resources", {"imagePullSecrets": ["Bad_Name"]}),
+     "spec.resources.imagePullSecrets[0]", None),
 ]
 
 VALID = [
@@ -239,6 +289,21 @@ VALID = [
                                                        "parallelism": 2})),
     ("a selected checkpoint", with_(EVAL, "spec", {**EVAL["spec"], "model": {"evalRun": "sel"}, "output": {"path": "/o"}})),
     ("checkpoints exported", with_(FINETUNE, "spec.checkpoints", {"everyEpochs": 1, "keep": 0, "export": True})),
+    ("pod settings", with_(FINETUNE, "spec.resources", {
+        "env": [{"name": "WANDB_API_KEY", "valueFrom": {"secretKeyRef": {"name": "wandb", "key": "api-key"}}},
+                {"name": "NCCL_IB_HCA", "valueFrom": {"configMapKeyRef": {"name": "fabric", "key": "hca"}}},
+                {"name": "HF_HOME", "value": "/cache/hf"}, {"name": "EMPTY", "value": ""}],
+        "volumes": [{"name": "cache", "persistentVolumeClaim": {"claimName": "hf-cache", "readOnly": True}},
+                    {"name": "scratch", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
+                    {"name": "certs", "secret": {"secretName": "ca"}}, {"name": "conf", "configMap": {"name": "c"}}],
+        "volumeMounts": [{"name": "cache", "mountPath": "/cache", "readOnly": True}, {"name": "scratch", "mountPath": "/scratch"},
+                         {"name": "certs", "mountPath": "/etc/ssl/extra"}, {"name": "conf", "mountPath": "/tmpdata", "subPath": "a.yaml"}],
+        "imagePullSecrets": ["registry"], "priorityClassName": "training-high", "sharedMemory": "64Gi",
+        "extendedResources": [{"name": "rdma/hca", "quantity": 1}], "terminationGracePeriodSeconds": 900,
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["h200"]}]}]}}},
+        "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway"}]})),
+    ("grace period zero on the server", with_(EVAL, "spec.serving", {"resources": {"terminationGracePeriodSeconds": 0, "gpus": 1}})),
 ]
 
 
