@@ -42,7 +42,9 @@ def sandbox_env(body: dict[str, Any]) -> list[dict[str, str]]:
 
 def build_sandbox_children(body: dict[str, Any], settings: Settings, spec: Optional[SandboxSpec] = None) -> list[dict[str, Any]]:
     """Deployment, Service and NetworkPolicy of the resource's sandbox (not per revision: they outlive one).
-    `spec.sandbox` is optional in both kinds: unset, every field has the API's default."""
+    `spec.sandbox` is optional in both kinds: unset, every field has the API's default. The pod settings of
+    spec.resources (env, volumes, extended resources, pull secrets, placement) do not apply: the sandbox is the
+    isolation boundary of model-written code, and a user's env or volume would reach into it."""
     kind, name = body["kind"], body["metadata"]["name"]
     spec = resolve_defaults(spec or SandboxSpec())
     labels = labels_for(kind, name, COMPONENT)
