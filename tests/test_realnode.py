@@ -260,6 +260,30 @@ def test_dataset_curates_a_pool_file_on_a_persistent_volume(release: Release):
     assert ds["status"]["output"]["location"] == f"pvc://data/datasets/pool/{ds['status']['revision']}"
 
 
+def test_pod_settings_bring_an_env_var_from_a_secret_and_an_extra_volume_the_workload_reads(release: Release):
+    """spec.resources.env and volumes on a real kubelet: the curation pod reads its pool from a ConfigMap mounted
+    as an extra volume, and gets a variable from a Secret (a missing Secret would stop the container starting)."""
+    c = release.cluster
+    release.apply(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "extra-pool"}, "data": {"pool.jsonl": POOL.read_text()}},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "extra-secret"}, "stringData": {"note": "from-a-secret"}},
+    )
+    doc = dataset(c, "podsettings", sources=[{"name": "pool", "path": "/extra/pool.jsonl"}])
+    doc["spec"]["resources"].update(
+        env=[{"name": "EXTRA_NOTE", "valueFrom": {"secretKeyRef": {"name": "extra-secret", "key": "note"}}}],
+        volumes=[{"name": "extra", "configMap": {"name": "extra-pool"}}],
+        volumeMounts=[{"name": "extra", "mountPath": "/extra", "readOnly": True}],
+    )
+    release.apply(doc)
+    ds = release.wait_condition("reasoningdataset", "podsettings", "Ready", timeout=600)
+    assert ds["status"]["selected"] > 0  # read from the extra volume: no other copy of the pool is in the pod
+    pod = pods_on_real_node(release, "reasonops.io/name=podsettings")[0]
+    container = pod["spec"]["containers"][0]
+    assert {"name": "EXTRA_NOTE", "valueFrom": {"secretKeyRef": {"name": "extra-secret", "key": "note"}}} in container["env"]
+    assert pod["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+    release.delete("reasoningdataset", "podsettings")
+
+
 # --- 3. training: one node, two nodes ----------------------------------------------------------
 
 
