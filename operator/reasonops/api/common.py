@@ -702,7 +702,7 @@ class Volume(Model):
 class VolumeMount(Model):
     """Where an extra volume appears in the workload container."""
 
-    name: VolumeName = Field(description="Name of a volume of spec.resources.volumes.")
+    name: VolumeName = Field(description="Name of one of the volumes beside this list (volumes).")
     mountPath: MountPath = Field(
         description="Absolute path in the container; not over the operator's mounts (" + ", ".join(RESERVED_MOUNT_PATHS) + ")."
     )
