@@ -242,21 +242,21 @@ def _container_env(env: list[dict[str, Any]], resources: Optional[Resources]) ->
 
 def _scheduling(resources: Resources, selector: dict[str, str]) -> dict[str, Any]:
     """The pod-level settings of spec.resources: priority, pull secrets, affinity, topology spread, grace period."""
-    settings: dict[str, Any] = {}
+    pod: dict[str, Any] = {}
     if resources.priorityClassName:
-        settings["priorityClassName"] = resources.priorityClassName
+        pod["priorityClassName"] = resources.priorityClassName
     if resources.imagePullSecrets:
-        settings["imagePullSecrets"] = [{"name": name} for name in resources.imagePullSecrets]
+        pod["imagePullSecrets"] = [{"name": name} for name in resources.imagePullSecrets]
     if resources.affinity:
-        settings["affinity"] = resources.affinity
+        pod["affinity"] = resources.affinity
     if resources.topologySpreadConstraints:
-        settings["topologySpreadConstraints"] = [
+        pod["topologySpreadConstraints"] = [
             {"labelSelector": {"matchLabels": dict(selector)}, **constraint.to_wire()}
             for constraint in resources.topologySpreadConstraints
         ]
     if resources.terminationGracePeriodSeconds is not None:
-        settings["terminationGracePeriodSeconds"] = resources.terminationGracePeriodSeconds
-    return settings
+        pod["terminationGracePeriodSeconds"] = resources.terminationGracePeriodSeconds
+    return pod
 
 
 def _identity_env(document: WorkloadDocument) -> list[dict[str, Any]]:
