@@ -54,11 +54,13 @@ build_tools() {
 }
 
 # Debian packages in one apt-get call (apt holds a lock; two at once would fail): bubblewrap, without which
-# model-written code refuses to run (as in the curate and eval images; REASONOPS_SANDBOX_ISOLATION=unconfined opts out), and with REAL_NODE what
+# model-written code refuses to run (as in the curate and eval images; REASONOPS_SANDBOX_ISOLATION=unconfined opts out),
+# chromium, the headless browser tests/test_report_browser.py opens the HTML report in, and with REAL_NODE what
 # hack/cluster.sh up --real-node (real_node_prereqs) and hack/images.sh would install one by one.
 apt_packages() {
   local wanted=() missing=() p
   command -v bwrap >/dev/null || wanted+=(bubblewrap)
+  command -v chromium >/dev/null || wanted+=(chromium)
   if ((REAL_NODE)); then
     for p in containerd:containerd runc:runc iptables:iptables conntrack:conntrack gcc:gcc gcc:libc6-dev \
       dockerd:docker.io debootstrap:debootstrap; do
@@ -69,7 +71,7 @@ apt_packages() {
   ((${#wanted[@]} + ${#missing[@]})) || return 0
   if [[ $(id -u) != 0 ]] || ! command -v apt-get >/dev/null; then
     ((${#missing[@]} == 0)) || { echo "the real node needs ${missing[*]}: run as root with apt-get"; return 1; }
-    echo "bubblewrap is not installed; the tests that run model-written code fail (it refuses without isolation)"
+    echo "${wanted[*]} not installed (not root with apt-get); $(wanted_fail)"
     return 0
   fi
   local all=("${wanted[@]+"${wanted[@]}"}" "${missing[@]+"${missing[@]}"}")
@@ -79,7 +81,16 @@ apt_packages() {
     return 0
   fi
   ((${#missing[@]} == 0)) || return 1
-  echo "could not install bubblewrap; the tests that run model-written code fail (it refuses without isolation)"
+  echo "could not install ${wanted[*]}; $(wanted_fail)"
+}
+
+# What fails without the wanted packages (they are not needed to start the run).
+wanted_fail() {
+  local failing=()
+  command -v bwrap >/dev/null || failing+=("the tests that run model-written code (it refuses without isolation)")
+  command -v chromium >/dev/null || failing+=("tests/test_report_browser.py (no headless browser)")
+  local IFS=';'
+  echo "these fail: ${failing[*]}"
 }
 
 # The real node's images (Docker, the debootstrap base, the torch wheels, and the images hack/cluster.sh
@@ -124,7 +135,7 @@ trap 'stop_steps; exit 130' INT TERM
 
 run_step venv timed venv make_venv
 run_step tools timed tools build_tools
-if ((REAL_NODE)) || ! command -v bwrap >/dev/null; then
+if ((REAL_NODE)) || ! command -v bwrap >/dev/null || ! command -v chromium >/dev/null; then
   run_step packages packages_then_images  # phases apt and images
 fi
 

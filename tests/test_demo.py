@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from browser_support import assert_every_plot_rendered
 from reasonops.demo import pretraining_texts
 from reasonops.benchmarks import demo_items
 
@@ -53,6 +54,7 @@ def test_demo_fine_tuning_beats_the_base_model(tmp_path: Path):
     report = out / "report.html"
     assert f"no network needed): {report}" in proc.stdout
     html = report.read_text()
+    assert_every_plot_rendered(report, tmp_path / "browser-profile")  # opened in headless Chromium
     assert [s for s in ("run dataset", "run training", "run evaluation") if s in html] == ["run dataset", "run training", "run evaluation"]
     assert html.count('class="plot') == 3 + 3 + 2 * 2 and 'class="plot no-data"' not in html.split("run training")[1].split("run evaluation")[0]
     command = next(line for line in proc.stdout.splitlines() if "reasonops compare" in line).split(": ", 1)[1].split()

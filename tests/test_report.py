@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -19,6 +18,7 @@ from reasonops.report import plots
 from reasonops.report.render import (
     checkpoints_section, dataset_section, discover, evaluation_section, page, training_section, write_report_quietly,
 )
+from report_support import real_outputs
 
 SCRIPT = Path(sys.executable).with_name("reasonops")
 SVG = "{http://www.w3.org/2000/svg}"
@@ -153,37 +153,8 @@ def _reasonops(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_the_workloads_write_reports_and_reasonops_report_renders_them_all(tmp_path: Path) -> None:
-    from reasonops.api.v1alpha1 import ReasoningDatasetSpec
-    from reasonops.curate import CurateConfig, main as curate
-    from reasonops.contract import read_document
-    from reasonops.evaluate import config_from_resource, main as evaluate
-    from reasonops.serve import running_server
-    from reasonops.tinymodel import build_tiny_model
-
-    from train_support import arithmetic_rows, resource_doc, run_training, write_dataset
-
-    root = tmp_path / "out"
-    pool = Path(__file__).resolve().parent / "data" / "curate_pool.jsonl"
-    dataset = root / "datasets" / "pool" / "r1"
-    curate(CurateConfig(spec=ReasoningDatasetSpec.model_validate({
-        "sources": [{"name": "demo", "path": str(pool)}], "output": {"path": "/unused"},
-        "stages": [{"name": "dedupe", "dedupe": {}}, {"name": "top", "select": {"size": 30}}]}), output=str(dataset), progress=False))
-
-    model = build_tiny_model(tmp_path / "base", layers=1, hidden=16, seed=3)
-    data = write_dataset(tmp_path / "data", arithmetic_rows(8))
-    trained = root / "models" / "tiny" / "r1"
-    resource = tmp_path / "train.json"
-    resource.write_text(json.dumps(resource_doc(model, data, trained, hyperparameters={"epochs": 2})))
-    proc = run_training(resource, tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-
-    evaluated = root / "evals" / "tiny" / "r1"
-    with running_server(model, served_model_name="tiny") as url:
-        evaluate(config_from_resource(read_document({
-            "apiVersion": "reasonops.io/v1alpha1", "kind": "EvalRun", "metadata": {"name": "tiny", "namespace": "d", "uid": "u"},
-            "spec": {"model": {"name": "tiny"}, "benchmarks": [{"name": "demo", "maxTokens": 4, "samples": 2, "temperature": "0.7"}],
-                     "output": {"path": str(root / "evals")}},
-            "revision": "r1", "output": str(evaluated), "outputLocation": str(evaluated), "context": {"endpoint": url}})))
+    outputs = real_outputs(tmp_path)
+    root, dataset, trained, evaluated = outputs.root, outputs.dataset, outputs.trained, outputs.evaluated
 
     # Each run wrote its own report next to its results.
     steps = len((trained / "train_log.jsonl").read_text().splitlines())
@@ -202,6 +173,6 @@ def test_the_workloads_write_reports_and_reasonops_report_renders_them_all(tmp_p
     elements = _svgs(html)
     assert len(elements) == 3 + 3 + 2 and all(e.get("data-series-count") for e in elements)
 
-    proc = _reasonops("report", str(tmp_path / "data"))
+    proc = _reasonops("report", str(outputs.unrelated))
     assert proc.returncode == 2 and "holds no training, evaluation or dataset output" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
