@@ -9,7 +9,8 @@
 #                                 # by hack/cluster.sh up --real-node and hack/images.sh, and cached)
 #
 # The set-up steps need nothing of each other, so they run side by side, each with its log in
-# out/setup/NAME.log: the virtual environment, the Go tools, and (as root with apt) the Debian packages.
+# out/setup/NAME.log: the virtual environment, the real vLLM's own one (hack/vllm-venv.sh), the Go tools,
+# and (as root with apt) the Debian packages.
 # With REASONOPS_PREPARE_REAL_NODE=1 (what .ci/run sets) they also include what the real-node tests
 # need, which the tests' fixture would otherwise make when it first starts the node: the node's Go
 # tools (kubelet, kube-proxy, CoreDNS), its Debian packages, and the images of hack/images.sh.
@@ -61,6 +62,7 @@ apt_packages() {
   local wanted=() missing=() p
   command -v bwrap >/dev/null || wanted+=(bubblewrap)
   command -v chromium >/dev/null || wanted+=(chromium)
+  ldconfig -p | grep -q 'libnuma\.so\.1' || wanted+=(libnuma1)  # vLLM's CPU backend (hack/vllm-venv.sh)
   if ((REAL_NODE)); then
     for p in containerd:containerd runc:runc iptables:iptables conntrack:conntrack gcc:gcc gcc:libc6-dev \
       dockerd:docker.io debootstrap:debootstrap; do
@@ -89,6 +91,7 @@ wanted_fail() {
   local failing=()
   command -v bwrap >/dev/null || failing+=("the tests that run model-written code (it refuses without isolation)")
   command -v chromium >/dev/null || failing+=("tests/test_report_browser.py (no headless browser)")
+  ldconfig -p | grep -q 'libnuma\.so\.1' || failing+=("the tests that start the real vLLM (no libnuma)")
   local IFS=';'
   echo "these fail: ${failing[*]}"
 }
@@ -135,7 +138,8 @@ trap 'stop_steps; exit 130' INT TERM
 
 run_step venv timed venv make_venv
 run_step tools timed tools build_tools
-if ((REAL_NODE)) || ! command -v bwrap >/dev/null || ! command -v chromium >/dev/null; then
+run_step vllm timed vllm hack/vllm-venv.sh  # the real vLLM's CPU build, its own venv (tests/vllm_support.py)
+if ((REAL_NODE)) || ! command -v bwrap >/dev/null || ! command -v chromium >/dev/null || ! ldconfig -p | grep -q 'libnuma\.so\.1'; then
   run_step packages packages_then_images  # phases apt and images
 fi
 
