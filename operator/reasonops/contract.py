@@ -49,7 +49,6 @@ from .api.common import (
 from .api.v1alpha1 import (KINDS, MAX_CHECKPOINTS, CheckpointRef, EvalModelRef, EvalRun, EvalRunSpec, FineTuneJob, FineTuneJobSpec, ReasoningDataset,
                            ReasoningDatasetSpec, Resource)
 # The operator checks serving.maxModelLen with these, and training reports a model's context with them.
-from .limits import check_max_model_len, max_model_len_problem, model_context_length  # noqa: F401
 
 # --- where things are in a pod ---------------------------------------------------------------------
 
@@ -240,15 +239,13 @@ def input_hash(text: str) -> str:
 
 
 def training_world(spec: FineTuneJobSpec, default_gpus_per_node: int) -> tuple[int, int, int]:
-    """(nodes, GPUs per node, processes per node) of a FineTuneJob: one process per GPU, one on CPU."""
-    nodes = spec.numNodes or 1
-    if spec.gpusPerNode is not None:
-        gpus = spec.gpusPerNode
-    elif spec.resources is not None and spec.resources.gpus is not None:
-        gpus = spec.resources.gpus
-    else:
-        gpus = default_gpus_per_node
-    return nodes, gpus, max(gpus, 1)
+    """(nodes, GPUs per node, processes per node) of a FineTuneJob: one process per GPU, one on CPU. The node
+    count is the API's (its default included); the GPUs are gpusPerNode, else resources.gpus, else the
+    operator's setting."""
+    spec = resolve_defaults(spec)
+    gpus = next((g for g in (spec.gpusPerNode, spec.resources.gpus if spec.resources else None) if g is not None),
+                default_gpus_per_node)
+    return spec.numNodes, gpus, max(gpus, 1)
 
 
 def serving_enabled(spec: EvalRunSpec) -> bool:
@@ -259,14 +256,13 @@ def serving_enabled(spec: EvalRunSpec) -> bool:
 
 
 def eval_job_gpus(spec: EvalRunSpec) -> int:
-    """GPUs of the benchmark Job: as set, else vLLM's tensor parallel size offline, else none (an HTTP client,
-    or the CPU engine offline)."""
+    """GPUs of the benchmark Job: as set, else vLLM's tensor parallel size offline (the API's default
+    included), else none (an HTTP client, or the CPU engine offline)."""
+    spec = resolve_defaults(spec)
     if spec.resources is not None and spec.resources.gpus is not None:
         return spec.resources.gpus
-    if spec.backend == "offline":
-        if spec.serving and spec.serving.engine == "cpu":
-            return 0
-        return (spec.serving.tensorParallelSize if spec.serving and spec.serving.tensorParallelSize else 1)
+    if spec.backend == "offline" and spec.serving.engine != "cpu":
+        return spec.serving.tensorParallelSize
     return 0
 
 

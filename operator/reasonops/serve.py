@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import __version__
 from .api import common as reasons
-from .contract import model_context_length
+from .limits import model_context_length
 from .errors import WorkloadError
 
 log = logging.getLogger("reasonops.serve")

@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 
 from pydantic import ValidationError
 
-from .. import contract
+from .. import contract, limits
 from ..api import common
 from ..api.common import validation_problems
 from ..api.v1alpha1 import EvalRun, FineTuneJob, ReasoningDataset, Resource
@@ -300,7 +300,7 @@ def decide_eval(observed: Observed) -> Plan:
     waiting = resolution.waiting
     spec = evaluation.spec
     serving = contract.serving_enabled(spec)
-    too_long = contract.max_model_len_problem(spec.serving.maxModelLen, model.context_length) if serving else None
+    too_long = limits.max_model_len_problem(spec.serving.maxModelLen, model.context_length) if serving else None
     if waiting is None and too_long:  # vLLM would refuse to start: say so before any GPU is asked for
         waiting = (common.REASON_MAX_MODEL_LEN_TOO_LONG, too_long)
     old = body.get("status") or {}

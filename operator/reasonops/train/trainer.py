@@ -441,7 +441,7 @@ def _context_length(model_dir: str) -> Optional[int]:
     serving.maxModelLen against it before asking for a server."""
     import fsspec
 
-    from ..contract import model_context_length
+    from ..limits import model_context_length
 
     try:
         with fsspec.open(f"{model_dir}/config.json", "r") as fh:
