@@ -8,7 +8,7 @@ It reads one JSON question per line on stdin and writes one JSON answer per line
   vllm/entrypoints/cli/serve.py builds), its checks, and `AsyncEngineArgs.from_cli_args`, as the server does at start.
   Every option must be one of the parser's own (argparse would take an abbreviation or a prefix of a renamed flag), and
   every environment variable one vLLM reads (vllm.envs). Answers {"error"} or {"args": the parsed values of the options
-  given, "engine": the EngineArgs fields they set}.
+  given, "engine": the EngineArgs fields they set and those named in "fields" (unset ones too)}.
 - {"check": "request", "endpoint": "chat" | "completion", "body": {...}, "max_model_len": N}: the body through the
   request model the server validates it with; fields it does not declare (vLLM keeps them silently), the values it
   read, the SamplingParams it makes of them, and its check of max_tokens against the served context (HTTP 400).
@@ -62,7 +62,7 @@ def _options(argv: list[str]) -> list[str]:
     return [a.split("=", 1)[0] for a in argv if a.startswith("--")]
 
 
-def check_serve(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
+def check_serve(argv: list[str], env: dict[str, str], fields: list[str]) -> dict[str, Any]:
     global _SERVE
     import vllm.envs as envs
     from vllm.engine.arg_utils import AsyncEngineArgs
@@ -91,7 +91,7 @@ def check_serve(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
     destinations = {serve._option_string_actions[o].dest for o in _options(argv)} | {"model"}
     return {
         "args": {d: getattr(args, d) for d in sorted(destinations)},
-        "engine": {d: getattr(engine, d) for d in sorted(destinations) if hasattr(engine, d)},
+        "engine": {d: getattr(engine, d) for d in sorted(destinations | set(fields)) if hasattr(engine, d)},
     }
 
 
@@ -196,7 +196,7 @@ def answer(question: dict[str, Any]) -> dict[str, Any]:
 
         return {"version": vllm.__version__, "file": vllm.__file__}
     if check == "serve":
-        return check_serve(question["argv"], question.get("env") or {})
+        return check_serve(question["argv"], question.get("env") or {}, question.get("fields") or [])
     if check == "request":
         return check_request(question["endpoint"], question["body"], question["max_model_len"])
     if check == "response":
@@ -214,6 +214,8 @@ def main() -> None:
     # The answers get stdout to themselves: vLLM's logging and any print go to stderr.
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    global _SERVE
+    _SERVE = _serve_parser()  # the slow part of starting, done before the first question arrives
     for line in sys.stdin:
         if not line.strip():
             continue

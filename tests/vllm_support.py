@@ -116,10 +116,12 @@ _CHECKERS: dict[str, VLLMChecker] = {}
 
 
 def vllm_checker(release: str) -> VLLMChecker:
-    """The session's checker of a release ("cpu" or "gpu"), started on first use and shared by every test module."""
-    if release not in _CHECKERS:
-        _CHECKERS[release] = checker = VLLMChecker(release)
-        atexit.register(checker.close)
+    """The session's checker of a release ("cpu" or "gpu"), shared by every test module. The first use starts every
+    release's, so that one imports vLLM while the tests ask the other."""
+    if not _CHECKERS:
+        for name in RELEASES:
+            _CHECKERS[name] = started = VLLMChecker(name)
+            atexit.register(started.close)
     checker = _CHECKERS[release]
     if not checker.about:  # the first answer waits for vLLM's imports; a failed start fails every later test at once
         checker.about = checker.ask({"check": "about"})
