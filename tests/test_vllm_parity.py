@@ -224,6 +224,18 @@ def _body_problems(vllm: VLLMChecker, what: str, body: dict, max_model_len: int 
     return problems
 
 
+@pytest.mark.parametrize("temperature, top_p, seed", [(0.7, 0.95, 5), (0.0, 0.95, None)], ids=["sampled", "greedy"])
+def test_the_offline_engine_samples_as_the_server_does(vllm, temperature, top_p, seed):
+    """The same request gives vLLM the same SamplingParams in the pod (vllm.LLM) as through its server."""
+    request = llm.GenerationRequest(id="r", messages=[{"role": "user", "content": "q"}], n=4, temperature=temperature,
+                                    top_p=top_p, max_tokens=2048, seed=seed)
+    for index in (0, 3):
+        served = vllm.ask({"check": "request", "endpoint": "chat", "body": llm.chat_request_body(MODEL, request, index),
+                           "max_model_len": 4096})["sampling"]
+        offline = vllm.ask({"check": "sampling_params", "kwargs": llm.offline_sampling(request, index)})["sampling"]
+        assert offline == served and served["seed"] == (None if seed is None else seed + index)
+
+
 @pytest.mark.parametrize("protocol_name", PROTOCOLS)
 def test_every_evaluation_request_is_one_vllm_reads_as_sent(vllm, protocol_name):
     bodies = _evaluation_bodies(protocol_name)

@@ -12,6 +12,7 @@ It reads one JSON question per line on stdin and writes one JSON answer per line
 - {"check": "request", "endpoint": "chat" | "completion", "body": {...}, "max_model_len": N}: the body through the
   request model the server validates it with; fields it does not declare (vLLM keeps them silently), the values it
   read, the SamplingParams it makes of them, and its check of max_tokens against the served context (HTTP 400).
+- {"check": "sampling_params", "kwargs": {...}}: `vllm.SamplingParams(**kwargs)` of the offline engine, its fields.
 - {"check": "response", "content": ..., "reasoning": ..., "finish_reason": ..., "prompt_tokens": N,
   "completion_tokens": N}: a /chat/completions response body as vLLM's response models serialize it.
 - {"check": "models", "id": ..., "max_model_len": N}: a /v1/models body as vLLM's ModelList serializes it.
@@ -56,6 +57,8 @@ def _serve_parser() -> tuple[Any, Any]:
 
 
 _SERVE: tuple[Any, Any] | None = None
+# The SamplingParams fields the client sets (reasonops.llm: chat_request_body, offline_sampling).
+SAMPLING_FIELDS = ("n", "temperature", "top_p", "max_tokens", "seed")
 
 
 def _options(argv: list[str]) -> list[str]:
@@ -125,7 +128,7 @@ def check_request(endpoint: str, body: dict[str, Any], max_model_len: int) -> di
     return {
         "undeclared": sorted(set(body) - declared),
         "values": {name: _plain(getattr(request, name)) for name in body if name in declared},
-        "sampling": {name: getattr(params, name) for name in ("n", "temperature", "top_p", "max_tokens", "seed")},
+        "sampling": {name: getattr(params, name) for name in SAMPLING_FIELDS},
         "refused": refused,
     }
 
@@ -133,6 +136,13 @@ def check_request(endpoint: str, body: dict[str, Any], max_model_len: int) -> di
 def _plain(value: Any) -> Any:
     """A request field as JSON (messages stay as given)."""
     return json.loads(json.dumps(value, default=lambda v: v.model_dump() if hasattr(v, "model_dump") else str(v)))
+
+
+def offline_sampling(kwargs: dict[str, Any]) -> dict[str, Any]:
+    from vllm import SamplingParams
+
+    params = SamplingParams(**kwargs)
+    return {"sampling": {name: getattr(params, name) for name in SAMPLING_FIELDS}}
 
 
 def chat_response(question: dict[str, Any]) -> dict[str, Any]:
@@ -199,6 +209,8 @@ def answer(question: dict[str, Any]) -> dict[str, Any]:
         return check_serve(question["argv"], question.get("env") or {}, question.get("fields") or [])
     if check == "request":
         return check_request(question["endpoint"], question["body"], question["max_model_len"])
+    if check == "sampling_params":
+        return offline_sampling(question["kwargs"])
     if check == "response":
         return chat_response(question)
     if check == "models":

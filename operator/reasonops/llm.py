@@ -247,6 +247,12 @@ def chat_request_body(model: str, request: GenerationRequest, index: int) -> dic
     return body
 
 
+def offline_sampling(request: GenerationRequest, index: int) -> dict[str, Any]:
+    """vllm.SamplingParams' arguments for sample `index` of a request: what the server makes of its chat body."""
+    return {"n": 1, "temperature": request.temperature, "top_p": request.top_p, "max_tokens": request.max_tokens,
+            "seed": request.sample_seed(index)}
+
+
 def chat_completion(request: GenerationRequest, index: int, data: dict[str, Any]) -> Completion:
     """The Completion of sample `index` from a /chat/completions response body."""
     choice = data["choices"][0]
@@ -455,7 +461,7 @@ class VLLMGenerator:
                 f"{r.id}#{i}": (
                     r, i,
                     tokenizer.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True),
-                    vllm.SamplingParams(n=1, temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens, seed=r.sample_seed(i)),
+                    vllm.SamplingParams(**offline_sampling(r, i)),
                 )
                 for r, i in collector.missing
             }
