@@ -189,7 +189,6 @@ SPEC_VARIANTS = {
 }
 # (model id, spec.systemPrompt): SkyThought's prompts depend on the model; the spec's system prompt replaces any.
 PROMPT_VARIANTS = [("", None), ("Qwen/Qwen2.5-7B-Instruct", None), ("o1-mini", None), ("", "Think, then answer in \\boxed{}.")]
-assert "o1-mini" in SKYTHOUGHT_MODELS and "Qwen/Qwen2.5-7B-Instruct" in SKYTHOUGHT_MODELS
 
 
 def _evaluation_bodies(protocol_name: str) -> list[tuple[str, dict]]:
@@ -202,8 +201,9 @@ def _evaluation_bodies(protocol_name: str) -> list[tuple[str, dict]]:
             request = llm.GenerationRequest(
                 id=f"{name}/{item.id}", messages=_messages(chosen, benchmark_def(name), item, system_prompt),
                 n=run.samples, temperature=run.temperature, top_p=run.top_p, max_tokens=run.max_tokens, seed=run.seed)
-            bodies += [(f"{name} {variant} {model_id or '-'} {system_prompt is not None}", llm.chat_request_body(MODEL, request, index))
-                       for index in range(min(request.n, 2))]
+            what = (f"{name} ({variant} sampling, model {model_id or 'unnamed'}, "
+                    f"{'the spec' if system_prompt is not None else 'the protocol'}'s system prompt)")
+            bodies += [(what, llm.chat_request_body(MODEL, request, index)) for index in range(min(request.n, 2))]
     return bodies
 
 
@@ -214,7 +214,7 @@ def _body_problems(vllm: VLLMChecker, what: str, body: dict, max_model_len: int 
         return [f"{what}: refused: {answer['error']}"]
     problems = [f"{what}: fields vLLM does not declare (it would drop them silently): {answer['undeclared']}"] if answer["undeclared"] else []
     problems += [f"{what}: {name} read as {answer['values'][name]!r}, sent {body[name]!r}"
-                 for name in body if answer["values"].get(name) != body[name]]
+                 for name in answer["values"] if answer["values"][name] != body[name]]
     # vLLM's SamplingParams sets top_p to 1 for greedy sampling (temperature 0): the same tokens either way
     expected = body | ({"top_p": 1.0} if body["temperature"] == 0 else {})
     problems += [f"{what}: SamplingParams.{name} is {value!r}, sent {body.get(name)!r}"
@@ -238,8 +238,10 @@ def test_the_offline_engine_samples_as_the_server_does(vllm, temperature, top_p,
 
 @pytest.mark.parametrize("protocol_name", PROTOCOLS)
 def test_every_evaluation_request_is_one_vllm_reads_as_sent(vllm, protocol_name):
+    assert {model for model, _ in PROMPT_VARIANTS if model} <= set(SKYTHOUGHT_MODELS)  # SkyThought's own prompts
     bodies = _evaluation_bodies(protocol_name)
     assert {"system", "user"} <= {m["role"] for _, body in bodies for m in body["messages"]}
+    # the protocols without a seed of their own send none unless the spec sets one
     assert any("seed" not in body for _, body in bodies) == (protocol_name in ("custom", "livecodebench"))
     problems = [p for what, body in bodies for p in _body_problems(vllm, what, body)]
     assert not problems, "\n".join(problems[:20])
