@@ -125,10 +125,10 @@ def test_the_server_deployment_runs_a_command_vllm_serve_parses(vllm, serving):
     env = {e["name"]: e.get("value") for e in container["env"] if e["name"].startswith("VLLM_")}
     answer = vllm.ask({"check": "serve", "argv": command, "env": env, "fields": ["max_model_len"]})
     assert "error" not in answer, answer["error"]
-    assert answer["engine"] | {"model": None} == {
-        "model": None, "served_model_name": [ev.metadata["name"]], "dtype": serving["dtype"], "generation_config": "vllm",
-        "max_model_len": serving.get("maxModelLen"), "tensor_parallel_size": serving["tensorParallelSize"]}
-    assert answer["engine"]["model"].endswith("/runs/limo-32b/r1/model")
+    engine = answer["engine"]
+    assert engine.pop("model").endswith("/reasoning-models/runs/limo-32b/r1/model")  # where the pod mounts the claim
+    assert engine == {"served_model_name": [ev.metadata["name"]], "dtype": serving["dtype"], "generation_config": "vllm",
+                      "max_model_len": serving.get("maxModelLen"), "tensor_parallel_size": serving["tensorParallelSize"]}
     assert answer["args"]["port"] == settings.server_port  # the port the Service and the probes name
 
 
