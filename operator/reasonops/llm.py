@@ -230,6 +230,43 @@ def _message_text(message: dict[str, Any]) -> str:
     return f"<think>\n{reasoning}\n</think>\n\n{content}" if reasoning else content
 
 
+def chat_request_body(model: str, request: GenerationRequest, index: int) -> dict[str, Any]:
+    """The /chat/completions body of sample `index` of a request (tests/test_vllm_parity.py checks it
+    against vLLM's own request model)."""
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": request.messages,
+        "n": 1,
+        "temperature": request.temperature,
+        "top_p": request.top_p,
+        "max_tokens": request.max_tokens,
+    }
+    seed = request.sample_seed(index)
+    if seed is not None:
+        body["seed"] = seed
+    return body
+
+
+def offline_sampling(request: GenerationRequest, index: int) -> dict[str, Any]:
+    """vllm.SamplingParams' arguments for sample `index` of a request: what the server makes of its chat body."""
+    return {"n": 1, "temperature": request.temperature, "top_p": request.top_p, "max_tokens": request.max_tokens,
+            "seed": request.sample_seed(index)}
+
+
+def chat_completion(request: GenerationRequest, index: int, data: dict[str, Any]) -> Completion:
+    """The Completion of sample `index` from a /chat/completions response body."""
+    choice = data["choices"][0]
+    usage = data.get("usage") or {}
+    return Completion(
+        request_id=request.id,
+        index=index,
+        text=_message_text(choice.get("message") or {}),
+        finish_reason=choice.get("finish_reason") or "stop",
+        completion_tokens=int(usage.get("completion_tokens") or 0),
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+    )
+
+
 def _run_coroutine(factory: Callable[[], Any]) -> Any:
     """Run a coroutine to completion from sync code, in a thread of its own when a loop already runs here."""
     try:
@@ -339,28 +376,8 @@ class OpenAIGenerator:
                 task.result()  # re-raise the first failure
 
     async def _sample(self, client: Any, base_url: str, request: GenerationRequest, index: int) -> Completion:
-        body: dict[str, Any] = {
-            "model": self.model,
-            "messages": request.messages,
-            "n": 1,
-            "temperature": request.temperature,
-            "top_p": request.top_p,
-            "max_tokens": request.max_tokens,
-        }
-        seed = request.sample_seed(index)
-        if seed is not None:
-            body["seed"] = seed
-        data = await self._post(client, base_url, body, f"{request.id}#{index}")
-        choice = data["choices"][0]
-        usage = data.get("usage") or {}
-        return Completion(
-            request_id=request.id,
-            index=index,
-            text=_message_text(choice.get("message") or {}),
-            finish_reason=choice.get("finish_reason") or "stop",
-            completion_tokens=int(usage.get("completion_tokens") or 0),
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-        )
+        data = await self._post(client, base_url, chat_request_body(self.model, request, index), f"{request.id}#{index}")
+        return chat_completion(request, index, data)
 
     async def _post(self, client: Any, base_url: str, body: dict[str, Any], what: str) -> dict[str, Any]:
         import httpx
@@ -444,7 +461,7 @@ class VLLMGenerator:
                 f"{r.id}#{i}": (
                     r, i,
                     tokenizer.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True),
-                    vllm.SamplingParams(n=1, temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens, seed=r.sample_seed(i)),
+                    vllm.SamplingParams(**offline_sampling(r, i)),
                 )
                 for r, i in collector.missing
             }
