@@ -66,8 +66,18 @@ def load_file(path: str | Path) -> list[Resource]:
     except (OSError, yaml.YAMLError) as exc:
         raise WorkloadError(reasons.REASON_INVALID_SPEC, f"cannot read {path}: {_one_line(exc)}") from None
     resources = [parse_resource(d) for d in docs]
-    # An EvalRun of another EvalRun's selected checkpoint runs after the evaluations.
-    return sorted(resources, key=lambda r: (ORDER[r.kind], isinstance(r, EvalRun) and r.spec.model.evalRun is not None))
+    # An EvalRun of another EvalRun's selected checkpoint, or with relative gates, runs after the EvalRuns it reads.
+    return sorted(resources, key=lambda r: (ORDER[r.kind], _eval_depth(r, resources)))
+
+
+def _eval_depth(res: Resource, resources: list[Resource], seen: frozenset[str] = frozenset()) -> int:
+    """How many EvalRuns of the file an EvalRun waits for in a row (its model.evalRun, its gates' baselines)."""
+    if not isinstance(res, EvalRun) or res.metadata["name"] in seen:
+        return 0
+    upstream = [res.spec.model.evalRun, *contract.baseline_names(res.spec)]
+    evals = {r.metadata["name"]: r for r in resources if isinstance(r, EvalRun)}
+    seen = seen | {res.metadata["name"]}
+    return max((1 + _eval_depth(evals[name], resources, seen) for name in upstream if name in evals), default=0)
 
 
 # --- in a pod ------------------------------------------------------------------------------------
@@ -188,9 +198,12 @@ def observed_state(kind: str, state: dict[str, Any], volume_root: str) -> dict[s
         output = contract.canonical(state.get("output") or "", volume_root)
         status.update(modelLocation=location, modelRevision=revision, contextLength=result.get("contextLength"),
                       checkpoints=contract.exported_checkpoints(output, result.get("checkpoints")))
-    elif result.get("selectedCheckpoint"):
-        selected = result["selectedCheckpoint"]
-        status.update(selectedCheckpoint={**selected, "location": contract.canonical(selected["location"], volume_root)})
+    else:  # an EvalRun: its output (a relative gate's baseline is read there), and the checkpoint it selected
+        output = contract.canonical(state.get("output") or location, volume_root)
+        status.update(history=[{"revision": revision, "phase": "Succeeded", "location": output}])
+        if result.get("selectedCheckpoint"):
+            selected = result["selectedCheckpoint"]
+            status.update(selectedCheckpoint={**selected, "location": contract.canonical(selected["location"], volume_root)})
     return {"spec": spec, "status": status}
 
 
@@ -275,6 +288,17 @@ def _evaluate_checkpoints(res: Resource, doc: contract.WorkloadDocument, reporte
     return out
 
 
+def _print_gates(outcomes: list[dict[str, Any]]) -> None:
+    """The verdict of an EvalRun's gates, as the operator's Passed condition says it."""
+    from .gates import describe_failure
+
+    failed = [describe_failure(g) for g in outcomes if not g.get("passed")]
+    if failed:
+        print(f"[reasonops] gates failed: {'; '.join(failed)}", flush=True)
+    elif outcomes:
+        print(f"[reasonops] {len(outcomes)} gates passed", flush=True)
+
+
 def run_local(path: str | Path, output_root: str | Path, only: Optional[str] = None) -> list[dict[str, Any]]:
     """Run every resource of a YAML file locally; returns one summary per resource."""
     root = Path(output_root).resolve()
@@ -294,5 +318,6 @@ def run_local(path: str | Path, output_root: str | Path, only: Optional[str] = N
         with _local_server(doc):
             result = _evaluate_checkpoints(res, doc, reporter) if doc.context.checkpoints else _workload(res.kind)(doc, reporter)
         state = record_local_run(root, res, doc, result)
+        _print_gates(result.get("gates") or [])
         summaries.append({"kind": res.kind, "name": name, "seconds": round(time.time() - started, 1), **state})
     return summaries

@@ -554,10 +554,13 @@ def eval_parallelism(spec: EvalRunSpec, checkpoints: int) -> Optional[int]:
 
 def build_eval_children(
     body: dict[str, Any], ev: EvalRun, document: WorkloadDocument, settings: Settings, suspend: bool,
-    *, model_location: str = "", input_secrets: Iterable[Optional[str]] = (),
+    *, model_location: str = "", input_secrets: Iterable[Optional[str]] = (), baselines: Iterable[Any] = (),
 ) -> list[dict[str, Any]]:
     """ConfigMap and Job of an evaluation revision. The model's claim is mounted only when the Job loads
-    the weights itself (backend: offline); through a server it needs none."""
+    the weights itself (backend: offline); through a server it needs none. `baselines` (contract.Input):
+    the outputs of relative gates' baselines, read at the end (their claims mounted, their Secrets' keys in
+    the environment)."""
+    baselines = list(baselines)
     revision = document.revision
     name = child_name(ev.metadata["name"], revision)
     labels = labels_for("EvalRun", ev.metadata["name"], COMPONENT_EVAL, revision)
@@ -571,12 +574,13 @@ def build_eval_children(
     locations = [document.outputLocation, *(b.path for b in ev.spec.benchmarks if b.path)]
     if offline:
         locations.append(model_location)
+    locations += [b.location for b in baselines]
     pod = build_pod_spec(
         body, settings,
         image=settings.eval_image, command=WORKLOAD_COMMAND, env=env, resources=ev.spec.resources,
         gpus=eval_job_gpus(ev.spec), locations=locations, configmap=name, selector=labels,
         env_from_secrets=[ev.spec.output.credentialsSecretRef if ev.spec.output else None,
-                          *(input_secrets if offline else ())],
+                          *(input_secrets if offline else ()), *(b.secret for b in baselines)],
     )
     job = build_job(
         body, settings, name=name, labels=labels, pod_spec=pod, resources=ev.spec.resources, suspend=suspend,
