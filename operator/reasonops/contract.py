@@ -27,6 +27,7 @@ what a checkpoint is called    `checkpoint_name`; its servable export: `checkpoi
 the checkpoints a run exported `exported_checkpoints` (FineTuneJob status.checkpoints)
 which checkpoint a pod rates   `document_for_checkpoint` (`Env.CHECKPOINTS`, the pod's completion index)
 the termination message        `encode_result` (valid JSON within 4 KiB)
+where an export is published   `export_location`; the environment it becomes: `export_environment`
 ============================  ==========================================================
 """
 
@@ -211,6 +212,28 @@ def eval_output(ev: EvalRun, revision: str, model_location_: str = "") -> Option
         base = base[: -len("/model")] if base.endswith("/model") else base
         return f"{base}/evals/{name}/{revision}"
     return None
+
+
+# --- exports to object stores (spec.export) ---------------------------------------------------------
+
+AWS_ACCESS_KEY_ID = "AWS_ACCESS_KEY_ID"  # from export.accessKeyIdSecretRef (a secretKeyRef, never a value)
+AWS_SECRET_ACCESS_KEY = "AWS_SECRET_ACCESS_KEY"  # from export.secretAccessKeySecretRef
+
+
+def export_location(export: Any, name: str, revision: str) -> str:
+    """Where a revision's dataset or final model is published: <export.uri>/<name>/<revision>."""
+    return f"{export.uri.rstrip('/')}/{name}/{revision}"
+
+
+def export_environment(export: Any) -> dict[str, str]:
+    """The plain environment variables of an export (its endpoint and region; the credentials come from
+    Secret keys): what the operator sets in the pod and what `reasonops run` applies."""
+    env = {}
+    if export is not None and export.endpointUrl:
+        env["AWS_ENDPOINT_URL"] = export.endpointUrl
+    if export is not None and export.region:
+        env.update(AWS_REGION=export.region, AWS_DEFAULT_REGION=export.region)
+    return env
 
 
 # --- revisions -----------------------------------------------------------------------------------

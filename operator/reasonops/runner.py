@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import yaml
 
-from . import contract
+from . import contract, objectstore
 from .api import common as reasons
 from .api.v1alpha1 import EvalRun, FineTuneJob, Resource
 from .errors import Stopped, WorkloadError
@@ -98,7 +98,10 @@ def run_in_pod(resource_file: str) -> int:
             raise WorkloadError(reasons.REASON_INVALID_SPEC, str(exc)) from None
         if doc.kind == "FineTuneJob" and _launches_group(doc):
             return _launch_group(doc, resource_file, reporter, reporting)
+        objectstore.register()
         result = _workload(doc.kind)(doc, reporter)
+        if reporting:
+            result = export_result(doc, result)
     except Stopped as exc:  # SIGTERM after the current step's checkpoint: the group restarts from it
         log.warning("%s", exc)
         _tell_launcher(exc)
@@ -117,6 +120,21 @@ def run_in_pod(resource_file: str) -> int:
     if reporting:
         reporter.finish(result)
     return 0
+
+
+def export_result(doc: contract.WorkloadDocument, result: dict[str, Any]) -> dict[str, Any]:
+    """spec.export: publish the revision's dataset (pod 0's merged one) or final model, by the reporting
+    process, once the workload succeeded; the result then says where (status.exportLocation)."""
+    export = getattr(doc.spec, "export", None)
+    if doc.kind == "FineTuneJob":
+        source = result.get("modelLocation")
+    else:
+        source = result.get("location") if "samples" in result else None
+    if export is None or not source:
+        return result
+    uri = contract.export_location(export, doc.metadata.name, doc.revision)
+    log.info("publishing %s to %s", source, uri)
+    return {**result, "exportLocation": objectstore.publish(str(source), uri)}
 
 
 def _launches_group(doc: contract.WorkloadDocument) -> bool:
@@ -306,6 +324,7 @@ def run_local(path: str | Path, output_root: str | Path, only: Optional[str] = N
         raise WorkloadError(reasons.REASON_INVALID_SPEC, f"--output {output_root} is a file, not a directory")
     root.mkdir(parents=True, exist_ok=True)
     os.environ[contract.Env.VOLUME_ROOT] = local_volume_root(root)  # pvc:// locations in specs, as build_document maps them
+    objectstore.register()
     summaries = []
     for res in load_file(path):
         name = res.metadata["name"]
@@ -315,8 +334,11 @@ def run_local(path: str | Path, output_root: str | Path, only: Optional[str] = N
         print(f"[reasonops] {res.kind} {name}: revision {doc.revision} → {doc.output}", flush=True)
         started = time.time()
         reporter = Reporter(res.kind, name, "local", doc.revision, min_interval=0)
+        # An export's endpoint and region, as the operator sets them in the pod (the shell's own values win).
+        os.environ.update({k: v for k, v in contract.export_environment(getattr(res.spec, "export", None)).items() if k not in os.environ})
         with _local_server(doc):
             result = _evaluate_checkpoints(res, doc, reporter) if doc.context.checkpoints else _workload(res.kind)(doc, reporter)
+        result = export_result(doc, result)
         state = record_local_run(root, res, doc, result)
         _print_gates(result.get("gates") or [])
         summaries.append({"kind": res.kind, "name": name, "seconds": round(time.time() - started, 1), **state})

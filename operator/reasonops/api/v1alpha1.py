@@ -145,6 +145,35 @@ class SamplingParams(Model):
 
 
 # =============================================================================================
+# Exports: a copy of a dataset or final model in an S3-compatible object store
+# =============================================================================================
+
+S3Uri = Annotated[str, Field(max_length=1024, pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")]
+
+
+class ObjectStoreExport(Model):
+    """Publish the result of each succeeded revision to <uri>/<name>/<revision>/ in an S3-compatible store.
+    Credentials are keys of Secrets, put into the pod's environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY);
+    without them the pod's own credentials apply (e.g. a workload identity)."""
+
+    rules = (
+        Rule("has(self.accessKeyIdSecretRef) == has(self.secretAccessKeySecretRef)",
+             "accessKeyIdSecretRef and secretAccessKeySecretRef go together",
+             lambda m: (m.accessKeyIdSecretRef is None) == (m.secretAccessKeySecretRef is None), field=".accessKeyIdSecretRef"),
+    )
+
+    uri: S3Uri = Field(description="Bucket and prefix, e.g. s3://team-models/reasoning; each revision goes to <uri>/<name>/<revision>/.")
+    accessKeyIdSecretRef: Optional[SecretKeyRef] = Field(default=None, description="Secret key holding the access key id.")
+    secretAccessKeySecretRef: Optional[SecretKeyRef] = Field(default=None, description="Secret key holding the secret access key.")
+    endpointUrl: Optional[Annotated[str, Field(max_length=1024, pattern=r"^https?://[^/\s]+(/.*)?$")]] = Field(
+        default=None, description="Endpoint of an S3-compatible store (MinIO, Ceph, a cloud's S3 API), e.g. http://minio.storage:9000."
+    )
+    region: Optional[Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9-]+$")]] = Field(
+        default=None, description="Region of the bucket, e.g. eu-west-1."
+    )
+
+
+# =============================================================================================
 # ReasoningDataset
 # =============================================================================================
 
@@ -341,6 +370,7 @@ class ReasoningDatasetSpec(Model):
         default=None, description="Secret key holding a Hugging Face token (HF_TOKEN in the pods) for gated models and datasets."
     )
     output: Location = Field(description="Where the dataset is written; each revision in its own directory.")
+    export: Optional[ObjectStoreExport] = Field(default=None, description="Also publish each succeeded revision's dataset to an object store.")
     resources: Optional[Resources] = Field(default=None, description="Compute and pod settings of the curation pods.")
     sandbox: Optional[SandboxSpec] = Field(default=None, description="Execution of code problems' tests.")
     shards: Optional[int] = defaulted(
@@ -375,6 +405,7 @@ class DatasetOutput(Model):
     location: Optional[Annotated[str, Field(max_length=1024)]] = Field(default=None, description="Directory of the current revision.")
     contentHash: Optional[Annotated[str, Field(max_length=128)]] = Field(default=None, description="Hash of the written samples.")
     samples: Optional[int] = Field(default=None, description="Samples in the dataset.")
+    exportLocation: Optional[Annotated[str, Field(max_length=1024)]] = Field(default=None, description="Where spec.export published it.")
 
 
 class _StatusBase(Model):
@@ -547,6 +578,7 @@ class FineTuneJobSpec(Model):
     )
     checkpoints: Optional[CheckpointPolicy] = defaulted({}, "Checkpoint policy.")
     output: Location = Field(description="Where checkpoints and the final model go; each revision in its own directory.")
+    export: Optional[ObjectStoreExport] = Field(default=None, description="Also publish each succeeded revision's final model to an object store.")
     retrainPolicy: Optional[Literal["OnDatasetChange", "Manual"]] = defaulted(
         RETRAIN_POLICY, "Start a new run when the dataset gets a new revision (OnDatasetChange) or only on spec edits."
     )
@@ -592,6 +624,7 @@ class FineTuneJobStatus(_StatusBase):
         default=None, description="The latest final model directory (kept while a newer revision trains)."
     )
     modelRevision: Optional[Annotated[str, Field(max_length=64)]] = Field(default=None, description="Revision that wrote modelLocation.")
+    exportLocation: Optional[Annotated[str, Field(max_length=1024)]] = Field(default=None, description="Where spec.export published the model of modelRevision.")
     latestCheckpoint: Optional[Annotated[str, Field(max_length=1024)]] = Field(default=None, description="Latest complete checkpoint.")
     lastLoss: Optional[Annotated[str, Field(max_length=32)]] = Field(default=None, description="Latest reported loss.")
     droppedSamples: Optional[int] = Field(default=None, description="Samples dropped or truncated for length.")

@@ -190,7 +190,8 @@ def decide_dataset(observed: Observed) -> Plan:
     if plan.result is not None:
         result = plan.result
         location = document(observed).canonical(result["location"]) if result.get("location") else output
-        written = {"revision": revision, "location": location, "contentHash": result.get("contentHash"), "samples": result.get("samples")}
+        written = {"revision": revision, "location": location, "contentHash": result.get("contentHash"), "samples": result.get("samples"),
+                   "exportLocation": result.get("exportLocation")}
         status["output"] = {key: value for key, value in written.items() if value is not None}
         if result.get("samples") is not None:
             status["selected"] = int(result["samples"])
@@ -254,6 +255,7 @@ def decide_finetune(observed: Observed) -> Plan:
         written = document(observed)
         status["modelLocation"] = written.canonical(result["modelLocation"]) if result.get("modelLocation") else contract.model_location(output)
         status["modelRevision"] = revision
+        status["exportLocation"] = str(result["exportLocation"])[:1024] if result.get("exportLocation") else None
         if isinstance(result.get("finalLoss"), (int, float)):
             status["lastLoss"] = f"{result['finalLoss']:.4f}"
         if result.get("droppedSamples") is not None:

@@ -354,7 +354,7 @@ def _response(benchmark: str, problem_id: str, completion: Completion, request: 
 def _generator(config: EvalConfig, cache: Path, stack: contextlib.ExitStack) -> Generator:
     if config.backend == "offline" and config.engine == "cpu":
         # Offline on a CPU node: the model in this pod, behind `reasonops serve` on localhost (small models only).
-        _check_local_model(config.model)
+        _check_local_model(config.model)  # (an object-store URI is copied by the server: serve.check_model_dir)
         url = stack.enter_context(running_server(config.model, served_model_name=CPU_SERVED_NAME,
                                                  dtype="float32" if config.dtype == "auto" else config.dtype))
         return OpenAIGenerator(url, CPU_SERVED_NAME, concurrency=config.concurrency, timeout=config.timeout,
