@@ -203,6 +203,22 @@ def test_a_succeeded_training_reports_its_model_and_checkpoints():
     assert plan.status["checkpoints"] == [{"name": "step-10", "step": 10, "epoch": "1.00", "location": f"{output}/checkpoints/step-10/model"}]
 
 
+def test_an_exported_dataset_and_model_say_where_in_status():
+    exported = {**DATASET, "export": {"uri": "s3://team/exports"}}
+    observed = _observe(_body("ReasoningDataset", "ds", exported))
+    job, revision = observed.job_name, observed.resolution.revision
+    result = {"location": f"/out/data/ds/{revision}", "samples": 7, "exportLocation": f"s3://team/exports/ds/{revision}"}
+    plan = _decide(_observe(_body("ReasoningDataset", "ds", exported), jobs=[_done(job, revision)], pods=[_pod(job, result)]))
+    assert plan.status["output"]["exportLocation"] == f"s3://team/exports/ds/{revision}"
+    others = {("ReasoningDataset", "ds"): _body("ReasoningDataset", "ds", DATASET, SUCCEEDED_DATASET)}
+    spec = {**FINETUNE, "export": {"uri": "s3://team/exports"}}
+    observed = _observe(_body("FineTuneJob", "ft", spec), others)
+    job, revision = observed.job_name, observed.resolution.revision
+    result = {"modelLocation": f"/out/models/ft/{revision}/model", "exportLocation": f"s3://team/exports/ft/{revision}"}
+    plan = _decide(_observe(_body("FineTuneJob", "ft", spec), others, jobs=[_done(job, revision)], pods=[_pod(job, result)]))
+    assert plan.status["exportLocation"] == f"s3://team/exports/ft/{revision}"
+
+
 def test_a_failed_training_pod_restarts_its_group():
     spec = {**FINETUNE, "numNodes": 2}
     others = {("ReasoningDataset", "ds"): _body("ReasoningDataset", "ds", DATASET, SUCCEEDED_DATASET)}

@@ -84,6 +84,9 @@ INVALID = [
     ("gate without minimum", with_(EVAL, "spec.gates", [{"benchmark": "aime24"}]), "spec.gates[0].minScore", _ONE_GATE),
     ("gate absolute and relative", with_(EVAL, "spec.gates", [{"benchmark": "aime24", "minScore": "0.5", "baseline": "base", "minDifference": "0"}]),
      "spec.gates[0].minScore", _ONE_GATE),
+    ("export with half the credentials", with_(FINETUNE, "spec.export", {"uri": "s3://bucket/models", "accessKeyIdSecretRef": {"name": "s", "key": "id"}}),
+     "spec.export.accessKeyIdSecretRef", "accessKeyIdSecretRef and secretAccessKeySecretRef go together"),
+    ("export not to s3", with_(DATASET, "spec.export", {"uri": "gs://bucket/data"}), "spec.export.uri", None),
     ("relative gate without minDifference", with_(EVAL, "spec.gates", [{"benchmark": "aime24", "baseline": "base"}]),
      "spec.gates[0].minDifference", "minDifference and baseline go together (a relative gate sets both)"),
     ("relative gate difference 1.5", with_(EVAL, "spec.gates", [{"benchmark": "aime24", "baseline": "base", "minDifference": "1.5"}]),
@@ -289,6 +292,9 @@ VALID = [
     ("lora dropout below 1", with_(FINETUNE, "spec", {**FINETUNE["spec"], "method": "lora", "lora": {"dropout": "0.999"}})),
     ("gates on run benchmarks", with_(EVAL, "spec", {**EVAL["spec"], "benchmarks": [{"name": "aime24", "temperature": "0.6", "topP": "0.95"}, {"name": "math500"}],
                                                      "gates": [{"benchmark": "math500", "minScore": "0"}, {"benchmark": "aime24", "minScore": "1"}]})),
+    ("exports of a dataset and a model", with_(FINETUNE, "spec", {**FINETUNE["spec"], "export": {
+        "uri": "s3://team-models/reasoning", "endpointUrl": "http://minio.storage:9000", "region": "eu-west-1",
+        "accessKeyIdSecretRef": {"name": "store", "key": "id"}, "secretAccessKeySecretRef": {"name": "store", "key": "secret"}}})),
     ("relative gates beside an absolute one", with_(EVAL, "spec", {**EVAL["spec"], "gates": [
         {"benchmark": "aime24", "baseline": "base-eval", "minDifference": "0.05", "bound": "lower95"},
         {"benchmark": "aime24", "baseline": "base-eval", "minDifference": "-1"}, {"benchmark": "aime24", "minScore": "0.3"}]})),
