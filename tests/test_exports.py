@@ -18,6 +18,7 @@ from typing import Iterator
 import pytest
 import yaml
 
+from reasonops.contract import parse_resource, resolve
 from reasonops.tinymodel import build_tiny_model
 
 from train_support import arithmetic_rows
@@ -26,7 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
 API = "reasonops.io/v1alpha1"
 BUCKET = "reasoning-exports"
 SECRET = "s3cr3t-value-never-logged"  # the secret access key: it must appear in no output, state or status
-pytestmark = pytest.mark.slow
 
 
 def _free_port() -> int:
@@ -75,6 +75,7 @@ def _listing(endpoint: str, prefix: str) -> list[str]:
     return [part.split("</Key>")[0] for part in body.split("<Key>")[1:]]
 
 
+@pytest.mark.slow
 def test_a_dataset_and_a_model_go_to_the_store_and_come_back(store: str, tmp_path: Path) -> None:
     export = {"uri": f"s3://{BUCKET}/team", "endpointUrl": store, "region": "us-east-1",
               "accessKeyIdSecretRef": {"name": "store", "key": "id"}, "secretAccessKeySecretRef": {"name": "store", "key": "secret"}}
@@ -120,6 +121,7 @@ def test_a_dataset_and_a_model_go_to_the_store_and_come_back(store: str, tmp_pat
         assert SECRET not in written.read_text(), written
 
 
+@pytest.mark.slow
 def test_store_errors_name_the_uri_in_one_line(store: str, tmp_path: Path) -> None:
     rows = tmp_path / "rows.jsonl"
     rows.write_text(json.dumps({"question": "What is 1 + 1?", "solution": "\\boxed{2}", "answer": "2"}) + "\n")
@@ -137,3 +139,16 @@ def test_store_errors_name_the_uri_in_one_line(store: str, tmp_path: Path) -> No
     proc = _run([dataset("unreachable", f"s3://{BUCKET}/x", f"http://127.0.0.1:{_free_port()}")], tmp_path / "out2", _env())
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert f"cannot export to s3://{BUCKET}/x/unreachable/" in proc.stderr and "the endpoint is unreachable" in proc.stderr
+
+
+def test_the_example_is_valid_and_names_keys_its_secret_has() -> None:
+    docs = [d for d in yaml.safe_load_all((ROOT / "examples" / "exports" / "pipeline.yaml").read_text()) if d]
+    secret = next(d for d in docs if d["kind"] == "Secret")
+    resources = {d["metadata"]["name"]: parse_resource(d) for d in docs if d["kind"] != "Secret"}
+    for name in ("math-reasoning", "reasoner"):
+        export = resources[name].spec.export
+        for ref in (export.accessKeyIdSecretRef, export.secretAccessKeySecretRef):
+            assert ref.name == secret["metadata"]["name"] and ref.key in secret["stringData"]
+    evaluation = resources["published-eval"]
+    resolution = resolve(evaluation, evaluation.spec.to_wire(), lambda kind, name: None)
+    assert resolution.input.location == "s3://reasoning/models/reasoner/REVISION" and resolution.input.secret == "model-store"
