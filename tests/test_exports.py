@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Iterator
@@ -35,22 +36,30 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def store() -> Iterator[str]:
-    """moto's S3 server on a free local port, with one bucket; yields its endpoint URL."""
+def _moto(**env: str) -> tuple[subprocess.Popen, str]:
+    """moto's S3 server on a free local port (its own program, from hack/moto-venv.sh's venv), once it answers."""
     subprocess.run([str(ROOT / "hack" / "moto-venv.sh")], check=True, timeout=600)
     port = _free_port()
     server = subprocess.Popen([str(ROOT / ".venv-moto" / "bin" / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **env})
     endpoint = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
         try:
-            urllib.request.urlopen(urllib.request.Request(f"{endpoint}/{BUCKET}", method="PUT"), timeout=5)
-            break
+            urllib.request.urlopen(endpoint, timeout=5)
+            return server, endpoint
+        except urllib.error.HTTPError:  # it answers (a refusal is an answer)
+            return server, endpoint
         except OSError:
             assert server.poll() is None and time.monotonic() < deadline, "moto_server did not start"
             time.sleep(0.3)
+
+
+@pytest.fixture(scope="module")
+def store() -> Iterator[str]:
+    """moto's S3 server with one bucket; yields its endpoint URL."""
+    server, endpoint = _moto()
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/{BUCKET}", method="PUT"), timeout=10)
     yield endpoint
     server.terminate()
     server.wait(timeout=10)
@@ -139,6 +148,17 @@ def test_store_errors_name_the_uri_in_one_line(store: str, tmp_path: Path) -> No
     proc = _run([dataset("unreachable", f"s3://{BUCKET}/x", f"http://127.0.0.1:{_free_port()}")], tmp_path / "out2", _env())
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert f"cannot export to s3://{BUCKET}/x/unreachable/" in proc.stderr and "the endpoint is unreachable" in proc.stderr
+
+    # A store that checks credentials (moto with authentication on) refuses unknown keys.
+    checking, endpoint = _moto(INITIAL_NO_AUTH_ACTION_COUNT="0")
+    try:
+        proc = _run([dataset("refused", f"s3://{BUCKET}/x", endpoint)], tmp_path / "out3", _env())
+    finally:
+        checking.terminate()
+        checking.wait(timeout=10)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert f"cannot export to s3://{BUCKET}/x/refused/" in proc.stderr and "access denied: check the credentials" in proc.stderr
+    assert SECRET not in proc.stdout + proc.stderr
 
 
 def test_the_example_is_valid_and_names_keys_its_secret_has() -> None:
