@@ -548,3 +548,20 @@ def test_a_relative_gate_waits_for_its_baseline_and_judges_the_paired_difference
     ev = wait_for("re-judged", lambda: cond(e := get(c, "evalrun", ns, "tuned"), "Passed").get("reason") == "GatesFailed" and e, op=operator)
     assert cond(ev, "Passed")["message"] == "aime24: lower 95% bound of the difference to EvalRun base 0.0333 < 0.05"
     assert len(items(c, "jobs", ns, "reasonops.io/name=tuned")) == 1
+
+
+def test_an_export_reaches_the_pod_by_reference_and_its_location_the_status(operator, volumes):
+    c, ns = operator.cluster, volumes
+    export = {"uri": "s3://team-data/reasoning", "endpointUrl": "http://minio.storage:9000",
+              "accessKeyIdSecretRef": {"name": "store", "key": "id"}, "secretAccessKeySecretRef": {"name": "store", "key": "secret"}}
+    # kwok reports the result the pod would: where it published the dataset.
+    apply(c, ns, dataset("exported", export=export, result={"samples": 3, "contentHash": "h",
+                                                             "exportLocation": "s3://team-data/reasoning/exported/REV"}))
+    ds = wait_for("dataset Ready", lambda: cond(d := get(c, "reasoningdataset", ns, "exported"), "Ready").get("status") == "True" and d,
+                  op=operator)
+    assert ds["status"]["output"]["exportLocation"] == "s3://team-data/reasoning/exported/REV"
+    (pod,) = items(c, "pods", ns, "reasonops.io/name=exported")
+    env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"] == {"secretKeyRef": {"name": "store", "key": "id"}}
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"] == {"secretKeyRef": {"name": "store", "key": "secret"}}
+    assert env["AWS_ENDPOINT_URL"]["value"] == "http://minio.storage:9000"

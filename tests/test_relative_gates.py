@@ -95,6 +95,15 @@ def test_reasonops_run_gates_a_model_on_beating_its_baseline(models: dict[str, s
     assert summary["comparisons"] == [comparison] and summary["gatesPassed"] is True
     assert "difference to base ≥ 0.2" in (Path(state["tuned"]["output"]) / "report.md").read_text()
 
+    # Later, alone in its own file: the baseline is the one run before under the same --output.
+    later = tmp_path / "later.yaml"
+    later.write_text(yaml.safe_dump(_eval("tuned-later", models["tuned"], [beats])))
+    proc = subprocess.run([sys.executable, "-m", "reasonops.cli", "run", str(later), "--output", str(out)], cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "operator")}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((out / "state" / "EvalRun-tuned-later.json").read_text())["result"]
+    assert result["comparisons"] == [comparison] and result["gates"][0]["passed"] and "1 gates passed" in proc.stdout
+
 
 def test_a_missing_baseline_is_named(models: dict[str, str], tmp_path: Path) -> None:
     file = tmp_path / "alone.yaml"
