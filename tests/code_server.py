@@ -1,11 +1,13 @@
-"""A small OpenAI-compatible server process that answers code-demo problems with programs.
+"""A small OpenAI-compatible server process that answers code-demo problems with programs (and the demo
+benchmark's arithmetic problems with a boxed number).
 
     python tests/code_server.py MODE   # prints "PORT <n>" once listening
 
 MODE ``correct``: every answer is the reference program. MODE ``mixed``: per problem, alternating answers
 (reference, then wrong) for problems whose name has an even length, always a wrong or hostile program
 (wrong output, infinite loop, reading the token) for the others. Stdlib only, so it is a real process with
-real sockets and no test double inside the code under test.
+real sockets and no test double inside the code under test. Arithmetic: ``correct`` answers every problem
+right, ``mixed`` only those of even index (half of them), so the two compare as a better and a worse model.
 """
 
 from __future__ import annotations
@@ -26,7 +28,14 @@ counters: dict[str, itertools.count] = {}
 lock = threading.Lock()
 
 
+ARITHMETIC = load_benchmark("demo")
+
+
 def answer(prompt: str) -> str:
+    arithmetic = next((i for i in ARITHMETIC if i.question in prompt), None)
+    if arithmetic is not None:
+        right = MODE == "correct" or int(arithmetic.id.removeprefix("demo-")) % 2 == 0
+        return f"The answer is \\boxed{{{arithmetic.answer if right else int(arithmetic.answer) + 1}}}."
     item = next((i for i in ITEMS if i.question in prompt), None)
     if item is None:
         return "I do not know this problem."

@@ -309,3 +309,35 @@ def test_the_api_refuses_every_env_var_volume_and_mount_the_operator_sets_itself
                 with pytest.raises(pydantic.ValidationError, match="operator's mounts"):
                     Resources.model_validate({"volumes": [{"name": "v", "emptyDir": {}}],
                                               "volumeMounts": [{"name": "v", "mountPath": path}]})
+
+
+EXPORT = {"uri": "s3://team-models/reasoning", "endpointUrl": "http://minio.storage:9000", "region": "eu-west-1",
+          "accessKeyIdSecretRef": {"name": "store", "key": "access-key"}, "secretAccessKeySecretRef": {"name": "store", "key": "secret-key"}}
+
+
+@pytest.mark.parametrize("example,kind", [("reasoningdataset.yaml", "ReasoningDataset"), ("finetunejob.yaml", "FineTuneJob")])
+def test_an_export_reaches_the_pod_with_its_credentials_by_reference(example, kind):
+    body = _load(example, kind)
+    body["spec"]["export"] = EXPORT
+    res = contract.with_defaults({"ReasoningDataset": ReasoningDataset, "FineTuneJob": FineTuneJob}[kind].model_validate(body))
+    build = builders.build_dataset_children if kind == "ReasoningDataset" else builders.build_finetune_children
+    job = next(x for x in build(body, res, _doc(res, "r"), SETTINGS, False) if x["kind"] == "Job")
+    env = _env(job["spec"]["template"]["spec"]["containers"][0])
+    assert env["AWS_ACCESS_KEY_ID"] == {"secretKeyRef": {"name": "store", "key": "access-key"}}
+    assert env["AWS_SECRET_ACCESS_KEY"] == {"secretKeyRef": {"name": "store", "key": "secret-key"}}
+    assert (env["AWS_ENDPOINT_URL"], env["AWS_REGION"], env["AWS_DEFAULT_REGION"]) == ("http://minio.storage:9000", "eu-west-1", "eu-west-1")
+    # Without keys (a workload identity), no credential variable at all; without an export, nothing.
+    assert builders.export_env(type(res.spec.export)(uri="s3://team-models/reasoning")) == [] and builders.export_env(None) == []
+
+
+def test_an_export_is_validated_strictly():
+    from reasonops.api.v1alpha1 import ObjectStoreExport
+
+    assert contract.export_location(ObjectStoreExport.model_validate(EXPORT), "ds", "abc") == "s3://team-models/reasoning/ds/abc"
+    for wrong, message in [({"uri": "gs://bucket/x"}, "String should match pattern"),
+                           ({"uri": "s3://Bucket_Upper/x"}, "String should match pattern"),
+                           ({**EXPORT, "secretAccessKeySecretRef": None}, "accessKeyIdSecretRef and secretAccessKeySecretRef go together"),
+                           ({**EXPORT, "endpointUrl": "minio:9000"}, "String should match pattern"),
+                           ({**EXPORT, "region": "EU West"}, "String should match pattern")]:
+        with pytest.raises(pydantic.ValidationError, match=message.replace("(", r"\(")):
+            ObjectStoreExport.model_validate(wrong)

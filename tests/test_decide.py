@@ -203,6 +203,22 @@ def test_a_succeeded_training_reports_its_model_and_checkpoints():
     assert plan.status["checkpoints"] == [{"name": "step-10", "step": 10, "epoch": "1.00", "location": f"{output}/checkpoints/step-10/model"}]
 
 
+def test_an_exported_dataset_and_model_say_where_in_status():
+    exported = {**DATASET, "export": {"uri": "s3://team/exports"}}
+    observed = _observe(_body("ReasoningDataset", "ds", exported))
+    job, revision = observed.job_name, observed.resolution.revision
+    result = {"location": f"/out/data/ds/{revision}", "samples": 7, "exportLocation": f"s3://team/exports/ds/{revision}"}
+    plan = _decide(_observe(_body("ReasoningDataset", "ds", exported), jobs=[_done(job, revision)], pods=[_pod(job, result)]))
+    assert plan.status["output"]["exportLocation"] == f"s3://team/exports/ds/{revision}"
+    others = {("ReasoningDataset", "ds"): _body("ReasoningDataset", "ds", DATASET, SUCCEEDED_DATASET)}
+    spec = {**FINETUNE, "export": {"uri": "s3://team/exports"}}
+    observed = _observe(_body("FineTuneJob", "ft", spec), others)
+    job, revision = observed.job_name, observed.resolution.revision
+    result = {"modelLocation": f"/out/models/ft/{revision}/model", "exportLocation": f"s3://team/exports/ft/{revision}"}
+    plan = _decide(_observe(_body("FineTuneJob", "ft", spec), others, jobs=[_done(job, revision)], pods=[_pod(job, result)]))
+    assert plan.status["exportLocation"] == f"s3://team/exports/ft/{revision}"
+
+
 def test_a_failed_training_pod_restarts_its_group():
     spec = {**FINETUNE, "numNodes": 2}
     others = {("ReasoningDataset", "ds"): _body("ReasoningDataset", "ds", DATASET, SUCCEEDED_DATASET)}
@@ -343,6 +359,79 @@ def test_each_checkpoint_is_rated_by_its_pod_and_the_best_is_selected():
     assert plan.status["selectedCheckpoint"]["name"] == "step-10" and plan.status["modelLocation"] == KEPT[0]["location"]
     assert [x["results"][0]["score"] for x in plan.status["checkpoints"]] == ["0.7", "0.6"]
     assert plan.status["history"][0]["summary"].startswith("selected step-10")
+
+
+# --- relative gates: the baseline EvalRun is observed, waited for, mounted; the comparisons judged ----------
+
+RELATIVE = [{"benchmark": "math500", "baseline": "base", "minDifference": "0.05", "bound": "lower95"}]
+BASE_OUTPUT = "pvc://evals/base/b1"
+
+
+def _baseline(phase: str = "Succeeded", revision: str = "b1", **spec: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    status = {"phase": phase, "revision": revision, "reason": phase,
+              "history": [{"revision": revision, "phase": phase, **({"location": BASE_OUTPUT} if phase == "Succeeded" else {})}]}
+    if phase == "Failed":
+        status["conditions"] = [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "the pod failed"}]
+    base_spec = {"model": {"name": "Qwen/Qwen2.5-0.5B-Instruct"}, "benchmarks": [{"name": "math500"}],
+                 "output": {"volume": {"claimName": "evals", "path": "/"}, "credentialsSecretRef": "store"}, **spec}
+    return {("EvalRun", "base"): _body("EvalRun", "base", base_spec, status),
+            ("FineTuneJob", "ft"): _body("FineTuneJob", "ft", FINETUNE, _finetune_status())}
+
+
+@pytest.mark.parametrize("others,name,reason,words", [
+    ({("FineTuneJob", "ft"): _body("FineTuneJob", "ft", FINETUNE, _finetune_status())}, "ev", "BaselineNotFound", "'base' (a relative gate's baseline) does not exist"),
+    (_baseline("Running"), "ev", "WaitingForBaseline", "waiting for EvalRun 'base' (a relative gate's baseline) to succeed (Running)"),
+    (_baseline("Failed"), "ev", "BaselineFailed", "failed: the pod failed"),
+    (_baseline(model={"fineTuneJob": "ft", "checkpoints": "all"}, backend="offline"), "ev", "BaselineUnusable", "a baseline must evaluate a single model"),
+    (_baseline(), "base", "BaselineUnusable", "names this EvalRun itself"),
+])
+def test_a_relative_gate_waits_for_its_baseline_with_the_reason(others, name, reason, words):
+    plan = _decide(_observe(_body("EvalRun", name, _eval_spec(gates=RELATIVE, backend="offline")), others))
+    assert plan.status["reason"] == reason and words in _cond(plan, "Ready")["message"]
+    assert plan.create == [] and _cond(plan, "Passed")["status"] == "Unknown"
+
+
+def test_a_relative_gate_mounts_its_baselines_output_and_a_new_baseline_revision_is_a_new_revision():
+    observed = _observe(_body("EvalRun", "ev", _eval_spec(gates=RELATIVE, backend="offline")), _baseline())
+    configmap, job = _decide(observed).create
+    context = json.loads(configmap["data"]["resource.json"])["context"]
+    assert context["baselines"] == [{"name": "base", "revision": "b1", "location": "/mnt/pvc/evals/base/b1"}]
+    pod = job["spec"]["template"]["spec"]
+    assert "evals" in [(v.get("persistentVolumeClaim") or {}).get("claimName") for v in pod["volumes"]]
+    assert {"secretRef": {"name": "store"}} in pod["containers"][0]["envFrom"]
+    again = _observe(_body("EvalRun", "ev", _eval_spec(gates=RELATIVE, backend="offline")), _baseline(revision="b2"))
+    assert again.resolution.revision != observed.resolution.revision
+    absolute = _observe(_body("EvalRun", "ev", _eval_spec(backend="offline")), _baseline())
+    assert absolute.resolution.baselines == () and absolute.resolution.context.baselines == []
+
+
+def _compared(spec: dict[str, Any], comparisons: list[dict[str, Any]], status: Optional[dict[str, Any]] = None) -> Plan:
+    observed = _observe(_body("EvalRun", "ev", spec, status), _baseline())
+    job, revision = observed.job_name, observed.resolution.revision
+    result = {"results": [{"benchmark": "math500", "score": "0.6", "problems": 30}], "comparisons": comparisons}
+    return _decide(_observe(_body("EvalRun", "ev", spec, status), _baseline(), jobs=[_done(job, revision)], pods=[_pod(job, result)]))
+
+
+def test_a_relative_gate_is_judged_on_the_paired_difference_and_recorded():
+    comparison = {"baseline": "base", "baselineRevision": "b1", "benchmark": "math500", "problems": 30, "difference": "0.1333",
+                  "ciLow": "0.0333", "ciHigh": "0.2333", "wins": 5, "losses": 1}
+    failed = _compared(_eval_spec(gates=RELATIVE, backend="offline"), [comparison])
+    assert failed.status["comparisons"] == [comparison]
+    assert failed.status["gates"] == [{"benchmark": "math500", "baseline": "base", "minDifference": "0.05", "bound": "lower95",
+                                       "score": "0.0333", "passed": False}]
+    assert _cond(failed, "Passed")["message"] == "math500: lower 95% bound of the difference to EvalRun base 0.0333 < 0.05"
+    # A threshold edit makes no new revision: the stored comparison is judged again.
+    looser = [{**RELATIVE[0], "minDifference": "0.03"}]
+    relaxed = _decide(_observe(_body("EvalRun", "ev", _eval_spec(gates=looser, backend="offline"), failed.status), _baseline()))
+    assert _cond(relaxed, "Passed")["reason"] == "GatesPassed" and relaxed.status["comparisons"] == [comparison]
+    assert ("Normal", "GatesPassed", "1 gates passed") in relaxed.events
+
+
+def test_a_refused_comparison_fails_the_gate_and_says_why():
+    refused = {"baseline": "base", "benchmark": "math500", "refused": "not the same problems under the same protocol: different protocol"}
+    plan = _compared(_eval_spec(gates=RELATIVE, backend="offline"), [refused])
+    assert _cond(plan, "Passed")["reason"] == "GatesFailed"
+    assert _cond(plan, "Passed")["message"] == "math500: cannot compare with EvalRun base: " + refused["refused"]
 
 
 def test_an_invalid_spec_fails_with_every_problem_named():

@@ -43,7 +43,8 @@ def overlay(request) -> tuple[str, list[dict]]:
 def test_overlay_renders_valid_resources_into_its_namespace(overlay):
     name, docs = overlay
     kinds = sorted(d["kind"] for d in docs)
-    assert kinds == ["EvalRun", "FineTuneJob", "PersistentVolumeClaim", "PersistentVolumeClaim", "ReasoningDataset"]
+    evals = ["EvalRun", "EvalRun"] if name == "production" else ["EvalRun"]  # production: and the base model's
+    assert kinds == [*evals, "FineTuneJob", "PersistentVolumeClaim", "PersistentVolumeClaim", "ReasoningDataset"]
     for doc in docs:
         assert doc["metadata"]["namespace"] == OVERLAYS[name]
         if doc["kind"] in KINDS:
@@ -55,7 +56,7 @@ def test_overlay_references_resolve_within_the_render(overlay):
     datasets, jobs, evals = by_kind(docs, "ReasoningDataset"), by_kind(docs, "FineTuneJob"), by_kind(docs, "EvalRun")
     claims = set(by_kind(docs, "PersistentVolumeClaim"))
     (ft,) = jobs.values()
-    (ev,) = evals.values()
+    ev = evals.pop("reasoner-eval")
     (ds,) = datasets.values()
     assert ft["spec"]["datasetRef"]["name"] in datasets
     assert ft["spec"]["retrainPolicy"] == "OnDatasetChange"
@@ -63,6 +64,11 @@ def test_overlay_references_resolve_within_the_render(overlay):
     assert ev["spec"]["gates"], "the evaluation decides promotion through its gates"
     gated = {g["benchmark"] for g in ev["spec"]["gates"]}
     assert gated <= {x["name"] for x in ev["spec"]["benchmarks"]}, "every gate needs its benchmark run"
+    for baseline in {g["baseline"] for g in ev["spec"]["gates"] if "baseline" in g}:  # relative gates: the same problems
+        base = evals.pop(baseline)
+        assert base["spec"]["benchmarks"] == ev["spec"]["benchmarks"] and base["spec"]["protocol"] == ev["spec"]["protocol"]
+        assert base["spec"]["output"]["volume"]["claimName"] in claims
+    assert not evals, "every other EvalRun is a baseline of reasoner-eval's gates"
     # Outputs go to claims the overlay creates, which GitOps must never prune.
     assert {ds["spec"]["output"]["volume"]["claimName"], ft["spec"]["output"]["volume"]["claimName"]} <= claims
     for pvc in by_kind(docs, "PersistentVolumeClaim").values():
@@ -91,6 +97,10 @@ def test_staging_is_a_small_version_of_production():
     assert p_ft["spec"]["resources"]["memory"] == "1600Gi" and p_ft["spec"]["resources"]["nodeSelector"]
     assert p_ft["metadata"]["labels"][b.QUEUE_LABEL] == "gpu-batch"
     assert b.QUEUE_LABEL not in s_ft["metadata"].get("labels", {})
+    # Production's promotion also waits on beating the base model at the lower 95% bound (a relative gate).
+    p_gates = by_kind(production, "EvalRun")["reasoner-eval"]["spec"]["gates"]
+    assert {"benchmark": "aime24", "baseline": "base-eval", "minDifference": "0", "bound": "lower95"} in p_gates
+    assert "base-eval" not in by_kind(staging, "EvalRun")
     # Different specs are different revisions: the same git history drives both environments independently.
     assert k.revision_of("ReasoningDataset", s_ds["spec"]) != k.revision_of("ReasoningDataset", p_ds["spec"])
 
@@ -163,6 +173,9 @@ CASES = [
     ("its dataset failed", _obj("FineTuneJob", _conditions(progressing="True", reason="DatasetFailed", message="EmptyDataset")), "Degraded", "DatasetFailed"),
     ("its model failed", _obj("EvalRun", _conditions(progressing="True", reason="ModelFailed"), ), "Degraded", "ModelFailed"),
     ("its fine-tune kept no servable checkpoints", _obj("EvalRun", _conditions(progressing="True", reason="NoCheckpoints")), "Degraded", "NoCheckpoints"),
+    ("its baseline failed", _obj("EvalRun", _conditions(progressing="True", reason="BaselineFailed")), "Degraded", "BaselineFailed"),
+    ("its baseline is unusable", _obj("EvalRun", _conditions(progressing="True", reason="BaselineUnusable")), "Degraded", "BaselineUnusable"),
+    ("waiting for its baseline", _obj("EvalRun", _conditions(progressing="True", reason="WaitingForBaseline")), "Progressing", "WaitingForBaseline"),
     ("waiting for a selection", _obj("EvalRun", _conditions(progressing="True", reason="WaitingForSelection")), "Progressing", "WaitingForSelection"),
     ("suspended", _obj("FineTuneJob", _conditions(suspended="True", reason="Suspended")), "Suspended", "Suspended"),
     ("gates passed", _obj("EvalRun", _conditions(ready="True", reason="Succeeded", passed="True", passed_reason="GatesPassed")), "Healthy", "GatesPassed: 2 gates passed"),

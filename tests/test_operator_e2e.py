@@ -511,3 +511,57 @@ def test_a_max_model_len_beyond_the_models_context_is_refused_before_any_server(
     assert "exceeds the model's context of 32768" in cond(ev, "Ready")["message"]
     assert get(c, "finetunejob", ns, "ft")["status"]["contextLength"] == 32768
     assert not items(c, "deployments", ns, "reasonops.io/name=ev") and not items(c, "jobs", ns, "reasonops.io/name=ev")
+
+
+def test_a_relative_gate_waits_for_its_baseline_and_judges_the_paired_difference(operator, volumes):
+    """The operator observes the baseline EvalRun: waits while it is missing or running, then starts the gated run
+    with the baseline's output mounted, and judges the comparison its pod reported (kwok stands in for the pod)."""
+    c, ns = operator.cluster, volumes
+
+    def offline(name: str, result: dict, **spec: Any) -> dict:
+        return {"apiVersion": API, "kind": "EvalRun", "metadata": {"name": name}, "spec": {
+            "model": {"name": f"Qwen/{name}"}, "backend": "offline", "benchmarks": [{"name": "aime24"}],
+            "output": {"volume": {"claimName": "models", "path": "evals"}},
+            "resources": {"podAnnotations": {"reasonops.io/kwok-result": json.dumps(result)}}, **spec}}
+
+    comparison = {"baseline": "base", "benchmark": "aime24", "problems": 30, "difference": "0.1000", "ciLow": "0.0333",
+                  "ciHigh": "0.1667", "wins": 4, "losses": 1}
+    tuned = offline("tuned", {"results": [{"benchmark": "aime24", "score": "0.6000"}], "comparisons": [comparison]},
+                    gates=[{"benchmark": "aime24", "baseline": "base", "minDifference": "0", "bound": "lower95"}])
+    apply(c, ns, tuned)
+    ev = wait_for("baseline missing", lambda: (e := get(c, "evalrun", ns, "tuned")).get("status", {}).get("reason") == "BaselineNotFound" and e, op=operator)
+    assert "EvalRun 'base' (a relative gate's baseline) does not exist" in cond(ev, "Ready")["message"]
+    assert items(c, "jobs", ns, "reasonops.io/name=tuned") == []
+    apply(c, ns, offline("base", {"results": [{"benchmark": "aime24", "score": "0.5000"}]}))
+    ev = wait_for("gated run judged", lambda: cond(e := get(c, "evalrun", ns, "tuned"), "Passed").get("reason") == "GatesPassed" and e,
+                  timeout=90, op=operator)
+    base = get(c, "evalrun", ns, "base")
+    assert ev["status"]["comparisons"] == [comparison]
+    assert ev["status"]["gates"] == [{"benchmark": "aime24", "baseline": "base", "minDifference": "0", "bound": "lower95",
+                                      "score": "0.0333", "passed": True}]
+    (job,) = items(c, "jobs", ns, "reasonops.io/name=tuned")
+    document = json.loads(get(c, "configmap", ns, job["metadata"]["name"])["data"]["resource.json"])
+    assert document["context"]["baselines"] == [{"name": "base", "revision": base["status"]["revision"],
+                                                 "location": f"/mnt/pvc/models/evals/base/{base['status']['revision']}"}]
+    # A stricter minDifference re-judges the recorded comparison: no new revision, no new Job.
+    c.kubectl("patch", "evalrun", "tuned", "-n", ns, "--type=json", "-p", '[{"op":"replace","path":"/spec/gates/0/minDifference","value":"0.05"}]')
+    ev = wait_for("re-judged", lambda: cond(e := get(c, "evalrun", ns, "tuned"), "Passed").get("reason") == "GatesFailed" and e, op=operator)
+    assert cond(ev, "Passed")["message"] == "aime24: lower 95% bound of the difference to EvalRun base 0.0333 < 0.05"
+    assert len(items(c, "jobs", ns, "reasonops.io/name=tuned")) == 1
+
+
+def test_an_export_reaches_the_pod_by_reference_and_its_location_the_status(operator, volumes):
+    c, ns = operator.cluster, volumes
+    export = {"uri": "s3://team-data/reasoning", "endpointUrl": "http://minio.storage:9000",
+              "accessKeyIdSecretRef": {"name": "store", "key": "id"}, "secretAccessKeySecretRef": {"name": "store", "key": "secret"}}
+    # kwok reports the result the pod would: where it published the dataset.
+    apply(c, ns, dataset("exported", export=export, result={"samples": 3, "contentHash": "h",
+                                                             "exportLocation": "s3://team-data/reasoning/exported/REV"}))
+    ds = wait_for("dataset Ready", lambda: cond(d := get(c, "reasoningdataset", ns, "exported"), "Ready").get("status") == "True" and d,
+                  op=operator)
+    assert ds["status"]["output"]["exportLocation"] == "s3://team-data/reasoning/exported/REV"
+    (pod,) = items(c, "pods", ns, "reasonops.io/name=exported")
+    env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"] == {"secretKeyRef": {"name": "store", "key": "id"}}
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"] == {"secretKeyRef": {"name": "store", "key": "secret"}}
+    assert env["AWS_ENDPOINT_URL"]["value"] == "http://minio.storage:9000"

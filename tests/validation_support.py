@@ -57,6 +57,7 @@ _TOP_P = "must be a number in (0, 1]"
 _KEYS = "keys must be a Kubernetes qualified name"
 _LABEL_VALUES = "label values must be empty or at most 63"
 _GATE = "every gate must name a benchmark of spec.benchmarks"
+_ONE_GATE = "set exactly one of minScore (an absolute gate) or baseline with minDifference (a relative gate)"
 _RESERVED_ENV = "is set by the operator: names starting with REASONOPS_ or PET_"
 _RESERVED_VOLUME = "is the name of one of the operator's volumes"
 _RESERVED_MOUNT = "must not be, be inside or hold one of the operator's mounts"
@@ -80,7 +81,20 @@ INVALID = [
     ("too many nodes", with_(FINETUNE, "spec.numNodes", 1000), "spec.numNodes", None),
     ("learning rate as float", with_(FINETUNE, "spec.hyperparameters", {"learningRate": 0.00001}), "spec.hyperparameters.learningRate", None),
     ("no benchmarks", with_(EVAL, "spec.benchmarks", []), "spec.benchmarks", None),
-    ("gate without minimum", with_(EVAL, "spec.gates", [{"benchmark": "aime24"}]), "spec.gates[0].minScore", None),
+    ("gate without minimum", with_(EVAL, "spec.gates", [{"benchmark": "aime24"}]), "spec.gates[0].minScore", _ONE_GATE),
+    ("gate absolute and relative", with_(EVAL, "spec.gates", [{"benchmark": "aime24", "minScore": "0.5", "baseline": "base", "minDifference": "0"}]),
+     "spec.gates[0].minScore", _ONE_GATE),
+    ("export with half the credentials", with_(FINETUNE, "spec.export", {"uri": "s3://bucket/models", "accessKeyIdSecretRef": {"name": "s", "key": "id"}}),
+     "spec.export.accessKeyIdSecretRef", "accessKeyIdSecretRef and secretAccessKeySecretRef go together"),
+    ("export not to s3", with_(DATASET, "spec.export", {"uri": "gs://bucket/data"}), "spec.export.uri", None),
+    ("relative gate without minDifference", with_(EVAL, "spec.gates", [{"benchmark": "aime24", "baseline": "base"}]),
+     "spec.gates[0].minDifference", "minDifference and baseline go together (a relative gate sets both)"),
+    ("relative gate difference 1.5", with_(EVAL, "spec.gates", [{"benchmark": "aime24", "baseline": "base", "minDifference": "1.5"}]),
+     "spec.gates[0].minDifference", "must be a number in [-1, 1]"),
+    ("relative gate on checkpoints", with_(EVAL, "spec", {**EVAL["spec"], "model": {"fineTuneJob": "f", "checkpoints": "all"}, "backend": "offline",
+                                                          "selection": {"benchmark": "aime24"},
+                                                          "gates": [{"benchmark": "aime24", "baseline": "base", "minDifference": "0"}]}),
+     "spec.gates", "relative gates (baseline) need a single model, not model.checkpoints"),
     ("endpoint not http", with_(EVAL, "spec.model", {"endpoint": {"url": "ftp://x"}}), "spec.model.endpoint.url", None),
     ("too many samples", with_(EVAL, "spec.benchmarks.0.samples", 5000), "spec.benchmarks[0].samples", None),
     ("empty secret key", with_(EVAL, "spec.model", {"endpoint": {"url": "http://x/v1", "apiKeySecretRef": {"name": "k", "key": ""}}}),
@@ -278,6 +292,12 @@ VALID = [
     ("lora dropout below 1", with_(FINETUNE, "spec", {**FINETUNE["spec"], "method": "lora", "lora": {"dropout": "0.999"}})),
     ("gates on run benchmarks", with_(EVAL, "spec", {**EVAL["spec"], "benchmarks": [{"name": "aime24", "temperature": "0.6", "topP": "0.95"}, {"name": "math500"}],
                                                      "gates": [{"benchmark": "math500", "minScore": "0"}, {"benchmark": "aime24", "minScore": "1"}]})),
+    ("exports of a dataset and a model", with_(FINETUNE, "spec", {**FINETUNE["spec"], "export": {
+        "uri": "s3://team-models/reasoning", "endpointUrl": "http://minio.storage:9000", "region": "eu-west-1",
+        "accessKeyIdSecretRef": {"name": "store", "key": "id"}, "secretAccessKeySecretRef": {"name": "store", "key": "secret"}}})),
+    ("relative gates beside an absolute one", with_(EVAL, "spec", {**EVAL["spec"], "gates": [
+        {"benchmark": "aime24", "baseline": "base-eval", "minDifference": "0.05", "bound": "lower95"},
+        {"benchmark": "aime24", "baseline": "base-eval", "minDifference": "-1"}, {"benchmark": "aime24", "minScore": "0.3"}]})),
     ("serving disabled with an endpoint", with_(EVAL, "spec", {**EVAL["spec"], "model": {"endpoint": {"url": "http://x/v1", "apiKeySecretRef": {"name": "k", "key": "api.key-1_x"}}},
                                                                "serving": {"enabled": False}, "output": {"path": "/out"}})),
     ("serving disabled offline", with_(EVAL, "spec", {**EVAL["spec"], "backend": "offline", "serving": {"enabled": False}})),

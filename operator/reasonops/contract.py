@@ -18,7 +18,7 @@ how many processes train       `training_world`
 GPUs of the evaluation Job     `eval_job_gpus`
 whether a server is needed     `serving_enabled`
 whether a sandbox is needed    `needs_sandbox` (`CODE_BENCHMARKS`)
-a revision's inputs, output   `resolve` (`resolve_dataset`, `resolve_model`, `resolve_samplers`)
+a revision's inputs, output   `resolve` (`resolve_dataset`, `resolve_model`, `resolve_samplers`, `resolve_baselines`)
 the served model's name        `served_model_name`
 the endpoint of an EvalRun     `endpoint_url`
 env var of a secret's value    `api_key_env`
@@ -27,6 +27,7 @@ what a checkpoint is called    `checkpoint_name`; its servable export: `checkpoi
 the checkpoints a run exported `exported_checkpoints` (FineTuneJob status.checkpoints)
 which checkpoint a pod rates   `document_for_checkpoint` (`Env.CHECKPOINTS`, the pod's completion index)
 the termination message        `encode_result` (valid JSON within 4 KiB)
+where an export is published   `export_location`; the environment it becomes: `export_environment`
 ============================  ==========================================================
 """
 
@@ -46,6 +47,7 @@ from .api.common import (
     REASON_MODEL_FAILED, REASON_MODEL_NOT_FOUND, REASON_NO_CHECKPOINTS, REASON_WAITING_FOR_DATASET, REASON_WAITING_FOR_ENDPOINT,
     REASON_WAITING_FOR_MODEL, REASON_WAITING_FOR_SELECTION, Location, Model, resolve_defaults, validation_problems,
 )
+from .api.common import REASON_BASELINE_FAILED, REASON_BASELINE_NOT_FOUND, REASON_BASELINE_UNUSABLE, REASON_WAITING_FOR_BASELINE
 from .api.v1alpha1 import (KINDS, MAX_CHECKPOINTS, CheckpointRef, EvalModelRef, EvalRun, EvalRunSpec, FineTuneJob, FineTuneJobSpec, ReasoningDataset,
                            ReasoningDatasetSpec, Resource)
 # The operator checks serving.maxModelLen with these, and training reports a model's context with them.
@@ -211,6 +213,28 @@ def eval_output(ev: EvalRun, revision: str, model_location_: str = "") -> Option
     return None
 
 
+# --- exports to object stores (spec.export) ---------------------------------------------------------
+
+AWS_ACCESS_KEY_ID = "AWS_ACCESS_KEY_ID"  # from export.accessKeyIdSecretRef (a secretKeyRef, never a value)
+AWS_SECRET_ACCESS_KEY = "AWS_SECRET_ACCESS_KEY"  # from export.secretAccessKeySecretRef
+
+
+def export_location(export: Any, name: str, revision: str) -> str:
+    """Where a revision's dataset or final model is published: <export.uri>/<name>/<revision>."""
+    return f"{export.uri.rstrip('/')}/{name}/{revision}"
+
+
+def export_environment(export: Any) -> dict[str, str]:
+    """The plain environment variables of an export (its endpoint and region; the credentials come from
+    Secret keys): what the operator sets in the pod and what `reasonops run` applies."""
+    env = {}
+    if export is not None and export.endpointUrl:
+        env["AWS_ENDPOINT_URL"] = export.endpointUrl
+    if export is not None and export.region:
+        env.update(AWS_REGION=export.region, AWS_DEFAULT_REGION=export.region)
+    return env
+
+
 # --- revisions -----------------------------------------------------------------------------------
 
 # Fields that change how or where a revision runs, or how its results are judged, not what it produces:
@@ -354,6 +378,17 @@ class WorkloadContext(Model):
     checkpoints: list[CheckpointRef] = Field(
         default_factory=list, description="EvalRun with model.checkpoints: the checkpoints, one per pod (`document_for_checkpoint`).",
     )
+    baselines: list[BaselineRef] = Field(
+        default_factory=list, description="EvalRun with relative gates: the baselines' outputs (`resolve_baselines`).",
+    )
+
+
+class BaselineRef(Model):
+    """The output of a relative gate's baseline EvalRun, as the pod reads it."""
+
+    name: str = Field(description="The baseline EvalRun.")
+    revision: str = Field(description="Its succeeded revision compared against.")
+    location: str = Field(description="Its output directory (summary.json, responses/).")
 
 
 WorkloadSpec = Union[ReasoningDatasetSpec, FineTuneJobSpec, EvalRunSpec]
@@ -523,6 +558,7 @@ def build_document(
         if value:
             setattr(ctx, key, pod_path(value, root))
     ctx.checkpoints = [c.model_copy(update={"location": pod_path(c.location, root)}) for c in ctx.checkpoints]
+    ctx.baselines = [b.model_copy(update={"location": pod_path(b.location, root)}) for b in ctx.baselines]
     meta = res.metadata
     return WorkloadDocument(
         kind=res.kind,
@@ -584,6 +620,7 @@ class Resolution:
     context: WorkloadContext
     waiting: Optional[Waiting] = None
     input: Input = Input()
+    baselines: tuple[Input, ...] = ()  # EvalRun: the outputs of its relative gates' baselines
 
 
 def _body_spec(body: Optional[Mapping[str, Any]]) -> dict[str, Any]:
@@ -673,6 +710,42 @@ def resolve_model(ev: EvalRun, lookup: Lookup, *, namespace: str) -> Input:
     return Input(revision=input_hash(f"{model.endpoint.url}|{model.servedModelName or ''}"))
 
 
+def baseline_names(spec: EvalRunSpec) -> list[str]:
+    """The EvalRuns an EvalRun's relative gates compare with, each once, in order."""
+    return list(dict.fromkeys(g.baseline for g in spec.gates or [] if g.baseline))
+
+
+def resolve_baselines(ev: EvalRun, lookup: Lookup, *, namespace: str, place: Callable[[str], str] = _same) -> tuple[Optional[Waiting], list[BaselineRef], tuple[Input, ...]]:
+    """(why to wait, the baselines' outputs, their inputs with secrets) of an EvalRun's relative gates.
+
+    A baseline is usable once its current revision has succeeded: its output (status.history's location of
+    that revision) holds the per-problem results the paired comparison needs. Until then the run waits."""
+    refs: list[BaselineRef] = []
+    inputs: list[Input] = []
+    for name in baseline_names(ev.spec):
+        if name == ev.metadata["name"]:
+            return (REASON_BASELINE_UNUSABLE, f"a relative gate names this EvalRun itself ({name!r}) as its baseline"), [], ()
+        body = lookup("EvalRun", name)
+        if body is None:
+            return (REASON_BASELINE_NOT_FOUND, f"EvalRun {name!r} (a relative gate's baseline) does not exist in namespace {namespace}"), [], ()
+        spec, status = _body_spec(body), _body_status(body)
+        if (spec.get("model") or {}).get("checkpoints"):
+            return (REASON_BASELINE_UNUSABLE, f"EvalRun {name!r} evaluates model.checkpoints: a baseline must evaluate a single model"), [], ()
+        current = next((h for h in status.get("history") or [] if h.get("revision") == status.get("revision")), {})
+        if current.get("phase") == "Succeeded" and current.get("location"):
+            location = place(current["location"])
+            refs.append(BaselineRef(name=name, revision=status["revision"], location=location))
+            inputs.append(Input(revision=status["revision"], location=location,
+                                secret=(spec.get("output") or {}).get("credentialsSecretRef")))
+            continue
+        if status.get("phase") == "Failed":
+            detail = next((x.get("message", "") for x in status.get("conditions") or [] if x.get("type") == COND_FAILED), "")
+            return (REASON_BASELINE_FAILED, f"EvalRun {name!r} (a relative gate's baseline) failed: {detail}"), [], ()
+        return (REASON_WAITING_FOR_BASELINE, f"waiting for EvalRun {name!r} (a relative gate's baseline) to succeed "
+                f"({status.get('reason', 'Pending')})"), [], ()
+    return None, refs, tuple(inputs)
+
+
 def sampler_eval_runs(spec: Mapping[str, Any]) -> list[str]:
     """Names of the EvalRuns whose servers a dataset's samplers use (from the spec on the wire)."""
     names = []
@@ -720,17 +793,21 @@ def resolve(
         return Resolution(revision, place(finetune_output(res, revision)), context, dataset.waiting, dataset)
     if isinstance(res, EvalRun):
         model = resolve_model(res, lookup, namespace=namespace)
-        revision = revision_of(res.kind, spec, {"model": model.revision or None})
+        baseline_wait, baselines, baseline_inputs = resolve_baselines(res, lookup, namespace=namespace, place=place)
+        inputs: dict[str, Any] = {"model": model.revision or None}
+        if baselines:  # a new baseline revision is a new comparison: a new revision
+            inputs["baselines"] = {b.name: b.revision for b in baselines}
+        revision = revision_of(res.kind, spec, inputs)
         serving = serving_enabled(res.spec)
         endpoint = server_url if serving else (res.spec.model.endpoint.url if res.spec.model.endpoint else None)
         context = WorkloadContext(
             modelLocation=model.location or None, modelRevision=model.revision or None, endpoint=endpoint or None,
             baseModel=model.base_model or res.spec.model.name or None,
             servedModelName=served_model_name(res) if res.spec.backend != "offline" or res.spec.model.endpoint else None,
-            checkpoints=list(model.checkpoints),
+            checkpoints=list(model.checkpoints), baselines=baselines,
         )
         output = eval_output(res, revision, model.location)
-        return Resolution(revision, place(output) if output else None, context, model.waiting, model)
+        return Resolution(revision, place(output) if output else None, context, model.waiting or baseline_wait, model, baseline_inputs)
     assert isinstance(res, ReasoningDataset)
     revision = revision_of(res.kind, spec)
     waiting, urls, served = resolve_samplers(spec, lookup)

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import yaml
 
-from . import contract
+from . import contract, objectstore
 from .api import common as reasons
 from .api.v1alpha1 import EvalRun, FineTuneJob, Resource
 from .errors import Stopped, WorkloadError
@@ -66,8 +66,18 @@ def load_file(path: str | Path) -> list[Resource]:
     except (OSError, yaml.YAMLError) as exc:
         raise WorkloadError(reasons.REASON_INVALID_SPEC, f"cannot read {path}: {_one_line(exc)}") from None
     resources = [parse_resource(d) for d in docs]
-    # An EvalRun of another EvalRun's selected checkpoint runs after the evaluations.
-    return sorted(resources, key=lambda r: (ORDER[r.kind], isinstance(r, EvalRun) and r.spec.model.evalRun is not None))
+    # An EvalRun of another EvalRun's selected checkpoint, or with relative gates, runs after the EvalRuns it reads.
+    return sorted(resources, key=lambda r: (ORDER[r.kind], _eval_depth(r, resources)))
+
+
+def _eval_depth(res: Resource, resources: list[Resource], seen: frozenset[str] = frozenset()) -> int:
+    """How many EvalRuns of the file an EvalRun waits for in a row (its model.evalRun, its gates' baselines)."""
+    if not isinstance(res, EvalRun) or res.metadata["name"] in seen:
+        return 0
+    upstream = [res.spec.model.evalRun, *contract.baseline_names(res.spec)]
+    evals = {r.metadata["name"]: r for r in resources if isinstance(r, EvalRun)}
+    seen = seen | {res.metadata["name"]}
+    return max((1 + _eval_depth(evals[name], resources, seen) for name in upstream if name in evals), default=0)
 
 
 # --- in a pod ------------------------------------------------------------------------------------
@@ -88,7 +98,10 @@ def run_in_pod(resource_file: str) -> int:
             raise WorkloadError(reasons.REASON_INVALID_SPEC, str(exc)) from None
         if doc.kind == "FineTuneJob" and _launches_group(doc):
             return _launch_group(doc, resource_file, reporter, reporting)
+        objectstore.register()
         result = _workload(doc.kind)(doc, reporter)
+        if reporting:
+            result = export_result(doc, result)
     except Stopped as exc:  # SIGTERM after the current step's checkpoint: the group restarts from it
         log.warning("%s", exc)
         _tell_launcher(exc)
@@ -107,6 +120,21 @@ def run_in_pod(resource_file: str) -> int:
     if reporting:
         reporter.finish(result)
     return 0
+
+
+def export_result(doc: contract.WorkloadDocument, result: dict[str, Any]) -> dict[str, Any]:
+    """spec.export: publish the revision's dataset (pod 0's merged one) or final model, by the reporting
+    process, once the workload succeeded; the result then says where (status.exportLocation)."""
+    export = getattr(doc.spec, "export", None)
+    if doc.kind == "FineTuneJob":
+        source = result.get("modelLocation")
+    else:
+        source = result.get("location") if "samples" in result else None
+    if export is None or not source:
+        return result
+    uri = contract.export_location(export, doc.metadata.name, doc.revision)
+    log.info("publishing %s to %s", source, uri)
+    return {**result, "exportLocation": objectstore.publish(str(source), uri)}
 
 
 def _launches_group(doc: contract.WorkloadDocument) -> bool:
@@ -188,9 +216,12 @@ def observed_state(kind: str, state: dict[str, Any], volume_root: str) -> dict[s
         output = contract.canonical(state.get("output") or "", volume_root)
         status.update(modelLocation=location, modelRevision=revision, contextLength=result.get("contextLength"),
                       checkpoints=contract.exported_checkpoints(output, result.get("checkpoints")))
-    elif result.get("selectedCheckpoint"):
-        selected = result["selectedCheckpoint"]
-        status.update(selectedCheckpoint={**selected, "location": contract.canonical(selected["location"], volume_root)})
+    else:  # an EvalRun: its output (a relative gate's baseline is read there), and the checkpoint it selected
+        output = contract.canonical(state.get("output") or location, volume_root)
+        status.update(history=[{"revision": revision, "phase": "Succeeded", "location": output}])
+        if result.get("selectedCheckpoint"):
+            selected = result["selectedCheckpoint"]
+            status.update(selectedCheckpoint={**selected, "location": contract.canonical(selected["location"], volume_root)})
     return {"spec": spec, "status": status}
 
 
@@ -275,6 +306,17 @@ def _evaluate_checkpoints(res: Resource, doc: contract.WorkloadDocument, reporte
     return out
 
 
+def _print_gates(outcomes: list[dict[str, Any]]) -> None:
+    """The verdict of an EvalRun's gates, as the operator's Passed condition says it."""
+    from .gates import describe_failure
+
+    failed = [describe_failure(g) for g in outcomes if not g.get("passed")]
+    if failed:
+        print(f"[reasonops] gates failed: {'; '.join(failed)}", flush=True)
+    elif outcomes:
+        print(f"[reasonops] {len(outcomes)} gates passed", flush=True)
+
+
 def run_local(path: str | Path, output_root: str | Path, only: Optional[str] = None) -> list[dict[str, Any]]:
     """Run every resource of a YAML file locally; returns one summary per resource."""
     root = Path(output_root).resolve()
@@ -282,6 +324,7 @@ def run_local(path: str | Path, output_root: str | Path, only: Optional[str] = N
         raise WorkloadError(reasons.REASON_INVALID_SPEC, f"--output {output_root} is a file, not a directory")
     root.mkdir(parents=True, exist_ok=True)
     os.environ[contract.Env.VOLUME_ROOT] = local_volume_root(root)  # pvc:// locations in specs, as build_document maps them
+    objectstore.register()
     summaries = []
     for res in load_file(path):
         name = res.metadata["name"]
@@ -291,8 +334,12 @@ def run_local(path: str | Path, output_root: str | Path, only: Optional[str] = N
         print(f"[reasonops] {res.kind} {name}: revision {doc.revision} → {doc.output}", flush=True)
         started = time.time()
         reporter = Reporter(res.kind, name, "local", doc.revision, min_interval=0)
+        # An export's endpoint and region, as the operator sets them in the pod (the shell's own values win).
+        os.environ.update({k: v for k, v in contract.export_environment(getattr(res.spec, "export", None)).items() if k not in os.environ})
         with _local_server(doc):
             result = _evaluate_checkpoints(res, doc, reporter) if doc.context.checkpoints else _workload(res.kind)(doc, reporter)
+        result = export_result(doc, result)
         state = record_local_run(root, res, doc, result)
+        _print_gates(result.get("gates") or [])
         summaries.append({"kind": res.kind, "name": name, "seconds": round(time.time() - started, 1), **state})
     return summaries

@@ -322,6 +322,11 @@ def _response(obj: str, model: str, choices: list[dict], prompts: list[list[int]
 
 
 def check_model_dir(model_dir: str | Path) -> Path:
+    """The model directory to load: as given, or for an object-store URI its local copy (transformers reads files)."""
+    if "://" in str(model_dir):
+        from .objectstore import model_copy
+
+        return model_copy(str(model_dir))
     path = Path(model_dir)
     if not path.is_dir() or not any(path.iterdir()):
         raise WorkloadError(reasons.REASON_MODEL_NOT_FOUND, f"{model_dir} is not a model directory (missing or empty)")

@@ -4,7 +4,8 @@
 --
 --   Failed=True                        Degraded  (the current revision failed)
 --   EvalRun Passed=False               Degraded  (a gate was missed: do not promote)
---   waiting on a failed input          Degraded  (DatasetFailed, ModelFailed, NoCheckpoints: fix the upstream)
+--   waiting on a failed input          Degraded  (DatasetFailed, ModelFailed, NoCheckpoints, BaselineFailed,
+--                                                BaselineUnusable: fix the upstream)
 --   Suspended=True                     Suspended
 --   Ready=True (EvalRun: Passed=True)  Healthy
 --   anything else                      Progressing (pending, running, waiting, or not yet seen)
@@ -51,7 +52,8 @@ end
 
 if has("Progressing", "True") then
   local reason = conditions["Progressing"].reason
-  if reason == "DatasetFailed" or reason == "ModelFailed" or reason == "NoCheckpoints" then
+  if reason == "DatasetFailed" or reason == "ModelFailed" or reason == "NoCheckpoints" or reason == "BaselineFailed"
+     or reason == "BaselineUnusable" then
     return {status = "Degraded", message = describe(conditions["Progressing"])}
   end
 end

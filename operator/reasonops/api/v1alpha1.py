@@ -145,6 +145,35 @@ class SamplingParams(Model):
 
 
 # =============================================================================================
+# Exports: a copy of a dataset or final model in an S3-compatible object store
+# =============================================================================================
+
+S3Uri = Annotated[str, Field(max_length=1024, pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")]
+
+
+class ObjectStoreExport(Model):
+    """Publish the result of each succeeded revision to <uri>/<name>/<revision>/ in an S3-compatible store.
+    Credentials are keys of Secrets, put into the pod's environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY);
+    without them the pod's own credentials apply (e.g. a workload identity)."""
+
+    rules = (
+        Rule("has(self.accessKeyIdSecretRef) == has(self.secretAccessKeySecretRef)",
+             "accessKeyIdSecretRef and secretAccessKeySecretRef go together",
+             lambda m: (m.accessKeyIdSecretRef is None) == (m.secretAccessKeySecretRef is None), field=".accessKeyIdSecretRef"),
+    )
+
+    uri: S3Uri = Field(description="Bucket and prefix, e.g. s3://team-models/reasoning; each revision goes to <uri>/<name>/<revision>/.")
+    accessKeyIdSecretRef: Optional[SecretKeyRef] = Field(default=None, description="Secret key holding the access key id.")
+    secretAccessKeySecretRef: Optional[SecretKeyRef] = Field(default=None, description="Secret key holding the secret access key.")
+    endpointUrl: Optional[Annotated[str, Field(max_length=1024, pattern=r"^https?://[^/\s]+(/.*)?$")]] = Field(
+        default=None, description="Endpoint of an S3-compatible store (MinIO, Ceph, a cloud's S3 API), e.g. http://minio.storage:9000."
+    )
+    region: Optional[Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9-]+$")]] = Field(
+        default=None, description="Region of the bucket, e.g. eu-west-1."
+    )
+
+
+# =============================================================================================
 # ReasoningDataset
 # =============================================================================================
 
@@ -341,6 +370,7 @@ class ReasoningDatasetSpec(Model):
         default=None, description="Secret key holding a Hugging Face token (HF_TOKEN in the pods) for gated models and datasets."
     )
     output: Location = Field(description="Where the dataset is written; each revision in its own directory.")
+    export: Optional[ObjectStoreExport] = Field(default=None, description="Also publish each succeeded revision's dataset to an object store.")
     resources: Optional[Resources] = Field(default=None, description="Compute and pod settings of the curation pods.")
     sandbox: Optional[SandboxSpec] = Field(default=None, description="Execution of code problems' tests.")
     shards: Optional[int] = defaulted(
@@ -375,6 +405,7 @@ class DatasetOutput(Model):
     location: Optional[Annotated[str, Field(max_length=1024)]] = Field(default=None, description="Directory of the current revision.")
     contentHash: Optional[Annotated[str, Field(max_length=128)]] = Field(default=None, description="Hash of the written samples.")
     samples: Optional[int] = Field(default=None, description="Samples in the dataset.")
+    exportLocation: Optional[Annotated[str, Field(max_length=1024)]] = Field(default=None, description="Where spec.export published it.")
 
 
 class _StatusBase(Model):
@@ -547,6 +578,7 @@ class FineTuneJobSpec(Model):
     )
     checkpoints: Optional[CheckpointPolicy] = defaulted({}, "Checkpoint policy.")
     output: Location = Field(description="Where checkpoints and the final model go; each revision in its own directory.")
+    export: Optional[ObjectStoreExport] = Field(default=None, description="Also publish each succeeded revision's final model to an object store.")
     retrainPolicy: Optional[Literal["OnDatasetChange", "Manual"]] = defaulted(
         RETRAIN_POLICY, "Start a new run when the dataset gets a new revision (OnDatasetChange) or only on spec edits."
     )
@@ -592,6 +624,7 @@ class FineTuneJobStatus(_StatusBase):
         default=None, description="The latest final model directory (kept while a newer revision trains)."
     )
     modelRevision: Optional[Annotated[str, Field(max_length=64)]] = Field(default=None, description="Revision that wrote modelLocation.")
+    exportLocation: Optional[Annotated[str, Field(max_length=1024)]] = Field(default=None, description="Where spec.export published the model of modelRevision.")
     latestCheckpoint: Optional[Annotated[str, Field(max_length=1024)]] = Field(default=None, description="Latest complete checkpoint.")
     lastLoss: Optional[Annotated[str, Field(max_length=32)]] = Field(default=None, description="Latest reported loss.")
     droppedSamples: Optional[int] = Field(default=None, description="Samples dropped or truncated for length.")
@@ -669,11 +702,35 @@ class ServingSpec(Model):
     resources: Optional[Resources] = Field(default=None, description="Compute and pod settings of the server pods (default: spec.resources).")
 
 
+Difference = decimal_in(-1, 1)  # a difference of two pass@1 scores
+
+
 class Gate(Model):
+    """An absolute gate (minScore: the score must reach it) or a relative one (baseline and minDifference: this
+    run's score minus the baseline EvalRun's, paired over the same problems, must reach minDifference)."""
+
+    rules = (
+        Rule("has(self.minScore) != has(self.baseline)",
+             "set exactly one of minScore (an absolute gate) or baseline with minDifference (a relative gate)",
+             lambda m: (m.minScore is None) != (m.baseline is None), field=".minScore"),
+        Rule("has(self.minDifference) == has(self.baseline)",
+             "minDifference and baseline go together (a relative gate sets both)",
+             lambda m: (m.minDifference is None) == (m.baseline is None), field=".minDifference"),
+    )
+
     benchmark: Benchmark = Field(description="Benchmark the gate applies to.")
-    minScore: Fraction = Field(description="Minimum pass@1 (0 to 1), e.g. \"0.5\".")
+    minScore: Optional[Fraction] = Field(default=None, description="Absolute gate: minimum pass@1 (0 to 1), e.g. \"0.5\".")
+    baseline: Optional[Name] = Field(
+        default=None, description="Relative gate: the EvalRun (same namespace, a single model) whose scores this run must beat on"
+        " the benchmark, paired over the same problems under the same protocol. This run starts once the baseline has succeeded.",
+    )
+    minDifference: Optional[Difference] = Field(
+        default=None, description="Relative gate: minimum of this run's pass@1 minus the baseline's (-1 to 1), e.g. \"0.05\";"
+        " \"0\" asks for no regression.",
+    )
     bound: Optional[Literal["point", "lower95"]] = defaulted(
-        "point", "What must reach minScore: the score (point) or the lower end of its 95% interval (lower95)."
+        "point", "What must reach the minimum: the score or difference itself (point), or the lower end of its 95% interval"
+        " (lower95; for a relative gate the paired bootstrap interval of the difference)."
     )
 
 
@@ -709,6 +766,9 @@ class EvalRunSpec(Model):
              "selection.benchmark must name a benchmark of spec.benchmarks",
              lambda m: m.selection is None or any(b.name == m.selection.benchmark for b in m.benchmarks),
              field=".selection.benchmark"),
+        Rule("!has(self.gates) || !has(self.model.checkpoints) || self.gates.all(g, !has(g.baseline))",
+             "relative gates (baseline) need a single model, not model.checkpoints",
+             lambda m: not m.gates or m.model.checkpoints is None or all(g.baseline is None for g in m.gates), field=".gates"),
         Rule("!has(self.parallelism) || has(self.model.checkpoints)",
              "parallelism needs model.checkpoints (it limits the checkpoint pods that run at once)",
              lambda m: m.parallelism is None or m.model.checkpoints is not None, field=".parallelism"),
@@ -766,11 +826,29 @@ class BenchmarkResult(Model):
 
 class GateResult(Model):
     benchmark: Annotated[str, Field(max_length=63)] = Field(description="Benchmark name.")
-    minScore: Annotated[str, Field(max_length=32)] = Field(description="Threshold.")
-    score: Optional[Annotated[str, Field(max_length=16)]] = Field(default=None, description="Value compared: the score or its lower bound.")
+    minScore: Optional[Annotated[str, Field(max_length=32)]] = Field(default=None, description="Threshold of an absolute gate.")
+    baseline: Optional[Annotated[str, Field(max_length=63)]] = Field(default=None, description="Relative gate: the baseline EvalRun.")
+    minDifference: Optional[Annotated[str, Field(max_length=32)]] = Field(default=None, description="Relative gate: the threshold of the difference.")
+    score: Optional[Annotated[str, Field(max_length=16)]] = Field(
+        default=None, description="Value compared: the score or its lower bound (relative gate: the difference or its lower bound).")
     bound: Optional[Literal["point", "lower95"]] = Field(default=None, description="Which bound was compared.")
     passed: bool = Field(description="Whether the gate passed.")
     reason: Optional[ShortText] = Field(default=None, description="Why the gate failed without a comparison.")
+
+
+class PairedComparison(Model):
+    """This run against a baseline EvalRun on one benchmark, paired over the same problems (`reasonops compare`'s method)."""
+
+    baseline: Annotated[str, Field(max_length=63)] = Field(description="The baseline EvalRun.")
+    baselineRevision: Optional[Annotated[str, Field(max_length=64)]] = Field(default=None, description="Its revision compared against.")
+    benchmark: Annotated[str, Field(max_length=63)] = Field(description="Benchmark name.")
+    problems: Optional[int] = Field(default=None, description="Problems paired.")
+    difference: Optional[Annotated[str, Field(max_length=16)]] = Field(default=None, description="This run's pass@1 minus the baseline's.")
+    ciLow: Optional[Annotated[str, Field(max_length=16)]] = Field(default=None, description="Lower end of the difference's paired 95% interval.")
+    ciHigh: Optional[Annotated[str, Field(max_length=16)]] = Field(default=None, description="Upper end of the difference's paired 95% interval.")
+    wins: Optional[int] = Field(default=None, description="Problems where this run scored higher.")
+    losses: Optional[int] = Field(default=None, description="Problems where the baseline scored higher.")
+    refused: Optional[ShortText] = Field(default=None, description="Why the two runs could not be compared (not the same problems or protocol).")
 
 
 class CheckpointScore(Model):
@@ -807,6 +885,9 @@ class EvalRunStatus(_StatusBase):
     endpoint: Optional[Annotated[str, Field(max_length=1024)]] = Field(default=None, description="OpenAI-compatible URL of the served model.")
     results: Optional[list[BenchmarkResult]] = Field(default=None, max_length=32, description="Scores per benchmark.")
     gates: Optional[list[GateResult]] = Field(default=None, max_length=32, description="Gate outcomes.")
+    comparisons: Optional[list[PairedComparison]] = Field(
+        default=None, max_length=32, description="Relative gates: the paired differences to each baseline, per benchmark."
+    )
     accuracy: Optional[Annotated[str, Field(max_length=16)]] = Field(default=None, description="Mean pass@1 over benchmarks.")
     checkpoints: Optional[list[CheckpointResult]] = Field(
         default=None, max_length=MAX_CHECKPOINTS, description="model.checkpoints: each checkpoint evaluated, oldest first, with its scores."

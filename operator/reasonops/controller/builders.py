@@ -14,6 +14,7 @@ from typing import Any, Iterable, Optional
 
 from ..api.common import API_VERSION, Resources, SecretKeyRef
 from ..api.v1alpha1 import EvalRun, EvalRunSpec, FineTuneJob, ReasoningDataset
+from ..contract import AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, export_environment
 from ..contract import (
     PEER_LOST_EXIT_CODE,
     RESOURCE_FILE,
@@ -136,6 +137,18 @@ def secret_key_env(ref: SecretKeyRef) -> dict[str, Any]:
 def hub_token_env(ref: Optional[SecretKeyRef]) -> list[dict[str, Any]]:
     """HF_TOKEN from spec.hubTokenSecretRef, for gated models and datasets."""
     return [_secret_env(ref.name, ref.key, Env.HF_TOKEN)] if ref is not None else []
+
+
+def export_env(export: Any) -> list[dict[str, Any]]:
+    """spec.export in the pod's environment: the credentials by secretKeyRef (never a value in the pod spec),
+    the endpoint and region as values (`contract.export_environment`)."""
+    if export is None:
+        return []
+    env = [{"name": key, "value": value} for key, value in export_environment(export).items()]
+    if export.accessKeyIdSecretRef is not None and export.secretAccessKeySecretRef is not None:
+        env.append(_secret_env(export.accessKeyIdSecretRef.name, export.accessKeyIdSecretRef.key, AWS_ACCESS_KEY_ID))
+        env.append(_secret_env(export.secretAccessKeySecretRef.name, export.secretAccessKeySecretRef.key, AWS_SECRET_ACCESS_KEY))
+    return env
 
 
 def build_pod_spec(
@@ -363,7 +376,8 @@ def build_dataset_children(
     pod = build_pod_spec(
         body, settings,
         image=settings.curate_image, command=WORKLOAD_COMMAND,
-        env=_identity_env(document) + shard_env + sampler_secrets(ds.spec) + hub_token_env(ds.spec.hubTokenSecretRef),
+        env=_identity_env(document) + shard_env + sampler_secrets(ds.spec) + hub_token_env(ds.spec.hubTokenSecretRef)
+        + export_env(ds.spec.export),
         resources=resources, gpus=gpus, locations=[document.outputLocation, *dataset_input_locations(ds)],
         configmap=name, selector=labels,
         env_from_secrets=[ds.spec.output.credentialsSecretRef, *(s.credentialsSecretRef for s in sources)],
@@ -414,7 +428,7 @@ def build_finetune_children(
         locations.append(location_string(base.volume))
     env = _identity_env(document) + torchrun_env(name, name, nnodes, nproc, settings.rendezvous_port)
     env.append({"name": Env.METRICS_PORT, "value": str(settings.workload_metrics_port)})
-    env += hub_token_env(ft.spec.hubTokenSecretRef)
+    env += hub_token_env(ft.spec.hubTokenSecretRef) + export_env(ft.spec.export)
     secrets = [ft.spec.output.credentialsSecretRef, *input_secrets, base.volume.credentialsSecretRef if base.volume else None]
     pod = build_pod_spec(
         body, settings,
@@ -554,10 +568,13 @@ def eval_parallelism(spec: EvalRunSpec, checkpoints: int) -> Optional[int]:
 
 def build_eval_children(
     body: dict[str, Any], ev: EvalRun, document: WorkloadDocument, settings: Settings, suspend: bool,
-    *, model_location: str = "", input_secrets: Iterable[Optional[str]] = (),
+    *, model_location: str = "", input_secrets: Iterable[Optional[str]] = (), baselines: Iterable[Any] = (),
 ) -> list[dict[str, Any]]:
     """ConfigMap and Job of an evaluation revision. The model's claim is mounted only when the Job loads
-    the weights itself (backend: offline); through a server it needs none."""
+    the weights itself (backend: offline); through a server it needs none. `baselines` (contract.Input):
+    the outputs of relative gates' baselines, read at the end (their claims mounted, their Secrets' keys in
+    the environment)."""
+    baselines = list(baselines)
     revision = document.revision
     name = child_name(ev.metadata["name"], revision)
     labels = labels_for("EvalRun", ev.metadata["name"], COMPONENT_EVAL, revision)
@@ -571,12 +588,13 @@ def build_eval_children(
     locations = [document.outputLocation, *(b.path for b in ev.spec.benchmarks if b.path)]
     if offline:
         locations.append(model_location)
+    locations += [b.location for b in baselines]
     pod = build_pod_spec(
         body, settings,
         image=settings.eval_image, command=WORKLOAD_COMMAND, env=env, resources=ev.spec.resources,
         gpus=eval_job_gpus(ev.spec), locations=locations, configmap=name, selector=labels,
         env_from_secrets=[ev.spec.output.credentialsSecretRef if ev.spec.output else None,
-                          *(input_secrets if offline else ())],
+                          *(input_secrets if offline else ()), *(b.secret for b in baselines)],
     )
     job = build_job(
         body, settings, name=name, labels=labels, pod_spec=pod, resources=ev.spec.resources, suspend=suspend,

@@ -22,7 +22,7 @@ from .. import contract, limits
 from ..api import common
 from ..api.common import validation_problems
 from ..api.v1alpha1 import EvalRun, FineTuneJob, ReasoningDataset, Resource
-from ..gates import judge_gates, select_checkpoint
+from ..gates import describe_failure, judge_gates, select_checkpoint
 from . import builders
 from .policy import (
     RESULT_DECIMALS,
@@ -190,7 +190,8 @@ def decide_dataset(observed: Observed) -> Plan:
     if plan.result is not None:
         result = plan.result
         location = document(observed).canonical(result["location"]) if result.get("location") else output
-        written = {"revision": revision, "location": location, "contentHash": result.get("contentHash"), "samples": result.get("samples")}
+        written = {"revision": revision, "location": location, "contentHash": result.get("contentHash"), "samples": result.get("samples"),
+                   "exportLocation": result.get("exportLocation")}
         status["output"] = {key: value for key, value in written.items() if value is not None}
         if result.get("samples") is not None:
             status["selected"] = int(result["samples"])
@@ -254,6 +255,7 @@ def decide_finetune(observed: Observed) -> Plan:
         written = document(observed)
         status["modelLocation"] = written.canonical(result["modelLocation"]) if result.get("modelLocation") else contract.model_location(output)
         status["modelRevision"] = revision
+        status["exportLocation"] = str(result["exportLocation"])[:1024] if result.get("exportLocation") else None
         if isinstance(result.get("finalLoss"), (int, float)):
             status["lastLoss"] = f"{result['finalLoss']:.4f}"
         if result.get("droppedSamples") is not None:
@@ -284,11 +286,26 @@ def gates_condition(gates: list[Any], outcome: list[dict[str, Any]]) -> tuple[st
     if not gates:
         return "True", common.REASON_NO_GATES, "no gates configured"
     if failed:
-        return "False", common.REASON_GATES_FAILED, "; ".join(
-            f"{g['benchmark']}: {g['reason']}" if g.get("reason") else
-            f"{g['benchmark']}: {'lower 95% bound ' if g['bound'] == 'lower95' else ''}{g['score']} < {g['minScore']}"
-            for g in failed)
+        return "False", common.REASON_GATES_FAILED, "; ".join(describe_failure(g) for g in failed)
     return "True", common.REASON_GATES_PASSED, f"{len(outcome)} gates passed"
+
+
+COMPARISON_FIELDS = ("baseline", "baselineRevision", "benchmark", "problems", "difference", "ciLow", "ciHigh", "wins", "losses", "refused")
+
+
+def current_comparisons(plan_result: Optional[dict[str, Any]], phase: str, old_status: dict[str, Any], revision: str) -> list[dict[str, Any]]:
+    """The paired comparisons with relative gates' baselines of the current revision: fresh from its pod, else
+    those an earlier reconcile of the same revision stored (a minDifference edit re-judges them)."""
+    if phase != "Succeeded":
+        return []
+    if plan_result is not None and isinstance(plan_result.get("results"), list):
+        found = plan_result.get("comparisons")
+    elif old_status.get("revision") == revision:
+        found = old_status.get("comparisons")
+    else:
+        found = None
+    return [{key: str(c[key])[:253] if key == "refused" else c[key] for key in COMPARISON_FIELDS if c.get(key) is not None}
+            for c in (found if isinstance(found, list) else [])[:32] if isinstance(c, dict)]
 
 
 def decide_eval(observed: Observed) -> Plan:
@@ -332,7 +349,8 @@ def decide_eval(observed: Observed) -> Plan:
         history_limit=settings.history_limit, waiting=waiting, output_location=resolution.output,
         parallelism=builders.eval_parallelism(spec, len(model.checkpoints)),
         build_children=lambda suspend: builders.build_eval_children(
-            body, evaluation, document(observed), settings, suspend, model_location=model.location, input_secrets=[model.secret]),
+            body, evaluation, document(observed), settings, suspend, model_location=model.location, input_secrets=[model.secret],
+            baselines=resolution.baselines),
         # With model.checkpoints a pod's result is one checkpoint's: the history says what was selected instead.
         summarize=lambda r: f"accuracy {r['accuracy']:.3f}" if isinstance(r.get("accuracy"), (int, float)) and not model.checkpoints else None,
     )
@@ -362,6 +380,7 @@ def decide_eval(observed: Observed) -> Plan:
                     entry["summary"] = f"selected {chosen['name']}: {chosen['benchmark']} {chosen['metric']} {chosen['score']}"[:256]
     else:
         results = current_results(plan.result, status["phase"], old, revision)
+    comparisons = current_comparisons(plan.result, status["phase"], old, revision) if results is not None else []
     gates = spec.gates or []
     if results is not None:
         results = [{key: (str(value) if key in RESULT_DECIMALS else value) for key, value in r.items() if key in RESULT_FIELDS} for r in results]
@@ -372,8 +391,9 @@ def decide_eval(observed: Observed) -> Plan:
             for r in results:
                 with contextlib.suppress(ValueError, TypeError, KeyError):
                     plan.scores[r["benchmark"]] = float(r["score"])
-        outcome = [o.to_dict() for o in judge_gates(gates, results)]
+        outcome = [o.to_dict() for o in judge_gates(gates, results, comparisons)]
         status["gates"] = outcome or None
+        status["comparisons"] = comparisons or None
         passed = gates_condition(gates, outcome)
         old_passed = next((x for x in previous_conditions if x.get("type") == common.COND_PASSED), None)
         if old_passed and old_passed.get("status") != passed[0] and old.get("revision") == revision:
@@ -387,7 +407,7 @@ def decide_eval(observed: Observed) -> Plan:
         passed = ("True", common.REASON_NO_GATES, "no gates configured (per-checkpoint results in status.checkpoints)")
     else:
         passed = ("Unknown", common.REASON_PENDING, "no results yet")
-        status.update(results=None, gates=None, accuracy=None)
+        status.update(results=None, gates=None, accuracy=None, comparisons=None)
     with_condition(status, condition(previous_conditions, common.COND_PASSED, *passed, generation, now))
     if waiting is None:
         server_children = [("Deployment", contract.server_name(name)), ("Service", contract.server_name(name))]

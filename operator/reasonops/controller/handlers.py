@@ -403,6 +403,9 @@ async def reconcile(kind: str, namespace: str, name: str, indexes: dict[str, Any
         for (ns, evaluation), store in list(indexes["eval_index"].items()):
             if ns == namespace and evaluation != name and any(((x.get("spec") or {}).get("model") or {}).get("evalRun") == name for x in store):
                 await reconcile("EvalRun", ns, evaluation, indexes, cascade=False)
+            elif ns == namespace and evaluation != name and any(  # relative gates waiting for this baseline
+                    any(g.get("baseline") == name for g in (x.get("spec") or {}).get("gates") or []) for x in store):
+                await reconcile("EvalRun", ns, evaluation, indexes, cascade=False)
 
 
 def _requeue(kind: str, namespace: str, name: str, delay: float) -> None:

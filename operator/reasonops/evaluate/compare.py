@@ -191,6 +191,69 @@ def compare(a: EvalOutput, b: EvalOutput) -> dict[str, Any]:
     }
 
 
+# ------------------------------------------------------------------------------------------------
+# Relative gates: an EvalRun against its baselines (the workload computes, `gates.judge_gates` judges)
+# ------------------------------------------------------------------------------------------------
+
+
+def benchmark_comparison(baseline: EvalOutput, run: EvalOutput, benchmark: str) -> dict[str, Any]:
+    """A PairedComparison of `benchmark` (less the baseline's name): `run` minus `baseline`, or why they cannot
+    be compared. Differences as 4-decimal strings, as scores are."""
+    if benchmark not in baseline.values:
+        evaluated = ", ".join(baseline.values) or "none"
+        return {"benchmark": benchmark, "refused": f"the baseline did not evaluate {benchmark} (it evaluated {evaluated})"}
+    reason = incomparable(baseline, run, benchmark)
+    if reason:
+        return {"benchmark": benchmark,
+                "refused": f"not the same problems under the same protocol (A: the baseline, B: this run): {reason}"[:253]}
+    ids = sorted(baseline.values[benchmark])
+    paired = paired_difference([baseline.values[benchmark][i] for i in ids], [run.values[benchmark][i] for i in ids])
+    return {"benchmark": benchmark, "problems": paired.problems, "difference": f"{paired.difference:.4f}",
+            "ciLow": f"{paired.low:.4f}", "ciHigh": f"{paired.high:.4f}", "wins": paired.wins, "losses": paired.losses}
+
+
+def fetch_output(location: str, scratch: Path) -> Path:
+    """An evaluation output as a local directory: a path as is; an object-store URI (fsspec) downloaded into
+    `scratch` (its summary.json and responses/). Raises Refused naming the location when it cannot be read."""
+    if "://" not in location or location.startswith("file://"):
+        return Path(location.removeprefix("file://"))
+    import fsspec
+
+    try:
+        fs, root = fsspec.core.url_to_fs(location)
+        scratch.mkdir(parents=True, exist_ok=True)
+        fs.get(f"{root.rstrip('/')}/summary.json", str(scratch / "summary.json"))
+        fs.get(f"{root.rstrip('/')}/responses/", str(scratch / "responses") + "/", recursive=True)
+    except Exception as exc:  # missing objects, credentials, network: the gate says which location
+        raise Refused(f"cannot read the evaluation output {location}: {type(exc).__name__}: {exc}"[:400]) from None
+    return scratch
+
+
+def gate_comparisons(run: EvalOutput, baselines: Sequence[Any], pairs: Sequence[tuple[str, str]], scratch: Path) -> list[dict[str, Any]]:
+    """The PairedComparisons the relative gates ask for: `pairs` (baseline name, benchmark), in order, once each.
+    `baselines` name, revision and location (where this pod reads it) of each baseline EvalRun's output."""
+    by_name = {entry.name: entry for entry in baselines}
+    loaded: dict[str, EvalOutput | str] = {}
+    out = []
+    for name, benchmark in dict.fromkeys(pairs):
+        entry = by_name.get(name)
+        head = {"baseline": name, **({"baselineRevision": entry.revision} if entry is not None and entry.revision else {})}
+        if entry is None:
+            out.append({**head, "benchmark": benchmark, "refused": f"EvalRun {name} was not resolved as a baseline"})
+            continue
+        if name not in loaded:
+            try:
+                loaded[name] = load_output(fetch_output(entry.location, scratch / name))
+            except Refused as exc:
+                loaded[name] = str(exc)
+        baseline = loaded[name]
+        if isinstance(baseline, str):
+            out.append({**head, "benchmark": benchmark, "refused": baseline[:253]})
+        else:
+            out.append({**head, **benchmark_comparison(baseline, run, benchmark)})
+    return out
+
+
 def render_text(comparison: dict[str, Any]) -> str:
     a, b = comparison["a"], comparison["b"]
     lines = [f"A: {a['path']}  ({a['name']}, model {a['model']})",

@@ -111,7 +111,8 @@ class EvalConfig:
     concurrency: int = DEFAULT_CONCURRENCY
     timeout: float = DEFAULT_TIMEOUT
     max_retries: int = DEFAULT_MAX_RETRIES
-    gates: list[dict[str, Any]] = field(default_factory=list)  # {benchmark, minScore, bound}
+    gates: list[dict[str, Any]] = field(default_factory=list)  # {benchmark, minScore, bound} or {benchmark, baseline, minDifference, bound}
+    baselines: list[Any] = field(default_factory=list)  # contract.BaselineRef of the relative gates' baselines
     grader_workers: int | None = None
     grade_timeout: float = 5.0
     dtype: str = "auto"
@@ -176,7 +177,8 @@ def config_from_resource(doc: WorkloadDocument) -> EvalConfig:
         protocol=spec.protocol,
         system_prompt=spec.systemPrompt,
         concurrency=spec.concurrency or (endpoint_spec and endpoint_spec.concurrency) or DEFAULT_CONCURRENCY,
-        gates=[{"benchmark": g.benchmark, "minScore": str(g.minScore), "bound": g.bound} for g in spec.gates or []],
+        gates=[g.to_wire() for g in spec.gates or []],
+        baselines=list(context.baselines),
         dtype=serving.dtype,
         tensor_parallel_size=serving.tensorParallelSize,
         max_model_len=serving.maxModelLen,
@@ -295,11 +297,16 @@ def _evaluate(config: EvalConfig, reporter: Reporter, stack: contextlib.ExitStac
     for name, execution in executions.items():
         scores[name]["execution"] = execution
     results = benchmark_results(config.benchmarks, scores, sources)
-    gates = [g.to_dict() for g in judge_gates(config.gates, results)]
     for run in config.benchmarks:
         write_responses(output / "responses" / f"{run.name}.jsonl", responses[run.name], problems[run.name])
     provenance = _provenance(config, engine, responses, capped)
-    summary = _summary(config, chosen, engine, provenance, scores, sources, gates, started)
+    summary = _summary(config, chosen, engine, provenance, scores, sources, [], started)
+    (output / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    comparisons = _relative_comparisons(config, output, reporter)
+    gates = [g.to_dict() for g in judge_gates(config.gates, results, comparisons)]
+    summary.update(gates=gates, gatesPassed=all(g["passed"] for g in gates))
+    if comparisons:
+        summary["comparisons"] = comparisons
     (output / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     (output / "report.md").write_text(report(summary))
     write_report_quietly(output)  # report.html: the scores and intervals as plots
@@ -312,8 +319,27 @@ def _evaluate(config: EvalConfig, reporter: Reporter, stack: contextlib.ExitStac
     }
     if gates:
         result["gates"] = gates
+    if comparisons:
+        result["comparisons"] = comparisons
     reporter.update(stage="done", message=f"accuracy {result['accuracy']:.4f}", force=True)
     return result
+
+
+def _relative_comparisons(config: EvalConfig, output: Path, reporter: Reporter) -> list[dict[str, Any]]:
+    """The paired comparisons with the baselines that relative gates name (written output against each
+    baseline's output, `compare.gate_comparisons`); none without relative gates."""
+    pairs = [(g["baseline"], g["benchmark"]) for g in config.gates if g.get("baseline")]
+    if not pairs:
+        return []
+    from .compare import Refused, gate_comparisons, load_output
+
+    reporter.update(stage="compare", message=f"comparing with {len({name for name, _ in pairs})} baseline(s)", force=True)
+    try:
+        own = load_output(output)
+    except Refused as exc:  # this run's own output was just written: unreadable means a broken volume
+        raise WorkloadError(reasons.REASON_OUTPUT_UNWRITABLE, str(exc)) from None
+    with tempfile.TemporaryDirectory(prefix="reasonops-baselines-") as scratch:
+        return gate_comparisons(own, config.baselines, pairs, Path(scratch))
 
 
 def _response(benchmark: str, problem_id: str, completion: Completion, request: GenerationRequest) -> Response:
@@ -328,7 +354,7 @@ def _response(benchmark: str, problem_id: str, completion: Completion, request: 
 def _generator(config: EvalConfig, cache: Path, stack: contextlib.ExitStack) -> Generator:
     if config.backend == "offline" and config.engine == "cpu":
         # Offline on a CPU node: the model in this pod, behind `reasonops serve` on localhost (small models only).
-        _check_local_model(config.model)
+        _check_local_model(config.model)  # (an object-store URI is copied by the server: serve.check_model_dir)
         url = stack.enter_context(running_server(config.model, served_model_name=CPU_SERVED_NAME,
                                                  dtype="float32" if config.dtype == "auto" else config.dtype))
         return OpenAIGenerator(url, CPU_SERVED_NAME, concurrency=config.concurrency, timeout=config.timeout,
@@ -701,6 +727,12 @@ def _summary(
     }
 
 
+def _gate_minimum(gate: dict[str, Any]) -> str:
+    if gate.get("baseline"):
+        return f"difference to {gate['baseline']} ≥ {gate['minDifference']}"
+    return str(gate.get("minScore"))
+
+
 def report(summary: dict[str, Any]) -> str:
     """A Markdown report of a summary."""
     engine = summary["engine"]
@@ -725,8 +757,8 @@ def report(summary: dict[str, Any]) -> str:
     notes = [f"- {b['name']}: {b['sampling']['note']}" for b in summary["benchmarks"] if b["sampling"].get("note")]
     lines += ["", f"Mean pass@1: **{summary['accuracy']:.4f}**", "", *notes, *([""] if notes else [])]
     if summary["gates"]:
-        lines += ["| gate | min score | bound | compared | passed |", "|---|---|---|---|---|"]
-        lines += [f"| {g['benchmark']} | {g['minScore']} | {g['bound']} | {g.get('score') or g.get('reason')} | {'yes' if g['passed'] else 'no'} |"
+        lines += ["| gate | minimum | bound | compared | passed |", "|---|---|---|---|---|"]
+        lines += [f"| {g['benchmark']} | {_gate_minimum(g)} | {g['bound']} | {g.get('score') or g.get('reason')} | {'yes' if g['passed'] else 'no'} |"
                   for g in summary["gates"]]
         lines.append("")
     return "\n".join(lines)

@@ -13,6 +13,7 @@ import torch
 
 from ..api import common as reasons
 from ..errors import WorkloadError
+from ..objectstore import local_copy
 from .config import TrainConfig
 
 log = logging.getLogger("reasonops.train")
@@ -37,7 +38,7 @@ def resolve_model_dir(name: str, revision: Optional[str], scratch: Path) -> Path
     Hub downloads honour HF_HUB_OFFLINE (then only the local cache is used).
     """
     if is_uri(name):
-        return _copy_uri(name, scratch / "base-model")
+        return local_copy(name, scratch / "base-model")  # transformers reads local files
     if _looks_like_path(name):
         path = Path(name).expanduser()
         if not (path / "config.json").is_file():
@@ -52,27 +53,6 @@ def resolve_model_dir(name: str, revision: Optional[str], scratch: Path) -> Path
         offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false")
         hint = " (HF_HUB_OFFLINE is set: only the local cache is searched)" if offline else ""
         raise WorkloadError(reasons.REASON_MODEL_NOT_FOUND, f"base model {name}@{revision or 'main'} unavailable{hint}: {exc}") from exc
-
-
-def _copy_uri(uri: str, dest: Path) -> Path:
-    import fsspec
-
-    done = dest / ".copied"
-    if done.exists():
-        return dest
-    try:
-        fs, path = fsspec.core.url_to_fs(uri)
-        if not fs.exists(f"{path.rstrip('/')}/config.json"):
-            raise WorkloadError(reasons.REASON_MODEL_NOT_FOUND, f"base model {uri}: no config.json there")
-        if dest.exists():
-            shutil.rmtree(dest)
-        fs.get(path.rstrip("/") + "/", str(dest), recursive=True)
-    except WorkloadError:
-        raise
-    except Exception as exc:
-        raise WorkloadError(reasons.REASON_MODEL_NOT_FOUND, f"cannot copy base model {uri}: {type(exc).__name__}: {exc}") from exc
-    done.touch()
-    return dest
 
 
 # ---------------------------------------------------------------------------------------- loading
