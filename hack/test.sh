@@ -9,7 +9,8 @@
 #                                 # by hack/cluster.sh up --real-node and hack/images.sh, and cached)
 #
 # The set-up steps need nothing of each other, so they run side by side, each with its log in
-# out/setup/NAME.log: the virtual environment, the real vLLM's own one (hack/vllm-venv.sh), the Go tools,
+# out/setup/NAME.log: the virtual environment, the real vLLM's and moto's own ones (hack/vllm-venv.sh,
+# hack/moto-venv.sh), the Go tools,
 # and (as root with apt) the Debian packages.
 # With REASONOPS_PREPARE_REAL_NODE=1 (what .ci/run sets) they also include what the real-node tests
 # need, which the tests' fixture would otherwise make when it first starts the node: the node's Go
@@ -139,6 +140,7 @@ trap 'stop_steps; exit 130' INT TERM
 run_step venv timed venv make_venv
 run_step tools timed tools build_tools
 run_step vllm timed vllm hack/vllm-venv.sh  # the real vLLM's CPU build, its own venv (tests/vllm_support.py)
+run_step moto timed moto hack/moto-venv.sh  # moto's S3-compatible server, its own venv (tests/test_exports.py)
 if ((REAL_NODE)) || ! command -v bwrap >/dev/null || ! command -v chromium >/dev/null || ! ldconfig -p | grep -q 'libnuma\.so\.1'; then
   run_step packages packages_then_images  # phases apt and images
 fi
