@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the binaries of a throwaway Kubernetes control plane from Go modules
 # (no Docker, no release downloads): etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, kwok and helm; with --real-node also the node's kubelet, kube-proxy and
-# CoreDNS. Results are cached by version under $REASONOPS_TOOLS (default ~/.cache/reasonops/tools),
+# kube-scheduler, kubectl, kwok, helm and Kueue's controller manager; with --real-node also the
+# node's kubelet, kube-proxy and CoreDNS. Results are cached by version under $REASONOPS_TOOLS (default ~/.cache/reasonops/tools),
 # so a second run costs nothing.
 #
 #   hack/build-tools.sh              # build what is missing, print the bin directory

@@ -45,6 +45,7 @@ class JobState:
     start_time: Optional[str] = None
     completion_time: Optional[str] = None
     queued: bool = False  # carries Kueue's queue label
+    kueue: Optional[tuple[str, str]] = None  # Kueue's reason and message while its Workload has no quota
     created: Optional[str] = None  # metadata.creationTimestamp
     uid: str = ""
     parallelism: Optional[int] = None  # spec.parallelism
@@ -108,6 +109,16 @@ def failure_detail(job: JobState, pods: list[PodState]) -> tuple[str, str]:
     return reason, job.failed_message or "the Job failed"
 
 
+def kueue_waiting(conditions: list[dict[str, Any]]) -> Optional[tuple[str, str]]:
+    """Kueue's own reason and message for a Workload that waits: its QuotaReserved condition while that is
+    False (Pending: no quota free yet, Inadmissible: e.g. no such LocalQueue, or the eviction that took the
+    quota back). None while the Workload holds quota or Kueue has not looked at it yet."""
+    reserved = next((x for x in conditions if x.get("type") == "QuotaReserved"), None)
+    if reserved is None or reserved.get("status") != "False":
+        return None
+    return str(reserved.get("reason") or "Pending"), str(reserved.get("message") or "")
+
+
 def job_phase(job: JobState, pods: list[PodState], user_suspended: bool) -> tuple[str, str, str]:
     """(phase, reason, message) of a revision from its Job and pods."""
     if job.complete:
@@ -119,7 +130,8 @@ def job_phase(job: JobState, pods: list[PodState], user_suspended: bool) -> tupl
         if user_suspended:
             return "Suspended", common.REASON_SUSPENDED, "spec.suspend is true"
         if job.queued:
-            return "Pending", common.REASON_QUEUED, f"Job {job.name} waits for admission by Kueue"
+            detail = f" ({job.kueue[0]}: {job.kueue[1]})" if job.kueue else ""
+            return "Pending", common.REASON_QUEUED, f"Job {job.name} waits for admission by Kueue{detail}"
         return "Suspended", common.REASON_SUSPENDED, f"Job {job.name} is suspended"
     mine = [p for p in pods if p.job == job.name]
     stuck = next((p for p in mine if p.waiting_reason in STUCK), None)
@@ -182,7 +194,8 @@ def plan_run(
         message = "spec.suspend is true" if user_suspended else f"created Job {job_name} for revision {revision}"
         plan.events.append(("Normal", "Created", f"Job {job_name} for revision {revision}"))
     else:
-        if job.suspended != user_suspended and not (job.queued and not user_suspended) and not (job.complete or job.failed_reason):
+        # A Job with Kueue's queue label is Kueue's to suspend and resume (it would undo the operator's flip).
+        if job.suspended != user_suspended and not job.queued and not (job.complete or job.failed_reason):
             plan.suspend_jobs[job.name] = user_suspended
         if (parallelism is not None and job.parallelism is not None and job.parallelism != parallelism
                 and not job.queued and not (job.complete or job.failed_reason)):
