@@ -20,7 +20,7 @@ import pytest
 
 from chart_support import TOOLS_BIN
 from kueue_support import Kueue
-from test_operator_e2e import Operator, apply, cond, crds, dataset, finetune, get, items, volumes, wait_for  # noqa: F401
+from test_operator_e2e import Operator, apply, cond, crds, dataset, evalrun, finetune, get, items, volumes, wait_for  # noqa: F401
 
 pytestmark = pytest.mark.cluster
 LOW, HIGH = "reasonops-test-low", "reasonops-test-high"
@@ -45,7 +45,7 @@ def operator(kueue, crds, tmp_path_factory):  # noqa: F811 (Kueue's CRDs exist b
     op.stop()
 
 
-def queues(ns: str) -> list[dict[str, Any]]:
+def queues(ns: str, gpus: int = GPU_QUOTA) -> list[dict[str, Any]]:
     """A ResourceFlavor of the GPU nodes, a ClusterQueue with GPU quota, the namespace's LocalQueue `gpu`
     and two priorities."""
     flavor = f"{ns}-gpu"
@@ -58,7 +58,7 @@ def queues(ns: str) -> list[dict[str, Any]]:
                   "resourceGroups": [{"coveredResources": ["cpu", "memory", "nvidia.com/gpu"], "flavors": [
                       {"name": flavor, "resources": [{"name": "cpu", "nominalQuota": "256"},
                                                      {"name": "memory", "nominalQuota": "2Ti"},
-                                                     {"name": "nvidia.com/gpu", "nominalQuota": GPU_QUOTA}]}]}]}},
+                                                     {"name": "nvidia.com/gpu", "nominalQuota": gpus}]}]}]}},
         {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "LocalQueue", "metadata": {"name": "gpu", "namespace": ns},
          "spec": {"clusterQueue": flavor}},
         {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "WorkloadPriorityClass", "metadata": {"name": LOW}, "value": 100},
@@ -174,3 +174,31 @@ def test_kueue_admits_queues_and_preempts_and_the_operator_never_flips_suspend(o
     assert [(name, suspend) for name, suspend, _ in flips if name == "low-a"] == [("low-a", False), ("low-a", True), ("low-a", False)], flips
     assert ("high", False) in [(name, suspend) for name, suspend, _ in flips], flips
     assert {manager for _, _, manager in flips} == {"kueue"}, flips  # Kueue's field manager; the operator's is reasonops
+
+
+def test_an_evalruns_server_takes_part_in_the_same_quota(operator, volumes):
+    """The server's Deployment carries the queue label: Kueue's deployment and pod integrations gate each
+    server pod until its GPU is admitted from the ClusterQueue's quota."""
+    c, ns = operator.cluster, volumes
+    apply(c, ns, *queues(ns, gpus=1))
+    apply(c, ns, dataset("ds"), finetune("ft", "ds"))
+    wait_for("fine-tune", lambda: get(c, "finetunejob", ns, "ft").get("status", {}).get("phase") == "Succeeded", op=operator)
+    labels = {"kueue.x-k8s.io/queue-name": "gpu", "kueue.x-k8s.io/priority-class": LOW}
+    first, second = evalrun("ev-a", "ft"), evalrun("ev-b", "ft")
+    for body in (first, second):
+        body["metadata"]["labels"] = labels
+    apply(c, ns, first)
+    wait_for("ev-a evaluated", lambda: cond(get(c, "evalrun", ns, "ev-a"), "Passed").get("status") == "True", timeout=90, op=operator)
+    pods = items(c, "pods", ns, "reasonops.io/name=ev-a,reasonops.io/component=server")
+    assert pods[0]["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu" and pods[0]["status"]["phase"] == "Running"
+    # The first server keeps the only GPU (keepAfterEval): the second server's pod stays gated by Kueue.
+    apply(c, ns, second)
+    gated = wait_for("ev-b's server gated", lambda: [p for p in items(c, "pods", ns, "reasonops.io/name=ev-b,reasonops.io/component=server")
+                                                    if {"name": "kueue.x-k8s.io/admission"} in (p["spec"].get("schedulingGates") or [])],
+                     op=operator)
+    time.sleep(2)
+    assert not (get(c, "pod", ns, gated[0]["metadata"]["name"])["status"].get("phase") == "Running")
+    assert cond(get(c, "evalrun", ns, "ev-b"), "Passed").get("status") != "True"
+    # Deleting the first EvalRun frees the GPU: Kueue admits the second server and the evaluation runs.
+    c.kubectl("delete", "evalrun", "ev-a", "-n", ns)
+    wait_for("ev-b evaluated", lambda: cond(get(c, "evalrun", ns, "ev-b"), "Passed").get("status") == "True", timeout=90, op=operator)
