@@ -202,3 +202,37 @@ def test_an_evalruns_server_takes_part_in_the_same_quota(operator, volumes):
     # Deleting the first EvalRun frees the GPU: Kueue admits the second server and the evaluation runs.
     c.kubectl("delete", "evalrun", "ev-a", "-n", ns)
     wait_for("ev-b evaluated", lambda: cond(get(c, "evalrun", ns, "ev-b"), "Passed").get("status") == "True", timeout=90, op=operator)
+
+
+def test_suspend_and_resume_go_through_kueue(operator, volumes):
+    """spec.suspend of a queued FineTuneJob deactivates its Workload: Kueue evicts and suspends the Job, and
+    admits it again on resume. A FineTuneJob suspended from the start gets its Job only when resumed."""
+    c, ns = operator.cluster, volumes
+    apply(c, ns, *queues(ns))
+    apply(c, ns, dataset("ds"))
+    wait_for("dataset", lambda: get(c, "reasoningdataset", ns, "ds").get("status", {}).get("phase") == "Succeeded", op=operator)
+    watch = SuspendWatch(c, ns)
+    apply(c, ns, queued_finetune("ft", LOW, runs_for="600s"))
+    wait_for("running", lambda: status(c, ns, "ft").get("phase") == "Running", op=operator)
+
+    c.kubectl("patch", "finetunejob", "ft", "-n", ns, "--type=merge", "-p", '{"spec":{"suspend":true}}')
+    wait_for("suspended", lambda: status(c, ns, "ft").get("phase") == "Suspended" and training_job(c, ns, "ft")["spec"]["suspend"], op=operator)
+    workload = items(c, "workloads", ns)[0]
+    assert workload["spec"]["active"] is False
+    wait_for("its pod gone", lambda: not running_pods(c, ns, "ft"), op=operator)
+
+    c.kubectl("patch", "finetunejob", "ft", "-n", ns, "--type=merge", "-p", '{"spec":{"suspend":false}}')
+    wait_for("running again", lambda: status(c, ns, "ft").get("phase") == "Running" and running_pods(c, ns, "ft"), op=operator)
+
+    later = queued_finetune("later", LOW)
+    later["spec"]["suspend"] = True
+    apply(c, ns, later)
+    wait_for("later suspended", lambda: status(c, ns, "later").get("phase") == "Suspended", op=operator)
+    assert not items(c, "jobs", ns, "reasonops.io/name=later")
+    c.kubectl("patch", "finetunejob", "later", "-n", ns, "--type=merge", "-p", '{"spec":{"suspend":false}}')
+    wait_for("later queued", lambda: status(c, ns, "later").get("reason") == "Queued" and "nvidia.com/gpu" in status(c, ns, "later")["message"],
+             op=operator)
+
+    flips = watch.stop()
+    assert [(name, suspend) for name, suspend, _ in flips] == [("ft", False), ("ft", True), ("ft", False)], flips
+    assert {manager for _, _, manager in flips} == {"kueue"}, flips

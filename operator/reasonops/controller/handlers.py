@@ -60,6 +60,7 @@ from .labels import (
 from .policy import (
     POD_CREATION_GRACE,
     JobState,
+    KueueWorkload,
     Plan,
     PodState,
     ServerState,
@@ -303,8 +304,11 @@ def _owner_job(body: Any) -> Optional[str]:
 @kopf.index(KUEUE_GROUP, KUEUE_VERSION, "workloads")
 async def workload_index(namespace: str, body: Any, **_: Any) -> dict:
     job = _owner_job(body)
-    waiting = kueue_waiting((body.get("status") or {}).get("conditions") or [])
-    return {(namespace, job): waiting} if job and waiting else {}
+    if job is None:
+        return {}
+    return {(namespace, job): KueueWorkload(
+        name=body["metadata"]["name"], active=(body.get("spec") or {}).get("active", True) is not False,
+        waiting=kueue_waiting((body.get("status") or {}).get("conditions") or []))}
 
 
 # --- event handlers: everything funnels into reconcile() -----------------------------------------
@@ -546,8 +550,8 @@ COMPANIONS = {COMPONENT_SERVER: ("Service",), COMPONENT_SANDBOX: ("Service", "Ne
 
 
 async def apply(body: dict[str, Any], kind: str, plan: Plan) -> None:
-    """Apply a plan: the server and sandbox, evictions, children, (un)suspended and resized Jobs, deleted
-    revisions, the status (only what changed), events, metrics and a later look."""
+    """Apply a plan: the server and sandbox, evictions, children, (un)suspended and resized Jobs, (de)activated
+    Kueue Workloads, deleted revisions, the status (only what changed), events, metrics and a later look."""
     kube = STATE.kube
     assert kube is not None
     meta = body["metadata"]
@@ -566,6 +570,8 @@ async def apply(body: dict[str, Any], kind: str, plan: Plan) -> None:
             metrics.CHILDREN_CREATED.labels(kind=obj["kind"]).inc()
     for job, suspend in plan.suspend_jobs.items():
         await kube.patch("Job", namespace, job, {"spec": {"suspend": suspend}})
+    for workload, active in plan.activate_workloads.items():
+        await kube.patch("Workload", namespace, workload, {"spec": {"active": active}}, api_version=f"{KUEUE_GROUP}/{KUEUE_VERSION}")
     for job, parallelism in plan.parallelism_jobs.items():
         await kube.patch("Job", namespace, job, {"spec": {"parallelism": parallelism}})
     for revision in plan.delete_revisions:
