@@ -152,8 +152,9 @@ class Kueue:
         manager = [str(KUEUE), f"--config={config}", f"--kubeconfig={self.cluster.kubeconfig}",
                    # The visibility API server (an aggregated API on a fixed port) is not needed here.
                    "--feature-gates=VisibilityOnDemand=false", "--zap-log-level=3"]
+        # The parent-death signal ends the manager with the test session, even one that was killed.
         self.proc = subprocess.Popen(
-            ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+            ["setpriv", "--pdeathsig", "TERM", "unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
              'mount -t overlay overlay -o "lowerdir=$0:/etc" /etc && exec "$@"', str(etc), *manager],
             stdout=open(self.log_path, "w"), stderr=subprocess.STDOUT, start_new_session=True,
         )
