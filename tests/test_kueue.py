@@ -1,8 +1,8 @@
 """The operator under a real Kueue (tests/kueue_support.py): quota, queueing, priorities and preemption.
 
 Kueue's manager (built by hack/build-tools.sh) runs beside the local control plane with its webhooks; a
-ClusterQueue holds 6 GPUs of the kwok GPU nodes. Every FineTuneJob here carries the LocalQueue's label
-and a WorkloadPriorityClass; kwok runs the pods (a long `pod-complete` delay keeps one running).
+ClusterQueue of examples/kueue/queues.yaml holds 6 GPUs of the kwok GPU nodes. Every FineTuneJob here
+carries the LocalQueue's label and a WorkloadPriorityClass; kwok runs the pods (a long `pod-complete` delay keeps one running).
 
 Throughout, a watch on the namespace's Jobs records every change of `spec.suspend` with the field
 manager that made it: the operator creates its Jobs suspended and then leaves them to Kueue.
@@ -14,16 +14,19 @@ import json
 import subprocess
 import threading
 import time
+from pathlib import Path
 from typing import Any, Optional
 
 import pytest
+import yaml
 
 from chart_support import TOOLS_BIN
 from kueue_support import Kueue
 from test_operator_e2e import Operator, apply, cond, crds, dataset, evalrun, finetune, get, items, volumes, wait_for  # noqa: F401
 
 pytestmark = pytest.mark.cluster
-LOW, HIGH = "reasonops-test-low", "reasonops-test-high"
+LOW, HIGH = "batch-low", "training-high"  # examples/kueue/queues.yaml
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "kueue" / "queues.yaml"
 GPU_QUOTA = 6
 
 
@@ -46,30 +49,27 @@ def operator(kueue, crds, tmp_path_factory):  # noqa: F811 (Kueue's CRDs exist b
 
 
 def queues(ns: str, gpus: int = GPU_QUOTA) -> list[dict[str, Any]]:
-    """A ResourceFlavor of the GPU nodes, a ClusterQueue with GPU quota, the namespace's LocalQueue `gpu`
-    and two priorities."""
-    flavor = f"{ns}-gpu"
-    return [
-        {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ResourceFlavor", "metadata": {"name": flavor},
-         "spec": {"nodeLabels": {"nvidia.com/gpu.present": "true"}}},
-        {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ClusterQueue", "metadata": {"name": flavor},
-         "spec": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
-                  "preemption": {"withinClusterQueue": "LowerPriority"},
-                  "resourceGroups": [{"coveredResources": ["cpu", "memory", "nvidia.com/gpu"], "flavors": [
-                      {"name": flavor, "resources": [{"name": "cpu", "nominalQuota": "256"},
-                                                     {"name": "memory", "nominalQuota": "2Ti"},
-                                                     {"name": "nvidia.com/gpu", "nominalQuota": gpus}]}]}]}},
-        {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "LocalQueue", "metadata": {"name": "gpu", "namespace": ns},
-         "spec": {"clusterQueue": flavor}},
-        {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "WorkloadPriorityClass", "metadata": {"name": LOW}, "value": 100},
-        {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "WorkloadPriorityClass", "metadata": {"name": HIGH}, "value": 1000},
-    ]
+    """examples/kueue/queues.yaml (a ResourceFlavor of the GPU nodes, a ClusterQueue with GPU quota, the
+    LocalQueue `gpu-batch` and two priorities), its cluster-scoped queue objects renamed for the test's
+    namespace and given `gpus` GPUs, so that the tests share no quota."""
+    docs = list(yaml.safe_load_all(EXAMPLE.read_text()))
+    for doc in docs:
+        if doc["kind"] in ("ResourceFlavor", "ClusterQueue"):
+            doc["metadata"]["name"] = f"{ns}-{doc['metadata']['name']}"
+        if doc["kind"] == "ClusterQueue":
+            doc["spec"]["namespaceSelector"] = {"matchLabels": {"kubernetes.io/metadata.name": ns}}
+            flavor = doc["spec"]["resourceGroups"][0]["flavors"][0]
+            flavor["name"] = f"{ns}-{flavor['name']}"
+            next(r for r in flavor["resources"] if r["name"] == "nvidia.com/gpu")["nominalQuota"] = gpus
+        if doc["kind"] == "LocalQueue":
+            doc["spec"]["clusterQueue"] = f"{ns}-{doc['spec']['clusterQueue']}"
+    return docs
 
 
 def queued_finetune(name: str, priority: str, *, nodes: int = 1, gpus: int = 4, runs_for: str = "2s") -> dict[str, Any]:
     body = finetune(name, "ds", numNodes=nodes, gpusPerNode=gpus)
     body["spec"]["resources"]["podAnnotations"]["pod-complete.stage.kwok.x-k8s.io/delay"] = runs_for
-    body["metadata"]["labels"] = {"kueue.x-k8s.io/queue-name": "gpu", "kueue.x-k8s.io/priority-class": priority}
+    body["metadata"]["labels"] = {"kueue.x-k8s.io/queue-name": "gpu-batch", "kueue.x-k8s.io/priority-class": priority}
     return body
 
 
@@ -183,14 +183,14 @@ def test_an_evalruns_server_takes_part_in_the_same_quota(operator, volumes):
     apply(c, ns, *queues(ns, gpus=1))
     apply(c, ns, dataset("ds"), finetune("ft", "ds"))
     wait_for("fine-tune", lambda: get(c, "finetunejob", ns, "ft").get("status", {}).get("phase") == "Succeeded", op=operator)
-    labels = {"kueue.x-k8s.io/queue-name": "gpu", "kueue.x-k8s.io/priority-class": LOW}
+    labels = {"kueue.x-k8s.io/queue-name": "gpu-batch", "kueue.x-k8s.io/priority-class": LOW}
     first, second = evalrun("ev-a", "ft"), evalrun("ev-b", "ft")
     for body in (first, second):
         body["metadata"]["labels"] = labels
     apply(c, ns, first)
     wait_for("ev-a evaluated", lambda: cond(get(c, "evalrun", ns, "ev-a"), "Passed").get("status") == "True", timeout=90, op=operator)
     pods = items(c, "pods", ns, "reasonops.io/name=ev-a,reasonops.io/component=server")
-    assert pods[0]["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu" and pods[0]["status"]["phase"] == "Running"
+    assert pods[0]["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-batch" and pods[0]["status"]["phase"] == "Running"
     # The first server keeps the only GPU (keepAfterEval): the second server's pod stays gated by Kueue.
     apply(c, ns, second)
     gated = wait_for("ev-b's server gated", lambda: [p for p in items(c, "pods", ns, "reasonops.io/name=ev-b,reasonops.io/component=server")
