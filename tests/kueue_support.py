@@ -165,17 +165,14 @@ class Kueue:
                                                "items": webhook_configurations(manifests, self.webhook_port, ca)}))
 
     def install_crds(self, module: Path, ca: bytes) -> None:
-        crds = []
-        for path in sorted((module / "config/components/crd/bases").glob("*.yaml")):
-            crd = yaml.safe_load(path.read_text())
-            if crd["spec"]["names"]["plural"] in CONVERTED:
-                crd["spec"]["conversion"] = {"strategy": "Webhook", "webhook": {
-                    "clientConfig": client_config("/convert", self.webhook_port, ca),
-                    "conversionReviewVersions": ["v1"]}}
-            crds.append(crd)
-        self.cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-",
-                             input=json.dumps({"apiVersion": "v1", "kind": "List", "items": crds}), timeout=180)
-        self.cluster.wait_established(*(crd["metadata"]["name"] for crd in crds))
+        """The module's CRDs as they are, then the conversion webhook of those served at two versions."""
+        bases = module / "config/components/crd/bases"
+        self.cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(bases), timeout=180)
+        conversion = {"spec": {"conversion": {"strategy": "Webhook", "webhook": {
+            "clientConfig": client_config("/convert", self.webhook_port, ca), "conversionReviewVersions": ["v1"]}}}}
+        for plural in CONVERTED:
+            self.cluster.kubectl("patch", "crd", f"{plural}.kueue.x-k8s.io", "--type=merge", "-p", json.dumps(conversion))
+        self.cluster.wait_established(*(f"{path.stem.split('_', 1)[1]}.kueue.x-k8s.io" for path in sorted(bases.glob("*.yaml"))))
 
     def wait_ready(self, timeout: float) -> None:
         import urllib.error
