@@ -167,4 +167,8 @@ if [[ ! -d $stages ]]; then
   (cd "$TOOLS/src" && GOFLAGS= go mod download -x "sigs.k8s.io/kwok@$KWOK_VERSION" >/dev/null 2>&1)
 fi
 mkdir -p "$TOOLS/stages" && cp -r "$stages/." "$TOOLS/stages/" && chmod -R u+w "$TOOLS/stages"
+# Kueue's CRDs and webhook manifests (tests/kueue_support.py) are read from its module source.
+if [[ ! -d "$(go env GOMODCACHE)/sigs.k8s.io/kueue@$KUEUE_VERSION/config/components" ]]; then
+  (cd "$TOOLS/src" && GOFLAGS= go mod download "sigs.k8s.io/kueue@$KUEUE_VERSION" >/dev/null 2>&1)
+fi
 echo "$BIN"
