@@ -11,8 +11,12 @@ module runs it as a process beside the control plane:
 - its configuration enables the integrations the operator's children use: ``batch/job`` (every
   workload Job), ``pod`` and ``deployment`` (an EvalRun's server and sandbox).
 
-``Kueue(cluster, directory).start()`` returns once the manager is ready and its webhooks answer;
-``stop()`` removes the webhook configurations first (they fail closed, so a stopped manager must not
+The manager runs in user and mount namespaces of its own (``unshare``): with its certificate management
+off it reads a metrics certificate from the fixed path /etc/kueue/metrics/certs, which it finds there
+through a read-only overlay of /etc (the machine's /etc is not touched).
+
+``Kueue(cluster, directory).start()`` returns once the manager is ready (its webhook server serving) and
+the webhook configurations are in place; ``stop()`` removes the webhook configurations first (they fail closed, so a stopped manager must not
 leave them behind: the cluster is shared with the other test modules) and then ends the process.
 The CRDs stay, like the operator's own.
 """
@@ -22,9 +26,12 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import os
 import re
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +45,16 @@ NAMESPACE = "kueue-system"
 # The frameworks the operator's children take part through (Kueue's names).
 FRAMEWORKS = ["batch/job", "pod", "deployment"]
 # Webhooks of the frameworks above and of Kueue's own kinds; the others' rules would match nothing here.
-WEBHOOK_KINDS = {"job", "pod", "deployment", "workload", "clusterqueue", "localqueue", "cohort", "resourceflavor",
-                 "workloadpriorityclass", "topology"}
+WEBHOOK_KINDS = {"job", "pod", "deployment", "workload", "clusterqueue", "cohort", "resourceflavor"}
 # The CRDs that Kueue's kustomization gives a conversion webhook (served at v1beta1 and v1beta2).
 CONVERTED = ("localqueues", "clusterqueues", "cohorts", "workloads", "multikueueclusters")
 WEBHOOK_CONFIGURATIONS = ("reasonops-test-kueue-mutating", "reasonops-test-kueue-validating")
 
 
 def kueue_version() -> str:
-    """The version hack/build-tools.sh builds (its KUEUE_VERSION default)."""
+    """The version hack/build-tools.sh builds: $KUEUE_VERSION, else the script's default."""
+    if os.environ.get("KUEUE_VERSION"):
+        return os.environ["KUEUE_VERSION"]
     script = (ROOT / "hack" / "build-tools.sh").read_text()
     found = re.search(r"^KUEUE_VERSION=\$\{KUEUE_VERSION:-(v[0-9.]+)\}", script, re.MULTILINE)
     assert found, "hack/build-tools.sh sets no KUEUE_VERSION"
@@ -125,7 +133,7 @@ class Kueue:
     """Kueue's manager as a process, with its CRDs and webhooks on the cluster."""
 
     def __init__(self, cluster: Any, directory: Path) -> None:
-        self.cluster, self.directory, self.proc = cluster, directory, None
+        self.cluster, self.directory, self.proc, self.log_file = cluster, directory, None, None
         self.webhook_port, self.health_port = free_port(), free_port()
 
     @property
@@ -143,12 +151,11 @@ class Kueue:
         self.cluster.kubectl("create", "namespace", NAMESPACE, check=False)
         config = self.directory / "config.yaml"
         config.write_text(yaml.safe_dump(manager_configuration(self.webhook_port, self.health_port, certs)))
-        # With its certificate management off, the manager reads the metrics server's certificate from
-        # /etc/kueue/metrics/certs (a fixed path, even with metrics off). It sees ours there through a
-        # read-only overlay of /etc in a mount namespace of its own; the machine's /etc is not touched.
+        # The metrics certificate's fixed path (read even with metrics off): ours, through the overlay.
         etc = self.directory / "etc"
         (etc / "kueue/metrics").mkdir(parents=True, exist_ok=True)
         (etc / "kueue/metrics/certs").symlink_to(certs, target_is_directory=True)
+        self.log_file = open(self.log_path, "w")
         manager = [str(KUEUE), f"--config={config}", f"--kubeconfig={self.cluster.kubeconfig}",
                    # The visibility API server (an aggregated API on a fixed port) is not needed here.
                    "--feature-gates=VisibilityOnDemand=false", "--zap-log-level=3"]
@@ -156,7 +163,7 @@ class Kueue:
         self.proc = subprocess.Popen(
             ["setpriv", "--pdeathsig", "TERM", "unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
              'mount -t overlay overlay -o "lowerdir=$0:/etc" /etc && exec "$@"', str(etc), *manager],
-            stdout=open(self.log_path, "w"), stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=self.log_file, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.wait_ready(timeout)
         manifests = (module / "config/components/webhook/manifests.yaml").read_text()
@@ -175,9 +182,6 @@ class Kueue:
         self.cluster.wait_established(*(f"{path.stem.split('_', 1)[1]}.kueue.x-k8s.io" for path in sorted(bases.glob("*.yaml"))))
 
     def wait_ready(self, timeout: float) -> None:
-        import urllib.error
-        import urllib.request
-
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -201,3 +205,5 @@ class Kueue:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        if self.log_file:
+            self.log_file.close()
