@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the binaries of a throwaway Kubernetes control plane from Go modules
 # (no Docker, no release downloads): etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, kwok and helm; with --real-node also the node's kubelet, kube-proxy and
-# CoreDNS. Results are cached by version under $REASONOPS_TOOLS (default ~/.cache/reasonops/tools),
+# kube-scheduler, kubectl, kwok, helm and Kueue's controller manager; with --real-node also the
+# node's kubelet, kube-proxy and CoreDNS. Results are cached by version under $REASONOPS_TOOLS (default ~/.cache/reasonops/tools),
 # so a second run costs nothing.
 #
 #   hack/build-tools.sh              # build what is missing, print the bin directory
@@ -14,6 +14,7 @@ ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
 HELM_VERSION=${HELM_VERSION:-v3.21.4}
 COREDNS_VERSION=${COREDNS_VERSION:-v1.15.0}
+KUEUE_VERSION=${KUEUE_VERSION:-v0.17.0}
 TOOLS=${REASONOPS_TOOLS:-$HOME/.cache/reasonops/tools}
 BIN="$TOOLS/bin"
 mkdir -p "$BIN"
@@ -137,12 +138,25 @@ build_go_install() {  # name module@version
   touch "$stamp"
 }
 
+# Kueue's controller manager (its own module's versions; it talks to the v1.34 API server). Its CRDs
+# stay in the module cache: $(go env GOMODCACHE)/sigs.k8s.io/kueue@VERSION/config/components/crd/bases.
+build_kueue() {
+  local stamp="$BIN/.kueue-$KUEUE_VERSION"
+  [[ -f $stamp ]] && return 0
+  log "building Kueue $KUEUE_VERSION (first time only; several minutes on 2 cores)"
+  GOBIN="$BIN" go install -trimpath \
+    -ldflags "-s -w -X sigs.k8s.io/kueue/pkg/version.GitVersion=$KUEUE_VERSION" \
+    "sigs.k8s.io/kueue/cmd/kueue@$KUEUE_VERSION"
+  touch "$stamp"
+}
+
 # One after another, in one Go build cache ($(go env GOCACHE)): the node's binaries reuse the control
 # plane's compiled packages. Each build's wall time goes to hack/test.sh's phase table (hack/phases.sh).
 timed tools/etcd build_etcd
 timed tools/kwok build_go_install kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
 timed tools/helm build_go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 timed tools/kubernetes build_kubernetes
+timed tools/kueue build_kueue
 if [[ ${1:-} == --real-node ]]; then
   timed tools/kubelet+kube-proxy build_node
   timed tools/coredns build_coredns
@@ -153,4 +167,8 @@ if [[ ! -d $stages ]]; then
   (cd "$TOOLS/src" && GOFLAGS= go mod download -x "sigs.k8s.io/kwok@$KWOK_VERSION" >/dev/null 2>&1)
 fi
 mkdir -p "$TOOLS/stages" && cp -r "$stages/." "$TOOLS/stages/" && chmod -R u+w "$TOOLS/stages"
+# Kueue's CRDs and webhook manifests (tests/kueue_support.py) are read from its module source.
+if [[ ! -d "$(go env GOMODCACHE)/sigs.k8s.io/kueue@$KUEUE_VERSION/config/components" ]]; then
+  (cd "$TOOLS/src" && GOFLAGS= go mod download "sigs.k8s.io/kueue@$KUEUE_VERSION" >/dev/null 2>&1)
+fi
 echo "$BIN"

@@ -13,6 +13,7 @@ from reasonops import contract
 from reasonops.api.common import TRAINING_GRACE_SECONDS, TRAINING_SHARED_MEMORY, Resources
 from reasonops.api.v1alpha1 import EvalRun, FineTuneJob, ReasoningDataset
 from reasonops.controller import builders
+from reasonops.controller.sandbox_builders import build_sandbox_children
 from reasonops.controller.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,6 +105,19 @@ def test_eval_server_has_startup_probe_and_gpus_per_tensor_parallel_rank():
     assert container["startupProbe"]["failureThreshold"] * container["startupProbe"]["periodSeconds"] >= 1800
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
     assert contract.endpoint_url("limo-32b-eval", "team", SETTINGS.server_port) == "http://limo-32b-eval-server.team.svc:8000/v1"
+
+
+def test_the_eval_server_and_the_sandbox_carry_kueues_labels_to_their_pods():
+    # Kueue's deployment and pod integrations admit each pod from the resource's queue (tests/test_kueue.py).
+    body = _load("evalrun.yaml", "EvalRun")
+    body["metadata"]["labels"] = {builders.QUEUE_LABEL: "gpu", builders.PRIORITY_LABEL: "low", "team": "a"}
+    ev = contract.with_defaults(EvalRun.model_validate(body))
+    server = builders.build_eval_server(body, ev, "/models/m", "r", SETTINGS)[0]
+    sandbox = build_sandbox_children(body, SETTINGS)[0]
+    for deployment in (server, sandbox):
+        for labels in (deployment["metadata"]["labels"], deployment["spec"]["template"]["metadata"]["labels"]):
+            assert labels[builders.QUEUE_LABEL] == "gpu" and labels[builders.PRIORITY_LABEL] == "low" and "team" not in labels
+        assert builders.QUEUE_LABEL not in deployment["spec"]["selector"]["matchLabels"]
 
 
 def test_secrets_are_referenced_never_copied():

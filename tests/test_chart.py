@@ -47,6 +47,7 @@ OPERATOR_RULES = {
     ("", "configmaps"): {"create", "deletecollection"},
     ("networking.k8s.io", "networkpolicies"): {"create", "patch", "deletecollection"},
     ("", "events"): {"create", "list"},  # list: why a Job's pods were refused (FailedCreate)
+    ("kueue.x-k8s.io", "workloads"): {"list", "watch", "patch"},  # why a queued Job waits; spec.active to suspend it
 }
 CLUSTER_ONLY_RULES = {("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}}
 WORKLOAD_RULES = {

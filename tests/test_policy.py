@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from reasonops.controller.policy import JobState, PodState, plan_run
+from reasonops.controller.policy import JobState, KueueWorkload, PodState, kueue_waiting, plan_run
 
 NOW = "2026-01-01T00:00:00Z"
 
@@ -89,6 +89,49 @@ def test_suspend_is_mirrored_to_the_job_but_kueue_admission_is_left_to_kueue():
     queued = JobState(name="d-r1", revision="r1", suspended=True, queued=True)
     plan = _plan(_body(), [queued])
     assert plan.suspend_jobs == {} and plan.status["reason"] == "Queued"
+
+
+def test_a_job_with_kueues_label_is_never_suspended_or_resumed_by_the_operator():
+    # Kueue unsuspends what it admitted and suspends what it preempts; a flip of ours would be undone (a fight).
+    admitted = JobState(name="d-r1", revision="r1", active=1, queued=True)
+    assert _plan(_body(suspend=True), [admitted]).suspend_jobs == {}
+    preempted = JobState(name="d-r1", revision="r1", suspended=True, queued=True)
+    assert _plan(_body(), [preempted]).suspend_jobs == {} and _plan(_body(suspend=True), [preempted]).suspend_jobs == {}
+
+
+def test_suspending_a_queued_resource_deactivates_its_kueue_workload():
+    workload = KueueWorkload("job-d-r1-x")
+    running = JobState(name="d-r1", revision="r1", active=1, queued=True, kueue=workload)
+    assert _plan(_body(suspend=True), [running]).activate_workloads == {"job-d-r1-x": False}
+    assert _plan(_body(), [running]).activate_workloads == {}
+    inactive = JobState(name="d-r1", revision="r1", suspended=True, queued=True, kueue=KueueWorkload("job-d-r1-x", active=False))
+    plan = _plan(_body(suspend=True), [inactive])
+    assert plan.activate_workloads == {} and plan.status["phase"] == "Suspended"
+    assert _plan(_body(), [inactive]).activate_workloads == {"job-d-r1-x": True}
+    done = JobState(name="d-r1", revision="r1", complete=True, queued=True, kueue=workload)
+    assert _plan(_body(suspend=True), [done]).activate_workloads == {}
+    # Suspended from the start: no Job until resumed (Kueue would admit a new one before it could be deactivated).
+    queued_body = _body(suspend=True)
+    queued_body["metadata"]["labels"] = {"kueue.x-k8s.io/queue-name": "gpu"}
+    plan = _plan(queued_body)
+    assert plan.create == [] and plan.events == [] and plan.status["phase"] == "Suspended"
+
+
+def test_a_queued_job_shows_kueues_own_reason():
+    waiting = ("Pending", "couldn't assign flavors to pod set main: insufficient unused quota for nvidia.com/gpu in flavor gpu, 2 more needed")
+    job = JobState(name="d-r1", revision="r1", suspended=True, queued=True, kueue=KueueWorkload("job-d-r1-x", waiting=waiting))
+    progressing = _cond(_plan(_body(), [job]).status, "Progressing")
+    assert progressing["reason"] == "Queued"
+    assert progressing["message"] == f"Job d-r1 waits for admission by Kueue (Pending: {waiting[1]})"
+
+
+def test_kueues_reason_is_its_quota_reserved_condition_while_false():
+    pending = {"type": "QuotaReserved", "status": "False", "reason": "Pending", "message": "insufficient unused quota"}
+    assert kueue_waiting([pending]) == ("Pending", "insufficient unused quota")
+    assert kueue_waiting([{**pending, "reason": "Inadmissible", "message": "LocalQueue gpu doesn't exist"}]) == (
+        "Inadmissible", "LocalQueue gpu doesn't exist")
+    assert kueue_waiting([{**pending, "status": "True"}, {"type": "Admitted", "status": "True"}]) is None
+    assert kueue_waiting([]) is None  # Kueue has not looked at it yet
 
 
 def test_a_parallelism_edit_reaches_the_running_job_but_not_a_kueue_admitted_or_finished_one():

@@ -41,6 +41,7 @@ _PLURALS = {
     "ReasoningDataset": "reasoningdatasets",
     "FineTuneJob": "finetunejobs",
     "EvalRun": "evalruns",
+    "Workload": "workloads",  # Kueue's
 }
 _API_VERSIONS = {"ConfigMap": "v1", "Service": "v1", "Pod": "v1", "Job": "batch/v1", "Deployment": "apps/v1", "Event": "v1",
                  "NetworkPolicy": "networking.k8s.io/v1"}

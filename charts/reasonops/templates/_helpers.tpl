@@ -87,7 +87,9 @@ kopf lists and watches the three kinds and the children it indexes (Jobs, Pods, 
 reconciles write only /status, never the spec. Children are created once (POST), Jobs are
 (un)suspended by patch, the eval server is server-side applied (patch; create when it is new),
 old revisions go by label selector (deletecollection) and the server Deployment by name. kopf
-posts core/v1 Events. No get: the operator reads the world from its watches only.
+posts core/v1 Events. Kueue's Workloads are watched for why a queued Job waits, and patched
+(spec.active) to suspend and resume a queued Job through Kueue. No get: the operator reads the
+world from its watches only.
 */}}
 {{- define "reasonops.operatorRules" -}}
 - apiGroups: [reasonops.io]
@@ -120,4 +122,7 @@ posts core/v1 Events. No get: the operator reads the world from its watches only
 - apiGroups: [""]
   resources: [events]
   verbs: [create, list]
+- apiGroups: [kueue.x-k8s.io]
+  resources: [workloads]
+  verbs: [list, watch, patch]
 {{- end }}

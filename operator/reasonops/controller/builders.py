@@ -93,6 +93,9 @@ def pod_labels(resources: Optional[Resources]) -> dict[str, str]:
 
 
 def queue_labels(body: dict[str, Any]) -> dict[str, str]:
+    """Kueue's queue and priority labels of a resource, passed on to every child that asks for capacity: its
+    Jobs (Kueue's batch/job integration) and its server's and sandbox's Deployments and pods (the deployment
+    and pod integrations), so that all of them count against the same ClusterQueue."""
     labels = body["metadata"].get("labels") or {}
     return {k: labels[k] for k in (QUEUE_LABEL, PRIORITY_LABEL) if k in labels}
 
@@ -471,7 +474,7 @@ def build_eval_server(
     on CPU (serving.engine: cpu)."""
     serving = ev.spec.serving
     name = server_name(ev.metadata["name"])
-    labels = labels_for("EvalRun", ev.metadata["name"], COMPONENT_SERVER)
+    labels = {**labels_for("EvalRun", ev.metadata["name"], COMPONENT_SERVER), **queue_labels(body)}
     port = str(settings.server_port)
     cpu = serving.engine == "cpu"
     if cpu:

@@ -26,7 +26,7 @@ import logging
 import os
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Optional, Union
 
 import kopf
@@ -57,13 +57,26 @@ from .labels import (
     revision_selector,
     selector_string,
 )
-from .policy import POD_CREATION_GRACE, JobState, Plan, PodState, ServerState, creation_failure, needs_creation_check, updated_available
+from .policy import (
+    POD_CREATION_GRACE,
+    JobState,
+    KueueWorkload,
+    Plan,
+    PodState,
+    ServerState,
+    creation_failure,
+    kueue_waiting,
+    needs_creation_check,
+    updated_available,
+)
 from .settings import Settings
 
 log = logging.getLogger("reasonops.operator")
 GROUP, VERSION = common.GROUP, common.VERSION
 INDEX_OF_KIND = {"ReasoningDataset": "dataset_index", "FineTuneJob": "finetune_index", "EvalRun": "eval_index"}
 RESYNC_SECONDS = float(os.environ.get("REASONOPS_RESYNC_SECONDS", "60"))
+# Kueue's Workloads (one per queued Job): why a queued Job waits. Without Kueue nothing is watched.
+KUEUE_GROUP, KUEUE_VERSION = "kueue.x-k8s.io", "v1beta2"
 
 
 Key = tuple[str, str, str]  # (kind, namespace, name) of a resource
@@ -97,6 +110,7 @@ class _State:
     indexes: dict[str, Any] = {}
     resync_task: Optional[asyncio.Task] = None
     requeued: set[Key] = set()
+    job_owners: dict[tuple[str, str], tuple[str, str]] = {}  # (namespace, Job) -> (kind, name) of its resource
 
 
 STATE = _State()
@@ -228,6 +242,7 @@ def _job_state(body: Any) -> JobState:
 
 @kopf.index("batch", "v1", "jobs", labels=MANAGED)
 async def job_index(namespace: str, labels: dict, body: Any, **_: Any) -> dict:
+    STATE.job_owners[(namespace, body["metadata"]["name"])] = (labels.get(LABEL_KIND), labels.get(LABEL_NAME))
     return {(namespace, labels.get(LABEL_KIND), labels.get(LABEL_NAME)): _job_state(body)}
 
 
@@ -281,11 +296,26 @@ async def deployment_index(namespace: str, labels: dict, body: Any, **_: Any) ->
     }
 
 
+def _owner_job(body: Any) -> Optional[str]:
+    return next((x["name"] for x in body["metadata"].get("ownerReferences") or []
+                 if x.get("kind") == "Job" and x.get("apiVersion") == "batch/v1"), None)
+
+
+@kopf.index(KUEUE_GROUP, KUEUE_VERSION, "workloads")
+async def workload_index(namespace: str, body: Any, **_: Any) -> dict:
+    job = _owner_job(body)
+    if job is None:
+        return {}
+    return {(namespace, job): KueueWorkload(
+        name=body["metadata"]["name"], active=(body.get("spec") or {}).get("active", True) is not False,
+        waiting=kueue_waiting((body.get("status") or {}).get("conditions") or []))}
+
+
 # --- event handlers: everything funnels into reconcile() -----------------------------------------
 
 
 def _remember(kwargs: dict[str, Any]) -> dict[str, Any]:
-    for key in ("dataset_index", "finetune_index", "eval_index", "job_index", "pod_index", "deployment_index"):
+    for key in ("dataset_index", "finetune_index", "eval_index", "job_index", "pod_index", "deployment_index", "workload_index"):
         STATE.indexes[key] = kwargs[key]
     return STATE.indexes
 
@@ -313,6 +343,16 @@ async def on_child(namespace: str, labels: dict, **kwargs: Any) -> None:
     kind, name = labels.get(LABEL_KIND), labels.get(LABEL_NAME)
     if kind in INDEX_OF_KIND and name:
         await reconcile(kind, namespace, name, _remember(kwargs))
+    if kwargs["event"].get("type") == "DELETED" and kwargs["body"].get("kind") == "Job":
+        STATE.job_owners.pop((namespace, kwargs["body"]["metadata"]["name"]), None)
+
+
+@kopf.on.event(KUEUE_GROUP, KUEUE_VERSION, "workloads")
+async def on_workload(namespace: str, body: Any, **kwargs: Any) -> None:
+    """Kueue admitted, queued or preempted a Job: its resource says so."""
+    owner = STATE.job_owners.get((namespace, _owner_job(body) or ""))
+    if owner is not None and owner[0] in INDEX_OF_KIND and owner[1]:
+        await reconcile(owner[0], namespace, owner[1], _remember(kwargs))
 
 
 async def _resync_forever() -> None:
@@ -485,6 +525,7 @@ async def gather(kind: str, body: dict[str, Any], parsed: _Parsed, indexes: dict
     resolution = resolution_of(body, resource, parsed.spec, lookup, STATE.settings)
     children = (namespace, kind, name)
     jobs, pods = _all(indexes["job_index"], children), _all(indexes["pod_index"], children)
+    jobs = [replace(job, kueue=_one(indexes["workload_index"], (namespace, job.name))) if job.queued else job for job in jobs]
     now = now_iso()
     job_name = child_name(name, resolution.revision)
     return Observed(
@@ -512,8 +553,8 @@ COMPANIONS = {COMPONENT_SERVER: ("Service",), COMPONENT_SANDBOX: ("Service", "Ne
 
 
 async def apply(body: dict[str, Any], kind: str, plan: Plan) -> None:
-    """Apply a plan: the server and sandbox, evictions, children, (un)suspended and resized Jobs, deleted
-    revisions, the status (only what changed), events, metrics and a later look."""
+    """Apply a plan: the server and sandbox, evictions, children, (un)suspended and resized Jobs, (de)activated
+    Kueue Workloads, deleted revisions, the status (only what changed), events, metrics and a later look."""
     kube = STATE.kube
     assert kube is not None
     meta = body["metadata"]
@@ -532,6 +573,8 @@ async def apply(body: dict[str, Any], kind: str, plan: Plan) -> None:
             metrics.CHILDREN_CREATED.labels(kind=obj["kind"]).inc()
     for job, suspend in plan.suspend_jobs.items():
         await kube.patch("Job", namespace, job, {"spec": {"suspend": suspend}})
+    for workload, active in plan.activate_workloads.items():
+        await kube.patch("Workload", namespace, workload, {"spec": {"active": active}}, api_version=f"{KUEUE_GROUP}/{KUEUE_VERSION}")
     for job, parallelism in plan.parallelism_jobs.items():
         await kube.patch("Job", namespace, job, {"spec": {"parallelism": parallelism}})
     for revision in plan.delete_revisions:

@@ -21,13 +21,22 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from ..api import common
-from .labels import ANNOTATION_APPLIED_AT, ANNOTATION_SPEC_HASH
+from .labels import ANNOTATION_APPLIED_AT, ANNOTATION_SPEC_HASH, QUEUE_LABEL
 
 TERMINAL = ("Succeeded", "Failed")
 # Pod states that will not resolve by waiting: shown as the reason while the revision is pending.
 STUCK = ("ImagePullBackOff", "ErrImagePull", "ErrImageNeverPull", "InvalidImageName", "CrashLoopBackOff",
          "CreateContainerConfigError", "CreateContainerError", "Unschedulable")
 MAX_HISTORY = 20
+
+
+@dataclass(frozen=True)
+class KueueWorkload:
+    """What the operator reads of the Workload that Kueue made for a queued Job."""
+
+    name: str
+    active: bool = True  # spec.active: false while the resource is suspended (Kueue then evicts and suspends)
+    waiting: Optional[tuple[str, str]] = None  # Kueue's reason and message while it has no quota (`kueue_waiting`)
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,7 @@ class JobState:
     start_time: Optional[str] = None
     completion_time: Optional[str] = None
     queued: bool = False  # carries Kueue's queue label
+    kueue: Optional[KueueWorkload] = None  # its Workload, once Kueue made one
     created: Optional[str] = None  # metadata.creationTimestamp
     uid: str = ""
     parallelism: Optional[int] = None  # spec.parallelism
@@ -108,6 +118,16 @@ def failure_detail(job: JobState, pods: list[PodState]) -> tuple[str, str]:
     return reason, job.failed_message or "the Job failed"
 
 
+def kueue_waiting(conditions: list[dict[str, Any]]) -> Optional[tuple[str, str]]:
+    """Kueue's own reason and message for a Workload that waits: its QuotaReserved condition while that is
+    False (Pending: no quota free yet, Inadmissible: e.g. no such LocalQueue, or the eviction that took the
+    quota back). None while the Workload holds quota or Kueue has not looked at it yet."""
+    reserved = next((x for x in conditions if x.get("type") == "QuotaReserved"), None)
+    if reserved is None or reserved.get("status") != "False":
+        return None
+    return str(reserved.get("reason") or "Pending"), str(reserved.get("message") or "")
+
+
 def job_phase(job: JobState, pods: list[PodState], user_suspended: bool) -> tuple[str, str, str]:
     """(phase, reason, message) of a revision from its Job and pods."""
     if job.complete:
@@ -119,7 +139,9 @@ def job_phase(job: JobState, pods: list[PodState], user_suspended: bool) -> tupl
         if user_suspended:
             return "Suspended", common.REASON_SUSPENDED, "spec.suspend is true"
         if job.queued:
-            return "Pending", common.REASON_QUEUED, f"Job {job.name} waits for admission by Kueue"
+            waiting = job.kueue.waiting if job.kueue else None
+            detail = f" ({waiting[0]}: {waiting[1]})" if waiting else ""
+            return "Pending", common.REASON_QUEUED, f"Job {job.name} waits for admission by Kueue{detail}"
         return "Suspended", common.REASON_SUSPENDED, f"Job {job.name} is suspended"
     mine = [p for p in pods if p.job == job.name]
     stuck = next((p for p in mine if p.waiting_reason in STUCK), None)
@@ -176,14 +198,21 @@ def plan_run(
     elif job is None and waiting is not None:
         phase, (reason, message) = "Waiting", waiting
     elif job is None:
-        plan.create = build_children(user_suspended)
+        # A suspended resource with Kueue's queue label gets its Job when resumed: Kueue would admit it at once.
+        if not (user_suspended and QUEUE_LABEL in (meta.get("labels") or {})):
+            plan.create = build_children(user_suspended)
+            plan.events.append(("Normal", "Created", f"Job {job_name} for revision {revision}"))
         phase = "Suspended" if user_suspended else "Pending"
         reason = common.REASON_SUSPENDED if user_suspended else common.REASON_PENDING
         message = "spec.suspend is true" if user_suspended else f"created Job {job_name} for revision {revision}"
-        plan.events.append(("Normal", "Created", f"Job {job_name} for revision {revision}"))
     else:
-        if job.suspended != user_suspended and not (job.queued and not user_suspended) and not (job.complete or job.failed_reason):
+        # A Job with Kueue's queue label is Kueue's to suspend and resume (it would undo the operator's flip):
+        # spec.suspend deactivates its Workload instead, and Kueue evicts and suspends the Job itself.
+        finished = job.complete or job.failed_reason
+        if job.suspended != user_suspended and not job.queued and not finished:
             plan.suspend_jobs[job.name] = user_suspended
+        if job.queued and job.kueue is not None and job.kueue.active == user_suspended and not finished:
+            plan.activate_workloads[job.kueue.name] = not user_suspended
         if (parallelism is not None and job.parallelism is not None and job.parallelism != parallelism
                 and not job.queued and not (job.complete or job.failed_reason)):
             plan.parallelism_jobs[job.name] = parallelism
@@ -302,6 +331,7 @@ class Plan:
 
     create: list[dict[str, Any]] = field(default_factory=list)
     suspend_jobs: dict[str, bool] = field(default_factory=dict)  # job name -> desired spec.suspend
+    activate_workloads: dict[str, bool] = field(default_factory=dict)  # Kueue Workload name -> desired spec.active
     parallelism_jobs: dict[str, int] = field(default_factory=dict)  # job name -> desired spec.parallelism
     delete_revisions: list[str] = field(default_factory=list)  # revisions whose children go
     status: dict[str, Any] = field(default_factory=dict)

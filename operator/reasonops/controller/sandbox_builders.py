@@ -25,7 +25,7 @@ from typing import Any, Optional
 from ..api.common import resolve_defaults
 from ..api.v1alpha1 import SandboxSpec
 from ..contract import SANDBOX_PORT, SANDBOX_UNCONFINED, Env, sandbox_name, sandbox_url
-from .builders import UID, _metadata
+from .builders import UID, _metadata, queue_labels
 from .labels import COMPONENT_SANDBOX, WORKLOAD_COMPONENTS, component_selector, labels_for
 from .settings import Settings
 
@@ -81,9 +81,9 @@ def build_sandbox_children(body: dict[str, Any], settings: Settings, spec: Optio
         pod["runtimeClassName"] = spec.runtimeClassName
     deployment = {
         "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": _metadata(body, sandbox_name(name), labels),
+        "metadata": _metadata(body, sandbox_name(name), {**labels, **queue_labels(body)}),
         "spec": {"replicas": spec.replicas, "selector": {"matchLabels": selector},
-                 "template": {"metadata": {"labels": labels}, "spec": pod}},
+                 "template": {"metadata": {"labels": {**labels, **queue_labels(body)}}, "spec": pod}},
     }
     service = {
         "apiVersion": "v1", "kind": "Service",
