@@ -82,9 +82,10 @@ def config_from_resource(doc: WorkloadDocument) -> CurateConfig:
 
 
 def run_resource(doc: WorkloadDocument, reporter: Reporter) -> dict[str, Any]:
+    result = main(config_from_resource(doc), reporter=reporter)
+    # Tracked once the dataset is written: the revision's directory is replaced as a whole when it is.
     with tracking.start(doc) as tracker:  # pod 0 of a sharded run only; nothing without spec.tracking
         tracker.params({key: value for key, value in doc.spec.to_wire().items() if key not in ("tracking", "resources")})
-        result = main(config_from_resource(doc), reporter=reporter)
         for step, values in enumerate(funnel_metrics(result)):
             tracker.metrics(values, step)
         for name in ("manifest.json", "report.md", REPORT_FILE):
