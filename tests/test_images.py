@@ -23,7 +23,7 @@ IMAGES = ROOT / "images"
 DOCKERFILES = sorted(IMAGES.glob("*.Dockerfile"))
 README = (IMAGES / "README.md").read_text()
 EXTRAS = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
-HEAVY = ("torch", "transformers", "deepspeed", "datasets", "vllm", "peft", "numpy", "pyarrow")
+HEAVY = ("torch", "transformers", "deepspeed", "datasets", "vllm", "peft", "numpy", "pyarrow", "mlflow", "mlflow-skinny", "tensorboard", "wandb")
 
 
 def instructions(dockerfile: Path) -> list[tuple[str, str]]:
