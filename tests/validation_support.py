@@ -253,8 +253,6 @@ INVALID = [
      "spec.resources.imagePullSecrets[0]", None),
     # experiment tracking (docs/tracking.md)
     ("tracking with no tracker", with_(DATASET, "spec.tracking", {}), "spec.tracking", "set at least one of mlflow, tensorboard or wandb"),
-    ("mlflow token inline", with_(FINETUNE, "spec.tracking", {"mlflow": {"trackingUri": "http://m:5000", "experiment": "e", "token": "s3cret"}}),
-     "spec.tracking.mlflow.token", None),
     ("mlflow URI without a scheme", with_(EVAL, "spec.tracking", {"mlflow": {"trackingUri": "mlflow:5000", "experiment": "e"}}),
      "spec.tracking.mlflow.trackingUri", None),
     ("mlflow token and password", with_(FINETUNE, "spec.tracking", {"mlflow": {
