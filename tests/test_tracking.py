@@ -336,7 +336,7 @@ def test_training_pods_get_tracking_credentials_only_by_secret_reference():
                                             "valueFrom": {"secretKeyRef": {"name": "mlflow-credentials", "key": "token"}}}
     assert env["WANDB_API_KEY"]["valueFrom"] == {"secretKeyRef": {"name": "wandb", "key": "api-key"}}
     # the document the pod reads names the Secret keys, never a value
-    assert '"tokenSecretRef"' in children[0]["data"]["resource.json"] and "value" not in json.dumps(env["WANDB_API_KEY"])
+    assert '"tokenSecretRef"' in children[0]["data"]["resource.json"] and "value" not in env["WANDB_API_KEY"]
 
 
 def test_editing_tracking_makes_no_new_revision():
