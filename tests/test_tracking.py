@@ -6,6 +6,7 @@ backend."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import socket
@@ -44,6 +45,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`mlflow server` with a SQLite backend store and a local artifact store, as a platform team runs it."""
+    assert importlib.util.find_spec("mlflow"), "the full mlflow (its server) comes with the dev extra: pip install -e '.[dev]'"
     root = tmp_path_factory.mktemp("mlflow")
     port = _free_port()
     log = open(root / "server.log", "w")
@@ -397,6 +399,21 @@ def test_a_failing_backend_is_dropped_with_its_reason_and_the_others_go_on(caplo
             raise RuntimeError("the work failed")
     assert broken.calls == [] and "broken stopped at params: ConnectionError: server went away" in caplog.text
     assert recorder.calls == ["params ['lr']", "metrics 3 {'loss': 0.5}", "finish failed=True"]
+
+
+def test_an_unreachable_server_costs_seconds_and_is_named(caplog, tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    doc = read_document({"apiVersion": "reasonops.io/v1alpha1", "kind": "ReasoningDataset", "metadata": {"name": "n"},
+                         "spec": {"sources": [{"name": "s", "path": "/p"}], "output": {"path": str(tmp_path)},
+                                  "tracking": {"mlflow": {"trackingUri": f"http://127.0.0.1:{closed}", "experiment": "e"}, "tensorboard": {}}},
+                         "revision": "r", "output": str(tmp_path / "r"), "outputLocation": str(tmp_path / "r")})
+    started = time.monotonic()
+    with tracking.start(doc) as tracker:
+        assert [b.name for b in tracker.backends] == ["tensorboard"]  # the others go on
+    assert time.monotonic() - started < 60  # MLflow's own default retries for about four minutes
+    assert "experiment tracking: mlflow did not start: MlflowException" in caplog.text
 
 
 def test_only_the_reporting_process_tracks():

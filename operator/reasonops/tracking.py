@@ -35,6 +35,10 @@ KIND_TAGS = {"ReasoningDataset": "dataset", "FineTuneJob": "finetunejob", "EvalR
 PARAM_VALUE_LIMIT = 500  # characters of a parameter's value (MLflow stores up to 6000; the UI shows far less)
 MLFLOW_BATCH = 100  # parameters per log_batch request (MLflow's limit)
 MLFLOW_STATE = "mlflow.json"  # under the run's tracking state directory: the run a restarted pod continues
+# MLflow's client retries an unreachable server for about four minutes by default; a tracker is not worth
+# that wait at every start. Defaults only: the pod's env (spec.resources.env) or the shell sets others.
+MLFLOW_CLIENT_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                          "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 
 
 # --- what a run is called and tagged with -----------------------------------------------------------
@@ -110,6 +114,8 @@ class MlflowBackend:
     def __init__(self, settings: MlflowTracking, name: str, tags: Mapping[str, str], state: Optional[Path]) -> None:
         from mlflow.tracking import MlflowClient
 
+        for variable, value in MLFLOW_CLIENT_DEFAULTS.items():
+            os.environ.setdefault(variable, value)
         self.client = MlflowClient(tracking_uri=settings.trackingUri)
         self.run_id, self.resumed = self._previous(state), False
         if self.run_id is not None:
