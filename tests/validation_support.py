@@ -262,6 +262,8 @@ INVALID = [
     ("mlflow username without password", with_(FINETUNE, "spec.tracking", {"mlflow": {
         "trackingUri": "http://m", "experiment": "e", "usernameSecretRef": {"name": "m", "key": "u"}}}),
      "spec.tracking.mlflow.passwordSecretRef", "usernameSecretRef and passwordSecretRef are set together"),
+    ("mlflow password in the URI", with_(EVAL, "spec.tracking", {"mlflow": {"trackingUri": "https://bot:s3cret@mlflow.example", "experiment": "e"}}),
+     "spec.tracking.mlflow.trackingUri", "must not carry credentials"),
     ("wandb online without a key", with_(EVAL, "spec.tracking", {"wandb": {"project": "p"}}),
      "spec.tracking.wandb.apiKeySecretRef", "mode online needs apiKeySecretRef"),
 ]

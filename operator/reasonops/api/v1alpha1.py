@@ -7,6 +7,7 @@ workloads read their configuration through it.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, ClassVar, Literal, Optional
 
 from pydantic import ConfigDict, Field, field_validator
@@ -149,7 +150,11 @@ class SamplingParams(Model):
 # =============================================================================================
 
 WANDB_MODE = "online"
-HttpUrl = Annotated[str, Field(max_length=1024, pattern=r"^https?://\S+$")]
+HttpUrl = Annotated[
+    str, Field(max_length=1024, pattern=r"^https?://\S+$"),
+    Rule("!self.matches('^https?://[^/]*@')", "must not carry credentials (user:password@): Secrets are referenced, never inlined",
+         lambda url: re.match(r"^https?://[^/]*@", url) is None),
+]
 
 
 class MlflowTracking(Model):
