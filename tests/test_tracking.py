@@ -267,6 +267,8 @@ def test_reasonops_run_honours_tracking_and_names_missing_credentials(tmp_path):
 @pytest.mark.parametrize("spec, problem", [
     ({}, ": set at least one of mlflow, tensorboard or wandb"),
     ({"mlflow": {"trackingUri": "mlflow:5000", "experiment": "e"}}, "mlflow.trackingUri: String should match pattern"),
+    ({"mlflow": {"trackingUri": "https://bot:pw@m", "experiment": "e"}}, "mlflow.trackingUri: must not carry credentials"),
+    ({"wandb": {"project": "p", "mode": "offline", "baseUrl": "https://k:pw@wandb.example"}}, "wandb.baseUrl: must not carry credentials"),
     ({"mlflow": {"trackingUri": "http://m", "experiment": "e", "token": "s3cret"}}, "mlflow.token: Extra inputs are not permitted"),
     ({"mlflow": {"trackingUri": "http://m", "experiment": "e", "usernameSecretRef": {"name": "m", "key": "u"}}},
      "mlflow.passwordSecretRef: usernameSecretRef and passwordSecretRef are set together"),
