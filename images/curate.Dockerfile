@@ -43,7 +43,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 RUN --mount=type=bind,from=wheel,source=/dist,target=/dist \
     --mount=type=cache,target=/root/.cache/pip \
     pip freeze | grep -iE '^(vllm|torch|flash[-_]attn|transformers)==' > /opt/venv/constraints.txt \
- && pip install --constraint /opt/venv/constraints.txt "$(ls /dist/reasonops-*.whl)[curate,gpu]"
+ && pip install --constraint /opt/venv/constraints.txt "$(ls /dist/reasonops-*.whl)[curate,gpu,tracking]"
 # Caches of Hugging Face, vLLM, Triton and torch.compile go under HOME; pods mount /tmp writable.
 ENV HOME=/tmp HF_HOME=/tmp/huggingface PYTHONUNBUFFERED=1 VLLM_NO_USAGE_STATS=1
 USER 1000:1000

@@ -27,7 +27,7 @@ FROM system
 RUN --mount=type=bind,from=wheel,source=/dist,target=/dist \
     --mount=type=cache,target=/root/.cache/pip \
     python3 -m pip freeze | grep -iE '^(vllm|torch|torchvision|torchaudio|transformers|xformers|flashinfer-python|triton)==' > /tmp/constraints.txt \
- && PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --constraint /tmp/constraints.txt "$(ls /dist/reasonops-*.whl)[eval]" \
+ && PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --constraint /tmp/constraints.txt "$(ls /dist/reasonops-*.whl)[eval,tracking]" \
  && rm /tmp/constraints.txt
 ENV HOME=/tmp HF_HOME=/tmp/huggingface PYTHONUNBUFFERED=1 VLLM_NO_USAGE_STATS=1
 USER 1000:1000

@@ -65,7 +65,7 @@ RUN --mount=type=bind,from=deepspeed,source=/dist,target=/ds \
     --mount=type=cache,target=/root/.cache/pip \
     pip install --constraint /opt/venv/constraints.txt \
       /ds/deepspeed-*.whl "${FLASH_ATTN_WHEEL_URL}" "liger-kernel==${LIGER_KERNEL_VERSION}" \
-      "$(ls /dist/reasonops-*.whl)[train]"
+      "$(ls /dist/reasonops-*.whl)[train,tracking]"
 # Caches (Hugging Face, Triton, torch extensions) go under HOME; pods mount /tmp writable. Kernels
 # compiled at run time target the same GPU generations as the prebuilt ones.
 ENV HOME=/tmp HF_HOME=/tmp/huggingface PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST}

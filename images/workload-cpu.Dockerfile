@@ -37,7 +37,7 @@ RUN --mount=type=bind,from=wheel,source=/dist,target=/dist \
     --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=pipca \
     if [ -f /run/secrets/pipca ]; then export PIP_CERT=/run/secrets/pipca; fi; \
     pip install --quiet --dry-run --ignore-installed --report /tmp/plan.json --find-links /wheels \
-      "torch==${TORCH_VERSION}" "$(ls /dist/reasonops-*.whl)[curate,train,eval]" \
+      "torch==${TORCH_VERSION}" "$(ls /dist/reasonops-*.whl)[curate,train,eval,tracking]" \
  && python3 -c 'import json, re, sys; \
 [print(p["download_info"]["url"]) for p in json.load(open(sys.argv[1]))["install"] \
  if p["metadata"]["name"].lower() != "triton"]' /tmp/plan.json > /tmp/plan.txt \

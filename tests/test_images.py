@@ -23,7 +23,7 @@ IMAGES = ROOT / "images"
 DOCKERFILES = sorted(IMAGES.glob("*.Dockerfile"))
 README = (IMAGES / "README.md").read_text()
 EXTRAS = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
-HEAVY = ("torch", "transformers", "deepspeed", "datasets", "vllm", "peft", "numpy", "pyarrow")
+HEAVY = ("torch", "transformers", "deepspeed", "datasets", "vllm", "peft", "numpy", "pyarrow", "mlflow", "mlflow-skinny", "tensorboard", "wandb")
 
 
 def instructions(dockerfile: Path) -> list[tuple[str, str]]:
@@ -74,8 +74,8 @@ def test_runs_as_uid_1000_from_a_wheel_with_existing_extras(dockerfile):
     assert "pip wheel --no-deps --wheel-dir /dist ." in text, "the final image gets the package as a wheel"
     for extras in re.findall(r"reasonops-\*\.whl\)\[([a-z,]+)\]", text):
         assert set(extras.split(",")) <= EXTRAS, f"{dockerfile.name} asks for extras {extras}; pyproject has {sorted(EXTRAS)}"
-    wants = {"operator": set(), "curate": {"curate", "gpu"}, "train": {"train"}, "eval": {"eval"},
-             "workload-cpu": {"curate", "train", "eval"}}[dockerfile.stem]
+    wants = {"operator": set(), "curate": {"curate", "gpu", "tracking"}, "train": {"train", "tracking"}, "eval": {"eval", "tracking"},
+             "workload-cpu": {"curate", "train", "eval", "tracking"}}[dockerfile.stem]
     got = {e for group in re.findall(r"reasonops-\*\.whl\)\[([a-z,]+)\]", text) for e in group.split(",")}
     assert got == wants, f"{dockerfile.name} installs extras {got}, expected {wants}"
     # The build context is only what `pip wheel .` needs.

@@ -265,10 +265,29 @@ INVALID = [
      "spec.resources.terminationGracePeriodSeconds", None),
     ("pull secret not a name", with_(DATASET, "spec.resources", {"imagePullSecrets": ["Bad_Name"]}),
      "spec.resources.imagePullSecrets[0]", None),
+    # experiment tracking (docs/tracking.md)
+    ("tracking with no tracker", with_(DATASET, "spec.tracking", {}), "spec.tracking", "set at least one of mlflow, tensorboard or wandb"),
+    ("mlflow URI without a scheme", with_(EVAL, "spec.tracking", {"mlflow": {"trackingUri": "mlflow:5000", "experiment": "e"}}),
+     "spec.tracking.mlflow.trackingUri", None),
+    ("mlflow token and password", with_(FINETUNE, "spec.tracking", {"mlflow": {
+        "trackingUri": "http://m", "experiment": "e", "tokenSecretRef": {"name": "m", "key": "t"},
+        "usernameSecretRef": {"name": "m", "key": "u"}, "passwordSecretRef": {"name": "m", "key": "p"}}}),
+     "spec.tracking.mlflow.tokenSecretRef", "set tokenSecretRef or usernameSecretRef and passwordSecretRef, not both"),
+    ("mlflow username without password", with_(FINETUNE, "spec.tracking", {"mlflow": {
+        "trackingUri": "http://m", "experiment": "e", "usernameSecretRef": {"name": "m", "key": "u"}}}),
+     "spec.tracking.mlflow.passwordSecretRef", "usernameSecretRef and passwordSecretRef are set together"),
+    ("mlflow password in the URI", with_(EVAL, "spec.tracking", {"mlflow": {"trackingUri": "https://bot:s3cret@mlflow.example", "experiment": "e"}}),
+     "spec.tracking.mlflow.trackingUri", "must not carry credentials"),
+    ("wandb online without a key", with_(EVAL, "spec.tracking", {"wandb": {"project": "p"}}),
+     "spec.tracking.wandb.apiKeySecretRef", "mode online needs apiKeySecretRef"),
 ]
 
 VALID = [
     ("minimal dataset", DATASET),
+    ("tracking everywhere", with_(FINETUNE, "spec.tracking", {
+        "mlflow": {"trackingUri": "https://mlflow.example:5000", "experiment": "limo", "usernameSecretRef": {"name": "m", "key": "u"},
+                   "passwordSecretRef": {"name": "m", "key": "p"}},
+        "tensorboard": {"enabled": False}, "wandb": {"project": "limo", "entity": "team", "mode": "offline"}})),
     ("minimal finetune", FINETUNE),
     ("minimal eval", EVAL),
     ("thresholds at the bounds", with_(DATASET, "spec.stages", [

@@ -28,6 +28,8 @@ the checkpoints a run exported `exported_checkpoints` (FineTuneJob status.checkp
 which checkpoint a pod rates   `document_for_checkpoint` (`Env.CHECKPOINTS`, the pod's completion index)
 the termination message        `encode_result` (valid JSON within 4 KiB)
 where an export is published   `export_location`; the environment it becomes: `export_environment`
+which env vars carry tracking   `tracking_env` (MLflow's and W&B's own variable names)
+where tracking files go         `tracking_dir` (TensorBoard events, W&B offline runs, the tracker's state)
 ============================  ==========================================================
 """
 
@@ -50,6 +52,8 @@ from .api.common import (
 from .api.common import REASON_BASELINE_FAILED, REASON_BASELINE_NOT_FOUND, REASON_BASELINE_UNUSABLE, REASON_WAITING_FOR_BASELINE
 from .api.v1alpha1 import (KINDS, MAX_CHECKPOINTS, CheckpointRef, EvalModelRef, EvalRun, EvalRunSpec, FineTuneJob, FineTuneJobSpec, ReasoningDataset,
                            ReasoningDatasetSpec, Resource)
+from .api.common import SecretKeyRef
+from .api.v1alpha1 import Tracking
 # The operator checks serving.maxModelLen with these, and training reports a model's context with them.
 
 # --- where things are in a pod ---------------------------------------------------------------------
@@ -97,6 +101,37 @@ def api_key_env(secret: str, key: str) -> str:
     """The environment variable that carries the value of key `key` of Secret `secret`."""
     clean = "".join(ch if ch.isalnum() else "_" for ch in f"{secret}_{key}").upper()
     return f"{Env.API_KEY_PREFIX}{clean}"
+
+
+# --- experiment tracking --------------------------------------------------------------------------
+
+# The variables MLflow's and W&B's clients read themselves: the pod gets each from the Secret key the spec names
+# (secretKeyRef), and `reasonops run` from the shell that runs it.
+MLFLOW_TOKEN_ENV = "MLFLOW_TRACKING_TOKEN"
+MLFLOW_USERNAME_ENV = "MLFLOW_TRACKING_USERNAME"
+MLFLOW_PASSWORD_ENV = "MLFLOW_TRACKING_PASSWORD"
+WANDB_API_KEY_ENV = "WANDB_API_KEY"
+TRACKING_DIRS = {"tensorboard": "tensorboard", "wandb": "wandb", "state": "tracking"}
+
+
+def tracking_env(tracking: Optional[Tracking]) -> list[tuple[str, SecretKeyRef]]:
+    """(environment variable, the Secret key whose value it carries) of a spec's tracking section."""
+    if tracking is None:
+        return []
+    pairs: list[tuple[str, Optional[SecretKeyRef]]] = []
+    if tracking.mlflow is not None:
+        pairs += [(MLFLOW_TOKEN_ENV, tracking.mlflow.tokenSecretRef), (MLFLOW_USERNAME_ENV, tracking.mlflow.usernameSecretRef),
+                  (MLFLOW_PASSWORD_ENV, tracking.mlflow.passwordSecretRef)]
+    if tracking.wandb is not None:
+        pairs.append((WANDB_API_KEY_ENV, tracking.wandb.apiKeySecretRef))
+    return [(name, ref) for name, ref in pairs if ref is not None]
+
+
+def tracking_dir(output: str, what: Literal["tensorboard", "wandb", "state"]) -> str:
+    """Where a run's tracking files go, under its output: TensorBoard's event files (a per-checkpoint evaluation's
+    pods share the EvalRun revision's, so its checkpoints make one curve), W&B's offline runs, the tracker's
+    state (the MLflow run a restarted pod continues)."""
+    return f"{output.rstrip('/')}/{TRACKING_DIRS[what]}"
 
 
 # --- locations -----------------------------------------------------------------------------------
@@ -240,9 +275,10 @@ def export_environment(export: Any) -> dict[str, str]:
 # Fields that change how or where a revision runs, or how its results are judged, not what it produces:
 # editing them makes no new revision (a gate threshold edit re-judges the stored results).
 NON_REVISION_FIELDS: dict[str, frozenset[str]] = {
-    "ReasoningDataset": frozenset({"suspend", "resources", "backoffLimit", "activeDeadlineSeconds"}),
-    "FineTuneJob": frozenset({"suspend", "resources", "backoffLimit", "activeDeadlineSeconds", "retrainPolicy"}),
-    "EvalRun": frozenset({"suspend", "resources", "backoffLimit", "activeDeadlineSeconds", "serving", "gates", "concurrency", "parallelism"}),
+    "ReasoningDataset": frozenset({"suspend", "resources", "backoffLimit", "activeDeadlineSeconds", "tracking"}),
+    "FineTuneJob": frozenset({"suspend", "resources", "backoffLimit", "activeDeadlineSeconds", "retrainPolicy", "tracking"}),
+    "EvalRun": frozenset({"suspend", "resources", "backoffLimit", "activeDeadlineSeconds", "serving", "gates", "concurrency", "parallelism",
+                          "tracking"}),
 }
 
 

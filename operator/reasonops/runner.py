@@ -332,6 +332,9 @@ def run_local(path: str | Path, output_root: str | Path, only: Optional[str] = N
             continue
         doc = local_document(res, root)
         print(f"[reasonops] {res.kind} {name}: revision {doc.revision} → {doc.output}", flush=True)
+        for variable, ref in contract.tracking_env(doc.spec.tracking):
+            if variable not in os.environ:  # in a cluster the pod gets it from the Secret key
+                print(f"[reasonops] tracking: {variable} is not set here (in a cluster: key {ref.key!r} of Secret {ref.name!r})", flush=True)
         started = time.time()
         reporter = Reporter(res.kind, name, "local", doc.revision, min_interval=0)
         # An export's endpoint and region, as the operator sets them in the pod (the shell's own values win).

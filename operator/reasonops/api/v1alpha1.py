@@ -7,6 +7,7 @@ workloads read their configuration through it.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, ClassVar, Literal, Optional
 
 from pydantic import ConfigDict, Field, field_validator
@@ -171,6 +172,94 @@ class ObjectStoreExport(Model):
     region: Optional[Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9-]+$")]] = Field(
         default=None, description="Region of the bucket, e.g. eu-west-1."
     )
+
+
+# =============================================================================================
+# Experiment tracking (every kind): MLflow, TensorBoard, Weights & Biases
+# =============================================================================================
+
+WANDB_MODE = "online"
+HttpUrl = Annotated[
+    str, Field(max_length=1024, pattern=r"^https?://\S+$"),
+    Rule("!self.matches('^https?://[^/]*@')", "must not carry credentials (user:password@): Secrets are referenced, never inlined",
+         lambda url: re.match(r"^https?://[^/]*@", url) is None),
+]
+
+
+class MlflowTracking(Model):
+    """An MLflow tracking server. Credentials only by Secret reference: a token (MLFLOW_TRACKING_TOKEN in the
+    pods), or a username and password (MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD)."""
+
+    rules = (
+        Rule("!has(self.tokenSecretRef) || (!has(self.usernameSecretRef) && !has(self.passwordSecretRef))",
+             "set tokenSecretRef or usernameSecretRef and passwordSecretRef, not both",
+             lambda m: m.tokenSecretRef is None or (m.usernameSecretRef is None and m.passwordSecretRef is None),
+             field=".tokenSecretRef"),
+        Rule("has(self.usernameSecretRef) == has(self.passwordSecretRef)",
+             "usernameSecretRef and passwordSecretRef are set together (basic authentication needs both)",
+             lambda m: (m.usernameSecretRef is None) == (m.passwordSecretRef is None), field=".passwordSecretRef"),
+    )
+
+    trackingUri: HttpUrl = Field(description="URL of the tracking server, e.g. http://mlflow.mlops.svc:5000.")
+    experiment: Annotated[str, Field(min_length=1, max_length=256)] = Field(
+        description="Experiment the runs are logged to (created when missing)."
+    )
+    tokenSecretRef: Optional[SecretKeyRef] = Field(
+        default=None, description="Secret key holding a bearer token (MLFLOW_TRACKING_TOKEN in the pods)."
+    )
+    usernameSecretRef: Optional[SecretKeyRef] = Field(
+        default=None, description="Secret key holding the basic-authentication username (MLFLOW_TRACKING_USERNAME)."
+    )
+    passwordSecretRef: Optional[SecretKeyRef] = Field(
+        default=None, description="Secret key holding the basic-authentication password (MLFLOW_TRACKING_PASSWORD)."
+    )
+
+
+class TensorBoardTracking(Model):
+    """TensorBoard event files, written under the run's output (its tensorboard/ directory)."""
+
+    enabled: Optional[bool] = defaulted(True, "Write the event files.")
+
+
+class WandbTracking(Model):
+    """Weights & Biases. online: to the server, the API key by Secret reference (WANDB_API_KEY in the pods);
+    offline: the run's files under the run's output (wandb/), for `wandb sync` later."""
+
+    rules = (
+        Rule("(has(self.mode) && self.mode == 'offline') || has(self.apiKeySecretRef)",
+             "mode online needs apiKeySecretRef (the API key, WANDB_API_KEY in the pods); use mode: offline without one",
+             lambda m: m.mode == "offline" or m.apiKeySecretRef is not None, field=".apiKeySecretRef"),
+    )
+
+    project: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^/\\#?%:]+$")] = Field(
+        description="Project the runs are logged to."
+    )
+    entity: Optional[Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^/\\#?%:]+$")]] = Field(
+        default=None, description="Team or user owning the project (default: the API key's user)."
+    )
+    apiKeySecretRef: Optional[SecretKeyRef] = Field(
+        default=None, description="Secret key holding the API key (WANDB_API_KEY in the pods); required in mode online."
+    )
+    mode: Optional[Literal["online", "offline"]] = defaulted(WANDB_MODE, "online: log to the server; offline: files only.")
+    baseUrl: Optional[HttpUrl] = Field(default=None, description="URL of a self-hosted W&B server (default: W&B's cloud).")
+
+
+class Tracking(Model):
+    """Experiment tracking of the revision's run: training steps, benchmark scores, the curation funnel.
+
+    Only the reporting process logs (rank 0). Runs of one chain carry tags naming the resources and
+    revisions (reasonops.io/dataset, reasonops.io/finetunejob, reasonops.io/evalrun, ...). Editing this
+    section makes no new revision."""
+
+    rules = (
+        Rule("has(self.mlflow) || has(self.tensorboard) || has(self.wandb)",
+             "set at least one of mlflow, tensorboard or wandb",
+             lambda m: m.mlflow is not None or m.tensorboard is not None or m.wandb is not None),
+    )
+
+    mlflow: Optional[MlflowTracking] = Field(default=None, description="An MLflow tracking server.")
+    tensorboard: Optional[TensorBoardTracking] = Field(default=None, description="TensorBoard event files in the output.")
+    wandb: Optional[WandbTracking] = Field(default=None, description="Weights & Biases.")
 
 
 # =============================================================================================
@@ -372,6 +461,9 @@ class ReasoningDatasetSpec(Model):
     output: Location = Field(description="Where the dataset is written; each revision in its own directory.")
     export: Optional[ObjectStoreExport] = Field(default=None, description="Also publish each succeeded revision's dataset to an object store.")
     resources: Optional[Resources] = Field(default=None, description="Compute and pod settings of the curation pods.")
+    tracking: Optional[Tracking] = Field(
+        default=None, description="Experiment tracking (MLflow, TensorBoard, Weights & Biases); edits make no new revision."
+    )
     sandbox: Optional[SandboxSpec] = Field(default=None, description="Execution of code problems' tests.")
     shards: Optional[int] = defaulted(
         DATASET_SHARDS, "Pods that share the model stages: an Indexed Job; each pod samples its shard of the"
@@ -583,6 +675,9 @@ class FineTuneJobSpec(Model):
         RETRAIN_POLICY, "Start a new run when the dataset gets a new revision (OnDatasetChange) or only on spec edits."
     )
     resources: Optional[TrainingResources] = defaulted({}, "Compute and pod settings of the training pods.")
+    tracking: Optional[Tracking] = Field(
+        default=None, description="Experiment tracking (MLflow, TensorBoard, Weights & Biases); edits make no new revision."
+    )
     backoffLimit: Optional[int] = defaulted(FINETUNE_BACKOFF_LIMIT, "Pod retries (each resumes from the latest checkpoint).", ge=0, le=100)
     activeDeadlineSeconds: Optional[int] = Field(default=None, ge=1, description="Deadline of the training Job.")
     suspend: Optional[bool] = defaulted(False, "Do not start (or stop) training.")
@@ -801,6 +896,9 @@ class EvalRunSpec(Model):
         default=None, description="Pick one of model.checkpoints by a benchmark: the best, ties to the earlier; set in status.selectedCheckpoint."
     )
     resources: Optional[Resources] = Field(default=None, description="Compute for the benchmark Job (per checkpoint pod with model.checkpoints).")
+    tracking: Optional[Tracking] = Field(
+        default=None, description="Experiment tracking (MLflow, TensorBoard, Weights & Biases); edits make no new revision."
+    )
     parallelism: Optional[int] = Field(
         default=None, ge=1, le=MAX_CHECKPOINTS,
         description="With model.checkpoints: checkpoint pods that run at once (default: every checkpoint at once). An edit"

@@ -32,6 +32,8 @@ from ..contract import (
     server_name,
     training_world,
 )
+from ..api.v1alpha1 import Tracking
+from ..contract import tracking_env
 from .labels import (
     ANNOTATION_ENGINE,
     ANNOTATION_GENERATION_CONFIG,
@@ -152,6 +154,11 @@ def export_env(export: Any) -> list[dict[str, Any]]:
         env.append(_secret_env(export.accessKeyIdSecretRef.name, export.accessKeyIdSecretRef.key, AWS_ACCESS_KEY_ID))
         env.append(_secret_env(export.secretAccessKeySecretRef.name, export.secretAccessKeySecretRef.key, AWS_SECRET_ACCESS_KEY))
     return env
+
+
+def tracking_secret_env(tracking: Optional[Tracking]) -> list[dict[str, Any]]:
+    """The credentials of spec.tracking, each from its Secret key under the name its client reads (contract.tracking_env)."""
+    return [_secret_env(ref.name, ref.key, name) for name, ref in tracking_env(tracking)]
 
 
 def build_pod_spec(
@@ -380,7 +387,7 @@ def build_dataset_children(
         body, settings,
         image=settings.curate_image, command=WORKLOAD_COMMAND,
         env=_identity_env(document) + shard_env + sampler_secrets(ds.spec) + hub_token_env(ds.spec.hubTokenSecretRef)
-        + export_env(ds.spec.export),
+        + export_env(ds.spec.export) + tracking_secret_env(ds.spec.tracking),
         resources=resources, gpus=gpus, locations=[document.outputLocation, *dataset_input_locations(ds)],
         configmap=name, selector=labels,
         env_from_secrets=[ds.spec.output.credentialsSecretRef, *(s.credentialsSecretRef for s in sources)],
@@ -432,6 +439,7 @@ def build_finetune_children(
     env = _identity_env(document) + torchrun_env(name, name, nnodes, nproc, settings.rendezvous_port)
     env.append({"name": Env.METRICS_PORT, "value": str(settings.workload_metrics_port)})
     env += hub_token_env(ft.spec.hubTokenSecretRef) + export_env(ft.spec.export)
+    env += tracking_secret_env(ft.spec.tracking)
     secrets = [ft.spec.output.credentialsSecretRef, *input_secrets, base.volume.credentialsSecretRef if base.volume else None]
     pod = build_pod_spec(
         body, settings,
@@ -582,6 +590,7 @@ def build_eval_children(
     name = child_name(ev.metadata["name"], revision)
     labels = labels_for("EvalRun", ev.metadata["name"], COMPONENT_EVAL, revision)
     env = _identity_env(document) + hub_token_env(ev.spec.hubTokenSecretRef)
+    env += tracking_secret_env(ev.spec.tracking)
     if ev.spec.model.endpoint and ev.spec.model.endpoint.apiKeySecretRef:
         env.append(secret_key_env(ev.spec.model.endpoint.apiKeySecretRef))
     offline = ev.spec.backend == "offline"

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..api.v1alpha1 import LIMO_SYSTEM_PROMPT, ReasoningDatasetSpec, SamplerModel, Stage
 from ..benchmark_types import BenchmarkItem
+from .. import tracking
 from ..contract import WorkloadDocument
 from ..api import common as reasons
 from ..errors import WorkloadError
@@ -81,7 +82,27 @@ def config_from_resource(doc: WorkloadDocument) -> CurateConfig:
 
 
 def run_resource(doc: WorkloadDocument, reporter: Reporter) -> dict[str, Any]:
-    return main(config_from_resource(doc), reporter=reporter)
+    result = main(config_from_resource(doc), reporter=reporter)
+    # Tracked once the dataset is written: the revision's directory is replaced as a whole when it is.
+    with tracking.start(doc) as tracker:  # pod 0 of a sharded run only; nothing without spec.tracking
+        tracker.params({key: value for key, value in doc.spec.to_wire().items() if key not in ("tracking", "resources")})
+        for step, values in enumerate(funnel_metrics(result)):
+            tracker.metrics(values, step)
+        for name in ("manifest.json", "report.md", REPORT_FILE):
+            tracker.artifact(Path(doc.output) / name)
+    return result
+
+
+def funnel_metrics(result: dict[str, Any]) -> list[dict[str, float | None]]:
+    """The per-stage funnel for a tracker, one step per stage in order (load first): rows kept and dropped
+    under common names (a curve over the stages) and under the stage's own, and the samples written last."""
+    counts = result.get("stageCounts") or []
+    steps: list[dict[str, float | None]] = [
+        {"funnel/kept": c["kept"], "funnel/dropped": c["dropped"], f"stages/{c['stage']}/kept": c["kept"],
+         f"stages/{c['stage']}/dropped": c["dropped"]} for c in counts]
+    if steps:
+        steps[-1]["samples"] = result.get("samples")
+    return steps
 
 
 def main(config: CurateConfig, reporter: Reporter | None = None) -> dict[str, Any]:

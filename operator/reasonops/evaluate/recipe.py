@@ -70,7 +70,9 @@ from ..llm import (
     check_endpoint,
 )
 from ..progress import Reporter
-from ..report import write_report_quietly
+from ..report import REPORT_FILE, write_report_quietly
+from .. import tracking
+from ..tracking import flat_params
 from ..serve import running_server
 from .protocols import PROTOCOLS, Protocol, protocol, sampling_for
 from .stats import estimate
@@ -217,13 +219,39 @@ def run_resource(doc: WorkloadDocument, reporter: Reporter, env: dict[str, str] 
         document, target = document_for_checkpoint(doc, os.environ if env is None else env)
     except InvalidDocument as exc:
         raise WorkloadError(reasons.REASON_INVALID_SPEC, str(exc)) from None
-    result = main(config_from_resource(document), reporter)
+    config = config_from_resource(document)
+    with tracking.start(document, checkpoint=target, revision_output=doc.output) as tracker:
+        tracker.params(tracking_params(config))
+        result = main(config, reporter)
+        tracker.params(flat_params(result.get("provenance") or {}, "provenance."))
+        tracker.metrics(tracking_metrics(result), target.step if target is not None else 0)
+        for name in ("summary.json", "report.md", REPORT_FILE):
+            tracker.artifact(Path(document.output) / name)
     if target is not None:
         result["checkpoint"] = {"name": target.name, "step": target.step}
         parent = str(doc.output)
         if "://" not in parent:  # the checkpoint curve of those rated so far, above their directories
             write_report_quietly(parent)
     return result
+
+
+def tracking_params(config: EvalConfig) -> dict[str, Any]:
+    """What a tracker records of an evaluation once: the model, the protocol and each benchmark's sampling."""
+    return {"model": config.model, "backend": config.backend, "protocol": config.protocol, "engine": config.engine,
+            "benchmarks": {run.name: {"samples": run.samples, "temperature": run.temperature, "top_p": run.top_p,
+                                      "max_tokens": run.max_tokens, "seed": run.seed, "limit": run.limit} for run in config.benchmarks}}
+
+
+def tracking_metrics(result: dict[str, Any]) -> dict[str, float | None]:
+    """Every benchmark's score with its 95% interval and standard error, and the mean accuracy, for a tracker
+    (logged at the checkpoint's step where checkpoints are evaluated, so they make a curve)."""
+    out: dict[str, float | None] = {"accuracy": result.get("accuracy")}
+    for entry in result.get("results") or []:
+        for key, field_name in (("score", "score"), ("ci_low", "ciLow"), ("ci_high", "ciHigh"), ("stderr", "stderr"),
+                                ("truncated", "truncated")):
+            value = entry.get(field_name)
+            out[f"{entry['benchmark']}/{key}"] = float(value) if value is not None else None
+    return out
 
 
 def main(config: EvalConfig, reporter: Reporter | None = None) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import tracking
 from ..contract import WorkloadDocument
 from ..progress import Reporter
 from .config import PRESETS, TrainConfig, config_from_resource, deepspeed_config
@@ -58,6 +59,7 @@ __all__ = [
 
 def run_resource(doc: WorkloadDocument, reporter: Reporter) -> dict[str, Any]:
     """Train for a FineTuneJob workload document; returns the result the operator copies into status."""
-    result = main(config_from_resource(doc), reporter)
+    with tracking.start(doc) as tracker:  # rank 0 only; nothing without spec.tracking
+        result = main(config_from_resource(doc), reporter, tracker)
     mark_worker_done()
     return result

@@ -22,6 +22,7 @@ from ..contract import checkpoint_model, checkpoint_name
 from ..errors import Stopped, WorkloadError
 from ..progress import Reporter
 from ..report import REPORT_FILE, write_report_quietly
+from ..tracking import Tracker
 from . import checkpoints as ckpt
 from .config import TrainConfig, deepspeed_config
 from .data import (
@@ -59,8 +60,9 @@ TRAIN_LOG = ckpt.TRAIN_LOG  # one line per optimizer step (rank 0)
 SCHEDULERS = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
 
 
-def main(config: TrainConfig, reporter: Optional[Reporter] = None) -> dict[str, Any]:
-    """Train (or resume, or return the finished result of) one run. Every process of the job calls it."""
+def main(config: TrainConfig, reporter: Optional[Reporter] = None, tracker: Optional[Tracker] = None) -> dict[str, Any]:
+    """Train (or resume, or return the finished result of) one run. Every process of the job calls it; `tracker`
+    (rank 0's, see reasonops.tracking) gets the resolved hyperparameters and every step's numbers."""
     previous = finished_result(config.output)
     if previous is not None:
         log.info("%s already holds a finished model; nothing to do", config.output)
@@ -68,7 +70,7 @@ def main(config: TrainConfig, reporter: Optional[Reporter] = None) -> dict[str, 
     info = init_distributed(backend=config.distributed_backend)
     try:
         with StopSignal() as stop:  # SIGTERM: a checkpoint of the current step, then errors.Stopped
-            return _train(config, reporter or Reporter(), info, stop)
+            return _train(config, reporter or Reporter(), info, stop, tracker or Tracker([]))
     finally:
         from transformers.integrations import unset_hf_deepspeed_config
 
@@ -84,7 +86,7 @@ def _no_shared_memory_op() -> None:
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
-def _train(config: TrainConfig, reporter: Reporter, info: DistInfo, stop: StopSignal) -> dict[str, Any]:
+def _train(config: TrainConfig, reporter: Reporter, info: DistInfo, stop: StopSignal, tracker: Tracker) -> dict[str, Any]:
     import deepspeed
     from transformers import get_scheduler, set_seed
 
@@ -163,6 +165,8 @@ def _train(config: TrainConfig, reporter: Reporter, info: DistInfo, stop: StopSi
     if is_main:
         reached = _restore_train_log(work / TRAIN_LOG, resume)
         (work / RESOLVED_CONFIG).write_text(config.to_json())
+        tracker.params(tracking_params(config, total_steps=total_steps, world_size=info.world_size, parameters=n_params,
+                                       attention=attention))
         if resume is not None:
             reporter.update(stage="train", message=f"resumed from {latest} at step {state.step}",
                             step=max(state.step, reached), totalSteps=total_steps, latestCheckpoint=latest, force=True)
@@ -191,6 +195,7 @@ def _train(config: TrainConfig, reporter: Reporter, info: DistInfo, stop: StopSi
         micro = rank_micro_batches(order, in_epoch, config.global_batch_size, info.rank, info.world_size,
                                    config.micro_batch_size)
         lr = engine.get_lr()[0]
+        step_started = time.monotonic()
         done = train_step(engine, [[samples[i] for i in m] for m in micro], packing=config.packing,
                           pad_id=tokenizer.pad_token_id, device=device, gas=gas, world=info.world_size,
                           flops_of=flops_of, normalisation=config.loss_normalisation)
@@ -199,12 +204,14 @@ def _train(config: TrainConfig, reporter: Reporter, info: DistInfo, stop: StopSi
         state.last_loss = done.loss
         state.seconds = time.monotonic() - loop_started
         meter.add(done.tokens, done.flops)
+        grad_norm = engine.get_global_grad_norm()  # of this step, before clipping (every rank: it may be collective)
         if is_main:  # the step's line first: a checkpoint of this step carries it (no gap after a kill)
             _log_step(work / TRAIN_LOG, state, per_epoch, lr, meter)
         latest = _maybe_checkpoint(engine, root, state, config, per_epoch, info.rank, owner, remote,
                                    work / TRAIN_LOG, export) or latest
         if is_main:
             _report(reporter, prom, meter, state, total_steps, per_epoch, lr, latest, reached)
+            tracker.metrics(step_metrics(state, per_epoch, lr, grad_norm, meter, time.monotonic() - step_started), state.step)
         _pause_for_tests(state.step, info.rank)
         stop.hold_for_test(state.step)
 
@@ -216,6 +223,8 @@ def _train(config: TrainConfig, reporter: Reporter, info: DistInfo, stop: StopSi
     if is_main:
         _write_summary(work, config, state, stats, meter, n_params, attention, result)
         write_report_quietly(work)  # report.html: loss, learning rate and throughput as plots
+        for name in (SUMMARY, TRAIN_LOG, REPORT_FILE):
+            tracker.artifact(work / name)
         if is_uri(config.output):
             _upload(work, config.output)
     _barrier()
@@ -371,6 +380,22 @@ def _report(
     if prom is not None:
         prom.set(step=state.step, total_steps=total_steps, epoch=epoch, loss=loss, learning_rate=lr,
                  tokens_per_second=tps, mfu=mfu, eta_seconds=eta, tokens=state.tokens)
+
+
+def tracking_params(config: TrainConfig, **facts: Any) -> dict[str, Any]:
+    """What a tracker records of a run once: the resolved hyperparameters (preset, dataset and base-model
+    revisions included) and facts of the run such as its step count and world size."""
+    return {**{k: v for k, v in asdict(config).items() if k not in ("extra", "chat_template", "system_prompt")},
+            "dataset_revision": config.extra.get("datasetRevision"), **facts}
+
+
+def step_metrics(state: ckpt.TrainerState, per_epoch: int, lr: float, grad_norm: Any, meter: Throughput,
+                 step_seconds: float) -> dict[str, Optional[float]]:
+    """One optimizer step's numbers for a tracker (None: not known on this device, e.g. MFU on a CPU)."""
+    return {"train/loss": state.last_loss, "train/learning_rate": lr, "train/epoch": state.step / per_epoch,
+            "train/grad_norm": None if grad_norm is None else float(grad_norm),
+            "train/tokens_per_second": meter.tokens_per_second(), "train/mfu": meter.mfu(),
+            "train/step_seconds": step_seconds, "train/tokens": float(state.tokens)}
 
 
 def _log_step(path: Path, state: ckpt.TrainerState, per_epoch: int, lr: float, meter: Throughput) -> None:
