@@ -21,7 +21,7 @@ from typing import Any, Callable
 import pytest
 import yaml
 
-from conftest import REAL_NODE_LABEL, ROOT, TOOLS_BIN, RealCluster
+from conftest import KUBECTL, REAL_NODE_LABEL, ROOT, TOOLS_BIN, RealCluster
 
 pytestmark = [pytest.mark.realnode, pytest.mark.timeout(1800)]
 
@@ -313,7 +313,42 @@ def test_finetune_on_two_nodes_meets_over_the_headless_service(release: Release)
     assert "gloo" in logs.lower() or "world_size" in logs.lower() or "rendezvous" in logs.lower(), logs[-3000:]
 
 
-# --- 4. a training pod killed mid-run -----------------------------------------------------------
+# --- 4. a training pod killed or deleted mid-run -----------------------------------------------
+
+
+def apply_paused(release: Release, ft_doc: dict, step: int, index: int) -> dict:
+    """Apply the FineTuneJob `ft_doc` with the test-only pause (train.preemption.PAUSE_AT_STEP): the pod of `index`
+    (one process per pod: rank `index`) stands still after `step` and its checkpoint, if one is due, until it is
+    signalled or killed; its peer waits for it in the next collective. Returns that pod once it says it paused, so
+    that a kill or a deletion lands at that step, mid-run, without a race. The pause's variables reach the pods
+    as a user's would: the keys of the Secret that output.credentialsSecretRef names become their environment."""
+    from reasonops.train.preemption import PAUSE_AT_STEP, PAUSE_RANK
+
+    c, name = release.cluster, ft_doc["metadata"]["name"]
+    if not release.get("reasoningdataset", "pool"):
+        release.apply(dataset(c, "pool"))
+    c.kubectl("create", "secret", "generic", f"{name}-pause", "-n", release.ns,
+              f"--from-literal={PAUSE_AT_STEP}={step}", f"--from-literal={PAUSE_RANK}={index}")
+    ft_doc["spec"]["output"]["credentialsSecretRef"] = f"{name}-pause"
+    release.apply(ft_doc)
+
+    def paused():
+        pods = release.items("pods", f"reasonops.io/name={name},batch.kubernetes.io/job-completion-index={index}")
+        return next((p for p in pods if p["status"].get("phase") == "Running" and f"{PAUSE_AT_STEP}={step}" in
+                     c.kubectl("logs", "-n", release.ns, p["metadata"]["name"], check=False).stdout), None)
+    return release.wait_for(f"pod {index} paused after step {step}", paused, timeout=600)
+
+
+def job_logs(release: Release, name: str) -> str:
+    """The logs of every pod of the FineTuneJob `name` that still exists."""
+    return "".join(release.cluster.kubectl("logs", "-n", release.ns, p["metadata"]["name"], check=False).stdout
+                   for p in release.items("pods", f"reasonops.io/name={name}"))
+
+
+def loss_curve_steps(release: Release, name: str, ft: dict) -> list[int]:
+    """Every line of the finished run's loss curve, in order: a step done twice shows twice."""
+    log = release.volume / "models" / name / ft["status"]["modelRevision"] / "train_log.jsonl"
+    return [json.loads(line)["step"] for line in log.read_text().splitlines()]
 
 
 @pytest.mark.parametrize("index", [1, 0], ids=["worker", "store-host"])
@@ -321,38 +356,72 @@ def test_training_pod_killed_mid_run_restarts_the_group_and_resumes(release: Rel
     """Index 1 is a worker; index 0 also hosts torchrun's store, whose loss once let the peer's torchrun
     exit 0 and the group could not re-form (issue #11; the launcher now fails such a pod: train.run_group)."""
     c = release.cluster
-    if not release.get("reasoningdataset", "pool"):
-        release.apply(dataset(c, "pool"))
     name = f"ftk{index}"
     ft_doc = finetune(c, name, "pool", nodes=2)
-    # 16 steps, a checkpoint every 4. The pod of `index` stands still after step 4 and its checkpoint until it is
-    # killed (the trainer's test-only pause; its peer waits for it in the next collective), so the kill lands
-    # there, mid-run, without a race. The pause's variables reach the pods as a user's would: the keys of the
-    # Secret that output.credentialsSecretRef names become their environment variables.
+    # 16 steps, a checkpoint every 4; the pod of `index` pauses after step 4 and its checkpoint.
     ft_doc["spec"]["hyperparameters"]["epochs"] = 4
     ft_doc["spec"]["checkpoints"] = {"everySteps": 4, "keep": 2}
-    c.kubectl("create", "secret", "generic", f"{name}-pause", "-n", release.ns,
-              "--from-literal=REASONOPS_TEST_PAUSE_AT_STEP=4", f"--from-literal=REASONOPS_TEST_PAUSE_RANK={index}")
-    ft_doc["spec"]["output"]["credentialsSecretRef"] = f"{name}-pause"
-    release.apply(ft_doc)
-    # Wait until the pod says it paused, then kill it.
-    def paused():
-        pods = release.items("pods", f"reasonops.io/name={name},batch.kubernetes.io/job-completion-index={index}")
-        return next((p for p in pods if p["status"].get("phase") == "Running" and "REASONOPS_TEST_PAUSE_AT_STEP=4" in
-                     c.kubectl("logs", "-n", release.ns, p["metadata"]["name"], check=False).stdout), None)
-    victim = release.wait_for(f"pod {index} paused after its step-4 checkpoint", paused, timeout=600)
+    victim = apply_paused(release, ft_doc, step=4, index=index)
     assert list((release.volume / "models" / name).glob("*/checkpoints/step-4")), "the kill lands after a checkpoint"
     c.kubectl("delete", "pod", "-n", release.ns, victim["metadata"]["name"], "--grace-period=0", "--force", check=False)
     ft = release.wait_condition("finetunejob", name, "Ready", timeout=900)
     # One kill, one group restart: the peer's own failure (PEER_LOST_EXIT_CODE) and its eviction are not counted.
     assert ft["status"].get("restarts") == 1, ft["status"]
-    logs = "".join(c.kubectl("logs", "-n", release.ns, p["metadata"]["name"], check=False).stdout
-                   for p in release.items("pods", f"reasonops.io/name={name}"))
+    logs = job_logs(release, name)
     assert "resum" in logs.lower(), logs[-3000:]
     # One loss curve, as an uninterrupted run writes it: every step once, none repeated after the resume.
-    curve = [json.loads(line) for line in (release.volume / "models" / name / ft["status"]["modelRevision"] / "train_log.jsonl")
-             .read_text().splitlines()]
-    assert curve and [row["step"] for row in curve] == list(range(1, len(curve) + 1)), [r["step"] for r in curve]
+    steps = loss_curve_steps(release, name, ft)
+    assert steps and steps == list(range(1, len(steps) + 1)), steps
+
+
+def test_training_pod_deleted_mid_run_checkpoints_its_step_and_the_group_resumes_from_it(release: Release):
+    """`kubectl delete pod` with the job's own grace period (SIGTERM, then the grace period) of the worker pod of
+    two, paused after step 6 with scheduled checkpoints every 4 steps: the deleted pod's rank and its peer, which
+    gets no signal, agree in the next collective and both write step 6 (ZeRO-3: a partition each); both pods exit
+    with STOPPED_EXIT_CODE, which the Job ignores (no restart counted), and the group the Job starts again resumes
+    from step-6, not from the scheduled step-4: one loss curve, every step once."""
+    from reasonops.contract import STOPPED_EXIT_CODE
+
+    c, name = release.cluster, "ftdel"
+    ft_doc = finetune(c, name, "pool", nodes=2)
+    ft_doc["spec"]["hyperparameters"]["epochs"] = 3  # 12 steps
+    ft_doc["spec"]["checkpoints"] = {"everySteps": 4, "keep": 4}  # step-4, step-8, step-12, and the stop's step-6
+    victim = apply_paused(release, ft_doc, step=6, index=1)
+    pod = victim["metadata"]["name"]
+    assert victim["spec"]["terminationGracePeriodSeconds"] == 600, "training pods get a long grace period by default"
+    # The deleted pod's object goes when its container ends: follow its log until then.
+    follow = subprocess.Popen([str(KUBECTL), "--kubeconfig", c.kubeconfig, "logs", "-f", "-n", release.ns, pod],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deleted = time.monotonic()
+    c.kubectl("delete", "pod", "-n", release.ns, pod, "--wait=false")
+    try:
+        stopped, _ = follow.communicate(timeout=300)
+    finally:
+        follow.kill()
+    exited = time.monotonic() - deleted
+    assert "stopping: checkpoint step-6 written in" in stopped, stopped[-3000:]
+    assert f"(exit {STOPPED_EXIT_CODE}, not counted as a failure)" in stopped, stopped[-3000:]
+
+    ft = release.wait_condition("finetunejob", name, "Ready", timeout=900)
+    finished = time.monotonic() - deleted
+    assert not ft["status"].get("restarts"), ft["status"]  # a stop on a signal is not a failure
+    [peer] = [p for p in release.items("pods", f"reasonops.io/name={name},batch.kubernetes.io/job-completion-index=0")
+              if p["status"].get("phase") == "Failed"]  # the first group's store host, which got no signal
+    assert peer["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == STOPPED_EXIT_CODE
+    peer_log = c.kubectl("logs", "-n", release.ns, peer["metadata"]["name"]).stdout
+    assert "stopping: checkpoint step-6 written in" in peer_log, peer_log[-3000:]  # it saved its own partition
+    logs = job_logs(release, name)
+    assert "checkpoints/step-6 at step 6" in logs and "step-4 at step 4" not in logs, logs[-3000:]
+    checkpoint = release.volume / "models" / name / ft["status"]["modelRevision"] / "checkpoints" / "step-6"
+    assert (checkpoint / "_COMPLETE").exists()
+    partitions = sorted(p.name for p in (checkpoint / "state").iterdir() if "optim_states" in p.name)
+    assert len(partitions) == 2, partitions  # every rank wrote its own
+    assert loss_curve_steps(release, name, ft) == list(range(1, 13)), "one loss curve: no step repeated or skipped"
+    # The figures of docs/benchmarks.md: the stop checkpoint's time in each pod, its files, the deleted pod's exit.
+    print("checkpoint on SIGTERM in the pods:", [line.strip() for line in (stopped + logs).splitlines()
+                                                 if "written in" in line],
+          {str(f.relative_to(checkpoint)): f.stat().st_size for f in checkpoint.rglob("*") if f.is_file()},
+          f"from the deletion: the pod's exit {exited:.1f}s, the resumed run finished {finished:.1f}s")
 
 
 # --- 5. evaluation through the served model's Service (CPU engine) ------------------------------

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -398,3 +399,82 @@ def test_the_first_stop_signal_is_noted_and_a_second_ends_the_process():
     proc = subprocess.run([sys.executable, "-c", twice], capture_output=True, text=True, timeout=60)
     assert proc.returncode == -signal.SIGTERM and proc.stdout == f"noted {int(signal.SIGTERM)}\n", proc
     assert "second signal SIGTERM: stopping now, without a checkpoint" in proc.stderr
+
+
+class _PartitionWriter:
+    """In place of DeepSpeed's engine (checkpoints.save_checkpoint only calls its save): writes one optimizer
+    partition, each write its own bytes, and `during_write` half-way through it."""
+
+    def __init__(self, during_write=lambda: None) -> None:
+        self.during_write = during_write
+
+    def save_checkpoint(self, directory: str, tag: str, client_state: dict) -> None:
+        path = Path(directory, tag)
+        path.mkdir(parents=True)
+        with open(path / "zero_pp_rank_0_mp_rank_00_optim_states.pt", "wb") as out:
+            out.write(f"first half of step {client_state['trainer']['step']}".encode())
+            out.flush()
+            self.during_write()
+            out.write(b", second half")
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def _stop_checkpoint_ended_by(root: Path, moment: str, signum: int) -> None:
+    """In a forked child: a stop was asked for (the first SIGTERM), the checkpoint of step 6 is written, and
+    `signum` arrives at `moment` of it: a second SIGTERM, or the kubelet's SIGKILL when the grace period ran out."""
+    from reasonops.train import checkpoints as ckpt
+    from reasonops.train.preemption import StopSignal
+
+    def arrives() -> None:
+        os.kill(os.getpid(), signum)
+        time.sleep(5)  # the handler runs between bytecodes: the process ends here
+
+    with StopSignal() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.1)
+        assert stop.requested
+        if moment == "marker":  # after the rename, before its `_COMPLETE`
+            ckpt.write_marker = lambda directory: arrives()
+        ckpt.save_checkpoint(_PartitionWriter(arrives if moment == "partitions" else lambda: None), root,
+                             ckpt.TrainerState(step=6), rank=0, keep=1,
+                             export=(lambda directory: arrives()) if moment == "export" else None)
+    os._exit(0)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["second-signal", "grace-period-ran-out"])
+@pytest.mark.parametrize("moment", ["partitions", "export", "marker"])
+def test_a_stop_checkpoint_cut_short_leaves_the_previous_complete_one_and_it_is_resumed_from(tmp_path, moment, signum):
+    """A second SIGTERM or the grace period's SIGKILL while the stop checkpoint of step 6 is written, whatever it
+    is writing: the process ends, step-4 (the only one kept: keep 1) stays complete with every byte, and it is the
+    checkpoint a restart resumes from, once the start removed what step 6 left."""
+    import multiprocessing
+
+    from reasonops.train import checkpoints as ckpt
+
+    root = tmp_path / "checkpoints"
+    ckpt.save_checkpoint(_PartitionWriter(), root, ckpt.TrainerState(step=4), rank=0, keep=1)
+    before = _files(root / "step-4")
+    child = multiprocessing.get_context("fork").Process(target=_stop_checkpoint_ended_by, args=(root, moment, signum))
+    child.start()
+    child.join(60)
+    assert child.exitcode == -signum
+    assert [step for step, _ in ckpt.complete_checkpoints(root)] == [4]
+    assert ckpt.latest_checkpoint(root) == root / "step-4" and _files(root / "step-4") == before
+    assert {p.name for p in root.iterdir()} == {"step-4", "step-6" if moment == "marker" else ".tmp-step-6"}
+    ckpt.remove_incomplete(root)  # what a restarted run does first
+    assert [p.name for p in root.iterdir()] == ["step-4"] and _files(root / "step-4") == before
+
+
+def test_a_stop_checkpoint_not_cut_short_replaces_the_previous_one(tmp_path):
+    """The control of the test above: left to finish, the step-6 checkpoint is complete and, with keep 1, step-4
+    goes (after step 6's marker, never before)."""
+    from reasonops.train import checkpoints as ckpt
+
+    root = tmp_path / "checkpoints"
+    for step in (4, 6):
+        ckpt.save_checkpoint(_PartitionWriter(), root, ckpt.TrainerState(step=step), rank=0, keep=1)
+    assert [p.name for p in root.iterdir()] == ["step-6"] and ckpt.latest_checkpoint(root) == root / "step-6"
+    assert _files(root / "step-6")["state/zero_pp_rank_0_mp_rank_00_optim_states.pt"] == b"first half of step 6, second half"

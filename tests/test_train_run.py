@@ -264,8 +264,8 @@ def test_killed_run_resumes_the_same_curve(tmp_path, reference, base, dataset):
 
 
 def test_a_run_paused_for_a_kill_waits_after_its_checkpoint_and_the_resumed_run_goes_on(tmp_path, reference, base, dataset):
-    """The trainer's test-only pause (REASONOPS_TEST_PAUSE_AT_STEP, with which tests/test_realnode.py kills a pod at
-    a known step): the process stands still after step 4 and its checkpoint until it is killed; the run resumed
+    """The test-only pause (preemption.PAUSE_AT_STEP, with which tests/test_realnode.py kills or deletes a pod at a
+    known step): the process stands still after step 4 and its checkpoint until it is killed; the run resumed
     with the same environment does not pause again and ends on the uninterrupted curve."""
     out = tmp_path / "paused"
     resource = tmp_path / "resource.json"
@@ -385,7 +385,7 @@ def test_benchmark_script_runs(tmp_path):
 
 
 def wait_for_step(out: Path, step: int, procs: list[subprocess.Popen], timeout: float = 300) -> None:
-    """Until the loss curve has `step`, where the run holds (preemption.HOLD_AT_STEP) until it is signalled."""
+    """Until the loss curve has `step`, where the run pauses (preemption.PAUSE_AT_STEP) until it is signalled."""
     deadline = time.monotonic() + timeout
     while step not in (logged_steps(out) if (out / "train_log.jsonl").exists() else []):
         ended = [proc.returncode for proc in procs if proc.poll() is not None]
@@ -408,12 +408,12 @@ def test_sigterm_to_one_pod_checkpoints_the_step_in_every_rank_and_the_group_res
     both ranks agree, save step 5 (ZeRO-3: each its own shard), and both pods exit with STOPPED_EXIT_CODE, which
     the Job's pod failure policy ignores. Started again, the group resumes at step 6: every step once."""
     from reasonops.contract import STOPPED_EXIT_CODE
-    from reasonops.train.preemption import HOLD_AT_STEP
+    from reasonops.train.preemption import PAUSE_AT_STEP
 
     out = tmp_path / "pods"
     resource = tmp_path / "resource.json"
     resource.write_text(json.dumps(resource_doc(base, dataset, out)))
-    pods = start_pods(resource, tmp_path, 2, free_port(), rank_env={0: {HOLD_AT_STEP: "5"}})
+    pods = start_pods(resource, tmp_path, 2, free_port(), rank_env={0: {PAUSE_AT_STEP: "5"}})
     wait_for_step(out, 5, pods)
     pods[0].send_signal(signal.SIGTERM)  # what the kubelet sends the deleted pod's entry
     ended = finish(pods, timeout=200)
@@ -436,14 +436,14 @@ def test_sigterm_to_one_pod_checkpoints_the_step_in_every_rank_and_the_group_res
 def test_a_second_signal_during_the_stop_checkpoint_leaves_the_previous_one(tmp_path, reference, base, dataset):
     """A one-process pod signalled at step 7 gets a second SIGTERM while its step-7 checkpoint is written: it ends
     at once, step-7 stays an incomplete temporary directory, and the run resumes from step 6 as if killed."""
-    from reasonops.train.preemption import HOLD_AT_STEP, SIGNAL_DURING_STOP_CHECKPOINT
+    from reasonops.train.preemption import PAUSE_AT_STEP, SIGNAL_DURING_STOP_CHECKPOINT
     from train_support import train_command
 
     out = tmp_path / "out"
     resource = tmp_path / "resource.json"
     resource.write_text(json.dumps(resource_doc(base, dataset, out)))
     proc = subprocess.Popen(train_command(resource), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=subprocess_env(tmp_path, **{HOLD_AT_STEP: "7", SIGNAL_DURING_STOP_CHECKPOINT: "1"}))
+                            env=subprocess_env(tmp_path, **{PAUSE_AT_STEP: "7", SIGNAL_DURING_STOP_CHECKPOINT: "1"}))
     wait_for_step(out, 7, [proc])
     proc.send_signal(signal.SIGTERM)
     [(code, text)] = finish([proc], timeout=120)
@@ -465,7 +465,7 @@ def test_ctrl_c_on_reasonops_run_checkpoints_and_the_next_run_resumes(tmp_path, 
     import yaml
 
     from reasonops.contract import STOPPED_EXIT_CODE
-    from reasonops.train.preemption import HOLD_AT_STEP
+    from reasonops.train.preemption import PAUSE_AT_STEP
 
     spec = resource_doc(base, dataset, "models", hyperparameters={"epochs": 2})["spec"]
     file = tmp_path / "job.yaml"
@@ -474,7 +474,7 @@ def test_ctrl_c_on_reasonops_run_checkpoints_and_the_next_run_resumes(tmp_path, 
     command = [sys.executable, "-m", "reasonops.cli", "run", str(file), "--output", str(tmp_path / "out")]
     env = {k: v for k, v in subprocess_env(tmp_path).items() if k not in ("WORLD_SIZE", "NNODES", "NPROC_PER_NODE",
                                                                           "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    proc = subprocess.Popen(command, cwd=REPO, env={**env, HOLD_AT_STEP: "3"}, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(command, cwd=REPO, env={**env, PAUSE_AT_STEP: "3"}, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
     def runs() -> list[Path]:  # the run's output directory, once it has a loss curve

@@ -32,12 +32,16 @@ from typing import Any, Callable, Optional
 log = logging.getLogger("reasonops.train")
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
-# Fault injection for tests, like trainer.CRASH_AFTER_CHECKPOINT: hold after this step until a stop signal came
-# (the test signals a run known to be at that step, with no race), and send this process a second signal while
-# its stop checkpoint is being written.
-HOLD_AT_STEP = "REASONOPS_HOLD_AT_STEP"
+# Fault injection for tests, like trainer.CRASH_AFTER_CHECKPOINT. The pause makes the moment a test stops or
+# kills a run deterministic: after the step PAUSE_AT_STEP names (and its checkpoint, if one is due) the process of
+# rank PAUSE_RANK (default 0) stands still until it gets a stop signal or is killed (at most PAUSE_LIMIT_S); its
+# peers wait for it in the next collective, so the whole group stands still at that step. Only a step the process
+# trained pauses: a run resumed from that step's checkpoint goes on. SIGNAL_DURING_STOP_CHECKPOINT sends the
+# process a second signal while its stop checkpoint is being written.
+PAUSE_AT_STEP = "REASONOPS_TEST_PAUSE_AT_STEP"
+PAUSE_RANK = "REASONOPS_TEST_PAUSE_RANK"
+PAUSE_LIMIT_S = 600.0
 SIGNAL_DURING_STOP_CHECKPOINT = "REASONOPS_SIGNAL_DURING_STOP_CHECKPOINT"
-HOLD_LIMIT_S = 600.0
 
 
 class StopSignal:
@@ -73,12 +77,14 @@ class StopSignal:
         """Whether this process was asked to stop; the trainer asks every rank at once at each step boundary."""
         return self.received is not None
 
-    def hold_for_test(self, step: int) -> None:
-        """HOLD_AT_STEP: wait here, after `step`, until a stop signal came (or HOLD_LIMIT_S passed)."""
-        if os.environ.get(HOLD_AT_STEP) != str(step):
+    def pause_for_test(self, step: int, rank: int) -> None:
+        """PAUSE_AT_STEP: after `step`, the process of rank PAUSE_RANK waits here until it gets a stop signal or is
+        killed (at most PAUSE_LIMIT_S)."""
+        if os.environ.get(PAUSE_AT_STEP) != str(step) or os.environ.get(PAUSE_RANK, "0") != str(rank):
             return
-        log.warning("%s=%d: holding until a stop signal", HOLD_AT_STEP, step)
-        deadline = time.monotonic() + HOLD_LIMIT_S
+        log.warning("%s=%d: rank %d paused after its step until it is signalled or killed (at most %.0f s)",
+                    PAUSE_AT_STEP, step, rank, PAUSE_LIMIT_S)
+        deadline = time.monotonic() + PAUSE_LIMIT_S
         while self.received is None and time.monotonic() < deadline:
             time.sleep(0.05)
 

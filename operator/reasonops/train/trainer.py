@@ -212,8 +212,7 @@ def _train(config: TrainConfig, reporter: Reporter, info: DistInfo, stop: StopSi
         if is_main:
             _report(reporter, prom, meter, state, total_steps, per_epoch, lr, latest, reached)
             tracker.metrics(step_metrics(state, per_epoch, lr, grad_norm, meter, time.monotonic() - step_started), state.step)
-        _pause_for_tests(state.step, info.rank)
-        stop.hold_for_test(state.step)
+        stop.pause_for_test(state.step, info.rank)
 
     if is_main:
         reporter.update(stage="export", message=f"writing the final model to {config.output}/model", force=True)
@@ -315,22 +314,6 @@ def _maybe_checkpoint(
         log.warning("%s=%d: killing this process after its checkpoint", CRASH_AFTER_CHECKPOINT, state.step)
         os.kill(os.getpid(), signal.SIGKILL)
     return checkpoint_location(local)
-
-
-# Test-only (tests/test_realnode.py's pod kills): the moment a kill lands, made deterministic. After the step
-# PAUSE_AT_STEP names (and its checkpoint, if one is due) the process of rank PAUSE_RANK (default 0) waits to be
-# killed, at most PAUSE_LIMIT_S; its peers wait for it in the next collective, so the whole group stands still.
-# Only a step this process trained pauses: the run resumed from that step's checkpoint goes on.
-PAUSE_AT_STEP = "REASONOPS_TEST_PAUSE_AT_STEP"
-PAUSE_RANK = "REASONOPS_TEST_PAUSE_RANK"
-PAUSE_LIMIT_S = 600.0
-
-
-def _pause_for_tests(step: int, rank: int) -> None:
-    if os.environ.get(PAUSE_AT_STEP) == str(step) and os.environ.get(PAUSE_RANK, "0") == str(rank):
-        log.warning("%s=%d: rank %d paused after its step until it is killed (at most %.0f s)",
-                    PAUSE_AT_STEP, step, rank, PAUSE_LIMIT_S)
-        time.sleep(PAUSE_LIMIT_S)
 
 
 def _stop_checkpoint(
