@@ -29,7 +29,7 @@ from reasonops.llm import (
 )
 from reasonops.tinymodel import build_servable_model
 
-from vllm_support import vllm_server
+from vllm_support import requests_served, vllm_server
 
 CONTEXT = 256  # the server's --max-model-len
 
@@ -39,12 +39,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     model = build_servable_model(tmp_path_factory.mktemp("tiny"))
     with vllm_server(model, "tiny", max_model_len=CONTEXT) as base_url:
         yield base_url
-
-
-def _requests_served(base_url: str) -> int:
-    """Requests the server finished, from its Prometheus metrics (vllm:request_success, any finish reason)."""
-    metrics = httpx.get(base_url.removesuffix("/v1") + "/metrics").text
-    return round(sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith("vllm:request_success_total{")))
 
 
 def _requests(count: int, **kwargs: object) -> list[GenerationRequest]:
@@ -76,7 +70,7 @@ def test_api_base() -> None:
 
 
 def test_generate_concurrently(server: str) -> None:
-    before = _requests_served(server)
+    before = requests_served(server)
     finished: list[str] = []
     generator = OpenAIGenerator(server, "tiny", concurrency=8)
     results = generator.generate(_requests(12, n=2, max_tokens=6, temperature=0.8, seed=3), on_result=lambda rid, c: finished.append(rid))
@@ -85,7 +79,7 @@ def test_generate_concurrently(server: str) -> None:
         assert [c.index for c in completions] == [0, 1]
         assert all(c.request_id == rid and c.finish_reason in ("length", "stop") for c in completions)
         assert all(c.completion_tokens <= 6 and c.prompt_tokens > 0 for c in completions)
-    assert _requests_served(server) - before == 24  # one request per sample
+    assert requests_served(server) - before == 24  # one request per sample
 
 
 def test_seeds_reproduce_samples(server: str) -> None:
@@ -104,10 +98,10 @@ def test_resume_generates_only_what_is_missing(server: str, tmp_path: Path) -> N
     assert len(lines) == 8
     # A killed run: half the samples made it to the cache, and the last line is torn.
     cache.write_text("\n".join(lines[:4]) + "\n" + lines[4][:20])
-    before = _requests_served(server)
+    before = requests_served(server)
     reported: list[str] = []
     resumed = OpenAIGenerator(server, "tiny", cache_path=cache).generate(requests, on_result=lambda rid, c: reported.append(rid))
-    assert _requests_served(server) - before == 4
+    assert requests_served(server) - before == 4
     assert resumed == full and len(reported) == 8
     readable = []
     for line in cache.read_text().splitlines():
@@ -117,9 +111,9 @@ def test_resume_generates_only_what_is_missing(server: str, tmp_path: Path) -> N
             assert line == lines[4][:20]  # only the torn line, and nothing was appended to it
     assert len(readable) == 8
 
-    before = _requests_served(server)
+    before = requests_served(server)
     OpenAIGenerator(server, "tiny", cache_path=cache).generate(_requests(8, max_tokens=4))  # other params: not reused
-    assert _requests_served(server) - before == 8
+    assert requests_served(server) - before == 8
 
 
 def test_unreachable_port_fails_fast() -> None:

