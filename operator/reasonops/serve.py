@@ -11,8 +11,7 @@ answer that would run past the context is cut to what the prompt leaves.
 
     python -m reasonops.serve MODEL_DIR --port 8000 --served-model-name tiny
 
-`start_server` runs it as a subprocess and waits until it answers; `load_test` is a plain load
-generator used to measure what the evaluation client achieves against the same server.
+`start_server` runs it as a subprocess and waits until it answers.
 """
 
 from __future__ import annotations
@@ -409,29 +408,6 @@ def _tail(path: Path, size: int = 2000) -> str:
         return path.read_text(errors="replace")[-size:]
     except OSError:
         return "(no log)"
-
-
-async def _load(base_url: str, model: str, prompts: list[str], max_tokens: int, concurrency: int) -> None:
-    import httpx
-
-    pending = iter(prompts)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=600) as client:
-
-        async def worker() -> None:
-            for prompt in pending:
-                body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens, "temperature": 0}
-                (await client.post(f"{base_url}/chat/completions", json=body)).raise_for_status()
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-
-
-def load_test(base_url: str, model: str, prompts: list[str], *, max_tokens: int, concurrency: int) -> dict[str, float]:
-    """A plain load generator: every prompt once, `concurrency` in flight, no retries or cache."""
-    start = time.perf_counter()
-    asyncio.run(_load(base_url, model, prompts, max_tokens, concurrency))
-    seconds = time.perf_counter() - start
-    return {"requests": len(prompts), "seconds": seconds, "requestsPerSecond": len(prompts) / seconds}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
