@@ -7,6 +7,7 @@ model; the pods of an Indexed Job are `main` calls with their shard index, as th
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,8 @@ def servers(tmp_path_factory: pytest.TempPathFactory):
     from reasonops.tinymodel import build_servable_model
 
     model_dir = build_servable_model(tmp_path_factory.mktemp("model") / "tiny")
-    with vllm_server(model_dir, "tiny") as a, vllm_server(model_dir, "tiny") as b:
+    first, second = sorted(os.sched_getaffinity(0))[:2]  # one core each: replicas of equal speed, as in a cluster
+    with vllm_server(model_dir, "tiny", cpus=str(first)) as a, vllm_server(model_dir, "tiny", cpus=str(second)) as b:
         yield [a, b]
 
 

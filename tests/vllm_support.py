@@ -60,14 +60,17 @@ def vllm_executable() -> Path:
 
 
 @contextlib.contextmanager
-def vllm_server(model_dir: str | Path, served_model_name: str, *, max_model_len: int | None = 2048, dtype: str = "bfloat16") -> Iterator[str]:
+def vllm_server(model_dir: str | Path, served_model_name: str, *, max_model_len: int | None = 2048, dtype: str = "bfloat16",
+                cpus: str | None = None) -> Iterator[str]:
     """The real `vllm serve` (CPU engine, eager mode, a small KV cache) for `model_dir`; yields its base URL (/v1) once
     it has answered a first completion (the first is slow: tests of timing or of spreading over replicas see a
-    warm server)."""
+    warm server). `cpus`: the CPU ids its engine's threads are bound to (VLLM_CPU_OMP_THREADS_BIND, e.g. "1"); by
+    default vLLM binds them to the last core, the same for every server."""
     options = small_model_options(model_dir, served_model_name, dtype=dtype, max_model_len=max_model_len)
     log_file, log_path = tempfile.mkstemp(prefix=f"vllm-{served_model_name}-", suffix=".log", dir=Path(model_dir).parent)
     os.close(log_file)
-    with running_vllm(options, executable=str(vllm_executable()), env=vllm_environment(), log_path=log_path) as url:
+    environment = vllm_environment() | ({"VLLM_CPU_OMP_THREADS_BIND": cpus} if cpus else {})
+    with running_vllm(options, executable=str(vllm_executable()), env=environment, log_path=log_path) as url:
         warm_up = {"model": served_model_name, "prompt": "1 + 1 =", "max_tokens": 1}
         httpx.post(f"{url}/completions", json=warm_up, timeout=300).raise_for_status()
         yield url
