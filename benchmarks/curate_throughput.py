@@ -19,7 +19,8 @@ similarity to the original reaches the stage's default threshold (the definition
 the others are reported separately). A false drop is a clean problem removed by dedupe or decontamination.
 
 --http also measures the request rate the curation HTTP client (`reasonops.llm`) reaches against the
-local `reasonops.serve` server with a tiny random model, next to the server's plain load generator.
+local `vllm serve` (vLLM's CPU backend, REASONOPS_VLLM or `vllm` on PATH) with a tiny random model, next to a
+plain load generator.
 """
 
 from __future__ import annotations
@@ -211,12 +212,12 @@ def http_rate(requests: int = 64, concurrency: int = 16, max_tokens: int = 8) ->
     """Request rate of the curation client against the local CPU server (tiny random model)."""
     from reasonops.api.v1alpha1 import SamplerModel
     from reasonops.llm import GenerationRequest, make_generator
-    from reasonops.serve import load_test, running_server
-    from reasonops.tinymodel import build_tiny_model
+    from reasonops.local_vllm import load_test, running_vllm, small_model_options
+    from reasonops.tinymodel import build_servable_model
 
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = build_tiny_model(Path(tmp) / "tiny")
-        with running_server(model_dir, served_model_name="tiny", max_batch=16) as url:
+        model_dir = build_servable_model(Path(tmp) / "tiny")
+        with running_vllm(small_model_options(model_dir, "tiny")) as url:
             sampler = SamplerModel.model_validate({"model": "tiny", "endpoint": {"url": url, "concurrency": concurrency}})
             prompts = [f"What is {i} + {i}?" for i in range(requests)]
             load_test(url, "tiny", prompts[:8], max_tokens=max_tokens, concurrency=concurrency)  # warm up

@@ -7,8 +7,9 @@
    max_tokens (~100k characters each: repetition loops, unclosed boxes, a response cut inside its box,
    a boxed 100,000-digit number, many boxes, an endless list): responses/s of the whole mix with 2 workers, and the slowest single
    degenerate response graded on its own (target: >= 1,000 responses/s on 2 cores, none over 1 s).
-3. Generation: the request rate `OpenAIGenerator` achieves against a local `reasonops.serve` with a tiny
-   model, beside a plain asyncio load generator against the same server, alternated in the same run.
+3. Generation: the request rate `OpenAIGenerator` achieves against a local `vllm serve` (vLLM's CPU backend,
+   REASONOPS_VLLM or `vllm` on PATH) with a tiny model, beside a plain asyncio load generator against the same
+   server, alternated in the same run.
 
     python benchmarks/eval_throughput.py [--responses 10000] [--requests 256] [--part all|grading|degenerate|generation]
 """
@@ -24,8 +25,8 @@ from pathlib import Path
 
 from reasonops.grading import Grader, extract_answer, fast_verdict
 from reasonops.llm import GenerationRequest, OpenAIGenerator
-from reasonops.serve import load_test, running_server
-from reasonops.tinymodel import build_tiny_model
+from reasonops.local_vllm import load_test, running_vllm, small_model_options
+from reasonops.tinymodel import build_servable_model
 
 CHARS_PER_TOKEN = 4  # byte-level BPE on English and LaTeX math
 _STEPS = (
@@ -174,8 +175,8 @@ def degenerate_mix(count: int, tokens: int, share: float = 0.1, rounds: int = 2)
 
 def generation(requests: int, concurrency: int, max_tokens: int, rounds: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        model = build_tiny_model(Path(tmp) / "tiny")
-        with running_server(model, served_model_name="tiny", max_batch=concurrency) as base_url:
+        model = build_servable_model(Path(tmp) / "tiny")
+        with running_vllm(small_model_options(model, "tiny")) as base_url:
             prompts = [f"Compute {i} times {i + 1}, step by step." for i in range(requests)]
             load_test(base_url, "tiny", prompts[:32], max_tokens=max_tokens, concurrency=concurrency)  # warm-up
             plain: list[float] = []
@@ -199,7 +200,7 @@ def generation(requests: int, concurrency: int, max_tokens: int, rounds: int) ->
                 for run in (run_plain, run_harness) if r % 2 == 0 else (run_harness, run_plain):
                     run()
     print(f"generation: {requests} requests x {rounds} rounds, {max_tokens} new tokens each, concurrency {concurrency}, "
-          f"tiny model on reasonops.serve (max batch {concurrency})")
+          f"tiny model on vLLM's CPU backend")
     print(f"  plain load generator: {', '.join(f'{x:.1f}' for x in plain)} requests/s (mean {statistics.fmean(plain):.1f})")
     print(f"  OpenAIGenerator (retries, resume cache): {', '.join(f'{x:.1f}' for x in harness)} requests/s "
           f"(mean {statistics.fmean(harness):.1f})")

@@ -24,8 +24,8 @@ def real_outputs(tmp_path: Path) -> Outputs:
     from reasonops.contract import read_document
     from reasonops.curate import CurateConfig, main as curate
     from reasonops.evaluate import config_from_resource, main as evaluate
-    from reasonops.serve import running_server
-    from reasonops.tinymodel import build_tiny_model
+    from reasonops.tinymodel import build_servable_model, build_tiny_model
+    from vllm_support import vllm_server
 
     root = tmp_path / "out"
     pool = Path(__file__).resolve().parent / "data" / "curate_pool.jsonl"
@@ -43,7 +43,8 @@ def real_outputs(tmp_path: Path) -> Outputs:
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     evaluated = root / "evals" / "tiny" / "r1"
-    with running_server(model, served_model_name="tiny") as url:
+    served = build_servable_model(tmp_path / "served", layers=1, seed=3)  # vLLM's CPU attention: head size 32
+    with vllm_server(served, "tiny") as url:
         evaluate(config_from_resource(read_document({
             "apiVersion": "reasonops.io/v1alpha1", "kind": "EvalRun", "metadata": {"name": "tiny", "namespace": "d", "uid": "u"},
             "spec": {"model": {"name": "tiny"}, "benchmarks": [{"name": "demo", "maxTokens": 4, "samples": 2, "temperature": "0.7"}],

