@@ -236,9 +236,7 @@ cmd_load() {
       log "$image already in $sock"
     else
       log "loading $image into $sock"
-      # Compressed in the node's content store: `docker save` writes the layers uncompressed, and the unpacked
-      # snapshots take as much again (the 12 GB CPU workload image would need 24 GB of disk, not ~17).
-      docker save "$image" | ctr --address "$sock" -n k8s.io images import --no-unpack=false --compress-blobs - >/dev/null
+      docker save "$image" | ctr --address "$sock" -n k8s.io images import --no-unpack=false - >/dev/null
     fi
     # As drop_superseded does for Docker: a kept node would hold every content tag ever loaded (5 GB each).
     local old
