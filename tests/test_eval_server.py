@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from reasonops.api.v1alpha1 import EvalRun
-from reasonops import contract
+from reasonops import contract, serving
 from reasonops.controller import builders as b
 from reasonops.controller.settings import Settings
 
@@ -67,19 +67,48 @@ def test_pods_carry_the_model_revision_they_serve():
     assert len(long[b.LABEL_MODEL_REVISION]) <= 63
 
 
-def test_cpu_engine_serves_with_reasonops_from_the_eval_image_and_leaves_vllm_unchanged():
+def test_cpu_engine_serves_with_vllms_cpu_backend_from_the_eval_image_and_leaves_the_gpu_server_unchanged():
     vllm_before, _ = _server()
     deployment, container = _server(engine="cpu", replicas=1)
     assert container["image"] == "eval:1"
-    assert container["command"][:3] == ["reasonops", "serve", "/mnt/pvc/models/m/model"]
+    assert container["command"][:3] == ["vllm", "serve", "/mnt/pvc/models/m/model"]
     args = container["command"]
     assert args[args.index("--port") + 1] == "8000" and args[args.index("--host") + 1] == "0.0.0.0"
     assert args[args.index("--served-model-name") + 1] == "limo-32b-eval"
-    assert "nvidia.com/gpu" not in container["resources"].get("limits", {})
+    assert args[args.index("--generation-config") + 1] == "vllm"
+    assert args[args.index("--max-model-len") + 1] == "32768"
+    assert "--tensor-parallel-size" not in args  # no GPUs to split over
+    assert "--enforce-eager" in args and "--enforce-eager" not in vllm_before["spec"]["template"]["spec"]["containers"][0]["command"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["VLLM_CPU_KVCACHE_SPACE"] == str(serving.CPU_KV_CACHE_GIB) and env["VLLM_NO_USAGE_STATS"] == "1"
+    # Sized from what vLLM's CPU backend was measured to hold (docs/vllm-cpu): 3.5-4.5 GB with a 1 GiB KV cache.
+    memory = container["resources"]["requests"]["memory"]
+    assert memory == container["resources"]["limits"]["memory"] == "5Gi"
+    assert "nvidia.com/gpu" not in container["resources"]["limits"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/v1/models"
     assert container["livenessProbe"]["httpGet"]["path"] == "/health"
     assert deployment["metadata"]["annotations"]["reasonops.io/engine"] == "cpu"
+    assert deployment["metadata"]["annotations"]["reasonops.io/generation-config"] == "vllm"
     assert "nodeSelector" not in deployment["spec"]["template"]["spec"]
+    # The user's own figures win.
+    _, container = _server(engine="cpu", resources={"cpu": "2", "memory": "8Gi"})
+    assert container["resources"]["requests"] == {"cpu": "2", "memory": "8Gi"}
+    assert container["resources"]["limits"] == {"cpu": "2", "memory": "8Gi"}
     # The default engine is vllm and its Deployment does not depend on the field being set.
     explicit, _ = _server(engine="vllm")
     assert explicit == vllm_before
+
+
+def test_both_engines_start_the_server_serving_py_describes():
+    """serving.server_args/server_env are the one owner of the server's command: the builders add nothing of their own."""
+    body, ev = _evalrun(engine="cpu")
+    deployment, _ = b.build_eval_server(body, ev, "pvc://models/m/model", "rev1", SETTINGS)
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    options = serving.ServerOptions(model_path="/mnt/pvc/models/m/model", served_model_name="limo-32b-eval", port=8000,
+                                    engine="cpu", dtype=ev.spec.serving.dtype, max_model_len=32768, enforce_eager=True)
+    assert container["command"] == serving.server_args(options)
+    assert serving.server_env("cpu").items() <= {e["name"]: e.get("value") for e in container["env"]}.items()
+    _, container = _server()
+    gpu = serving.ServerOptions(model_path="/mnt/pvc/models/m/model", served_model_name="limo-32b-eval", port=8000,
+                                dtype=ev.spec.serving.dtype, tensor_parallel_size=4, max_model_len=32768)
+    assert container["command"] == serving.server_args(gpu)

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from conftest import KUBECTL, REAL_NODE_LABEL, ROOT, TOOLS_BIN, RealCluster
+from reasonops import serving
 
 pytestmark = [pytest.mark.realnode, pytest.mark.timeout(1800)]
 
@@ -128,7 +129,8 @@ def release(real_cluster: RealCluster, tmp_path_factory):
     (volume / "pool").mkdir(parents=True)
     shutil.copy(POOL, volume / "pool" / "pool.jsonl")
     from reasonops.tinymodel import build_tiny_model
-    build_tiny_model(volume / "models" / "base")
+    # A shape vLLM's CPU backend serves (attention heads of 32 or more; docs/vllm-cpu): the served evaluation's model.
+    build_tiny_model(volume / "models" / "base", hidden=64, heads=2, kv_heads=1)
     chown_tree(volume)
     c.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": local_volume(c, ns, "data", volume)}))
 
@@ -199,7 +201,8 @@ def evalrun(c: RealCluster, name: str, ft_name: str, **spec) -> dict:
         "protocol": "limo",
         "benchmarks": [{"name": "demo", "maxTokens": 24}],
         "concurrency": 4,
-        "serving": {"engine": "cpu", "resources": resources(c, cpu="500m", memory="1Gi")},
+        # vLLM's CPU backend: 3.5-4.5 GB resident with its 1 GiB KV cache (docs/vllm-cpu).
+        "serving": {"engine": "cpu", "resources": resources(c, cpu="1", memory=serving.cpu_server_memory())},
         "gates": [{"benchmark": "demo", "minScore": "0.0"}],
         "resources": resources(c, cpu="500m", memory="1Gi"),
         "backoffLimit": 0,
@@ -428,6 +431,7 @@ def test_training_pod_deleted_mid_run_checkpoints_its_step_and_the_group_resumes
 
 
 def test_evalrun_serves_the_model_behind_its_service_and_reports_gates(release: Release):
+    """The real `vllm serve` (vLLM's CPU backend, from the CPU workload image) answers the benchmark pod."""
     c = release.cluster
     release.apply(base_model_evalrun(c, "ev"))
     ev = release.wait_condition("evalrun", "ev", "Passed", timeout=900)
@@ -435,9 +439,24 @@ def test_evalrun_serves_the_model_behind_its_service_and_reports_gates(release: 
     assert ev["status"]["gates"][0]["passed"] is True
     deployment = release.get("deployment", "ev-server")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    assert container["command"][:2] == ["reasonops", "serve"]
+    assert container["command"][:2] == ["vllm", "serve"]
+    assert container["image"] == c.images["workload-cpu"]
     assert deployment["status"].get("readyReplicas") == 1 or ev["spec"].get("serving", {}).get("keepAfterEval") is False
-    pods_on_real_node(release, "reasonops.io/name=ev")
+    server = next(p for p in pods_on_real_node(release, "reasonops.io/name=ev") if "server" in p["metadata"]["name"])
+    # It is vLLM that answers: its own metrics, from the port the chart's PodMonitor selects (`http`).
+    assert [p["name"] for p in server["spec"]["containers"][0]["ports"]] == ["http"]
+    assert served_requests(release, server) > 0
+    started = server["status"]["containerStatuses"][0]["state"]["running"]["startedAt"]
+    ready = cond(server, "Ready")["lastTransitionTime"]
+    print(f"\n[realnode] vllm serve pod: container started {started}, Ready {ready}")
+
+
+def served_requests(release: Release, server: dict) -> float:
+    """The requests the server pod's vLLM finished, from its /metrics (through the API server's pod proxy)."""
+    port = server["spec"]["containers"][0]["ports"][0]["containerPort"]
+    metrics = release.cluster.kubectl(
+        "get", "--raw", f"/api/v1/namespaces/{release.ns}/pods/{server['metadata']['name']}:{port}/proxy/metrics").stdout
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith("vllm:request_success_total{"))
 
 
 # --- 6. curation sampling from an EvalRun's served model ----------------------------------------
@@ -455,9 +474,7 @@ def test_dataset_difficulty_stage_samples_from_an_evalruns_served_model(release:
     served_evalrun(release)
     server = next(p for p in release.items("pods", "reasonops.io/name=ev") if "server" in p["metadata"]["name"]
                   and p["status"].get("phase") == "Running")
-    port = server["spec"]["containers"][0]["ports"][0]["containerPort"]
-    stats = f"/api/v1/namespaces/{release.ns}/pods/{server['metadata']['name']}:{port}/proxy/stats"
-    requests = lambda: json.loads(c.kubectl("get", "--raw", stats).stdout)["requests"]  # the server's own count
+    requests = lambda: served_requests(release, server)  # the server's own count
     before = requests()
     doc = dataset(c, "sampled")
     doc["spec"]["stages"] = [
@@ -574,7 +591,7 @@ def cpu_overlay(c: RealCluster, namespace: str, selected: int) -> str:
                     deepspeed={"zeroStage": 3}),
             replace("EvalRun", "reasoner-eval", resources=resources(c, cpu="250m", memory="1Gi"),
                     benchmarks=[{"name": "demo", "maxTokens": 16}],
-                    serving={"engine": "cpu", "resources": resources(c, cpu="250m", memory="1Gi")},
+                    serving={"engine": "cpu", "resources": resources(c, cpu="1", memory=serving.cpu_server_memory())},
                     gates=[{"benchmark": "demo", "minScore": "0"}]),
         ],
     }, sort_keys=False, width=1 << 20)  # one patch per line: the test edits it as text

@@ -786,8 +786,9 @@ class BenchmarkSpec(Model):
 class ServingSpec(Model):
     enabled: Optional[bool] = defaulted(True, "Serve the model with vLLM.")
     engine: Optional[Literal["vllm", "cpu"]] = defaulted(
-        SERVING_ENGINE, "Server engine: vllm on GPUs, or cpu (`reasonops serve`, the eval image) for small models on CPU-only nodes;"
-        " with backend: offline, the engine in the benchmark pod."
+        SERVING_ENGINE, "Server engine: vllm on GPUs (the serve image), or cpu: vLLM's CPU backend (`vllm serve` from the"
+        " eval image) for small models on CPU-only nodes, given 5Gi of memory unless resources say otherwise; with"
+        " backend: offline, the engine in the benchmark pod."
     )
     replicas: Optional[int] = defaulted(SERVING_REPLICAS, "Server replicas.", ge=0, le=64)
     tensorParallelSize: Optional[int] = defaulted(TENSOR_PARALLEL_SIZE, "GPUs per replica.", ge=1, le=16)

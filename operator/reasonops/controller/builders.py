@@ -34,6 +34,7 @@ from ..contract import (
 )
 from ..api.v1alpha1 import Tracking
 from ..contract import tracking_env
+from ..serving import ServerOptions, cpu_server_memory, server_args, server_env
 from .labels import (
     ANNOTATION_ENGINE,
     ANNOTATION_GENERATION_CONFIG,
@@ -478,38 +479,29 @@ def build_eval_server(
     body: dict[str, Any], ev: EvalRun, model_location: str, model_revision: str, settings: Settings,
     input_secrets: Iterable[Optional[str]] = (),
 ) -> list[dict[str, Any]]:
-    """The model's OpenAI-compatible server (Deployment + Service): vLLM on GPUs, or `reasonops serve`
-    on CPU (serving.engine: cpu)."""
+    """The model's OpenAI-compatible server (Deployment + Service): `vllm serve` on GPUs (the serve image), or vLLM's
+    CPU backend (serving.engine: cpu, the eval image). Its arguments and environment are serving.py's."""
     serving = ev.spec.serving
     name = server_name(ev.metadata["name"])
     labels = {**labels_for("EvalRun", ev.metadata["name"], COMPONENT_SERVER), **queue_labels(body)}
-    port = str(settings.server_port)
     cpu = serving.engine == "cpu"
+    gpus = 0 if cpu else serving.tensorParallelSize
+    # On CPU, eager: every pod starts with an empty compile cache, and compiling the graphs took longer than it
+    # saved (docs/vllm-cpu: 44 s to healthy eager, 64-80 s compiled, the same requests/s).
+    args = server_args(ServerOptions(
+        model_path=pod_path(model_location), served_model_name=served_model_name(ev), port=settings.server_port,
+        engine=serving.engine, dtype=serving.dtype, tensor_parallel_size=gpus or 1, max_model_len=serving.maxModelLen,
+        enforce_eager=cpu,
+    ))
+    env = [{"name": key, "value": value} for key, value in server_env(serving.engine).items()]
     if cpu:
-        image, gpus = settings.eval_image, 0
-        dtype = serving.dtype if serving.dtype != "auto" else "float32"  # the CPU server has no "auto"
-        args = ["reasonops", "serve", pod_path(model_location), "--served-model-name", served_model_name(ev),
-                "--host", "0.0.0.0", "--port", port, "--dtype", dtype]
-        requests = {"cpu": "250m", "memory": "512Mi"}
-        env = []
+        # The engine's footprint and its KV cache, in host memory; a limit too (the user's figures win): a CPU node
+        # runs other pods beside it.
+        memory = cpu_server_memory()
+        image, requests, limits = settings.eval_image, {"cpu": "1", "memory": memory}, {"memory": memory}
     else:
-        image = settings.serve_image
-        gpus = serving.tensorParallelSize
-        args = [
-            "vllm", "serve", pod_path(model_location),
-            "--served-model-name", served_model_name(ev),
-            "--host", "0.0.0.0", "--port", port,
-            "--tensor-parallel-size", str(gpus),
-            "--dtype", serving.dtype,
-            # vLLM's own defaults, not the model's generation_config.json (Qwen2.5-Instruct's adds
-            # repetition_penalty 1.05 and top_k 20 to every request): the protocol's sampling, exactly.
-            "--generation-config", "vllm",
-        ]
-        if serving.maxModelLen:
-            args += ["--max-model-len", str(serving.maxModelLen)]
         # Loading weights goes through host memory; tokenisation and the API server use CPU.
-        requests = {"cpu": str(2 * gpus), "memory": f"{16 * gpus}Gi"}
-        env = [{"name": "VLLM_NO_USAGE_STATS", "value": "1"}]
+        image, requests, limits = settings.serve_image, {"cpu": str(2 * gpus), "memory": f"{16 * gpus}Gi"}, {}
     # Timeouts sized for a server busy with a full batch: a 1 s readiness timeout would drop the
     # only endpoint under load. Loading a large model takes many minutes: a startup probe (30 min),
     # not an early liveness kill.
@@ -531,11 +523,12 @@ def build_eval_server(
     )
     container = pod["containers"][0]
     container["resources"] = {**container["resources"], "requests": {**requests, **container["resources"].get("requests", {})}}
+    if limits:
+        container["resources"]["limits"] = {**limits, **container["resources"].get("limits", {})}
     replicas = serving.replicas
     revision_label = model_revision if _label_value_ok(model_revision) else hashlib.sha256(model_revision.encode()).hexdigest()[:16]
-    annotations = {ANNOTATION_MODEL_REVISION: model_revision, ANNOTATION_ENGINE: serving.engine}
-    if not cpu:
-        annotations[ANNOTATION_GENERATION_CONFIG] = "vllm"
+    annotations = {ANNOTATION_MODEL_REVISION: model_revision, ANNOTATION_ENGINE: serving.engine,
+                   ANNOTATION_GENERATION_CONFIG: "vllm"}
     spec: dict[str, Any] = {
         "replicas": replicas,
         "selector": {"matchLabels": selector},

@@ -15,8 +15,10 @@ def _env(name: str, default: str) -> str:
 class Settings:
     curate_image: str = "ghcr.io/reasonops/curate:0.1.0"
     train_image: str = "ghcr.io/reasonops/train:0.1.0"
+    # EvalRun benchmark pods, and the CPU model server (serving.engine: cpu): the engine an offline CPU evaluation
+    # starts in its own pod is the same vLLM CPU backend, so a CPU cluster's eval image (images/workload-cpu) has it.
     eval_image: str = "ghcr.io/reasonops/eval:0.1.0"
-    serve_image: str = "ghcr.io/reasonops/eval:0.1.0"  # the eval image is vLLM's server image + reasonops
+    serve_image: str = "ghcr.io/reasonops/eval:0.1.0"  # the GPU model server: vLLM's server image + reasonops
     image_pull_policy: str = "IfNotPresent"
     workload_service_account: str = ""  # empty: the namespace's default ServiceAccount
     history_limit: int = 3  # past revisions whose children are kept
