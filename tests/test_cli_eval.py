@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,6 +23,18 @@ SCRIPT = Path(sys.executable).with_name("reasonops")  # the console script insta
 def _reasonops(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "operator")}
     return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_every_command_prints_its_help() -> None:
+    """`reasonops --help` and each command's: argparse formats help texts with %, so a bare "95%" in one of them
+    made `reasonops --help` a traceback (TypeError) until this test."""
+    proc = _reasonops("--help")
+    assert proc.returncode == 0, proc.stderr
+    commands = set(re.search(r"\{([a-z,-]+)\}", proc.stdout).group(1).split(","))
+    assert {"run", "demo", "compare", "report", "grade", "operator"} <= commands, proc.stdout
+    for command in sorted(commands):
+        sub = _reasonops(command, "--help")
+        assert sub.returncode == 0 and "usage: reasonops " + command in sub.stdout, (command, sub.stderr[-2000:])
 
 
 def test_grade_help_lists_its_options() -> None:

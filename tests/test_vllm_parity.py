@@ -34,7 +34,7 @@ from reasonops.controller import builders
 from reasonops.controller.settings import Settings
 from reasonops.evaluate.protocols import PROTOCOLS, SKYTHOUGHT_MODELS, protocol
 from reasonops.evaluate.recipe import _messages, _within_context, benchmark_run
-from reasonops.serving import ServerOptions, server_args, server_env
+from reasonops.serving import SMALL_KV_CACHE_BYTES, ServerOptions, server_args, server_env
 from vllm_support import RELEASES, VLLMChecker, gpu_release, vllm_checker
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,16 +75,22 @@ SERVING = [
         ENGINES, DTYPES, (1, 4), (None, 16384), ("limo-32b-eval", "Qwen/Qwen2.5-7B-Instruct"))
     if engine == "vllm" or tensor_parallel == 1  # the CPU engine has no tensor parallelism
 ]
+# The CPU engine's settings for small models (the tests' servers, the offline CPU engine, the CPU server pods).
+SERVING += [replace(options, enforce_eager=True, kv_cache_bytes=SMALL_KV_CACHE_BYTES)
+            for options in SERVING if options.engine == "cpu" and options.served_model_name == "limo-32b-eval"]
 
 
 def _expected_engine(options: ServerOptions) -> dict:
     """The EngineArgs a server started with `options` must run with."""
     return {"model": options.model_path, "served_model_name": [options.served_model_name], "dtype": options.dtype,
             "generation_config": "vllm", "max_model_len": options.max_model_len,
-            **({"tensor_parallel_size": options.tensor_parallel_size} if options.engine == "vllm" else {})}
+            **({"tensor_parallel_size": options.tensor_parallel_size} if options.engine == "vllm" else {}),
+            **({"enforce_eager": True} if options.enforce_eager else {}),
+            **({"kv_cache_memory_bytes": options.kv_cache_bytes} if options.kv_cache_bytes else {})}
 
 
-@pytest.mark.parametrize("options", SERVING, ids=lambda o: f"{o.engine}-{o.dtype}-tp{o.tensor_parallel_size}-{o.max_model_len}-{o.served_model_name}")
+@pytest.mark.parametrize("options", SERVING, ids=lambda o: f"{o.engine}-{o.dtype}-tp{o.tensor_parallel_size}-{o.max_model_len}-{o.served_model_name}"
+                         + ("-eager-smallkv" if o.enforce_eager else ""))
 def test_server_arguments_are_vllm_serves(vllm, options):
     expected = _expected_engine(options)
     answer = vllm.ask({"check": "serve", "argv": server_args(options), "env": server_env(options.engine), "fields": list(expected)})
@@ -93,9 +99,8 @@ def test_server_arguments_are_vllm_serves(vllm, options):
     assert (answer["args"]["host"], answer["args"]["port"]) == (options.host, options.port)
 
 
-# The engines whose server Deployment runs `vllm serve`. The CPU engine's joins when the builders serve it with
-# vLLM's CPU backend (issue 22); until then its Deployment runs `reasonops serve`, which is the project's own.
-VLLM_SERVED_ENGINES = ("vllm",)
+# The engines whose server Deployment runs `vllm serve`: both (the CPU engine is vLLM's CPU backend).
+VLLM_SERVED_ENGINES = ("vllm", "cpu")
 
 
 def _eval_run(serving: dict) -> tuple[dict, EvalRun]:
@@ -127,8 +132,10 @@ def test_the_server_deployment_runs_a_command_vllm_serve_parses(vllm, serving):
     assert "error" not in answer, answer["error"]
     engine = answer["engine"]
     assert engine.pop("model").endswith("/reasoning-models/runs/limo-32b/r1/model")  # where the pod mounts the claim
+    cpu = serving["engine"] == "cpu"
     assert engine == {"served_model_name": [ev.metadata["name"]], "dtype": serving["dtype"], "generation_config": "vllm",
-                      "max_model_len": serving.get("maxModelLen"), "tensor_parallel_size": serving["tensorParallelSize"]}
+                      "max_model_len": serving.get("maxModelLen"),
+                      **({"enforce_eager": True} if cpu else {"tensor_parallel_size": serving["tensorParallelSize"]})}
     assert answer["args"]["port"] == settings.server_port  # the port the Service and the probes name
 
 

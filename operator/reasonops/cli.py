@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .evaluate.compare import add_arguments as add_compare_arguments
     from .report import add_arguments as add_report_arguments
 
-    p = sub.add_parser("compare", help="the paired difference of two evaluations per benchmark, with its 95% interval",
+    p = sub.add_parser("compare", help="the paired difference of two evaluations per benchmark, with its 95%% interval",
                        description="Compare two evaluation outputs (B - A) on the same problems, paired per problem.")
     add_compare_arguments(p)
     p.set_defaults(func=_cmd_compare)
