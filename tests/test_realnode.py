@@ -201,8 +201,9 @@ def evalrun(c: RealCluster, name: str, ft_name: str, **spec) -> dict:
         "protocol": "limo",
         "benchmarks": [{"name": "demo", "maxTokens": 24}],
         "concurrency": 4,
-        # vLLM's CPU backend: 3.5-4.5 GB resident with its 1 GiB KV cache (docs/vllm-cpu).
-        "serving": {"engine": "cpu", "resources": resources(c, cpu="1", memory=serving.cpu_server_memory())},
+        # vLLM's CPU backend: 3.5-4.5 GB resident with its 1 GiB KV cache (docs/vllm-cpu). A CPU request of 250m:
+        # the 2-core node runs the operator and a curation pod (1 CPU) beside it while it serves.
+        "serving": {"engine": "cpu", "resources": resources(c, cpu="250m", memory=serving.cpu_server_memory())},
         "gates": [{"benchmark": "demo", "minScore": "0.0"}],
         "resources": resources(c, cpu="500m", memory="1Gi"),
         "backoffLimit": 0,
@@ -591,7 +592,7 @@ def cpu_overlay(c: RealCluster, namespace: str, selected: int) -> str:
                     deepspeed={"zeroStage": 3}),
             replace("EvalRun", "reasoner-eval", resources=resources(c, cpu="250m", memory="1Gi"),
                     benchmarks=[{"name": "demo", "maxTokens": 16}],
-                    serving={"engine": "cpu", "resources": resources(c, cpu="1", memory=serving.cpu_server_memory())},
+                    serving={"engine": "cpu", "resources": resources(c, cpu="250m", memory=serving.cpu_server_memory())},
                     gates=[{"benchmark": "demo", "minScore": "0"}]),
         ],
     }, sort_keys=False, width=1 << 20)  # one patch per line: the test edits it as text
