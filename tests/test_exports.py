@@ -20,9 +20,11 @@ import pytest
 import yaml
 
 from reasonops.contract import parse_resource, resolve
-from reasonops.tinymodel import build_tiny_model
+from reasonops.local_vllm import EXECUTABLE_ENV
+from reasonops.tinymodel import build_servable_model
 
 from train_support import arithmetic_rows
+from vllm_support import vllm_environment, vllm_executable
 
 ROOT = Path(__file__).resolve().parents[1]
 API = "reasonops.io/v1alpha1"
@@ -104,7 +106,7 @@ def test_a_dataset_and_a_model_go_to_the_store_and_come_back(store: str, tmp_pat
 
     # A fine-tune of another team trains from the s3:// dataset and publishes its model; the endpoint comes
     # from the environment here (a credentials Secret's AWS_ENDPOINT_URL), not from an export.
-    base = build_tiny_model(tmp_path / "base", layers=1, hidden=16, seed=3)
+    base = build_servable_model(tmp_path / "base", layers=1, seed=3)  # the evaluation below serves it with vLLM's CPU backend
     finetune = {"apiVersion": API, "kind": "FineTuneJob", "metadata": {"name": "tiny"}, "spec": {
         "baseModel": {"name": str(base)}, "dataset": {"uri": exported, "credentialsSecretRef": "store"},
         "output": {"path": "models"}, "preset": "none", "export": export,
@@ -122,7 +124,7 @@ def test_a_dataset_and_a_model_go_to_the_store_and_come_back(store: str, tmp_pat
     evaluation = {"apiVersion": API, "kind": "EvalRun", "metadata": {"name": "from-store"}, "spec": {
         "model": {"name": model_uri}, "backend": "offline", "serving": {"engine": "cpu"}, "output": {"path": "evals"},
         "benchmarks": [{"name": "demo", "limit": 2, "maxTokens": 4, "samples": 1, "temperature": "0"}]}}
-    proc = _run([evaluation], out, _env(AWS_ENDPOINT_URL=store))
+    proc = _run([evaluation], out, _env(AWS_ENDPOINT_URL=store, **{EXECUTABLE_ENV: str(vllm_executable())}, **vllm_environment()))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads((out / "state" / "EvalRun-from-store.json").read_text())["result"]
     assert result["results"][0]["problems"] == 2 and result["provenance"]["modelLocation"] == model_uri
