@@ -28,9 +28,11 @@ from reasonops.contract import read_document
 from reasonops.controller import builders
 from reasonops.controller.settings import Settings
 from reasonops.progress import Reporter
-from reasonops.tinymodel import build_tiny_model
+from reasonops.local_vllm import EXECUTABLE_ENV
+from reasonops.tinymodel import build_servable_model, build_tiny_model
 
 from train_support import REPO, arithmetic_rows, losses, resource_doc, write_dataset
+from vllm_support import vllm_environment, vllm_executable
 
 POOL = Path(__file__).resolve().parent / "data" / "curate_pool.jsonl"
 EXPERIMENT = "reasonops-tests"
@@ -165,7 +167,7 @@ def evaluated(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> t
     from reasonops.evaluate import run_resource
 
     root = tmp_path_factory.mktemp("eval")
-    model = build_tiny_model(root / "model")
+    model = build_servable_model(root / "model")  # the offline CPU engine serves it with vLLM's CPU backend
     out = root / "out"
     checkpoints = [{"name": f"step-{s}", "step": s, "location": str(model)} for s in (2, 4)]
     doc = read_document({
@@ -176,7 +178,10 @@ def evaluated(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> t
         "revision": "e1", "output": str(out), "outputLocation": str(out),
         "context": {"modelLocation": str(model), "modelRevision": "r1", "checkpoints": checkpoints},
     })
-    results = [run_resource(doc, Reporter(min_interval=0), env={"JOB_COMPLETION_INDEX": str(i)}) for i in range(2)]
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in {EXECUTABLE_ENV: str(vllm_executable()), **vllm_environment()}.items():
+            patch.setenv(key, value)
+        results = [run_resource(doc, Reporter(min_interval=0), env={"JOB_COMPLETION_INDEX": str(i)}) for i in range(2)]
     return out, results
 
 
@@ -216,7 +221,7 @@ def test_evaluation_logs_scores_with_intervals_per_checkpoint(mlflow_server, eva
         run, scored = runs[name], result["results"][0]
         assert run.info.status == "FINISHED" and run.data.tags["reasonops.io/finetunejob-revision"] == "r1"
         assert run.data.params["benchmarks.demo.samples"] == "1" and run.data.params["protocol"] == "limo"
-        assert run.data.params["provenance.engine"] == "reasonops.serve"
+        assert run.data.params["provenance.engine"] == "vllm"
         for key, field in (("score", "score"), ("ci_low", "ciLow"), ("ci_high", "ciHigh")):
             assert _history(mlflow_server, run.info.run_id, f"demo/{key}") == {step: pytest.approx(float(scored[field]))}
     # the pods share the revision's TensorBoard directory: the checkpoints make one curve
