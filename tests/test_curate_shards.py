@@ -42,7 +42,9 @@ def test_requests_are_spread_over_replicas(servers: list[str]) -> None:
                                                     n=2, max_tokens=4) for i in range(12)])
     assert sorted(results) == sorted(f"q{i}" for i in range(12)) and all(len(c) == 2 for c in results.values())
     sent = [served(u) - b for u, b in zip(servers, before)]
-    assert sum(sent) == 24 and min(sent) >= 4, sent  # both replicas served a fair part
+    # Both replicas served: each endpoint's two workers take a sample at the start, whatever the speeds (workers start
+    # in turns over the endpoints); after that a faster replica takes more (in CI, under load: [2, 22]).
+    assert sum(sent) == 24 and min(sent) >= 2, sent
     # an EvalRun's replicas resolved by the operator as a list of URLs
     before = [served(u) for u in servers]
     make_generator(SamplerModel.model_validate({"model": "tiny", "evalRun": "e"}), endpoint_override=servers).generate(

@@ -423,7 +423,7 @@ def _files(directory: Path) -> dict[str, bytes]:
 
 
 def _stop_checkpoint_ended_by(root: Path, moment: str, signum: int) -> None:
-    """In a forked child: a stop was asked for (the first SIGTERM), the checkpoint of step 6 is written, and
+    """In a child process: a stop was asked for (the first SIGTERM), the checkpoint of step 6 is written, and
     `signum` arrives at `moment` of it: a second SIGTERM, or the kubelet's SIGKILL when the grace period ran out."""
     from reasonops.train import checkpoints as ckpt
     from reasonops.train.preemption import StopSignal
@@ -457,7 +457,9 @@ def test_a_stop_checkpoint_cut_short_leaves_the_previous_complete_one_and_it_is_
     root = tmp_path / "checkpoints"
     ckpt.save_checkpoint(_PartitionWriter(), root, ckpt.TrainerState(step=4), rank=0, keep=1)
     before = _files(root / "step-4")
-    child = multiprocessing.get_context("fork").Process(target=_stop_checkpoint_ended_by, args=(root, moment, signum))
+    # spawned, not forked: a fork of this process, which other tests left with threads (OpenMP, torch), can hang
+    # in the child on a lock a thread held at the fork (it did in CI: the child never reached the checkpoint)
+    child = multiprocessing.get_context("spawn").Process(target=_stop_checkpoint_ended_by, args=(root, moment, signum))
     child.start()
     child.join(60)
     assert child.exitcode == -signum
