@@ -462,6 +462,10 @@ def test_a_stop_checkpoint_cut_short_leaves_the_previous_complete_one_and_it_is_
     child = multiprocessing.get_context("spawn").Process(target=_stop_checkpoint_ended_by, args=(root, moment, signum))
     child.start()
     child.join(60)
+    if child.exitcode is None:  # still running: never leave it behind (the suite's exit would wait for it)
+        child.kill()
+        child.join()
+        pytest.fail(f"the child neither finished nor was ended by signal {signum} within 60 s")
     assert child.exitcode == -signum
     assert [step for step, _ in ckpt.complete_checkpoints(root)] == [4]
     assert ckpt.latest_checkpoint(root) == root / "step-4" and _files(root / "step-4") == before
