@@ -132,12 +132,18 @@ def running_pods(c, ns: str, name: str) -> list[dict[str, Any]]:
             and not p["metadata"].get("deletionTimestamp")]
 
 
-def test_kueue_admits_queues_and_preempts_and_the_operator_never_flips_suspend(operator, volumes):
-    c, ns = operator.cluster, volumes
+def queues_and_dataset(operator, ns: str) -> "SuspendWatch":
+    """The scenarios' start: the queues, a curated dataset "ds" to train on, and a watch on the Jobs' suspend."""
+    c = operator.cluster
     apply(c, ns, *queues(ns))
     apply(c, ns, dataset("ds"))
     wait_for("dataset", lambda: get(c, "reasoningdataset", ns, "ds").get("status", {}).get("phase") == "Succeeded", op=operator)
-    watch = SuspendWatch(c, ns)
+    return SuspendWatch(c, ns)
+
+
+def test_kueue_admits_queues_and_preempts_and_the_operator_never_flips_suspend(operator, volumes):
+    c, ns = operator.cluster, volumes
+    watch = queues_and_dataset(operator, ns)
 
     # 4 of 6 GPUs: admitted; Kueue unsuspends the training Job and its pod runs.
     apply(c, ns, queued_finetune("low-a", LOW, runs_for="600s"))
@@ -211,10 +217,7 @@ def test_suspend_and_resume_go_through_kueue(operator, volumes):
     """spec.suspend of a queued FineTuneJob deactivates its Workload: Kueue evicts and suspends the Job, and
     admits it again on resume. A FineTuneJob suspended from the start gets its Job only when resumed."""
     c, ns = operator.cluster, volumes
-    apply(c, ns, *queues(ns))
-    apply(c, ns, dataset("ds"))
-    wait_for("dataset", lambda: get(c, "reasoningdataset", ns, "ds").get("status", {}).get("phase") == "Succeeded", op=operator)
-    watch = SuspendWatch(c, ns)
+    watch = queues_and_dataset(operator, ns)
     apply(c, ns, queued_finetune("ft", LOW, runs_for="600s"))
     wait_for("running", lambda: status(c, ns, "ft").get("phase") == "Running", op=operator)
 
