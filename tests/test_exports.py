@@ -20,11 +20,10 @@ import pytest
 import yaml
 
 from reasonops.contract import parse_resource, resolve
-from reasonops.local_vllm import EXECUTABLE_ENV
 from reasonops.tinymodel import build_servable_model
 
 from train_support import arithmetic_rows
-from vllm_support import vllm_environment, vllm_executable
+from vllm_support import engine_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 API = "reasonops.io/v1alpha1"
@@ -124,7 +123,7 @@ def test_a_dataset_and_a_model_go_to_the_store_and_come_back(store: str, tmp_pat
     evaluation = {"apiVersion": API, "kind": "EvalRun", "metadata": {"name": "from-store"}, "spec": {
         "model": {"name": model_uri}, "backend": "offline", "serving": {"engine": "cpu"}, "output": {"path": "evals"},
         "benchmarks": [{"name": "demo", "limit": 2, "maxTokens": 4, "samples": 1, "temperature": "0"}]}}
-    proc = _run([evaluation], out, _env(AWS_ENDPOINT_URL=store, **{EXECUTABLE_ENV: str(vllm_executable())}, **vllm_environment()))
+    proc = _run([evaluation], out, _env(AWS_ENDPOINT_URL=store, **engine_environment()))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads((out / "state" / "EvalRun-from-store.json").read_text())["result"]
     assert result["results"][0]["problems"] == 2 and result["provenance"]["modelLocation"] == model_uri

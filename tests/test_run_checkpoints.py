@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reasonops.local_vllm import EXECUTABLE_ENV
 from reasonops.tinymodel import build_servable_model
 
 from train_support import REPO, arithmetic_rows, write_dataset
-from vllm_support import vllm_environment, vllm_executable
+from vllm_support import engine_environment
 
 pytestmark = pytest.mark.slow
 API = "reasonops.io/v1alpha1"
@@ -48,7 +47,7 @@ def test_reasonops_run_selects_a_checkpoint_and_evaluates_it(tmp_path: Path):
     out = tmp_path / "out"
     # A shell's environment: none of the rendezvous variables an in-process training test leaves behind.
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    env |= {EXECUTABLE_ENV: str(vllm_executable()), **vllm_environment()}
+    env |= engine_environment()
     # four evaluations, each starting vLLM (30-120 s on two shared cores)
     proc = subprocess.run([sys.executable, "-m", "reasonops.cli", "run", str(file), "--output", str(out)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)

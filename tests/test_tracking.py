@@ -28,11 +28,10 @@ from reasonops.contract import read_document
 from reasonops.controller import builders
 from reasonops.controller.settings import Settings
 from reasonops.progress import Reporter
-from reasonops.local_vllm import EXECUTABLE_ENV
 from reasonops.tinymodel import build_servable_model, build_tiny_model
 
 from train_support import REPO, arithmetic_rows, losses, resource_doc, write_dataset
-from vllm_support import vllm_environment, vllm_executable
+from vllm_support import engine_environment
 
 POOL = Path(__file__).resolve().parent / "data" / "curate_pool.jsonl"
 EXPERIMENT = "reasonops-tests"
@@ -179,7 +178,7 @@ def evaluated(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> t
         "context": {"modelLocation": str(model), "modelRevision": "r1", "checkpoints": checkpoints},
     })
     with pytest.MonkeyPatch.context() as patch:
-        for key, value in {EXECUTABLE_ENV: str(vllm_executable()), **vllm_environment()}.items():
+        for key, value in engine_environment().items():
             patch.setenv(key, value)
         results = [run_resource(doc, Reporter(min_interval=0), env={"JOB_COMPLETION_INDEX": str(i)}) for i in range(2)]
     return out, results

@@ -26,7 +26,7 @@ from typing import Iterator
 import httpx
 import pytest
 
-from reasonops.local_vllm import running_vllm, small_model_options
+from reasonops.local_vllm import EXECUTABLE_ENV, running_vllm, small_model_options
 
 ROOT = Path(__file__).resolve().parents[1]
 VLLM_VENV = Path(os.environ.get("REASONOPS_VLLM_VENV", ROOT / ".venv-vllm"))
@@ -154,6 +154,12 @@ def vllm_environment() -> dict[str, str]:
 def vllm_executable() -> Path:
     """The `vllm` program of the vLLM environment (what REASONOPS_VLLM names in tests that start it indirectly)."""
     return vllm_python().parent / "vllm"
+
+
+def engine_environment() -> dict[str, str]:
+    """What a process that starts the offline CPU engine itself (`reasonops run`, an evaluation pod's workload) needs
+    here: REASONOPS_VLLM naming this environment's `vllm`, and the tests' vLLM caches."""
+    return {EXECUTABLE_ENV: str(vllm_executable()), **vllm_environment()}
 
 
 @contextlib.contextmanager
