@@ -167,4 +167,7 @@ printf '%s\t%s\t%s\n' "set-up" "$started" "$(date +%s.%N)" >>"$REASONOPS_PHASES"
 # of the demo's model took 133 s spinning, 30 s passive, with bitwise the same weights (docs/benchmarks.md).
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE} TOKENIZERS_PARALLELISM=false \
   HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
-exec .venv/bin/python -m pytest "$@"
+# Two pytest-xdist workers, each taking a whole test module at a time, the longest first (tests/conftest.py): the
+# real node's and the control plane's modules mostly wait on pods and timers, and the other worker uses that time.
+# REASONOPS_TEST_WORKERS=0 runs the suite in this one process; a -n of the extra arguments wins.
+exec .venv/bin/python -m pytest -n "${REASONOPS_TEST_WORKERS:-2}" --dist loadfile --no-loadscopereorder "$@"

@@ -24,6 +24,7 @@ class Phase:
     start: float  # epoch seconds
     end: float
     failed: int = 0  # a module's failed tests
+    worker: str = ""  # the pytest-xdist worker that ran a module (gw0, gw1; empty in a run of one process)
 
     @property
     def seconds(self) -> float:
@@ -59,7 +60,7 @@ def phase_table(setup: list[Phase], pytest_run: Phase, modules: list[Phase]) -> 
     width = max(len(label) for label, _ in rows)
     lines = [f"{'phase':<{width}}  {'start s':>8}  {'wall s':>8}  note"]
     for label, p in rows:
-        note = f"{p.failed} failed" if p.failed else ""
+        note = " ".join(filter(None, [p.worker, f"{p.failed} failed" if p.failed else ""]))
         lines.append(f"{label:<{width}}  {p.start - origin:>8.0f}  {p.seconds:>8.0f}  {note}".rstrip())
     lines.append(f"{'total':<{width}}  {0:>8.0f}  {end - origin:>8.0f}")
     return "\n".join(lines) + "\n"
@@ -77,6 +78,7 @@ class PhaseRecorder:
         self.started = time.time()
         self.spans: dict[str, list[float]] = {}  # module -> [its first test's start, its last test's end]
         self.failed: dict[str, set[str]] = {}  # module -> its failed tests
+        self.workers: dict[str, str] = {}  # module -> the xdist worker that ran it
 
     def pytest_runtest_logstart(self, nodeid: str, location) -> None:
         now = time.time()
@@ -86,12 +88,16 @@ class PhaseRecorder:
         self.spans[module_of(nodeid)][1] = time.time()
 
     def pytest_runtest_logreport(self, report) -> None:
+        worker = getattr(report, "node", None)  # under pytest-xdist, the controller's handle on the worker
+        if worker is not None:
+            self.workers[module_of(report.nodeid)] = worker.workerinput["workerid"]
         if report.failed:
             self.failed.setdefault(module_of(report.nodeid), set()).add(report.nodeid)
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         setup = read_phases(self.phases_file.read_text()) if self.phases_file.exists() else []
-        modules = [Phase(name, start, end, len(self.failed.get(name, ()))) for name, (start, end) in self.spans.items()]
+        modules = [Phase(name, start, end, len(self.failed.get(name, ())), self.workers.get(name, ""))
+                   for name, (start, end) in self.spans.items()]
         table = phase_table(setup, Phase("pytest", self.started, time.time()), modules)
         self.phases_file.with_suffix(".txt").write_text(table)
         terminalreporter.write_sep("=", "phases (wall time)")

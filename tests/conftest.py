@@ -48,9 +48,26 @@ KUBECTL = TOOLS_BIN / "kubectl"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # hack/test.sh's phase table (tests/ci_phases.py): only in runs that it starts.
-    if os.environ.get("REASONOPS_PHASES"):
+    # hack/test.sh's phase table (tests/ci_phases.py): only in runs that it starts, kept by the process that reports
+    # (under pytest-xdist the controller, not its workers).
+    if os.environ.get("REASONOPS_PHASES") and not hasattr(config, "workerinput"):
         config.pluginmanager.register(PhaseRecorder(Path(os.environ["REASONOPS_PHASES"])), "reasonops-phases")
+
+
+# The modules that take longest, longest first (their wall times in the phase table of docs/benchmarks.md, CI
+# section). hack/test.sh runs the suite on two pytest-xdist workers, a whole module at a time, in collection order
+# (--dist loadfile --no-loadscopereorder): with these first, one worker waits on the real node's pods while the
+# other runs the rest, and the short modules fill in at the end (longest processing time first).
+LONGEST_FIRST = (
+    "test_realnode.py", "test_operator_e2e.py", "test_train_run.py", "test_demo.py", "test_run_checkpoints.py",
+    "test_chart.py", "test_validation_e2e.py", "test_kueue.py", "test_operator_checkpoints.py", "test_curate_shards.py",
+    "test_limits.py", "test_evaluate.py", "test_report_browser.py", "test_report.py", "test_llm.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
 
 
 class KubectlError(subprocess.CalledProcessError):

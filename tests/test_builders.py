@@ -290,6 +290,20 @@ def test_every_pod_setting_reaches_the_pods_of_each_kind():
         assert pod["terminationGracePeriodSeconds"] == 900, component
 
 
+@pytest.mark.parametrize("cpu,expected", [
+    ({"cpu": "250m", "cpuLimit": "2"}, ({"cpu": "250m"}, {"cpu": "2"})),   # burst into idle cores
+    ({"cpu": "4"}, ({"cpu": "4"}, {"cpu": "4"})),                          # the request is the limit
+    ({"cpuLimit": "3"}, ({}, {"cpu": "3"})),                               # Kubernetes makes the request the limit
+], ids=["limit-above", "request-only", "limit-only"])
+def test_a_cpu_limit_above_the_request_reaches_every_pod_and_memory_stays_request_equal_limit(cpu, expected):
+    requests, limits = expected
+    for component, template in _all_pods({**cpu, "memory": "3Gi"}).items():
+        resources = template["spec"]["containers"][0]["resources"]
+        assert {k: v for k, v in resources["requests"].items() if k == "cpu"} == requests, component
+        assert {k: v for k, v in resources["limits"].items() if k == "cpu"} == limits, component
+        assert resources["requests"]["memory"] == resources["limits"]["memory"] == "3Gi", component
+
+
 def test_pod_setting_defaults_come_from_the_api_training_gets_shm_and_time_to_checkpoint():
     pods = _all_pods({})
     train = pods.pop("train")["spec"]

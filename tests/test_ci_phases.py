@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from ci_phases import Phase, phase_table, read_phases
@@ -30,6 +33,35 @@ def test_the_table_lists_the_set_up_steps_by_start_with_their_parts_then_the_mod
         "  tests/test_a.py          625       275  2 failed",
         "total                        0       901",
     ]
+
+
+def test_modules_run_side_by_side_show_their_worker():
+    """Under pytest-xdist (hack/test.sh), two modules overlap: each row says which worker ran it."""
+    modules = [Phase("tests/test_slow.py", 10, 100, worker="gw0"), Phase("tests/test_fast.py", 11, 40, 1, worker="gw1")]
+    rows = phase_table([], Phase("pytest", 10, 101), modules).splitlines()
+    assert [row.split() for row in rows[2:4]] == [["tests/test_slow.py", "0", "90", "gw0"],
+                                                  ["tests/test_fast.py", "1", "29", "gw1", "1", "failed"]]
+
+
+def test_a_run_on_two_workers_names_each_modules_worker(pytester: pytest.Pytester, monkeypatch):
+    phases = pytester.path / "ci-phases.tsv"
+    monkeypatch.setenv("REASONOPS_PHASES", str(phases))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    pytester.makeconftest("""
+import os
+from pathlib import Path
+from ci_phases import PhaseRecorder
+
+def pytest_configure(config):
+    if not hasattr(config, "workerinput"):
+        config.pluginmanager.register(PhaseRecorder(Path(os.environ["REASONOPS_PHASES"])), "reasonops-phases")
+""")
+    pytester.makepyfile(test_one="def test_ok():\n    pass\n", test_two="def test_ok():\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", "--dist", "loadfile")
+    result.assert_outcomes(passed=2)
+    rows = [line.split() for line in (pytester.path / "ci-phases.txt").read_text().splitlines() if "test_" in line]
+    assert sorted(row[0] for row in rows) == ["test_one.py", "test_two.py"]
+    assert {row[3] for row in rows} <= {"gw0", "gw1"} and all(len(row) == 4 for row in rows), rows
 
 
 def test_parts_built_during_the_tests_show_without_their_step():

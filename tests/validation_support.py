@@ -257,6 +257,8 @@ INVALID = [
     ("two mounts at one path", with_(FINETUNE, "spec.resources", {"volumes": [{"name": "v", "emptyDir": {}}, {"name": "w", "emptyDir": {}}],
                                                                  "volumeMounts": [{"name": "v", "mountPath": "/data"}, {"name": "w", "mountPath": "/data"}]}),
      "spec.resources.volumeMounts", "two volume mounts have the same mountPath"),
+    ("CPU limit below the request", with_(EVAL, "spec.serving", {"resources": {"cpu": "2", "cpuLimit": "1500m"}}),
+     "spec.serving.resources.cpuLimit", "cpuLimit must not be below cpu"),
     ("GPUs as an extended resource", with_(FINETUNE, "spec.resources", {"extendedResources": [{"name": "nvidia.com/gpu", "quantity": 8}]}),
      "spec.resources.extendedResources[0].name", "cpu, memory and GPUs are set by cpu, memory and gpus"),
     ("no extended resource", with_(FINETUNE, "spec.resources", {"extendedResources": [{"name": "rdma/hca", "quantity": 0}]}),
@@ -342,6 +344,9 @@ VALID = [
         "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
             {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["h200"]}]}]}}},
         "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway"}]})),
+    ("a CPU limit above the request", with_(DATASET, "spec.resources", {"cpu": "250m", "cpuLimit": "2"})),
+    ("a CPU limit as high as the request", with_(FINETUNE, "spec.resources", {"cpu": "1.5", "cpuLimit": "1500m"})),
+    ("a CPU limit alone", with_(EVAL, "spec.resources", {"cpuLimit": "4"})),
     ("grace period zero on the server", with_(EVAL, "spec.serving", {"resources": {"terminationGracePeriodSeconds": 0, "gpus": 1}})),
 ]
 

@@ -14,6 +14,7 @@ import math
 import re
 import typing
 from dataclasses import dataclass
+import fractions
 from typing import Annotated, Any, Callable, ClassVar, Literal, Optional, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -745,10 +746,22 @@ class TopologySpreadConstraint(Model):
     minDomains: Optional[int] = Field(default=None, ge=1, le=1024, description="Domains counted at least (DoNotSchedule only).")
 
 
+CpuQuantity = Annotated[str, Field(max_length=16, pattern=r"^[0-9]+(\.[0-9]+)?m?$")]
+
+
+def cpu_millicores(quantity: str) -> fractions.Fraction:
+    """A CPU quantity of the `cpu` fields' form ("2", "1.5", "500m") in millicores, exactly."""
+    return fractions.Fraction(quantity[:-1]) if quantity.endswith("m") else fractions.Fraction(quantity) * 1000
+
+
 class Resources(Model):
     """Compute and pod settings of the workload pods."""
 
     rules = (
+        Rule("!has(self.cpu) || !has(self.cpuLimit) || quantity(self.cpuLimit).compareTo(quantity(self.cpu)) >= 0",
+             "cpuLimit must not be below cpu",
+             lambda r: r.cpu is None or r.cpuLimit is None or cpu_millicores(r.cpuLimit) >= cpu_millicores(r.cpu),
+             field=".cpuLimit"),
         Rule("!has(self.volumeMounts) || self.volumeMounts.all(m, has(self.volumes) && self.volumes.exists(v, v.name == m.name))",
              "every volume mount must name a volume of volumes",
              lambda r: all(any(v.name == m.name for v in r.volumes or []) for m in r.volumeMounts or []), field=".volumeMounts"),
@@ -758,8 +771,12 @@ class Resources(Model):
     )
 
     gpus: Optional[int] = Field(default=None, ge=0, le=16, description="GPUs per pod (nvidia.com/gpu).")
-    cpu: Optional[Annotated[str, Field(max_length=16, pattern=r"^[0-9]+(\.[0-9]+)?m?$")]] = Field(
-        default=None, description="CPU request and limit per pod, e.g. \"8\" or \"500m\"."
+    cpu: Optional[CpuQuantity] = Field(
+        default=None, description="CPU request per pod, e.g. \"8\" or \"500m\"; also its limit unless cpuLimit says otherwise."
+    )
+    cpuLimit: Optional[CpuQuantity] = Field(
+        default=None, description="CPU limit per pod when it should be above cpu: the pod may use a node's idle cores up to it"
+                                  " (Burstable QoS) instead of being throttled at its request. Unset: the limit is cpu.",
     )
     memory: Optional[Annotated[str, Field(max_length=16, pattern=r"^[0-9]+(\.[0-9]+)?([KMGTPE]i?)?$")]] = Field(
         default=None, description="Memory request and limit per pod, e.g. \"64Gi\"."

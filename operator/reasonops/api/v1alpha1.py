@@ -15,6 +15,7 @@ from pydantic import ConfigDict, Field, field_validator
 from .common import (
     ChildRef,
     Condition,
+    CpuQuantity,
     Fraction,
     HistoryEntry,
     Location,
@@ -84,7 +85,7 @@ MAX_CHECKPOINTS = 64  # checkpoints listed in a status (the newest); status must
 
 Benchmark = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
 IsoDate = Annotated[str, Field(max_length=10, pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
-CPU = Annotated[str, Field(max_length=16, pattern=r"^[0-9]+(\.[0-9]+)?m?$")]
+CPU = CpuQuantity
 Memory = Annotated[str, Field(max_length=16, pattern=r"^[0-9]+(\.[0-9]+)?([KMGTPE]i?)?$")]
 
 

@@ -119,6 +119,8 @@ def build_configmap(body: dict[str, Any], name: str, labels: dict[str, str], doc
 
 
 def _resource_limits(resources: Optional[Resources], gpus: int) -> dict[str, Any]:
+    """Requests equal to limits (Guaranteed QoS when CPU and memory are both given), except a CPU limit set above
+    the request by resources.cpuLimit."""
     limits: dict[str, str] = {}
     if gpus:
         limits[GPU] = str(gpus)
@@ -128,7 +130,10 @@ def _resource_limits(resources: Optional[Resources], gpus: int) -> dict[str, Any
         limits["memory"] = resources.memory
     for extended in (resources.extendedResources or []) if resources else []:
         limits[extended.name] = str(extended.quantity)
-    return {"requests": dict(limits), "limits": dict(limits)} if limits else {}
+    requests = dict(limits)
+    if resources and resources.cpuLimit:
+        limits["cpu"] = resources.cpuLimit  # without cpu, Kubernetes makes the request the limit
+    return {"requests": requests, "limits": limits} if limits else {}
 
 
 def _secret_env(secret_name: str, key: str, env_name: str) -> dict[str, Any]:
@@ -522,6 +527,8 @@ def build_eval_server(
         ports=[{"name": "http", "containerPort": settings.server_port}], probes=probes, selector=selector,
     )
     container = pod["containers"][0]
+    if resources and resources.cpuLimit:
+        requests.pop("cpu")  # the user's limit bounds the request: Kubernetes makes the request the limit
     container["resources"] = {**container["resources"], "requests": {**requests, **container["resources"].get("requests", {})}}
     if limits:
         container["resources"]["limits"] = {**limits, **container["resources"].get("limits", {})}

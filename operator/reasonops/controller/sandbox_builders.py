@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from ..api.common import resolve_defaults
+from ..api.common import cpu_millicores, resolve_defaults
 from ..api.v1alpha1 import SandboxSpec
 from ..contract import SANDBOX_PORT, SANDBOX_UNCONFINED, Env, sandbox_name, sandbox_url
 from .builders import UID, _metadata, queue_labels
@@ -50,7 +50,7 @@ def build_sandbox_children(body: dict[str, Any], settings: Settings, spec: Optio
     labels = labels_for(kind, name, COMPONENT)
     selector = component_selector(kind, name, COMPONENT)
     cpu, memory = spec.cpu, spec.memory
-    workers = max(1, int(float(cpu.removesuffix("m")) / (1000 if cpu.endswith("m") else 1)))
+    workers = max(1, int(cpu_millicores(cpu) // 1000))
     container = {
         "name": "sandbox",
         "image": settings.curate_image,
