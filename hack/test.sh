@@ -170,4 +170,4 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-
 # Two pytest-xdist workers, each taking a whole test module at a time, the longest first (tests/conftest.py): the
 # real node's and the control plane's modules mostly wait on pods and timers, and the other worker uses that time.
 # REASONOPS_TEST_WORKERS=0 runs the suite in this one process; a -n of the extra arguments wins.
-exec .venv/bin/python -m pytest -n "${REASONOPS_TEST_WORKERS:-2}" --dist loadfile --no-loadscopereorder "$@"
+exec .venv/bin/python -m pytest -n "${REASONOPS_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder "$@"
