@@ -56,7 +56,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 # The modules that take longest, longest first (their wall times in the phase table of docs/benchmarks.md, CI
 # section). hack/test.sh runs the suite on two pytest-xdist workers, a whole module at a time, in collection order
-# (--dist loadfile --no-loadscopereorder): with these first, one worker waits on the real node's pods while the
+# (--dist loadfile --no-loadscope-reorder): with these first, one worker waits on the real node's pods while the
 # other runs the rest, and the short modules fill in at the end (longest processing time first).
 LONGEST_FIRST = (
     "test_realnode.py", "test_operator_e2e.py", "test_train_run.py", "test_demo.py", "test_run_checkpoints.py",
