@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from reasonops.errors import WorkloadError
-from reasonops.local_vllm import EXECUTABLE_ENV, running_vllm, small_model_options, vllm_executable
+from reasonops.local_vllm import EXECUTABLE_ENV, free_port, running_vllm, small_model_options, vllm_executable
 from reasonops.serving import SMALL_KV_CACHE_BYTES, ServerOptions, server_args, server_env
 
 
@@ -72,3 +72,61 @@ def test_a_server_that_never_answers_is_stopped(tmp_path: Path) -> None:
     assert err.value.reason == "EngineUnavailable" and "did not answer" in err.value.message and "loading" in err.value.message
     with pytest.raises(ProcessLookupError):  # stopped, with its process group
         os.kill(int(pid_file.read_text()), 0)
+
+
+_FAKE_SERVER = '''#!{python}
+"""Answers /health and /v1/models (listing MODEL) on --port; the first START_FAILS starts fail as vLLM does when its
+port was taken between being found free and being bound."""
+import http.server, json, pathlib, sys
+args = sys.argv[1:]
+port = int(args[args.index("--port") + 1])
+starts = pathlib.Path({starts!r})
+starts.write_text(starts.read_text() + f"{{port}}\\n" if starts.exists() else f"{{port}}\\n")
+if len(starts.read_text().split()) <= {fails}:
+    print("OSError: [Errno 98] error while attempting to bind on address ('127.0.0.1', %d): address already in use" % port)
+    sys.exit(1)
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b"" if self.path == "/health" else json.dumps({{"data": [{{"id": {model!r}}}]}}).encode()
+        self.send_response(200); self.end_headers(); self.wfile.write(body)
+http.server.HTTPServer(("127.0.0.1", port), Handler).serve_forever()
+'''
+
+
+def _fake_server(tmp_path: Path, model: str, fails: int) -> tuple[Path, Path]:
+    import sys
+
+    starts = tmp_path / "starts"
+    program = tmp_path / "vllm"
+    program.write_text(_FAKE_SERVER.format(python=sys.executable, starts=str(starts), fails=fails, model=model))
+    program.chmod(program.stat().st_mode | stat.S_IXUSR)
+    return program, starts
+
+
+def test_a_port_taken_before_vllm_bound_it_is_replaced_by_another(tmp_path: Path) -> None:
+    program, starts = _fake_server(tmp_path, "m", fails=2)
+    with running_vllm(small_model_options(tmp_path, "m"), executable=str(program), log_path=tmp_path / "log") as url:
+        ports = [int(p) for p in starts.read_text().split()]
+        assert len(ports) == 3 and url == f"http://127.0.0.1:{ports[-1]}/v1"
+
+
+def test_a_port_taken_on_every_attempt_or_named_by_the_caller_fails_with_the_log(tmp_path: Path) -> None:
+    program, starts = _fake_server(tmp_path, "m", fails=9)
+    with pytest.raises(WorkloadError) as err:
+        with running_vllm(small_model_options(tmp_path, "m"), executable=str(program), log_path=tmp_path / "log"):
+            pytest.fail("no server started")
+    assert err.value.reason == "EngineUnavailable" and "address already in use" in err.value.message
+    assert len(starts.read_text().split()) == 3
+    starts.unlink()
+    with pytest.raises(WorkloadError):  # a port the caller named is not replaced
+        with running_vllm(small_model_options(tmp_path, "m", port=free_port()), executable=str(program), log_path=tmp_path / "log"):
+            pytest.fail("no server started")
+    assert len(starts.read_text().split()) == 1
+
+
+def test_another_program_answering_on_the_port_is_not_taken_for_the_server(tmp_path: Path) -> None:
+    program, _ = _fake_server(tmp_path, "someone-else", fails=0)
+    with pytest.raises(WorkloadError) as err:
+        with running_vllm(small_model_options(tmp_path, "m"), executable=str(program), startup_timeout=3):
+            pytest.fail("a server without the model was taken as ready")
+    assert "did not answer" in err.value.message

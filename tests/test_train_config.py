@@ -328,6 +328,27 @@ def test_one_process_pod_env_gets_a_rank_and_a_local_master():
     assert err.value.reason == "RendezvousFailed" and "torchrun" in err.value.message
 
 
+def test_a_one_process_group_binds_no_port_another_process_could_have_taken():
+    """The free port single_process_env names may be taken by another process before anything binds it (two
+    test workers, a server starting beside the demo): the group of one process keeps its store in memory."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = ("import os; from reasonops.train import launch\n"
+                f"launch._free_port = lambda: {port}\n"
+                "info = launch.init_distributed(timeout_s=30, backend='gloo')\n"
+                "print(info.rank, info.world_size, os.environ['MASTER_PORT'])")
+        env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["0", "1", str(port)]
+
+
 def test_only_global_rank_zero_reports():
     from reasonops.contract import is_reporting_process as is_reporting_rank  # one owner: the contract
 

@@ -62,6 +62,13 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+PORT_ATTEMPTS = 3  # starts on another free port when the one found free was taken before vLLM bound it
+
+
+class _PortTaken(Exception):
+    pass
+
+
 @contextlib.contextmanager
 def running_vllm(
     options: ServerOptions,
@@ -73,35 +80,60 @@ def running_vllm(
 ) -> Iterator[str]:
     """`vllm serve` with `options` (port 0: a free one) until the block ends; yields its API base URL once /health
     answers. `env` is added to this process's environment and reasonops.serving's. The server's output goes to
-    `log_path` (default: a temporary file); its tail is in the error when it exits or does not answer in time."""
-    import httpx
+    `log_path` (default: a temporary file); its tail is in the error when it exits or does not answer in time.
 
-    if not options.port:
-        options = dataclasses.replace(options, port=free_port(options.host))
-    command = [executable or vllm_executable(), *server_args(options)[1:]]
+    A port found free can be taken by another process before vLLM binds it: then, for a port chosen here, the
+    server starts again on another one (PORT_ATTEMPTS in all)."""
+    command = [executable or vllm_executable()]
     log_file = Path(log_path) if log_path else Path(tempfile.mkdtemp(prefix="reasonops-vllm-")) / "server.log"
-    root = f"http://{options.host}:{options.port}"
-    log.info("starting %s (log: %s)", " ".join(command), log_file)
-    with log_file.open("ab") as sink:
-        # A session of its own: vLLM's engine runs in child processes, stopped with the server as one group.
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
-                                   env={**os.environ, **server_env(options.engine), **(env or {})})
+    chosen = not options.port
+    for attempt in range(1, (PORT_ATTEMPTS if chosen else 1) + 1):
+        if chosen:
+            options = dataclasses.replace(options, port=free_port(options.host))
+        log.info("starting %s (log: %s)", " ".join(command + server_args(options)[1:]), log_file)
+        with log_file.open("ab") as sink:
+            # A session of its own: vLLM's engine runs in child processes, stopped with the server as one group.
+            process = subprocess.Popen(command + server_args(options)[1:], stdout=sink, stderr=subprocess.STDOUT,
+                                       start_new_session=True, env={**os.environ, **server_env(options.engine), **(env or {})})
+        root = f"http://{options.host}:{options.port}"
+        try:
+            _wait_until_serving(process, root, options.served_model_name, log_file, startup_timeout, retry=attempt < PORT_ATTEMPTS and chosen)
+            break
+        except _PortTaken:
+            _stop(process)
+            log.warning("port %d was taken before vLLM bound it; starting again on another", options.port)
+        except BaseException:
+            _stop(process)
+            raise
     try:
-        deadline = time.monotonic() + startup_timeout
-        while True:
-            if process.poll() is not None:
-                raise WorkloadError(reasons.REASON_ENGINE_UNAVAILABLE,
-                                    f"vllm serve exited with {process.returncode} before answering: {_tail(log_file)}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{root}/health", timeout=5).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise WorkloadError(reasons.REASON_ENGINE_UNAVAILABLE,
-                                    f"vllm serve did not answer {root}/health within {startup_timeout:.0f}s: {_tail(log_file)}")
-            time.sleep(0.5)
         yield f"{root}/v1"
     finally:
         _stop(process)
+
+
+def _wait_until_serving(process: subprocess.Popen, root: str, served_model_name: str, log_file: Path, timeout: float,
+                        retry: bool) -> None:
+    """Until the server answers /health and lists the model (not another program on the port); _PortTaken when it
+    exited because its port was in use and `retry`."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            tail = _tail(log_file)
+            if retry and ("Address already in use" in tail or "Errno 98" in tail):
+                raise _PortTaken
+            raise WorkloadError(reasons.REASON_ENGINE_UNAVAILABLE, f"vllm serve exited with {process.returncode} before answering: {tail}")
+        with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+            if httpx.get(f"{root}/health", timeout=5).status_code == 200:
+                models = httpx.get(f"{root}/v1/models", timeout=5).json()["data"]
+                if any(m.get("id") == served_model_name for m in models) and process.poll() is None:
+                    return
+        if time.monotonic() > deadline:
+            raise WorkloadError(reasons.REASON_ENGINE_UNAVAILABLE,
+                                f"vllm serve did not answer {root}/health and list {served_model_name} in /v1/models within "
+                                f"{timeout:.0f}s: {_tail(log_file)}")
+        time.sleep(0.5)
 
 
 def _stop(process: subprocess.Popen) -> None:

@@ -277,7 +277,7 @@ def init_distributed(timeout_s: Optional[float] = None, backend: Optional[str] =
     """Join (or, for a plain single process, create) the process group and prove it with an all_reduce.
 
     Runs before the model is loaded so that a broken rendezvous fails in seconds with who/where, not after
-    a 30-minute NCCL timeout. Outside torchrun a one-process group on a free local port is created and kept
+    a 30-minute NCCL timeout. Outside torchrun a one-process group over an in-process store is created and kept
     (with the RANK/WORLD_SIZE/LOCAL_RANK variables DeepSpeed reads) for later runs in the same process:
     DeepSpeed caches its groups, so a destroyed and re-created group would break the next run.
     """
@@ -286,13 +286,17 @@ def init_distributed(timeout_s: Optional[float] = None, backend: Optional[str] =
 
     timeout_s = timeout_s or rendezvous_timeout()
     if not dist.is_initialized():
+        alone = "RANK" not in os.environ  # not started by torchrun: a group of this one process
         single_process_env(os.environ)
         backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
         local_rank = int(os.environ.get("LOCAL_RANK", 0))
         if backend == "nccl":
             torch.cuda.set_device(local_rank)
+        # Alone, the group's store is in this process: a TCP store on the free port would have to bind it after
+        # the port was found free, and another process of the machine can take it in between (EADDRINUSE).
+        store = {"store": dist.HashStore(), "rank": 0, "world_size": 1} if alone else {}
         try:
-            dist.init_process_group(backend, timeout=_dt.timedelta(seconds=collective_timeout()))
+            dist.init_process_group(backend, timeout=_dt.timedelta(seconds=collective_timeout()), **store)
         except Exception as exc:
             raise WorkloadError(reasons.REASON_RENDEZVOUS_FAILED, _where(f"could not join the process group: {exc}")) from exc
     info = DistInfo(dist.get_rank(), int(os.environ.get("LOCAL_RANK", 0)), dist.get_world_size(), dist.get_backend())
