@@ -8,13 +8,13 @@ operator when it resolves a spec, so the API server never rewrites what a user (
 
 from __future__ import annotations
 
+import fractions
 import functools
 import json
 import math
 import re
 import typing
 from dataclasses import dataclass
-import fractions
 from typing import Annotated, Any, Callable, ClassVar, Literal, Optional, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
