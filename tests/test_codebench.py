@@ -179,12 +179,17 @@ def test_correct_programs_score_one(coder: str, tmp_path: Path):
 
 
 def test_reasonops_run_on_the_tiny_model(tmp_path: Path):
-    """`reasonops run` as a shell runs it: the tiny random model writes no working code, the run completes."""
-    subprocess.run([sys.executable, "-m", "reasonops.cli", "tiny-model", "tiny-model"], cwd=tmp_path, env=_env(), check=True,
+    """`reasonops run` as a shell runs it: the tiny random model, served by the real vLLM (its CPU build, which
+    `reasonops run` starts where it is installed), writes no working code, and the run completes."""
+    from vllm_support import engine_environment
+
+    env = {**_env(), **engine_environment()}
+    subprocess.run([sys.executable, "-m", "reasonops.cli", "tiny-model", "tiny-model"], cwd=tmp_path, env=env, check=True,
                    capture_output=True)
     run = subprocess.run([sys.executable, "-m", "reasonops.cli", "run", str(ROOT / "examples" / "code" / "evalrun-code-demo.yaml"),
-                          "--output", "out"], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+                          "--output", "out"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
+    assert "with vLLM's CPU engine" in run.stdout, run.stdout[-2000:]
     summary = json.loads(next((tmp_path / "out").rglob("summary.json")).read_text())
     scores = summary["benchmarks"][0]["scores"]
     assert scores["problems"] == 9 and scores["responses"] == 18

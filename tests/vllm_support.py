@@ -157,8 +157,9 @@ def vllm_executable() -> Path:
 
 
 def engine_environment() -> dict[str, str]:
-    """What a process that starts the offline CPU engine itself (`reasonops run`, an evaluation pod's workload) needs
-    here: REASONOPS_VLLM naming this environment's `vllm`, and the tests' vLLM caches."""
+    """What a process that starts vLLM itself (the offline CPU engine of `reasonops run` or of an evaluation pod's
+    workload, `reasonops run`'s local server) needs here: REASONOPS_VLLM naming this environment's `vllm`, and the
+    tests' vLLM caches."""
     return {EXECUTABLE_ENV: str(vllm_executable()), **vllm_environment()}
 
 

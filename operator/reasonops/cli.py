@@ -92,9 +92,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_tiny_model(args: argparse.Namespace) -> int:
-    from .tinymodel import build_tiny_model
+    from .tinymodel import build_servable_model
 
-    print(build_tiny_model(args.out_dir, layers=args.layers, hidden=args.hidden))
+    print(build_servable_model(args.out_dir, layers=args.layers, hidden=args.hidden))
     return 0
 
 
@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--isolation", choices=ISOLATIONS, default=None, help=isolation_help)
     p.set_defaults(func=_cmd_sandbox_serve)
 
-    p = sub.add_parser("tiny-model", help="write a tiny random model in Hugging Face format")
+    p = sub.add_parser("tiny-model", help="write a tiny random model in Hugging Face format (a shape vLLM's CPU engine serves)")
     p.add_argument("out_dir")
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--hidden", type=int, default=64)

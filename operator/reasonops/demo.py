@@ -28,7 +28,7 @@ from typing import Any, Callable
 DIFFERENCES = [
     "runs every workload in this process instead of Kubernetes Jobs (the operator is not involved)",
     "trains on CPU with DeepSpeed ZeRO-3 over gloo instead of GPUs with NCCL, attention: sdpa",
-    "serves the models with reasonops' small OpenAI-compatible server instead of vLLM",
+    "serves the models with vLLM's CPU engine where it is installed, else with reasonops' small OpenAI-compatible server",
     "uses a tiny model pre-trained here for a minute on arithmetic word problems, instead of a hub model",
 ]
 
@@ -196,7 +196,7 @@ def main(output: str = "./reasonops-demo", keep: bool = False) -> int:
     stories = {
         "ReasoningDataset": "curate: dedupe, decontaminate against the benchmark, score and select chains",
         "FineTuneJob": "fine-tune the base model on the curated chains (DeepSpeed ZeRO-3, loss on assistant tokens)",
-        "EvalRun": "evaluate {what} on the demo benchmark (served by the local OpenAI-compatible server)",
+        "EvalRun": "evaluate {what} on the demo benchmark (served by a local OpenAI-compatible server)",
     }
     summaries = []
     for number, res in enumerate(resources_in_order, start=2):

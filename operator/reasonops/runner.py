@@ -23,6 +23,7 @@ import yaml
 
 from . import contract, objectstore
 from .api import common as reasons
+from .api.common import resolve_defaults
 from .api.v1alpha1 import EvalRun, FineTuneJob, Resource
 from .errors import Stopped, WorkloadError
 from .progress import Reporter
@@ -259,19 +260,37 @@ def record_local_run(output_root: Path, res: Resource, doc: contract.WorkloadDoc
 
 @contextlib.contextmanager
 def _local_server(doc: contract.WorkloadDocument) -> Iterator[None]:
-    """An EvalRun with a model directory and no endpoint gets a local OpenAI-compatible server."""
+    """An EvalRun with a model directory and no endpoint gets a local OpenAI-compatible server: vLLM's (the CPU build,
+    found as reasonops.local_vllm finds it) where it is installed, else reasonops.serve (pip cannot install vLLM's CPU
+    build beside the workloads, and a laptop's first `reasonops demo` must run)."""
     ctx = doc.context
     if doc.kind != "EvalRun" or ctx.endpoint or doc.spec.backend == "offline":
         yield
         return
-    from .serve import start_server
+    from .local_vllm import running_vllm, small_model_options, vllm_executable
 
     res = doc.resource()
     assert isinstance(res, EvalRun)
     if not contract.serving_enabled(res.spec):
         raise WorkloadError(reasons.REASON_ENDPOINT_UNREACHABLE, "serving is disabled and spec.model sets no endpoint")
     name = contract.served_model_name(res)
-    print(f"[reasonops] serving {ctx.modelLocation} with the local OpenAI-compatible server (vLLM serves it in a cluster)", flush=True)
+    try:
+        executable = vllm_executable()
+    except WorkloadError:
+        executable = None
+    if executable:
+        serving = resolve_defaults(res.spec).serving
+        options = small_model_options(ctx.modelLocation, name, dtype=serving.dtype,
+                                      **({"max_model_len": serving.maxModelLen} if serving.maxModelLen else {}))
+        print(f"[reasonops] serving {ctx.modelLocation} with vLLM's CPU engine ({executable})", flush=True)
+        with running_vllm(options, executable=executable) as url:
+            ctx.endpoint, ctx.servedModelName = url, name
+            yield
+        return
+    from .serve import start_server
+
+    print(f"[reasonops] serving {ctx.modelLocation} with the local OpenAI-compatible server (vLLM is not installed here;"
+          " it serves the model in a cluster)", flush=True)
     process, url = start_server(ctx.modelLocation, served_model_name=name)
     ctx.endpoint, ctx.servedModelName = url, name
     try:
