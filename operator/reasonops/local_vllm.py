@@ -84,20 +84,22 @@ def running_vllm(
 
     A port found free can be taken by another process before vLLM binds it: then, for a port chosen here, the
     server starts again on another one (PORT_ATTEMPTS in all)."""
-    command = [executable or vllm_executable()]
+    program = executable or vllm_executable()
     log_file = Path(log_path) if log_path else Path(tempfile.mkdtemp(prefix="reasonops-vllm-")) / "server.log"
     chosen = not options.port
     for attempt in range(1, (PORT_ATTEMPTS if chosen else 1) + 1):
         if chosen:
             options = dataclasses.replace(options, port=free_port(options.host))
-        log.info("starting %s (log: %s)", " ".join(command + server_args(options)[1:]), log_file)
+        command = [program, *server_args(options)[1:]]
+        log.info("starting %s (log: %s)", " ".join(command), log_file)
         with log_file.open("ab") as sink:
             # A session of its own: vLLM's engine runs in child processes, stopped with the server as one group.
-            process = subprocess.Popen(command + server_args(options)[1:], stdout=sink, stderr=subprocess.STDOUT,
-                                       start_new_session=True, env={**os.environ, **server_env(options.engine), **(env or {})})
+            process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+                                       env={**os.environ, **server_env(options.engine), **(env or {})})
         root = f"http://{options.host}:{options.port}"
         try:
-            _wait_until_serving(process, root, options.served_model_name, log_file, startup_timeout, retry=attempt < PORT_ATTEMPTS and chosen)
+            _wait_until_serving(process, root, options.served_model_name, log_file, startup_timeout,
+                                retry=chosen and attempt < PORT_ATTEMPTS)
             break
         except _PortTaken:
             _stop(process)

@@ -85,7 +85,6 @@ MAX_CHECKPOINTS = 64  # checkpoints listed in a status (the newest); status must
 
 Benchmark = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
 IsoDate = Annotated[str, Field(max_length=10, pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
-CPU = CpuQuantity
 Memory = Annotated[str, Field(max_length=16, pattern=r"^[0-9]+(\.[0-9]+)?([KMGTPE]i?)?$")]
 
 
@@ -95,7 +94,7 @@ class SandboxSpec(Model):
 
     runtimeClassName: Optional[Name] = Field(default=None, description="RuntimeClass of the sandbox pods, e.g. gvisor or kata.")
     replicas: Optional[int] = defaulted(SANDBOX_REPLICAS, "Sandbox pods.", ge=1, le=64)
-    cpu: Optional[CPU] = defaulted(SANDBOX_CPU, "CPU request and limit per sandbox pod.")
+    cpu: Optional[CpuQuantity] = defaulted(SANDBOX_CPU, "CPU request and limit per sandbox pod.")
     memory: Optional[Memory] = defaulted(SANDBOX_MEMORY, "Memory request and limit per sandbox pod.")
     timeoutSeconds: Optional[PositiveDecimal] = Field(default=None, description="Wall-clock limit per test case (default: the protocol's, 6 s).")
     memoryMB: Optional[int] = defaulted(SANDBOX_MEMORY_MB, "Address-space limit per test case, in MiB.", ge=64, le=65536)
