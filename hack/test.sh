@@ -27,13 +27,40 @@ PYTHON=${PYTHON:-python3}
 REAL_NODE=${REASONOPS_PREPARE_REAL_NODE:-0}
 SETUP=out/setup
 export REASONOPS_PHASES=$PWD/out/ci-phases.tsv
-mkdir -p "$SETUP"
-: >"$REASONOPS_PHASES"
-started=$(date +%s.%N)
 
 log() { echo "[test.sh] $*" >&2; }
 # shellcheck source=hack/phases.sh
 source hack/phases.sh
+
+# --- disk -------------------------------------------------------------------------------------
+
+# A run needs room: the two virtual environments (14 GB), the CPU workload image and its build context (9 GB),
+# pytest's temporary directories (control planes, the real node, models), and on a fresh machine the wheel,
+# Go and tool caches besides. Past a full disk every step fails with its own error, far from the cause (a
+# Docker build: "no space left on device"), so the run checks first and names what to free.
+# REASONOPS_MIN_FREE_GB: the free space to insist on (default: what a run with caches was measured to use,
+# docs/benchmarks.md; a fresh machine needs about FRESH_GB).
+MIN_FREE_GB=${REASONOPS_MIN_FREE_GB:-30}
+FRESH_GB=50
+check_disk() {
+  local dir avail worst="" worst_avail=""
+  for dir in "$PWD" "${TMPDIR:-/tmp}" "$HOME"; do
+    avail=$(df -Pk "$dir" 2>/dev/null | awk 'NR == 2 {printf "%d", $4 / 1048576}') || continue
+    [[ -n $avail ]] || continue
+    if [[ -z $worst_avail ]] || ((avail < worst_avail)); then worst=$dir worst_avail=$avail; fi
+  done
+  [[ -n $worst_avail ]] || return 0
+  ((worst_avail >= MIN_FREE_GB)) && return 0
+  log "only ${worst_avail} GB free where $worst is; a run needs about ${MIN_FREE_GB} GB (a fresh machine ${FRESH_GB} GB)."
+  log "Free room first: old clones of this repository, pytest's kept directories (/tmp/pytest-of-$(id -un)), unused"
+  log "images and build cache (docker system prune). REASONOPS_MIN_FREE_GB=N sets the threshold (0: no check)."
+  exit 1
+}
+check_disk
+
+mkdir -p "$SETUP"
+: >"$REASONOPS_PHASES"
+started=$(date +%s.%N)
 
 # --- the steps ---------------------------------------------------------------------------------
 

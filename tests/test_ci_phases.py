@@ -90,3 +90,21 @@ def pytest_configure(config):
                                  "  test_two.py * 1 failed", "total *"])
     written = (pytester.path / "out" / "ci-phases.txt").read_text()
     assert written.startswith("phase ") and "  test_two.py" in written
+
+
+def test_a_run_without_room_on_disk_stops_before_it_starts_naming_what_to_free(tmp_path):
+    """A full disk fails a run far from the cause ("no space left on device" in a Docker build, stop 29); the test
+    command checks first. Nothing is written: not even the phases file of a run that may be going on."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    phases = root / "out" / "ci-phases.tsv"
+    before = phases.stat().st_mtime_ns if phases.exists() else None
+    env = {**os.environ, "REASONOPS_MIN_FREE_GB": "1000000000", "PYTHON": "false"}
+    done = subprocess.run(["bash", str(root / "hack" / "test.sh")], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert "GB free where" in done.stderr and "a run needs about 1000000000 GB" in done.stderr
+    assert "docker system prune" in done.stderr and "REASONOPS_MIN_FREE_GB" in done.stderr
+    assert "started" not in done.stderr  # no set-up step ran
+    assert (phases.stat().st_mtime_ns if phases.exists() else None) == before
