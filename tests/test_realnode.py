@@ -346,6 +346,29 @@ def apply_paused(release: Release, ft_doc: dict, step: int, index: int) -> dict:
     return release.wait_for(f"pod {index} paused after step {step}", paused, timeout=600)
 
 
+def sigkill_container(pod: dict) -> list[int]:
+    """SIGKILL every process of the pod's container from the node, as the kernel's OOM killer or a crash leaves a
+    pod: no SIGTERM, no time to stop. (A deletion, even forced, is a SIGTERM first: the kubelet gives at least 2 s,
+    in which the paused rank may stop cleanly with STOPPED_EXIT_CODE, which the Job does not count as a failure.)
+    The pod's processes are those in its container's cgroup (the kubelet's cgroupfs layout, v1 or v2)."""
+    import signal
+
+    uid = pod["metadata"]["uid"]
+    (status,) = pod["status"]["containerStatuses"]
+    container = status["containerID"].split("://", 1)[1]
+    patterns = [f"{parent}/{qos}pod{uid}/{container}/cgroup.procs"
+                for parent in ("*/kubepods", "kubepods") for qos in ("", "*/")]
+    files = [f for pattern in patterns for f in Path("/sys/fs/cgroup").glob(pattern)]
+    pids = sorted({int(pid) for f in files for pid in f.read_text().split()})
+    assert pids, f"no processes in the cgroup of container {container} of pod {pod['metadata']['name']}"
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return pids
+
+
 def job_logs(release: Release, name: str) -> str:
     """The logs of every pod of the FineTuneJob `name` that still exists."""
     return "".join(release.cluster.kubectl("logs", "-n", release.ns, p["metadata"]["name"], check=False).stdout
@@ -360,8 +383,10 @@ def loss_curve_steps(release: Release, name: str, ft: dict) -> list[int]:
 
 @pytest.mark.parametrize("index", [1, 0], ids=["worker", "store-host"])
 def test_training_pod_killed_mid_run_restarts_the_group_and_resumes(release: Release, index: int):
-    """Index 1 is a worker; index 0 also hosts torchrun's store, whose loss once let the peer's torchrun
-    exit 0 and the group could not re-form (issue #11; the launcher now fails such a pod: train.run_group)."""
+    """The processes of one pod of two are SIGKILLed after step 4 and its checkpoint (an OOM kill, a crash): the Job
+    counts one failure, the operator restarts the group, and it resumes from step-4. Index 1 is a worker; index 0
+    also hosts torchrun's store, whose loss once let the peer's torchrun exit 0 and the group could not re-form
+    (issue #11; the launcher now fails such a pod: train.run_group)."""
     c = release.cluster
     name = f"ftk{index}"
     ft_doc = finetune(c, name, "pool", nodes=2)
@@ -370,7 +395,7 @@ def test_training_pod_killed_mid_run_restarts_the_group_and_resumes(release: Rel
     ft_doc["spec"]["checkpoints"] = {"everySteps": 4, "keep": 2}
     victim = apply_paused(release, ft_doc, step=4, index=index)
     assert list((release.volume / "models" / name).glob("*/checkpoints/step-4")), "the kill lands after a checkpoint"
-    c.kubectl("delete", "pod", "-n", release.ns, victim["metadata"]["name"], "--grace-period=0", "--force", check=False)
+    sigkill_container(victim)
     ft = release.wait_condition("finetunejob", name, "Ready", timeout=900)
     # One kill, one group restart: the peer's own failure (PEER_LOST_EXIT_CODE) and its eviction are not counted.
     assert ft["status"].get("restarts") == 1, ft["status"]
