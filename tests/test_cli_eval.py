@@ -68,16 +68,21 @@ def test_grade_errors_are_one_line(tmp_path: Path) -> None:
 
 
 def test_serve_takes_its_options(tmp_path: Path) -> None:
-    model = build_tiny_model(tmp_path / "tiny")
+    """`reasonops serve` where vLLM is installed (here: $REASONOPS_VLLM) serves with vLLM's CPU engine, the port it
+    picked for --port 0 in --port-file, until SIGTERM."""
+    from reasonops.tinymodel import build_servable_model
+    from vllm_support import engine_environment
+
+    model = build_servable_model(tmp_path / "tiny")
     port_file = tmp_path / "port"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "operator")}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "operator"), **engine_environment()}
     process = subprocess.Popen(
         [str(SCRIPT), "serve", "--model", str(model), "--port", "0", "--port-file", str(port_file),
          "--served-model-name", "cli-tiny"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
     )
     try:
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + 600
         models = None
         while time.monotonic() < deadline and models is None:
             assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
@@ -88,9 +93,14 @@ def test_serve_takes_its_options(tmp_path: Path) -> None:
                     pass
             time.sleep(0.3)
         assert models is not None and [m["id"] for m in models["data"]] == ["cli-tiny"]
+        assert models["data"][0]["owned_by"] == "vllm"
     finally:
         process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
+        process.wait(timeout=60)
+    assert process.returncode == 0
+    assert "with vLLM's CPU engine" in process.stderr.read().decode()
+    with pytest.raises(httpx.HTTPError):  # the server went with it
+        httpx.get(f"http://127.0.0.1:{port_file.read_text()}/v1/models", timeout=5)
 
 
 def test_serve_without_a_model_is_refused() -> None:

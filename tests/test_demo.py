@@ -5,6 +5,7 @@ template, loss masking, export and serving all have to agree for the gain to app
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from browser_support import assert_every_plot_rendered
+from vllm_support import engine_environment
 from reasonops.demo import pretraining_texts
 from reasonops.benchmarks import demo_items
 
@@ -30,10 +32,13 @@ def test_pretraining_never_shows_the_benchmark_nor_answers_a_chat_in_the_format(
 @pytest.mark.slow
 def test_demo_fine_tuning_beats_the_base_model(tmp_path: Path):
     out = tmp_path / "demo"
+    # Served by the real vLLM, as on a machine that has it (without it, by reasonops.serve: tests/test_llm.py holds
+    # that server's answers to vLLM's).
     proc = subprocess.run([sys.executable, "-m", "reasonops", "demo", "--output", str(out)],
-                          capture_output=True, text=True, timeout=1500)
+                          capture_output=True, text=True, timeout=1500, env={**os.environ, **engine_environment()})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "local OpenAI-compatible server" in proc.stdout  # says what differs from a cluster run
+    assert proc.stdout.count("with vLLM's CPU engine (") == 2  # the base model and the fine-tuned one
     assert proc.stdout.count("POST /v1") == 0  # a story of the chain, not one line per request
     record = json.loads((out / "summary.json").read_text())
     summary = {s["name"]: s for s in record["summaries"]}

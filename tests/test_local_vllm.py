@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from reasonops.errors import WorkloadError
-from reasonops.local_vllm import EXECUTABLE_ENV, free_port, running_vllm, small_model_options, vllm_executable
+from reasonops.local_vllm import EXECUTABLE_ENV, free_port, installed_vllm, running_vllm, small_model_options, vllm_executable
 from reasonops.serving import SMALL_KV_CACHE_BYTES, ServerOptions, server_args, server_env
 
 
@@ -20,6 +20,22 @@ def _program(path: Path, script: str) -> Path:
     path.write_text(f"#!/bin/sh\n{script}\n")
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
     return path
+
+
+def test_a_small_model_is_served_with_no_more_context_than_its_config_states(tmp_path: Path) -> None:
+    """vLLM refuses to start with --max-model-len above the context it derives from config.json (the demo's model
+    has 512 positions): the small-model default of 2048 gives way to the model's own; an explicit one stays."""
+    import json
+
+    def model(name: str, **config: object) -> Path:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps({"model_type": "qwen2", **config}))
+        return tmp_path / name
+
+    assert small_model_options(model("short", max_position_embeddings=512), "m").max_model_len == 512
+    assert small_model_options(model("long", max_position_embeddings=32768), "m").max_model_len == 2048
+    assert small_model_options(tmp_path / "absent", "m").max_model_len == 2048
+    assert small_model_options(model("stated", max_position_embeddings=512), "m", max_model_len=256).max_model_len == 256
 
 
 def test_cpu_engine_flags_and_environment() -> None:
@@ -50,6 +66,21 @@ def test_the_vllm_program_is_named_or_found_on_path(tmp_path: Path, monkeypatch:
     monkeypatch.setenv(EXECUTABLE_ENV, "/opt/vllm/bin/vllm")
     with pytest.raises(WorkloadError, match=f"{EXECUTABLE_ENV}=/opt/vllm/bin/vllm was not found"):
         vllm_executable()
+
+
+def test_whether_a_model_directory_is_served_with_vllm_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`reasonops run` and `reasonops serve` serve with vLLM where it is installed, else with the small server; a
+    $REASONOPS_VLLM that names no program is the user's mistake, said as one, not a quiet fallback."""
+    program = _program(tmp_path / "vllm", "exit 0")
+    monkeypatch.delenv(EXECUTABLE_ENV, raising=False)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert installed_vllm() is None
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}/bin")
+    assert installed_vllm() == str(program)
+    monkeypatch.setenv(EXECUTABLE_ENV, str(tmp_path / "elsewhere" / "vllm"))
+    with pytest.raises(WorkloadError, match="elsewhere/vllm was not found") as err:
+        installed_vllm()
+    assert err.value.reason == "EngineUnavailable"
 
 
 def test_a_server_that_exits_is_reported_with_its_log(tmp_path: Path) -> None:

@@ -101,7 +101,7 @@ def _cmd_tiny_model(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from .serve import run
 
-    run(args, args.parser)
+    run(args, args.parser, prefer_vllm=True)
     return 0
 
 
@@ -171,8 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_arguments(p)
     p.set_defaults(func=_cmd_report)
 
-    p = sub.add_parser("serve", help="serve a model directory with a local OpenAI-compatible server (CPU)",
-                       description="OpenAI-compatible server for a local model on CPU.")
+    p = sub.add_parser("serve", help="serve a model directory with a local OpenAI-compatible server (CPU): vLLM's CPU engine where it is installed",
+                       description="OpenAI-compatible server for a local model on CPU: vLLM's CPU engine where it is installed "
+                                   "($REASONOPS_VLLM, or vllm on PATH), else reasonops' small server.")
     add_serve_arguments(p)
     p.set_defaults(func=_cmd_serve, parser=p)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -26,6 +27,7 @@ from typing import Any, Iterator, Mapping
 
 from .api import common as reasons
 from .errors import WorkloadError
+from .limits import model_context_length
 from .serving import SMALL_KV_CACHE_BYTES, ServerOptions, server_args, server_env
 
 log = logging.getLogger("reasonops.local_vllm")
@@ -48,12 +50,36 @@ def vllm_executable() -> str:
     return found
 
 
+SMALL_MAX_MODEL_LEN = 2048  # a small model's context on this machine: its KV cache stays small
+
+
+def installed_vllm() -> str | None:
+    """The `vllm` program where vLLM is installed here, else None: the one answer to whether `reasonops run` and
+    `reasonops serve` serve a model directory with vLLM's CPU engine or, without it, with reasonops.serve.
+    $REASONOPS_VLLM naming no program is an error (EngineUnavailable), not a quiet fallback."""
+    if os.environ.get(EXECUTABLE_ENV):
+        return vllm_executable()
+    return shutil.which("vllm")
+
+
 def small_model_options(model_dir: str | Path, served_model_name: str, **overrides: Any) -> ServerOptions:
-    """A tiny model on this machine (tests, benchmarks): the CPU engine on localhost, a free port, eager mode, a
-    small KV cache, bfloat16 and a 2048-token context unless `overrides` say otherwise."""
-    settings: dict[str, Any] = {"port": 0, "host": "127.0.0.1", "engine": "cpu", "dtype": "bfloat16", "max_model_len": 2048,
-                                "enforce_eager": True, "kv_cache_bytes": SMALL_KV_CACHE_BYTES, **overrides}
+    """A tiny model on this machine (tests, benchmarks, `reasonops run`): the CPU engine on localhost, a free port,
+    eager mode, a small KV cache, bfloat16 and a 2048-token context (the model's own where that is shorter: vLLM
+    refuses a longer one) unless `overrides` say otherwise."""
+    settings: dict[str, Any] = {"port": 0, "host": "127.0.0.1", "engine": "cpu", "dtype": "bfloat16",
+                                "max_model_len": _small_context(model_dir), "enforce_eager": True,
+                                "kv_cache_bytes": SMALL_KV_CACHE_BYTES, **overrides}
     return ServerOptions(str(model_dir), served_model_name, **settings)
+
+
+def _small_context(model_dir: str | Path) -> int:
+    """SMALL_MAX_MODEL_LEN, or the context vLLM derives from the model's config.json where that is shorter."""
+    try:
+        config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return SMALL_MAX_MODEL_LEN
+    stated = model_context_length(config) if isinstance(config, dict) else None
+    return min(SMALL_MAX_MODEL_LEN, stated) if stated else SMALL_MAX_MODEL_LEN
 
 
 def free_port(host: str = "127.0.0.1") -> int:

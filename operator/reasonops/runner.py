@@ -267,38 +267,29 @@ def _local_server(doc: contract.WorkloadDocument) -> Iterator[None]:
     if doc.kind != "EvalRun" or ctx.endpoint or doc.spec.backend == "offline":
         yield
         return
-    from .local_vllm import running_vllm, small_model_options, vllm_executable
+    from .local_vllm import installed_vllm, running_vllm, small_model_options
 
     res = doc.resource()
     assert isinstance(res, EvalRun)
     if not contract.serving_enabled(res.spec):
         raise WorkloadError(reasons.REASON_ENDPOINT_UNREACHABLE, "serving is disabled and spec.model sets no endpoint")
     name = contract.served_model_name(res)
-    try:
-        executable = vllm_executable()
-    except WorkloadError:
-        executable = None
+    executable = installed_vllm()
     if executable:
         serving = resolve_defaults(res.spec).serving
         options = small_model_options(ctx.modelLocation, name, dtype=serving.dtype,
                                       **({"max_model_len": serving.maxModelLen} if serving.maxModelLen else {}))
         print(f"[reasonops] serving {ctx.modelLocation} with vLLM's CPU engine ({executable})", flush=True)
-        with running_vllm(options, executable=executable) as url:
-            ctx.endpoint, ctx.servedModelName = url, name
-            yield
-        return
-    from .serve import start_server
+        server = running_vllm(options, executable=executable)
+    else:
+        from .serve import running_server
 
-    print(f"[reasonops] serving {ctx.modelLocation} with the local OpenAI-compatible server (vLLM is not installed here;"
-          " it serves the model in a cluster)", flush=True)
-    process, url = start_server(ctx.modelLocation, served_model_name=name)
-    ctx.endpoint, ctx.servedModelName = url, name
-    try:
+        print(f"[reasonops] serving {ctx.modelLocation} with the local OpenAI-compatible server (vLLM is not installed here;"
+              " it serves the model in a cluster)", flush=True)
+        server = running_server(ctx.modelLocation, served_model_name=name)
+    with server as url:
+        ctx.endpoint, ctx.servedModelName = url, name
         yield
-    finally:
-        process.terminate()
-        with contextlib.suppress(Exception):
-            process.wait(timeout=20)
 
 
 def _evaluate_checkpoints(res: Resource, doc: contract.WorkloadDocument, reporter: Reporter) -> dict[str, Any]:

