@@ -50,9 +50,6 @@ def vllm_executable() -> str:
     return found
 
 
-SMALL_MAX_MODEL_LEN = 2048  # a small model's context on this machine: its KV cache stays small
-
-
 def installed_vllm() -> str | None:
     """The `vllm` program where vLLM is installed here, else None: the one answer to whether `reasonops run` and
     `reasonops serve` serve a model directory with vLLM's CPU engine or, without it, with reasonops.serve.
@@ -62,13 +59,17 @@ def installed_vllm() -> str | None:
     return shutil.which("vllm")
 
 
+SMALL_MAX_MODEL_LEN = 2048  # a small model's context on this machine: its KV cache stays small
+
+
 def small_model_options(model_dir: str | Path, served_model_name: str, **overrides: Any) -> ServerOptions:
     """A tiny model on this machine (tests, benchmarks, `reasonops run`): the CPU engine on localhost, a free port,
     eager mode, a small KV cache, bfloat16 and a 2048-token context (the model's own where that is shorter: vLLM
     refuses a longer one) unless `overrides` say otherwise."""
-    settings: dict[str, Any] = {"port": 0, "host": "127.0.0.1", "engine": "cpu", "dtype": "bfloat16",
-                                "max_model_len": _small_context(model_dir), "enforce_eager": True,
+    settings: dict[str, Any] = {"port": 0, "host": "127.0.0.1", "engine": "cpu", "dtype": "bfloat16", "enforce_eager": True,
                                 "kv_cache_bytes": SMALL_KV_CACHE_BYTES, **overrides}
+    if "max_model_len" not in settings:  # (the config is read only when its answer is needed)
+        settings["max_model_len"] = _small_context(model_dir)
     return ServerOptions(str(model_dir), served_model_name, **settings)
 
 
@@ -148,7 +149,7 @@ def _wait_until_serving(process: subprocess.Popen, root: str, served_model_name:
     deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None:
-            tail = _tail(log_file)
+            tail = log_tail(log_file)
             if retry and ("Address already in use" in tail or "Errno 98" in tail):
                 raise _PortTaken
             raise WorkloadError(reasons.REASON_ENGINE_UNAVAILABLE, f"vllm serve exited with {process.returncode} before answering: {tail}")
@@ -160,7 +161,7 @@ def _wait_until_serving(process: subprocess.Popen, root: str, served_model_name:
         if time.monotonic() > deadline:
             raise WorkloadError(reasons.REASON_ENGINE_UNAVAILABLE,
                                 f"vllm serve did not answer {root}/health and list {served_model_name} in /v1/models within "
-                                f"{timeout:.0f}s: {_tail(log_file)}")
+                                f"{timeout:.0f}s: {log_tail(log_file)}")
         time.sleep(0.5)
 
 
@@ -178,7 +179,8 @@ def _stop(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
-def _tail(path: Path, size: int = 3000) -> str:
+def log_tail(path: Path, size: int = 3000) -> str:
+    """The end of a server's log, for the error that says why it did not serve."""
     try:
         return path.read_text(errors="replace")[-size:]
     except OSError:

@@ -51,7 +51,7 @@ from . import __version__
 from .api import common as reasons
 from .limits import model_context_length
 from .errors import WorkloadError
-from .local_vllm import installed_vllm
+from .local_vllm import installed_vllm, log_tail
 
 log = logging.getLogger("reasonops.serve")
 
@@ -429,7 +429,7 @@ def start_server(
     deadline = time.monotonic() + startup_timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"the server exited with {process.returncode}: {_tail(log_file)}")
+            raise RuntimeError(f"the server exited with {process.returncode}: {log_tail(log_file, 2000)}")
         if port_file.exists():
             base_url = f"http://{host}:{port_file.read_text()}/v1"
             with contextlib.suppress(httpx.HTTPError):
@@ -437,7 +437,7 @@ def start_server(
                     return process, base_url
         time.sleep(0.2)
     process.kill()
-    raise RuntimeError(f"the server did not answer within {startup_timeout:.0f}s: {_tail(log_file)}")
+    raise RuntimeError(f"the server did not answer within {startup_timeout:.0f}s: {log_tail(log_file, 2000)}")
 
 
 @contextlib.contextmanager
@@ -453,13 +453,6 @@ def running_server(model_dir: str | Path, **kwargs: Any) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-
-def _tail(path: Path, size: int = 2000) -> str:
-    try:
-        return path.read_text(errors="replace")[-size:]
-    except OSError:
-        return "(no log)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

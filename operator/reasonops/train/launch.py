@@ -309,7 +309,8 @@ def single_process_env(env: MutableMapping[str, str]) -> None:
 
     The operator sets WORLD_SIZE=1, NNODES=1, NPROC_PER_NODE=1 and MASTER_ADDR/PORT on every training pod,
     but only torchrun sets RANK and LOCAL_RANK: a one-process pod is not launched through torchrun, so it
-    gets them here, with a free local port (the pod's MASTER_ADDR may name a Service it cannot bind).
+    gets them here, and a local MASTER_ADDR/PORT for code that reads them (the pod's MASTER_ADDR may name a Service it
+    cannot bind); the group itself binds no port (init_distributed keeps its store in this process).
     """
     if "RANK" in env:
         return
